@@ -1,0 +1,57 @@
+"""The ``s2dit`` command line: a thin dispatcher over command modules.
+
+Each module in ``pipeline.commands`` owns one group of subcommands and exposes
+``register(subparsers)``; ``cache`` subcommands come from several modules (inspection,
+versioning, generation) that all register into the one ``s2dit cache`` group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (group, module): modules register subcommands into the named group, or at top level (None).
+COMMAND_MODULES: tuple[tuple[str | None, str], ...] = (
+    ("cache", "pipeline.commands.cache_inspect"),
+    ("cache", "pipeline.commands.cache_versioning"),
+    ("cache", "pipeline.commands.cache_generate"),
+    (None, "pipeline.commands.model"),
+    (None, "pipeline.commands.train"),
+    (None, "pipeline.commands.demo"),
+)
+
+GROUP_HELP = {
+    "cache": "inspect, verify, version and generate teacher caches",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2dit",
+        description="Teacher-cache distillation of Wan 2.2 into the S2DiT streaming student.",
+    )
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for group, module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        if group is None:
+            module.register(top)
+            continue
+        if group not in groups:
+            group_parser = top.add_parser(group, help=GROUP_HELP[group], description=GROUP_HELP[group])
+            groups[group] = group_parser.add_subparsers(dest=f"{group}_command", required=True,
+                                                        metavar="SUBCOMMAND")
+        module.register(groups[group])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Every leaf parser sets ``func`` with set_defaults(func=...); it returns an exit code.
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Shared fixtures: a real S3 server on loopback (moto server mode) and a local Ray runtime."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1; yields its endpoint URL. s3fs reaches it over HTTP."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    # The standard AWS variables, exactly as a user's environment would carry them.
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
+                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A fresh bucket per test; yields ``s3://bucket``."""
+    import s3fs
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, skip_instance_cache=True)
+    fs.mkdir(name)
+    s3fs.S3FileSystem.clear_instance_cache()
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_runtime(tmp_path_factory):
+    """One local Ray runtime per test session (starting one costs ~5 s and ~0.5 GB)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    temp_dir = tmp_path_factory.mktemp("ray")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir), ignore_reinit_error=True,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
