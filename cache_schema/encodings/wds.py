@@ -1,0 +1,93 @@
+"""WebDataset encoding: one tar shard, one member per field, readable by stock webdataset/tar.
+
+Members of a sample ``<sample_id>``: ``.meta.json`` (seed, per-tensor checksums), ``.prompt.txt``,
+``.negative_prompt.txt`` and ``.<field>.npy`` per tensor. Tars are deterministic (fixed mtime,
+owner and member order) so the same records always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from typing import IO, Any, Iterator, Sequence
+
+import numpy as np
+
+from ..checksum import record_checksums
+from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FieldKind, CacheLayout
+from .common import slice_steps, step_positions
+
+SUFFIX = ".tar"
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uname = info.gname = "s2dit"
+    tar.addfile(info, io.BytesIO(data))
+
+
+def encode_shard(records: Sequence[dict[str, Any]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for record in records:
+            key = record["sample_id"]
+            meta = {"sample_id": key, "seed": int(record["seed"]),
+                    CHECKSUMS_KEY: record.get(CHECKSUMS_KEY) or record_checksums(record)}
+            _add(tar, f"{key}.meta.json", json.dumps(meta, sort_keys=True).encode())
+            for name in ("prompt", "negative_prompt"):
+                _add(tar, f"{key}.{name}.txt", record[name].encode("utf-8"))
+            for name, value in record.items():
+                spec = FIELD_BY_NAME.get(name)
+                if spec is not None and spec.kind is FieldKind.TENSOR:
+                    _add(tar, f"{key}.{name}.npy", _npy_bytes(value))
+    return buf.getvalue()
+
+
+def _decode_member(suffix: str, data: bytes) -> tuple[str, Any]:
+    name, _, ext = suffix.rpartition(".")
+    if ext == "npy":
+        return name, np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    if ext == "txt":
+        return name, data.decode("utf-8")
+    return name, json.loads(data)
+
+
+def iter_shard(stream: IO[bytes], layout: CacheLayout, fields: Sequence[str],
+               steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Stream records from an open tar file object; only ``fields`` are decoded."""
+    positions = step_positions(layout, steps)
+    wanted = set(fields)
+    current_key: str | None = None
+    record: dict[str, Any] = {}
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            key, _, suffix = member.name.partition(".")
+            if key != current_key:
+                if record:
+                    yield slice_steps(record, positions)
+                current_key, record = key, {}
+            field = suffix.rsplit(".", 1)[0]
+            if field != "meta" and field not in wanted:
+                continue
+            handle = tar.extractfile(member)
+            assert handle is not None
+            name, value = _decode_member(suffix, handle.read())
+            if name == "meta":
+                record["sample_id"] = value["sample_id"]
+                if "seed" in wanted:
+                    record["seed"] = value["seed"]
+                record[CHECKSUMS_KEY] = value[CHECKSUMS_KEY]
+            else:
+                record[name] = value
+        if record:
+            yield slice_steps(record, positions)

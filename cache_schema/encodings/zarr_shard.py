@@ -1,0 +1,125 @@
+"""Zarr v3 encoding: one group per cache shard, one array per field, first axis = sample.
+
+Step fields are stored with the sharding codec: one shard object per array holding inner
+chunks of one (sample, step) each, so a reader that wants 4 of 40 steps issues ranged reads
+for those inner chunks only. Text embeddings are padded to ``max_text_len`` with a length
+array beside them. Latents are noise-like, so no compressor (it would cost CPU for ~0 gain).
+The group is built in memory and uploaded object by object, hashing as it goes: the group hash
+is sha256 over the sorted "path sha256" lines of its objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import zarr
+from zarr.storage import LocalStore, MemoryStore, FsspecStore
+
+from ..checksum import record_checksums, sha256_bytes
+from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FIELDS, FieldKind, CacheLayout
+from .common import step_positions
+
+SUFFIX = ".zarr"
+TEXT_FIELDS = ("sample_id", "prompt", "negative_prompt")
+LEN_SUFFIX = "_len"
+
+
+def encode_group(records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict[str, bytes]:
+    """{object key: bytes} of a Zarr v3 group holding ``records``; deterministic."""
+    objects: dict[str, Any] = {}
+    group = zarr.open_group(store=MemoryStore(objects), mode="w", zarr_format=3)
+    n = len(records)
+    for name in TEXT_FIELDS:
+        arr = group.create_array(name, shape=(n,), chunks=(n,), dtype=str, compressors=None)
+        arr[:] = np.array([r[name] for r in records], dtype=object)
+    seeds = group.create_array("seed", shape=(n,), chunks=(n,), dtype="int64", compressors=None)
+    seeds[:] = np.array([int(r["seed"]) for r in records], dtype=np.int64)
+    sums = group.create_array(CHECKSUMS_KEY, shape=(n,), chunks=(n,), dtype=str, compressors=None)
+    sums[:] = np.array([json.dumps(r.get(CHECKSUMS_KEY) or record_checksums(r), sort_keys=True)
+                        for r in records], dtype=object)
+    for spec in FIELDS:
+        if spec.kind is not FieldKind.TENSOR or spec.name not in records[0]:
+            continue
+        dtype = layout.numpy_dtype(spec)
+        if spec.axes and spec.axes[0] == "L":  # variable token count: pad, keep lengths
+            width = layout.text_dim
+            data = np.zeros((n, layout.max_text_len, width), dtype=dtype)
+            lengths = np.zeros((n,), dtype=np.int32)
+            for i, r in enumerate(records):
+                lengths[i] = r[spec.name].shape[0]
+                data[i, : lengths[i]] = r[spec.name]
+            arr = group.create_array(spec.name, shape=data.shape, chunks=(1, *data.shape[1:]),
+                                     shards=data.shape, dtype=dtype, compressors=None, fill_value=0)
+            arr[:] = data
+            lens = group.create_array(spec.name + LEN_SUFFIX, shape=(n,), chunks=(n,),
+                                      dtype="int32", compressors=None)
+            lens[:] = lengths
+            continue
+        data = np.stack([r[spec.name] for r in records]).astype(dtype, copy=False)
+        if spec.per_step and data.ndim > 2:
+            chunks = (1, 1, *data.shape[2:])  # one (sample, step) per inner chunk
+        else:
+            chunks = (1, *data.shape[1:])
+        arr = group.create_array(spec.name, shape=data.shape, chunks=chunks, shards=data.shape,
+                                 dtype=dtype, compressors=None, fill_value=0)
+        arr[:] = data
+    return {key: buf.to_bytes() for key, buf in sorted(objects.items())}
+
+
+def group_hash(object_hashes: dict[str, str]) -> str:
+    lines = "".join(f"{key} {digest}\n" for key, digest in sorted(object_hashes.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def hash_objects(objects: dict[str, bytes]) -> str:
+    return group_hash({key: sha256_bytes(data) for key, data in objects.items()})
+
+
+def open_group(fs, path: str, storage_options: dict[str, Any], is_local: bool, url: str):
+    if is_local:
+        store = LocalStore(path, read_only=True)
+    else:  # from_url builds an asynchronous filesystem instance, as zarr requires
+        store = FsspecStore.from_url(url, storage_options=storage_options, read_only=True)
+    return zarr.open_group(store=store, mode="r", zarr_format=3)
+
+
+def iter_group(group, layout: CacheLayout, fields: Sequence[str],
+               steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Records of one shard group; step fields fetch only the requested steps."""
+    positions = step_positions(layout, steps)
+    columns: dict[str, Any] = {}
+    n = group["sample_id"].shape[0]
+    for name in fields:
+        if name not in group:
+            if FIELD_BY_NAME[name].optional:
+                continue
+            raise KeyError(f"field {name!r} missing from zarr shard")
+        arr = group[name]
+        spec = FIELD_BY_NAME[name]
+        if spec.per_step and positions is not None:
+            columns[name] = arr.oindex[:, positions]
+        else:
+            columns[name] = arr[:]
+        if spec.axes and spec.axes[0] == "L":
+            columns[name + LEN_SUFFIX] = group[name + LEN_SUFFIX][:]
+    checks = [json.loads(s) for s in group[CHECKSUMS_KEY][:]]
+    for i in range(n):
+        record: dict[str, Any] = {CHECKSUMS_KEY: checks[i]}
+        for name in fields:
+            if name not in columns:
+                continue
+            value = columns[name][i]
+            spec = FIELD_BY_NAME[name]
+            if spec.kind is FieldKind.TEXT:
+                value = str(value)
+            elif spec.kind is FieldKind.INT:
+                value = int(value)
+            elif spec.axes and spec.axes[0] == "L":
+                value = np.ascontiguousarray(value[: columns[name + LEN_SUFFIX][i]])
+            else:
+                value = np.ascontiguousarray(value)
+            record[name] = value
+        yield record

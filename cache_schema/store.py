@@ -1,0 +1,189 @@
+"""Object-store access by URL: fsspec filesystems, create-only puts, retries, @refs, profiles.
+
+A ``Store`` is a cache's root folder on any fsspec URL (plain path, ``file://``, ``s3://``,
+``memory://``). S3 endpoints and credentials come from the standard AWS environment
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws/config``) which s3fs reads itself, or from
+a named storage profile; none of it is ever written into a manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from .errors import AlreadyExists, StoreError
+
+T = TypeVar("T")
+
+PROFILES_ENV = "S2DIT_STORAGE_PROFILES"
+DEFAULT_PROFILES = Path("~/.config/s2dit/storage.toml")
+_REF = re.compile(r"^(?P<base>.+?)@(?P<ref>[A-Za-z0-9_.\-]+)$")
+# Errors worth retrying: connection drops, throttling, 5xx. Missing objects are not.
+_TRANSIENT = (ConnectionError, TimeoutError, OSError)
+_PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+              NotADirectoryError)
+
+
+def split_ref(url: str) -> tuple[str, str | None]:
+    """``s3://b/cache@3`` -> (``s3://b/cache``, ``"3"``); the ref lives in the last segment only."""
+    head, _, last = url.rstrip("/").rpartition("/")
+    match = _REF.match(last)
+    if not match:
+        return url.rstrip("/"), None
+    base = f"{head}/{match['base']}" if head else match["base"]
+    return base, match["ref"]
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """Storage options of a named profile from ``$S2DIT_STORAGE_PROFILES`` or the user config."""
+    path = Path(os.environ.get(PROFILES_ENV, DEFAULT_PROFILES)).expanduser()
+    if not path.exists():
+        raise StoreError(f"storage profile {name!r} requested but {path} does not exist; "
+                         f"create it (see infra/storage/profiles.toml) or set {PROFILES_ENV}")
+    profiles = tomllib.loads(path.read_text()).get("profiles", {})
+    if name not in profiles:
+        raise StoreError(f"storage profile {name!r} not in {path} (known: {sorted(profiles)})")
+    return dict(profiles[name])
+
+
+def with_retries(op: Callable[[], T], what: str, *, attempts: int = 4, base_delay: float = 0.2) -> T:
+    for attempt in range(attempts):
+        try:
+            return op()
+        except _PERMANENT:
+            raise
+        except _TRANSIENT as exc:
+            if attempt == attempts - 1:
+                raise StoreError(f"{what} failed after {attempts} attempts: {exc}") from exc
+            time.sleep(base_delay * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Store:
+    """A folder on an fsspec filesystem; all paths are relative to ``root``."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str  # protocol-less root path as the filesystem expects it
+    url: str  # the user-facing URL of the root
+    storage_options: dict[str, Any]
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def url_of(self, rel: str) -> str:
+        return f"{self.url}/{rel}" if rel else self.url
+
+    def exists(self, rel: str) -> bool:
+        return with_retries(lambda: self.fs.exists(self.path(rel)), f"exists {self.url_of(rel)}")
+
+    def read_bytes(self, rel: str) -> bytes:
+        try:
+            return with_retries(lambda: self.fs.cat_file(self.path(rel)), f"read {self.url_of(rel)}")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.url_of(rel)} does not exist") from None
+
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        return with_retries(lambda: self.fs.cat_file(self.path(rel), start=start, end=end),
+                            f"read {self.url_of(rel)}[{start}:{end}]")
+
+    def size(self, rel: str) -> int:
+        return int(with_retries(lambda: self.fs.size(self.path(rel)), f"size {self.url_of(rel)}"))
+
+    def list(self, rel: str) -> list[str]:
+        """Relative paths of the objects directly below ``rel`` (empty when absent)."""
+        base = self.path(rel)
+        try:
+            self.fs.invalidate_cache(base)
+            names = with_retries(lambda: self.fs.ls(base, detail=False), f"list {self.url_of(rel)}")
+        except FileNotFoundError:
+            return []
+        strip = self.root.rstrip("/") + "/"
+        return sorted(n[len(strip):] if n.startswith(strip) else n for n in names)
+
+    def walk_files(self, rel: str) -> dict[str, int]:
+        """{relative path: size} of every object below ``rel``."""
+        base = self.path(rel)
+        self.fs.invalidate_cache(base)
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        strip = self.root.rstrip("/") + "/"
+        return {n[len(strip):]: int(info["size"]) for n, info in found.items()}
+
+    def put_bytes(self, rel: str, data: bytes) -> None:
+        """Plain put (overwrites). Used only for objects no manifest references yet."""
+        path = self.path(rel)
+        if self.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with_retries(lambda: self.fs.pipe_file(path, data), f"write {self.url_of(rel)}")
+
+    def put_create_only(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` only if absent, atomically; raise AlreadyExists otherwise."""
+        path = self.path(rel)
+        if self.is_local:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, target)  # atomic and fails if target exists: a create-only rename
+            except FileExistsError:
+                raise AlreadyExists(f"{self.url_of(rel)} already exists") from None
+            finally:
+                tmp.unlink()
+            return
+        try:
+            with_retries(lambda: self.fs.pipe_file(path, data, mode="create"),
+                         f"create {self.url_of(rel)}")
+        except FileExistsError:
+            raise AlreadyExists(f"{self.url_of(rel)} already exists") from None
+        except TypeError:  # a filesystem without exclusive create: check, then put
+            if self.fs.exists(path):
+                raise AlreadyExists(f"{self.url_of(rel)} already exists") from None
+            self.fs.pipe_file(path, data)
+
+    def delete(self, rel: str) -> None:
+        with_retries(lambda: self.fs.rm(self.path(rel), recursive=True), f"delete {self.url_of(rel)}")
+
+    def modified(self, rel: str) -> float | None:
+        try:
+            stamp = self.fs.modified(self.path(rel))
+        except (FileNotFoundError, NotImplementedError, OSError):
+            return None
+        return stamp.timestamp() if hasattr(stamp, "timestamp") else None
+
+
+def open_store(url: str, storage_options: dict[str, Any] | None = None, *,
+               profile: str | None = None) -> Store:
+    """A Store for a cache root URL (refs like ``@3`` must be split off first)."""
+    if not url:
+        raise StoreError("empty cache URL: give a folder path or an fsspec URL like s3://bucket/cache")
+    options = dict(load_profile(profile)) if profile else {}
+    options.update(storage_options or {})
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **options)
+    except (ValueError, ImportError) as exc:
+        raise StoreError(f"cannot open cache URL {url!r}: {exc}") from exc
+    root = root.rstrip("/")
+    if isinstance(fs, LocalFileSystem):
+        root = str(Path(root).resolve())
+        url = root
+    return Store(fs=fs, root=root, url=url.rstrip("/"), storage_options=options)

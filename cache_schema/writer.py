@@ -1,0 +1,253 @@
+"""Writing caches: shards first (hashed, unreferenced), then a manifest generation, last.
+
+``write_shard`` + ``commit_generation`` are the distributed form (Ray workers write shards,
+the driver commits); ``CacheWriter`` is the single-process form that buffers records into
+shards and uploads them in a background thread so the producer is not blocked.
+A crash at any point leaves either the old generation or the new one visible, never a part:
+nothing is referenced until the create-only manifest put succeeds.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+
+from .checksum import record_checksums, sha256_bytes
+from .encodings import ENCODINGS, wds, zarr_shard
+from .errors import AlreadyExists, CacheError, FingerprintMismatch, GenerationConflict
+from .fields import CHECKSUMS_KEY, CacheLayout, validate_record
+from .fingerprint import diff_fingerprints
+from .index import STATUS_OK, read_index, rows_table, write_index
+from .manifest import (Manifest, ShardInfo, list_generations, read_manifest, shard_union,
+                       write_manifest)
+from .store import Store, open_store, split_ref
+
+SHARD_DIR = "shards"
+
+
+def _check_encoding(encoding: str) -> None:
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
+
+
+def write_shard_to_store(store: Store, records: Sequence[dict[str, Any]], *, layout: CacheLayout,
+                         encoding: str, shard_name: str) -> ShardInfo:
+    _check_encoding(encoding)
+    if not records:
+        raise ValueError(f"shard {shard_name!r} has no records")
+    if "." in shard_name or "/" in shard_name:
+        raise ValueError(f"shard name {shard_name!r} may not contain '.' or '/'")
+    for record in records:  # everything is validated before a single byte is written
+        validate_record(record, layout)
+        record[CHECKSUMS_KEY] = record_checksums(record)
+    nonce = uuid.uuid4().hex[:8]  # a retried unit never overwrites an earlier attempt's objects
+    if encoding == "wds":
+        data = wds.encode_shard(records)
+        rel = f"{SHARD_DIR}/{shard_name}.{nonce}{wds.SUFFIX}"
+        store.put_bytes(rel, data)
+        digest, size = sha256_bytes(data), len(data)
+    else:
+        objects = zarr_shard.encode_group(records, layout)
+        rel = f"{SHARD_DIR}/{shard_name}.{nonce}{zarr_shard.SUFFIX}"
+        hashes = {}
+        for key, data in objects.items():
+            store.put_bytes(f"{rel}/{key}", data)
+            hashes[key] = sha256_bytes(data)
+        digest, size = zarr_shard.group_hash(hashes), sum(len(d) for d in objects.values())
+    rows = tuple((r["sample_id"], shard_name, i, r["prompt"], int(r["seed"]), STATUS_OK)
+                 for i, r in enumerate(records))
+    return ShardInfo(name=shard_name, path=rel, encoding=encoding, bytes=size, sha256=digest,
+                     samples=len(records), index=rows)
+
+
+def write_shard(url: str, records: Sequence[dict[str, Any]], *, layout: CacheLayout, encoding: str,
+                shard_name: str, storage_options: dict[str, Any] | None = None) -> ShardInfo:
+    """Write one shard (validated, hashed, create-only path); no manifest refers to it yet."""
+    return write_shard_to_store(open_store(split_ref(url)[0], storage_options), records,
+                                layout=layout, encoding=encoding, shard_name=shard_name)
+
+
+def _index_for(store: Store, parent: Manifest | None, shards: Sequence[ShardInfo]) -> pa.Table:
+    parent_table = read_index(store, parent.index_path) if parent else None
+    parent_names = {s.name for s in parent.shards} if parent else set()
+    rows = []
+    for shard in shards:
+        if shard.name in parent_names:
+            continue
+        if shard.index is None:
+            raise CacheError(f"shard {shard.name} carries no index rows; pass the ShardInfo "
+                             "returned by write_shard")
+        rows.extend(shard.index)
+    new = rows_table(rows)
+    table = pa.concat_tables([parent_table, new]) if parent_table is not None else new
+    ids = table.column("sample_id").to_pylist()
+    if len(set(ids)) != len(ids):
+        seen, dupes = set(), set()
+        for sid in ids:
+            (dupes if sid in seen else seen).add(sid)
+        raise CacheError(f"{len(dupes)} sample ids would appear twice in {store.url} "
+                         f"(e.g. {sorted(dupes)[:3]}); the cache must hold each sample once")
+    return table
+
+
+def commit_manifest(store: Store, *, parent: Manifest | None, shards: Sequence[ShardInfo],
+                    index_table: pa.Table, layout: CacheLayout, fingerprint: dict[str, Any],
+                    encoding: str, operation: str, extra: dict[str, Any] | None = None) -> Manifest:
+    """Take generation parent+1 (create-only). Raises GenerationConflict if another writer did."""
+    generation = (parent.generation if parent else 0) + 1
+    index_rel = write_index(store, generation, index_table)
+    live = sum(1 for s in index_table.column("status").to_pylist() if s == STATUS_OK)
+    manifest = Manifest(
+        generation=generation, cache_id=parent.cache_id if parent else uuid.uuid4().hex,
+        fingerprint=fingerprint, layout=layout, encoding=encoding, shards=tuple(shards),
+        index_path=index_rel, num_samples=live, operation=operation,
+        parent=parent.generation if parent else None, extra=dict(extra or {}))
+    try:
+        write_manifest(store, manifest)
+    except AlreadyExists:
+        store.delete(index_rel)
+        raise GenerationConflict(f"generation {generation} of {store.url} was committed by another "
+                                 "writer first") from None
+    return manifest
+
+
+def check_compatible(parent: Manifest, fingerprint: dict[str, Any], layout: CacheLayout,
+                     encoding: str, where: str) -> None:
+    if parent.fingerprint != fingerprint:
+        diff = "\n  ".join(diff_fingerprints(parent.fingerprint, fingerprint))
+        raise FingerprintMismatch(f"{where} was made with a different teacher fingerprint; "
+                                  f"refusing to mix them. Differences (cache -> new):\n  {diff}")
+    if parent.layout != layout:
+        raise FingerprintMismatch(f"{where} has layout {parent.layout.to_json()}, "
+                                  f"new data has {layout.to_json()}")
+    if parent.encoding != encoding:
+        raise FingerprintMismatch(f"{where} is encoded as {parent.encoding}, not {encoding}; "
+                                  "convert one of them first")
+
+
+def commit_generation(url: str, *, shards: Sequence[ShardInfo], layout: CacheLayout,
+                      fingerprint: dict[str, Any], operation: str = "append",
+                      parent: int | None = None, extra: dict[str, Any] | None = None,
+                      storage_options: dict[str, Any] | None = None,
+                      retries: int = 8) -> Manifest:
+    """Commit a generation holding the newest generation's shards plus ``shards``.
+
+    With ``parent`` given, a newer generation committed meanwhile is a GenerationConflict;
+    without it, a lost race retries onto the next generation (nothing is lost).
+    """
+    store = open_store(split_ref(url)[0], storage_options)
+    encodings = {s.encoding for s in shards}
+    if len(encodings) > 1:
+        raise ValueError(f"shards mix encodings {sorted(encodings)}")
+    encoding = encodings.pop() if encodings else None
+    for attempt in range(retries):
+        gens = list_generations(store)
+        base = read_manifest(store, gens[-1]) if gens else None
+        if parent is not None and (base is None or base.generation != parent):
+            raise GenerationConflict(f"{store.url}: expected newest generation {parent}, found "
+                                     f"{base.generation if base else 'none'}")
+        enc = encoding or (base.encoding if base else "wds")
+        if base:
+            check_compatible(base, fingerprint, layout, enc, store.url)
+        all_shards = shard_union(base, shards)
+        try:
+            return commit_manifest(store, parent=base, shards=all_shards,
+                                   index_table=_index_for(store, base, all_shards), layout=layout,
+                                   fingerprint=fingerprint, encoding=enc,
+                                   operation=operation if base else "create", extra=extra)
+        except GenerationConflict:
+            if parent is not None or attempt == retries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+class CacheWriter:
+    """Buffer records into shards, upload in the background, commit a generation at the end.
+
+    Records are validated in ``write`` (before anything is written) and must not be mutated by
+    the caller afterwards. On an exception inside ``with`` nothing is committed.
+    """
+
+    def __init__(self, url: str, *, layout: CacheLayout, fingerprint: dict[str, Any],
+                 encoding: str = "wds", samples_per_shard: int = 256,
+                 config: dict[str, Any] | None = None,
+                 storage_options: dict[str, Any] | None = None, shard_prefix: str | None = None,
+                 max_pending: int = 2):
+        _check_encoding(encoding)
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        self.url = split_ref(url)[0]
+        self.store = open_store(self.url, storage_options)
+        self.storage_options = storage_options
+        self.layout, self.fingerprint, self.encoding = layout, fingerprint, encoding
+        self.samples_per_shard = samples_per_shard
+        self.config = config
+        self.prefix = shard_prefix or f"w{uuid.uuid4().hex[:8]}-"
+        self._buffer: list[dict[str, Any]] = []
+        self._pending: list[Future[ShardInfo]] = []
+        self._max_pending = max_pending
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-upload")
+        self._count = 0
+        self.manifest: Manifest | None = None
+        gens = list_generations(self.store)  # refuse a mismatched cache before any work is done
+        if gens:
+            check_compatible(read_manifest(self.store, gens[-1]), fingerprint, layout, encoding,
+                             self.store.url)
+
+    def write(self, record: dict[str, Any]) -> None:
+        validate_record(record, self.layout)
+        self._buffer.append(record)
+        if len(self._buffer) >= self.samples_per_shard:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        records, self._buffer = self._buffer, []
+        name = f"{self.prefix}{self._count:06d}"
+        self._count += 1
+        # Backpressure: at most max_pending shards in flight, so memory stays bounded.
+        while len([f for f in self._pending if not f.done()]) >= self._max_pending:
+            next(f for f in self._pending if not f.done()).result()
+        self._pending.append(self._pool.submit(
+            write_shard_to_store, self.store, records, layout=self.layout, encoding=self.encoding,
+            shard_name=name))
+
+    def commit(self, operation: str = "append") -> Manifest:
+        self._flush()
+        shards = [f.result() for f in self._pending]
+        self._pool.shutdown(wait=True)
+        extra = {"config": self.config} if self.config is not None else None
+        self.manifest = commit_generation(self.url, shards=shards, layout=self.layout,
+                                          fingerprint=self.fingerprint, operation=operation,
+                                          extra=extra, storage_options=self.storage_options)
+        return self.manifest
+
+    def abort(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._buffer.clear()
+
+    def __enter__(self) -> "CacheWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_records(url: str, records: Iterable[dict[str, Any]], **kwargs: Any) -> Manifest:
+    """Convenience: write an iterable of records as one new generation."""
+    with CacheWriter(url, **kwargs) as writer:
+        for record in records:
+            writer.write(record)
+    assert writer.manifest is not None
+    return writer.manifest
