@@ -1,9 +1,102 @@
-"""`s2dit` commands: cache_inspect (filled in by its issue)."""
+"""`s2dit cache ls | show | verify`: look at a cache without changing it."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from cache_schema import CacheError, list_generations, load_manifest, open_store, read_manifest
+from cache_schema.store import split_ref
+from cache_schema.verify import verify_cache
+
+
+def _ls(args: argparse.Namespace) -> int:
+    base, _ = split_ref(args.url)
+    store = open_store(base)
+    rows = []
+    for gen in list_generations(store):
+        try:
+            m = read_manifest(store, gen)
+        except CacheError as exc:
+            rows.append({"generation": gen, "error": str(exc)})
+            continue
+        rows.append({"generation": gen, "operation": m.operation, "parent": m.parent,
+                     "samples": m.num_samples, "shards": len(m.shards), "encoding": m.encoding,
+                     "bytes": m.total_bytes, "fingerprint": m.fingerprint_digest[:16],
+                     "created": datetime.datetime.fromtimestamp(m.created_at).isoformat(timespec="seconds")})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"{store.url}: no committed generation")
+        return 1
+    table = Table(title=store.url)
+    for col in ("generation", "operation", "samples", "shards", "encoding", "bytes", "fingerprint", "created"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(row.get(c, row.get("error", ""))) for c in
+                        ("generation", "operation", "samples", "shards", "encoding", "bytes",
+                         "fingerprint", "created")))
+    Console().print(table)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    url = f"{split_ref(args.url)[0]}@{args.generation}" if args.generation is not None else args.url
+    manifest = load_manifest(url)
+    if manifest is None:
+        print(f"{args.url}: no committed generation")
+        return 1
+    print(json.dumps(manifest.body(), indent=1, ensure_ascii=False))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    report = verify_cache(args.url, deep=args.deep)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        for problem in report.problems:
+            print(f"CORRUPT {problem}")
+        state = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
+        print(f"{state}: generation {report.generation}, {report.checked_shards} shards"
+              + (f", {report.checked_samples} samples checksummed" if args.deep else ""))
+    return 0 if report.ok else 2
+
+
+def _guard(func):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except CacheError as exc:
+            print(f"error: {exc}")
+            return 2
+    return run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands; none yet."""
+    ls = subparsers.add_parser("ls", help="list generations of a cache",
+                               description="List every generation: operation, samples, shards, "
+                                           "encoding, bytes and fingerprint digest.")
+    ls.add_argument("url", help="cache folder or fsspec URL (s3://bucket/cache)")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=_guard(_ls))
+
+    show = subparsers.add_parser("show", help="print a manifest",
+                                 description="Print the manifest of a generation as JSON.")
+    show.add_argument("url", help="cache URL; URL@N or URL@tag pins a generation")
+    show.add_argument("--generation", type=int, help="generation number (default: newest)")
+    show.set_defaults(func=_guard(_show))
+
+    verify = subparsers.add_parser(
+        "verify", help="check a cache is intact (exit 0) or name what is corrupt (exit 2)",
+        description="Check every manifest's checksum and every shard's presence and size; with "
+                    "--deep also every shard's sha256 and every tensor's checksum.")
+    verify.add_argument("url", help="cache URL; URL@N or URL@tag verifies that generation")
+    verify.add_argument("--deep", action="store_true", help="re-hash all bytes (reads everything)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(func=_guard(_verify))
