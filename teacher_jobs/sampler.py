@@ -1,0 +1,135 @@
+"""The trajectory recorder: runs a teacher's solver loop itself and records DESIGN 3.1.
+
+For every prompt: initial noise from the counter-based RNG, the state before each kept step
+with its sigma and timestep, v_cond and v_uncond, guidance and expert per step, the final x0 and
+the trimmed text embeddings. Bad prompts become rejections with a reason; the batch goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from cache_schema import fingerprint_digest as digest_of
+from cache_schema import flow
+from .prompts import decode_prompt, make_sample_id, normalise_prompt, validate_prompt
+from .rng import batch_noise
+from .teachers.base import CODE_VERSION, Teacher
+
+
+@dataclass
+class Rejection:
+    index: int  # position in the input list
+    prompt: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "prompt": self.prompt, "reason": self.reason}
+
+
+@dataclass
+class Batch:
+    """Validated prompts of one call with their ids; rejections carry the rest."""
+
+    prompts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    sample_ids: list[str] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def cache_fingerprint(teacher: Teacher, *, keep_steps: Sequence[int], global_seed: int,
+                      half_dtype: str, negative_prompt: str) -> dict[str, Any]:
+    """The full fingerprint of a cache: the teacher's plus the recording settings."""
+    return {**teacher.fingerprint(), "keep_steps": list(keep_steps), "global_seed": int(global_seed),
+            "half_dtype": half_dtype, "negative_prompt": negative_prompt,
+            "recorder_version": CODE_VERSION}
+
+
+def prepare_batch(teacher: Teacher, prompts: Sequence[str | bytes], seeds: Sequence[int],
+                  fingerprint_digest: str) -> Batch:
+    batch = Batch()
+    for i, (raw, seed) in enumerate(zip(prompts, seeds, strict=True)):
+        reason = validate_prompt(raw, max_tokens=teacher.max_text_len,
+                                 count_tokens=teacher.count_tokens)
+        text, _ = decode_prompt(raw)
+        if reason:
+            shown = text if text is not None else repr(raw)
+            batch.rejections.append(Rejection(i, shown, reason))
+            continue
+        prompt = normalise_prompt(text)
+        batch.prompts.append(prompt)
+        batch.seeds.append(int(seed))
+        batch.sample_ids.append(make_sample_id(prompt, int(seed), fingerprint_digest))
+    return batch
+
+
+@torch.no_grad()
+def _run(teacher: Teacher, batch: Batch, *, global_seed: int, negative_prompt: str,
+         keep: set[int] | None):
+    """The solver loop; yields nothing, returns (noise, per-step recordings, x0, texts)."""
+    noise = torch.from_numpy(batch_noise(global_seed, batch.sample_ids, teacher.latent_shape))
+    x = noise.to(teacher.device, teacher.dtype)
+    text = teacher.encode_prompts(batch.prompts)
+    neg = teacher.encode_prompts([negative_prompt] * len(batch.prompts))
+    teacher.reset_solver()
+    steps: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    for i in range(teacher.num_steps):
+        v_c, v_u = teacher.velocity(x, i, text, neg)
+        if keep is not None and i in keep:
+            steps[i] = (x.float().cpu(), v_c.float().cpu(), v_u.float().cpu())
+        v = flow.classifier_free_guidance(v_u, v_c, teacher.guidance_at(i))
+        x = teacher.solver_step(x, v, i)
+    return noise, steps, x.float().cpu(), text, neg
+
+
+def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds: Sequence[int], *,
+                        global_seed: int, keep_steps: Sequence[int], negative_prompt: str = "",
+                        half_dtype: str = "float16", fingerprint_digest: str | None = None
+                        ) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    """Records (passing cache_schema.validate_record) for valid prompts, and rejections."""
+    if fingerprint_digest is None:
+        fingerprint_digest = digest_of(cache_fingerprint(
+            teacher, keep_steps=keep_steps, global_seed=global_seed, half_dtype=half_dtype,
+            negative_prompt=negative_prompt))
+    batch = prepare_batch(teacher, prompts, seeds, fingerprint_digest)
+    if not batch.prompts:
+        return [], batch.rejections
+    layout = teacher.layout(tuple(keep_steps), half_dtype)
+    half = layout.numpy_dtype(next(s for s in __import__("cache_schema").FIELDS if s.name == "x0"))
+    keep = list(keep_steps)
+    noise, steps, x0, text, neg = _run(teacher, batch, global_seed=global_seed,
+                                       negative_prompt=negative_prompt, keep=set(keep))
+    sig, ts = teacher.sigmas(), teacher.timesteps()
+    states = torch.stack([steps[i][0] for i in keep], 1).numpy()  # (B, S, C, F, H, W)
+    v_cond = torch.stack([steps[i][1] for i in keep], 1).numpy()
+    v_uncond = torch.stack([steps[i][2] for i in keep], 1).numpy()
+    emb, neg_emb = text.emb.float().cpu().numpy(), neg.emb.float().cpu().numpy()
+    records = []
+    for b, (prompt, seed, sid) in enumerate(zip(batch.prompts, batch.seeds, batch.sample_ids)):
+        records.append({
+            "sample_id": sid, "prompt": prompt, "negative_prompt": negative_prompt, "seed": seed,
+            "noise": noise[b].numpy().astype(half),
+            "states": states[b].astype(half),
+            "sigmas": sig[keep].astype(np.float32),
+            "timesteps": ts[keep].astype(np.float32),
+            "v_cond": v_cond[b].astype(half), "v_uncond": v_uncond[b].astype(half),
+            "guidance": np.array([teacher.guidance_at(i) for i in keep], np.float32),
+            "expert": np.array([teacher.expert_at(i) for i in keep], np.uint8),
+            "x0": x0[b].numpy().astype(half),
+            "text_emb": emb[b, : text.lengths[b]].astype(half),
+            "neg_text_emb": neg_emb[b, : neg.lengths[b]].astype(half),
+        })
+    return records, batch.rejections
+
+
+def sample_latents(teacher: Teacher, prompts: Sequence[str], seeds: Sequence[int], *,
+                   global_seed: int, negative_prompt: str = "",
+                   fingerprint_digest: str = "") -> np.ndarray:
+    """The bare sampling loop (no recording): final latents (B, C, F, H, W) float32."""
+    batch = prepare_batch(teacher, prompts, seeds, fingerprint_digest)
+    _, _, x0, _, _ = _run(teacher, batch, global_seed=global_seed,
+                          negative_prompt=negative_prompt, keep=None)
+    return x0.numpy()
