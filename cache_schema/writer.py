@@ -20,7 +20,7 @@ from .checksum import record_checksums, sha256_bytes
 from .encodings import ENCODINGS, wds, zarr_shard
 from .errors import AlreadyExists, CacheError, FingerprintMismatch, GenerationConflict
 from .fields import CHECKSUMS_KEY, CacheLayout, validate_record
-from .fingerprint import diff_fingerprints
+from .fingerprint import canonical_json, diff_fingerprints
 from .index import STATUS_OK, read_index, rows_table, write_index
 from .manifest import (Manifest, ShardInfo, list_generations, read_manifest, shard_union,
                        write_manifest)
@@ -117,7 +117,7 @@ def commit_manifest(store: Store, *, parent: Manifest | None, shards: Sequence[S
 
 def check_compatible(parent: Manifest, fingerprint: dict[str, Any], layout: CacheLayout,
                      encoding: str, where: str) -> None:
-    if parent.fingerprint != fingerprint:
+    if canonical_json(parent.fingerprint) != canonical_json(fingerprint):
         diff = "\n  ".join(diff_fingerprints(parent.fingerprint, fingerprint))
         raise FingerprintMismatch(f"{where} was made with a different teacher fingerprint; "
                                   f"refusing to mix them. Differences (cache -> new):\n  {diff}")

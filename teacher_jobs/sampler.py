@@ -13,6 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+import json
+
+from cache_schema import canonical_json
 from cache_schema import fingerprint_digest as digest_of
 from cache_schema import flow
 from .prompts import decode_prompt, make_sample_id, normalise_prompt, validate_prompt
@@ -42,10 +45,13 @@ class Batch:
 
 def cache_fingerprint(teacher: Teacher, *, keep_steps: Sequence[int], global_seed: int,
                       half_dtype: str, negative_prompt: str) -> dict[str, Any]:
-    """The full fingerprint of a cache: the teacher's plus the recording settings."""
-    return {**teacher.fingerprint(), "keep_steps": list(keep_steps), "global_seed": int(global_seed),
+    """The full fingerprint of a cache: the teacher's plus the recording settings.
+
+    Round-tripped through canonical JSON so it compares equal to one read from a manifest.
+    """
+    return json.loads(canonical_json({**teacher.fingerprint(), "keep_steps": list(keep_steps), "global_seed": int(global_seed),
             "half_dtype": half_dtype, "negative_prompt": negative_prompt,
-            "recorder_version": CODE_VERSION}
+            "recorder_version": CODE_VERSION}))
 
 
 def prepare_batch(teacher: Teacher, prompts: Sequence[str | bytes], seeds: Sequence[int],

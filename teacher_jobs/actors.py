@@ -1,0 +1,56 @@
+"""The teacher actor: loads the teacher once, turns work units into committed-ready shards.
+
+Actors run with ``max_concurrency=2``: while one unit's shard uploads (I/O, GIL released) the
+next unit computes, so writing overlaps the teacher.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import groupby
+from typing import Any
+
+from cache_schema import write_shard
+from .config import JobConfig
+from .sampler import record_trajectories
+from .teachers import build_teacher
+from .units import Unit
+
+
+class TeacherWorker:
+    """Plain class (usable without Ray); ``ray.remote`` wraps it in job.py."""
+
+    def __init__(self, config: JobConfig, fingerprint_digest: str):
+        started = time.perf_counter()
+        self.config = config
+        self.teacher = build_teacher(config.teacher, **config.teacher_kwargs())
+        self.digest = fingerprint_digest
+        self.layout = self.teacher.layout(config.keep_step_indices, config.half_dtype)
+        self.load_seconds = time.perf_counter() - started
+
+    def run_unit(self, unit: Unit) -> dict[str, Any]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        records, rejections = [], []
+        by_negative = groupby(unit.entries, key=lambda e: e.negative_prompt or cfg.negative_prompt)
+        for negative, group in by_negative:
+            group = list(group)
+            recs, rej = record_trajectories(
+                self.teacher, [e.prompt for e in group], [e.seed for e in group],
+                global_seed=cfg.seed, keep_steps=cfg.keep_step_indices, negative_prompt=negative,
+                half_dtype=cfg.half_dtype, fingerprint_digest=self.digest)
+            records += recs
+            rejections += [{"line": group[r.index].line, "text": r.prompt, "reason": r.reason}
+                           for r in rej]
+        t1 = time.perf_counter()
+        shard = None
+        if records:
+            shard = write_shard(cfg.output, records, layout=self.layout, encoding=cfg.encoding,
+                                shard_name=unit.name)
+        t2 = time.perf_counter()
+        return {"unit": unit.name, "shard": shard, "rejections": rejections,
+                "samples": len(records), "teacher_seconds": t1 - t0, "write_seconds": t2 - t1,
+                "bytes": shard.bytes if shard else 0}
+
+    def ping(self) -> float:
+        return self.load_seconds

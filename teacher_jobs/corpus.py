@@ -1,0 +1,106 @@
+"""Prompt corpora on any fsspec URL: txt (one per line), jsonl and Parquet.
+
+Entries are normalised and deduplicated by (normalised prompt, seed) in a stable order; bad
+lines become rejected entries with their line number and reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow.parquet as pq
+
+from .prompts import normalise_prompt, validate_prompt
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    line: int  # 1-based line (or row) in the corpus
+    prompt: str  # normalised
+    seed: int
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEntry:
+    line: int
+    text: str
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"line": self.line, "text": self.text[:200], "reason": self.reason}
+
+
+def _raw_items(url: str, storage_options: dict | None) -> list[tuple[int, object]]:
+    """(line, raw) pairs; raw is bytes (txt), a parsed dict (jsonl/parquet) or an error str."""
+    try:
+        with fsspec.open(url, "rb", **(storage_options or {})) as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"prompt corpus {url} does not exist") from None
+    lower = url.lower()
+    if lower.endswith(".parquet"):
+        table = pq.read_table(io.BytesIO(data))
+        if "prompt" not in table.column_names:
+            raise ValueError(f"Parquet corpus {url} needs a 'prompt' column (has {table.column_names})")
+        return [(i + 1, row) for i, row in enumerate(table.to_pylist())]
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if lower.endswith(".jsonl") or lower.endswith(".json"):
+        items: list[tuple[int, object]] = []
+        for i, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+                items.append((i, obj if isinstance(obj, dict) else f"not a JSON object: {raw[:60]!r}"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                items.append((i, f"bad JSON line: {exc}"))
+        return items
+    return [(i, raw.rstrip(b"\r")) for i, raw in enumerate(lines, 1)]
+
+
+def load_corpus(url: str, *, seeds_per_prompt: int = 1, max_tokens: int | None = None,
+                count_tokens=None, storage_options: dict | None = None
+                ) -> tuple[list[Entry], list[RejectedEntry]]:
+    entries: list[Entry] = []
+    rejected: list[RejectedEntry] = []
+    seen: set[tuple[str, int]] = set()
+    for line, raw in _raw_items(url, storage_options):
+        if isinstance(raw, str):
+            rejected.append(RejectedEntry(line, "", raw))
+            continue
+        if isinstance(raw, dict):
+            prompt, seeds, neg = raw.get("prompt"), raw.get("seed"), raw.get("negative_prompt")
+            if prompt is None:
+                rejected.append(RejectedEntry(line, json.dumps(raw)[:200], "no 'prompt' key"))
+                continue
+            if seeds is None:
+                seeds = list(range(seeds_per_prompt))
+            elif not isinstance(seeds, list):
+                seeds = [seeds]
+        else:
+            prompt, seeds, neg = raw, list(range(seeds_per_prompt)), None
+            if not raw.strip():
+                continue  # blank lines in a txt corpus are layout, not prompts
+        reason = validate_prompt(prompt, max_tokens=max_tokens, count_tokens=count_tokens)
+        if reason:
+            shown = prompt.decode("utf-8", "replace") if isinstance(prompt, bytes) else str(prompt)
+            rejected.append(RejectedEntry(line, shown, reason))
+            continue
+        text = normalise_prompt(prompt.decode("utf-8") if isinstance(prompt, bytes) else prompt)
+        for seed in seeds:
+            try:
+                seed = int(seed)
+            except (TypeError, ValueError):
+                rejected.append(RejectedEntry(line, text, f"seed {seed!r} is not an integer"))
+                continue
+            if (text, seed) in seen:
+                continue
+            seen.add((text, seed))
+            entries.append(Entry(line, text, seed, neg))
+    return entries, rejected

@@ -1,0 +1,175 @@
+"""The Ray driver of cache generation: corpus in, versioned cache out, resumable.
+
+1. load and validate the corpus; plan deterministic units (one shard each)
+2. compare with what the output already holds: skip committed units, refuse a new fingerprint
+3. run units on a pool of teacher actors (retry on actor death, bounded)
+4. commit intermediate generations every ``commit_every`` units, and a final one
+5. write the job report next to the manifests; exit non-zero if any unit failed
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from cache_schema import (FingerprintMismatch, Manifest, commit_generation, diff_fingerprints,
+                          fingerprint_digest, load_manifest, open_store)
+from cache_schema.store import split_ref
+from .actors import TeacherWorker
+from .config import JobConfig
+from .corpus import load_corpus
+from .sampler import cache_fingerprint
+from .teachers import build_teacher
+from .units import plan_units
+
+REPORT_DIR = "reports"
+# Storage settings the actors need to reach the same store as the driver (never persisted).
+STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+               "AWS_DEFAULT_REGION", "AWS_PROFILE", "S2DIT_STORAGE_PROFILES")
+
+
+@dataclass
+class JobResult:
+    manifest: Manifest | None
+    report: dict[str, Any]
+    failed_units: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_units
+
+
+def _init_ray(config: JobConfig):
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        if config.ray_address:
+            ray.init(address=config.ray_address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(2, config.num_actors), include_dashboard=False,
+                     log_to_driver=False)
+    return ray
+
+
+def _fingerprint(config: JobConfig) -> tuple[dict[str, Any], Any]:
+    teacher = build_teacher(config.teacher, **config.teacher_kwargs())
+    fp = cache_fingerprint(teacher, keep_steps=config.keep_step_indices, global_seed=config.seed,
+                           half_dtype=config.half_dtype, negative_prompt=config.negative_prompt)
+    return fp, teacher
+
+
+def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
+    if not config.prompts or not config.output:
+        raise ValueError("a job needs --prompts (corpus URL) and --output (cache URL)")
+    started = time.time()
+    # 1. corpus and units
+    fingerprint, teacher = _fingerprint(config)
+    digest = fingerprint_digest(fingerprint)
+    entries, rejected = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt,
+                                    max_tokens=teacher.max_text_len,
+                                    count_tokens=teacher.count_tokens)
+    units = plan_units(entries, config.samples_per_shard)
+    layout = teacher.layout(config.keep_step_indices, config.half_dtype)
+    # 2. resume: what is committed already
+    output = split_ref(config.output)[0]
+    existing = load_manifest(output)
+    if existing is not None and existing.fingerprint != fingerprint:
+        diff = "\n  ".join(diff_fingerprints(existing.fingerprint, fingerprint))
+        raise FingerprintMismatch(
+            f"{output} already holds a cache with another fingerprint; write to a new --output "
+            f"URL instead of mixing them. Differences (cache -> this job):\n  {diff}")
+    done = {s.name for s in existing.shards} if existing else set()
+    previous = existing.extra.get("job", {}) if existing else {}
+    unit_rejections: list[dict] = list(previous.get("unit_rejections", []))
+    telemetry: list[dict] = list(previous.get("telemetry", []))
+    todo = [u for u in units if u.name not in done]
+    # 3. actors
+    ray = _init_ray(config)
+    env = {k: os.environ[k] for k in STORAGE_ENV if k in os.environ}
+    remote_cls = ray.remote(num_gpus=config.num_gpus_per_actor, num_cpus=config.num_cpus_per_actor,
+                            max_concurrency=2, runtime_env={"env_vars": env} if env else None
+                            )(TeacherWorker)
+    actors = [remote_cls.remote(config, digest) for _ in range(min(config.num_actors, max(1, len(todo))))]
+    pending: dict[Any, tuple[Any, int, Any]] = {}  # ref -> (unit, attempt, actor)
+    queue = [(u, 0) for u in todo]
+    failed: dict[str, str] = {}
+    uncommitted: list[Any] = []
+    manifest = existing
+    bar = tqdm(total=len(entries), initial=sum(len(u.entries) for u in units if u.name in done),
+               unit="sample", desc="teacher cache", disable=not progress)
+
+    def commit(final: bool) -> None:
+        nonlocal manifest, uncommitted
+        if not uncommitted and not (final and manifest is None and not todo):
+            return
+        report = {"unit_rejections": unit_rejections, "telemetry": telemetry,
+                  "corpus_rejections": [r.to_json() for r in rejected],
+                  "failed_units": failed, "final": final}
+        manifest = commit_generation(output, shards=uncommitted, layout=layout,
+                                     fingerprint=fingerprint, operation="append",
+                                     extra={"config": config.to_json(), "job": report})
+        uncommitted = []
+
+    def submit(actor_index: int) -> None:
+        if not queue:
+            return
+        unit, attempt = queue.pop(0)
+        actor = actors[actor_index]
+        pending[actor.run_unit.remote(unit)] = (unit, attempt, actor_index)
+
+    for i in range(len(actors)):
+        submit(i)
+        submit(i)  # two in flight per actor: compute overlaps upload
+    since_commit = 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        ref = ready[0]
+        unit, attempt, actor_index = pending.pop(ref)
+        try:
+            result = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as exc:
+            actors[actor_index] = remote_cls.remote(config, digest)  # replace the dead actor
+            if attempt < config.max_retries:
+                queue.append((unit, attempt + 1))
+            else:
+                failed[unit.name] = f"actor died {attempt + 1} times: {type(exc).__name__}"
+            submit(actor_index)
+            continue
+        except ray.exceptions.RayTaskError as exc:
+            if attempt < config.max_retries:
+                queue.append((unit, attempt + 1))
+            else:
+                failed[unit.name] = str(exc.cause if hasattr(exc, "cause") else exc)[-500:]
+            submit(actor_index)
+            continue
+        if result["shard"] is not None:
+            uncommitted.append(result["shard"])
+        unit_rejections.extend(result["rejections"])
+        telemetry.append({k: result[k] for k in ("unit", "samples", "teacher_seconds",
+                                                 "write_seconds", "bytes")})
+        bar.update(len(unit.entries))
+        since_commit += 1
+        if since_commit >= config.commit_every:
+            commit(final=False)
+            since_commit = 0
+        submit(actor_index)
+    bar.close()
+    commit(final=True)
+    report = {"output": output, "generation": manifest.generation if manifest else None,
+              "samples": manifest.num_samples if manifest else 0,
+              "units_total": len(units), "units_skipped": len(units) - len(todo),
+              "units_failed": failed, "corpus_rejections": [r.to_json() for r in rejected],
+              "prompt_rejections": unit_rejections, "telemetry": telemetry,
+              "wall_seconds": time.time() - started, "fingerprint_digest": digest,
+              "config": config.to_json()}
+    if manifest is not None:
+        store = open_store(output)
+        store.put_bytes(f"{REPORT_DIR}/{manifest.generation:06d}.json",
+                        json.dumps(report, indent=1, ensure_ascii=False).encode())
+    return JobResult(manifest=manifest, report=report, failed_units=sorted(failed))

@@ -1,0 +1,149 @@
+"""The Ray cache-generation job: end to end, resume after SIGKILL, bad lines, cluster submit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cache_schema import CacheReader, FingerprintMismatch, list_generations, load_manifest, open_store
+from cache_schema.verify import verify_cache
+from teacher_jobs.config import JobConfig
+from teacher_jobs.job import run_generation
+
+CLASSES = [f"a {c} {o} moving {m}" for o in ("square", "ring", "cross")
+           for c in ("red", "green", "blue") for m in ("left", "right")]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> str:
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(("\n".join(CLASSES) + "\n").encode() + b"\xff\xfe broken\n\n   \nbell\x07\n"
+                     + ("too many words " * 10).encode() + b"\n" + CLASSES[0].encode() + b"\n")
+    return str(path)
+
+
+def _config(corpus, output, **kw) -> JobConfig:
+    base = dict(teacher="analytic", prompts=corpus, output=output, samples_per_shard=4, steps=4,
+                seeds_per_prompt=2, num_actors=2, commit_every=3, keep_steps="all")
+    return JobConfig(**{**base, **kw})
+
+
+def _shard_hashes(url) -> dict[str, str]:
+    return {s.name: s.sha256 for s in load_manifest(url).shards}
+
+
+@pytest.mark.parametrize("encoding", ["wds", "zarr"])
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_generation_end_to_end(encoding, where, corpus, tmp_path, ray_runtime, request):
+    output = str(tmp_path / "cache") if where == "local" else request.getfixturevalue("s3_bucket") + "/c"
+    result = run_generation(_config(corpus, output, encoding=encoding), progress=False)
+    assert result.ok
+    assert verify_cache(output, deep=True).ok
+    records = list(CacheReader(output).iter_records(fields=["prompt", "seed"]))
+    pairs = sorted((r["prompt"], r["seed"]) for r in records)
+    assert pairs == sorted((p, s) for p in CLASSES for s in (0, 1))  # each exactly once
+    bad = {r["line"]: r["reason"] for r in result.report["corpus_rejections"]}
+    assert set(bad) == {19, 22, 23}, bad  # invalid UTF-8, control char, too long
+    assert "UTF-8" in bad[19] and "control" in bad[22] and "limit" in bad[23]
+    manifest = load_manifest(output)
+    assert manifest.extra["config"]["encoding"] == encoding
+    assert len(list_generations(open_store(output))) > 1  # intermediate generations were committed
+
+
+def test_rerun_skips_committed_units_and_refuses_a_new_fingerprint(corpus, tmp_path, ray_runtime):
+    output = str(tmp_path / "cache")
+    first = run_generation(_config(corpus, output), progress=False)
+    again = run_generation(_config(corpus, output), progress=False)
+    assert again.report["units_skipped"] == again.report["units_total"]
+    assert _shard_hashes(output) == {s.name: s.sha256 for s in first.manifest.shards}
+    with pytest.raises(FingerprintMismatch, match="config.shift: 3.0 -> 5.0"):
+        run_generation(_config(corpus, output, shift=5.0), progress=False)
+
+
+def _launch(corpus, output) -> subprocess.Popen:
+    args = [sys.executable, "-m", "teacher_jobs", "generate", "--prompts", corpus, "--output", output,
+            "--samples-per-shard", "2", "--steps", "4", "--seeds-per-prompt", "2", "--num-actors", "2",
+            "--commit-every", "1"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _wait_for_generation(output, at_least, proc, timeout=90.0) -> None:
+    manifests = Path(output) / "manifests"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if manifests.exists() and len(list(manifests.glob("*.json"))) >= at_least:
+            return
+        time.sleep(0.05)
+
+
+def test_sigkill_at_several_points_then_rerun_gives_the_same_cache(corpus, tmp_path, ray_runtime):
+    reference = str(tmp_path / "reference")
+    run_generation(_config(corpus, reference, samples_per_shard=2, commit_every=1), progress=False)
+    output = str(tmp_path / "killed")
+    kills = 0
+    for at in (1, 4):
+        proc = _launch(corpus, output)
+        _wait_for_generation(output, at, proc)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray runtime
+            kills += 1
+        proc.wait(timeout=30)
+    assert kills >= 1
+    assert verify_cache(output).ok  # what was committed before each kill is intact
+    result = run_generation(_config(corpus, output, samples_per_shard=2, commit_every=1), progress=False)
+    assert result.ok and result.report["units_skipped"] > 0
+    assert _shard_hashes(output) == _shard_hashes(reference)  # same bytes as uninterrupted
+    ids = [r["sample_id"] for r in CacheReader(output).iter_records(fields=["seed"])]
+    assert len(ids) == len(set(ids)) == 2 * len(CLASSES)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.cluster
+def test_ray_job_submit_produces_the_same_bytes(corpus, tmp_path, ray_runtime):
+    direct = str(tmp_path / "direct")
+    run_generation(_config(corpus, direct, commit_every=100), progress=False)
+    submitted = str(tmp_path / "submitted")
+    bin_dir = Path(sys.executable).parent
+    port, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    temp = tmp_path / "rayhead"
+    subprocess.run([str(bin_dir / "ray"), "start", "--head", "--port", str(port),
+                    "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+                    "--dashboard-port", str(dash), "--num-cpus", "2", f"--temp-dir={temp}",
+                    "--include-dashboard", "true"], env=env, check=True, timeout=120,
+                   capture_output=True)
+    try:
+        cmd = [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+               "--working-dir", str(Path(__file__).resolve().parents[2]), "--",
+               sys.executable, "-m", "teacher_jobs", "generate", "--prompts", corpus,
+               "--output", submitted, "--samples-per-shard", "4", "--steps", "4",
+               "--seeds-per-prompt", "2", "--num-actors", "2", "--commit-every", "100",
+               "--ray-address", "auto"]
+        out = None
+        for _ in range(20):  # the dashboard's job agent may need a few seconds after start
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+            if out.returncode == 0 or "Connection" not in out.stdout + out.stderr:
+                break
+            time.sleep(1.0)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    finally:
+        subprocess.run([str(bin_dir / "ray"), "stop", "--force"], env=env, timeout=120,
+                       capture_output=True)
+    assert _shard_hashes(submitted) == _shard_hashes(direct)
+    assert json.loads((Path(submitted) / "manifests" / "000001.json").read_text())["num_samples"] == 36
