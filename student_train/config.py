@@ -1,0 +1,65 @@
+"""Typed configuration of student training; TOML in, resolved JSON next to every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    steps: int = 600  # optimiser steps
+    batch_size: int = 64  # trajectories per step; each gives one KD row and one step row
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    kd_weight: float = 1.0  # (a) knowledge distillation, step size 0
+    step_weight: float = 1.0  # (b) step distillation, step size > 0
+    student_steps: int = 4  # few-step schedule on the teacher's stored grid
+    sigma_jitter: bool = True  # KD rows anywhere along Euler segments, not only on the grid
+    seed: int = 0
+    device: str = "cpu"
+    autocast_dtype: str | None = None  # e.g. "bfloat16" on GPU; CPU trains in fp32
+    checkpoint_every: int = 200
+    log_every: int = 10
+    buffer_shards: int = 4
+    prefetch_shards: int = 2
+    skip_corrupt_shards: bool = False
+    expect_fingerprint_digest: str | None = None  # refuse a cache from another teacher setup
+    model: dict[str, Any] = field(default_factory=dict)  # StudentConfig overrides
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        if self.steps < 1 or self.batch_size < 1 or self.student_steps < 1:
+            raise ValueError("steps, batch_size and student_steps must be >= 1")
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def load(cls, path: str | None = None, **overrides: Any) -> "TrainConfig":
+        data: dict[str, Any] = {}
+        if path:
+            with fsspec.open(path, "rb") as handle:
+                try:
+                    data = tomllib.load(handle)
+                except tomllib.TOMLDecodeError as exc:
+                    raise ValueError(f"training config {path} is not valid TOML: {exc}") from exc
+            data = data.get("train", data)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown} (in {path or 'flags'}); "
+                             f"known: {', '.join(sorted(known))}")
+        return cls(**data)

@@ -1,0 +1,100 @@
+"""The 2-in-1 distillation of DESIGN 6: one network, two targets told apart by the step size.
+
+(a) KD, d = 0: the teacher's CFG velocity rebuilt from v_cond / v_uncond at a cached state
+    (with sigma jitter: anywhere on the Euler segment to the next state, where the solver's
+    velocity is exactly that one);
+(b) step distillation, d = sigma_i - sigma_j > 0: the exact average velocity between two states
+    of one trajectory at the student's schedule (x_j = x0 at sigma 0; the stored velocity when
+    j = i + 1, since the fp16 difference of adjacent states is noisy near sigma = 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cache_schema import flow
+
+
+@dataclass
+class Batch:
+    """Collated cache records (float32 tensors on the training device)."""
+
+    states: torch.Tensor  # (B, S, C, F, H, W)
+    v_cond: torch.Tensor  # (B, S, C, F, H, W)
+    v_uncond: torch.Tensor  # (B, S, C, F, H, W)
+    guidance: torch.Tensor  # (B, S)
+    sigmas: torch.Tensor  # (B, S)
+    x0: torch.Tensor  # (B, C, F, H, W)
+    text: torch.Tensor  # (B, L, D)
+    text_mask: torch.Tensor  # (B, L) bool
+    # Per-trajectory uniforms in [0, 1) keyed by (seed, epoch, sample id), not by batch
+    # position: the same rows however the batch is split across ranks. (B, 3)
+    u: torch.Tensor
+
+
+@dataclass
+class Rows:
+    x: torch.Tensor
+    sigma: torch.Tensor
+    step_size: torch.Tensor
+    target: torch.Tensor
+
+
+def _pick(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return t[torch.arange(t.shape[0], device=t.device), idx]
+
+
+def kd_rows(batch: Batch, jitter: bool, contiguous: torch.Tensor) -> Rows:
+    """contiguous[s]: True when stored step s+1 is the solver's next state (for jitter)."""
+    b, s = batch.sigmas.shape
+    i = (batch.u[:, 0] * s).long().clamp(max=s - 1)
+    sig_i = _pick(batch.sigmas, i)
+    v = flow.classifier_free_guidance(_pick(batch.v_uncond, i), _pick(batch.v_cond, i),
+                                      _pick(batch.guidance, i).view(b, 1, 1, 1, 1))
+    x = _pick(batch.states, i)
+    if jitter:
+        nxt = torch.where(i + 1 < s, batch.sigmas.gather(1, (i + 1).clamp(max=s - 1)[:, None])[:, 0],
+                          torch.zeros_like(sig_i))
+        ok = contiguous.to(i.device)[i]
+        sig = torch.where(ok, sig_i + batch.u[:, 1] * (nxt - sig_i), sig_i)
+        x = flow.euler_step(x, sig_i.view(b, 1, 1, 1, 1), sig.view(b, 1, 1, 1, 1), v)
+        sig_i = sig
+    return Rows(x, sig_i, torch.zeros_like(sig_i), v)
+
+
+def step_rows(batch: Batch, schedule: torch.Tensor, adjacent: torch.Tensor) -> Rows:
+    """schedule: (N,) positions along S of the student's start states; the jump from
+    schedule[k] goes to schedule[k+1], or to x0 (sigma 0) from the last one.
+    adjacent[k]: True when that jump is a single solver step."""
+    b = batch.sigmas.shape[0]
+    k = (batch.u[:, 2] * len(schedule)).long().clamp(max=len(schedule) - 1).cpu()
+    i = schedule[k].to(batch.sigmas.device)
+    last = k == len(schedule) - 1
+    j = schedule[(k + 1).clamp(max=len(schedule) - 1)].to(i.device)
+    x_i, sig_i = _pick(batch.states, i), _pick(batch.sigmas, i)
+    x_j = torch.where(last.view(b, 1, 1, 1, 1).to(i.device), batch.x0, _pick(batch.states, j))
+    sig_j = torch.where(last.to(i.device), torch.zeros_like(sig_i), _pick(batch.sigmas, j))
+    target = flow.average_velocity(x_i, sig_i.view(b, 1, 1, 1, 1), x_j, sig_j.view(b, 1, 1, 1, 1))
+    stored = flow.classifier_free_guidance(_pick(batch.v_uncond, i), _pick(batch.v_cond, i),
+                                           _pick(batch.guidance, i).view(b, 1, 1, 1, 1))
+    use_stored = adjacent.to(i.device)[k].view(b, 1, 1, 1, 1)
+    return Rows(x_i, sig_i, sig_i - sig_j, torch.where(use_stored, stored, target))
+
+
+def distillation_loss(model, batch: Batch, *, schedule, adjacent,
+                      contiguous, kd_weight: float, step_weight: float, jitter: bool):
+    """Both row kinds through the network in one forward; returns (loss, parts)."""
+    kd = kd_rows(batch, jitter, contiguous)
+    st = step_rows(batch, schedule, adjacent)
+    x = torch.cat([kd.x, st.x])
+    sigma = torch.cat([kd.sigma, st.sigma])
+    d = torch.cat([kd.step_size, st.step_size])
+    text, mask = torch.cat([batch.text, batch.text]), torch.cat([batch.text_mask, batch.text_mask])
+    pred = model(x, sigma, d, text, mask)
+    n = kd.x.shape[0]
+    kd_loss = (pred[:n] - kd.target).pow(2).mean()
+    step_loss = (pred[n:] - st.target).pow(2).mean()
+    return kd_weight * kd_loss + step_weight * step_loss, {"kd_loss": kd_loss.item(),
+                                                          "step_loss": step_loss.item()}
