@@ -1,9 +1,105 @@
-"""`s2dit` commands: train (filled in by its issue)."""
+"""`s2dit train kd | sample | eval`: stage-1 training, sampling and analytic scoring."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+
+def _train_kd(args: argparse.Namespace) -> int:
+    from student_train.config import TrainConfig
+
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+                 "device": args.device}
+    config = TrainConfig.load(args.config, **overrides)
+    if args.workers > 1:
+        from student_train.distributed import train_kd_ray
+
+        checkpoint = train_kd_ray(args.cache, args.out, config, workers=args.workers)
+    else:
+        from student_train.trainer import train_kd
+
+        checkpoint = train_kd(args.cache, args.out, config)
+    print(json.dumps({"checkpoint": checkpoint}))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pipeline.eval import evaluate_checkpoint, format_report, save_report
+    from student_train.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(args.checkpoint) or args.checkpoint
+    report = evaluate_checkpoint(checkpoint, per_class=args.per_class, seed=args.seed)
+    print(format_report(report))
+    if args.report:
+        save_report(report, args.report)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from cache_schema import load_manifest
+    from pipeline.eval import analytic_teacher_of, load_student
+    from student_train.checkpoint import latest_checkpoint
+    from student_train.sampler import sample
+    from teacher_jobs.preview import save_latent_preview
+
+    checkpoint = latest_checkpoint(args.checkpoint) or args.checkpoint
+    model, state = load_student(checkpoint)
+    manifest = load_manifest(state["manifest"]["cache_url"])
+    teacher = analytic_teacher_of(manifest.fingerprint)
+    prompts = args.prompt
+    text = teacher.encode_prompts(prompts)
+    gen = torch.Generator().manual_seed(args.seed)
+    noise = torch.randn((len(prompts), *teacher.latent_shape), generator=gen)
+    plan = state["plan"]
+    sigmas = plan["schedule_sigmas"] if args.steps == len(plan["schedule_sigmas"]) - 1 else \
+        list(np.linspace(1.0, 0.0, args.steps + 1))
+    x0 = sample(model, noise, text.emb, text.mask, sigmas, use_step_size=not args.full_step)
+    np.save(args.out + ".npy", x0.numpy())
+    save_latent_preview(x0.numpy(), args.out + ".png")
+    scores = teacher.score(x0.numpy(), prompts)
+    print(json.dumps({"latents": args.out + ".npy", "preview": args.out + ".png", "scores": scores}, indent=1))
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands; none yet."""
+    train = subparsers.add_parser("train", help="train the student from a frozen cache",
+                                  description="Student training stages.")
+    stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    kd = stages.add_parser("kd", help="stage 1: 2-in-1 distillation -> S2DiT-KD",
+                           description="Knowledge distillation (d = 0) plus step distillation "
+                                       "(d > 0) from a teacher cache; resumes from the newest "
+                                       "checkpoint under --out.")
+    kd.add_argument("--cache", required=True, help="cache URL, optionally URL@generation or URL@tag")
+    kd.add_argument("--out", required=True, help="output URL for checkpoints and metrics")
+    kd.add_argument("--config", help="TOML training config ([train] table); flags override it")
+    kd.add_argument("--steps", type=int, help="optimiser steps")
+    kd.add_argument("--batch-size", type=int, dest="batch_size", help="trajectories per step")
+    kd.add_argument("--seed", type=int, help="training seed (data order and rows)")
+    kd.add_argument("--device", help="torch device (cpu, cuda)")
+    kd.add_argument("--workers", type=int, default=1, help="Ray Train DDP workers (gloo on CPU)")
+    kd.set_defaults(func=_train_kd)
+
+    ev = subparsers.add_parser("eval", help="score a checkpoint with the analytic teacher",
+                               description="Held-out seeds of trained classes and unseen attribute "
+                                           "combinations; student 4-step and full-step vs teacher.")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint folder or training output URL")
+    ev.add_argument("--per-class", type=int, default=24, help="samples per class")
+    ev.add_argument("--seed", type=int, default=0, help="held-out seed draw")
+    ev.add_argument("--report", help="write the JSON report here")
+    ev.set_defaults(func=_eval)
+
+    sa = subparsers.add_parser("sample", help="generate latents (and a preview) from prompts",
+                               description="Sample S2DiT-KD for prompts; writes .npy latents and "
+                                           "a .png preview, prints analytic scores.")
+    sa.add_argument("--checkpoint", required=True, help="checkpoint folder or training output URL")
+    sa.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
+    sa.add_argument("--steps", type=int, default=4, help="sampling steps")
+    sa.add_argument("--full-step", action="store_true", help="d = 0 (instantaneous velocity)")
+    sa.add_argument("--seed", type=int, default=0, help="noise seed")
+    sa.add_argument("--out", default="sample", help="output path prefix")
+    sa.set_defaults(func=_sample)

@@ -1,0 +1,112 @@
+"""The end-to-end stage graph behind `s2dit demo`.
+
+1. corpus   INPUT demo config            OUTPUT prompts.txt (trained classes; others held out)
+2. generate INPUT corpus, teacher config OUTPUT versioned cache (Ray teacher actors)
+3. verify   INPUT cache                  OUTPUT deep integrity report (must pass)
+4. train    INPUT cache@generation       OUTPUT S2DiT-KD checkpoints + metrics
+5. evaluate INPUT checkpoint             OUTPUT analytic-oracle scores vs the teacher
+6. report   INPUT all of the above       OUTPUT report.json + preview.png in the run folder
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import torch
+from rich.console import Console
+
+from cache_schema import verify_cache
+from pipeline.eval import evaluate_checkpoint, format_report, load_student
+from student_train.config import TrainConfig
+from student_train.sampler import sample
+from student_train.trainer import Trainer
+from teacher_jobs.analytic_corpus import split_classes, write_corpus
+from teacher_jobs.config import JobConfig
+from teacher_jobs.job import run_generation
+from teacher_jobs.preview import save_latent_preview
+from teacher_jobs.teachers.analytic import AnalyticTeacher
+
+
+@dataclass(kw_only=True, slots=True)
+class DemoConfig:
+    out: str = "runs/demo"
+    train_classes: int = 12
+    per_class: int = 500  # cached trajectories per trained class
+    encoding: str = "wds"
+    num_actors: int = 2
+    train_steps: int = 800
+    batch_size: int = 64
+    eval_per_class: int = 24
+    seed: int = 0
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
+    console = console or Console()
+    fs, root = fsspec.core.url_to_fs(cfg.out)
+    fs.makedirs(root, exist_ok=True)
+    out = cfg.out.rstrip("/")
+    timings: dict[str, float] = {}
+
+    console.rule("1. corpus")
+    train, unseen = split_classes(train_classes=cfg.train_classes, seed=cfg.seed)
+    corpus = write_corpus(f"{out}/prompts.txt", train)
+    console.print(f"{len(train)} trained classes x {cfg.per_class} seeds; {len(unseen)} combinations held out")
+
+    console.rule("2. generate the teacher cache (Ray)")
+    t0 = time.perf_counter()
+    job = run_generation(JobConfig(prompts=corpus, output=f"{out}/cache", encoding=cfg.encoding,
+                                   seeds_per_prompt=cfg.per_class, samples_per_shard=256,
+                                   num_actors=cfg.num_actors, seed=cfg.seed, commit_every=8))
+    timings["generate_s"] = time.perf_counter() - t0
+    if not job.ok:
+        raise RuntimeError(f"cache generation failed for units {job.failed_units}")
+    manifest = job.manifest
+    console.print(f"cache {out}/cache generation {manifest.generation}: {manifest.num_samples} "
+                  f"trajectories, {manifest.total_bytes / 2**20:.0f} MiB in {len(manifest.shards)} shards")
+
+    console.rule("3. verify")
+    t0 = time.perf_counter()
+    report = verify_cache(f"{out}/cache@{manifest.generation}", deep=True)
+    timings["verify_s"] = time.perf_counter() - t0
+    if not report.ok:
+        raise RuntimeError(f"cache failed verification: {report.problems}")
+    console.print(f"intact: {report.checked_shards} shards, {report.checked_samples} samples checksummed")
+
+    console.rule("4. train S2DiT-KD")
+    t0 = time.perf_counter()
+    trainer = Trainer(f"{out}/cache@{manifest.generation}", f"{out}/student",
+                      TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, seed=cfg.seed,
+                                  checkpoint_every=max(1, cfg.train_steps // 4)))
+    checkpoint = trainer.run()
+    timings["train_s"] = time.perf_counter() - t0
+
+    console.rule("5. evaluate with the analytic oracle")
+    t0 = time.perf_counter()
+    scores = evaluate_checkpoint(checkpoint, per_class=cfg.eval_per_class, seed=cfg.seed)
+    timings["evaluate_s"] = time.perf_counter() - t0
+    console.print(format_report(scores), soft_wrap=True)
+
+    console.rule("6. report")
+    model, state = load_student(checkpoint)
+    teacher = AnalyticTeacher()
+    prompts = train[:4]
+    text = teacher.encode_prompts(prompts)
+    mc = model.config
+    shape = (len(prompts), mc.latent_channels, mc.latent_frames, mc.latent_height, mc.latent_width)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed))
+    x0 = sample(model, noise, text.emb, text.mask, state["plan"]["schedule_sigmas"])
+    preview = save_latent_preview(x0.numpy(), f"{root}/preview.png") if "://" not in out or \
+        out.startswith("file://") else None
+    result = {"config": dataclasses.asdict(cfg), "cache": f"{out}/cache@{manifest.generation}",
+              "checkpoint": checkpoint, "timings": timings, "scores": scores,
+              "preview": preview, "preview_prompts": prompts}
+    with fsspec.open(f"{out}/report.json", "w") as handle:
+        json.dump(result, handle, indent=1)
+    console.print(f"report: {out}/report.json; preview of 4-step samples: {preview}")
+    console.print({k: round(v, 1) for k, v in timings.items()})
+    return result
