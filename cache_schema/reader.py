@@ -70,14 +70,20 @@ class CacheReader:
                    ) -> Iterator[dict[str, Any]]:
         names = resolve_fields(fields)
         removed = self.removed_ids()
+        count = 0
         try:
             for record in self._decode(shard, names, steps):
+                count += 1
                 if record["sample_id"] in removed:
                     continue
                 if verify and steps is None:
                     check_record(record, shard.path)
                 record.pop(CHECKSUMS_KEY, None)
                 yield record
+            if count != shard.samples:
+                raise IntegrityError(f"shard {shard.path} of {self.store.url} holds {count} records, "
+                                     f"the manifest says {shard.samples} (truncated or corrupt); run "
+                                     "`s2dit cache verify --deep`", shard=shard.path)
         except IntegrityError:
             raise
         except FileNotFoundError as exc:

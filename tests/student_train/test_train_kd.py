@@ -1,0 +1,113 @@
+"""Streaming loader order and resume, 2-in-1 training resume, refusals on bad caches."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from cache_schema import CacheWriter, FingerprintMismatch, IntegrityError, load_manifest
+from student_train.config import TrainConfig
+from student_train.data import CacheStream, LoaderConfig
+from student_train.trainer import Trainer
+from teacher_jobs.analytic_corpus import class_prompts
+from teacher_jobs.sampler import cache_fingerprint, record_trajectories
+from teacher_jobs.teachers import build_teacher
+
+
+def _make_cache(path: Path, keep="all", seeds=4) -> str:
+    teacher = build_teacher("analytic", num_steps=8)
+    keep_steps = tuple(range(8)) if keep == "all" else keep
+    prompts = [p for p in class_prompts() for _ in range(seeds)]
+    seeds_ = [i % seeds for i in range(len(prompts))]
+    records, _ = record_trajectories(teacher, prompts, seeds_, global_seed=0, keep_steps=keep_steps)
+    fp = cache_fingerprint(teacher, keep_steps=keep_steps, global_seed=0, half_dtype="float16",
+                           negative_prompt="")
+    with CacheWriter(str(path), layout=teacher.layout(keep_steps), fingerprint=fp,
+                     samples_per_shard=8) as writer:
+        for rec in records:
+            writer.write(rec)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return _make_cache(tmp_path_factory.mktemp("kd") / "cache")
+
+
+def _ids(stream, n):
+    return [r["sample_id"] for r in itertools.islice(iter(stream), n)]
+
+
+def test_order_is_a_function_of_seed_and_epoch(cache):
+    total = load_manifest(cache).num_samples
+    a = _ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=3)), 2 * total)
+    b = _ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=3, prefetch_shards=5)), 2 * total)
+    c = _ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=4)), total)
+    assert a == b and a[:total] != c
+    assert sorted(a[:total]) == sorted(a[total:]) and len(set(a[:total])) == total  # epochs
+    assert a[:total] != a[total:]  # reshuffled per epoch
+
+
+def test_resume_at_several_points_gives_the_uninterrupted_order(cache):
+    full = _ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=1)), 200)
+    got, state = [], None
+    for cut, prefetch in ((13, 1), (40, 3), (71, 2), (150, 4), (200, 1)):
+        stream = CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=1, prefetch_shards=prefetch))
+        if state:
+            stream.load_state_dict(state)
+        it = iter(stream)
+        got += [next(it)["sample_id"] for _ in range(cut - len(got))]
+        state = stream.state_dict()
+    assert got == full
+
+
+def test_two_ranks_see_disjoint_samples_covering_the_epoch(cache):
+    total = load_manifest(cache).num_samples
+    ranks = [set(_ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=0, rank=r, world_size=2)),
+                      total // 2)) for r in (0, 1)]
+    assert not ranks[0] & ranks[1]
+    assert len(ranks[0] | ranks[1]) == total
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"steps": 6, "batch_size": 8, "warmup_steps": 2, "checkpoint_every": 2,
+                          "log_every": 1, "model": {"dim": 48, "heads": 4}, **kw})
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(cache, tmp_path):
+    Trainer(cache, str(tmp_path / "a"), _cfg()).run(progress=False)
+    Trainer(cache, str(tmp_path / "b"), _cfg()).run(progress=False, stop_after=3)  # "killed"
+    resumed = Trainer(cache, str(tmp_path / "b"), _cfg())
+    assert resumed.step == 2  # newest checkpoint before the interruption
+    resumed.run(progress=False)
+    a = Trainer(cache, str(tmp_path / "a"), _cfg()).model.state_dict()
+    b = Trainer(cache, str(tmp_path / "b"), _cfg()).model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(v, torch.zeros_like(v)) for v in a.values())
+    assert (tmp_path / "a" / "metrics.jsonl").read_text().count("\n") == 6
+
+
+def test_wrong_fingerprint_or_schedule_is_refused(cache, tmp_path):
+    with pytest.raises(FingerprintMismatch, match="expects"):
+        Trainer(cache, str(tmp_path / "x"), _cfg(expect_fingerprint_digest="0" * 64))
+    sparse = _make_cache(tmp_path / "sparse", keep=(0, 3, 5), seeds=1)
+    with pytest.raises(ValueError, match="needs solver steps"):
+        Trainer(sparse, str(tmp_path / "y"), _cfg())
+
+
+def test_corrupt_shard_stops_training_naming_it_or_is_skipped(tmp_path):
+    cache = _make_cache(tmp_path / "cache", seeds=1)
+    shard = load_manifest(cache).shards[1]
+    path = Path(cache) / shard.path
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=shard.path.split("/")[-1]):
+        Trainer(cache, str(tmp_path / "run"), _cfg(steps=4, batch_size=16)).run(progress=False)
+    trainer = Trainer(cache, str(tmp_path / "run2"), _cfg(steps=4, batch_size=16, skip_corrupt_shards=True))
+    trainer.run(progress=False)
+    assert trainer.stream.skipped_shards and shard.path in trainer.stream.skipped_shards[0]
