@@ -41,3 +41,23 @@ def test_monotone_in_budget_for_40_blocks():  # speed: bench/bench_student.py
             assert result.latency_ms <= budget
             previous = result.quality
     assert previous > 0
+
+
+def test_profile_then_search_from_the_command_line(tmp_path, capsys):
+    import json
+
+    from pipeline.cli import main as cli
+
+    lut = tmp_path / "lut.json"
+    assert cli(["profile", "--out", str(lut), "--height", "8", "--width", "8", "--dim", "24",
+                "--repeats", "2", "--options", "lcha,ssa:2"]) == 0
+    rows = json.loads(lut.read_text())["options"]
+    assert set(rows) == {"lcha", "ssa:2"} and all(r["latency_ms"] > 0 for r in rows.values())
+    generous = 10 * sum(r["latency_ms"] for r in rows.values()) * 4
+    out = tmp_path / "layout.json"
+    assert cli(["search", "--lut", str(lut), "--latency-budget", str(generous), "--blocks", "4",
+                "--out", str(out)]) == 0
+    layout = json.loads(out.read_text())["layout"]
+    assert layout[0] == "lcha" and layout[-1] == "lcha" and "ssa:2" in layout
+    assert cli(["search", "--lut", str(lut), "--latency-budget", "0.0001", "--blocks", "4",
+                "--out", str(out)]) == 1
