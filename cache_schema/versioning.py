@@ -1,0 +1,107 @@
+"""Versioning on top of manifests: lineage, tags, diffs and garbage collection (DESIGN 3.3).
+
+Every operation writes new objects only; earlier generations stay readable byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ManifestError
+from .index import INDEX_DIR, STATUS_OK, read_index
+from .manifest import MANIFEST_DIR, TAG_DIR, list_generations, read_manifest, resolve_generation
+from .store import Store, open_store, split_ref
+from .writer import SHARD_DIR
+
+_TAG_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def lineage(url: str) -> list[dict[str, Any]]:
+    """Generations newest first: operation, parent, time, samples, producer version."""
+    store = open_store(split_ref(url)[0])
+    rows = []
+    for gen in reversed(list_generations(store)):
+        m = read_manifest(store, gen)
+        rows.append({"generation": gen, "operation": m.operation, "parent": m.parent,
+                     "created_at": m.created_at, "samples": m.num_samples,
+                     "shards": len(m.shards), "producer_version": m.producer_version})
+    return rows
+
+
+def set_tag(url: str, name: str, generation: int | None = None) -> int:
+    """Point tag ``name`` at a generation (default newest); tags may move, generations never."""
+    if not name or set(name) - _TAG_OK or name.isdigit():
+        raise ManifestError(f"bad tag name {name!r}: use letters, digits, '_', '-' or '.', "
+                            "not a bare number (that would read as a generation)")
+    store = open_store(split_ref(url)[0])
+    gen = resolve_generation(store, generation)
+    store.put_bytes(f"{TAG_DIR}/{name}.json", json.dumps({"generation": gen, "tagged_at": time.time()}).encode())
+    return gen
+
+
+def list_tags(url: str) -> dict[str, int]:
+    store = open_store(split_ref(url)[0])
+    return {rel.rsplit("/", 1)[-1].removesuffix(".json"): json.loads(store.read_bytes(rel))["generation"]
+            for rel in store.list(TAG_DIR) if rel.endswith(".json")}
+
+
+def _live_ids(store: Store, gen: int) -> set[str]:
+    table = read_index(store, read_manifest(store, gen).index_path)
+    return {sid for sid, st in zip(table.column("sample_id").to_pylist(),
+                                   table.column("status").to_pylist()) if st == STATUS_OK}
+
+
+def diff(url: str, from_ref: str | int, to_ref: str | int) -> dict[str, Any]:
+    store = open_store(split_ref(url)[0])
+    a, b = resolve_generation(store, from_ref), resolve_generation(store, to_ref)
+    ma, mb = read_manifest(store, a), read_manifest(store, b)
+    ids_a, ids_b = _live_ids(store, a), _live_ids(store, b)
+    from .fingerprint import diff_fingerprints
+
+    return {"from": a, "to": b, "added": len(ids_b - ids_a), "removed": len(ids_a - ids_b),
+            "added_ids": sorted(ids_b - ids_a)[:20], "removed_ids": sorted(ids_a - ids_b)[:20],
+            "fingerprint_changes": diff_fingerprints(ma.fingerprint, mb.fingerprint),
+            "schema_version": [ma.schema_version, mb.schema_version]}
+
+
+@dataclass
+class GcResult:
+    orphans: list[str]
+    deleted: list[str]
+    kept_young: list[str]
+
+
+def gc(url: str, *, grace_seconds: float = 24 * 3600, dry_run: bool = False) -> GcResult:
+    """Delete shard and index objects no generation references, older than the grace period."""
+    store = open_store(split_ref(url)[0])
+    referenced: set[str] = set()
+    for gen in list_generations(store):
+        m = read_manifest(store, gen)  # a corrupt manifest stops gc: never guess what it named
+        referenced.update(s.path for s in m.shards)
+        referenced.add(m.index_path)
+    now = time.time()
+    orphans, deleted, young = [], [], []
+    for top in (SHARD_DIR, INDEX_DIR):
+        for rel in store.list(top):
+            name = rel.rsplit("/", 1)[-1]
+            if name.startswith(".") and name.endswith(".tmp"):
+                pass  # a crashed create-only put's temp file: an orphan too
+            elif rel in referenced:
+                continue
+            orphans.append(rel)
+            objects = store.walk_files(rel) or {rel: 0}
+            stamps = [store.modified(o) for o in objects]
+            newest = max((s for s in stamps if s is not None), default=None)
+            if newest is not None and now - newest < grace_seconds:
+                young.append(rel)
+                continue
+            if not dry_run:
+                store.delete(rel)
+                deleted.append(rel)
+    return GcResult(orphans=orphans, deleted=deleted, kept_young=young)
+
+
+__all__ = ["lineage", "set_tag", "list_tags", "diff", "gc", "GcResult", "MANIFEST_DIR"]

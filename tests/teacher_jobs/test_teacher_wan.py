@@ -1,0 +1,90 @@
+"""Wan 2.2 teacher on a tiny random two-expert pipeline: equality with stock WanPipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cache_schema import flow, validate_record
+from teacher_jobs.prompts import make_sample_id
+from teacher_jobs.rng import batch_noise
+from teacher_jobs.sampler import record_trajectories, sample_latents
+from teacher_jobs.teachers import build_teacher
+from teacher_jobs.teachers.wan import WanTeacher
+
+PROMPTS = ["a red cat running left", "blue ocean wave at night"]
+SETTINGS = dict(height=32, width=32, frames=9, num_steps=6, shift=3.0, guidance=(4.0, 3.0),
+                max_text_len=16)
+
+
+@pytest.fixture(scope="module")
+def saved_pipeline(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("wan") / "tiny-wan22"
+    WanTeacher.tiny().pipe.save_pretrained(str(path))
+    return str(path)
+
+
+def _stock(teacher: WanTeacher, noise: torch.Tensor, scheduler) -> torch.Tensor:
+    teacher.pipe.scheduler = scheduler
+    return teacher.pipe(prompt=PROMPTS, negative_prompt="", height=32, width=32, num_frames=9,
+                        num_inference_steps=6, guidance_scale=4.0, guidance_scale_2=3.0,
+                        latents=noise.clone(), output_type="latent", max_sequence_length=16).frames
+
+
+@pytest.mark.parametrize("solver", ["euler", "unipc"])
+def test_recorded_loop_equals_stock_wan_pipeline(saved_pipeline, solver):
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    teacher = WanTeacher.from_pretrained(saved_pipeline, solver=solver, **SETTINGS)
+    ours = torch.from_numpy(sample_latents(teacher, PROMPTS, [0, 1], global_seed=5, fingerprint_digest="d"))
+    ids = [make_sample_id(p, s, "d") for p, s in zip(PROMPTS, [0, 1])]
+    noise = torch.from_numpy(batch_noise(5, ids, teacher.latent_shape))
+    config = teacher.pipe.scheduler.config
+    if solver == "euler":
+        stock = _stock(teacher, noise, FlowMatchEulerDiscreteScheduler.from_config(config, shift=3.0))
+        assert torch.equal(ours, stock)
+    else:
+        stock = _stock(teacher, noise, UniPCMultistepScheduler.from_config(
+            config, flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction"))
+        torch.testing.assert_close(ours, stock, rtol=1e-4, atol=1e-4)
+    assert ours.abs().sum() > 0
+
+
+def test_expert_switch_at_boundary_and_cfg_rebuilds_next_state(saved_pipeline):
+    teacher = build_teacher(f"wan:{saved_pipeline}", **SETTINGS)
+    boundary = 0.875 * 1000
+    experts = [teacher.expert_at(i) for i in range(6)]
+    assert experts == [0 if t >= boundary else 1 for t in teacher.timesteps()]
+    assert 0 in experts and 1 in experts
+    records, rejected = record_trajectories(teacher, PROMPTS, [0, 1], global_seed=0,
+                                            keep_steps=range(6))
+    assert not rejected
+    layout = teacher.layout(tuple(range(6)))
+    sig = teacher.sigmas()
+    for rec in records:
+        validate_record(rec, layout)
+        assert list(rec["guidance"]) == [4.0 if e == 0 else 3.0 for e in experts]
+        states = rec["states"].astype(np.float32)
+        v = flow.classifier_free_guidance(rec["v_uncond"].astype(np.float32), rec["v_cond"].astype(np.float32),
+                                          rec["guidance"][:, None, None, None, None])
+        for i in range(5):
+            np.testing.assert_allclose(flow.euler_step(states[i], sig[i], sig[i + 1], v[i]),
+                                       states[i + 1], atol=3e-2, rtol=1e-2)
+    fp = teacher.fingerprint()
+    assert fp["weights"]["transformer"] != fp["weights"]["transformer_2"]
+
+
+def test_offline_without_weights_fails_with_a_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="huggingface-cli download"):
+        WanTeacher.from_pretrained(str(tmp_path / "no-such-wan"))
+    with pytest.raises(RuntimeError, match="--teacher wan:DIR"):
+        build_teacher("wan:Wan-AI/Wan2.2-T2V-A14B-Diffusers")
+
+
+def test_wan_rejects_prompts_longer_than_the_encoder_limit(saved_pipeline):
+    teacher = WanTeacher.from_pretrained(saved_pipeline, **SETTINGS)
+    records, rejected = record_trajectories(teacher, ["cat " * 40, "a dog"], [0, 0], global_seed=0,
+                                            keep_steps=[0])
+    assert len(records) == 1 and "limit of 16" in rejected[0].reason
