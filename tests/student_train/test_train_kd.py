@@ -111,3 +111,17 @@ def test_corrupt_shard_stops_training_naming_it_or_is_skipped(tmp_path):
     trainer = Trainer(cache, str(tmp_path / "run2"), _cfg(steps=4, batch_size=16, skip_corrupt_shards=True))
     trainer.run(progress=False)
     assert trainer.stream.skipped_shards and shard.path in trainer.stream.skipped_shards[0]
+
+
+@pytest.mark.slow
+def test_two_ray_train_workers_match_one_worker(cache, tmp_path, ray_runtime):
+    from student_train.distributed import train_kd_ray
+
+    cfg = _cfg(steps=3, batch_size=8, checkpoint_every=3)
+    Trainer(cache, str(tmp_path / "one"), cfg).run(progress=False)
+    train_kd_ray(cache, str(tmp_path / "two"), cfg, workers=2, progress=False,
+                 storage_path=str(tmp_path / "ray_train"))
+    one = Trainer(cache, str(tmp_path / "one"), cfg).model.state_dict()
+    two = Trainer(cache, str(tmp_path / "two"), cfg).model.state_dict()
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
