@@ -2,27 +2,54 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import parse_block
-from .embeddings import modulate
+from .embeddings import modulate, rope_tables
 from .lcha import LCHA
 from .ssa import SSA
 
 
 @dataclass
 class MixContext:
+    """What every block of one forward pass shares."""
+
     grid: tuple[int, int, int]  # token grid (frames, rows, cols) of the tokens being processed
+    cond: torch.Tensor  # (B, D) SiLU of the conditioning vector (sigma, d, pooled text)
+    text_bias: torch.Tensor  # (B, 1, 1, L) additive cross-attention mask (0 or -inf-like)
+    head_dim: int
+    rope_theta: float = 10000.0
     causal: bool = False
     chunk_token_frames: int = 1
-    frame_offset: int = 0  # token frames before these tokens (streaming position)
+    frame_offset: int | torch.Tensor = 0  # absolute index of the first token frame (streaming)
+    _rope: dict = field(default_factory=dict)
+
+    def rope(self, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (T / stride^2, head_dim) of the grid strided spatially; cached per pass."""
+        if stride not in self._rope:
+            f, h, w = self.grid
+            self._rope[stride] = rope_tables((f, h // stride, w // stride), self.head_dim,
+                                             frame_offset=self.frame_offset, spatial_step=stride,
+                                             theta=self.rope_theta, device=self.cond.device,
+                                             dtype=self.cond.dtype)
+        return self._rope[stride]
+
+
+def text_attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) bool -> (B, 1, 1, L) additive bias. A large finite negative (not -inf) so that an
+    all-padding row gives a uniform average instead of NaN."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+        ~mask, torch.finfo(dtype).min / 2)[:, None, None, :]
 
 
 class CrossAttention(nn.Module):
+    """Video tokens attend to the cached text-encoder tokens (no positions: text order is
+    already in the embeddings)."""
+
     def __init__(self, dim: int, text_dim: int, heads: int):
         super().__init__()
         self.heads = heads
@@ -30,11 +57,13 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(text_dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
-        q = self.q(x).view(b, t, self.heads, -1).transpose(1, 2)  # (B, heads, T, hd)
+        q = self.q(x).view(b, t, self.heads, -1).transpose(1, 2)  # (B, H, T, d)
         k, v = self.kv(text).view(b, text.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        # k, v: (B, H, L, d). Few text tokens: a plain softmax beats fused kernels on CPU here.
+        scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias  # (B, H, T, L)
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, T, d)
         return self.out(out.transpose(1, 2).reshape(b, t, c))
 
 
@@ -42,6 +71,7 @@ class SandwichBlock(nn.Module):
     def __init__(self, spec: str, dim: int, heads: int, text_dim: int, mlp_ratio: float,
                  conv_kernel=(3, 3, 3), ssa_window: int | None = None):
         super().__init__()
+        self.spec = spec
         self.kind, self.stride = parse_block(spec)
         self.mixer = (LCHA(dim, heads, conv_kernel) if self.kind == "lcha"
                       else SSA(dim, heads, self.stride, ssa_window))
@@ -50,15 +80,18 @@ class SandwichBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.cross = CrossAttention(dim, text_dim, heads)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.ada = nn.Linear(dim, 6 * dim)
-        nn.init.zeros_(self.ada.weight)  # starts as identity blocks (adaLN-zero)
+        nn.init.zeros_(self.ada.weight)  # adaLN-zero: every block starts as the identity
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x, cond, text, text_mask, ctx: MixContext, state=None):
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=-1)
+    def forward(self, x: torch.Tensor, text: torch.Tensor, ctx: MixContext, state: dict | None = None):
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(ctx.cond).chunk(6, dim=-1)
         mixed, new_state = self.mixer(modulate(self.norm1(x), shift1, scale1), ctx, state)
-        x = x + gate1[:, None] * mixed
-        x = x + self.cross(self.norm2(x), text, text_mask)
-        x = x + gate2[:, None] * self.mlp(modulate(self.norm3(x), shift2, scale2))
+        x = torch.addcmul(x, gate1[:, None], mixed)
+        x = x + self.cross(self.norm2(x), text, ctx.text_bias)
+        x = torch.addcmul(x, gate2[:, None], self.mlp(modulate(self.norm3(x), shift2, scale2)))
         return x, new_state
+
+    def init_state(self, batch: int, grid, device=None, dtype=torch.float32) -> dict:
+        return self.mixer.init_state(batch, grid, device, dtype)

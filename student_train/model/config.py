@@ -1,11 +1,24 @@
-"""Typed configuration of the S2DiT student; saved as JSON next to the weights."""
+"""Typed configuration of the S2DiT student; saved as JSON next to the weights.
+
+Defaults (our choices; the paper's widths and depths are not public) fit the demo latents
+(C=4, F=5, H=8, W=8, text_dim=32) and a CPU training budget:
+- patch (1, 2, 2): a 4x4 token grid per latent frame (80 tokens per clip). (1, 1, 1) would give
+  4x the tokens and 4x the cost of every per-token layer; (1, 2, 2) keeps one token per frame
+  per 2x2 latent pixels, like Wan's own patching, and still leaves SSA a grid to stride over.
+- dim 96, 4 heads (head_dim 24: 4 RoPE pairs per axis), MLP ratio 2.
+- layout: LCHA top slice, SSA:2 filling, LCHA bottom slice (the sandwich); search/dp.py picks
+  layouts for a device budget.
+- chunk_frames 1: one latent frame per streaming chunk (the demo has 5 frames).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+import fsspec
 
 BLOCK_KINDS = ("lcha", "ssa")
 
@@ -13,9 +26,12 @@ BLOCK_KINDS = ("lcha", "ssa")
 def parse_block(spec: str) -> tuple[str, int]:
     """``lcha`` -> ("lcha", 1); ``ssa:2`` -> ("ssa", 2) (spatial stride of Q, K, V)."""
     kind, _, stride = spec.partition(":")
-    if kind not in BLOCK_KINDS:
-        raise ValueError(f"unknown block kind {spec!r}: use lcha or ssa:<stride>")
-    return kind, int(stride or 1)
+    if kind not in BLOCK_KINDS or (stride and not stride.isdigit()) or (kind == "lcha" and stride):
+        raise ValueError(f"unknown block {spec!r}: use 'lcha' or 'ssa:<stride>' (e.g. ssa:2)")
+    value = int(stride or 1)
+    if value < 1:
+        raise ValueError(f"block {spec!r}: the SSA stride must be >= 1")
+    return kind, value
 
 
 @dataclass(kw_only=True, slots=True)
@@ -24,35 +40,58 @@ class StudentConfig:
     latent_frames: int = 5
     latent_height: int = 8
     latent_width: int = 8
-    patch: tuple[int, int, int] = (1, 2, 2)  # (frames, rows, cols) per token
+    patch: tuple[int, int, int] = (1, 2, 2)  # (frames, rows, cols) of latent per token
     dim: int = 96
     heads: int = 4
     mlp_ratio: float = 2.0
     text_dim: int = 32
     # The sandwich: high-resolution LCHA slices around low-resolution SSA filling.
     layout: tuple[str, ...] = ("lcha", "ssa:2", "ssa:2", "lcha")
-    chunk_frames: int = 1  # latent frames per streaming chunk
-    ssa_window: int | None = None  # past chunks an SSA block keeps in its KV cache (None: all)
-    conv_kernel: tuple[int, int, int] = (3, 3, 3)
+    chunk_frames: int = 1  # latent frames per block-causal / streaming chunk
+    ssa_window: int | None = None  # past chunks SSA attends to (None: all; set for mobile/export)
+    conv_kernel: tuple[int, int, int] = (3, 3, 3)  # depth-wise conv (frames, rows, cols)
+    rope_theta: float = 10000.0
+    freq_dim: int = 128  # sinusoidal features of sigma and d
 
     def __post_init__(self) -> None:
-        self.patch = tuple(self.patch)
+        self.patch = tuple(int(p) for p in self.patch)
         self.layout = tuple(self.layout)
-        self.conv_kernel = tuple(self.conv_kernel)
-        for spec in self.layout:
-            parse_block(spec)
-        if self.dim % self.heads or self.dim // self.heads < 6:
-            raise ValueError(f"dim must split into heads of >= 6 channels for 3D RoPE "
-                             f"(got dim {self.dim}, heads {self.heads})")
+        self.conv_kernel = tuple(int(k) for k in self.conv_kernel)
+        if not self.layout:
+            raise ValueError("layout is empty: give at least one block, e.g. ['lcha', 'ssa:2', 'lcha']")
+        if self.dim % self.heads or self.dim // self.heads < 6 or (self.dim // self.heads) % 2:
+            raise ValueError(f"dim must split into heads of an even number >= 6 of channels for "
+                             f"3D RoPE (got dim {self.dim}, heads {self.heads})")
         pf, ph, pw = self.patch
         if self.latent_frames % pf or self.latent_height % ph or self.latent_width % pw:
             raise ValueError(f"latent {self.latent_frames}x{self.latent_height}x{self.latent_width} "
                              f"is not divisible by patch {self.patch}")
+        if self.chunk_frames < 1 or self.chunk_frames % pf:
+            raise ValueError(f"chunk_frames {self.chunk_frames} must be a positive multiple of the "
+                             f"temporal patch {pf}")
+        if self.ssa_window is not None and self.ssa_window < 0:
+            raise ValueError("ssa_window must be >= 0 past chunks (or None for all)")
+        if any(k % 2 == 0 for k in self.conv_kernel[1:]):
+            raise ValueError(f"conv_kernel {self.conv_kernel}: spatial sizes must be odd ('same' padding)")
+        _, gh, gw = self.grid
+        for spec in self.layout:
+            _, stride = parse_block(spec)
+            if gh % stride or gw % stride:
+                raise ValueError(f"block {spec!r}: stride {stride} does not divide the token grid "
+                                 f"{gh}x{gw} (latent / patch); use a smaller stride")
 
     @property
     def grid(self) -> tuple[int, int, int]:
+        """Token grid (frames, rows, cols) of a whole clip."""
         pf, ph, pw = self.patch
         return self.latent_frames // pf, self.latent_height // ph, self.latent_width // pw
+
+    @property
+    def chunk_token_frames(self) -> int:
+        return self.chunk_frames // self.patch[0]
+
+    def replace(self, **changes: Any) -> "StudentConfig":
+        return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -62,5 +101,15 @@ class StudentConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown student config keys {sorted(unknown)}")
+            raise ValueError(f"unknown student config keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
+
+    def save(self, url: str) -> None:
+        """Write the config as JSON to any fsspec URL."""
+        with fsspec.open(url, "w") as handle:
+            json.dump(self.to_json(), handle, indent=1)
+
+    @classmethod
+    def load(cls, url: str) -> "StudentConfig":
+        with fsspec.open(url, "r") as handle:
+            return cls.from_json(json.load(handle))

@@ -1,10 +1,13 @@
 """LCHA, LinConv Hybrid Attention (DESIGN 5): linear attention || causal depth-wise 3D conv.
 
-(a) linear attention with kernel phi(x) = softplus(W x + b) on RMS-normalised q and k, with 3D
-    RoPE on the numerator features: y_i = rope(phi(q_i))^T S / phi(q_i)^T z where
-    S = sum_j rope(phi(k_j)) v_j^T and z = sum_j phi(k_j): linear in the token count;
-(b) a depth-wise 3D convolution with causal temporal padding, then a channel mix;
-joined per channel by a learnable FusionGate. Streaming carries S, z and the conv's last frames.
+(a) linear attention with kernel phi(x) = softplus(W x + b) on RMS-normalised q and k (QK
+    normalisation), 3D RoPE on the numerator features:
+        y_i = rope(phi(q_i))^T S / phi(q_i)^T z,  S = sum_j rope(phi(k_j)) v_j^T,  z = sum_j phi(k_j)
+    linear in the token count. RoPE only in the numerator keeps the denominator a positive sum
+    (rotated features can cancel), and rope(a)^T rope(b) depends only on the relative position.
+(b) a depth-wise 3D convolution with causal temporal padding, then a linear channel mix;
+joined per channel by a learnable FusionGate conditioned on (sigma, d, text).
+Streaming carries S, z and the conv's last kt - 1 input frames: every chunk costs the same.
 """
 
 from __future__ import annotations
@@ -13,57 +16,77 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import apply_rope, rope_angles
+from .embeddings import apply_rope
 
 EPS = 1e-6
 
 
 class FusionGate(nn.Module):
-    """g = sigmoid(W x): per-token, per-channel mix of the attention and convolution branches."""
+    """g = sigmoid(W c + b) per sample and channel; out = g * attention + (1 - g) * conv.
+
+    The gate reads the conditioning vector rather than each token: at high noise the model may
+    lean on the local conv, near sigma 0 on global attention, and a per-sample gate costs no
+    per-token FLOPs. Zero init starts at an even mix."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.proj = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
 
-    def forward(self, x: torch.Tensor, attn: torch.Tensor, conv: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(self.proj(x))
-        return gate * attn + (1 - gate) * conv
-
-
-def linear_attention_sums(fk_rot: torch.Tensor, fk: torch.Tensor, v: torch.Tensor):
-    """S (B,H,dk,dv) and z (B,H,dk) of a set of keys/values (B,H,T,·)."""
-    return torch.einsum("bhtd,bhte->bhde", fk_rot, v), fk.sum(2)
+    def forward(self, cond: torch.Tensor, attn: torch.Tensor, conv: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.proj(cond))[:, None]  # (B, 1, D)
+        return torch.addcmul(conv, gate, attn - conv)
 
 
-def linear_attention_read(fq_rot: torch.Tensor, fq: torch.Tensor, s: torch.Tensor,
-                          z: torch.Tensor) -> torch.Tensor:
-    """Outputs (B,H,T,dv) of queries against accumulated sums; s, z may carry a chunk axis."""
-    if s.dim() == 5:  # per-chunk sums: (B,H,N,dk,dv), queries (B,H,N,t,dk)
-        num = torch.einsum("bhntd,bhnde->bhnte", fq_rot, s)
-        den = torch.einsum("bhntd,bhnd->bhnt", fq, z)
-    else:
-        num = torch.einsum("bhtd,bhde->bhte", fq_rot, s)
-        den = torch.einsum("bhtd,bhd->bht", fq, z)
-    return num / (den[..., None] + EPS)
+def linear_attention(fq_rot: torch.Tensor, fq: torch.Tensor, fk_rot: torch.Tensor,
+                     fk: torch.Tensor, v: torch.Tensor, *, chunks: int = 1,
+                     past: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """Kernelised attention of features (B, T, H, d) in O(T d^2).
 
-
-def depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Depth-wise 3D conv, 'valid' in time (the caller pads the past), 'same' in space, as a sum
-    of depth-wise 2D convs over the temporal taps: identical to grouped Conv3d, and several
-    times faster to train on CPU.
-
-    x: (B, C, F + kt - 1, H, W); weight: (C, kt, kh, kw) -> (B, C, F, H, W)
+    chunks > 1: block-causal over equal chunks of T (chunk n reads the sums of chunks <= n).
+    past: (S, z) sums of earlier tokens, added to this call's (streaming).
+    Returns out (B, T, H, d) and this call's total sums (S (B,H,d,d), z (B,H,d)), past included.
     """
-    c, kt, kh, kw = weight.shape
-    b, _, _, h, w = x.shape
-    frames = x.shape[2] - kt + 1
+    b, t, h, d = fq.shape
+    if chunks == 1:
+        s = torch.einsum("bthd,bthe->bhde", fk_rot, v)
+        z = fk.sum(1)  # (B, H, d)
+        if past is not None:
+            s, z = s + past[0], z + past[1]
+        num = torch.einsum("bthd,bhde->bthe", fq_rot, s)
+        den = torch.einsum("bthd,bhd->bth", fq, z)
+        return num / (den[..., None] + EPS), (s, z)
+    split = lambda a: a.reshape(b, chunks, t // chunks, h, a.shape[-1])  # noqa: E731  (B, N, t, H, d)
+    s = torch.einsum("bnthd,bnthe->bnhde", split(fk_rot), split(v)).cumsum(1)  # inclusive prefix
+    z = split(fk).sum(2).cumsum(1)  # (B, N, H, d)
+    num = torch.einsum("bnthd,bnhde->bnthe", split(fq_rot), s)
+    den = torch.einsum("bnthd,bnhd->bnth", split(fq), z)
+    out = (num / (den[..., None] + EPS)).reshape(b, t, h, -1)
+    return out, (s[:, -1], z[:, -1])
+
+
+def causal_depthwise_conv(frames: torch.Tensor, past: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth-wise 3D conv, causal in time ('same' zero padding in space), channels last.
+
+    frames: (B, F, H, W, C); past: (B, kt - 1, H, W, C), the frames before them (zeros at the
+    start of a clip); weight (C, kt, kh, kw). Output frame f reads input frames f - kt + 1 .. f
+    only. Done as one depth-wise 2D conv per temporal tap on a channels-last view (no copies of
+    the tokens) and a sum of time-shifted outputs: several times faster on CPU than Conv3d.
+    Returns (B, F, H, W, C) and the new past (the last kt - 1 input frames).
+    """
+    b, f, h, w, c = frames.shape
+    kt, kh, kw = weight.shape[1:]
+    padded = torch.cat([past, frames], dim=1)  # (B, F + kt - 1, H, W, C)
+    fp = padded.shape[1]
+    planes = padded.view(b * fp, h, w, c).permute(0, 3, 1, 2)  # (B*F', C, H, W), channels-last
     out = None
-    for dt in range(kt):
-        taps = x[:, :, dt : dt + frames].transpose(1, 2).reshape(b * frames, c, h, w)
-        y = F.conv2d(taps, weight[:, dt, None], None, padding=(kh // 2, kw // 2), groups=c)
+    for i in range(kt):
+        y = F.conv2d(planes, weight[:, i, None], None, padding=(kh // 2, kw // 2), groups=c)
+        y = y.permute(0, 2, 3, 1).view(b, fp, h, w, c)[:, i : i + f]  # tap i reads frame f + i
         out = y if out is None else out + y
-    out = out.view(b, frames, c, h, w).transpose(1, 2)  # (B, C, F, H, W)
-    return out + bias.view(1, c, 1, 1, 1)
+    return out + bias, padded[:, fp - (kt - 1):]
 
 
 class LCHA(nn.Module):
@@ -71,69 +94,50 @@ class LCHA(nn.Module):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm = nn.RMSNorm(self.head_dim)
-        self.k_norm = nn.RMSNorm(self.head_dim)
-        self.phi = nn.Linear(self.head_dim, self.head_dim)  # kernel feature map, shared by q and k
+        self.qk_norm = nn.Parameter(torch.ones(2, 1, self.head_dim))  # RMSNorm gains of q, k
+        self.phi = nn.Linear(self.head_dim, self.head_dim)  # kernel map, shared by q and k
         kt, kh, kw = conv_kernel
-        self.conv_frames = kt - 1  # causal context the conv needs
-        self.kernel = tuple(conv_kernel)
+        self.conv_frames = kt - 1  # causal context the conv carries
         self.conv_weight = nn.Parameter(torch.randn(dim, kt, kh, kw) / (kt * kh * kw) ** 0.5)
         self.conv_bias = nn.Parameter(torch.zeros(dim))
         self.channel_mix = nn.Linear(dim, dim)
         self.gate = FusionGate(dim)
         self.out = nn.Linear(dim, dim)
 
-    def features(self, x: torch.Tensor, grid, frame_offset: int):
+    def features(self, x: torch.Tensor, ctx):
+        """phi(q), phi(k) with and without RoPE, and v: each (B, T, H, d)."""
         b, t, _ = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        # q, k, v: (B, heads, T, head_dim)
-        fq = F.softplus(self.phi(self.q_norm(q)))
-        fk = F.softplus(self.phi(self.k_norm(k)))
-        angles = rope_angles(grid, self.head_dim, frame_offset, device=x.device)
-        return apply_rope(fq, angles), fq, apply_rope(fk, angles), fk, v
+        qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim)
+        qk = F.rms_norm(qkv[:, :, :2], (self.head_dim,), eps=EPS) * self.qk_norm  # (B, T, 2, H, d)
+        fqk = F.softplus(self.phi(qk))
+        cos, sin = ctx.rope(1)  # (T, d)
+        fqk_rot = apply_rope(fqk, cos[:, None, None], sin[:, None, None])
+        return fqk_rot[:, :, 0], fqk[:, :, 0], fqk_rot[:, :, 1], fqk[:, :, 1], qkv[:, :, 2]
 
-    def attention(self, x, grid, ctx, state):
-        fq_r, fq, fk_r, fk, v = self.features(x, grid, ctx.frame_offset)
-        b, h, t, d = fq.shape
-        if state is not None:  # streaming: past chunks' sums plus this chunk's own
-            s_new, z_new = linear_attention_sums(fk_r, fk, v)
-            out = linear_attention_read(fq_r, fq, state["s"] + s_new, state["z"] + z_new)
-            return out, {"s": state["s"] + s_new, "z": state["z"] + z_new}
-        if not ctx.causal:
-            s, z = linear_attention_sums(fk_r, fk, v)
-            return linear_attention_read(fq_r, fq, s, z), None
-        # block-causal: chunk n sees the sums of chunks <= n (inclusive prefix sums)
-        n = grid[0] // ctx.chunk_token_frames
-        split = lambda a: a.reshape(b, h, n, t // n, a.shape[-1])  # noqa: E731  (B,H,N,t,d)
-        s = torch.einsum("bhntd,bhnte->bhnde", split(fk_r), split(v)).cumsum(2)
-        z = split(fk).sum(3).cumsum(2)
-        out = linear_attention_read(split(fq_r), split(fq), s, z)
-        return out.reshape(b, h, t, -1), None
+    def attention(self, x: torch.Tensor, ctx, state: dict | None = None):
+        fq_r, fq, fk_r, fk, v = self.features(x, ctx)
+        chunks = ctx.grid[0] // ctx.chunk_token_frames if ctx.causal and state is None else 1
+        past = (state["s"], state["z"]) if state is not None else None
+        out, (s, z) = linear_attention(fq_r, fq, fk_r, fk, v, chunks=chunks, past=past)
+        return out.flatten(2), s, z  # (B, T, D)
 
-    def convolution(self, x, grid, state):
+    def convolution(self, x: torch.Tensor, ctx, state: dict | None = None):
         b, t, c = x.shape
-        f, hh, ww = grid
-        vol = x.transpose(1, 2).reshape(b, c, f, hh, ww)  # (B, C, F, H, W)
-        past = state["conv"] if state is not None else vol.new_zeros(b, c, self.conv_frames, hh, ww)
-        padded = torch.cat([past, vol], dim=2)  # causal: only past frames pad the front
-        out = depthwise_conv3d(padded, self.conv_weight, self.conv_bias)
-        out = out.flatten(2).transpose(1, 2)  # (B, T, C)
-        tail = padded[:, :, -self.conv_frames:] if self.conv_frames else padded[:, :, :0]
-        return self.channel_mix(out), tail
+        f, h, w = ctx.grid
+        frames = x.view(b, f, h, w, c)  # token order is (frame, row, col)
+        past = state["conv"] if state is not None else x.new_zeros(b, self.conv_frames, h, w, c)
+        out, tail = causal_depthwise_conv(frames, past, self.conv_weight, self.conv_bias)
+        return self.channel_mix(out.reshape(b, t, c)), tail
 
     def forward(self, x: torch.Tensor, ctx, state: dict | None = None):
-        grid = ctx.grid
-        attn, new_sums = self.attention(x, grid, ctx, state)
-        b, h, t, d = attn.shape
-        attn = attn.transpose(1, 2).reshape(b, t, h * d)
-        conv, tail = self.convolution(x, grid, state)
-        out = self.out(self.gate(x, attn, conv))
-        new_state = None if state is None else {**new_sums, "conv": tail}
-        return out, new_state
+        attn, s, z = self.attention(x, ctx, state)
+        conv, tail = self.convolution(x, ctx, state)
+        out = self.out(self.gate(ctx.cond, attn, conv))
+        return out, (None if state is None else {"s": s, "z": z, "conv": tail})
 
-    def init_state(self, batch: int, grid, device, dtype) -> dict:
-        _, hh, ww = grid
-        dim = self.heads * self.head_dim
-        return {"s": torch.zeros(batch, self.heads, self.head_dim, self.head_dim, device=device, dtype=dtype),
-                "z": torch.zeros(batch, self.heads, self.head_dim, device=device, dtype=dtype),
-                "conv": torch.zeros(batch, dim, self.conv_frames, hh, ww, device=device, dtype=dtype)}
+    def init_state(self, batch: int, grid, device=None, dtype=torch.float32) -> dict:
+        _, h, w = grid
+        d, dim = self.head_dim, self.heads * self.head_dim
+        return {"s": torch.zeros(batch, self.heads, d, d, device=device, dtype=dtype),
+                "z": torch.zeros(batch, self.heads, d, device=device, dtype=dtype),
+                "conv": torch.zeros(batch, self.conv_frames, h, w, dim, device=device, dtype=dtype)}

@@ -1,5 +1,14 @@
-"""SSA, Stride Self-Attention (DESIGN 5): Q, K, V pooled by a spatial stride, softmax attention
-on the reduced tokens, output upsampled back. Streaming keeps a KV cache of past chunks."""
+"""SSA, Stride Self-Attention (DESIGN 5): Q, K, V average-pooled by a spatial stride, softmax
+attention on the reduced tokens (QK normalisation, 3D RoPE), output upsampled back (nearest).
+
+The pool is taken before the q/k/v projection and the upsample after the output projection:
+both commute with a linear map, so the result equals pooling q, k, v and upsampling the
+attention output, at 1/stride^2 of the projection cost.
+
+Block-causal mode: a query chunk sees its own chunk and up to ``window`` past chunks (all when
+None). Streaming keeps a KV cache of past chunks: a growing one when window is None, else a
+fixed ring of ``window`` chunks with a validity mask, so that shapes and cost stay constant.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +16,82 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .embeddings import apply_rope
+
+EPS = 1e-6
+
+
+def block_causal_mask(frames: int, tokens_per_frame: int, chunk_frames: int,
+                      window: int | None, device=None) -> torch.Tensor:
+    """(T, T) bool: query token i may attend to key token j."""
+    chunk = torch.arange(frames, device=device).repeat_interleave(tokens_per_frame) // chunk_frames
+    delta = chunk[:, None] - chunk[None, :]
+    allowed = delta >= 0
+    if window is not None:
+        allowed &= delta <= window
+    return allowed
+
 
 class SSA(nn.Module):
     def __init__(self, dim: int, heads: int, stride: int, window: int | None = None):
         super().__init__()
         self.heads, self.head_dim, self.stride, self.window = heads, dim // heads, stride, window
         self.qkv = nn.Linear(dim, 3 * dim)
+        self.qk_norm = nn.Parameter(torch.ones(2, 1, self.head_dim))
         self.out = nn.Linear(dim, dim)
 
-    def _reduce(self, x: torch.Tensor, grid) -> torch.Tensor:
-        """(B, T, C) -> (B, heads, T/stride^2, head_dim) by average pooling each frame."""
-        b, t, c = x.shape
+    def reduced_grid(self, grid) -> tuple[int, int, int]:
         f, h, w = grid
+        return f, h // self.stride, w // self.stride
+
+    def project(self, x: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pooled, normalised, rotated q, k and v: each (B, H, T / stride^2, d)."""
+        b, t, c = x.shape
+        f, h, w = ctx.grid
         s = self.stride
         if s > 1:
-            frames = x.reshape(b, f, h, w, c).permute(0, 1, 4, 2, 3).reshape(b * f, c, h, w)
-            x = F.avg_pool2d(frames, s).reshape(b, f, c, h // s, w // s).permute(0, 1, 3, 4, 2)
-        return x.reshape(b, -1, self.heads, self.head_dim).transpose(1, 2)
-
-    def _causal_mask(self, grid, ctx, device) -> torch.Tensor:
-        f, h, w = grid
-        per_frame = (h // self.stride) * (w // self.stride)
-        chunk = torch.arange(f, device=device).repeat_interleave(per_frame) // ctx.chunk_token_frames
-        allowed = chunk[:, None] >= chunk[None, :]
-        if self.window is not None:
-            allowed &= chunk[:, None] - chunk[None, :] <= self.window
-        return allowed
+            x = x.view(b, f, h // s, s, w // s, s, c).mean((3, 5)).reshape(b, -1, c)
+        tr = x.shape[1]
+        qkv = self.qkv(x).view(b, tr, 3, self.heads, self.head_dim).transpose(1, 3)  # (B, H, 3, Tr, d)
+        qk = F.rms_norm(qkv[:, :, :2], (self.head_dim,), eps=EPS) * self.qk_norm  # gains (2, 1, d)
+        cos, sin = ctx.rope(s)  # (Tr, d)
+        qk = apply_rope(qk, cos, sin)
+        return qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2]
 
     def forward(self, x: torch.Tensor, ctx, state: dict | None = None):
-        grid = ctx.grid
-        f, h, w = grid
         b, t, c = x.shape
-        q, k, v = (self._reduce(part, grid) for part in self.qkv(x).chunk(3, dim=-1))
-        new_state = None
-        mask = None
-        if state is not None:
-            new_state = {"k": torch.cat([state["k"], k], 2), "v": torch.cat([state["v"], v], 2)}
-            k, v = new_state["k"], new_state["v"]
-            if self.window is not None:  # attend to this chunk plus `window` past chunks
-                n = q.shape[2]
-                k, v = k[:, :, -(self.window + 1) * n:], v[:, :, -(self.window + 1) * n:]
-                keep = self.window * n
-                new_state = {"k": k[:, :, k.shape[2] - keep:], "v": v[:, :, v.shape[2] - keep:]}
-        elif ctx.causal:
-            mask = self._causal_mask(grid, ctx, x.device)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, Tr, head_dim)
+        f, h, w = ctx.grid
         s = self.stride
-        out = out.transpose(1, 2).reshape(b, f, h // s, w // s, c)
+        q, k, v = self.project(x, ctx)
+        mask, new_state = None, None
+        if state is not None:
+            new_state, k, v, mask = self._with_cache(state, k, v)
+        elif ctx.causal:
+            mask = block_causal_mask(f, (h // s) * (w // s), ctx.chunk_token_frames, self.window,
+                                     x.device)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tr, d)
+        out = self.out(out.transpose(1, 2).reshape(b, -1, c))  # (B, Tr, C)
         if s > 1:  # nearest upsampling back to the full token grid
-            out = out.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
-        return self.out(out.reshape(b, t, c)), new_state
+            out = out.view(b, f, h // s, 1, w // s, 1, c).expand(b, f, h // s, s, w // s, s, c)
+            out = out.reshape(b, t, c)
+        return out, new_state
 
-    def init_state(self, batch: int, grid, device, dtype) -> dict:
-        empty = torch.zeros(batch, self.heads, 0, self.head_dim, device=device, dtype=dtype)
-        return {"k": empty, "v": empty.clone()}
+    def _with_cache(self, state: dict, k: torch.Tensor, v: torch.Tensor):
+        """Keys/values of cached past chunks plus this chunk's, their mask, and the next cache."""
+        keys, values = torch.cat([state["k"], k], 2), torch.cat([state["v"], v], 2)
+        if self.window is None:  # unbounded: the cache grows by one chunk per call
+            return {"k": keys, "v": values}, keys, values, None
+        valid = torch.cat([state["valid"], state["valid"].new_ones(k.shape[2])])
+        keep = state["k"].shape[2]  # a ring of `window` chunks: drop the oldest chunk
+        new = {"k": keys[:, :, keys.shape[2] - keep:], "v": values[:, :, values.shape[2] - keep:],
+               "valid": valid[valid.shape[0] - keep:]}
+        return new, keys, values, valid[None, :]
+
+    def init_state(self, batch: int, grid, device=None, dtype=torch.float32) -> dict:
+        f, h, w = self.reduced_grid(grid)
+        slots = 0 if self.window is None else self.window * f * h * w
+        empty = torch.zeros(batch, self.heads, slots, self.head_dim, device=device, dtype=dtype)
+        state = {"k": empty, "v": empty.clone()}
+        if self.window is not None:
+            state["valid"] = torch.zeros(slots, dtype=torch.bool, device=device)
+        return state
