@@ -1,79 +1,246 @@
-"""`s2dit profile | search`: measure block costs on this device, then find the sandwich layout."""
+"""`s2dit profile | search | export`: measure blocks, search a layout for a budget, export."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import fsspec
 
+LAYOUT_EXAMPLE = "lcha,ssa:2,ssa:2,lcha"
 
-def _profile(args: argparse.Namespace) -> int:
+
+def _student_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("student config (JSON file, then flags override)")
+    g.add_argument("--config", help="StudentConfig JSON (e.g. a checkpoint's config.json); default: "
+                                    "the built-in demo config (latent 4x5x8x8, text_dim 32)")
+    g.add_argument("--latent-shape", help="C,F,H,W of the latent, e.g. 16,21,36,64 for Wan 2.2 at 288x512")
+    g.add_argument("--text-dim", type=int, help="text-embedding width (4096 for UMT5-XXL)")
+    g.add_argument("--dim", type=int, help="model width")
+    g.add_argument("--heads", type=int, help="attention heads (dim / heads even, >= 6)")
+    g.add_argument("--patch", help="token patch F,H,W, e.g. 1,2,2")
+    g.add_argument("--chunk-frames", type=int, help="latent frames per streaming chunk")
+    g.add_argument("--ssa-window", type=int, help="past chunks in the SSA KV cache (required to export)")
+    g.add_argument("--layout", help=f"comma-separated blocks, e.g. {LAYOUT_EXAMPLE}")
+
+
+def _triple(text: str, n: int, flag: str) -> list[int]:
+    values = [int(v) for v in text.split(",")]
+    if len(values) != n:
+        raise SystemExit(f"{flag} takes {n} comma-separated integers, got {text!r}")
+    return values
+
+
+def _student_config(args: argparse.Namespace):
     from student_train.model import StudentConfig
-    from student_train.search.profile import profile_blocks, save_lut
 
-    config = StudentConfig(latent_frames=args.frames, latent_height=args.height,
-                           latent_width=args.width, dim=args.dim, heads=args.heads)
-    lut = profile_blocks(config, args.options.split(","), batch=args.batch, device=args.device,
-                         repeats=args.repeats)
+    data = StudentConfig.load(args.config).to_json() if args.config else {}
+    if args.latent_shape:
+        c, f, h, w = _triple(args.latent_shape, 4, "--latent-shape")
+        data.update(latent_channels=c, latent_frames=f, latent_height=h, latent_width=w)
+    for flag, key in (("text_dim", "text_dim"), ("dim", "dim"), ("heads", "heads"),
+                      ("chunk_frames", "chunk_frames"), ("ssa_window", "ssa_window")):
+        if getattr(args, flag) is not None:
+            data[key] = getattr(args, flag)
+    if args.patch:
+        data["patch"] = _triple(args.patch, 3, "--patch")
+    if args.layout:
+        data["layout"] = [b.strip() for b in args.layout.split(",") if b.strip()]
+    try:
+        return StudentConfig.from_json(data)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"bad student config: {exc}") from None
+
+
+# -- profile ---------------------------------------------------------------------------------
+def _profile(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from student_train.search.profile import ProfileConfig, profile, save_lut
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    strides = tuple(int(s) for s in args.strides.split(",")) if args.strides else None
+    cfg = ProfileConfig(model=_student_config(args), strides=strides, mode=args.mode, batch=args.batch,
+                        repeats=args.repeats, warmup=args.warmup, device=args.device, dtype=args.dtype,
+                        text_len=args.text_len)
+    lut = profile(cfg)
     save_lut(lut, args.out)
-    for name, row in lut["options"].items():
-        print(f"{name:8s} {row['latency_ms']:8.3f} ms  {row['memory_mb']:8.2f} MB")
-    print(f"LUT for {lut['tokens']} tokens on {lut['device']} -> {args.out}")
+    table = Table(title=f"block costs ({lut['mode']}, batch {lut['batch']}, {lut['device']}, "
+                        f"{lut['threads']} threads)")
+    for col in ("block", "latency ms", "memory MB", "peak MB", "params"):
+        table.add_column(col, justify="right")
+    for o in lut["options"]:
+        table.add_row(o["name"], f"{o['latency_ms']:.3f}", f"{o['memory_mb']:.2f}",
+                      f"{o['peak_mb']:.2f}", f"{o['params']:,}")
+    f = lut["fixed"]
+    table.add_row("(fixed)", f"{f['latency_ms']:.3f}", f"{f['memory_mb']:.2f}", f"{f['peak_mb']:.2f}", "")
+    Console().print(table)
+    print(f"wrote {args.out}")
     return 0
+
+
+# -- search ----------------------------------------------------------------------------------
+def _load_scores(spec: str | None) -> dict[str, float]:
+    if not spec:
+        return {}
+    text = spec if spec.lstrip().startswith("{") else fsspec.open(spec, "r").open().read()
+    try:
+        scores = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--scores must be JSON like '{{\"lcha\": 1.0, \"ssa:2\": 0.9}}' or a file "
+                         f"holding it: {exc}") from None
+    return {str(k): float(v) for k, v in scores.items()}
 
 
 def _search(args: argparse.Namespace) -> int:
-    from student_train.search.dp import Option, search
+    import time
 
-    with fsspec.open(args.lut) as handle:
-        lut = json.load(handle)
-    quality = json.loads(args.quality) if args.quality else {}
-    default_quality = {"lcha": 1.0, "ssa:1": 1.3, "ssa:2": 1.1, "ssa:4": 0.8}
-    options = [Option(name, row["latency_ms"], row["memory_mb"],
-                      float(quality.get(name, default_quality.get(name, 1.0))))
-               for name, row in lut["options"].items()]
-    result = search(options, args.blocks, args.latency_budget,
-                    args.memory_budget if args.memory_budget else float("inf"))
+    from rich.console import Console
+    from rich.table import Table
+
+    from student_train.model import StudentConfig
+    from student_train.search.dp import Costs, search
+    from student_train.search.profile import load_lut, options_from_lut
+
+    try:
+        lut = load_lut(args.lut)
+    except FileNotFoundError:
+        raise SystemExit(f"no look-up table at {args.lut}: make one with `s2dit profile --out {args.lut}`") from None
+    scores = _load_scores(args.scores)
+    options, costs = options_from_lut(lut, scores)
+    if args.exclude:
+        drop = {s.strip() for s in args.exclude.split(",")}
+        options = [o for o in options if o.name not in drop]
+    costs = Costs(fixed_latency_ms=costs.fixed_latency_ms, fixed_memory_mb=costs.fixed_memory_mb,
+                  fixed_peak_mb=costs.fixed_peak_mb, latency_res=args.latency_res,
+                  memory_res=args.memory_res)
+    memory = args.memory_budget if args.memory_budget is not None else math.inf
+    t0 = time.perf_counter()
+    result = search(options, args.max_blocks, args.latency_budget, memory, min_blocks=args.min_blocks,
+                    costs=costs, sandwich=not args.no_sandwich)
+    seconds = time.perf_counter() - t0
+    console = Console()
     if result is None:
-        print(f"no sandwich of {args.blocks} blocks fits {args.latency_budget} ms"
-              + (f" and {args.memory_budget} MB" if args.memory_budget else "")
-              + ": raise a budget or lower --blocks")
+        cheapest = min(o.latency_ms for o in options) * args.min_blocks + costs.fixed_latency_ms
+        console.print(f"[red]no layout of {args.min_blocks}-{args.max_blocks} blocks fits "
+                      f"{args.latency_budget} ms / {memory} MB[/red] (the cheapest needs about "
+                      f"{cheapest:.2f} ms): raise the budgets or lower --min-blocks")
         return 1
-    out = {"layout": list(result.layout), "quality_proxy": result.quality,
-           "predicted_latency_ms": result.latency_ms, "predicted_memory_mb": result.memory_mb,
-           "latency_budget_ms": args.latency_budget, "memory_budget_mb": args.memory_budget,
-           "lut": args.lut}
+    model = StudentConfig.from_json(lut["model"]).replace(layout=result.layout)
+    out = {**result.to_json(), "budgets": {"latency_ms": args.latency_budget,
+                                           "memory_mb": args.memory_budget},
+           "scores": {o.name: o.quality for o in options}, "lut": args.lut,
+           "lut_device": lut.get("device_name"), "lut_mode": lut.get("mode"),
+           "search_seconds": seconds, "model": model.to_json()}
     with fsspec.open(args.out, "w") as handle:
         json.dump(out, handle, indent=1)
-    print(json.dumps(out, indent=1))
+    table = Table(title=f"layout ({len(result.layout)} blocks, search {seconds * 1e3:.0f} ms)")
+    for col in ("#", "block", "latency ms", "memory MB", "quality"):
+        table.add_column(col, justify="right")
+    by_name = {o.name: o for o in options}
+    for i, name in enumerate(result.layout):
+        o = by_name[name]
+        table.add_row(str(i), name, f"{o.latency_ms:.3f}", f"{o.memory_mb:.2f}", f"{o.quality:.3f}")
+    console.print(table)
+    console.print(f"layout: {','.join(result.layout)}")
+    console.print(f"predicted: {result.latency_ms:.2f} ms of {args.latency_budget} ms, "
+                  f"{result.memory_mb:.2f} MB of {memory} MB, quality proxy {result.quality:.3f}")
+    print(f"wrote {args.out}")
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    prof = subparsers.add_parser("profile", help="measure block latency/memory on this device -> LUT",
-                                 description="Profile each block option (LCHA, SSA per stride) at the "
-                                             "given latent size and width on this device.")
-    prof.add_argument("--out", required=True, help="LUT JSON path or URL")
-    prof.add_argument("--options", default="lcha,ssa:1,ssa:2,ssa:4", help="comma-separated block options")
-    prof.add_argument("--frames", type=int, default=5, help="latent frames")
-    prof.add_argument("--height", type=int, default=36, help="latent height (288 px / 8)")
-    prof.add_argument("--width", type=int, default=64, help="latent width (512 px / 8)")
-    prof.add_argument("--dim", type=int, default=96, help="model width")
-    prof.add_argument("--heads", type=int, default=4, help="attention heads")
-    prof.add_argument("--batch", type=int, default=1, help="batch size")
-    prof.add_argument("--repeats", type=int, default=20, help="timed repeats (median)")
-    prof.add_argument("--device", default="cpu", help="torch device")
-    prof.set_defaults(func=_profile)
+# -- export ----------------------------------------------------------------------------------
+def _export(args: argparse.Namespace) -> int:
+    import torch
 
-    se = subparsers.add_parser("search", help="budget-aware DP over sandwich layouts",
-                               description="Maximise the quality proxy of a sandwich layout "
-                                           "(LCHA top, SSA filling, LCHA bottom) under latency and "
-                                           "memory budgets from a profiled LUT. Exact on its grid.")
-    se.add_argument("--lut", required=True, help="LUT JSON from `s2dit profile`")
-    se.add_argument("--latency-budget", type=float, required=True, help="milliseconds per forward")
-    se.add_argument("--memory-budget", type=float, help="megabytes")
-    se.add_argument("--blocks", type=int, default=8, help="number of blocks")
-    se.add_argument("--quality", help='per-option quality proxy JSON, e.g. \'{"lcha": 1.0, "ssa:2": 1.2}\'')
-    se.add_argument("--out", default="layout.json", help="where to write the chosen layout")
-    se.set_defaults(func=_search)
+    from student_train.export import export_chunk_step, max_abs_difference, save_exported
+    from student_train.model import S2DiT
+
+    if args.model:
+        model = S2DiT.from_pretrained(args.model)
+        if args.ssa_window is not None:
+            model.config.ssa_window = args.ssa_window
+            for block in model.blocks:
+                if block.kind == "ssa":
+                    block.mixer.window = args.ssa_window
+    else:
+        torch.manual_seed(0)
+        model = S2DiT(_student_config(args))
+        print("no --model: exporting randomly initialised weights (a toolchain check)")
+    try:
+        step = export_chunk_step(model.eval(), batch=args.batch, text_len=args.text_len)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    diff = max_abs_difference(step, model, chunks=args.check_chunks)
+    meta = save_exported(step, args.out)
+    print(f"wrote {args.out} (+ .json: {len(meta['state'])} state tensors); exported vs eager over "
+          f"{args.check_chunks} chunks: max |diff| = {diff:.3g}")
+    return 0 if diff <= args.tolerance else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "profile", help="measure latency and peak memory of each block kind/stride -> lut.json",
+        description="Time each student block option (lcha, ssa:<stride>) at the configured resolution "
+                    "and width on this device, measure its transient peak and persistent memory "
+                    "(weights + streaming state), and write the look-up table `s2dit search` reads.",
+        epilog="example: s2dit profile --out lut.json --latent-shape 16,21,36,64 --text-dim 4096 "
+               "--dim 384 --heads 6 --ssa-window 4 --mode chunk")
+    _student_args(p)
+    p.add_argument("--out", required=True, help="where to write the LUT JSON (any fsspec URL)")
+    p.add_argument("--mode", choices=["chunk", "clip"], default="chunk",
+                   help="chunk: one streaming step against a filled state (default); clip: a "
+                        "bidirectional forward of the whole clip")
+    p.add_argument("--strides", help="SSA strides to measure, e.g. 1,2,4 (default: all that divide the grid)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1: one stream)")
+    p.add_argument("--text-len", type=int, default=16, help="text tokens (default 16)")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per block; the median is kept")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, mps")
+    p.add_argument("--dtype", default="float32", help="float32 (CPU), bfloat16 / float16 on GPU")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_profile)
+
+    p = subparsers.add_parser(
+        "search", help="budget-aware DP: best sandwich layout under latency/memory budgets",
+        description="Exact knapsack DP over layouts (LCHA top slice, SSA filling, LCHA bottom "
+                    "slice) that maximises the summed quality proxy of the blocks under a latency "
+                    "and an optional memory budget, using the costs of a `s2dit profile` LUT.",
+        epilog="example: s2dit search --lut lut.json --latency-budget 20 --memory-budget 64 "
+               "--max-blocks 24 --scores '{\"lcha\": 1.0, \"ssa:2\": 0.9}' --out layout.json")
+    p.add_argument("--lut", required=True, help="LUT JSON written by `s2dit profile`")
+    p.add_argument("--latency-budget", type=float, required=True, metavar="MS",
+                   help="latency budget in ms for one step (fixed costs included)")
+    p.add_argument("--memory-budget", type=float, metavar="MB",
+                   help="memory budget in MB: weights + state + the largest block's activations")
+    p.add_argument("--max-blocks", type=int, default=12, help="deepest layout considered (default 12)")
+    p.add_argument("--min-blocks", type=int, default=3, help="shallowest layout (default 3)")
+    p.add_argument("--scores", help="quality proxy per block as JSON or a JSON file "
+                                    "(default: lcha 1.0, ssa:s 1.1 - 0.15 log2 s; replace with "
+                                    "scores of short proxy trainings)")
+    p.add_argument("--exclude", help="block options to leave out, e.g. ssa:1")
+    p.add_argument("--no-sandwich", action="store_true", help="any order of blocks, not LCHA/SSA/LCHA")
+    p.add_argument("--latency-res", type=float, help="cost grid in ms (default: cheapest block / 4)")
+    p.add_argument("--memory-res", type=float, help="cost grid in MB (default: smallest block / 2)")
+    p.add_argument("--out", required=True, help="layout JSON (layout, predicted costs, full model config)")
+    p.set_defaults(func=_search)
+
+    p = subparsers.add_parser(
+        "export", help="torch.export the streaming chunk step and check it against eager",
+        description="Export S2DiT's chunk step (x_chunk, sigma, step_size, text, mask, *state) -> "
+                    "(v_chunk, *next_state) with torch.export, save it as .pt2 (+ .json describing "
+                    "the state tensors) and compare it with the eager model over several chunks.",
+        epilog="example: s2dit export --model runs/kd/final --ssa-window 4 --out student.pt2")
+    _student_args(p)
+    p.add_argument("--model", help="a save_pretrained folder (any fsspec URL); default: random "
+                                   "weights of --config/flags")
+    p.add_argument("--out", required=True, help="the .pt2 program to write")
+    p.add_argument("--batch", type=int, default=1, help="batch size baked into the program")
+    p.add_argument("--text-len", type=int, default=16, help="text tokens baked into the program")
+    p.add_argument("--check-chunks", type=int, default=4, help="chunks to compare with eager")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |exported - eager| allowed")
+    p.set_defaults(func=_export)

@@ -107,12 +107,16 @@ class LCHA(nn.Module):
     def features(self, x: torch.Tensor, ctx):
         """phi(q), phi(k) with and without RoPE, and v: each (B, T, H, d)."""
         b, t, _ = x.shape
-        qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim)
-        qk = F.rms_norm(qkv[:, :, :2], (self.head_dim,), eps=EPS) * self.qk_norm  # (B, T, 2, H, d)
+        # split (not slicing) keeps the backward free of zero-filled gradient buffers
+        qk, v = self.qkv(x).split([2 * self.heads * self.head_dim, self.heads * self.head_dim], -1)
+        qk = qk.view(b, t, 2, self.heads, self.head_dim)
+        qk = F.rms_norm(qk, (self.head_dim,), eps=EPS) * self.qk_norm  # (B, T, 2, H, d)
         fqk = F.softplus(self.phi(qk))
         cos, sin = ctx.rope(1)  # (T, d)
         fqk_rot = apply_rope(fqk, cos[:, None, None], sin[:, None, None])
-        return fqk_rot[:, :, 0], fqk[:, :, 0], fqk_rot[:, :, 1], fqk[:, :, 1], qkv[:, :, 2]
+        fq_rot, fk_rot = fqk_rot.unbind(2)
+        fq, fk = fqk.unbind(2)
+        return fq_rot, fq, fk_rot, fk, v.view(b, t, self.heads, self.head_dim)
 
     def attention(self, x: torch.Tensor, ctx, state: dict | None = None):
         fq_r, fq, fk_r, fk, v = self.features(x, ctx)
