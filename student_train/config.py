@@ -30,7 +30,7 @@ class TrainConfig:
     autocast_dtype: str | None = None  # e.g. "bfloat16" on GPU; CPU trains in fp32
     checkpoint_every: int = 200
     log_every: int = 10
-    buffer_shards: int = 4
+    buffer_shards: int = 8
     prefetch_shards: int = 2
     skip_corrupt_shards: bool = False
     expect_fingerprint_digest: str | None = None  # refuse a cache from another teacher setup

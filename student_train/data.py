@@ -22,7 +22,7 @@ from cache_schema import CacheReader, IntegrityError, ShardInfo
 @dataclass(frozen=True, slots=True)
 class LoaderConfig:
     seed: int = 0
-    buffer_shards: int = 4  # shuffle window, in shards
+    buffer_shards: int = 8  # shuffle window, in shards
     prefetch_shards: int = 2  # shards read ahead by the background reader
     rank: int = 0
     world_size: int = 1

@@ -67,9 +67,14 @@ def _raw_items(url: str, storage_options: dict | None) -> list[tuple[int, object
 def load_corpus(url: str, *, seeds_per_prompt: int = 1, max_tokens: int | None = None,
                 count_tokens=None, storage_options: dict | None = None
                 ) -> tuple[list[Entry], list[RejectedEntry]]:
-    entries: list[Entry] = []
+    """Valid entries in a stable order, and rejected lines.
+
+    Seeds are emitted round-robin across prompts (seed 0 of every prompt, then seed 1, ...):
+    a shard then mixes many prompts, so a loader's shuffle buffer of a few shards still yields
+    varied batches (prompt-sorted shards made a trained student ignore its prompt, measured).
+    """
+    rows: list[tuple[int, str, list, str | None]] = []
     rejected: list[RejectedEntry] = []
-    seen: set[tuple[str, int]] = set()
     for line, raw in _raw_items(url, storage_options):
         if isinstance(raw, str):
             rejected.append(RejectedEntry(line, "", raw))
@@ -93,11 +98,17 @@ def load_corpus(url: str, *, seeds_per_prompt: int = 1, max_tokens: int | None =
             rejected.append(RejectedEntry(line, shown, reason))
             continue
         text = normalise_prompt(prompt.decode("utf-8") if isinstance(prompt, bytes) else prompt)
-        for seed in seeds:
+        rows.append((line, text, seeds, neg))
+    entries: list[Entry] = []
+    seen: set[tuple[str, int]] = set()
+    for k in range(max((len(r[2]) for r in rows), default=0)):
+        for line, text, seeds, neg in rows:
+            if k >= len(seeds):
+                continue
             try:
-                seed = int(seed)
+                seed = int(seeds[k])
             except (TypeError, ValueError):
-                rejected.append(RejectedEntry(line, text, f"seed {seed!r} is not an integer"))
+                rejected.append(RejectedEntry(line, text, f"seed {seeds[k]!r} is not an integer"))
                 continue
             if (text, seed) in seen:
                 continue

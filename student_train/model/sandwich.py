@@ -37,9 +37,14 @@ class S2DiT(nn.Module):
         self.patch_embed = nn.Linear(cfg.latent_channels * pf * ph * pw, cfg.dim)
         self.sigma_embed = ScalarEmbedding(cfg.dim, cfg.freq_dim)
         self.step_embed = ScalarEmbedding(cfg.dim, cfg.freq_dim)  # d = 0: instantaneous velocity
-        self.text_pool = nn.Linear(cfg.text_dim, cfg.dim)
+        # Text tokens are normalised and lifted to the model width first (as Wan's text
+        # embedder does): cached encoders differ wildly in scale, and without it the student
+        # learned to ignore small-norm embeddings (prompt-blind samples, measured).
+        self.text_embed = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, cfg.dim),
+                                        nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim))
+        self.text_pool = nn.Linear(cfg.dim, cfg.dim)
         self.blocks = nn.ModuleList(
-            SandwichBlock(spec, cfg.dim, cfg.heads, cfg.text_dim, cfg.mlp_ratio, cfg.conv_kernel,
+            SandwichBlock(spec, cfg.dim, cfg.heads, cfg.dim, cfg.mlp_ratio, cfg.conv_kernel,
                           cfg.ssa_window) for spec in cfg.layout)
         self.final_norm = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(cfg.dim, 2 * cfg.dim)
@@ -80,6 +85,7 @@ class S2DiT(nn.Module):
              state: StreamState | None) -> tuple[torch.Tensor, StreamState | None]:
         cfg = self.config
         tokens, grid = self._patchify(x)
+        text = self.text_embed(text)  # (B, L, dim)
         cond, pooled = self._condition(sigma, step_size, text, mask)
         tokens = tokens + pooled[:, None]
         ctx = MixContext(grid=grid, cond=cond, text_bias=text_attention_bias(mask, tokens.dtype),

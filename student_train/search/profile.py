@@ -77,7 +77,7 @@ def _bytes(tensors) -> int:
 def _profile_block(spec: str, cfg: ProfileConfig, device, dtype) -> dict[str, Any]:
     mc = cfg.model
     torch.manual_seed(cfg.seed)
-    block = SandwichBlock(spec, mc.dim, mc.heads, mc.text_dim, mc.mlp_ratio, mc.conv_kernel,
+    block = SandwichBlock(spec, mc.dim, mc.heads, mc.dim, mc.mlp_ratio, mc.conv_kernel,
                           mc.ssa_window).to(device=device, dtype=dtype).eval()
     for p in block.parameters():  # non-degenerate (adaLN-zero would skip the work's outputs)
         p.data.normal_(0, 0.05)
@@ -86,7 +86,7 @@ def _profile_block(spec: str, cfg: ProfileConfig, device, dtype) -> dict[str, An
     grid = (frames, h, w)
     b = cfg.batch
     tokens = torch.randn(b, frames * h * w, mc.dim, device=device, dtype=dtype)
-    text = torch.randn(b, cfg.text_len, mc.text_dim, device=device, dtype=dtype)
+    text = torch.randn(b, cfg.text_len, mc.dim, device=device, dtype=dtype)  # embedded text tokens
     mask = torch.ones(b, cfg.text_len, dtype=torch.bool, device=device)
 
     def ctx(offset=0):
@@ -129,7 +129,7 @@ def _profile_fixed(cfg: ProfileConfig, device, dtype) -> dict[str, float]:
 
     def run():
         tokens, grid = model._patchify(x)
-        cond, pooled = model._condition(sigma, sigma, text, mask)
+        cond, pooled = model._condition(sigma, sigma, model.text_embed(text), mask)
         return model._unpatchify(tokens + pooled[:, None], cond, grid)
 
     with torch.no_grad():
