@@ -55,6 +55,7 @@ def measure(url: str, encoding: str, layout: CacheLayout, n: int, per_shard: int
         else:
             blobs.append(b"".join(fs.cat_file(p) for p in fs.find(f"{root}/{shard.path}")))
     raw_root = f"{root}-raw"
+    fs.makedirs(raw_root, exist_ok=True)
     t0 = time.perf_counter()
     for i, blob in enumerate(blobs):
         fs.pipe_file(f"{raw_root}/{i}.bin", blob)
