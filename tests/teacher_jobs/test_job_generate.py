@@ -174,3 +174,21 @@ def test_ray_job_submit_produces_the_same_bytes(corpus, tmp_path, ray_runtime):
         shutil.rmtree(temp, ignore_errors=True)
     assert _shard_hashes(submitted) == _shard_hashes(direct)
     assert json.loads((Path(submitted) / "manifests" / "000001.json").read_text())["num_samples"] == 36
+
+
+def test_generation_with_the_tiny_wan_teacher(tmp_path, ray_runtime):
+    corpus = tmp_path / "wan.jsonl"
+    corpus.write_text('{"prompt": "a red cat running left", "seed": [0, 1]}\n'
+                      '{"prompt": "blue ocean wave at night"}\nnot json\n')
+    output = str(tmp_path / "wan-cache")
+    result = run_generation(JobConfig(teacher="wan-tiny", prompts=str(corpus), output=output,
+                                      encoding="zarr", samples_per_shard=2, steps=4, shift=3.0,
+                                      guidance=(4.0, 3.0), height=32, width=32, frames=9,
+                                      keep_steps="0,2", num_actors=1), progress=False)
+    assert result.ok and [r["line"] for r in result.report["corpus_rejections"]] == [3]
+    manifest = load_manifest(output)
+    assert manifest.num_samples == 3 and manifest.layout.latent_shape == (16, 3, 4, 4)
+    assert manifest.fingerprint["teacher"] == "wan2.2-t2v-a14b"
+    assert verify_cache(output, deep=True).ok
+    states = [r["states"] for r in CacheReader(output).iter_records(fields=["states"], steps=[2])]
+    assert all(s.shape == (1, 16, 3, 4, 4) for s in states)
