@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=1334, help="cached trajectories per class")
     parser.add_argument("--steps", type=int, default=1400, help="optimiser steps")
     parser.add_argument("--batch", type=int, default=64, help="trajectories per step")
+    parser.add_argument("--dim", type=int, default=None, help="student width (default: StudentConfig's)")
     parser.add_argument("--eval-per-class", type=int, default=32, help="held-out samples per class")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -44,7 +45,8 @@ def main() -> None:
                                       num_actors=2, commit_every=1000))
     gen_seconds = time.perf_counter() - t0
     trainer = Trainer(str(out / "cache"), str(out / "run"),
-                      TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=args.steps))
+                      TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=args.steps,
+                                  model={"dim": args.dim} if args.dim else {}))
     checkpoint = trainer.run()
     report = evaluate_checkpoint(checkpoint, per_class=args.eval_per_class)
     report.update({"cache_samples": result.manifest.num_samples, "generate_seconds": gen_seconds,
