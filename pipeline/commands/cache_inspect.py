@@ -9,9 +9,10 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from cache_schema import CacheError, list_generations, load_manifest, open_store, read_manifest
+from cache_schema import list_generations, load_manifest, open_store, read_manifest
 from cache_schema.store import split_ref
 from cache_schema.verify import verify_cache
+from pipeline.commands.errors import friendly_errors
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -69,13 +70,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _guard(func):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except CacheError as exc:
-            print(f"error: {exc}")
-            return 2
-    return run
+    return friendly_errors(func)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

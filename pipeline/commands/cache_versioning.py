@@ -7,8 +7,8 @@ import datetime
 import json
 import re
 
-from cache_schema import CacheError
 from cache_schema.versioning import diff, gc, lineage, list_tags, set_tag
+from pipeline.commands.errors import friendly_errors
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
@@ -21,13 +21,7 @@ def parse_duration(text: str) -> float:
 
 
 def _guard(func):
-    def run(args):
-        try:
-            return func(args)
-        except (CacheError, ValueError) as exc:
-            print(f"error: {exc}")
-            return 2
-    return run
+    return friendly_errors(func, ValueError)
 
 
 def _log(args):
