@@ -9,7 +9,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from cache_schema import list_generations, load_manifest, open_store, read_manifest
+from cache_schema import CacheError, list_generations, load_manifest, open_store, read_manifest
 from cache_schema.store import split_ref
 from cache_schema.verify import verify_cache
 from pipeline.commands.errors import friendly_errors
