@@ -6,6 +6,7 @@ next unit computes, so writing overlaps the teacher.
 
 from __future__ import annotations
 
+import threading
 import time
 from itertools import groupby
 from typing import Any
@@ -27,11 +28,28 @@ class TeacherWorker:
         self.digest = fingerprint_digest
         self.layout = self.teacher.layout(config.keep_step_indices, config.half_dtype)
         self.load_seconds = time.perf_counter() - started
+        # Two units run at once so uploads overlap compute, but teachers carry solver state
+        # (diffusers schedulers count steps): one unit computes at a time.
+        self._compute = threading.Lock()
 
     def run_unit(self, unit: Unit) -> dict[str, Any]:
         cfg = self.config
         t0 = time.perf_counter()
         records, rejections = [], []
+        with self._compute:
+            self._record(unit, records, rejections)
+        t1 = time.perf_counter()
+        shard = None
+        if records:
+            shard = write_shard(cfg.output, records, layout=self.layout, encoding=cfg.encoding,
+                                shard_name=unit.name)
+        t2 = time.perf_counter()
+        return {"unit": unit.name, "shard": shard, "rejections": rejections,
+                "samples": len(records), "teacher_seconds": t1 - t0, "write_seconds": t2 - t1,
+                "bytes": shard.bytes if shard else 0}
+
+    def _record(self, unit: Unit, records: list, rejections: list) -> None:
+        cfg = self.config
         by_negative = groupby(unit.entries, key=lambda e: e.negative_prompt or cfg.negative_prompt)
         for negative, group in by_negative:
             group = list(group)
@@ -42,15 +60,6 @@ class TeacherWorker:
             records += recs
             rejections += [{"line": group[r.index].line, "text": r.prompt, "reason": r.reason}
                            for r in rej]
-        t1 = time.perf_counter()
-        shard = None
-        if records:
-            shard = write_shard(cfg.output, records, layout=self.layout, encoding=cfg.encoding,
-                                shard_name=unit.name)
-        t2 = time.perf_counter()
-        return {"unit": unit.name, "shard": shard, "rejections": rejections,
-                "samples": len(records), "teacher_seconds": t1 - t0, "write_seconds": t2 - t1,
-                "bytes": shard.bytes if shard else 0}
 
     def ping(self) -> float:
         return self.load_seconds

@@ -185,7 +185,8 @@ def test_generation_with_the_tiny_wan_teacher(tmp_path, ray_runtime):
                                       encoding="zarr", samples_per_shard=2, steps=4, shift=3.0,
                                       guidance=(4.0, 3.0), height=32, width=32, frames=9,
                                       keep_steps="0,2", num_actors=1), progress=False)
-    assert result.ok and [r["line"] for r in result.report["corpus_rejections"]] == [3]
+    assert result.ok, result.report["units_failed"]
+    assert [r["line"] for r in result.report["corpus_rejections"]] == [3]
     manifest = load_manifest(output)
     assert manifest.num_samples == 3 and manifest.layout.latent_shape == (16, 3, 4, 4)
     assert manifest.fingerprint["teacher"] == "wan2.2-t2v-a14b"
