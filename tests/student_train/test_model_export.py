@@ -8,27 +8,11 @@ import pytest
 import torch
 
 from student_train.export import export_chunk_step, max_abs_difference, save_exported
-from student_train.model import S2DiT, StudentConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _model(**kw) -> S2DiT:
-    torch.manual_seed(0)
-    model = S2DiT(StudentConfig(dim=48, heads=4, **kw))
-    for p in model.parameters():
-        p.data.normal_(0, 0.1)
-    return model.eval()
+from model_factory import one_thread, random_model  # noqa: F401 (autouse fixture)
 
 
 def test_exported_chunk_step_matches_eager(tmp_path):
-    model = _model(ssa_window=2, layout=("lcha", "ssa:2", "ssa:1", "lcha"))
+    model = random_model(ssa_window=2, layout=("lcha", "ssa:2", "ssa:1", "lcha"))
     step = export_chunk_step(model, batch=2, text_len=5)
     assert max_abs_difference(step, model, chunks=5) <= 1e-5
     # the program really streams: same chunk, different committed past -> different velocity
@@ -47,4 +31,4 @@ def test_exported_chunk_step_matches_eager(tmp_path):
 
 def test_export_needs_a_fixed_size_ssa_cache():
     with pytest.raises(ValueError, match="ssa_window"):
-        export_chunk_step(_model())
+        export_chunk_step(random_model())

@@ -10,23 +10,7 @@ from student_train.model import S2DiT, StudentConfig
 from student_train.model.blocks import MixContext, text_attention_bias
 from student_train.model.lcha import LCHA, causal_depthwise_conv
 from student_train.model.ssa import SSA
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and a busy machine makes thread barriers slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _rand_model(**kw) -> S2DiT:
-    torch.manual_seed(0)
-    model = S2DiT(StudentConfig(dim=48, heads=4, **kw))
-    for p in model.parameters():  # adaLN-zero init would make every block the identity
-        p.data.normal_(0, 0.1)
-    return model.eval()
+from model_factory import one_thread, random_model  # noqa: F401 (autouse fixture)
 
 
 def _inputs(b=2, f=5):
@@ -113,7 +97,7 @@ def test_depthwise_conv_matches_conv3d_and_is_causal():
 
 
 def test_block_causal_model_ignores_future_chunks():
-    model = _rand_model(chunk_frames=1)
+    model = random_model(chunk_frames=1)
     x, sigma, d, text, mask = _inputs()
     changed = x.clone()
     changed[:, :, 3:] += torch.randn_like(changed[:, :, 3:])
@@ -127,7 +111,7 @@ def test_block_causal_model_ignores_future_chunks():
 
 @pytest.mark.parametrize("window,chunk_frames,frames", [(None, 1, 5), (1, 1, 5), (0, 2, 6)])
 def test_streaming_equals_block_causal_forward(window, chunk_frames, frames):
-    model = _rand_model(ssa_window=window, chunk_frames=chunk_frames, latent_frames=frames)
+    model = random_model(ssa_window=window, chunk_frames=chunk_frames, latent_frames=frames)
     x, sigma, d, text, mask = _inputs(f=frames)
     with torch.no_grad():
         full = model(x, sigma, d, text, mask, causal=True)
@@ -148,7 +132,7 @@ def test_streaming_equals_block_causal_forward(window, chunk_frames, frames):
 
 
 def test_commit_chunk_runs_at_context_noise_with_zero_step():
-    model = _rand_model()
+    model = random_model()
     x, _, _, text, mask = _inputs()
     xc = x[:, :, :1]
     with torch.no_grad():
@@ -160,7 +144,7 @@ def test_commit_chunk_runs_at_context_noise_with_zero_step():
 
 
 def test_gradients_flow_to_every_parameter():
-    model = _rand_model()
+    model = random_model()
     x, sigma, d, text, mask = _inputs()
     model(x, sigma, d, text, mask).square().mean().backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -168,7 +152,7 @@ def test_gradients_flow_to_every_parameter():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    model = _rand_model(layout=("lcha", "ssa:2", "ssa:1", "lcha"), ssa_window=2)
+    model = random_model(layout=("lcha", "ssa:2", "ssa:1", "lcha"), ssa_window=2)
     model.save_pretrained(str(tmp_path / "ckpt"))
     loaded = S2DiT.from_pretrained(f"file://{tmp_path}/ckpt")
     x, sigma, d, text, mask = _inputs()

@@ -11,14 +11,7 @@ from pipeline.cli import main
 from student_train.model import S2DiT, StudentConfig
 from student_train.search.memory import PeakMemory
 from student_train.search.profile import ProfileConfig, options_from_lut, profile
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from model_factory import one_thread  # noqa: F401 (autouse fixture)
 
 
 def test_peak_memory_counts_live_tensors():
