@@ -3,13 +3,17 @@
 The order of an epoch is a pure function of (seed, epoch): shards are permuted, then samples
 are shuffled within windows of ``buffer_shards`` consecutive shards (a shuffle buffer that
 never holds more than that many shards). Rank r takes every world-th sample of that order. The
-resume state is (epoch, position in this rank's order), so it does not depend on how many
-prefetch threads read ahead, and a resumed run yields exactly the uninterrupted sequence.
+resume state is (epoch, samples of the epoch consumed by all ranks together), so it depends
+neither on how many prefetch threads read ahead nor on the world size: a run resumed with a
+different number of ranks continues the same epoch order with no sample missed or repeated
+(ranks of a data-parallel run consume in lockstep). Tombstoned samples (filter generations) are
+not part of any epoch.
 """
 
 from __future__ import annotations
 
 import queue
+import time
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -30,17 +34,30 @@ class LoaderConfig:
     skip_corrupt_shards: bool = False
 
 
-def epoch_order(shards: Sequence[ShardInfo], seed: int, epoch: int, buffer_shards: int
+def epoch_order(live_counts: Sequence[int], seed: int, epoch: int, buffer_shards: int
                 ) -> list[tuple[int, int]]:
-    """[(shard index, offset)] of the whole epoch, before the rank split."""
+    """[(shard index, k)] of the whole epoch, before the rank split: the k-th live record."""
     rng = np.random.default_rng([seed, epoch])
-    shard_order = rng.permutation(len(shards))
+    shard_order = rng.permutation(len(live_counts))
     order: list[tuple[int, int]] = []
     for start in range(0, len(shard_order), buffer_shards):
         window = [(int(s), o) for s in shard_order[start : start + buffer_shards]
-                  for o in range(shards[s].samples)]
+                  for o in range(live_counts[s])]
         order.extend(window[i] for i in rng.permutation(len(window)))
     return order
+
+
+def live_counts(reader: CacheReader) -> list[int]:
+    """Live records per shard: tombstones of filter generations are not part of an epoch."""
+    removed = reader.removed_ids()
+    if not removed:
+        return [s.samples for s in reader.shards]
+    table = reader.index()
+    by_shard: dict[str, int] = {}
+    for sid, shard in zip(table.column("sample_id").to_pylist(), table.column("shard").to_pylist()):
+        if sid in removed:
+            by_shard[shard] = by_shard.get(shard, 0) + 1
+    return [s.samples - by_shard.get(s.name, 0) for s in reader.shards]
 
 
 class CacheStream:
@@ -51,13 +68,16 @@ class CacheStream:
         self.reader = CacheReader(url, storage_options)
         self.fields, self.steps, self.config = tuple(fields), steps, config
         self.shards = self.reader.shards
-        self.epoch, self.position = 0, 0
+        self.live_counts = live_counts(self.reader)
+        # This rank reads order[start + rank :: world_size]; ``position`` counts what it yielded.
+        self.epoch, self.start, self.position = 0, 0, 0
         self.skipped_shards: list[str] = []
         self.wait_seconds = 0.0
 
     # -- resume state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position,
+        consumed = self.start + self.position * self.config.world_size
+        return {"epoch": self.epoch, "consumed": consumed,
                 "generation": self.reader.generation, "cache_id": self.reader.manifest.cache_id,
                 "rank": self.config.rank, "world_size": self.config.world_size}
 
@@ -67,12 +87,12 @@ class CacheStream:
             raise ValueError(f"loader state is for cache {state.get('cache_id')} generation "
                              f"{state.get('generation')}, not {self.reader.manifest.cache_id} "
                              f"generation {self.reader.generation}: resume on the same cache@generation")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.epoch, self.start, self.position = int(state["epoch"]), int(state["consumed"]), 0
 
     def rank_order(self, epoch: int) -> list[tuple[int, int]]:
         cfg = self.config
-        order = epoch_order(self.shards, cfg.seed, epoch, cfg.buffer_shards)
-        return order[cfg.rank :: cfg.world_size]
+        order = epoch_order(self.live_counts, cfg.seed, epoch, cfg.buffer_shards)
+        return order[self.start + cfg.rank :: cfg.world_size]
 
     # -- reading ------------------------------------------------------------------------------
     def _read(self, shard_index: int) -> list[dict[str, Any]] | None:
@@ -91,7 +111,7 @@ class CacheStream:
             order = self.rank_order(self.epoch)
             needed = list(dict.fromkeys(s for s, _ in order[self.position :]))
             yield from self._epoch(order, needed)
-            self.epoch, self.position = self.epoch + 1, 0
+            self.epoch, self.start, self.position = self.epoch + 1, 0, 0
 
     def _epoch(self, order, needed) -> Iterator[dict[str, Any]]:
         loaded: dict[int, list[dict[str, Any]] | None] = {}
@@ -114,9 +134,7 @@ class CacheStream:
         for s, _ in order[self.position :]:
             remaining[s] += 1
         try:
-            import time
-
-            for shard_index, offset in order[self.position :]:
+            for shard_index, k in order[self.position :]:
                 while shard_index not in loaded:
                     t0 = time.perf_counter()
                     got, records, error = ready.get()
@@ -130,7 +148,7 @@ class CacheStream:
                 if remaining[shard_index] == 0:
                     loaded.pop(shard_index)  # the window moved on: free the shard
                 if records is not None:
-                    yield records[offset]
+                    yield records[k]  # read_shard yields live records only, in offset order
         finally:
             stop.set()
             while thread.is_alive():

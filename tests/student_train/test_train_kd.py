@@ -72,6 +72,52 @@ def test_two_ranks_see_disjoint_samples_covering_the_epoch(cache):
     assert len(ranks[0] | ranks[1]) == total
 
 
+def test_resume_with_a_different_world_size_misses_and_repeats_nothing(cache):
+    total = load_manifest(cache).num_samples
+    cut = 10  # samples each of 2 ranks read before the run is resized to 3 ranks
+    two = [CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=5, rank=r, world_size=2))
+           for r in (0, 1)]
+    seen = [sid for stream in two for sid in _ids(stream, cut)]
+    state = two[0].state_dict()
+    assert state["consumed"] == 2 * cut
+    three = []
+    for r in range(3):
+        stream = CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=5, rank=r, world_size=3))
+        stream.load_state_dict(state)
+        three.append(stream)
+    rest = (total - 2 * cut) // 3
+    seen += [sid for stream in three for sid in _ids(stream, rest)]
+    assert len(seen) == len(set(seen)) == 2 * cut + 3 * rest >= total - 2
+
+
+def test_tombstoned_samples_are_not_part_of_an_epoch(cache, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    from cache_schema import open_store, read_manifest
+    from cache_schema.index import STATUS_REMOVED, read_index
+    from cache_schema.writer import commit_manifest
+
+    url = str(tmp_path / "filtered")
+    shutil.copytree(cache, url)
+    store = open_store(url)
+    parent = read_manifest(store, 1)
+    table = read_index(store, parent.index_path)
+    ids = table.column("sample_id").to_pylist()
+    dropped = set(ids[::3])
+    status = [STATUS_REMOVED if sid in dropped else st
+              for sid, st in zip(ids, table.column("status").to_pylist())]
+    table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status))
+    commit_manifest(store, parent=parent, shards=parent.shards, index_table=table,
+                    layout=parent.layout, fingerprint=parent.fingerprint,
+                    encoding=parent.encoding, operation="filter")
+    live = len(ids) - len(dropped)
+    epoch = _ids(CacheStream(url, fields=["seed"], config=LoaderConfig(seed=2)), 2 * live)
+    assert sorted(epoch[:live]) == sorted(set(ids) - dropped) == sorted(epoch[live:])
+    assert len(_ids(CacheStream(f"{url}@1", fields=["seed"]), len(ids))) == len(ids)
+
+
 def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**{"steps": 6, "batch_size": 8, "warmup_steps": 2, "checkpoint_every": 2,
                           "log_every": 1, "model": {"dim": 48, "heads": 4}, **kw})
