@@ -72,7 +72,8 @@ def record_uniforms(seed: int, epoch: int, sample_id: str) -> np.ndarray:
 
 
 def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
-    f32 = lambda key: torch.from_numpy(np.stack([r[key] for r in records]).astype(np.float32)).to(device)  # noqa: E731
+    # Stack in the stored dtype, widen in torch (multi-threaded), then move. (B, ...) float32
+    f32 = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, torch.float32)  # noqa: E731
     b, dim = len(records), records[0]["text_emb"].shape[1]
     text = torch.zeros(b, max_text_len, dim)
     mask = torch.zeros(b, max_text_len, dtype=torch.bool)
@@ -198,8 +199,8 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.opt.step()
             with torch.no_grad():
-                for e, p in zip(self.ema.parameters(), self.model.parameters()):
-                    e.lerp_(p, 1 - cfg.ema_decay)
+                torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()),
+                                     1 - cfg.ema_decay)
             self.step += 1
             ran += 1
             bar.update(1)

@@ -17,6 +17,7 @@ import numpy as np
 from ..checksum import record_checksums
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FieldKind, CacheLayout
 from .common import slice_steps, step_positions
+from .ustar import iter_members, npy_from_bytes
 
 SUFFIX = ".tar"
 
@@ -56,7 +57,7 @@ def encode_shard(records: Sequence[dict[str, Any]]) -> bytes:
 def _decode_member(suffix: str, data: bytes) -> tuple[str, Any]:
     name, _, ext = suffix.rpartition(".")
     if ext == "npy":
-        return name, np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+        return name, npy_from_bytes(data)
     if ext == "txt":
         return name, data.decode("utf-8")
     return name, json.loads(data)
@@ -69,25 +70,22 @@ def iter_shard(stream: IO[bytes], layout: CacheLayout, fields: Sequence[str],
     wanted = set(fields)
     current_key: str | None = None
     record: dict[str, Any] = {}
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            key, _, suffix = member.name.partition(".")
-            if key != current_key:
-                if record:
-                    yield slice_steps(record, positions)
-                current_key, record = key, {}
-            field = suffix.rsplit(".", 1)[0]
-            if field != "meta" and field not in wanted:
-                continue
-            handle = tar.extractfile(member)
-            assert handle is not None
-            name, value = _decode_member(suffix, handle.read())
-            if name == "meta":
-                record["sample_id"] = value["sample_id"]
-                if "seed" in wanted:
-                    record["seed"] = value["seed"]
-                record[CHECKSUMS_KEY] = value[CHECKSUMS_KEY]
-            else:
-                record[name] = value
-        if record:
-            yield slice_steps(record, positions)
+    for member_name, data in iter_members(stream):
+        key, _, suffix = member_name.partition(".")
+        if key != current_key:
+            if record:
+                yield slice_steps(record, positions)
+            current_key, record = key, {}
+        field = suffix.rsplit(".", 1)[0]
+        if field != "meta" and field not in wanted:
+            continue
+        name, value = _decode_member(suffix, data)
+        if name == "meta":
+            record["sample_id"] = value["sample_id"]
+            if "seed" in wanted:
+                record["seed"] = value["seed"]
+            record[CHECKSUMS_KEY] = value[CHECKSUMS_KEY]
+        else:
+            record[name] = value
+    if record:
+        yield slice_steps(record, positions)
