@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import tempfile
 import time
 
@@ -23,6 +22,7 @@ import fsspec
 import numpy as np
 
 from cache_schema import CacheLayout, CacheReader, CacheWriter, load_manifest
+from loopback_s3 import start_loopback_s3
 
 
 def records(layout: CacheLayout, n: int):
@@ -91,19 +91,7 @@ def main() -> None:
     stores = [("local", lambda e: os.path.join(tempfile.mkdtemp(prefix="bc"), e))]
     server = None
     if args.s3:
-        import logging
-
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="x",
-                          AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1")
-        fsspec.filesystem("s3").mkdir("bench-cache")
+        server = start_loopback_s3("bench-cache")
         stores.append(("s3", lambda e: f"s3://bench-cache/{e}"))
     print(f"{args.samples} trajectories x {args.steps} states of {layout.latent_shape} fp16")
     print(f"{'store':6s} {'enc':5s} {'MB':>7s} {'write/raw':>9s} {'read/raw':>9s} {'write MB/s':>10s} "

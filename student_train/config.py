@@ -32,6 +32,7 @@ class TrainConfig:
     log_every: int = 10
     buffer_shards: int = 8
     prefetch_shards: int = 2
+    loader_workers: int = 1  # shard-reading threads; raise for high-latency object stores
     skip_corrupt_shards: bool = False
     expect_fingerprint_digest: str | None = None  # refuse a cache from another teacher setup
     model: dict[str, Any] = field(default_factory=dict)  # StudentConfig overrides

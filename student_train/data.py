@@ -12,9 +12,11 @@ not part of any epoch.
 
 from __future__ import annotations
 
+import collections
 import queue
 import time
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -27,7 +29,8 @@ from cache_schema import CacheReader, IntegrityError, ShardInfo
 class LoaderConfig:
     seed: int = 0
     buffer_shards: int = 8  # shuffle window, in shards
-    prefetch_shards: int = 2  # shards read ahead by the background reader
+    prefetch_shards: int = 2  # decoded shards held ready ahead of the consumer
+    read_workers: int = 1  # threads reading shards in parallel (more for high-latency stores)
     rank: int = 0
     world_size: int = 1
     verify_checksums: bool = True
@@ -119,14 +122,29 @@ class CacheStream:
         stop = threading.Event()
 
         def produce():
-            for shard_index in needed:
-                if stop.is_set():
-                    return
-                try:
-                    ready.put((shard_index, self._read(shard_index), None))
-                except Exception as exc:  # surfaced in the consumer with the shard named
-                    ready.put((shard_index, None, exc))
-                    return
+            # Up to read_workers shards are read at once; they are delivered in ``needed`` order,
+            # so neither the order nor the resume state depends on the number of workers.
+            pool = ThreadPoolExecutor(max_workers=max(1, self.config.read_workers),
+                                      thread_name_prefix="cache-read")
+            pending: collections.deque = collections.deque()
+            todo = iter(needed)
+            try:
+                while not stop.is_set():
+                    while len(pending) < max(1, self.config.read_workers):
+                        shard_index = next(todo, None)
+                        if shard_index is None:
+                            break
+                        pending.append((shard_index, pool.submit(self._read, shard_index)))
+                    if not pending:
+                        return
+                    shard_index, future = pending.popleft()
+                    try:
+                        ready.put((shard_index, future.result(), None))
+                    except Exception as exc:  # surfaced in the consumer with the shard named
+                        ready.put((shard_index, None, exc))
+                        return
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
 
         thread = threading.Thread(target=produce, daemon=True, name="cache-prefetch")
         thread.start()

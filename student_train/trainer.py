@@ -115,6 +115,7 @@ class Trainer:
         self.stream = CacheStream(cache_url, fields=FIELDS, storage_options=storage_options,
                                   config=LoaderConfig(seed=config.seed, buffer_shards=config.buffer_shards,
                                                       prefetch_shards=config.prefetch_shards,
+                                                      read_workers=config.loader_workers,
                                                       rank=rank, world_size=world_size,
                                                       skip_corrupt_shards=config.skip_corrupt_shards))
         manifest = self.stream.reader.manifest

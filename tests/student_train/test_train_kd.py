@@ -44,7 +44,7 @@ def _ids(stream, n):
 def test_order_is_a_function_of_seed_and_epoch(cache):
     total = load_manifest(cache).num_samples
     a = _ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=3)), 2 * total)
-    b = _ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=3, prefetch_shards=5)), 2 * total)
+    b = _ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=3, prefetch_shards=5, read_workers=3)), 2 * total)
     c = _ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=4)), total)
     assert a == b and a[:total] != c
     assert sorted(a[:total]) == sorted(a[total:]) and len(set(a[:total])) == total  # epochs
@@ -55,7 +55,8 @@ def test_resume_at_several_points_gives_the_uninterrupted_order(cache):
     full = _ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=1)), 200)
     got, state = [], None
     for cut, prefetch in ((13, 1), (40, 3), (71, 2), (150, 4), (200, 1)):
-        stream = CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=1, prefetch_shards=prefetch))
+        config = LoaderConfig(seed=1, prefetch_shards=prefetch, read_workers=prefetch)  # workers change
+        stream = CacheStream(cache, fields=["seed"], config=config)
         if state:
             stream.load_state_dict(state)
         it = iter(stream)
