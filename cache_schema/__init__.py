@@ -4,7 +4,8 @@ Imports nothing of the project and no torch, ray or diffusers.
 """
 
 from .errors import (AlreadyExists, CacheError, FingerprintMismatch, GenerationConflict,
-                     IntegrityError, ManifestError, SchemaVersionError, StoreError)
+                     IntegrityError, ManifestError, OperationRefused, SchemaVersionError,
+                     StoreError)
 from .fields import (CHECKSUMS_KEY, FIELD_BY_NAME, FIELD_NAMES, FIELDS, REQUIRED_FIELDS,
                      SCHEMA_VERSION, STEP_FIELDS, TENSOR_FIELDS, CacheLayout, FieldKind, FieldSpec,
                      RecordError, parse_keep_steps, validate_record)
@@ -17,7 +18,7 @@ from .writer import CacheWriter, commit_generation, write_records, write_shard
 
 __all__ = [
     "AlreadyExists", "CacheError", "FingerprintMismatch", "GenerationConflict", "IntegrityError",
-    "ManifestError", "SchemaVersionError", "StoreError", "CHECKSUMS_KEY", "FIELD_BY_NAME",
+    "ManifestError", "OperationRefused", "SchemaVersionError", "StoreError", "CHECKSUMS_KEY", "FIELD_BY_NAME",
     "FIELD_NAMES", "FIELDS", "REQUIRED_FIELDS", "SCHEMA_VERSION", "STEP_FIELDS", "TENSOR_FIELDS",
     "CacheLayout", "FieldKind", "FieldSpec", "RecordError", "parse_keep_steps", "validate_record",
     "canonical_json", "diff_fingerprints", "fingerprint_digest", "Manifest", "ShardInfo",

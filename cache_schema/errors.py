@@ -36,3 +36,8 @@ class GenerationConflict(CacheError):
 
 class AlreadyExists(StoreError):
     """A create-only put found the object already present."""
+
+
+class OperationRefused(CacheError, ValueError):
+    """A versioning operation would be wrong or empty (bad filter, overlap, non-empty output);
+    nothing was written."""

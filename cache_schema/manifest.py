@@ -39,12 +39,17 @@ class ShardInfo:
     bytes: int
     sha256: str  # file sha256 (wds) or group hash over sorted (object, sha256) pairs (zarr)
     samples: int
+    # The cache root ``path`` is relative to when the shard lives in another cache on the same
+    # store (an append or merge by reference, no bytes copied); None: this cache.
+    root: str | None = None
     # Index rows (sample_id, shard, offset, prompt, seed, status) of a freshly written shard,
     # carried to the committer; not part of the manifest (the Parquet index holds them).
     index: tuple | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "index"}
+        # ``root`` is omitted when None, so manifests without references keep their exact bytes.
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "index" and not (f.name == "root" and self.root is None)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ShardInfo":

@@ -11,10 +11,10 @@ from .checksum import tensor_checksum
 from .encodings import wds, zarr_shard
 from .encodings.common import resolve_fields
 from .errors import IntegrityError
-from .fields import CHECKSUMS_KEY, FIELD_BY_NAME, FieldKind
+from .fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
 from .index import STATUS_OK, read_index
 from .manifest import Manifest, ShardInfo, read_manifest, resolve_generation
-from .store import open_store, split_ref
+from .store import Store, open_store, split_ref
 
 # Large sequential reads: one request per 8 MiB instead of fsspec's 5 MiB default readahead.
 STREAM_BLOCK = 8 * 2**20
@@ -45,6 +45,7 @@ class CacheReader:
         self.layout = self.manifest.layout
         self.fingerprint = self.manifest.fingerprint
         self._removed: set[str] | None = None
+        self._stores: dict[str, Store] = {}
 
     @property
     def shards(self) -> list[ShardInfo]:
@@ -65,9 +66,18 @@ class CacheReader:
             self._removed = {sid for sid, st in zip(ids, status) if st != STATUS_OK}
         return self._removed
 
+    def store_for(self, shard: ShardInfo) -> Store:
+        """The store holding ``shard``: this cache's, or the cache it was appended from."""
+        if shard.root is None:
+            return self.store
+        if shard.root not in self._stores:
+            self._stores[shard.root] = open_store(shard.root, self.store.storage_options)
+        return self._stores[shard.root]
+
     def read_shard(self, shard: ShardInfo, fields: Iterable[str] | None = None,
-                   steps: Sequence[int] | None = None, *, verify: bool = False
-                   ) -> Iterator[dict[str, Any]]:
+                   steps: Sequence[int] | None = None, *, verify: bool = False,
+                   keep_checksums: bool = False) -> Iterator[dict[str, Any]]:
+        """Live records of a shard in offset order (tombstoned samples skipped)."""
         names = resolve_fields(fields)
         removed = self.removed_ids()
         count = 0
@@ -78,7 +88,8 @@ class CacheReader:
                     continue
                 if verify and steps is None:
                     check_record(record, shard.path)
-                record.pop(CHECKSUMS_KEY, None)
+                if not keep_checksums:
+                    record.pop(CHECKSUMS_KEY, None)
                 yield record
             if count != shard.samples:
                 raise IntegrityError(f"shard {shard.path} of {self.store.url} holds {count} records, "
@@ -98,20 +109,26 @@ class CacheReader:
 
     def _decode(self, shard: ShardInfo, names: Sequence[str], steps: Sequence[int] | None
                 ) -> Iterator[dict[str, Any]]:
-        path = self.store.path(shard.path)
-        if shard.encoding == "wds":
-            with self.store.fs.open(path, "rb", block_size=STREAM_BLOCK) as stream:
-                yield from wds.iter_shard(stream, self.layout, names, steps)
-        else:
-            group = zarr_shard.open_group(self.store.fs, path, self.store.storage_options,
-                                          self.store.is_local, self.store.url_of(shard.path))
-            yield from zarr_shard.iter_group(group, self.layout, names, steps)
+        return decode_shard(self.store_for(shard), shard, self.layout, names, steps)
 
     def iter_records(self, fields: Iterable[str] | None = None, steps: Sequence[int] | None = None,
                      shards: Sequence[ShardInfo] | None = None, *, verify: bool = False
                      ) -> Iterator[dict[str, Any]]:
         for shard in shards if shards is not None else self.manifest.shards:
             yield from self.read_shard(shard, fields, steps, verify=verify)
+
+
+def decode_shard(store: Store, shard: ShardInfo, layout: CacheLayout, names: Sequence[str],
+                 steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Every record of a shard object (tombstones included), checksums under CHECKSUMS_KEY."""
+    path = store.path(shard.path)
+    if shard.encoding == "wds":
+        with store.fs.open(path, "rb", block_size=STREAM_BLOCK) as stream:
+            yield from wds.iter_shard(stream, layout, names, steps)
+    else:
+        group = zarr_shard.open_group(store.fs, path, store.storage_options, store.is_local,
+                                      store.url_of(shard.path))
+        yield from zarr_shard.iter_group(group, layout, names, steps)
 
 
 def records_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:

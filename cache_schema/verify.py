@@ -55,6 +55,7 @@ def verify_cache(url: str, *, deep: bool = False,
     manifest = reader.manifest
     for shard in manifest.shards:
         report.checked_shards += 1
+        store = reader.store_for(shard)  # appended shards may live in another cache
         try:
             if shard.encoding == "wds":
                 size = store.size(shard.path)

@@ -26,6 +26,7 @@ def lineage(url: str) -> list[dict[str, Any]]:
     for gen in reversed(list_generations(store)):
         m = read_manifest(store, gen)
         rows.append({"generation": gen, "operation": m.operation, "parent": m.parent,
+                     "args": m.extra.get("args", {}),
                      "created_at": m.created_at, "samples": m.num_samples,
                      "shards": len(m.shards), "producer_version": m.producer_version})
     return rows
@@ -55,16 +56,30 @@ def _live_ids(store: Store, gen: int) -> set[str]:
 
 
 def diff(url: str, from_ref: str | int, to_ref: str | int) -> dict[str, Any]:
-    store = open_store(split_ref(url)[0])
-    a, b = resolve_generation(store, from_ref), resolve_generation(store, to_ref)
-    ma, mb = read_manifest(store, a), read_manifest(store, b)
-    ids_a, ids_b = _live_ids(store, a), _live_ids(store, b)
+    """Two generations of one cache: samples added and removed, fingerprint and schema changes."""
+    base = split_ref(url)[0]
+    return diff_caches(f"{base}@{from_ref}", f"{base}@{to_ref}")
+
+
+def diff_caches(url_a: str, url_b: str) -> dict[str, Any]:
+    """``url_a`` -> ``url_b`` (each ``URL[@ref]``, newest without a ref), possibly two caches."""
+    sides = []
+    for url in (url_a, url_b):
+        base, ref = split_ref(url)
+        store = open_store(base)
+        gen = resolve_generation(store, ref)
+        sides.append((store, gen, read_manifest(store, gen)))
+    (sa, a, ma), (sb, b, mb) = sides
+    ids_a, ids_b = _live_ids(sa, a), _live_ids(sb, b)
     from .fingerprint import diff_fingerprints
 
-    return {"from": a, "to": b, "added": len(ids_b - ids_a), "removed": len(ids_a - ids_b),
+    same = sa.url == sb.url
+    return {"from": a if same else f"{sa.url}@{a}", "to": b if same else f"{sb.url}@{b}",
+            "added": len(ids_b - ids_a), "removed": len(ids_a - ids_b),
             "added_ids": sorted(ids_b - ids_a)[:20], "removed_ids": sorted(ids_a - ids_b)[:20],
             "fingerprint_changes": diff_fingerprints(ma.fingerprint, mb.fingerprint),
-            "schema_version": [ma.schema_version, mb.schema_version]}
+            "schema_version": [ma.schema_version, mb.schema_version],
+            "layout_changed": ma.layout != mb.layout, "encoding": [ma.encoding, mb.encoding]}
 
 
 @dataclass
@@ -80,7 +95,7 @@ def gc(url: str, *, grace_seconds: float = 24 * 3600, dry_run: bool = False) -> 
     referenced: set[str] = set()
     for gen in list_generations(store):
         m = read_manifest(store, gen)  # a corrupt manifest stops gc: never guess what it named
-        referenced.update(s.path for s in m.shards)
+        referenced.update(s.path for s in m.shards if s.root is None)  # others live elsewhere
         referenced.add(m.index_path)
     now = time.time()
     orphans, deleted, young = [], [], []
@@ -104,4 +119,4 @@ def gc(url: str, *, grace_seconds: float = 24 * 3600, dry_run: bool = False) -> 
     return GcResult(orphans=orphans, deleted=deleted, kept_young=young)
 
 
-__all__ = ["lineage", "set_tag", "list_tags", "diff", "gc", "GcResult", "MANIFEST_DIR"]
+__all__ = ["lineage", "set_tag", "list_tags", "diff", "diff_caches", "gc", "GcResult", "MANIFEST_DIR"]

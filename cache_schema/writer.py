@@ -84,14 +84,20 @@ def _index_for(store: Store, parent: Manifest | None, shards: Sequence[ShardInfo
         rows.extend(shard.index)
     new = rows_table(rows)
     table = pa.concat_tables([parent_table, new]) if parent_table is not None else new
+    check_unique_ids(table, store.url)
+    return table
+
+
+def check_unique_ids(table: pa.Table, where: str, hint: str = "") -> None:
+    """A cache holds each sample once: refuse an index with a repeated sample id."""
     ids = table.column("sample_id").to_pylist()
     if len(set(ids)) != len(ids):
         seen, dupes = set(), set()
         for sid in ids:
             (dupes if sid in seen else seen).add(sid)
-        raise CacheError(f"{len(dupes)} sample ids would appear twice in {store.url} "
-                         f"(e.g. {sorted(dupes)[:3]}); the cache must hold each sample once")
-    return table
+        raise CacheError(f"{len(dupes)} sample ids would appear twice in {where} "
+                         f"(e.g. {sorted(dupes)[:3]}); the cache must hold each sample once"
+                         + (f": {hint}" if hint else ""))
 
 
 def commit_manifest(store: Store, *, parent: Manifest | None, shards: Sequence[ShardInfo],

@@ -1,4 +1,6 @@
-"""`s2dit cache log | tag | diff | gc`: version caches like code."""
+"""`s2dit cache log | tag | diff | gc | append | filter | dedup | merge | convert`: version
+caches like code. Every operation commits a new generation (or a new cache); earlier ones stay
+readable byte for byte."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import datetime
 import json
 import re
 
-from cache_schema.versioning import diff, gc, lineage, list_tags, set_tag
+from cache_schema.convert import convert
+from cache_schema.operations import OpResult, append, dedup, filter_samples, merge, read_id_list
+from cache_schema.versioning import diff, diff_caches, gc, lineage, list_tags, set_tag
 from pipeline.commands.errors import friendly_errors
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -36,8 +40,10 @@ def _log(args):
     for r in rows:
         when = datetime.datetime.fromtimestamp(r["created_at"]).isoformat(timespec="seconds")
         tag = f" ({', '.join(sorted(by_gen[r['generation']]))})" if r["generation"] in by_gen else ""
+        args = ", ".join(f"{k}={v}" for k, v in r["args"].items())
         print(f"generation {r['generation']}{tag}: {r['operation']} from {r['parent']}, {when}, "
-              f"{r['samples']} samples in {r['shards']} shards, {r['producer_version']}")
+              f"{r['samples']} samples in {r['shards']} shards, {r['producer_version']}"
+              + (f"\n    {args}" if args else ""))
     return 0
 
 
@@ -48,8 +54,56 @@ def _tag(args):
 
 
 def _diff(args):
-    print(json.dumps(diff(args.url, args.from_ref, args.to_ref), indent=1))
+    if len(args.urls) == 2:
+        if args.from_ref or args.to_ref:
+            raise ValueError("give two URLs (each may carry @ref) or one URL with --from/--to")
+        result = diff_caches(*args.urls)
+    elif args.from_ref is None:
+        raise ValueError("with one URL, give --from N (and optionally --to M, default newest)")
+    else:
+        newest = lineage(args.urls[0])[0]["generation"]
+        result = diff(args.urls[0], args.from_ref, args.to_ref or newest)
+    print(json.dumps(result, indent=1))
     return 0
+
+
+def _report(result: OpResult, what: str) -> int:
+    if result.manifest is None:
+        print(f"nothing to do: {what}; no generation committed")
+        return 0
+    m = result.manifest
+    moved = ""
+    if result.copied_shards or result.referenced_shards:
+        moved = (f"; {result.referenced_shards} shards referenced in place, "
+                 f"{result.copied_shards} copied")
+    print(f"generation {m.generation} ({m.operation}): {m.num_samples} live samples in "
+          f"{len(m.shards)} shards; {result.added} added, {result.removed} removed{moved}")
+    if result.unknown_ids:
+        print(f"{len(result.unknown_ids)} listed ids are not in the cache, e.g. "
+              f"{', '.join(result.unknown_ids[:3])}")
+    return 0
+
+
+def _append(args):
+    return _report(append(args.url, args.source), "")
+
+
+def _filter(args):
+    if args.exclude_ids:
+        return _report(filter_samples(args.url, exclude_ids=read_id_list(args.exclude_ids)), "")
+    return _report(filter_samples(args.url, where=args.where), "")
+
+
+def _dedup(args):
+    return _report(dedup(args.url), "no duplicate (normalised prompt, seed) among live samples")
+
+
+def _merge(args):
+    return _report(merge(args.a, args.b, output=args.output), "")
+
+
+def _convert(args):
+    return _report(convert(args.url, to=args.to, output=args.output), "")
 
 
 def _gc(args):
@@ -78,11 +132,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tag.add_argument("--generation", type=int, help="generation to tag (default newest)")
     tag.set_defaults(func=_guard(_tag))
     df = subparsers.add_parser("diff", help="samples added/removed between two generations",
-                               description="Samples added and removed, fingerprint and schema changes.")
-    df.add_argument("url", help="cache URL")
-    df.add_argument("--from", dest="from_ref", required=True, help="generation number or tag")
-    df.add_argument("--to", dest="to_ref", required=True, help="generation number or tag")
+                               description="Samples added and removed, fingerprint, layout and "
+                                           "schema changes: `diff URL --from N [--to M]` within "
+                                           "one cache, or `diff URL_A[@ref] URL_B[@ref]` across two.")
+    df.add_argument("urls", nargs="+", metavar="URL", help="one cache URL, or two")
+    df.add_argument("--from", dest="from_ref", help="generation number or tag")
+    df.add_argument("--to", dest="to_ref", help="generation number or tag (default newest)")
     df.set_defaults(func=_guard(_diff))
+    ap = subparsers.add_parser("append", help="add another cache's shards as a new generation",
+                               description="A new generation of URL holding its samples plus "
+                                           "those of --from (same fingerprint, layout and "
+                                           "encoding; a different fingerprint is refused with a "
+                                           "diff). On the same store nothing is copied: URL then "
+                                           "references the other cache's shards; across stores "
+                                           "they are copied and sha256-checked.")
+    ap.add_argument("url", help="cache URL to extend")
+    ap.add_argument("--from", dest="source", required=True, help="cache URL[@ref] to add")
+    ap.set_defaults(func=_guard(_append))
+    fl = subparsers.add_parser("filter", help="a new generation without some samples",
+                               description="Tombstones samples in the sample index (shards are "
+                                           "not rewritten). --where keeps only the samples for "
+                                           "which EXPR holds, over the index columns sample_id, "
+                                           "prompt, seed, shard, e.g. 'seed < 100 and not "
+                                           "contains(lower(prompt), \"ring\")'.")
+    fl.add_argument("url", help="cache URL")
+    which = fl.add_mutually_exclusive_group(required=True)
+    which.add_argument("--exclude-ids", metavar="FILE", help="file (any fsspec URL) of sample ids, one per line")
+    which.add_argument("--where", metavar="EXPR", help="keep only samples where EXPR holds")
+    fl.set_defaults(func=_guard(_filter))
+    dd = subparsers.add_parser("dedup", help="remove duplicate (prompt, seed) samples",
+                               description="A filter generation that tombstones every later "
+                                           "sample with the same normalised prompt (NFKC, case- "
+                                           "and whitespace-insensitive) and seed.")
+    dd.add_argument("url", help="cache URL")
+    dd.set_defaults(func=_guard(_dedup))
+    mg = subparsers.add_parser("merge", help="a new cache holding two caches",
+                               description="A new cache --output whose first generation holds "
+                                           "the samples of A and B (same fingerprint; no shared "
+                                           "sample ids). Shards on the output's store are "
+                                           "referenced, others copied.")
+    mg.add_argument("a", help="first cache URL[@ref]")
+    mg.add_argument("b", help="second cache URL[@ref]")
+    mg.add_argument("--output", required=True, help="URL of the new (empty) cache")
+    mg.set_defaults(func=_guard(_merge))
+    cv = subparsers.add_parser("convert", help="re-encode a cache (wds <-> zarr)",
+                               description="Re-encode the live samples of URL[@ref] into a new "
+                                           "cache, one shard per source shard; every tensor's "
+                                           "checksum is compared across the conversion before "
+                                           "anything is committed.")
+    cv.add_argument("url", help="source cache URL[@ref]")
+    cv.add_argument("--to", required=True, choices=["wds", "zarr"], help="target encoding")
+    cv.add_argument("--output", required=True, help="URL of the new (empty) cache")
+    cv.set_defaults(func=_guard(_convert))
     g = subparsers.add_parser("gc", help="delete objects no generation references",
                               description="Delete shard and index objects that no generation "
                                           "references and that are older than the grace period "

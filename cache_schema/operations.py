@@ -1,0 +1,208 @@
+"""Versioning operations that make new generations (DESIGN 3.3): append, filter, dedup, merge.
+
+Each one reads committed generations, writes new objects only (an index, perhaps copied
+shards) and commits a create-only manifest last; a refusal raises before anything is written.
+Shards are never rewritten: filters are tombstones in the sample index.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import fsspec
+import pyarrow as pa
+
+from .errors import OperationRefused
+from .filter_expr import evaluate_where
+from .index import STATUS_OK, STATUS_REMOVED, read_index
+from .manifest import Manifest, ShardInfo, list_generations, read_manifest, resolve_generation
+from .store import Store, open_store, split_ref
+from .transfer import bring
+from .writer import check_compatible, check_unique_ids, commit_manifest
+
+
+@dataclass
+class OpResult:
+    manifest: Manifest | None  # None when there was nothing to do
+    removed: int = 0
+    added: int = 0
+    copied_shards: int = 0
+    referenced_shards: int = 0
+    unknown_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class _Source:
+    store: Store
+    manifest: Manifest
+    ref: str  # url@generation, for lineage
+
+    @property
+    def index(self) -> pa.Table:
+        return read_index(self.store, self.manifest.index_path)
+
+
+def _open(url: str, storage_options: dict[str, Any] | None = None) -> _Source:
+    base, ref = split_ref(url)
+    store = open_store(base, storage_options)
+    manifest = read_manifest(store, resolve_generation(store, ref))
+    return _Source(store, manifest, f"{store.url}@{manifest.generation}")
+
+
+def _rename_shards(table: pa.Table, names: dict[str, str]) -> pa.Table:
+    column = [names.get(n, n) for n in table.column("shard").to_pylist()]
+    return table.set_column(table.schema.get_field_index("shard"), "shard", pa.array(column, pa.string()))
+
+
+def _bring_all(src: _Source, dst: Store, taken: set[str]) -> tuple[list[ShardInfo], pa.Table, int]:
+    """src's shards as seen from dst (renamed where a name is taken) and its index rows."""
+    shards, names, copied = [], {}, 0
+    for shard in src.manifest.shards:
+        name = shard.name
+        if name in taken:
+            name = f"{src.manifest.cache_id[:8]}-g{src.manifest.generation}-{shard.name}"
+        taken.add(name)
+        names[shard.name] = name
+        moved = bring(src.store, shard, dst, name=name)
+        copied += moved.root is None and moved.path != shard.path
+        shards.append(moved)
+    return shards, _rename_shards(src.index, names), copied
+
+
+def _live(table: pa.Table) -> int:
+    return sum(1 for s in table.column("status").to_pylist() if s == STATUS_OK)
+
+
+def append(url: str, other: str, *, storage_options: dict[str, Any] | None = None) -> OpResult:
+    """A new generation of ``url``: its shards plus those of ``other`` (same fingerprint).
+
+    On the same store the shards are referenced where they lie (no bytes copied), so ``url``
+    then depends on ``other``'s objects; across stores they are copied and sha256-checked.
+    """
+    dst = _open(url, storage_options)
+    src = _open(other, storage_options)
+    if src.manifest.cache_id == dst.manifest.cache_id:
+        raise OperationRefused(f"{other} is the same cache as {url}: appending it to itself "
+                               "would duplicate every sample")
+    check_compatible(dst.manifest, src.manifest.fingerprint, src.manifest.layout,
+                     src.manifest.encoding, f"{dst.store.url} (appending {src.ref})")
+    index = dst.index
+    check_unique_ids(pa.concat_tables([index, src.index]), dst.store.url,
+                     hint=f"they are already in {dst.store.url}; filter them out of the source first")
+    shards, rows, copied = _bring_all(src, dst.store, {s.name for s in dst.manifest.shards})
+    manifest = commit_manifest(
+        dst.store, parent=dst.manifest, shards=dst.manifest.shards + tuple(shards),
+        index_table=pa.concat_tables([index, rows]), layout=dst.manifest.layout,
+        fingerprint=dst.manifest.fingerprint, encoding=dst.manifest.encoding, operation="append",
+        extra={"args": {"from": src.ref, "copied_shards": copied}})
+    return OpResult(manifest, added=_live(rows), copied_shards=copied,
+                    referenced_shards=len(shards) - copied)
+
+
+def _commit_filter(src: _Source, remove: list[bool], args: dict[str, Any]) -> OpResult:
+    index = src.index
+    status = index.column("status").to_pylist()
+    new_status = [STATUS_REMOVED if drop and st == STATUS_OK else st for st, drop in zip(status, remove)]
+    removed = sum(a != b for a, b in zip(status, new_status))
+    if removed == 0:
+        return OpResult(None)
+    if STATUS_OK not in new_status:
+        raise OperationRefused(f"this filter would remove all {removed} live samples of {src.ref}; "
+                               "refusing to commit an empty generation")
+    table = index.set_column(index.schema.get_field_index("status"), "status",
+                             pa.array(new_status, pa.string()))
+    manifest = commit_manifest(
+        src.store, parent=src.manifest, shards=src.manifest.shards, index_table=table,
+        layout=src.manifest.layout, fingerprint=src.manifest.fingerprint,
+        encoding=src.manifest.encoding, operation="filter",
+        extra={"args": {**args, "from": src.ref, "removed": removed}})
+    return OpResult(manifest, removed=removed)
+
+
+def read_id_list(path: str) -> list[str]:
+    """Sample ids, one per line ('#' comments and blank lines ignored), from any fsspec URL."""
+    try:
+        with fsspec.open(path, "rt", encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        raise OperationRefused(f"id list {path} does not exist") from None
+    return [s for s in (line.split("#", 1)[0].strip() for line in lines) if s]
+
+
+def filter_samples(url: str, *, exclude_ids: Iterable[str] | None = None, where: str | None = None,
+                   storage_options: dict[str, Any] | None = None) -> OpResult:
+    """A filter generation: ``exclude_ids`` removed, or only samples where ``where`` holds kept."""
+    if (exclude_ids is None) == (where is None):
+        raise OperationRefused("give exactly one of --exclude-ids FILE or --where EXPR")
+    src = _open(url, storage_options)
+    index = src.index
+    if where is not None:
+        keep = evaluate_where(where, index)
+        result = _commit_filter(src, [not k for k in keep], {"where": where})
+        if result.manifest is None:
+            raise OperationRefused(f"--where {where!r} keeps every live sample of {src.ref}; "
+                                   "nothing to filter")
+        return result
+    ids = set(exclude_ids)
+    known = set(index.column("sample_id").to_pylist())
+    unknown = tuple(sorted(ids - known))
+    if not ids & known:
+        raise OperationRefused(f"none of the {len(ids)} ids to exclude is in {src.ref} "
+                               f"(e.g. {list(unknown)[:3]}); is it the right cache?")
+    result = _commit_filter(src, [sid in ids for sid in index.column("sample_id").to_pylist()],
+                            {"exclude_ids": len(ids)})
+    if result.manifest is None:
+        raise OperationRefused(f"every listed id is already removed in {src.ref}; nothing to filter")
+    result.unknown_ids = unknown
+    return result
+
+
+def normalise_prompt(prompt: str) -> str:
+    """Unicode NFKC, case-folded, whitespace collapsed: the identity of a prompt for dedup."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", prompt).casefold()).strip()
+
+
+def dedup(url: str, *, storage_options: dict[str, Any] | None = None) -> OpResult:
+    """Tombstone later samples with the same (normalised prompt, seed); the first one stays."""
+    src = _open(url, storage_options)
+    index = src.index
+    seen: set[tuple[str, int]] = set()
+    remove = []
+    for prompt, seed, status in zip(index.column("prompt").to_pylist(), index.column("seed").to_pylist(),
+                                    index.column("status").to_pylist()):
+        key = (normalise_prompt(prompt), seed)
+        remove.append(status == STATUS_OK and key in seen)
+        if status == STATUS_OK:
+            seen.add(key)
+    return _commit_filter(src, remove, {"dedup": "normalised prompt and seed"})
+
+
+def merge(a: str, b: str, *, output: str, storage_options: dict[str, Any] | None = None) -> OpResult:
+    """A new cache ``output`` whose first generation holds both caches' samples."""
+    first, second = _open(a, storage_options), _open(b, storage_options)
+    if first.manifest.cache_id == second.manifest.cache_id:
+        raise OperationRefused(f"{a} and {b} are generations of the same cache; merging would "
+                               "duplicate samples (use a generation as it is, or filter)")
+    check_compatible(first.manifest, second.manifest.fingerprint, second.manifest.layout,
+                     second.manifest.encoding, f"{first.ref} (merging {second.ref})")
+    dst = open_store(split_ref(output)[0], storage_options)
+    if list_generations(dst):
+        raise OperationRefused(f"{dst.url} already holds a cache; merge writes a new cache: "
+                               "choose an empty --output")
+    check_unique_ids(pa.concat_tables([first.index, second.index]), dst.url,
+                     hint="the caches overlap; filter the shared samples out of one of them first")
+    taken: set[str] = set()
+    shards_a, rows_a, copied_a = _bring_all(first, dst, taken)
+    shards_b, rows_b, copied_b = _bring_all(second, dst, taken)
+    shards = shards_a + shards_b
+    rows = pa.concat_tables([rows_a, rows_b])
+    manifest = commit_manifest(
+        dst, parent=None, shards=tuple(shards), index_table=rows, layout=first.manifest.layout,
+        fingerprint=first.manifest.fingerprint, encoding=first.manifest.encoding,
+        operation="merge", extra={"args": {"from": [first.ref, second.ref],
+                                           "copied_shards": copied_a + copied_b}})
+    return OpResult(manifest, added=_live(rows), copied_shards=copied_a + copied_b,
+                    referenced_shards=len(shards) - copied_a - copied_b)

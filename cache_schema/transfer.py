@@ -1,0 +1,83 @@
+"""Moving shards between caches: by reference on the same store, else a verified copy.
+
+A reference adds no bytes: the new manifest names the shard where it lies (``ShardInfo.root``),
+so the receiving cache depends on the source cache's objects, which its own immutable
+manifests keep referenced (``gc`` of the source never deletes them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import uuid
+
+from .encodings import wds, zarr_shard
+from .errors import IntegrityError
+from .manifest import ShardInfo
+from .store import Store, open_store
+from .writer import SHARD_DIR
+
+COPY_BLOCK = 8 * 2**20
+
+
+def same_store(a: Store, b: Store) -> bool:
+    """True when one fsspec filesystem (same options; same bucket for object stores) holds both."""
+    if a.is_local and b.is_local:
+        return True
+    if type(a.fs) is not type(b.fs) or a.is_local or b.is_local:
+        return False
+    same_options = a.fs is b.fs or a.fs.storage_options == b.fs.storage_options
+    return same_options and a.root.split("/", 1)[0] == b.root.split("/", 1)[0]
+
+
+def source_store(cache: Store, shard: ShardInfo) -> Store:
+    """The store a shard of ``cache``'s manifest actually lies in."""
+    return cache if shard.root is None else open_store(shard.root, cache.storage_options)
+
+
+def reference(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:
+    """``shard`` of ``cache``, named ``name``, as seen from ``dst`` on the same store."""
+    root = shard.root or cache.url
+    return dataclasses.replace(shard, name=name, root=None if root == dst.url else root, index=None)
+
+
+def _copy_object(src: Store, rel: str, dst: Store, dst_rel: str) -> str:
+    digest = hashlib.sha256()
+    if dst.is_local:
+        from pathlib import Path
+
+        Path(dst.path(dst_rel)).parent.mkdir(parents=True, exist_ok=True)
+    with src.fs.open(src.path(rel), "rb", block_size=COPY_BLOCK) as fin, \
+            dst.fs.open(dst.path(dst_rel), "wb") as fout:
+        while block := fin.read(COPY_BLOCK):
+            digest.update(block)
+            fout.write(block)
+    return digest.hexdigest()
+
+
+def copy(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:
+    """Stream ``shard``'s objects into ``dst``'s shards/ under a fresh path; sha256 checked."""
+    src = source_store(cache, shard)
+    suffix = wds.SUFFIX if shard.encoding == "wds" else zarr_shard.SUFFIX
+    dst_rel = f"{SHARD_DIR}/{name}.{uuid.uuid4().hex[:8]}{suffix}"
+    if shard.encoding == "wds":
+        digest = _copy_object(src, shard.path, dst, dst_rel)
+    else:
+        hashes = {rel.removeprefix(shard.path + "/"):
+                  _copy_object(src, rel, dst, f"{dst_rel}/{rel.removeprefix(shard.path + '/')}")
+                  for rel in src.walk_files(shard.path)}
+        digest = zarr_shard.group_hash(hashes)
+    if digest != shard.sha256:
+        dst.delete(dst_rel)
+        raise IntegrityError(f"shard {src.url_of(shard.path)} does not match its manifest sha256 "
+                             "while copying; run `s2dit cache verify --deep` on the source",
+                             shard=shard.path)
+    return dataclasses.replace(shard, name=name, path=dst_rel, root=None, index=None)
+
+
+def bring(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:
+    """Reference when ``dst`` shares the store, else copy."""
+    src = source_store(cache, shard)
+    if same_store(src, dst):
+        return reference(cache, shard, dst, name=name)
+    return copy(cache, shard, dst, name=name)
