@@ -98,7 +98,7 @@ def test_append_across_stores_copies_and_verifies(direction, tmp_path, s3_bucket
     assert same(snapshot(f"{dst}@1"), before)
 
 
-def test_filter_by_ids_and_where_then_dedup(root, tmp_path):
+def test_filter_by_ids_and_where_then_dedup(root, tmp_path, capsys):
     layout = small_layout()
     records = make_records(layout, 6, seed=3, prefix="f")
     records[4]["prompt"] = "  F PROMPT 0 –   ÜNÏCODE "  # the same prompt as record 0, spelled differently
@@ -128,6 +128,10 @@ def test_filter_by_ids_and_where_then_dedup(root, tmp_path):
     assert cli(["cache", "filter", url, "--where", "colour == 1"]) == 2
     assert list_generations(open_store(url)) == [1, 2, 3, 4]
     assert verify_cache(url, deep=True).ok
+    capsys.readouterr()
+    assert cli(["cache", "log", url]) == 0
+    log = capsys.readouterr().out
+    assert "generation 3: filter from 2" in log and "where=seed != 1005" in log and "dedup=" in log
 
 
 def test_merge_and_two_cache_diff(root):
