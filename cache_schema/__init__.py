@@ -15,6 +15,9 @@ from .reader import CacheReader
 from .store import Store, open_store, split_ref
 from .verify import VerifyReport, verify_cache
 from .writer import CacheWriter, commit_generation, write_records, write_shard
+from .operations import OpResult, append, dedup, filter_samples, merge
+# ``convert`` is not re-exported: the name would shadow the ``cache_schema.convert`` module.
+from .versioning import diff, diff_caches, gc, lineage, list_tags, set_tag
 
 __all__ = [
     "AlreadyExists", "CacheError", "FingerprintMismatch", "GenerationConflict", "IntegrityError",
@@ -24,5 +27,6 @@ __all__ = [
     "canonical_json", "diff_fingerprints", "fingerprint_digest", "Manifest", "ShardInfo",
     "list_generations", "load_manifest", "read_manifest", "CacheReader", "Store", "open_store",
     "split_ref", "VerifyReport", "verify_cache", "CacheWriter", "commit_generation",
-    "write_records", "write_shard",
+    "write_records", "write_shard", "OpResult", "append", "dedup", "filter_samples", "merge",
+    "diff", "diff_caches", "gc", "lineage", "list_tags", "set_tag",
 ]

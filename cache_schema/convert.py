@@ -1,73 +1,142 @@
 """``convert``: re-encode a generation (wds <-> zarr) into a new cache, checksums checked.
 
-Every live record is read with its stored per-tensor checksums (which it must match), written
-in the target encoding one output shard per input shard (same names: deterministic), read back
-from the target store, and each tensor's checksum compared with the source's. A mismatch
-anywhere aborts before the manifest: nothing is committed.
+For every input shard (in manifest order, one output shard each, keeping its name so the result
+is deterministic):
+
+1. read its live records with their stored per-tensor checksums (``verify``: the bytes must
+   match them on the way in);
+2. write them with the writer, which computes fresh checksums over what it encodes;
+3. compare the fresh checksums with the stored ones, per sample and field;
+4. read the written shard back from the target store and compare its stored checksums, and the
+   checksums of the decoded tensors, with the source's again.
+
+Any difference raises IntegrityError before the manifest: nothing is committed, and the shards
+this conversion wrote are deleted (best effort; ``gc`` takes any left over).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from tqdm import tqdm
 
-from .checksum import tensor_checksum
+from .checksum import record_checksums, tensor_checksum
 from .encodings import ENCODINGS
 from .encodings.common import resolve_fields
 from .errors import IntegrityError, OperationRefused
 from .fields import CHECKSUMS_KEY
 from .index import rows_table
-from .manifest import list_generations
-from .operations import OpResult, _open
+from .manifest import ShardInfo
+from .operations import OpResult, _new_cache, _open
 from .reader import CacheReader, decode_shard
-from .store import open_store, split_ref
+from .store import Store
 from .writer import commit_manifest, write_shard_to_store
 
 
-def _check_roundtrip(written, expected: dict[str, dict[str, str]], shard: str) -> int:
-    count = 0
+def _compare(expected: dict[str, str], got: dict[str, str], *, sample_id: str, shard: str,
+             stage: str) -> int:
+    """Per field, the source's checksum against ``got``; returns the number of fields checked."""
+    if set(expected) != set(got):
+        raise IntegrityError(f"converted shard {shard}: sample {sample_id} has tensor fields "
+                             f"{sorted(got)} {stage}, the source has {sorted(expected)}",
+                             shard=shard, sample_id=sample_id)
+    for name, digest in expected.items():
+        if got[name] != digest:
+            raise IntegrityError(f"converted shard {shard}: sample {sample_id} field {name} "
+                                 f"differs from the source {stage} (checksum {got[name]} != "
+                                 f"{digest}); nothing committed", shard=shard, sample_id=sample_id)
+    return len(expected)
+
+
+def _check_readback(written: Iterable[dict[str, Any]], expected: dict[str, dict[str, str]],
+                    shard: str) -> None:
+    """Every sample of the written shard, once, with the source's checksums (stored and actual)."""
+    pending = dict(expected)
     for record in written:
-        sums = expected.pop(record["sample_id"], None)
+        sid = record["sample_id"]
+        sums = pending.pop(sid, None)
         if sums is None:
-            raise IntegrityError(f"converted shard {shard} holds an unexpected sample "
-                                 f"{record['sample_id']}", shard=shard)
-        for name, digest in sums.items():
-            if name in record and tensor_checksum(record[name]) != digest:
-                raise IntegrityError(f"converted shard {shard}: sample {record['sample_id']} field "
-                                     f"{name} differs from the source after conversion",
-                                     shard=shard, sample_id=record["sample_id"])
-        count += 1
-    if expected:
-        raise IntegrityError(f"converted shard {shard} lacks {len(expected)} samples", shard=shard)
-    return count
+            raise IntegrityError(f"converted shard {shard} holds an unexpected or repeated sample "
+                                 f"{sid}", shard=shard, sample_id=sid)
+        stored = record.pop(CHECKSUMS_KEY, None) or {}
+        _compare(sums, stored, sample_id=sid, shard=shard, stage="as stored after writing")
+        actual = {name: tensor_checksum(record[name]) for name in sums}
+        _compare(sums, actual, sample_id=sid, shard=shard, stage="when read back")
+    if pending:
+        raise IntegrityError(f"converted shard {shard} lacks {len(pending)} samples "
+                             f"(e.g. {sorted(pending)[:3]})", shard=shard)
+
+
+def _convert_shard(reader: CacheReader, shard: ShardInfo, dst: Store, to: str
+                   ) -> tuple[ShardInfo | None, int]:
+    """Steps 1-4 for one shard: the written ShardInfo (None if all tombstoned), tensors checked."""
+    layout = reader.layout
+    records = list(reader.read_shard(shard, verify=True, keep_checksums=True))  # 1.
+    if not records:
+        return None, 0  # every sample of this shard is tombstoned
+    expected = {}
+    for record in records:
+        # A field without a stored checksum (older writers) is checked against what was read.
+        stored = record.pop(CHECKSUMS_KEY, None) or {}
+        expected[record["sample_id"]] = {**record_checksums(record), **stored}
+    written = write_shard_to_store(dst, records, layout=layout, encoding=to,  # 2.
+                                   shard_name=shard.name)
+    checked = 0
+    try:
+        for record in records:  # 3. the writer set CHECKSUMS_KEY over what it encoded
+            checked += _compare(expected[record["sample_id"]], record[CHECKSUMS_KEY],
+                                sample_id=record["sample_id"], shard=written.path,
+                                stage="as the writer computed it")
+        _check_readback(decode_shard(dst, written, layout, resolve_fields(None)), expected,  # 4.
+                        written.path)
+    except BaseException:
+        dst.delete(written.path)
+        raise
+    return written, checked
 
 
 def convert(url: str, *, to: str, output: str, storage_options: dict[str, Any] | None = None,
             progress: bool = True) -> OpResult:
-    """A new cache ``output`` (operation "convert") holding ``url``'s live samples as ``to``."""
+    """A new cache ``output`` (operation "convert") holding ``url``'s live samples as ``to``.
+
+    Same fingerprint and layout; the manifest's ``extra["args"]`` records the source URL,
+    generation, cache id and encoding. Tombstoned samples are not carried over.
+    """
     if to not in ENCODINGS:
         raise OperationRefused(f"unknown encoding {to!r}: use one of {', '.join(ENCODINGS)}")
     src = _open(url, storage_options)
-    dst = open_store(split_ref(output)[0], storage_options)
-    if list_generations(dst):
-        raise OperationRefused(f"{dst.url} already holds a cache; convert writes a new cache: "
-                               "choose an empty --output")
+    dst = _new_cache(output, storage_options)
     reader = CacheReader(src.ref, storage_options)
-    layout, shards, rows = src.manifest.layout, [], []
-    for shard in tqdm(src.manifest.shards, desc=f"convert to {to}", unit="shard", disable=not progress):
-        records = list(reader.read_shard(shard, verify=True, keep_checksums=True))
-        if not records:
-            continue  # every sample of this shard is tombstoned
-        expected = {r["sample_id"]: dict(r[CHECKSUMS_KEY]) for r in records}
-        for record in records:
-            record.pop(CHECKSUMS_KEY)
-        written = write_shard_to_store(dst, records, layout=layout, encoding=to, shard_name=shard.name)
-        _check_roundtrip(decode_shard(dst, written, layout, resolve_fields(None)), expected, written.path)
-        shards.append(written)
-        rows.extend(written.index)
+    shards: list[ShardInfo] = []
+    rows: list[tuple] = []
+    checked = 0
+    bar = tqdm(total=src.manifest.num_samples, desc=f"convert {src.manifest.encoding}->{to}",
+               unit="sample", disable=not progress)
+    try:
+        for shard in src.manifest.shards:
+            written, count = _convert_shard(reader, shard, dst, to)
+            if written is not None:
+                shards.append(written)
+                rows.extend(written.index)
+                checked += count
+                bar.update(written.samples)
+    except BaseException:
+        for written in shards:  # never referenced: remove rather than leave orphans
+            try:
+                dst.delete(written.path)
+            except Exception:  # noqa: BLE001 - gc removes whatever this misses
+                pass
+        raise
+    finally:
+        bar.close()
+    if not shards:
+        raise OperationRefused(f"{src.ref} has no live samples; nothing to convert")
     manifest = commit_manifest(
-        dst, parent=None, shards=tuple(shards), index_table=rows_table(rows), layout=layout,
+        dst, parent=None, shards=tuple(shards), index_table=rows_table(rows), layout=src.manifest.layout,
         fingerprint=src.manifest.fingerprint, encoding=to, operation="convert",
-        extra={"args": {"from": src.ref, "source_cache_id": src.manifest.cache_id, "to": to}})
+        extra={"args": {"from": src.ref, "source_url": src.store.url,
+                        "source_generation": src.manifest.generation,
+                        "source_cache_id": src.manifest.cache_id,
+                        "source_encoding": src.manifest.encoding, "to": to,
+                        "checked_tensors": checked}})
     return OpResult(manifest, added=len(rows))

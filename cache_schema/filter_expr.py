@@ -65,13 +65,18 @@ class _Compiler:
             if isinstance(op, (ast.In, ast.NotIn)):
                 if not isinstance(right, (ast.List, ast.Tuple, ast.Set)):
                     raise self.fail(right, "'in' needs a list of constants")
+                column = self.operand(left, column_only=True)
                 values = [self.constant(v) for v in right.elts]
-                test = pc.is_in(self.operand(left, column_only=True), value_set=pa.array(values))
+                try:
+                    test = pc.is_in(column, value_set=pa.array(values, type=column.type))
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                    raise self.fail(right, f"the values do not match the column's type "
+                                           f"{column.type} ({exc})") from None
                 test = pc.invert(test) if isinstance(op, ast.NotIn) else test
             elif type(op) in _COMPARE:
                 try:
                     test = _COMPARE[type(op)](self.operand(left), self.operand(right))
-                except (pa.ArrowNotImplementedError, pa.ArrowInvalid, TypeError) as exc:
+                except (pa.ArrowNotImplementedError, pa.ArrowInvalid, TypeError, OverflowError) as exc:
                     raise self.fail(node, f"cannot compare these types ({exc})") from None
             else:
                 raise self.fail(node, "unsupported comparison")
@@ -116,7 +121,10 @@ def evaluate_where(text: str, table: pa.Table) -> list[bool]:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        raise OperationRefused(f"--where {text!r} is not a valid expression: {exc.msg} "
-                               f"(column {exc.offset})") from None
+        pointer = " " * max((exc.offset or 1) - 1, 0) + "^"
+        raise OperationRefused(f"--where is not a valid expression ({exc.msg}):\n  "
+                               f"{text.strip()}\n  {pointer}") from None
+    except (RecursionError, MemoryError):
+        raise OperationRefused("--where expression is too deeply nested") from None
     mask = _Compiler(text.strip(), table).boolean(tree.body)
     return [bool(v) for v in pc.fill_null(mask, False).to_pylist()]

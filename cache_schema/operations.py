@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import fsspec
 import pyarrow as pa
 
+from .checksum import sha256_bytes
 from .errors import OperationRefused
 from .filter_expr import evaluate_where
 from .index import STATUS_OK, STATUS_REMOVED, read_index
@@ -52,6 +53,31 @@ def _open(url: str, storage_options: dict[str, Any] | None = None) -> _Source:
     return _Source(store, manifest, f"{store.url}@{manifest.generation}")
 
 
+def _open_target(url: str, storage_options: dict[str, Any] | None = None) -> _Source:
+    """The cache an operation extends: its newest generation (a ref must name that one)."""
+    target = _open(url, storage_options)
+    newest = list_generations(target.store)[-1]
+    if target.manifest.generation != newest:
+        raise OperationRefused(
+            f"{url} names generation {target.manifest.generation}, but a new generation extends "
+            f"the newest one ({newest}); drop the @ref (to start from an old generation, filter "
+            "or merge it into a new cache instead)")
+    return target
+
+
+def _new_cache(url: str, storage_options: dict[str, Any] | None = None) -> Store:
+    """The empty store a merge or convert creates its cache in; refuse anything committed there."""
+    base, ref = split_ref(url)
+    if ref is not None:
+        raise OperationRefused(f"--output {url} carries a ref (@{ref}); give the new cache's URL")
+    store = open_store(base, storage_options)
+    if list_generations(store):
+        raise OperationRefused(f"{store.url} already holds a cache (generations "
+                               f"{list_generations(store)}); this writes a new cache: choose an "
+                               "empty --output")
+    return store
+
+
 def _rename_shards(table: pa.Table, names: dict[str, str]) -> pa.Table:
     column = [names.get(n, n) for n in table.column("shard").to_pylist()]
     return table.set_column(table.schema.get_field_index("shard"), "shard", pa.array(column, pa.string()))
@@ -80,15 +106,21 @@ def append(url: str, other: str, *, storage_options: dict[str, Any] | None = Non
     """A new generation of ``url``: its shards plus those of ``other`` (same fingerprint).
 
     On the same store the shards are referenced where they lie (no bytes copied), so ``url``
-    then depends on ``other``'s objects; across stores they are copied and sha256-checked.
+    then depends on ``other``'s objects: deleting ``other``'s folder breaks ``url`` (``gc`` never
+    does, since ``other``'s own manifests keep naming them). Across stores (another filesystem,
+    bucket or endpoint) they are copied into ``url``'s shards/ and sha256-checked. ``other``'s
+    index rows come along with their status (its tombstones stay tombstones); a sample id
+    already in ``url`` refuses the whole append.
     """
-    dst = _open(url, storage_options)
+    dst = _open_target(url, storage_options)
     src = _open(other, storage_options)
     if src.manifest.cache_id == dst.manifest.cache_id:
         raise OperationRefused(f"{other} is the same cache as {url}: appending it to itself "
                                "would duplicate every sample")
     check_compatible(dst.manifest, src.manifest.fingerprint, src.manifest.layout,
                      src.manifest.encoding, f"{dst.store.url} (appending {src.ref})")
+    if src.manifest.num_samples == 0:
+        raise OperationRefused(f"{src.ref} has no live samples; nothing to append")
     index = dst.index
     check_unique_ids(pa.concat_tables([index, src.index]), dst.store.url,
                      hint=f"they are already in {dst.store.url}; filter them out of the source first")
@@ -118,7 +150,7 @@ def _commit_filter(src: _Source, remove: list[bool], args: dict[str, Any]) -> Op
         src.store, parent=src.manifest, shards=src.manifest.shards, index_table=table,
         layout=src.manifest.layout, fingerprint=src.manifest.fingerprint,
         encoding=src.manifest.encoding, operation="filter",
-        extra={"args": {**args, "from": src.ref, "removed": removed}})
+        extra={"args": {**args, "from": src.ref, "removed": removed, "live": _live(table)}})
     return OpResult(manifest, removed=removed)
 
 
@@ -133,27 +165,37 @@ def read_id_list(path: str) -> list[str]:
 
 
 def filter_samples(url: str, *, exclude_ids: Iterable[str] | None = None, where: str | None = None,
+                   ids_source: str | None = None,
                    storage_options: dict[str, Any] | None = None) -> OpResult:
-    """A filter generation: ``exclude_ids`` removed, or only samples where ``where`` holds kept."""
+    """A filter generation: ``exclude_ids`` removed, or only samples where ``where`` holds kept.
+
+    ``where`` is a safe expression over the index columns (see ``filter_expr``); ``ids_source``
+    (e.g. the id file's path) is only recorded in the manifest. Refuses a filter that removes
+    nothing or every live sample; unknown ids are returned in ``unknown_ids``.
+    """
     if (exclude_ids is None) == (where is None):
         raise OperationRefused("give exactly one of --exclude-ids FILE or --where EXPR")
-    src = _open(url, storage_options)
+    src = _open_target(url, storage_options)
     index = src.index
     if where is not None:
         keep = evaluate_where(where, index)
-        result = _commit_filter(src, [not k for k in keep], {"where": where})
+        result = _commit_filter(src, [not k for k in keep], {"filter": "where", "where": where})
         if result.manifest is None:
             raise OperationRefused(f"--where {where!r} keeps every live sample of {src.ref}; "
                                    "nothing to filter")
         return result
     ids = set(exclude_ids)
+    if not ids:
+        raise OperationRefused("the id list is empty; nothing to exclude")
     known = set(index.column("sample_id").to_pylist())
     unknown = tuple(sorted(ids - known))
     if not ids & known:
         raise OperationRefused(f"none of the {len(ids)} ids to exclude is in {src.ref} "
                                f"(e.g. {list(unknown)[:3]}); is it the right cache?")
     result = _commit_filter(src, [sid in ids for sid in index.column("sample_id").to_pylist()],
-                            {"exclude_ids": len(ids)})
+                            {"filter": "exclude_ids", "ids": len(ids), "unknown_ids": len(unknown),
+                             **({"ids_source": ids_source} if ids_source else {}),
+                             "ids_digest": sha256_bytes("\n".join(sorted(ids)).encode())[:16]})
     if result.manifest is None:
         raise OperationRefused(f"every listed id is already removed in {src.ref}; nothing to filter")
     result.unknown_ids = unknown
@@ -166,8 +208,9 @@ def normalise_prompt(prompt: str) -> str:
 
 
 def dedup(url: str, *, storage_options: dict[str, Any] | None = None) -> OpResult:
-    """Tombstone later samples with the same (normalised prompt, seed); the first one stays."""
-    src = _open(url, storage_options)
+    """Tombstone later samples with the same (normalised prompt, seed); the first one in index
+    order stays. Returns ``OpResult(None)`` (nothing committed) when there is no duplicate."""
+    src = _open_target(url, storage_options)
     index = src.index
     seen: set[tuple[str, int]] = set()
     remove = []
@@ -177,21 +220,20 @@ def dedup(url: str, *, storage_options: dict[str, Any] | None = None) -> OpResul
         remove.append(status == STATUS_OK and key in seen)
         if status == STATUS_OK:
             seen.add(key)
-    return _commit_filter(src, remove, {"dedup": "normalised prompt and seed"})
+    return _commit_filter(src, remove, {"filter": "dedup", "key": "NFKC casefolded prompt, seed"})
 
 
 def merge(a: str, b: str, *, output: str, storage_options: dict[str, Any] | None = None) -> OpResult:
-    """A new cache ``output`` whose first generation holds both caches' samples."""
+    """A new cache ``output`` whose first generation (operation "merge") holds both caches'
+    samples, tombstones included. Shards on ``output``'s store are referenced (``output`` then
+    depends on ``a``'s and ``b``'s objects), others copied and sha256-checked."""
     first, second = _open(a, storage_options), _open(b, storage_options)
     if first.manifest.cache_id == second.manifest.cache_id:
         raise OperationRefused(f"{a} and {b} are generations of the same cache; merging would "
                                "duplicate samples (use a generation as it is, or filter)")
     check_compatible(first.manifest, second.manifest.fingerprint, second.manifest.layout,
                      second.manifest.encoding, f"{first.ref} (merging {second.ref})")
-    dst = open_store(split_ref(output)[0], storage_options)
-    if list_generations(dst):
-        raise OperationRefused(f"{dst.url} already holds a cache; merge writes a new cache: "
-                               "choose an empty --output")
+    dst = _new_cache(output, storage_options)
     check_unique_ids(pa.concat_tables([first.index, second.index]), dst.url,
                      hint="the caches overlap; filter the shared samples out of one of them first")
     taken: set[str] = set()

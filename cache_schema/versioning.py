@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ManifestError
+from .fingerprint import diff_fingerprints
 from .index import INDEX_DIR, STATUS_OK, read_index
 from .manifest import MANIFEST_DIR, TAG_DIR, list_generations, read_manifest, resolve_generation
 from .store import Store, open_store, split_ref
@@ -20,7 +21,8 @@ _TAG_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.
 
 
 def lineage(url: str) -> list[dict[str, Any]]:
-    """Generations newest first: operation, parent, time, samples, producer version."""
+    """Generations newest first: operation and its arguments (``extra["args"]``), parent, time,
+    samples, producer version."""
     store = open_store(split_ref(url)[0])
     rows = []
     for gen in reversed(list_generations(store)):
@@ -71,15 +73,16 @@ def diff_caches(url_a: str, url_b: str) -> dict[str, Any]:
         sides.append((store, gen, read_manifest(store, gen)))
     (sa, a, ma), (sb, b, mb) = sides
     ids_a, ids_b = _live_ids(sa, a), _live_ids(sb, b)
-    from .fingerprint import diff_fingerprints
-
     same = sa.url == sb.url
     return {"from": a if same else f"{sa.url}@{a}", "to": b if same else f"{sb.url}@{b}",
             "added": len(ids_b - ids_a), "removed": len(ids_a - ids_b),
             "added_ids": sorted(ids_b - ids_a)[:20], "removed_ids": sorted(ids_a - ids_b)[:20],
             "fingerprint_changes": diff_fingerprints(ma.fingerprint, mb.fingerprint),
             "schema_version": [ma.schema_version, mb.schema_version],
-            "layout_changed": ma.layout != mb.layout, "encoding": [ma.encoding, mb.encoding]}
+            "layout_changed": ma.layout != mb.layout,
+            "layout_changes": diff_fingerprints(ma.layout.to_json(), mb.layout.to_json()),
+            "encoding": [ma.encoding, mb.encoding],
+            "cache_id": [ma.cache_id, mb.cache_id]}
 
 
 @dataclass
@@ -90,7 +93,12 @@ class GcResult:
 
 
 def gc(url: str, *, grace_seconds: float = 24 * 3600, dry_run: bool = False) -> GcResult:
-    """Delete shard and index objects no generation references, older than the grace period."""
+    """Delete shard and index objects no generation references, older than the grace period.
+
+    Only this cache's own shards/ and index/ folders are looked at: shards it references in
+    another cache (append or merge by reference) are never touched, and its own committed
+    shards stay named by its immutable manifests, so caches referencing them stay readable.
+    """
     store = open_store(split_ref(url)[0])
     referenced: set[str] = set()
     for gen in list_generations(store):

@@ -54,6 +54,8 @@ def _tag(args):
 
 
 def _diff(args):
+    if len(args.urls) > 2:
+        raise ValueError(f"diff takes one URL (with --from/--to) or two URLs, got {len(args.urls)}")
     if len(args.urls) == 2:
         if args.from_ref or args.to_ref:
             raise ValueError("give two URLs (each may carry @ref) or one URL with --from/--to")
@@ -90,7 +92,8 @@ def _append(args):
 
 def _filter(args):
     if args.exclude_ids:
-        return _report(filter_samples(args.url, exclude_ids=read_id_list(args.exclude_ids)), "")
+        return _report(filter_samples(args.url, exclude_ids=read_id_list(args.exclude_ids),
+                                      ids_source=args.exclude_ids), "")
     return _report(filter_samples(args.url, where=args.where), "")
 
 
@@ -103,7 +106,8 @@ def _merge(args):
 
 
 def _convert(args):
-    return _report(convert(args.url, to=args.to, output=args.output), "")
+    return _report(convert(args.url, to=args.to, output=args.output,
+                           progress=not args.no_progress), "")
 
 
 def _gc(args):
@@ -183,6 +187,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cv.add_argument("url", help="source cache URL[@ref]")
     cv.add_argument("--to", required=True, choices=["wds", "zarr"], help="target encoding")
     cv.add_argument("--output", required=True, help="URL of the new (empty) cache")
+    cv.add_argument("--no-progress", action="store_true", help="no progress bar")
     cv.set_defaults(func=_guard(_convert))
     g = subparsers.add_parser("gc", help="delete objects no generation references",
                               description="Delete shard and index objects that no generation "

@@ -131,7 +131,7 @@ def test_filter_by_ids_and_where_then_dedup(root, tmp_path, capsys):
     capsys.readouterr()
     assert cli(["cache", "log", url]) == 0
     log = capsys.readouterr().out
-    assert "generation 3: filter from 2" in log and "where=seed != 1005" in log and "dedup=" in log
+    assert "generation 3: filter from 2" in log and "where=seed != 1005" in log and "filter=dedup" in log
 
 
 def test_merge_and_two_cache_diff(root):
