@@ -128,7 +128,8 @@ def decode_shard(store: Store, shard: ShardInfo, layout: CacheLayout, names: Seq
     else:
         group = zarr_shard.open_group(store.fs, path, store.storage_options, store.is_local,
                                       store.url_of(shard.path))
-        yield from zarr_shard.iter_group(group, layout, names, steps)
+        yield from zarr_shard.iter_group(group, layout, names, steps,
+                                         lambda key: store.read_bytes(f"{shard.path}/{key}"))
 
 
 def records_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:

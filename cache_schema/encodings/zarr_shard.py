@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import zarr
@@ -20,6 +20,7 @@ from zarr.storage import LocalStore, MemoryStore, FsspecStore
 
 from ..checksum import record_checksums, sha256_bytes
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FIELDS, FieldKind, CacheLayout
+from .zarr_fast import read_full_array
 from .common import step_positions
 
 SUFFIX = ".zarr"
@@ -87,8 +88,12 @@ def open_group(fs, path: str, storage_options: dict[str, Any], is_local: bool, u
 
 
 def iter_group(group, layout: CacheLayout, fields: Sequence[str],
-               steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
-    """Records of one shard group; step fields fetch only the requested steps."""
+               steps: Sequence[int] | None = None,
+               read_object: Callable[[str], bytes] | None = None) -> Iterator[dict[str, Any]]:
+    """Records of one shard group; step fields fetch only the requested steps.
+
+    ``read_object(key)`` (bytes of an object of the group) enables the fast whole-array path.
+    """
     positions = step_positions(layout, steps)
     columns: dict[str, Any] = {}
     n = group["sample_id"].shape[0]
@@ -102,7 +107,8 @@ def iter_group(group, layout: CacheLayout, fields: Sequence[str],
         if spec.per_step and positions is not None:
             columns[name] = arr.oindex[:, positions]
         else:
-            columns[name] = arr[:]
+            fast = read_full_array(read_object, name) if read_object and spec.kind is FieldKind.TENSOR else None
+            columns[name] = fast if fast is not None else arr[:]
         if spec.axes and spec.axes[0] == "L":
             columns[name + LEN_SUFFIX] = group[name + LEN_SUFFIX][:]
     checks = [json.loads(s) for s in group[CHECKSUMS_KEY][:]]

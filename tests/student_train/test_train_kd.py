@@ -160,7 +160,6 @@ def test_corrupt_shard_stops_training_naming_it_or_is_skipped(tmp_path):
     assert trainer.stream.skipped_shards and shard.path in trainer.stream.skipped_shards[0]
 
 
-@pytest.mark.slow
 def test_two_ray_train_workers_match_one_worker(cache, tmp_path, ray_runtime):
     from student_train.distributed import train_kd_ray
 
