@@ -83,19 +83,41 @@ def _rename_shards(table: pa.Table, names: dict[str, str]) -> pa.Table:
     return table.set_column(table.schema.get_field_index("shard"), "shard", pa.array(column, pa.string()))
 
 
-def _bring_all(src: _Source, dst: Store, taken: set[str]) -> tuple[list[ShardInfo], pa.Table, int]:
-    """src's shards as seen from dst (renamed where a name is taken) and its index rows."""
-    shards, names, copied = [], {}, 0
-    for shard in src.manifest.shards:
-        name = shard.name
-        if name in taken:
-            name = f"{src.manifest.cache_id[:8]}-g{src.manifest.generation}-{shard.name}"
-        taken.add(name)
-        names[shard.name] = name
-        moved = bring(src.store, shard, dst, name=name)
-        copied += moved.root is None and moved.path != shard.path
-        shards.append(moved)
-    return shards, _rename_shards(src.index, names), copied
+class _Mover:
+    """Brings shards of other caches into ``dst`` (``transfer.bring``) and remembers the copies,
+    so a failure before the commit removes them instead of leaving orphans behind."""
+
+    def __init__(self, dst: Store, taken: set[str]):
+        self.dst, self.taken = dst, taken
+        self.copies: list[ShardInfo] = []
+        self.referenced = 0
+
+    def bring_all(self, src: _Source) -> tuple[list[ShardInfo], pa.Table]:
+        """src's shards as seen from dst (renamed where a name is taken) and its index rows."""
+        shards, names = [], {}
+        for shard in src.manifest.shards:
+            name = shard.name
+            if name in self.taken:
+                name = f"{src.manifest.cache_id[:8]}-g{src.manifest.generation}-{shard.name}"
+            self.taken.add(name)
+            names[shard.name] = name
+            moved = bring(src.store, shard, self.dst, name=name)
+            if moved.root is None and moved.path != shard.path:
+                self.copies.append(moved)
+            else:
+                self.referenced += 1
+            shards.append(moved)
+        return shards, _rename_shards(src.index, names)
+
+    def discard(self) -> None:
+        try:  # never delete what a manifest names (a commit whose reply was lost, say)
+            named = {s.path for g in list_generations(self.dst)
+                     for s in read_manifest(self.dst, g).shards}
+            for shard in self.copies:
+                if shard.path not in named:
+                    self.dst.delete(shard.path)
+        except Exception:  # noqa: BLE001 - best effort; gc takes what is left
+            pass
 
 
 def _live(table: pa.Table) -> int:
@@ -124,14 +146,20 @@ def append(url: str, other: str, *, storage_options: dict[str, Any] | None = Non
     index = dst.index
     check_unique_ids(pa.concat_tables([index, src.index]), dst.store.url,
                      hint=f"they are already in {dst.store.url}; filter them out of the source first")
-    shards, rows, copied = _bring_all(src, dst.store, {s.name for s in dst.manifest.shards})
-    manifest = commit_manifest(
-        dst.store, parent=dst.manifest, shards=dst.manifest.shards + tuple(shards),
-        index_table=pa.concat_tables([index, rows]), layout=dst.manifest.layout,
-        fingerprint=dst.manifest.fingerprint, encoding=dst.manifest.encoding, operation="append",
-        extra={"args": {"from": src.ref, "copied_shards": copied}})
-    return OpResult(manifest, added=_live(rows), copied_shards=copied,
-                    referenced_shards=len(shards) - copied)
+    mover = _Mover(dst.store, {s.name for s in dst.manifest.shards})
+    try:
+        shards, rows = mover.bring_all(src)
+        manifest = commit_manifest(
+            dst.store, parent=dst.manifest, shards=dst.manifest.shards + tuple(shards),
+            index_table=pa.concat_tables([index, rows]), layout=dst.manifest.layout,
+            fingerprint=dst.manifest.fingerprint, encoding=dst.manifest.encoding,
+            operation="append", extra={"args": {"from": src.ref,
+                                                "copied_shards": len(mover.copies)}})
+    except BaseException:
+        mover.discard()
+        raise
+    return OpResult(manifest, added=_live(rows), copied_shards=len(mover.copies),
+                    referenced_shards=mover.referenced)
 
 
 def _commit_filter(src: _Source, remove: list[bool], args: dict[str, Any]) -> OpResult:
@@ -236,15 +264,18 @@ def merge(a: str, b: str, *, output: str, storage_options: dict[str, Any] | None
     dst = _new_cache(output, storage_options)
     check_unique_ids(pa.concat_tables([first.index, second.index]), dst.url,
                      hint="the caches overlap; filter the shared samples out of one of them first")
-    taken: set[str] = set()
-    shards_a, rows_a, copied_a = _bring_all(first, dst, taken)
-    shards_b, rows_b, copied_b = _bring_all(second, dst, taken)
-    shards = shards_a + shards_b
-    rows = pa.concat_tables([rows_a, rows_b])
-    manifest = commit_manifest(
-        dst, parent=None, shards=tuple(shards), index_table=rows, layout=first.manifest.layout,
-        fingerprint=first.manifest.fingerprint, encoding=first.manifest.encoding,
-        operation="merge", extra={"args": {"from": [first.ref, second.ref],
-                                           "copied_shards": copied_a + copied_b}})
-    return OpResult(manifest, added=_live(rows), copied_shards=copied_a + copied_b,
-                    referenced_shards=len(shards) - copied_a - copied_b)
+    mover = _Mover(dst, set())
+    try:
+        shards_a, rows_a = mover.bring_all(first)
+        shards_b, rows_b = mover.bring_all(second)
+        rows = pa.concat_tables([rows_a, rows_b])
+        manifest = commit_manifest(
+            dst, parent=None, shards=tuple(shards_a + shards_b), index_table=rows,
+            layout=first.manifest.layout, fingerprint=first.manifest.fingerprint,
+            encoding=first.manifest.encoding, operation="merge",
+            extra={"args": {"from": [first.ref, second.ref], "copied_shards": len(mover.copies)}})
+    except BaseException:
+        mover.discard()
+        raise
+    return OpResult(manifest, added=_live(rows), copied_shards=len(mover.copies),
+                    referenced_shards=mover.referenced)
