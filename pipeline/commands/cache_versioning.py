@@ -14,6 +14,27 @@ from cache_schema.operations import OpResult, append, dedup, filter_samples, mer
 from cache_schema.versioning import diff, diff_caches, gc, lineage, list_tags, set_tag
 from pipeline.commands.errors import friendly_errors
 
+WHERE_HELP = """\
+A new generation that tombstones samples in the sample index; shards are not
+rewritten and earlier generations stay readable. Refused (nothing committed) if
+it would remove no sample or every live sample.
+
+--exclude-ids FILE   one sample id per line ('#' comments allowed); ids not in
+                     the cache are reported, and if none is, refused.
+--where EXPR         keep only the samples for which EXPR holds. EXPR is parsed
+                     safely (never evaluated as Python) over the index columns
+                     sample_id, prompt, seed, shard:
+                       comparisons   == != < <= > >=       seed < 100
+                       lists         in / not in [...]     shard in ["unit000001"]
+                       text          contains startswith endswith (column, "text"),
+                                     lower(column)         contains(lower(prompt), "cat")
+                       logic         and or not ( )
+
+examples:
+  s2dit cache filter s3://b/cache --where 'seed < 100 and not contains(lower(prompt), "ring")'
+  s2dit cache filter ./cache --exclude-ids bad_ids.txt
+"""
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
 
@@ -40,7 +61,9 @@ def _log(args):
     for r in rows:
         when = datetime.datetime.fromtimestamp(r["created_at"]).isoformat(timespec="seconds")
         tag = f" ({', '.join(sorted(by_gen[r['generation']]))})" if r["generation"] in by_gen else ""
-        args = ", ".join(f"{k}={v}" for k, v in r["args"].items())
+        # "from" first: where the generation's samples came from, then the rest of its arguments
+        items = sorted(r["args"].items(), key=lambda kv: kv[0] != "from")
+        args = ", ".join(f"{k}={v}" for k, v in items)
         print(f"generation {r['generation']}{tag}: {r['operation']} from {r['parent']}, {when}, "
               f"{r['samples']} samples in {r['shards']} shards, {r['producer_version']}"
               + (f"\n    {args}" if args else ""))
@@ -124,8 +147,8 @@ def _gc(args):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     log = subparsers.add_parser("log", help="lineage of generations, newest first",
-                                description="Operation, parent, time, samples and producer of "
-                                            "every generation, with tags.")
+                                description="Operation and its arguments, parent, time, "
+                                            "samples and producer of every generation, with tags.")
     log.add_argument("url", help="cache URL")
     log.add_argument("--json", action="store_true", help="print JSON")
     log.set_defaults(func=_guard(_log))
@@ -147,18 +170,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                description="A new generation of URL holding its samples plus "
                                            "those of --from (same fingerprint, layout and "
                                            "encoding; a different fingerprint is refused with a "
-                                           "diff). On the same store nothing is copied: URL then "
-                                           "references the other cache's shards; across stores "
-                                           "they are copied and sha256-checked.")
+                                           "diff; a sample already in URL refuses the append). On "
+                                           "the same store (one filesystem; for S3 the same "
+                                           "bucket and endpoint) nothing is copied: URL then "
+                                           "references the other cache's shards and depends on "
+                                           "them, so keep that cache (its own gc never deletes "
+                                           "them). Across stores they are copied into URL and "
+                                           "sha256-checked.")
     ap.add_argument("url", help="cache URL to extend")
     ap.add_argument("--from", dest="source", required=True, help="cache URL[@ref] to add")
     ap.set_defaults(func=_guard(_append))
     fl = subparsers.add_parser("filter", help="a new generation without some samples",
-                               description="Tombstones samples in the sample index (shards are "
-                                           "not rewritten). --where keeps only the samples for "
-                                           "which EXPR holds, over the index columns sample_id, "
-                                           "prompt, seed, shard, e.g. 'seed < 100 and not "
-                                           "contains(lower(prompt), \"ring\")'.")
+                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                               description=WHERE_HELP)
     fl.add_argument("url", help="cache URL")
     which = fl.add_mutually_exclusive_group(required=True)
     which.add_argument("--exclude-ids", metavar="FILE", help="file (any fsspec URL) of sample ids, one per line")
@@ -167,14 +191,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dd = subparsers.add_parser("dedup", help="remove duplicate (prompt, seed) samples",
                                description="A filter generation that tombstones every later "
                                            "sample with the same normalised prompt (NFKC, case- "
-                                           "and whitespace-insensitive) and seed.")
+                                           "and whitespace-insensitive) and seed; the first in "
+                                           "index order stays. Commits nothing when there is no "
+                                           "duplicate.")
     dd.add_argument("url", help="cache URL")
     dd.set_defaults(func=_guard(_dedup))
     mg = subparsers.add_parser("merge", help="a new cache holding two caches",
-                               description="A new cache --output whose first generation holds "
-                                           "the samples of A and B (same fingerprint; no shared "
-                                           "sample ids). Shards on the output's store are "
-                                           "referenced, others copied.")
+                               description="A new cache --output (empty or absent) whose first "
+                                           "generation holds the samples of A and B (same "
+                                           "fingerprint, layout and encoding; no shared sample "
+                                           "ids); tombstoned samples stay tombstoned. Shards on "
+                                           "the output's store are referenced where they lie "
+                                           "(the output then depends on A and B), others are "
+                                           "copied and sha256-checked.")
     mg.add_argument("a", help="first cache URL[@ref]")
     mg.add_argument("b", help="second cache URL[@ref]")
     mg.add_argument("--output", required=True, help="URL of the new (empty) cache")
