@@ -80,6 +80,7 @@ class CacheReader:
         """Live records of a shard in offset order (tombstoned samples skipped)."""
         names = resolve_fields(fields)
         removed = self.removed_ids()
+        where = self.store_for(shard).url  # errors name the cache the shard really lives in
         count = 0
         try:
             for record in self._decode(shard, names, steps):
@@ -92,18 +93,20 @@ class CacheReader:
                     record.pop(CHECKSUMS_KEY, None)
                 yield record
             if count != shard.samples:
-                raise IntegrityError(f"shard {shard.path} of {self.store.url} holds {count} records, "
+                raise IntegrityError(f"shard {shard.path} of {where} holds {count} records, "
                                      f"the manifest says {shard.samples} (truncated or corrupt); run "
                                      "`s2dit cache verify --deep`", shard=shard.path)
         except IntegrityError:
             raise
         except FileNotFoundError as exc:
-            raise IntegrityError(f"shard {shard.path} of {self.store.url} is missing ({exc})",
+            hint = (f"; this cache depends on {where} (appended or merged by reference): restore it"
+                    if shard.root else "")
+            raise IntegrityError(f"shard {shard.path} of {where} is missing ({exc}){hint}",
                                  shard=shard.path) from exc
         except (tarfile.TarError, ValueError, EOFError, OSError, KeyError) as exc:
             if isinstance(exc, KeyError) and "not stored" in str(exc):
                 raise
-            raise IntegrityError(f"shard {shard.path} of {self.store.url} is unreadable "
+            raise IntegrityError(f"shard {shard.path} of {where} is unreadable "
                                  f"({type(exc).__name__}: {exc}); run `s2dit cache verify --deep`",
                                  shard=shard.path) from exc
 

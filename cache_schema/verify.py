@@ -56,6 +56,7 @@ def verify_cache(url: str, *, deep: bool = False,
     for shard in manifest.shards:
         report.checked_shards += 1
         store = reader.store_for(shard)  # appended shards may live in another cache
+        name = shard.path if shard.root is None else f"{shard.path} (in {shard.root})"
         try:
             if shard.encoding == "wds":
                 size = store.size(shard.path)
@@ -63,10 +64,12 @@ def verify_cache(url: str, *, deep: bool = False,
                 objects = store.walk_files(shard.path)
                 size = sum(objects.values())
         except FileNotFoundError:
-            report.problems.append(f"shard {shard.path}: missing")
+            report.problems.append(f"shard {name}: missing" + (
+                f"; this cache references it by append/merge and depends on {shard.root}: "
+                "restore that cache" if shard.root else ""))
             continue
         if size != shard.bytes:
-            report.problems.append(f"shard {shard.path}: {size} bytes, manifest says {shard.bytes} "
+            report.problems.append(f"shard {name}: {size} bytes, manifest says {shard.bytes} "
                                    "(truncated or rewritten)")
             continue
         if not deep:
@@ -77,7 +80,7 @@ def verify_cache(url: str, *, deep: bool = False,
             digest = zarr_shard.group_hash({key.removeprefix(shard.path + "/"):
                                             sha256_bytes(store.read_bytes(key)) for key in objects})
         if digest != shard.sha256:
-            report.problems.append(f"shard {shard.path}: sha256 mismatch (corrupt bytes)")
+            report.problems.append(f"shard {name}: sha256 mismatch (corrupt bytes)")
             continue
         count = 0
         try:

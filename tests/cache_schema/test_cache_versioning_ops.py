@@ -132,6 +132,13 @@ def test_append_by_reference_copies_nothing_and_keeps_old_generations(root):
     for url in (a, f"{a}@1", b, f"{b}@1"):
         assert verify_cache(url, deep=True).ok, url
     assert same(snapshot(f"{a}@1"), before)
+    # a depends on b's objects: with b gone, a's own generation still reads, the append names b
+    open_store(b).delete("")
+    assert verify_cache(f"{a}@1", deep=True).ok
+    problems = verify_cache(a).problems
+    assert len(problems) == 2 and f"depends on {open_store(b).url}" in problems[0]
+    with pytest.raises(IntegrityError, match="depends on"):
+        list(CacheReader(a).iter_records())
 
 
 @pytest.mark.parametrize("direction, encoding", [("local->s3", "wds"), ("s3->local", "zarr")])
