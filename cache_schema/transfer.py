@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import uuid
+from pathlib import Path
 
 from .encodings import wds, zarr_shard
 from .errors import IntegrityError
@@ -44,8 +45,6 @@ def reference(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> Shard
 def _copy_object(src: Store, rel: str, dst: Store, dst_rel: str) -> str:
     digest = hashlib.sha256()
     if dst.is_local:
-        from pathlib import Path
-
         Path(dst.path(dst_rel)).parent.mkdir(parents=True, exist_ok=True)
     with src.fs.open(src.path(rel), "rb", block_size=COPY_BLOCK) as fin, \
             dst.fs.open(dst.path(dst_rel), "wb") as fout:
@@ -55,20 +54,39 @@ def _copy_object(src: Store, rel: str, dst: Store, dst_rel: str) -> str:
     return digest.hexdigest()
 
 
+def _remove(store: Store, rel: str) -> None:
+    try:
+        store.delete(rel)
+    except Exception:  # noqa: BLE001 - absent or unreachable: gc takes whatever is left
+        pass
+
+
 def copy(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:
     """Stream ``shard``'s objects into ``dst``'s shards/ under a fresh path; sha256 checked."""
     src = source_store(cache, shard)
     suffix = wds.SUFFIX if shard.encoding == "wds" else zarr_shard.SUFFIX
     dst_rel = f"{SHARD_DIR}/{name}.{uuid.uuid4().hex[:8]}{suffix}"
-    if shard.encoding == "wds":
-        digest = _copy_object(src, shard.path, dst, dst_rel)
-    else:
-        hashes = {rel.removeprefix(shard.path + "/"):
-                  _copy_object(src, rel, dst, f"{dst_rel}/{rel.removeprefix(shard.path + '/')}")
-                  for rel in src.walk_files(shard.path)}
-        digest = zarr_shard.group_hash(hashes)
+    try:
+        if shard.encoding == "wds":
+            digest = _copy_object(src, shard.path, dst, dst_rel)
+        else:
+            objects = src.walk_files(shard.path)
+            if not objects:
+                raise FileNotFoundError(f"{src.url_of(shard.path)} does not exist")
+            hashes = {rel.removeprefix(shard.path + "/"):
+                      _copy_object(src, rel, dst, f"{dst_rel}/{rel.removeprefix(shard.path + '/')}")
+                      for rel in objects}
+            digest = zarr_shard.group_hash(hashes)
+    except FileNotFoundError as exc:
+        _remove(dst, dst_rel)
+        raise IntegrityError(f"shard {src.url_of(shard.path)} named by the source's manifest is "
+                             f"missing ({exc}); run `s2dit cache verify` on the source",
+                             shard=shard.path) from None
+    except BaseException:
+        _remove(dst, dst_rel)  # a half-copied shard: never referenced, so remove it now
+        raise
     if digest != shard.sha256:
-        dst.delete(dst_rel)
+        _remove(dst, dst_rel)
         raise IntegrityError(f"shard {src.url_of(shard.path)} does not match its manifest sha256 "
                              "while copying; run `s2dit cache verify --deep` on the source",
                              shard=shard.path)
@@ -79,5 +97,9 @@ def bring(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo
     """Reference when ``dst`` shares the store, else copy."""
     src = source_store(cache, shard)
     if same_store(src, dst):
+        if not src.exists(shard.path):  # never commit a reference to nothing
+            raise IntegrityError(f"shard {src.url_of(shard.path)} named by the source's manifest "
+                                 "is missing; run `s2dit cache verify` on the source",
+                                 shard=shard.path)
         return reference(cache, shard, dst, name=name)
     return copy(cache, shard, dst, name=name)

@@ -177,6 +177,15 @@ def test_append_copy_of_a_corrupt_shard_is_refused_and_cleaned_up(tmp_path, s3_b
         append(dst, src)  # the first shard's copy is removed again: no orphan left
 
 
+@pytest.mark.parametrize("dst_where", ["local", "s3"])
+def test_append_from_a_cache_missing_a_shard_is_refused(dst_where, tmp_path, s3_bucket):
+    src = make_cache(str(tmp_path / "src"), "s")
+    dst = make_cache(str(tmp_path / "dst") if dst_where == "local" else f"{s3_bucket}/dst", "d")
+    open_store(src).delete(load_manifest(src).shards[1].path)
+    with changes_nothing(dst), pytest.raises(IntegrityError, match="named by the source's manifest is missing"):
+        append(dst, src)  # by reference (local) or by copy (s3): either way nothing is committed
+
+
 def test_filter_by_ids_and_where_then_dedup(root, tmp_path, capsys):
     layout = small_layout()
     records = make_records(layout, 6, seed=3, prefix="f")
