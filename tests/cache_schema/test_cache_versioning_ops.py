@@ -95,6 +95,7 @@ def changes_nothing(*urls: str):
 def test_append_by_reference_copies_nothing_and_keeps_old_generations(root):
     a, b = make_cache(f"{root}/a", "a"), make_cache(f"{root}/b", "b")
     before, objects, b_listing = snapshot(f"{a}@1"), shard_objects(a), listing(b)
+    assert b'"root"' not in before[1]  # a manifest without references: the same bytes as ever
     pinned = CacheReader(f"{a}@1")  # a reader opened before the append
     result = append(a, b)
     assert result.manifest.generation == 2 and result.manifest.operation == "append"
