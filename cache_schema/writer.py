@@ -22,8 +22,8 @@ from .errors import AlreadyExists, CacheError, FingerprintMismatch, GenerationCo
 from .fields import CHECKSUMS_KEY, CacheLayout, validate_record
 from .fingerprint import canonical_json, diff_fingerprints
 from .index import STATUS_OK, read_index, rows_table, write_index
-from .manifest import (Manifest, ShardInfo, list_generations, read_manifest, shard_union,
-                       write_manifest)
+from .manifest import (Manifest, ShardInfo, list_generations, manifest_rel, read_manifest,
+                       shard_union, write_manifest)
 from .store import Store, open_store, split_ref
 
 SHARD_DIR = "shards"
@@ -115,10 +115,20 @@ def commit_manifest(store: Store, *, parent: Manifest | None, shards: Sequence[S
     try:
         write_manifest(store, manifest)
     except AlreadyExists:
+        # A create whose reply was lost and then retried finds its own manifest: that is success.
+        if _committed_bytes(store, manifest) == manifest.to_bytes():
+            return manifest
         store.delete(index_rel)
         raise GenerationConflict(f"generation {generation} of {store.url} was committed by another "
                                  "writer first") from None
     return manifest
+
+
+def _committed_bytes(store: Store, manifest: Manifest) -> bytes | None:
+    try:
+        return store.read_bytes(manifest_rel(manifest.generation))
+    except FileNotFoundError:
+        return None
 
 
 def check_compatible(parent: Manifest, fingerprint: dict[str, Any], layout: CacheLayout,
