@@ -29,9 +29,12 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_kd", help="output folder")
     parser.add_argument("--classes", type=int, default=12, help="trained classes (of 18)")
     parser.add_argument("--per-class", type=int, default=1334, help="cached trajectories per class")
-    parser.add_argument("--steps", type=int, default=1400, help="optimiser steps")
-    parser.add_argument("--batch", type=int, default=64, help="trajectories per step")
-    parser.add_argument("--dim", type=int, default=None, help="student width (default: StudentConfig's)")
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs" / "kd_demo.toml"),
+                        help="training config (default: configs/kd_demo.toml); flags below override it")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps")
+    parser.add_argument("--batch", type=int, default=None, help="trajectories per step")
+    parser.add_argument("--dim", type=int, default=None, help="student width")
+    parser.add_argument("--kd-fraction", type=float, default=None, help="share of trajectories giving a KD row")
     parser.add_argument("--eval-per-class", type=int, default=32, help="held-out samples per class")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -44,18 +47,22 @@ def main() -> None:
                                       seeds_per_prompt=args.per_class, samples_per_shard=256,
                                       num_actors=2, commit_every=1000))
     gen_seconds = time.perf_counter() - t0
-    trainer = Trainer(str(out / "cache"), str(out / "run"),
-                      TrainConfig(steps=args.steps, batch_size=args.batch, checkpoint_every=args.steps,
-                                  model={"dim": args.dim} if args.dim else {}))
+    config = TrainConfig.load(args.config, steps=args.steps, batch_size=args.batch,
+                              kd_fraction=args.kd_fraction)
+    config.checkpoint_every = config.steps
+    if args.dim:
+        config.model = {**config.model, "dim": args.dim}
+    trainer = Trainer(str(out / "cache"), str(out / "run"), config)
     checkpoint = trainer.run()
     report = evaluate_checkpoint(checkpoint, per_class=args.eval_per_class)
     report.update({"cache_samples": result.manifest.num_samples, "generate_seconds": gen_seconds,
-                   "train_seconds": trainer.train_seconds, "train_steps": args.steps,
-                   "batch": args.batch, "cache_bytes": result.manifest.total_bytes})
+                   "train_seconds": trainer.train_seconds, "train_config": config.to_json(),
+                   "cache_bytes": result.manifest.total_bytes})
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(format_report(report))
     print(f"cache: {report['cache_samples']} trajectories, {report['cache_bytes'] / 2**30:.2f} GiB, "
-          f"generated in {gen_seconds:.0f} s; training {args.steps} steps x {args.batch} in "
+          f"generated in {gen_seconds:.0f} s; training {config.steps} steps x {config.batch_size} "
+          f"(kd_fraction {config.kd_fraction}, dim {config.model.get('dim')}) in "
           f"{trainer.train_seconds:.0f} s")
 
 

@@ -23,6 +23,9 @@ class TrainConfig:
     ema_decay: float = 0.995
     kd_weight: float = 1.0  # (a) knowledge distillation, step size 0
     step_weight: float = 1.0  # (b) step distillation, step size > 0
+    # Share of trajectories that also give a KD row (every one gives a step row); below 1 the
+    # step costs less. Drawn per sample (seed, epoch, id), so rank splits see the same rows.
+    kd_fraction: float = 1.0
     student_steps: int = 4  # few-step schedule on the teacher's stored grid
     sigma_jitter: bool = True  # KD rows anywhere along Euler segments, not only on the grid
     seed: int = 0
@@ -41,6 +44,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if self.steps < 1 or self.batch_size < 1 or self.student_steps < 1:
             raise ValueError("steps, batch_size and student_steps must be >= 1")
+        if not 0.0 < self.kd_fraction <= 1.0:
+            raise ValueError(f"kd_fraction must be in (0, 1], got {self.kd_fraction}")
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

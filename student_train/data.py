@@ -134,7 +134,10 @@ class CacheStream:
                         shard_index = next(todo, None)
                         if shard_index is None:
                             break
-                        pending.append((shard_index, pool.submit(self._read, shard_index)))
+                        try:
+                            pending.append((shard_index, pool.submit(self._read, shard_index)))
+                        except RuntimeError:  # interpreter shutting down: stop quietly
+                            return
                     if not pending:
                         return
                     shard_index, future = pending.popleft()

@@ -30,7 +30,7 @@ class Batch:
     text: torch.Tensor  # (B, L, D)
     text_mask: torch.Tensor  # (B, L) bool
     # Per-trajectory uniforms in [0, 1) keyed by (seed, epoch, sample id), not by batch
-    # position: the same rows however the batch is split across ranks. (B, 3)
+    # position: the same rows however the batch is split across ranks. (B, 4)
     u: torch.Tensor
 
 
@@ -84,17 +84,33 @@ def step_rows(batch: Batch, schedule: torch.Tensor, adjacent: torch.Tensor) -> R
 
 
 def distillation_loss(model, batch: Batch, *, schedule, adjacent,
-                      contiguous, kd_weight: float, step_weight: float, jitter: bool):
-    """Both row kinds through the network in one forward; returns (loss, parts)."""
+                      contiguous, kd_weight: float, step_weight: float, jitter: bool,
+                      kd_fraction: float = 1.0, rows_per_rank: int | None = None):
+    """Both row kinds through the network in one forward; returns (loss, parts).
+
+    With ``kd_fraction`` < 1 only trajectories whose draw u[:, 3] < kd_fraction give a KD row;
+    their squared errors are summed over the expected count (kd_fraction x rows_per_rank), so
+    averaging gradients over ranks equals one worker on the whole batch.
+    """
     kd = kd_rows(batch, jitter, contiguous)
     st = step_rows(batch, schedule, adjacent)
+    if kd_fraction < 1.0:
+        keep = batch.u[:, 3] < kd_fraction
+        kd = Rows(kd.x[keep], kd.sigma[keep], kd.step_size[keep], kd.target[keep])
     x = torch.cat([kd.x, st.x])
     sigma = torch.cat([kd.sigma, st.sigma])
     d = torch.cat([kd.step_size, st.step_size])
-    text, mask = torch.cat([batch.text, batch.text]), torch.cat([batch.text_mask, batch.text_mask])
+    kd_text, kd_mask = batch.text, batch.text_mask
+    if kd_fraction < 1.0:
+        kd_text, kd_mask = batch.text[keep], batch.text_mask[keep]
+    text, mask = torch.cat([kd_text, batch.text]), torch.cat([kd_mask, batch.text_mask])
     pred = model(x, sigma, d, text, mask)
     n = kd.x.shape[0]
-    kd_loss = (pred[:n] - kd.target).pow(2).mean()
+    if kd_fraction < 1.0:
+        expected = kd_fraction * (rows_per_rank or batch.u.shape[0])
+        kd_loss = (pred[:n] - kd.target).pow(2).flatten(1).mean(1).sum() / expected
+    else:
+        kd_loss = (pred[:n] - kd.target).pow(2).mean()
     step_loss = (pred[n:] - st.target).pow(2).mean()
     return kd_weight * kd_loss + step_weight * step_loss, {"kd_loss": kd_loss.item(),
                                                           "step_loss": step_loss.item()}

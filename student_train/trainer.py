@@ -68,7 +68,8 @@ def make_plan(layout: CacheLayout, sigmas: np.ndarray, student_steps: int) -> Pl
 
 
 def record_uniforms(seed: int, epoch: int, sample_id: str) -> np.ndarray:
-    return np.random.default_rng([seed, epoch, int(sample_id[:15], 16)]).random(3)
+    # (jitter state, jitter position, jump, KD-row draw); random(4)[:3] == random(3)
+    return np.random.default_rng([seed, epoch, int(sample_id[:15], 16)]).random(4)
 
 
 def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
@@ -194,7 +195,8 @@ class Trainer:
             loss, parts = distillation_loss(
                 self.train_model, batch, schedule=self.plan.schedule, adjacent=self.plan.adjacent,
                 contiguous=self.plan.contiguous, kd_weight=cfg.kd_weight,
-                step_weight=cfg.step_weight, jitter=cfg.sigma_jitter)
+                step_weight=cfg.step_weight, jitter=cfg.sigma_jitter, kd_fraction=cfg.kd_fraction,
+                rows_per_rank=cfg.batch_size // self.world)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)

@@ -171,3 +171,29 @@ def test_two_ray_train_workers_match_one_worker(cache, tmp_path, ray_runtime):
     two = Trainer(cache, str(tmp_path / "two"), cfg).model.state_dict()
     for key in one:
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
+
+
+def test_kd_fraction_loss_splits_over_ranks_like_one_worker(cache):
+    from student_train.losses import distillation_loss
+    from student_train.model import S2DiT
+    from student_train.trainer import FIELDS, collate, make_plan, student_config_for
+
+    reader = CacheStream(cache, fields=FIELDS).reader
+    records = list(itertools.islice(reader.iter_records(fields=FIELDS), 16))
+    for r in records:
+        r["_epoch"] = 0
+    plan = make_plan(reader.layout, records[0]["sigmas"], 4)
+    torch.manual_seed(0)
+    model = S2DiT(student_config_for(reader.layout, {"dim": 32, "heads": 2}))
+    kw = dict(schedule=plan.schedule, adjacent=plan.adjacent, contiguous=plan.contiguous,
+              kd_weight=1.0, step_weight=1.0, jitter=True, kd_fraction=0.5)
+
+    def loss(rows, per_rank):
+        batch = collate(rows, reader.layout.max_text_len, "cpu", seed=0)
+        return distillation_loss(model, batch, rows_per_rank=per_rank, **kw)
+
+    whole, parts = loss(records, 16)
+    split = [loss(records[r::2], 8) for r in (0, 1)]
+    assert 0 < parts["kd_loss"] and torch.allclose(whole, (split[0][0] + split[1][0]) / 2, rtol=1e-5)
+    kept = collate(records, reader.layout.max_text_len, "cpu", seed=0).u[:, 3] < 0.5
+    assert 0 < int(kept.sum()) < 16  # some trajectories give no KD row
