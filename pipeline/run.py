@@ -3,9 +3,10 @@
 1. corpus   INPUT demo config            OUTPUT prompts.txt (trained classes; others held out)
 2. generate INPUT corpus, teacher config OUTPUT versioned cache (Ray teacher actors)
 3. verify   INPUT cache                  OUTPUT deep integrity report (must pass)
-4. train    INPUT cache@generation       OUTPUT S2DiT-KD checkpoints + metrics
-5. evaluate INPUT checkpoint             OUTPUT analytic-oracle scores vs the teacher
-6. report   INPUT all of the above       OUTPUT report.json + preview.png in the run folder
+4. version  INPUT cache                  OUTPUT tag ``train`` on the verified generation, lineage
+5. train    INPUT cache@train            OUTPUT S2DiT-KD checkpoints + metrics
+6. evaluate INPUT checkpoint             OUTPUT analytic-oracle scores vs the teacher
+7. report   INPUT all of the above       OUTPUT report.json + preview.png in the run folder
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from rich.console import Console
 
 from cache_schema import verify_cache
+from cache_schema.versioning import lineage, set_tag
 from pipeline.eval import evaluate_checkpoint, format_report, load_student
 from student_train.config import TrainConfig
 from student_train.sampler import sample
@@ -77,21 +79,28 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         raise RuntimeError(f"cache failed verification: {report.problems}")
     console.print(f"intact: {report.checked_shards} shards, {report.checked_samples} samples checksummed")
 
-    console.rule("4. train S2DiT-KD")
+    console.rule("4. version")
+    # Training names a tag, not "newest": later appends or filters cannot change what it reads.
+    set_tag(f"{out}/cache", "train", manifest.generation)
+    for row in lineage(f"{out}/cache")[:3]:
+        console.print(f"generation {row['generation']}: {row['operation']}, {row['samples']} samples")
+    console.print(f"tag train -> generation {manifest.generation}; training reads {out}/cache@train")
+
+    console.rule("5. train S2DiT-KD")
     t0 = time.perf_counter()
-    trainer = Trainer(f"{out}/cache@{manifest.generation}", f"{out}/student",
+    trainer = Trainer(f"{out}/cache@train", f"{out}/student",
                       TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, seed=cfg.seed,
                                   checkpoint_every=max(1, cfg.train_steps // 4)))
     checkpoint = trainer.run()
     timings["train_s"] = time.perf_counter() - t0
 
-    console.rule("5. evaluate with the analytic oracle")
+    console.rule("6. evaluate with the analytic oracle")
     t0 = time.perf_counter()
     scores = evaluate_checkpoint(checkpoint, per_class=cfg.eval_per_class, seed=cfg.seed)
     timings["evaluate_s"] = time.perf_counter() - t0
     console.print(format_report(scores), soft_wrap=True)
 
-    console.rule("6. report")
+    console.rule("7. report")
     model, state = load_student(checkpoint)
     teacher = AnalyticTeacher()
     prompts = train[:4]
@@ -103,6 +112,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     preview = save_latent_preview(x0.numpy(), f"{root}/preview.png") if "://" not in out or \
         out.startswith("file://") else None
     result = {"config": dataclasses.asdict(cfg), "cache": f"{out}/cache@{manifest.generation}",
+              "cache_tag": "train",
               "checkpoint": checkpoint, "timings": timings, "scores": scores,
               "preview": preview, "preview_prompts": prompts}
     with fsspec.open(f"{out}/report.json", "w") as handle:
