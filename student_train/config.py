@@ -34,7 +34,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     buffer_shards: int = 8
-    prefetch_shards: int = 2
+    prefetch_shards: int = 8  # read ahead a whole shuffle window (see LoaderConfig)
     loader_workers: int = 1  # shard-reading threads; raise for high-latency object stores
     skip_corrupt_shards: bool = False
     expect_fingerprint_digest: str | None = None  # refuse a cache from another teacher setup

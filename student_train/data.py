@@ -29,7 +29,9 @@ from cache_schema import CacheReader, IntegrityError, ShardInfo
 class LoaderConfig:
     seed: int = 0
     buffer_shards: int = 8  # shuffle window, in shards
-    prefetch_shards: int = 2  # decoded shards held ready ahead of the consumer
+    # Decoded shards read ahead of the consumer: a whole shuffle window, so crossing into the
+    # next window (or epoch) does not stall; memory is about two windows of decoded shards.
+    prefetch_shards: int = 8
     read_workers: int = 1  # threads reading shards in parallel (more for high-latency stores)
     rank: int = 0
     world_size: int = 1
@@ -92,10 +94,10 @@ class CacheStream:
                              f"generation {self.reader.generation}: resume on the same cache@generation")
         self.epoch, self.start, self.position = int(state["epoch"]), int(state["consumed"]), 0
 
-    def rank_order(self, epoch: int) -> list[tuple[int, int]]:
+    def rank_order(self, epoch: int, start: int | None = None) -> list[tuple[int, int]]:
         cfg = self.config
         order = epoch_order(self.live_counts, cfg.seed, epoch, cfg.buffer_shards)
-        return order[self.start + cfg.rank :: cfg.world_size]
+        return order[(self.start if start is None else start) + cfg.rank :: cfg.world_size]
 
     # -- reading ------------------------------------------------------------------------------
     def _read(self, shard_index: int) -> list[dict[str, Any]] | None:
@@ -109,71 +111,101 @@ class CacheStream:
             self.skipped_shards.append(shard.path)
             return None
 
+    def _first_use(self) -> Iterator[tuple[int, int]]:
+        """(epoch, shard index) in the order this rank first needs them, from the resume point
+        on, epoch after epoch: the prefetcher reads the next epoch's first shards while the
+        current epoch's last ones are consumed, so an epoch boundary is not a stall."""
+        epoch, start, position = self.epoch, self.start, self.position  # captured now
+
+        def plan() -> Iterator[tuple[int, int]]:
+            e, s, p = epoch, start, position
+            while True:
+                for shard_index in dict.fromkeys(i for i, _ in self.rank_order(e, s)[p:]):
+                    yield e, shard_index
+                e, s, p = e + 1, 0, 0
+        return plan()
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        while True:
-            order = self.rank_order(self.epoch)
-            needed = list(dict.fromkeys(s for s, _ in order[self.position :]))
-            yield from self._epoch(order, needed)
-            self.epoch, self.start, self.position = self.epoch + 1, 0, 0
-
-    def _epoch(self, order, needed) -> Iterator[dict[str, Any]]:
-        loaded: dict[int, list[dict[str, Any]] | None] = {}
-        ready: queue.Queue = queue.Queue(maxsize=max(1, self.config.prefetch_shards))
-        stop = threading.Event()
-
-        def produce():
-            # Up to read_workers shards are read at once; they are delivered in ``needed`` order,
-            # so neither the order nor the resume state depends on the number of workers.
-            pool = ThreadPoolExecutor(max_workers=max(1, self.config.read_workers),
-                                      thread_name_prefix="cache-read")
-            pending: collections.deque = collections.deque()
-            todo = iter(needed)
-            try:
-                while not stop.is_set():
-                    while len(pending) < max(1, self.config.read_workers):
-                        shard_index = next(todo, None)
-                        if shard_index is None:
-                            break
-                        try:
-                            pending.append((shard_index, pool.submit(self._read, shard_index)))
-                        except RuntimeError:  # interpreter shutting down: stop quietly
-                            return
-                    if not pending:
-                        return
-                    shard_index, future = pending.popleft()
-                    try:
-                        ready.put((shard_index, future.result(), None))
-                    except Exception as exc:  # surfaced in the consumer with the shard named
-                        ready.put((shard_index, None, exc))
-                        return
-            finally:
-                pool.shutdown(wait=False, cancel_futures=True)
-
-        thread = threading.Thread(target=produce, daemon=True, name="cache-prefetch")
-        thread.start()
-        remaining = {s: 0 for s in needed}
-        for s, _ in order[self.position :]:
-            remaining[s] += 1
+        if not self.rank_order(self.epoch, 0):
+            raise ValueError(f"rank {self.config.rank} of {self.config.world_size} gets no samples "
+                             f"of {self.reader.url} ({sum(self.live_counts)} live samples): use "
+                             "fewer ranks or a larger cache")
+        prefetch = _Prefetcher(self._first_use(), self._read,
+                               workers=max(1, self.config.read_workers),
+                               depth=max(1, self.config.prefetch_shards))
         try:
-            for shard_index, k in order[self.position :]:
-                while shard_index not in loaded:
-                    t0 = time.perf_counter()
-                    got, records, error = ready.get()
-                    self.wait_seconds += time.perf_counter() - t0
-                    if error is not None:
-                        raise error
-                    loaded[got] = records
-                records = loaded[shard_index]
-                self.position += 1
-                remaining[shard_index] -= 1
-                if remaining[shard_index] == 0:
-                    loaded.pop(shard_index)  # the window moved on: free the shard
-                if records is not None:
-                    yield records[k]  # read_shard yields live records only, in offset order
+            while True:
+                yield from self._epoch(self.rank_order(self.epoch), prefetch)
+                self.epoch, self.start, self.position = self.epoch + 1, 0, 0
         finally:
-            stop.set()
-            while thread.is_alive():
+            prefetch.close()
+
+    def _epoch(self, order, prefetch: "_Prefetcher") -> Iterator[dict[str, Any]]:
+        epoch = self.epoch
+        remaining = collections.Counter(s for s, _ in order[self.position :])
+        for shard_index, k in order[self.position :]:
+            records = prefetch.get(epoch, shard_index, self)
+            self.position += 1
+            remaining[shard_index] -= 1
+            if remaining[shard_index] == 0:
+                prefetch.release(epoch, shard_index)  # the window moved on: free the shard
+            if records is not None:
+                yield records[k]  # read_shard yields live records only, in offset order
+
+
+class _Prefetcher:
+    """Reads shards in first-use order on a background thread (up to ``workers`` at once,
+    delivered in order) and holds up to ``depth`` decoded shards ahead of the consumer."""
+
+    def __init__(self, plan: Iterator[tuple[int, int]], read, *, workers: int, depth: int):
+        self._ready: queue.Queue = queue.Queue(maxsize=depth)
+        self._loaded: dict[tuple[int, int], list[dict[str, Any]] | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(plan, read, workers),
+                                        daemon=True, name="cache-prefetch")
+        self._thread.start()
+
+    def _produce(self, plan, read, workers: int) -> None:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache-read")
+        pending: collections.deque = collections.deque()
+        try:
+            while not self._stop.is_set():
+                while len(pending) < workers:
+                    key = next(plan)
+                    try:
+                        pending.append((key, pool.submit(read, key[1])))
+                    except RuntimeError:  # interpreter shutting down: stop quietly
+                        return
+                key, future = pending.popleft()
                 try:
-                    ready.get_nowait()
-                except queue.Empty:
-                    thread.join(timeout=0.05)
+                    item = (key, future.result(), None)
+                except Exception as exc:  # surfaced in the consumer with the shard named
+                    item = (key, None, exc)
+                while not self._stop.is_set():
+                    try:
+                        self._ready.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if item[2] is not None:
+                    return
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def get(self, epoch: int, shard_index: int, stream: "CacheStream"):
+        key = (epoch, shard_index)
+        while key not in self._loaded:
+            t0 = time.perf_counter()
+            got, records, error = self._ready.get()
+            stream.wait_seconds += time.perf_counter() - t0
+            if error is not None:
+                raise error
+            self._loaded[got] = records
+        return self._loaded[key]
+
+    def release(self, epoch: int, shard_index: int) -> None:
+        self._loaded.pop((epoch, shard_index), None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

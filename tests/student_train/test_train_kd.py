@@ -65,6 +65,29 @@ def test_resume_at_several_points_gives_the_uninterrupted_order(cache):
     assert got == full
 
 
+def test_next_epoch_is_read_ahead_before_the_current_one_ends(cache):
+    """An epoch boundary is not a stall: the next epoch's first shards are read while the
+    current epoch's last ones are consumed."""
+    import time
+
+    manifest = load_manifest(cache)
+    stream = CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=2, prefetch_shards=3))
+    reads: list[int] = []
+    read = stream._read
+    stream._read = lambda shard_index: reads.append(shard_index) or read(shard_index)
+    it = iter(stream)
+    for _ in range(manifest.num_samples):  # exactly epoch 0
+        next(it)
+    deadline = time.monotonic() + 10
+    while len(reads) <= len(manifest.shards) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.epoch == 0 and len(reads) > len(manifest.shards)
+    first_of_next = stream.rank_order(1, 0)[0][0]
+    assert reads[len(manifest.shards)] == first_of_next
+    assert next(it)["sample_id"] and stream.epoch == 1
+    it.close()
+
+
 def test_two_ranks_see_disjoint_samples_covering_the_epoch(cache):
     total = load_manifest(cache).num_samples
     ranks = [set(_ids(CacheStream(cache, fields=["seed"], config=LoaderConfig(seed=0, rank=r, world_size=2)),
