@@ -210,6 +210,21 @@ def _check_text(name: str, value: Any, sample_id: str | None) -> None:
         raise RecordError(name, "contains lone surrogates (not encodable as UTF-8)", sample_id=sample_id)
 
 
+# IEEE exponent bits by float format: all set means Inf or NaN.
+_EXPONENT = {"float16": (np.uint16, 0x7C00), "bfloat16": (np.uint16, 0x7F80),
+             "float32": (np.uint32, 0x7F800000), "float64": (np.uint64, 0x7FF0000000000000)}
+
+
+def all_finite(value: np.ndarray) -> bool:
+    """No NaN or Inf, checked on the exponent bits (no float conversion: ~10x faster on fp16)."""
+    bits = _EXPONENT.get(value.dtype.name)
+    if bits is None or not value.flags.c_contiguous:
+        return bool(np.isfinite(value.astype(np.float32, copy=False)).all())
+    uint, mask = bits
+    exponent = value.view(uint) & uint(mask)
+    return not bool((exponent == uint(mask)).any())
+
+
 def validate_record(record: Mapping[str, Any], layout: CacheLayout) -> None:
     """Raise RecordError unless ``record`` satisfies the schema under ``layout``."""
     sample_id = record.get("sample_id") if isinstance(record.get("sample_id"), str) else None
@@ -248,6 +263,6 @@ def validate_record(record: Mapping[str, Any], layout: CacheLayout) -> None:
         if text_len is not None and not 1 <= text_len <= layout.max_text_len:
             raise RecordError(spec.name, f"token count {text_len} not in [1, {layout.max_text_len}]",
                               sample_id=sample_id)
-        if spec.finite and value.dtype.kind == "f" or value.dtype.name == "bfloat16":
-            if not np.isfinite(value.astype(np.float32, copy=False)).all():
+        if spec.finite and (value.dtype.kind == "f" or value.dtype.name == "bfloat16"):
+            if not all_finite(value):
                 raise RecordError(spec.name, "contains NaN or Inf", sample_id=sample_id)

@@ -34,29 +34,44 @@ def _check_encoding(encoding: str) -> None:
         raise ValueError(f"unknown encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
 
 
+def prepare_record(record: dict[str, Any], layout: CacheLayout) -> None:
+    """Validate ``record`` and add its per-tensor checksums (before a single byte is written)."""
+    validate_record(record, layout)
+    record[CHECKSUMS_KEY] = record_checksums(record)
+
+
+def _put_hashed(store: Store, rel: str, data: bytes) -> str:
+    """Put ``data`` and return its sha256; hashing runs beside the write (both release the GIL)."""
+    if len(data) < 1 << 20:
+        store.put_bytes(rel, data)
+        return sha256_bytes(data)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-hash") as pool:
+        digest = pool.submit(sha256_bytes, data)
+        store.put_bytes(rel, data)
+        return digest.result()
+
+
 def write_shard_to_store(store: Store, records: Sequence[dict[str, Any]], *, layout: CacheLayout,
-                         encoding: str, shard_name: str) -> ShardInfo:
+                         encoding: str, shard_name: str, prepared: bool = False) -> ShardInfo:
+    """``prepared``: every record already went through ``prepare_record`` (CacheWriter does it
+    in the producer's thread, so the upload thread only encodes, writes and hashes)."""
     _check_encoding(encoding)
     if not records:
         raise ValueError(f"shard {shard_name!r} has no records")
     if "." in shard_name or "/" in shard_name:
         raise ValueError(f"shard name {shard_name!r} may not contain '.' or '/'")
-    for record in records:  # everything is validated before a single byte is written
-        validate_record(record, layout)
-        record[CHECKSUMS_KEY] = record_checksums(record)
+    if not prepared:
+        for record in records:  # everything is validated before a single byte is written
+            prepare_record(record, layout)
     nonce = uuid.uuid4().hex[:8]  # a retried unit never overwrites an earlier attempt's objects
     if encoding == "wds":
         data = wds.encode_shard(records)
         rel = f"{SHARD_DIR}/{shard_name}.{nonce}{wds.SUFFIX}"
-        store.put_bytes(rel, data)
-        digest, size = sha256_bytes(data), len(data)
+        digest, size = _put_hashed(store, rel, data), len(data)
     else:
         objects = zarr_shard.encode_group(records, layout)
         rel = f"{SHARD_DIR}/{shard_name}.{nonce}{zarr_shard.SUFFIX}"
-        hashes = {}
-        for key, data in objects.items():
-            store.put_bytes(f"{rel}/{key}", data)
-            hashes[key] = sha256_bytes(data)
+        hashes = {key: _put_hashed(store, f"{rel}/{key}", data) for key, data in objects.items()}
         digest, size = zarr_shard.group_hash(hashes), sum(len(d) for d in objects.values())
     rows = tuple((r["sample_id"], shard_name, i, r["prompt"], int(r["seed"]), STATUS_OK)
                  for i, r in enumerate(records))
@@ -216,7 +231,7 @@ class CacheWriter:
                              self.store.url)
 
     def write(self, record: dict[str, Any]) -> None:
-        validate_record(record, self.layout)
+        prepare_record(record, self.layout)  # here, in the producer's thread: raises at once
         self._buffer.append(record)
         if len(self._buffer) >= self.samples_per_shard:
             self._flush()
@@ -232,7 +247,7 @@ class CacheWriter:
             next(f for f in self._pending if not f.done()).result()
         self._pending.append(self._pool.submit(
             write_shard_to_store, self.store, records, layout=self.layout, encoding=self.encoding,
-            shard_name=name))
+            shard_name=name, prepared=True))
 
     def commit(self, operation: str = "append") -> Manifest:
         self._flush()

@@ -119,3 +119,63 @@ def npy_from_bytes(data: bytes) -> np.ndarray:
     count = int(np.prod(shape)) if shape else 1
     array = np.frombuffer(data, dtype=dtype, count=count, offset=start + length)
     return array.reshape(shape, order="F" if fortran else "C")
+
+
+# -- writing ------------------------------------------------------------------------------------
+RECORD = 20 * BLOCK  # tarfile pads archives to whole records of 20 blocks
+
+
+def _field(text: str, length: int) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > length:
+        raise ValueError(f"tar member name {text!r} is longer than {length} bytes")
+    return raw + b"\0" * (length - len(raw))
+
+
+def _number(value: int, digits: int) -> bytes:
+    return b"%0*o\0" % (digits - 1, value)
+
+
+def member_header(name: str, size: int, *, owner: str = "s2dit", mode: int = 0o644) -> bytes:
+    """The 512-byte ustar header ``tarfile`` writes for a regular file with mtime 0, uid/gid 0
+    (byte for byte, so shards stay identical to earlier ones)."""
+    header = b"".join([_field(name, 100), _number(mode, 8), _number(0, 8), _number(0, 8),
+                       _number(size, 12), _number(0, 12), b" " * 8, b"0", b"\0" * 100,
+                       b"ustar\x0000", _field(owner, 32), _field(owner, 32),
+                       b"\0" * 16, b"\0" * 155])  # no device numbers for regular files
+    header += b"\0" * (BLOCK - len(header))
+    checksum = b"%06o\0" % sum(header)
+    return header[:148] + checksum + header[155:]
+
+
+def npy_header(array: np.ndarray) -> bytes:
+    """The .npy header ``np.save`` writes for ``array`` (format 1.0)."""
+    return _npy_header_for(array.dtype.str, array.shape)
+
+
+@lru_cache(maxsize=256)
+def _npy_header_for(descr: str, shape: tuple[int, ...]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def encode_tar(members: list[tuple[str, list[bytes | memoryview | np.ndarray]]]) -> bytes:
+    """A ustar archive of (name, data parts) members, joined in one copy; the same bytes as
+    ``tarfile`` in USTAR format with fixed mtime, owner and mode."""
+    parts: list[bytes | memoryview | np.ndarray] = []
+    offset = 0
+    for name, data in members:
+        size = sum(memoryview(p).nbytes for p in data)  # bytes or uint8 arrays
+        parts.append(member_header(name, size))
+        parts.extend(data)
+        pad = -size % BLOCK
+        if pad:
+            parts.append(b"\0" * pad)
+        offset += BLOCK + size + pad
+    offset += 2 * BLOCK
+    parts.append(b"\0" * (2 * BLOCK + (-offset % RECORD)))
+    return b"".join(parts)

@@ -7,9 +7,7 @@ owner and member order) so the same records always give the same bytes.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
@@ -17,41 +15,29 @@ import numpy as np
 from ..checksum import record_checksums
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FieldKind, CacheLayout
 from .common import slice_steps, step_positions
-from .ustar import iter_members, npy_from_bytes
+from .ustar import encode_tar, iter_members, npy_from_bytes, npy_header
 
 SUFFIX = ".tar"
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uname = info.gname = "s2dit"
-    tar.addfile(info, io.BytesIO(data))
-
-
 def encode_shard(records: Sequence[dict[str, Any]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for record in records:
-            key = record["sample_id"]
-            meta = {"sample_id": key, "seed": int(record["seed"]),
-                    CHECKSUMS_KEY: record.get(CHECKSUMS_KEY) or record_checksums(record)}
-            _add(tar, f"{key}.meta.json", json.dumps(meta, sort_keys=True).encode())
-            for name in ("prompt", "negative_prompt"):
-                _add(tar, f"{key}.{name}.txt", record[name].encode("utf-8"))
-            for name, value in record.items():
-                spec = FIELD_BY_NAME.get(name)
-                if spec is not None and spec.kind is FieldKind.TENSOR:
-                    _add(tar, f"{key}.{name}.npy", _npy_bytes(value))
-    return buf.getvalue()
+    """One tar of ``records``: a member per field, tensors as .npy over the arrays' own memory
+    (one copy, into the archive). Deterministic: the same records give the same bytes."""
+    members: list[tuple[str, list[bytes | memoryview | np.ndarray]]] = []
+    for record in records:
+        key = record["sample_id"]
+        meta = {"sample_id": key, "seed": int(record["seed"]),
+                CHECKSUMS_KEY: record.get(CHECKSUMS_KEY) or record_checksums(record)}
+        members.append((f"{key}.meta.json", [json.dumps(meta, sort_keys=True).encode()]))
+        for name in ("prompt", "negative_prompt"):
+            members.append((f"{key}.{name}.txt", [record[name].encode("utf-8")]))
+        for name, value in record.items():
+            spec = FIELD_BY_NAME.get(name)
+            if spec is not None and spec.kind is FieldKind.TENSOR:
+                array = np.ascontiguousarray(value)
+                members.append((f"{key}.{name}.npy",
+                                [npy_header(array), array.reshape(-1).view(np.uint8)]))
+    return encode_tar(members)
 
 
 def _decode_member(suffix: str, data: bytes) -> tuple[str, Any]:

@@ -91,6 +91,9 @@ def test_stock_libraries_read_the_cache(tmp_path):
     (lambda r: r.update(states=r["states"].astype(np.float32)), "dtype"),
     (lambda r: r.update(x0=r["x0"][:, :1]), "shape"),
     (lambda r: r["v_cond"].__setitem__((0, 0, 0, 0, 0), np.nan), "NaN"),
+    (lambda r: r["states"].__setitem__((-1, -1, -1, -1, -1), -np.inf), "Inf"),
+    (lambda r: r.update(sigmas=np.where(np.arange(len(r["sigmas"])) == 1, np.inf,
+                                        r["sigmas"]).astype(np.float32)), "Inf"),
     (lambda r: r.update(prompt=b"\xff\xfe bad"), "UTF-8"),
     (lambda r: r.pop("x0"), "missing"),
 ])

@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from cache_schema.encodings.ustar import iter_members, npy_from_bytes
+from cache_schema.encodings.ustar import encode_tar, iter_members, npy_from_bytes, npy_header
 
 
 def _tar(members: dict[str, bytes], fmt: int) -> bytes:
@@ -60,3 +60,28 @@ def test_npy_with_objects_is_never_unpickled():
         npy_from_bytes(buf.getvalue())
     with pytest.raises(ValueError, match="magic"):
         npy_from_bytes(b"not an npy file")
+
+
+def test_writer_gives_the_bytes_tarfile_and_numpy_write():
+    arrays = [np.arange(24, dtype=np.float16).reshape(2, 3, 4), np.zeros((0, 3), np.float32),
+              np.array(7, dtype=np.int64), np.ones((513,), np.uint8)]
+    members = {"k.meta.json": b'{"a": 1}', "k.prompt.txt": "ü".encode(), "k.empty.txt": b""}
+    expected = io.BytesIO()
+    with tarfile.open(fileobj=expected, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uname = info.gname = "s2dit"
+            tar.addfile(info, io.BytesIO(data))
+        for name, data in members.items():
+            add(name, data)
+        for i, array in enumerate(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, array, allow_pickle=False)
+            add(f"k.a{i}.npy", buf.getvalue())
+    ours = [(name, [data]) for name, data in members.items()]
+    ours += [(f"k.a{i}.npy", [npy_header(a), a.reshape(-1).view(np.uint8)])
+             for i, a in enumerate(arrays)]
+    assert encode_tar(ours) == expected.getvalue()
+    with pytest.raises(ValueError, match="longer than 100"):
+        encode_tar([("n" * 101, [b""])])
