@@ -3,7 +3,9 @@
 Held-out prompts: the cache's trained prompts with seeds never cached (same classes, new
 noise), and, reported apart, attribute combinations the cache never saw. Both the student
 (4-step with its jump size, and full-step with d = 0 on the cache's sigma grid) and the
-teacher's own few-step and full-step Euler are scored on the same noise.
+teacher's own few-step and full-step Euler are scored on the same noise. Streaming scores
+(S2DiT-AR by default, a KD model on request) run the few-step sampler chunk by chunk with the
+streaming state, each finished chunk committed clean as the next one's context.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from cache_schema import CacheReader, load_manifest
 from student_train.checkpoint import load_checkpoint, split_prefix
 from student_train.model import S2DiT, StudentConfig
-from student_train.sampler import sample
+from student_train.sampler import sample, sample_streaming
 from teacher_jobs.prompts import make_sample_id
 from teacher_jobs.rng import batch_noise
 from teacher_jobs.sampler import sample_latents
@@ -43,7 +45,8 @@ def load_student(checkpoint_url: str, *, ema: bool = True) -> tuple[S2DiT, dict[
     return model.eval(), state
 
 
-def _score_set(teacher, model, prompts, seeds, digest, plan, global_seed) -> dict[str, Any]:
+def _score_set(teacher, model, prompts, seeds, digest, plan, global_seed, *,
+               streaming: str | None = None, chunk_frames: int | None = None) -> dict[str, Any]:
     ids = [make_sample_id(p, s, digest) for p, s in zip(prompts, seeds)]
     noise = torch.from_numpy(batch_noise(global_seed, ids, teacher.latent_shape))
     text = teacher.encode_prompts(prompts)
@@ -53,6 +56,9 @@ def _score_set(teacher, model, prompts, seeds, digest, plan, global_seed) -> dic
                                    ("student_fullstep_grid", plan["grid_sigmas"], False)):
             x0 = sample(model, noise, text.emb, text.mask, sigmas, use_step_size=jump)
             out[name] = teacher.score(x0.numpy(), prompts)
+        if streaming:  # chunk by chunk, each finished chunk committed clean as context
+            x0 = sample_streaming(model, noise, text.emb, text.mask, plan["schedule_sigmas"], chunk_frames)
+            out[streaming] = teacher.score(x0.numpy(), prompts)
     few = len(plan["schedule_sigmas"]) - 1
     for name, steps in ((f"teacher_{few}step", few), ("teacher_fullstep", teacher.num_steps)):
         t = AnalyticTeacher(AnalyticConfig(**{**teacher.config.__dict__, "num_steps": steps}))
@@ -61,8 +67,17 @@ def _score_set(teacher, model, prompts, seeds, digest, plan, global_seed) -> dic
     return out
 
 
-def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0) -> dict[str, Any]:
+def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
+                        streaming: bool | None = None, chunk_frames: int | None = None) -> dict[str, Any]:
+    """Scores of a KD or AR checkpoint. ``streaming`` (default: on for S2DiT-AR) adds the
+    few-step sampler run chunk by chunk with the streaming state: ``student_ar_4step_streaming``
+    for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally."""
     model, state = load_student(checkpoint_url)
+    is_ar = state.get("stage") == "ar"
+    few = len(state["plan"]["schedule_sigmas"]) - 1
+    streaming_name = None
+    if streaming or (streaming is None and is_ar):
+        streaming_name = f"student_{'ar_' if is_ar else ''}{few}step_streaming"
     manifest = load_manifest(f"{state['manifest']['cache_url'].split('@')[0]}@{state['manifest']['generation']}")
     teacher = analytic_teacher_of(manifest.fingerprint)
     trained = sorted(set(CacheReader(state["manifest"]["cache_url"]).index().column("prompt").to_pylist()))
@@ -74,6 +89,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
               if i not in trained_classes]
     rng = np.random.default_rng(seed)
     report: dict[str, Any] = {"checkpoint": checkpoint_url, "step": state["step"],
+                              "stage": "ar" if is_ar else "kd",
                               "trained_classes": len(trained_classes), "per_class": per_class}
     sets = {"held_out_seeds": [by_class[c] for c in sorted(by_class)]}
     if unseen:
@@ -82,19 +98,20 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
         prompts = [p for p in class_prompts for _ in range(per_class)]
         seeds = list(HELD_OUT_SEED_BASE + rng.permutation(10**6)[: len(prompts)])
         report[name] = _score_set(teacher, model, prompts, seeds, manifest.fingerprint_digest,
-                                  state["plan"], manifest.fingerprint["global_seed"])
+                                  state["plan"], manifest.fingerprint["global_seed"],
+                                  streaming=streaming_name, chunk_frames=chunk_frames)
     return report
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"checkpoint {report['checkpoint']} (step {report['step']}, "
+    lines = [f"checkpoint {report['checkpoint']} ({report.get('stage', 'kd').upper()} step {report['step']}, "
              f"{report['trained_classes']} trained classes, {report['per_class']} samples per class)"]
     for set_name in ("held_out_seeds", "unseen_combinations"):
         if set_name not in report:
             continue
         lines.append(f"  {set_name}:")
         for model_name, s in report[set_name].items():
-            lines.append(f"    {model_name:24s} adherence {s['adherence']:.3f}  coverage {s['coverage']:.3f}"
+            lines.append(f"    {model_name:28s} adherence {s['adherence']:.3f}  coverage {s['coverage']:.3f}"
                          f"  dispersion {s['dispersion_ratio']:.3f}  nll/dim {s['nll_per_dim']:.3f}")
     return "\n".join(lines)
 

@@ -23,3 +23,52 @@ def sample(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tens
         v = model(x, sig, d, text, text_mask, causal=causal)
         x = flow.euler_step(x, s, s_next, v)
     return x
+
+
+def _with_chunk_frames(model, chunk_frames: int | None):
+    """The model itself, or one sharing its weights that streams chunks of ``chunk_frames``
+    (the weights do not depend on the chunk size; the streaming state's shapes do)."""
+    if chunk_frames is None or chunk_frames == model.config.chunk_frames:
+        return model
+    other = type(model)(model.config.replace(chunk_frames=chunk_frames))
+    other.load_state_dict(model.state_dict())
+    p = next(model.parameters())
+    return other.to(device=p.device, dtype=p.dtype).eval()
+
+
+@torch.no_grad()
+def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                     sigmas: list[float], chunk_frames: int | None = None, *,
+                     use_step_size: bool = True, context_sigma: float | None = 0.0) -> torch.Tensor:
+    """Chunk by chunk with the streaming state: each chunk of ``chunk_frames`` latent frames
+    (default: the model's) is integrated from sigmas[0] to sigmas[-1], then becomes context.
+
+    context_sigma: a finished chunk is committed to the state at this noise level (0: clean,
+    as deployed and as self-forcing trains, S2DiT-AR). None: no commit; step k of a chunk sees
+    step k of the chunks before it (one state per step), which equals sampling the whole clip
+    at once in block-causal mode (``sample(..., causal=True)``), the diffusion-forcing view.
+    """
+    model = _with_chunk_frames(model, chunk_frames)
+    cf = model.config.chunk_frames
+    b, _, frames, _, _ = noise.shape
+    if frames % cf:
+        raise ValueError(f"{frames} latent frames are not whole chunks of {cf} (chunk_frames)")
+    steps = list(zip(sigmas[:-1], sigmas[1:]))
+    fresh = lambda: model.init_stream_state(b, device=noise.device, dtype=noise.dtype)  # noqa: E731
+    state = fresh()
+    per_step = [fresh() for _ in steps] if context_sigma is None else None
+    chunks = []
+    for start in range(0, frames, cf):
+        x = noise[:, :, start : start + cf]  # (B, C, cf, H, W)
+        for k, (s, s_next) in enumerate(steps):
+            sig = torch.full((b,), s, device=x.device, dtype=x.dtype)
+            d = torch.full((b,), (s - s_next) if use_step_size else 0.0, device=x.device, dtype=x.dtype)
+            v, after = model.forward_chunk(x, sig, d, text, text_mask,
+                                           state if per_step is None else per_step[k])
+            if per_step is not None:
+                per_step[k] = after  # this step's input is the next chunk's step-k context
+            x = flow.euler_step(x, s, s_next, v)
+        chunks.append(x)
+        if per_step is None and start + cf < frames:
+            state = model.commit_chunk(x, text, text_mask, state, sigma=context_sigma)
+    return torch.cat(chunks, dim=2)

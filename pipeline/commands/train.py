@@ -1,9 +1,12 @@
-"""`s2dit train kd | sample | eval`: stage-1 training, sampling and analytic scoring."""
+"""`s2dit train kd | train ar | sample | eval`: student training (stage 1 and 2), sampling and
+analytic scoring."""
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from .errors import friendly_errors
 
 
 def _train_kd(args: argparse.Namespace) -> int:
@@ -24,12 +27,25 @@ def _train_kd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_ar(args: argparse.Namespace) -> int:
+    from student_train.self_forcing import ARConfig, train_ar
+
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+                 "device": args.device, "chunk_frames": args.chunk_frames}
+    config = ARConfig.load(args.config, **overrides)
+    checkpoint = train_ar(args.init, args.cache, args.out, config, progress=not args.quiet)
+    print(json.dumps({"checkpoint": checkpoint}))
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from pipeline.eval import evaluate_checkpoint, format_report, save_report
     from student_train.checkpoint import latest_checkpoint
 
     checkpoint = latest_checkpoint(args.checkpoint) or args.checkpoint
-    report = evaluate_checkpoint(checkpoint, per_class=args.per_class, seed=args.seed)
+    report = evaluate_checkpoint(checkpoint, per_class=args.per_class, seed=args.seed,
+                                 streaming=True if args.streaming else None,
+                                 chunk_frames=args.chunk_frames)
     print(format_report(report))
     if args.report:
         save_report(report, args.report)
@@ -43,7 +59,7 @@ def _sample(args: argparse.Namespace) -> int:
     from cache_schema import load_manifest
     from pipeline.eval import analytic_teacher_of, load_student
     from student_train.checkpoint import latest_checkpoint
-    from student_train.sampler import sample
+    from student_train.sampler import sample, sample_streaming
     from teacher_jobs.preview import save_latent_preview
 
     checkpoint = latest_checkpoint(args.checkpoint) or args.checkpoint
@@ -57,7 +73,10 @@ def _sample(args: argparse.Namespace) -> int:
     plan = state["plan"]
     sigmas = plan["schedule_sigmas"] if args.steps == len(plan["schedule_sigmas"]) - 1 else \
         list(np.linspace(1.0, 0.0, args.steps + 1))
-    x0 = sample(model, noise, text.emb, text.mask, sigmas, use_step_size=not args.full_step)
+    if args.streaming or state.get("stage") == "ar":  # chunk by chunk, clean context
+        x0 = sample_streaming(model, noise, text.emb, text.mask, sigmas, use_step_size=not args.full_step)
+    else:
+        x0 = sample(model, noise, text.emb, text.mask, sigmas, use_step_size=not args.full_step)
     np.save(args.out + ".npy", x0.numpy())
     save_latent_preview(x0.numpy(), args.out + ".png")
     scores = teacher.score(x0.numpy(), prompts)
@@ -83,13 +102,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kd.add_argument("--workers", type=int, default=1, help="Ray Train DDP workers (gloo on CPU)")
     kd.set_defaults(func=_train_kd)
 
+    ar = stages.add_parser(
+        "ar", help="stage 2: self-forcing -> S2DiT-AR (streaming, few-step)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Self-forcing from an S2DiT-KD checkpoint: the block-causal student generates "
+                    "chunks of latent frames with its own finished chunks as context, on the KD "
+                    "few-step schedule, with a gradient at a random exit step. Losses: DMD (real "
+                    "score = the frozen KD model, fake score = a critic trained online) plus "
+                    "regression of the rollout from a trajectory's cached noise to its cached x0. "
+                    "No teacher runs. Resumes from the newest checkpoint under --out.",
+        epilog="example:\n  s2dit train ar --init runs/kd --cache runs/demo/cache@train "
+               "--out runs/ar --config configs/ar_demo.toml\n\n"
+               "Then score it in streaming mode: s2dit eval --checkpoint runs/ar")
+    ar.add_argument("--init", required=True,
+                    help="S2DiT-KD checkpoint folder, or a KD training output URL (its newest checkpoint)")
+    ar.add_argument("--cache", required=True, help="cache URL (URL@generation or URL@tag) of the "
+                                                   "same teacher as the KD checkpoint")
+    ar.add_argument("--out", required=True, help="output URL for checkpoints and metrics")
+    ar.add_argument("--config", help="TOML config ([train_ar] table); flags override it")
+    ar.add_argument("--steps", type=int, help="generator steps")
+    ar.add_argument("--batch-size", type=int, dest="batch_size", help="rollouts per generator step")
+    ar.add_argument("--chunk-frames", type=int, dest="chunk_frames",
+                    help="latent frames per streaming chunk (default: the KD model's)")
+    ar.add_argument("--seed", type=int, help="training seed (data order, exits, re-noising)")
+    ar.add_argument("--device", help="torch device (cpu, cuda)")
+    ar.add_argument("--quiet", action="store_true", help="no progress bar")
+    ar.set_defaults(func=friendly_errors(_train_ar, ValueError, FileNotFoundError))
+
     ev = subparsers.add_parser("eval", help="score a checkpoint with the analytic teacher",
                                description="Held-out seeds of trained classes and unseen attribute "
-                                           "combinations; student 4-step and full-step vs teacher.")
+                                           "combinations; student 4-step and full-step vs teacher, "
+                                           "and for S2DiT-AR (or with --streaming) the 4-step "
+                                           "sampler run chunk by chunk.")
     ev.add_argument("--checkpoint", required=True, help="checkpoint folder or training output URL")
     ev.add_argument("--per-class", type=int, default=24, help="samples per class")
     ev.add_argument("--seed", type=int, default=0, help="held-out seed draw")
     ev.add_argument("--report", help="write the JSON report here")
+    ev.add_argument("--streaming", action="store_true",
+                    help="also sample chunk by chunk with the streaming state (always on for an "
+                         "S2DiT-AR checkpoint: student_ar_4step_streaming)")
+    ev.add_argument("--chunk-frames", type=int, dest="chunk_frames",
+                    help="latent frames per streaming chunk (default: the model's)")
     ev.set_defaults(func=_eval)
 
     sa = subparsers.add_parser("sample", help="generate latents (and a preview) from prompts",
@@ -99,6 +152,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sa.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
     sa.add_argument("--steps", type=int, default=4, help="sampling steps")
     sa.add_argument("--full-step", action="store_true", help="d = 0 (instantaneous velocity)")
+    sa.add_argument("--streaming", action="store_true",
+                    help="sample chunk by chunk with the streaming state (always for S2DiT-AR)")
     sa.add_argument("--seed", type=int, default=0, help="noise seed")
     sa.add_argument("--out", default="sample", help="output path prefix")
     sa.set_defaults(func=_sample)

@@ -1,0 +1,61 @@
+"""Stage-2 batches: a trajectory's cached noise, x0 and text, plus its keyed random draws.
+
+Every random number of a row (the DMD and critic re-noising levels and noises) is a function of
+(seed, epoch, sample id), as in stage 1 (``record_uniforms``): a resumed run and any split of
+the batch over ranks see the same rows. No teacher states are read: the rollout starts from the
+cached noise and the regression target is the cached x0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .losses import Renoise
+
+AR_FIELDS = ("noise", "x0", "text_emb")
+_ROW_KEY = 0xA12  # a 4-word key: a stream apart from stage 1's (seed, epoch, id) draws
+
+
+@dataclass
+class ARBatch:
+    noise: torch.Tensor  # (B, C, F, H, W) the trajectories' initial noise (sigma 1)
+    x0: torch.Tensor  # (B, C, F, H, W) their final clean latents
+    text: torch.Tensor  # (B, L, D)
+    text_mask: torch.Tensor  # (B, L) bool
+    dmd: Renoise  # re-noising of the generated video for the DMD loss
+    critic: Renoise  # re-noising for the critic's flow-matching loss
+
+    def __len__(self) -> int:
+        return self.noise.shape[0]
+
+
+def row_draws(seed: int, epoch: int, sample_id: str, shape: tuple[int, ...]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(2,) uniforms and (2, *shape) standard normals: [DMD, critic]."""
+    rng = np.random.default_rng([seed, epoch, int(sample_id[:15], 16), _ROW_KEY])
+    return rng.random(2), rng.standard_normal((2, *shape), dtype=np.float32)
+
+
+def collate_ar(records: list[dict], max_text_len: int, *, seed: int, sigma_range: tuple[float, float],
+               device, dtype=torch.float32) -> ARBatch:
+    """records carry ``_epoch`` (the loader's epoch when they were read)."""
+    tensor = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, dtype)  # noqa: E731
+    b, dim = len(records), records[0]["text_emb"].shape[1]
+    text = torch.zeros(b, max_text_len, dim)
+    mask = torch.zeros(b, max_text_len, dtype=torch.bool)
+    for i, r in enumerate(records):
+        length = r["text_emb"].shape[0]
+        text[i, :length] = torch.from_numpy(r["text_emb"].astype(np.float32))
+        mask[i, :length] = True
+    shape = tuple(records[0]["noise"].shape)
+    draws = [row_draws(seed, r["_epoch"], r["sample_id"], shape) for r in records]
+    u = torch.from_numpy(np.stack([d[0] for d in draws])).to(device, dtype)  # (B, 2)
+    eps = torch.from_numpy(np.stack([d[1] for d in draws])).to(device, dtype)  # (B, 2, C, F, H, W)
+    lo, hi = sigma_range
+    sigma = lo + u * (hi - lo)
+    return ARBatch(noise=tensor("noise"), x0=tensor("x0"), text=text.to(device, dtype),
+                   text_mask=mask.to(device), dmd=Renoise(sigma[:, 0], eps[:, 0]),
+                   critic=Renoise(sigma[:, 1], eps[:, 1]))

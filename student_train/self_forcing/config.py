@@ -1,0 +1,90 @@
+"""Typed configuration of stage 2 (self-forcing -> S2DiT-AR); TOML ``[train_ar]`` in, resolved
+JSON next to every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+
+@dataclass(kw_only=True, slots=True)
+class ARConfig:
+    steps: int = 300  # generator steps
+    batch_size: int = 16  # streaming rollouts per generator step
+    # Generator (the block-causal student). Few-step DMD generators are trained with a small lr
+    # and beta1 = 0 in DMD2 / Self-Forcing: the critic moves under the generator every step.
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.0, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    min_lr_ratio: float = 1.0  # cosine decay to lr * min_lr_ratio (1.0: constant after warm-up)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.99
+    # Critic (the fake score), trained online with flow matching on detached generated samples.
+    critic_lr: float = 2e-4
+    critic_betas: tuple[float, float] = (0.0, 0.99)
+    critic_grad_clip: float = 1.0
+    critic_steps: int = 1  # critic updates per generator step (the first reuses its samples)
+    critic_warmup_steps: int = 0  # first steps update the critic only (generator frozen)
+    # Losses.
+    dmd_weight: float = 1.0  # distribution matching: real score = frozen S2DiT-KD (EMA), d = 0
+    regression_weight: float = 1.0  # rollout from the cached noise -> the cached x0
+    dmd_sigma_min: float = 0.02  # re-noising levels of the DMD and critic losses (uniform)
+    dmd_sigma_max: float = 0.98
+    # Rollout.
+    chunk_frames: int | None = None  # latent frames per chunk (None: the KD model's config)
+    context_sigma: float = 0.0  # noise level a finished chunk is committed at (0: clean)
+    exit_per_chunk: bool = False  # one exit step per chunk instead of one per rollout
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_every: int = 100
+    log_every: int = 10
+    buffer_shards: int = 8
+    prefetch_shards: int = 2
+    loader_workers: int = 1
+    skip_corrupt_shards: bool = False
+
+    def __post_init__(self) -> None:
+        self.betas, self.critic_betas = tuple(self.betas), tuple(self.critic_betas)
+        if self.steps < 1 or self.batch_size < 1 or self.critic_steps < 0:
+            raise ValueError("steps and batch_size must be >= 1, critic_steps >= 0")
+        if not 0.0 < self.dmd_sigma_min <= self.dmd_sigma_max < 1.0:
+            raise ValueError(f"need 0 < dmd_sigma_min <= dmd_sigma_max < 1, got "
+                             f"{self.dmd_sigma_min}, {self.dmd_sigma_max}")
+        if not 0.0 <= self.context_sigma < 1.0:
+            raise ValueError(f"context_sigma must be in [0, 1), got {self.context_sigma}")
+        if self.critic_warmup_steps and not self.critic_steps:
+            raise ValueError("critic_warmup_steps needs critic_steps >= 1")
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["betas"], out["critic_betas"] = list(self.betas), list(self.critic_betas)
+        return out
+
+    @classmethod
+    def load(cls, path: str | None = None, **overrides: Any) -> "ARConfig":
+        """The ``[train_ar]`` table of a TOML file (or the whole file), then non-None overrides."""
+        data: dict[str, Any] = {}
+        if path:
+            with fsspec.open(path, "rb") as handle:
+                try:
+                    data = tomllib.load(handle)
+                except tomllib.TOMLDecodeError as exc:
+                    raise ValueError(f"training config {path} is not valid TOML: {exc}") from exc
+            if "train_ar" in data:
+                data = data["train_ar"]
+            elif any(isinstance(v, dict) for v in data.values()):
+                tables = sorted(k for k, v in data.items() if isinstance(v, dict))
+                raise ValueError(f"{path} has no [train_ar] table (it has {tables}); stage 2 "
+                                 "reads [train_ar] (see configs/ar_demo.toml)")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown [train_ar] config keys {unknown} (in {path or 'flags'}); "
+                             f"known: {', '.join(sorted(known))}")
+        return cls(**data)

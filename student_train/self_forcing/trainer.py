@@ -1,0 +1,215 @@
+"""Stage 2: self-forcing -> S2DiT-AR (DESIGN 6), single process.
+
+1. the S2DiT-KD checkpoint (EMA weights, few-step plan) and the cache (noise, x0, text only);
+   refuse a KD model that does not fit the cache
+2. generator = block-causal copy of KD, its EMA; critic = copy of KD (the fake score); real =
+   frozen KD (the real score, bidirectional, d = 0); one AdamW each for generator and critic
+3. resume from the newest checkpoint under the output URL, if any
+4. loop: rollout chunk by chunk (gradient at the exit step) -> DMD + regression -> generator
+   step -> EMA; then ``critic_steps`` critic updates (the first on the same, detached samples)
+5. checkpoint every N steps and at the end; metrics to JSONL and TensorBoard
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import fsspec
+import torch
+from tqdm import tqdm
+
+from ..checkpoint import latest_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint, split_prefix
+from ..data import CacheStream, LoaderConfig
+from ..model import S2DiT, StudentConfig
+from ..trainer import lr_factor
+from .batch import AR_FIELDS, ARBatch, collate_ar
+from .config import ARConfig
+from .losses import critic_loss, dmd_loss, regression_loss
+from .rollout import exit_steps, rollout
+from .source import KDSource, check_fits, load_kd_source
+
+
+class ARTrainer:
+    def __init__(self, init_url: str, cache_url: str, out_url: str, config: ARConfig, *,
+                 storage_options: dict | None = None):
+        self.cfg, self.out_url = config, out_url.rstrip("/")
+        self.device = torch.device(config.device)
+        # 1. the KD checkpoint and the cache
+        self.source: KDSource = load_kd_source(init_url)
+        self.stream = CacheStream(cache_url, fields=AR_FIELDS, storage_options=storage_options,
+                                  config=LoaderConfig(seed=config.seed, buffer_shards=config.buffer_shards,
+                                                      prefetch_shards=config.prefetch_shards,
+                                                      read_workers=config.loader_workers,
+                                                      skip_corrupt_shards=config.skip_corrupt_shards))
+        manifest = self.stream.reader.manifest
+        self.layout = manifest.layout
+        check_fits(self.source, self.layout, manifest.fingerprint_digest, cache_url)
+        self.manifest_info = {"cache_url": cache_url, "cache_id": manifest.cache_id,
+                              "generation": manifest.generation,
+                              "fingerprint_digest": manifest.fingerprint_digest}
+        self.plan = self.source.plan
+        self.sigmas = [float(s) for s in self.plan["schedule_sigmas"]]  # N jumps + final 0
+        chunk = config.chunk_frames or self.source.model_config.chunk_frames
+        self.model_config: StudentConfig = self.source.model_config.replace(chunk_frames=chunk)
+        if self.model_config.latent_frames % chunk:
+            raise ValueError(f"chunk_frames {chunk} does not divide the cache's "
+                             f"{self.model_config.latent_frames} latent frames")
+        self.num_chunks = self.model_config.latent_frames // chunk
+        # 2. generator, EMA, critic, real score, optimisers (all start from the KD EMA weights)
+        self.model = self._kd_model()
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.critic = self._kd_model()
+        self.real = self._kd_model().requires_grad_(False).eval()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=config.betas,
+                                     weight_decay=config.weight_decay)
+        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=config.critic_lr,
+                                            betas=config.critic_betas, weight_decay=config.weight_decay)
+        self.step = 0
+        # 3. resume
+        latest = latest_checkpoint(self.out_url)
+        if latest:
+            self._resume(latest, manifest.cache_id)
+
+    def _kd_model(self) -> S2DiT:
+        model = S2DiT(self.model_config)
+        model.load_state_dict(self.source.weights)
+        return model.to(self.device)
+
+    def _resume(self, url: str, cache_id: str) -> None:
+        tensors, state = load_checkpoint(url)
+        if state.get("stage") != "ar":
+            raise ValueError(f"{self.out_url} holds a run of another stage; use a new --out")
+        if state["manifest"]["cache_id"] != cache_id:
+            raise ValueError(f"{self.out_url} holds a run on cache {state['manifest']['cache_id']}; "
+                             "use a new --out for another cache")
+        begun = state["init"]
+        if (begun["step"], begun["manifest"].get("cache_id")) != (self.source.step,
+                                                                   self.source.manifest.get("cache_id")):
+            raise ValueError(f"{self.out_url} holds a run initialised from {begun['checkpoint']} "
+                             f"(step {begun['step']}), not {self.source.url}; use a new --out")
+        for name, module in (("model", self.model), ("ema", self.ema), ("critic", self.critic),
+                             ("real", self.real)):
+            module.load_state_dict(split_prefix(tensors, name))
+        restore_optimizer(self.opt, tensors, state)
+        restore_optimizer(self.critic_opt, tensors, state, prefix="critic_optim")
+        self.stream.load_state_dict(state["loader"])
+        self.step = int(state["step"])
+
+    def _batches(self):
+        it = iter(self.stream)
+        while True:
+            records = []
+            for _ in range(self.cfg.batch_size):
+                record = next(it)
+                record["_epoch"] = self.stream.epoch
+                records.append(record)
+            yield collate_ar(records, self.layout.max_text_len, seed=self.cfg.seed,
+                             sigma_range=(self.cfg.dmd_sigma_min, self.cfg.dmd_sigma_max),
+                             device=self.device)
+
+    def _rollout(self, batch: ARBatch, stream: int, grad: bool) -> tuple[torch.Tensor, list[int]]:
+        exits = exit_steps(self.cfg.seed, self.step, self.num_chunks, len(self.sigmas) - 1,
+                           per_chunk=self.cfg.exit_per_chunk, stream=stream)
+        x = rollout(self.model, batch.noise, batch.text, batch.text_mask, self.sigmas, exits,
+                    context_sigma=self.cfg.context_sigma, grad=grad)
+        return x, exits
+
+    def train_step(self, batches) -> dict[str, float]:
+        """One generator step and its critic steps; returns the step's metrics."""
+        cfg, row = self.cfg, {}
+        batch = next(batches)
+        update_generator = self.step >= cfg.critic_warmup_steps
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(self.step, cfg)
+        x, exits = self._rollout(batch, stream=0, grad=update_generator)
+        row["exit_step"] = sum(exits) / len(exits)
+        if update_generator:
+            reg = regression_loss(x, batch.x0)
+            loss = cfg.regression_weight * reg
+            row["regression_loss"] = reg.item()
+            if cfg.dmd_weight:
+                dmd, parts = dmd_loss(x, self.real, self.critic, batch.text, batch.text_mask, batch.dmd)
+                loss = loss + cfg.dmd_weight * dmd
+                row.update(dmd_loss=dmd.item(), **parts)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+            self.opt.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()),
+                                     1 - cfg.ema_decay)
+            row["loss"] = loss.item()
+        critic_losses = []
+        for c in range(cfg.critic_steps):
+            if c:  # further critic steps see fresh rollouts of the updated generator
+                batch = next(batches)
+                x, _ = self._rollout(batch, stream=c, grad=False)
+            closs = critic_loss(self.critic, x, batch.text, batch.text_mask, batch.critic)
+            self.critic_opt.zero_grad(set_to_none=True)
+            closs.backward()
+            row["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
+                self.critic.parameters(), cfg.critic_grad_clip))
+            self.critic_opt.step()
+            critic_losses.append(closs.item())
+        if critic_losses:
+            row["critic_loss"] = sum(critic_losses) / len(critic_losses)
+        self.step += 1
+        return row
+
+    def checkpoint(self) -> str:
+        extra = {"stage": "ar", "config": self.cfg.to_json(), "model_config": self.model_config.to_json(),
+                 "manifest": self.manifest_info, "plan": self.plan, "init": self.source.describe(),
+                 "loader": self.stream.state_dict()}
+        return save_checkpoint(self.out_url, self.step, model=self.model, ema=self.ema,
+                               optimizer=self.opt, extra=extra,
+                               modules={"critic": self.critic, "real": self.real},
+                               optimizers={"critic_optim": self.critic_opt})
+
+    def run(self, *, progress: bool = True, stop_after: int | None = None) -> str | None:
+        cfg = self.cfg
+        fs, root = fsspec.core.url_to_fs(self.out_url)
+        fs.makedirs(root, exist_ok=True)
+        tb = None
+        if "://" not in self.out_url or self.out_url.startswith("file://"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                tb = SummaryWriter(f"{root}/tensorboard")
+            except ImportError:
+                tb = None
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="S2DiT-AR", disable=not progress)
+        batches = self._batches()
+        started, ran, last_ckpt = time.perf_counter(), 0, None
+        with fs.open(f"{root}/metrics.jsonl", "a") as log:
+            while self.step < cfg.steps:
+                wait0, t0 = self.stream.wait_seconds, time.perf_counter()
+                row = self.train_step(batches)
+                ran += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    row = {"step": self.step, **row, "lr": self.opt.param_groups[0]["lr"],
+                           "step_seconds": time.perf_counter() - t0,
+                           "loader_wait_s": self.stream.wait_seconds - wait0}
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    if tb is not None:
+                        for key, value in row.items():
+                            tb.add_scalar(key, value, self.step)
+                    shown = {k: f"{row[k]:.4f}" for k in ("regression_loss", "critic_loss") if k in row}
+                    bar.set_postfix(shown)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    last_ckpt = self.checkpoint()
+                if stop_after is not None and ran >= stop_after:
+                    break
+        bar.close()
+        if tb is not None:
+            tb.close()
+        self.train_seconds = time.perf_counter() - started
+        return last_ckpt
+
+
+def train_ar(init_url: str, cache_url: str, out_url: str, config: ARConfig, *,
+             progress: bool = True) -> str | None:
+    """Train (or resume) S2DiT-AR from a KD checkpoint on a cache; returns the final checkpoint URL."""
+    return ARTrainer(init_url, cache_url, out_url, config).run(progress=progress)
