@@ -8,7 +8,7 @@ the trimmed text embeddings. Bad prompts become rejections with a reason; the ba
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -74,21 +74,21 @@ def prepare_batch(teacher: Teacher, prompts: Sequence[str | bytes], seeds: Seque
 
 @torch.no_grad()
 def _run(teacher: Teacher, batch: Batch, *, global_seed: int, negative_prompt: str,
-         keep: set[int] | None):
-    """The solver loop; yields nothing, returns (noise, per-step recordings, x0, texts)."""
+         on_step: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None):
+    """The solver loop; ``on_step(i, x, v_cond, v_uncond)`` sees each state before its step.
+    Returns (noise, x0, texts)."""
     noise = torch.from_numpy(batch_noise(global_seed, batch.sample_ids, teacher.latent_shape))
     x = noise.to(teacher.device, teacher.dtype)
     text = teacher.encode_prompts(batch.prompts)
     neg = teacher.encode_prompts([negative_prompt] * len(batch.prompts))
     teacher.reset_solver()
-    steps: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     for i in range(teacher.num_steps):
         v_c, v_u = teacher.velocity(x, i, text, neg)
-        if keep is not None and i in keep:
-            steps[i] = (x.float().cpu(), v_c.float().cpu(), v_u.float().cpu())
+        if on_step is not None:
+            on_step(i, x, v_c, v_u)
         v = flow.classifier_free_guidance(v_u, v_c, teacher.guidance_at(i))
         x = teacher.solver_step(x, v, i)
-    return noise, steps, x.float().cpu(), text, neg
+    return noise, x.float().cpu(), text, neg
 
 
 def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds: Sequence[int], *,
@@ -106,24 +106,33 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
     layout = teacher.layout(tuple(keep_steps), half_dtype)
     half = layout.numpy_dtype(next(s for s in __import__("cache_schema").FIELDS if s.name == "x0"))
     keep = list(keep_steps)
-    noise, steps, x0, text, neg = _run(teacher, batch, global_seed=global_seed,
-                                       negative_prompt=negative_prompt, keep=set(keep))
+    # Kept states go straight into half-precision arrays (B, S, C, F, H, W), one cast per step:
+    # no float32 copies of the whole trajectory, and each record's tensors are views of them.
+    shape = (len(batch.prompts), len(keep), *teacher.latent_shape)
+    states, v_cond, v_uncond = (np.empty(shape, half) for _ in range(3))
+    position = {step: k for k, step in enumerate(keep)}
+
+    def record(i: int, x: torch.Tensor, v_c: torch.Tensor, v_u: torch.Tensor) -> None:
+        k = position.get(i)
+        if k is not None:
+            for out, value in ((states, x), (v_cond, v_c), (v_uncond, v_u)):
+                out[:, k] = value.float().cpu().numpy()
+
+    noise, x0, text, neg = _run(teacher, batch, global_seed=global_seed,
+                                negative_prompt=negative_prompt, on_step=record)
     sig, ts = teacher.sigmas(), teacher.timesteps()
-    states = torch.stack([steps[i][0] for i in keep], 1).numpy()  # (B, S, C, F, H, W)
-    v_cond = torch.stack([steps[i][1] for i in keep], 1).numpy()
-    v_uncond = torch.stack([steps[i][2] for i in keep], 1).numpy()
     emb, neg_emb = text.emb.float().cpu().numpy(), neg.emb.float().cpu().numpy()
+    per_step = {"sigmas": sig[keep].astype(np.float32), "timesteps": ts[keep].astype(np.float32),
+                "guidance": np.array([teacher.guidance_at(i) for i in keep], np.float32),
+                "expert": np.array([teacher.expert_at(i) for i in keep], np.uint8)}
     records = []
     for b, (prompt, seed, sid) in enumerate(zip(batch.prompts, batch.seeds, batch.sample_ids)):
         records.append({
             "sample_id": sid, "prompt": prompt, "negative_prompt": negative_prompt, "seed": seed,
             "noise": noise[b].numpy().astype(half),
-            "states": states[b].astype(half),
-            "sigmas": sig[keep].astype(np.float32),
-            "timesteps": ts[keep].astype(np.float32),
-            "v_cond": v_cond[b].astype(half), "v_uncond": v_uncond[b].astype(half),
-            "guidance": np.array([teacher.guidance_at(i) for i in keep], np.float32),
-            "expert": np.array([teacher.expert_at(i) for i in keep], np.uint8),
+            "states": states[b],
+            "v_cond": v_cond[b], "v_uncond": v_uncond[b],
+            **{name: value.copy() for name, value in per_step.items()},
             "x0": x0[b].numpy().astype(half),
             "text_emb": emb[b, : text.lengths[b]].astype(half),
             "neg_text_emb": neg_emb[b, : neg.lengths[b]].astype(half),
@@ -136,6 +145,5 @@ def sample_latents(teacher: Teacher, prompts: Sequence[str], seeds: Sequence[int
                    fingerprint_digest: str = "") -> np.ndarray:
     """The bare sampling loop (no recording): final latents (B, C, F, H, W) float32."""
     batch = prepare_batch(teacher, prompts, seeds, fingerprint_digest)
-    _, _, x0, _, _ = _run(teacher, batch, global_seed=global_seed,
-                          negative_prompt=negative_prompt, keep=None)
+    _, x0, _, _ = _run(teacher, batch, global_seed=global_seed, negative_prompt=negative_prompt)
     return x0.numpy()
