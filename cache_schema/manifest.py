@@ -40,7 +40,8 @@ class ShardInfo:
     sha256: str  # file sha256 (wds) or group hash over sorted (object, sha256) pairs (zarr)
     samples: int
     # The cache root ``path`` is relative to when the shard lives in another cache on the same
-    # store (an append or merge by reference, no bytes copied); None: this cache.
+    # store (an append or merge by reference, no bytes copied): relative to this cache's URL
+    # (``../src``) or, in manifests written before relative roots, absolute; None: this cache.
     root: str | None = None
     # Index rows (sample_id, shard, offset, prompt, seed, status) of a freshly written shard,
     # carried to the committer; not part of the manifest (the Parquet index holds them).

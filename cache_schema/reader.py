@@ -14,7 +14,7 @@ from .errors import IntegrityError
 from .fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
 from .index import STATUS_OK, read_index
 from .manifest import Manifest, ShardInfo, read_manifest, resolve_generation
-from .store import Store, open_store, split_ref
+from .store import Store, open_store, resolve_root, split_ref
 
 # Large sequential reads: one request per 8 MiB instead of fsspec's 5 MiB default readahead.
 STREAM_BLOCK = 8 * 2**20
@@ -71,7 +71,8 @@ class CacheReader:
         if shard.root is None:
             return self.store
         if shard.root not in self._stores:
-            self._stores[shard.root] = open_store(shard.root, self.store.storage_options)
+            self._stores[shard.root] = open_store(resolve_root(self.store.url, shard.root),
+                                                  self.store.storage_options)
         return self._stores[shard.root]
 
     def read_shard(self, shard: ShardInfo, fields: Iterable[str] | None = None,

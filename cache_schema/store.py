@@ -9,6 +9,7 @@ a named storage profile; none of it is ever written into a manifest.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import time
 import tomllib
@@ -169,6 +170,32 @@ class Store:
         except (FileNotFoundError, NotImplementedError, OSError):
             return None
         return stamp.timestamp() if hasattr(stamp, "timestamp") else None
+
+
+def _split_scheme(url: str) -> tuple[str, str]:
+    scheme, sep, path = url.partition("://")
+    return (scheme + sep, path) if sep else ("", url)
+
+
+def relative_root(target: str, base: str) -> str:
+    """Cache URL ``target`` as seen from cache ``base``: a relative path (``../src``) when both
+    are on one filesystem (same scheme, and same bucket for object stores), so caches that
+    reference each other can be moved or copied together; ``target`` itself otherwise."""
+    target_scheme, target_path = _split_scheme(target)
+    base_scheme, base_path = _split_scheme(base)
+    if target_scheme != base_scheme:
+        return target
+    if target_scheme and target_path.split("/", 1)[0] != base_path.split("/", 1)[0]:
+        return target  # another bucket
+    return posixpath.relpath(target_path, base_path)
+
+
+def resolve_root(base: str, root: str) -> str:
+    """The URL of ``root`` (absolute, or relative to cache ``base`` as ``relative_root`` wrote)."""
+    if "://" in root or root.startswith("/"):
+        return root  # absolute: also how manifests written before relative roots say it
+    scheme, path = _split_scheme(base)
+    return scheme + posixpath.normpath(posixpath.join(path, root))
 
 
 def open_store(url: str, storage_options: dict[str, Any] | None = None, *,

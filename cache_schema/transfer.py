@@ -1,6 +1,7 @@
 """Moving shards between caches: by reference on the same store, else a verified copy.
 
-A reference adds no bytes: the new manifest names the shard where it lies (``ShardInfo.root``),
+A reference adds no bytes: the new manifest names the shard where it lies (``ShardInfo.root``,
+relative to the new cache when both share a filesystem, so they can move together),
 so the receiving cache depends on the source cache's objects, which its own immutable
 manifests keep referenced (``gc`` of the source never deletes them).
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from .encodings import wds, zarr_shard
 from .errors import IntegrityError
 from .manifest import ShardInfo
-from .store import Store, open_store
+from .store import Store, open_store, relative_root, resolve_root
 from .writer import SHARD_DIR
 
 COPY_BLOCK = 8 * 2**20
@@ -33,13 +34,16 @@ def same_store(a: Store, b: Store) -> bool:
 
 def source_store(cache: Store, shard: ShardInfo) -> Store:
     """The store a shard of ``cache``'s manifest actually lies in."""
-    return cache if shard.root is None else open_store(shard.root, cache.storage_options)
+    if shard.root is None:
+        return cache
+    return open_store(resolve_root(cache.url, shard.root), cache.storage_options)
 
 
 def reference(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:
     """``shard`` of ``cache``, named ``name``, as seen from ``dst`` on the same store."""
-    root = shard.root or cache.url
-    return dataclasses.replace(shard, name=name, root=None if root == dst.url else root, index=None)
+    root = resolve_root(cache.url, shard.root) if shard.root else cache.url
+    return dataclasses.replace(shard, name=name, index=None,
+                               root=None if root == dst.url else relative_root(root, dst.url))
 
 
 def _copy_object(src: Store, rel: str, dst: Store, dst_rel: str) -> str:

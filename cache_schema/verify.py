@@ -56,7 +56,7 @@ def verify_cache(url: str, *, deep: bool = False,
     for shard in manifest.shards:
         report.checked_shards += 1
         store = reader.store_for(shard)  # appended shards may live in another cache
-        name = shard.path if shard.root is None else f"{shard.path} (in {shard.root})"
+        name = shard.path if shard.root is None else f"{shard.path} (in {store.url})"
         try:
             if shard.encoding == "wds":
                 size = store.size(shard.path)
@@ -65,7 +65,7 @@ def verify_cache(url: str, *, deep: bool = False,
                 size = sum(objects.values())
         except FileNotFoundError:
             report.problems.append(f"shard {name}: missing" + (
-                f"; this cache references it by append/merge and depends on {shard.root}: "
+                f"; this cache references it by append/merge and depends on {store.url}: "
                 "restore that cache" if shard.root else ""))
             continue
         if size != shard.bytes:

@@ -7,6 +7,7 @@ the complete object listing (path and size of every object) of every cache invol
 from __future__ import annotations
 
 import contextlib
+import shutil
 
 import pytest
 
@@ -22,6 +23,7 @@ from cache_schema.manifest import manifest_rel
 from cache_schema.operations import append, dedup, filter_samples, merge
 from cache_schema.reader import records_equal
 from cache_schema.verify import verify_cache
+from cache_schema.store import relative_root, resolve_root
 from cache_schema.versioning import diff, diff_caches, gc
 from pipeline.cli import main as cli
 
@@ -101,7 +103,7 @@ def test_append_by_reference_copies_nothing_and_keeps_old_generations(root):
     assert result.manifest.generation == 2 and result.manifest.operation == "append"
     assert result.copied_shards == 0 and result.referenced_shards == 2
     assert shard_objects(a) == objects and listing(b) == b_listing  # no bytes copied or touched
-    assert [s.root for s in load_manifest(a).shards] == [None, None] + [open_store(b).url] * 2
+    assert [s.root for s in load_manifest(a).shards] == [None, None] + ["../b"] * 2  # relative
     assert ids(a) == ids(f"{a}@1") + ids(b) and load_manifest(a).num_samples == 12
     assert [r["sample_id"] for r in pinned.iter_records(fields=["seed"])] == ids(f"{a}@1")
     assert same(snapshot(f"{a}@1"), before)  # the pinned generation reads byte for byte
@@ -298,8 +300,30 @@ def test_merge_across_stores_copies_the_far_cache(tmp_path, s3_bucket):
     result = merge(near, far, output=out)
     assert result.referenced_shards == 2 and result.copied_shards == 2
     roots = [s.root for s in result.manifest.shards]
-    assert roots == [open_store(near).url] * 2 + [None] * 2
+    assert roots == ["../near"] * 2 + [None] * 2
     assert ids(out) == ids(near) + ids(far) and verify_cache(out, deep=True).ok
+
+
+def test_caches_that_reference_each_other_move_together(tmp_path):
+    a, b = make_cache(str(tmp_path / "team" / "a"), "a"), make_cache(str(tmp_path / "team" / "b"), "b")
+    append(a, b)
+    expected = ids(a)
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(tmp_path / "team"), str(moved))
+    assert ids(str(moved / "a")) == expected and verify_cache(str(moved / "a"), deep=True).ok
+    shutil.rmtree(moved / "b")  # the source goes: the error names the cache a depends on
+    report = verify_cache(str(moved / "a"))
+    assert not report.ok and any(f"depends on {moved / 'b'}" in p for p in report.problems)
+
+
+def test_relative_roots_resolve_on_each_kind_of_store():
+    assert relative_root("s3://bkt/x/b", "s3://bkt/x/a") == "../b"
+    assert resolve_root("s3://bkt/x/a", "../b") == "s3://bkt/x/b"
+    assert relative_root("s3://other/b", "s3://bkt/a") == "s3://other/b"  # another bucket
+    assert relative_root("/data/b", "s3://bkt/a") == "/data/b"  # another filesystem
+    assert relative_root("/data/c/b", "/data/a") == "../c/b"
+    assert resolve_root("/data/a", "../c/b") == "/data/c/b"
+    assert resolve_root("/data/a", "s3://bkt/b") == "s3://bkt/b"  # absolute (older manifests)
 
 
 @pytest.mark.parametrize("source", ["wds", "zarr"])
