@@ -54,7 +54,7 @@ def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: 
     if frames % cf:
         raise ValueError(f"{frames} latent frames are not whole chunks of {cf} (chunk_frames)")
     steps = list(zip(sigmas[:-1], sigmas[1:]))
-    fresh = lambda: model.init_stream_state(b, device=noise.device, dtype=noise.dtype)  # noqa: E731
+    fresh = lambda: model.init_stream_state(b, device=noise.device, dtype=noise.dtype)
     state = fresh()
     per_step = [fresh() for _ in steps] if context_sigma is None else None
     chunks = []

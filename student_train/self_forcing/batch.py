@@ -42,7 +42,7 @@ def row_draws(seed: int, epoch: int, sample_id: str, shape: tuple[int, ...]
 def collate_ar(records: list[dict], max_text_len: int, *, seed: int, sigma_range: tuple[float, float],
                device, dtype=torch.float32) -> ARBatch:
     """records carry ``_epoch`` (the loader's epoch when they were read)."""
-    tensor = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, dtype)  # noqa: E731
+    tensor = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, dtype)
     b, dim = len(records), records[0]["text_emb"].shape[1]
     text = torch.zeros(b, max_text_len, dim)
     mask = torch.zeros(b, max_text_len, dtype=torch.bool)

@@ -66,7 +66,7 @@ class ARConfig:
         return out
 
     @classmethod
-    def load(cls, path: str | None = None, **overrides: Any) -> "ARConfig":
+    def load(cls, path: str | None = None, **overrides: Any) -> ARConfig:
         """The ``[train_ar]`` table of a TOML file (or the whole file), then non-None overrides."""
         data: dict[str, Any] = {}
         if path:

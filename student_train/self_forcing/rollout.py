@@ -50,7 +50,7 @@ def rollout(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Ten
     if len(exits) != frames // cf or not all(0 <= k < len(sigmas) - 1 for k in exits):
         raise ValueError(f"need one exit step in [0, {len(sigmas) - 1}) per chunk "
                          f"({frames // cf} chunks), got {exits}")
-    full = lambda value: torch.full((b,), value, device=noise.device, dtype=noise.dtype)  # noqa: E731
+    full = lambda value: torch.full((b,), value, device=noise.device, dtype=noise.dtype)
     with torch.no_grad():
         state = model.init_stream_state(b, device=noise.device, dtype=noise.dtype)
     chunks = []

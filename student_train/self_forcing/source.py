@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from cache_schema import CacheLayout, FingerprintMismatch
+
 from ..checkpoint import latest_checkpoint, load_checkpoint, split_prefix
 from ..model import StudentConfig
 

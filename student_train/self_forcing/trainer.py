@@ -20,7 +20,13 @@ import fsspec
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import latest_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint, split_prefix
+from ..checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+    split_prefix,
+)
 from ..data import CacheStream, LoaderConfig
 from ..model import S2DiT, StudentConfig
 from ..trainer import lr_factor
@@ -130,12 +136,14 @@ class ARTrainer:
             loss = cfg.regression_weight * reg
             row["regression_loss"] = reg.item()
             if cfg.dmd_weight:
-                dmd, parts = dmd_loss(x, self.real, self.critic, batch.text, batch.text_mask, batch.dmd)
+                dmd, parts = dmd_loss(x, self.real, self.critic, batch.text, batch.text_mask,
+                                      batch.dmd)
                 loss = loss + cfg.dmd_weight * dmd
                 row.update(dmd_loss=dmd.item(), **parts)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+            row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                                    cfg.grad_clip))
             self.opt.step()
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()),
