@@ -4,9 +4,11 @@
 2. generate INPUT corpus, teacher config OUTPUT versioned cache (Ray teacher actors)
 3. verify   INPUT cache                  OUTPUT deep integrity report (must pass)
 4. version  INPUT cache                  OUTPUT tag ``train`` on the verified generation, lineage
-5. train    INPUT cache@train            OUTPUT S2DiT-KD checkpoints + metrics
-6. evaluate INPUT checkpoint             OUTPUT analytic-oracle scores vs the teacher
-7. report   INPUT all of the above       OUTPUT report.json + preview.png in the run folder
+5. train    INPUT cache@train            OUTPUT S2DiT-KD checkpoints + metrics (stage 1)
+6. evaluate INPUT KD checkpoint          OUTPUT analytic-oracle scores vs the teacher
+7. self-force INPUT KD checkpoint, cache OUTPUT S2DiT-AR checkpoints + metrics (stage 2)
+8. evaluate INPUT AR checkpoint          OUTPUT streaming (chunk-by-chunk) scores
+9. report   INPUT all of the above       OUTPUT report.json + preview.png in the run folder
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from cache_schema import verify_cache
 from cache_schema.versioning import lineage, set_tag
 from pipeline.eval import evaluate_checkpoint, format_report, load_student
 from student_train.config import TrainConfig
-from student_train.sampler import sample
+from student_train.sampler import sample, sample_streaming
+from student_train.self_forcing import ARConfig, ARTrainer
 from student_train.trainer import Trainer
 from teacher_jobs.analytic_corpus import split_classes, write_corpus
 from teacher_jobs.config import JobConfig
@@ -43,6 +46,8 @@ class DemoConfig:
     num_actors: int = 2
     train_steps: int = 800
     batch_size: int = 64
+    ar_steps: int = 150  # stage-2 self-forcing steps (0 skips stage 2)
+    ar_batch_size: int = 16
     eval_per_class: int = 24
     seed: int = 0
 
@@ -100,20 +105,41 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     timings["evaluate_s"] = time.perf_counter() - t0
     console.print(format_report(scores), soft_wrap=True)
 
-    console.rule("7. report")
-    model, state = load_student(checkpoint)
+    ar_checkpoint, ar_scores = None, None
+    if cfg.ar_steps:
+        console.rule("7. self-force S2DiT-AR (stage 2)")
+        t0 = time.perf_counter()
+        ar_trainer = ARTrainer(checkpoint, f"{out}/cache@train", f"{out}/student_ar",
+                               ARConfig(steps=cfg.ar_steps, batch_size=cfg.ar_batch_size, seed=cfg.seed,
+                                        checkpoint_every=cfg.ar_steps))
+        ar_checkpoint = ar_trainer.run()
+        timings["train_ar_s"] = time.perf_counter() - t0
+
+        console.rule("8. evaluate S2DiT-AR chunk by chunk")
+        t0 = time.perf_counter()
+        ar_scores = evaluate_checkpoint(ar_checkpoint, per_class=cfg.eval_per_class, seed=cfg.seed)
+        timings["evaluate_ar_s"] = time.perf_counter() - t0
+        console.print(format_report(ar_scores), soft_wrap=True)
+
+    console.rule("9. report")
+    # The preview is the deployed path: S2DiT-AR generating chunk by chunk (else S2DiT-KD).
+    model, state = load_student(ar_checkpoint or checkpoint)
     teacher = AnalyticTeacher()
     prompts = train[:4]
     text = teacher.encode_prompts(prompts)
     mc = model.config
     shape = (len(prompts), mc.latent_channels, mc.latent_frames, mc.latent_height, mc.latent_width)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed))
-    x0 = sample(model, noise, text.emb, text.mask, state["plan"]["schedule_sigmas"])
+    sigmas = state["plan"]["schedule_sigmas"]
+    with torch.no_grad():
+        x0 = (sample_streaming(model, noise, text.emb, text.mask, sigmas) if ar_checkpoint
+              else sample(model, noise, text.emb, text.mask, sigmas))
     preview = save_latent_preview(x0.numpy(), f"{root}/preview.png") if "://" not in out or \
         out.startswith("file://") else None
     result = {"config": dataclasses.asdict(cfg), "cache": f"{out}/cache@{manifest.generation}",
               "cache_tag": "train",
               "checkpoint": checkpoint, "timings": timings, "scores": scores,
+              "ar_checkpoint": ar_checkpoint, "ar_scores": ar_scores,
               "preview": preview, "preview_prompts": prompts}
     with fsspec.open(f"{out}/report.json", "w") as handle:
         json.dump(result, handle, indent=1)

@@ -19,10 +19,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
-        "demo", help="end to end: analytic teacher cache (Ray) -> verify -> train S2DiT-KD -> score",
+        "demo", help="end to end: analytic teacher cache (Ray) -> verify -> tag -> S2DiT-KD -> S2DiT-AR -> score",
         description="Generate a versioned analytic-teacher cache with Ray, verify it, train the "
-                    "S2DiT student by 2-in-1 distillation, score it with the analytic oracle "
-                    "against the teacher, and write report.json and preview.png.")
+                    "S2DiT student by 2-in-1 distillation (S2DiT-KD), self-force it into the "
+                    "streaming S2DiT-AR, score both with the analytic oracle against the teacher "
+                    "(AR chunk by chunk), and write report.json and preview.png.")
     defaults = DemoConfig()
     demo.add_argument("--out", help=f"run folder or URL (default {defaults.out})")
     demo.add_argument("--train-classes", type=int, dest="train_classes",
@@ -34,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--train-steps", type=int, dest="train_steps",
                       help=f"optimiser steps (default {defaults.train_steps})")
     demo.add_argument("--batch-size", type=int, dest="batch_size", help="trajectories per step")
+    demo.add_argument("--ar-steps", type=int, dest="ar_steps",
+                      help=f"stage-2 self-forcing steps, 0 skips stage 2 (default {defaults.ar_steps})")
+    demo.add_argument("--ar-batch-size", type=int, dest="ar_batch_size",
+                      help=f"streaming rollouts per stage-2 step (default {defaults.ar_batch_size})")
     demo.add_argument("--eval-per-class", type=int, dest="eval_per_class", help="held-out samples per class")
     demo.add_argument("--seed", type=int, help="seed of everything (default 0)")
     demo.set_defaults(func=_demo)
