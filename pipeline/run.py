@@ -37,6 +37,21 @@ from teacher_jobs.preview import save_latent_preview
 from teacher_jobs.teachers.analytic import AnalyticTeacher
 
 
+# The training recipes of configs/kd_demo.toml (the issue-7 quality gate, BENCHMARKS.md) and
+# configs/ar_demo.toml, embedded so the demo runs without the repository's files; a test keeps
+# them equal to the files. Steps and batch sizes come from DemoConfig.
+DEMO_KD_RECIPE: dict[str, Any] = {
+    "lr": 1e-3, "warmup_steps": 50, "ema_decay": 0.995, "kd_weight": 1.0, "kd_fraction": 0.5,
+    "step_weight": 1.0, "student_steps": 4, "sigma_jitter": True,
+    "model": {"dim": 96, "heads": 4, "layout": ["lcha", "ssa:2", "ssa:2", "lcha"]},
+}
+DEMO_AR_RECIPE: dict[str, Any] = {
+    "lr": 1e-4, "betas": (0.0, 0.99), "warmup_steps": 20, "ema_decay": 0.99, "critic_lr": 2e-4,
+    "critic_steps": 1, "critic_warmup_steps": 0, "dmd_weight": 1.0, "regression_weight": 1.0,
+    "dmd_sigma_min": 0.02, "dmd_sigma_max": 0.98, "context_sigma": 0.0, "exit_per_chunk": False,
+}
+
+
 @dataclass(kw_only=True, slots=True)
 class DemoConfig:
     out: str = "runs/demo"
@@ -44,10 +59,10 @@ class DemoConfig:
     per_class: int = 500  # cached trajectories per trained class
     encoding: str = "wds"
     num_actors: int = 2
-    train_steps: int = 800
+    train_steps: int = 2000
     batch_size: int = 64
-    ar_steps: int = 150  # stage-2 self-forcing steps (0 skips stage 2)
-    ar_batch_size: int = 16
+    ar_steps: int = 200  # stage-2 self-forcing steps (0 skips stage 2)
+    ar_batch_size: int = 32
     eval_per_class: int = 24
     seed: int = 0
 
@@ -94,8 +109,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     console.rule("5. train S2DiT-KD")
     t0 = time.perf_counter()
     trainer = Trainer(f"{out}/cache@train", f"{out}/student",
-                      TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, seed=cfg.seed,
-                                  checkpoint_every=max(1, cfg.train_steps // 4)))
+                      TrainConfig(**DEMO_KD_RECIPE, steps=cfg.train_steps, batch_size=cfg.batch_size,
+                                  seed=cfg.seed, checkpoint_every=max(1, cfg.train_steps // 4)))
     checkpoint = trainer.run()
     timings["train_s"] = time.perf_counter() - t0
 
@@ -110,8 +125,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         console.rule("7. self-force S2DiT-AR (stage 2)")
         t0 = time.perf_counter()
         ar_trainer = ARTrainer(checkpoint, f"{out}/cache@train", f"{out}/student_ar",
-                               ARConfig(steps=cfg.ar_steps, batch_size=cfg.ar_batch_size, seed=cfg.seed,
-                                        checkpoint_every=cfg.ar_steps))
+                               ARConfig(**DEMO_AR_RECIPE, steps=cfg.ar_steps, batch_size=cfg.ar_batch_size,
+                                        seed=cfg.seed, checkpoint_every=cfg.ar_steps))
         ar_checkpoint = ar_trainer.run()
         timings["train_ar_s"] = time.perf_counter() - t0
 

@@ -1,10 +1,13 @@
-"""Multi-worker S2DiT-KD on Ray Train (DDP; gloo on CPU, NCCL on GPU).
+"""Multi-worker training on Ray Train (gloo on CPU, NCCL on GPU), stage 1 and stage 2.
 
-Every worker runs the same ``Trainer`` with its rank: the loader takes every world-th sample
-of the shared epoch order, the per-rank batch is ``batch_size / workers`` (so the global batch
-is the configured one), DDP averages gradients, and rank 0 alone writes checkpoints and
-metrics. Locally ``ray.init()`` starts an embedded cluster; on a cluster the same code runs
-under ``ray job submit``.
+Every worker runs the same trainer with its rank: the loader takes every world-th sample of the
+shared epoch order, the per-rank batch is ``batch_size / workers`` (so the global batch is the
+configured one), gradients are averaged over ranks, and rank 0 alone writes checkpoints and
+metrics. Stage 1 (S2DiT-KD) wraps the model in DDP. Stage 2 (S2DiT-AR) rolls out chunk by chunk
+through ``forward_chunk``/``commit_chunk``, which a DDP wrapper does not proxy, so its trainer
+averages the generator's and the critic's gradients itself (``average_gradients``). Locally
+``ray.init()`` starts an embedded cluster; on a cluster the same code runs under
+``ray job submit``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,28 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from .config import TrainConfig
+
+
+def average_gradients(module: torch.nn.Module, world_size: int) -> None:
+    """Mean of every parameter's gradient over the ranks of the default process group, in one
+    flat all-reduce (a parameter without a gradient on this rank counts as zero)."""
+    if world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
 
 
 def _worker_loop(params: dict[str, Any]) -> None:
@@ -21,18 +45,45 @@ def _worker_loop(params: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    from .trainer import Trainer
+    if params["stage"] == "kd":
+        from .trainer import Trainer
 
-    trainer = Trainer(params["cache_url"], params["out_url"], TrainConfig(**params["config"]),
-                      rank=rank, world_size=world, wrap_model=ray.train.torch.prepare_model)
+        trainer = Trainer(params["cache_url"], params["out_url"], TrainConfig(**params["config"]),
+                          rank=rank, world_size=world, wrap_model=ray.train.torch.prepare_model)
+    else:
+        from .self_forcing import ARConfig, ARTrainer
+
+        trainer = ARTrainer(params["init_url"], params["cache_url"], params["out_url"],
+                            ARConfig(**params["config"]), rank=rank, world_size=world)
     trainer.run(progress=rank == 0 and params["progress"])
+
+
+def _absolute(url: str) -> str:
+    return os.path.abspath(url) if "://" not in url else url
 
 
 def train_kd_ray(cache_url: str, out_url: str, config: TrainConfig, *, workers: int = 2,
                  use_gpu: bool = False, progress: bool = True, storage_path: str | None = None) -> str | None:
     """Run stage 1 on ``workers`` Ray Train workers; returns the final checkpoint URL."""
-    if config.batch_size % workers:
-        raise ValueError(f"batch_size {config.batch_size} must divide evenly over {workers} workers")
+    params = {"stage": "kd", "cache_url": cache_url, "out_url": _absolute(out_url),
+              "config": {**config.to_json(), "betas": tuple(config.betas)}, "progress": progress}
+    return _fit(params, config.batch_size, workers, use_gpu, storage_path)
+
+
+def train_ar_ray(init_url: str, cache_url: str, out_url: str, config: Any, *, workers: int = 2,
+                 use_gpu: bool = False, progress: bool = True, storage_path: str | None = None) -> str | None:
+    """Run stage 2 (an ``ARConfig``) on ``workers`` Ray Train workers; returns the final checkpoint URL."""
+    params = {"stage": "ar", "init_url": _absolute(init_url), "cache_url": cache_url,
+              "out_url": _absolute(out_url),
+              "config": {**config.to_json(), "betas": tuple(config.betas),
+                         "critic_betas": tuple(config.critic_betas)}, "progress": progress}
+    return _fit(params, config.batch_size, workers, use_gpu, storage_path)
+
+
+def _fit(params: dict[str, Any], batch_size: int, workers: int, use_gpu: bool,
+         storage_path: str | None) -> str | None:
+    if batch_size % workers:
+        raise ValueError(f"batch_size {batch_size} must divide evenly over {workers} workers")
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -42,8 +93,6 @@ def train_kd_ray(cache_url: str, out_url: str, config: TrainConfig, *, workers: 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(include_dashboard=False, log_to_driver=False)
-    params = {"cache_url": cache_url, "out_url": os.path.abspath(out_url) if "://" not in out_url else out_url,
-              "config": {**config.to_json(), "betas": tuple(config.betas)}, "progress": progress}
     trainer = TorchTrainer(_worker_loop, train_loop_config=params,
                            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
                            run_config=RunConfig(storage_path=storage_path or os.path.join(

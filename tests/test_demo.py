@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from rich.console import Console
 
 from cache_schema import CacheReader
 from cache_schema.versioning import list_tags
-from pipeline.run import DemoConfig, run_demo
+from pipeline.run import DEMO_AR_RECIPE, DEMO_KD_RECIPE, DemoConfig, run_demo
+from student_train.config import TrainConfig
+from student_train.self_forcing import ARConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_recipes_are_the_documented_configs():
+    """The demo trains with configs/kd_demo.toml and configs/ar_demo.toml (steps, batch apart)."""
+    sized = {"steps": 1, "batch_size": 1, "checkpoint_every": 1}
+    assert TrainConfig.load(str(ROOT / "configs/kd_demo.toml"), **sized) == TrainConfig(**DEMO_KD_RECIPE, **sized)
+    assert ARConfig.load(str(ROOT / "configs/ar_demo.toml"), **sized) == ARConfig(**DEMO_AR_RECIPE, **sized)
 
 
 def test_demo_runs_every_stage_end_to_end(tmp_path, ray_runtime):

@@ -33,7 +33,13 @@ def _train_ar(args: argparse.Namespace) -> int:
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                  "device": args.device, "chunk_frames": args.chunk_frames}
     config = ARConfig.load(args.config, **overrides)
-    checkpoint = train_ar(args.init, args.cache, args.out, config, progress=not args.quiet)
+    if args.workers > 1:
+        from student_train.distributed import train_ar_ray
+
+        checkpoint = train_ar_ray(args.init, args.cache, args.out, config, workers=args.workers,
+                                  progress=not args.quiet)
+    else:
+        checkpoint = train_ar(args.init, args.cache, args.out, config, progress=not args.quiet)
     print(json.dumps({"checkpoint": checkpoint}))
     return 0
 
@@ -120,6 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    "same teacher as the KD checkpoint")
     ar.add_argument("--out", required=True, help="output URL for checkpoints and metrics")
     ar.add_argument("--config", help="TOML config ([train_ar] table); flags override it")
+    ar.add_argument("--workers", type=int, default=1,
+                    help="Ray Train workers; each rolls out batch_size / workers (gloo on CPU)")
     ar.add_argument("--steps", type=int, help="generator steps")
     ar.add_argument("--batch-size", type=int, dest="batch_size", help="rollouts per generator step")
     ar.add_argument("--chunk-frames", type=int, dest="chunk_frames",

@@ -1,4 +1,4 @@
-"""Stage 2: self-forcing -> S2DiT-AR (DESIGN 6), single process.
+"""Stage 2: self-forcing -> S2DiT-AR (DESIGN 6), single process or one Ray Train rank.
 
 1. the S2DiT-KD checkpoint (EMA weights, few-step plan) and the cache (noise, x0, text only);
    refuse a KD model that does not fit the cache
@@ -8,10 +8,16 @@
 4. loop: rollout chunk by chunk (gradient at the exit step) -> DMD + regression -> generator
    step -> EMA; then ``critic_steps`` critic updates (the first on the same, detached samples)
 5. checkpoint every N steps and at the end; metrics to JSONL and TensorBoard
+
+With ``world_size`` > 1 (``train_ar_ray``) each rank rolls out ``batch_size / world_size`` of
+the global batch, gradients are averaged over ranks before clipping, and rank 0 alone writes.
+Exit steps and per-row draws are keyed by step and sample id, so the ranks together compute
+the single-process step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -28,6 +34,7 @@ from ..checkpoint import (
     split_prefix,
 )
 from ..data import CacheStream, LoaderConfig
+from ..distributed import average_gradients
 from ..model import S2DiT, StudentConfig
 from ..trainer import lr_factor
 from .batch import AR_FIELDS, ARBatch, collate_ar
@@ -39,8 +46,10 @@ from .source import KDSource, check_fits, load_kd_source
 
 class ARTrainer:
     def __init__(self, init_url: str, cache_url: str, out_url: str, config: ARConfig, *,
-                 storage_options: dict | None = None):
-        self.cfg, self.out_url = config, out_url.rstrip("/")
+                 rank: int = 0, world_size: int = 1, storage_options: dict | None = None):
+        if config.batch_size % world_size:
+            raise ValueError(f"batch_size {config.batch_size} must divide evenly over {world_size} workers")
+        self.cfg, self.out_url, self.rank, self.world = config, out_url.rstrip("/"), rank, world_size
         self.device = torch.device(config.device)
         # 1. the KD checkpoint and the cache
         self.source: KDSource = load_kd_source(init_url)
@@ -48,6 +57,7 @@ class ARTrainer:
                                   config=LoaderConfig(seed=config.seed, buffer_shards=config.buffer_shards,
                                                       prefetch_shards=config.prefetch_shards,
                                                       read_workers=config.loader_workers,
+                                                      rank=rank, world_size=world_size,
                                                       skip_corrupt_shards=config.skip_corrupt_shards))
         manifest = self.stream.reader.manifest
         self.layout = manifest.layout
@@ -107,7 +117,7 @@ class ARTrainer:
         it = iter(self.stream)
         while True:
             records = []
-            for _ in range(self.cfg.batch_size):
+            for _ in range(self.cfg.batch_size // self.world):
                 record = next(it)
                 record["_epoch"] = self.stream.epoch
                 records.append(record)
@@ -142,6 +152,7 @@ class ARTrainer:
                 row.update(dmd_loss=dmd.item(), **parts)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(self.model, self.world)
             row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                                     cfg.grad_clip))
             self.opt.step()
@@ -157,6 +168,7 @@ class ARTrainer:
             closs = critic_loss(self.critic, x, batch.text, batch.text_mask, batch.critic)
             self.critic_opt.zero_grad(set_to_none=True)
             closs.backward()
+            average_gradients(self.critic, self.world)
             row["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
                 self.critic.parameters(), cfg.critic_grad_clip))
             self.critic_opt.step()
@@ -176,26 +188,27 @@ class ARTrainer:
                                optimizers={"critic_optim": self.critic_opt})
 
     def run(self, *, progress: bool = True, stop_after: int | None = None) -> str | None:
-        cfg = self.cfg
+        cfg, main = self.cfg, self.rank == 0
         fs, root = fsspec.core.url_to_fs(self.out_url)
         fs.makedirs(root, exist_ok=True)
         tb = None
-        if "://" not in self.out_url or self.out_url.startswith("file://"):
+        if main and ("://" not in self.out_url or self.out_url.startswith("file://")):
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 tb = SummaryWriter(f"{root}/tensorboard")
             except ImportError:
                 tb = None
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="S2DiT-AR", disable=not progress)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="S2DiT-AR", disable=not (progress and main))
         batches = self._batches()
         started, ran, last_ckpt = time.perf_counter(), 0, None
-        with fs.open(f"{root}/metrics.jsonl", "a") as log:
+        with fs.open(f"{root}/metrics.jsonl", "a") if main else contextlib.nullcontext() as log:
             while self.step < cfg.steps:
                 wait0, t0 = self.stream.wait_seconds, time.perf_counter()
                 row = self.train_step(batches)
                 ran += 1
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                    # losses are rank 0's share of the global batch
                     row = {"step": self.step, **row, "lr": self.opt.param_groups[0]["lr"],
                            "step_seconds": time.perf_counter() - t0,
                            "loader_wait_s": self.stream.wait_seconds - wait0}
@@ -206,7 +219,7 @@ class ARTrainer:
                             tb.add_scalar(key, value, self.step)
                     shown = {k: f"{row[k]:.4f}" for k in ("regression_loss", "critic_loss") if k in row}
                     bar.set_postfix(shown)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                if main and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
                     last_ckpt = self.checkpoint()
                 if stop_after is not None and ran >= stop_after:
                     break
