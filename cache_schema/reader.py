@@ -18,6 +18,9 @@ from .store import Store, open_store, resolve_root, split_ref
 
 # Large sequential reads: one request per 8 MiB instead of fsspec's 5 MiB default readahead.
 STREAM_BLOCK = 8 * 2**20
+# Object stores charge a request's latency (and some servers a pass over the object) per
+# ranged GET: a shard of a few hundred MB is read in a handful of requests.
+REMOTE_STREAM_BLOCK = 64 * 2**20
 
 
 def check_record(record: dict[str, Any], shard: str) -> None:
@@ -127,7 +130,8 @@ def decode_shard(store: Store, shard: ShardInfo, layout: CacheLayout, names: Seq
     """Every record of a shard object (tombstones included), checksums under CHECKSUMS_KEY."""
     path = store.path(shard.path)
     if shard.encoding == "wds":
-        with store.fs.open(path, "rb", block_size=STREAM_BLOCK) as stream:
+        block = STREAM_BLOCK if store.is_local else REMOTE_STREAM_BLOCK
+        with store.fs.open(path, "rb", block_size=block) as stream:
             yield from wds.iter_shard(stream, layout, names, steps)
     else:
         group = zarr_shard.open_group(store.fs, path, store.storage_options, store.is_local,
