@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +37,6 @@ from teacher_jobs.config import JobConfig
 from teacher_jobs.job import run_generation
 from teacher_jobs.preview import save_latent_preview
 from teacher_jobs.teachers.analytic import AnalyticTeacher
-
 
 # The training recipes of configs/kd_demo.toml (the issue-7 quality gate, BENCHMARKS.md) and
 # configs/ar_demo.toml, embedded so the demo runs without the repository's files; a test keeps
@@ -67,6 +68,15 @@ class DemoConfig:
     seed: int = 0
 
 
+@contextlib.contextmanager
+def _stage(console: Console, title: str, timings: dict[str, float], key: str) -> Iterator[None]:
+    """A titled stage whose wall time goes into ``timings[key]``."""
+    console.rule(title)
+    started = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - started
+
+
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
     fs, root = fsspec.core.url_to_fs(cfg.out)
@@ -79,22 +89,18 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     corpus = write_corpus(f"{out}/prompts.txt", train)
     console.print(f"{len(train)} trained classes x {cfg.per_class} seeds; {len(unseen)} combinations held out")
 
-    console.rule("2. generate the teacher cache (Ray)")
-    t0 = time.perf_counter()
-    job = run_generation(JobConfig(prompts=corpus, output=f"{out}/cache", encoding=cfg.encoding,
-                                   seeds_per_prompt=cfg.per_class, samples_per_shard=256,
-                                   num_actors=cfg.num_actors, seed=cfg.seed, commit_every=8))
-    timings["generate_s"] = time.perf_counter() - t0
+    with _stage(console, "2. generate the teacher cache (Ray)", timings, "generate_s"):
+        job = run_generation(JobConfig(prompts=corpus, output=f"{out}/cache", encoding=cfg.encoding,
+                                       seeds_per_prompt=cfg.per_class, samples_per_shard=256,
+                                       num_actors=cfg.num_actors, seed=cfg.seed, commit_every=8))
     if not job.ok:
         raise RuntimeError(f"cache generation failed for units {job.failed_units}")
     manifest = job.manifest
     console.print(f"cache {out}/cache generation {manifest.generation}: {manifest.num_samples} "
                   f"trajectories, {manifest.total_bytes / 2**20:.0f} MiB in {len(manifest.shards)} shards")
 
-    console.rule("3. verify")
-    t0 = time.perf_counter()
-    report = verify_cache(f"{out}/cache@{manifest.generation}", deep=True)
-    timings["verify_s"] = time.perf_counter() - t0
+    with _stage(console, "3. verify", timings, "verify_s"):
+        report = verify_cache(f"{out}/cache@{manifest.generation}", deep=True)
     if not report.ok:
         raise RuntimeError(f"cache failed verification: {report.problems}")
     console.print(f"intact: {report.checked_shards} shards, {report.checked_samples} samples checksummed")
@@ -106,34 +112,26 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         console.print(f"generation {row['generation']}: {row['operation']}, {row['samples']} samples")
     console.print(f"tag train -> generation {manifest.generation}; training reads {out}/cache@train")
 
-    console.rule("5. train S2DiT-KD")
-    t0 = time.perf_counter()
-    trainer = Trainer(f"{out}/cache@train", f"{out}/student",
-                      TrainConfig(**DEMO_KD_RECIPE, steps=cfg.train_steps, batch_size=cfg.batch_size,
-                                  seed=cfg.seed, checkpoint_every=max(1, cfg.train_steps // 4)))
-    checkpoint = trainer.run()
-    timings["train_s"] = time.perf_counter() - t0
+    with _stage(console, "5. train S2DiT-KD", timings, "train_s"):
+        trainer = Trainer(f"{out}/cache@train", f"{out}/student",
+                          TrainConfig(**DEMO_KD_RECIPE, steps=cfg.train_steps, batch_size=cfg.batch_size,
+                                      seed=cfg.seed, checkpoint_every=max(1, cfg.train_steps // 4)))
+        checkpoint = trainer.run()
 
-    console.rule("6. evaluate with the analytic oracle")
-    t0 = time.perf_counter()
-    scores = evaluate_checkpoint(checkpoint, per_class=cfg.eval_per_class, seed=cfg.seed)
-    timings["evaluate_s"] = time.perf_counter() - t0
+    with _stage(console, "6. evaluate with the analytic oracle", timings, "evaluate_s"):
+        scores = evaluate_checkpoint(checkpoint, per_class=cfg.eval_per_class, seed=cfg.seed)
     console.print(format_report(scores), soft_wrap=True)
 
     ar_checkpoint, ar_scores = None, None
     if cfg.ar_steps:
-        console.rule("7. self-force S2DiT-AR (stage 2)")
-        t0 = time.perf_counter()
-        ar_trainer = ARTrainer(checkpoint, f"{out}/cache@train", f"{out}/student_ar",
-                               ARConfig(**DEMO_AR_RECIPE, steps=cfg.ar_steps, batch_size=cfg.ar_batch_size,
-                                        seed=cfg.seed, checkpoint_every=cfg.ar_steps))
-        ar_checkpoint = ar_trainer.run()
-        timings["train_ar_s"] = time.perf_counter() - t0
+        with _stage(console, "7. self-force S2DiT-AR (stage 2)", timings, "train_ar_s"):
+            ar_trainer = ARTrainer(checkpoint, f"{out}/cache@train", f"{out}/student_ar",
+                                   ARConfig(**DEMO_AR_RECIPE, steps=cfg.ar_steps, batch_size=cfg.ar_batch_size,
+                                            seed=cfg.seed, checkpoint_every=cfg.ar_steps))
+            ar_checkpoint = ar_trainer.run()
 
-        console.rule("8. evaluate S2DiT-AR chunk by chunk")
-        t0 = time.perf_counter()
-        ar_scores = evaluate_checkpoint(ar_checkpoint, per_class=cfg.eval_per_class, seed=cfg.seed)
-        timings["evaluate_ar_s"] = time.perf_counter() - t0
+        with _stage(console, "8. evaluate S2DiT-AR chunk by chunk", timings, "evaluate_ar_s"):
+            ar_scores = evaluate_checkpoint(ar_checkpoint, per_class=cfg.eval_per_class, seed=cfg.seed)
         console.print(format_report(ar_scores), soft_wrap=True)
 
     console.rule("9. report")
