@@ -10,6 +10,33 @@ from typing import Any
 import fsspec
 
 
+def load_config(cls: type, path: str | None, table: str, overrides: dict[str, Any], *,
+                table_required: bool = False, example: str = "") -> Any:
+    """A typed training config: the ``[table]`` of a TOML file (or the whole file), then the
+    non-None ``overrides``; unknown keys are refused by name. With ``table_required`` a file
+    that has other tables but not this one is refused (it belongs to another stage)."""
+    data: dict[str, Any] = {}
+    if path:
+        with fsspec.open(path, "rb") as handle:
+            try:
+                data = tomllib.load(handle)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"training config {path} is not valid TOML: {exc}") from exc
+        if table in data:
+            data = data[table]
+        elif table_required and any(isinstance(v, dict) for v in data.values()):
+            tables = sorted(k for k, v in data.items() if isinstance(v, dict))
+            raise ValueError(f"{path} has no [{table}] table (it has {tables}); this stage reads "
+                             f"[{table}]{f' (see {example})' if example else ''}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown [{table}] config keys {unknown} (in {path or 'flags'}); "
+                         f"known: {', '.join(sorted(known))}")
+    return cls(**data)
+
+
 @dataclass(kw_only=True, slots=True)
 class TrainConfig:
     steps: int = 600  # optimiser steps
@@ -54,18 +81,5 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | None = None, **overrides: Any) -> "TrainConfig":
-        data: dict[str, Any] = {}
-        if path:
-            with fsspec.open(path, "rb") as handle:
-                try:
-                    data = tomllib.load(handle)
-                except tomllib.TOMLDecodeError as exc:
-                    raise ValueError(f"training config {path} is not valid TOML: {exc}") from exc
-            data = data.get("train", data)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown} (in {path or 'flags'}); "
-                             f"known: {', '.join(sorted(known))}")
-        return cls(**data)
+        """The ``[train]`` table of a TOML file (or the whole file), then non-None overrides."""
+        return load_config(cls, path, "train", overrides)

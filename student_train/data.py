@@ -38,6 +38,13 @@ class LoaderConfig:
     verify_checksums: bool = True
     skip_corrupt_shards: bool = False
 
+    @classmethod
+    def for_training(cls, config: Any, rank: int = 0, world_size: int = 1) -> LoaderConfig:
+        """From a stage's training config (TrainConfig, ARConfig): its seed and loader fields."""
+        return cls(seed=config.seed, buffer_shards=config.buffer_shards,
+                   prefetch_shards=config.prefetch_shards, read_workers=config.loader_workers,
+                   rank=rank, world_size=world_size, skip_corrupt_shards=config.skip_corrupt_shards)
+
 
 def epoch_order(live_counts: Sequence[int], seed: int, epoch: int, buffer_shards: int
                 ) -> list[tuple[int, int]]:

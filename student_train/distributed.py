@@ -35,7 +35,7 @@ def average_gradients(module: torch.nn.Module, world_size: int) -> None:
     offset = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
+        p.grad = flat[offset : offset + n].view_as(p)
         offset += n
 
 

@@ -72,9 +72,8 @@ def record_uniforms(seed: int, epoch: int, sample_id: str) -> np.ndarray:
     return np.random.default_rng([seed, epoch, int(sample_id[:15], 16)]).random(4)
 
 
-def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
-    # Stack in the stored dtype, widen in torch (multi-threaded), then move. (B, ...) float32
-    f32 = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, torch.float32)  # noqa: E731
+def pad_text(records: list[dict], max_text_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The records' text embeddings zero-padded to (B, L, D) float32, and the (B, L) bool mask."""
     b, dim = len(records), records[0]["text_emb"].shape[1]
     text = torch.zeros(b, max_text_len, dim)
     mask = torch.zeros(b, max_text_len, dtype=torch.bool)
@@ -82,6 +81,13 @@ def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
         length = r["text_emb"].shape[0]
         text[i, :length] = torch.from_numpy(r["text_emb"].astype(np.float32))
         mask[i, :length] = True
+    return text, mask
+
+
+def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
+    # Stack in the stored dtype, widen in torch (multi-threaded), then move. (B, ...) float32
+    f32 = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, torch.float32)  # noqa: E731
+    text, mask = pad_text(records, max_text_len)
     u = torch.from_numpy(np.stack([record_uniforms(seed, r["_epoch"], r["sample_id"])
                                    for r in records])).float()
     return Batch(states=f32("states"), v_cond=f32("v_cond"), v_uncond=f32("v_uncond"),
@@ -114,11 +120,7 @@ class Trainer:
         self.device = torch.device(config.device)
         # 1. the cache
         self.stream = CacheStream(cache_url, fields=FIELDS, storage_options=storage_options,
-                                  config=LoaderConfig(seed=config.seed, buffer_shards=config.buffer_shards,
-                                                      prefetch_shards=config.prefetch_shards,
-                                                      read_workers=config.loader_workers,
-                                                      rank=rank, world_size=world_size,
-                                                      skip_corrupt_shards=config.skip_corrupt_shards))
+                                  config=LoaderConfig.for_training(config, rank, world_size))
         manifest = self.stream.reader.manifest
         if config.expect_fingerprint_digest and config.expect_fingerprint_digest != manifest.fingerprint_digest:
             raise FingerprintMismatch(

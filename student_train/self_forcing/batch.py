@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..trainer import pad_text
 from .losses import Renoise
 
 AR_FIELDS = ("noise", "x0", "text_emb")
@@ -43,13 +44,7 @@ def collate_ar(records: list[dict], max_text_len: int, *, seed: int, sigma_range
                device, dtype=torch.float32) -> ARBatch:
     """records carry ``_epoch`` (the loader's epoch when they were read)."""
     tensor = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, dtype)
-    b, dim = len(records), records[0]["text_emb"].shape[1]
-    text = torch.zeros(b, max_text_len, dim)
-    mask = torch.zeros(b, max_text_len, dtype=torch.bool)
-    for i, r in enumerate(records):
-        length = r["text_emb"].shape[0]
-        text[i, :length] = torch.from_numpy(r["text_emb"].astype(np.float32))
-        mask[i, :length] = True
+    text, mask = pad_text(records, max_text_len)
     shape = tuple(records[0]["noise"].shape)
     draws = [row_draws(seed, r["_epoch"], r["sample_id"], shape) for r in records]
     u = torch.from_numpy(np.stack([d[0] for d in draws])).to(device, dtype)  # (B, 2)

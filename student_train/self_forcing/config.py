@@ -4,11 +4,10 @@ JSON next to every checkpoint."""
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
+from ..config import load_config
 
 
 @dataclass(kw_only=True, slots=True)
@@ -68,23 +67,5 @@ class ARConfig:
     @classmethod
     def load(cls, path: str | None = None, **overrides: Any) -> ARConfig:
         """The ``[train_ar]`` table of a TOML file (or the whole file), then non-None overrides."""
-        data: dict[str, Any] = {}
-        if path:
-            with fsspec.open(path, "rb") as handle:
-                try:
-                    data = tomllib.load(handle)
-                except tomllib.TOMLDecodeError as exc:
-                    raise ValueError(f"training config {path} is not valid TOML: {exc}") from exc
-            if "train_ar" in data:
-                data = data["train_ar"]
-            elif any(isinstance(v, dict) for v in data.values()):
-                tables = sorted(k for k, v in data.items() if isinstance(v, dict))
-                raise ValueError(f"{path} has no [train_ar] table (it has {tables}); stage 2 "
-                                 "reads [train_ar] (see configs/ar_demo.toml)")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown [train_ar] config keys {unknown} (in {path or 'flags'}); "
-                             f"known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return load_config(cls, path, "train_ar", overrides, table_required=True,
+                           example="configs/ar_demo.toml")

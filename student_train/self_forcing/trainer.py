@@ -54,11 +54,7 @@ class ARTrainer:
         # 1. the KD checkpoint and the cache
         self.source: KDSource = load_kd_source(init_url)
         self.stream = CacheStream(cache_url, fields=AR_FIELDS, storage_options=storage_options,
-                                  config=LoaderConfig(seed=config.seed, buffer_shards=config.buffer_shards,
-                                                      prefetch_shards=config.prefetch_shards,
-                                                      read_workers=config.loader_workers,
-                                                      rank=rank, world_size=world_size,
-                                                      skip_corrupt_shards=config.skip_corrupt_shards))
+                                  config=LoaderConfig.for_training(config, rank, world_size))
         manifest = self.stream.reader.manifest
         self.layout = manifest.layout
         check_fits(self.source, self.layout, manifest.fingerprint_digest, cache_url)
