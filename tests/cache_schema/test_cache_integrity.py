@@ -18,12 +18,13 @@ from cache_schema import (CacheReader, CacheWriter, FingerprintMismatch, Generat
                           SchemaVersionError, commit_generation, list_generations, load_manifest,
                           open_store, write_shard)
 from cache_schema.verify import verify_cache
+from cache_schema.versioning import gc
 from pipeline.cli import main as cli
 
 from conftest import FINGERPRINT, make_records, small_layout
 
 
-def _cache(path: Path, encoding: str, n=6, per_shard=3) -> None:
+def _cache(path: Path | str, encoding: str, n=6, per_shard=3) -> None:
     layout = small_layout()
     with CacheWriter(str(path), layout=layout, fingerprint=FINGERPRINT, encoding=encoding,
                      samples_per_shard=per_shard) as writer:
@@ -93,20 +94,37 @@ WRITER_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("encoding", ["wds", "zarr"])
-def test_writer_killed_mid_write_leaves_nothing_visible(encoding, tmp_path):
-    _cache(tmp_path, encoding, n=4)
-    script = WRITER_SCRIPT.format(tests=str(Path(__file__).parent), url=str(tmp_path), enc=encoding)
+def _objects(url: str) -> set[str]:
+    store = open_store(url)
+    return {obj for top in ("shards", "index", "manifests") for rel in store.list(top)
+            for obj in (store.walk_files(rel) or {rel: 0})}
+
+
+@pytest.mark.parametrize("where,encoding", [("local", "wds"), ("local", "zarr"), ("s3", "wds")])
+def test_writer_killed_mid_write_leaves_nothing_visible_and_gc_takes_exactly_its_orphans(
+        where, encoding, tmp_path, request):
+    url = str(tmp_path / "c") if where == "local" else request.getfixturevalue("s3_bucket") + "/c"
+    _cache(url, encoding, n=4)
+    committed = _objects(url)
+    script = WRITER_SCRIPT.format(tests=str(Path(__file__).parent), url=url, enc=encoding)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert list_generations(open_store(str(tmp_path))) == [1]
-    assert len(list(CacheReader(str(tmp_path)).iter_records(fields=["seed"]))) == 4
-    assert verify_cache(str(tmp_path), deep=True).ok
-    orphans = [p for p in (tmp_path / "shards").iterdir()]
-    assert len(orphans) > 2  # the killed writer's shards exist but no manifest names them
+    assert list_generations(open_store(url)) == [1]
+    assert len(list(CacheReader(url).iter_records(fields=["seed"]))) == 4
+    assert verify_cache(url, deep=True).ok
+    left_behind = _objects(url) - committed
+    assert len(left_behind) > 2  # the killed writer's shards exist but no manifest names them
+    # --dry-run names the orphans and deletes nothing; gc then deletes exactly them
+    dry = gc(url, grace_seconds=0, dry_run=True)
+    assert dry.orphans and not dry.deleted and _objects(url) == committed | left_behind
+    done = gc(url, grace_seconds=0)
+    assert sorted(done.deleted) == sorted(dry.orphans)
+    assert _objects(url) == committed
+    assert verify_cache(url, deep=True).ok
+    assert len(list(CacheReader(url).iter_records(fields=["seed"]))) == 4
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
