@@ -9,6 +9,8 @@ from typing import Any
 
 import fsspec
 
+from .precision import check_autocast_dtype
+
 
 def load_config(cls: type, path: str | None, table: str, overrides: dict[str, Any], *,
                 table_required: bool = False, example: str = "") -> Any:
@@ -57,7 +59,10 @@ class TrainConfig:
     sigma_jitter: bool = True  # KD rows anywhere along Euler segments, not only on the grid
     seed: int = 0
     device: str = "cpu"
-    autocast_dtype: str | None = None  # e.g. "bfloat16" on GPU; CPU trains in fp32
+    # Mixed precision (student_train.precision): "bfloat16" or "float16" on GPU; unset = fp32
+    # (the right choice on CPU). float16 scales the loss, starting at loss_scale_init.
+    autocast_dtype: str | None = None
+    loss_scale_init: float = 2.0 ** 16
     checkpoint_every: int = 200
     log_every: int = 10
     buffer_shards: int = 8
@@ -73,6 +78,7 @@ class TrainConfig:
             raise ValueError("steps, batch_size and student_steps must be >= 1")
         if not 0.0 < self.kd_fraction <= 1.0:
             raise ValueError(f"kd_fraction must be in (0, 1], got {self.kd_fraction}")
+        check_autocast_dtype(self.autocast_dtype)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -28,6 +28,7 @@ from .config import TrainConfig
 from .data import CacheStream, LoaderConfig
 from .losses import Batch, distillation_loss
 from .model import S2DiT, StudentConfig
+from .precision import Precision
 
 FIELDS = ("states", "v_cond", "v_uncond", "guidance", "sigmas", "x0", "text_emb")
 
@@ -141,6 +142,8 @@ class Trainer:
         self.train_model = wrap_model(self.model) if wrap_model else self.model
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=config.betas,
                                      weight_decay=config.weight_decay)
+        self.precision = Precision(self.device, config.autocast_dtype,
+                                   init_scale=config.loss_scale_init)
         self.step = 0
         # 3. resume
         latest = latest_checkpoint(self.out_url)
@@ -152,6 +155,7 @@ class Trainer:
             self.model.load_state_dict(split_prefix(tensors, "model"))
             self.ema.load_state_dict(split_prefix(tensors, "ema"))
             restore_optimizer(self.opt, tensors, state)
+            self.precision.load_state_dict(state.get("grad_scaler"))
             self.stream.load_state_dict(state["loader"][str(rank)] if "0" in state["loader"] else state["loader"])
             self.step = int(state["step"])
 
@@ -169,7 +173,7 @@ class Trainer:
     def checkpoint(self) -> str:
         extra = {"config": self.cfg.to_json(), "model_config": self.model_config.to_json(),
                  "manifest": self.manifest_info, "plan": self.plan.to_json(),
-                 "loader": self.stream.state_dict()}
+                 "loader": self.stream.state_dict(), "grad_scaler": self.precision.state_dict()}
         return save_checkpoint(self.out_url, self.step, model=self.model, ema=self.ema,
                                optimizer=self.opt, extra=extra)
 
@@ -178,13 +182,7 @@ class Trainer:
         fs, root = fsspec.core.url_to_fs(self.out_url)
         fs.makedirs(root, exist_ok=True)
         log = fs.open(f"{root}/metrics.jsonl", "a") if main else None
-        tb = None
-        if main and self.out_url.startswith(("/", "file://")) or "://" not in self.out_url:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                tb = SummaryWriter(f"{root}/tensorboard") if main else None
-            except ImportError:
-                tb = None
+        tb = tensorboard_writer(self.out_url, root) if main else None
         bar = tqdm(total=cfg.steps, initial=self.step, desc="S2DiT-KD", disable=not (progress and main))
         batches = self._batches()
         started, ran, last_ckpt = time.perf_counter(), 0, None
@@ -194,15 +192,15 @@ class Trainer:
             batch = next(batches)
             for group in self.opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(self.step, cfg)
-            loss, parts = distillation_loss(
-                self.train_model, batch, schedule=self.plan.schedule, adjacent=self.plan.adjacent,
-                contiguous=self.plan.contiguous, kd_weight=cfg.kd_weight,
-                step_weight=cfg.step_weight, jitter=cfg.sigma_jitter, kd_fraction=cfg.kd_fraction,
-                rows_per_rank=cfg.batch_size // self.world)
+            with self.precision.autocast():
+                loss, parts = distillation_loss(
+                    self.train_model, batch, schedule=self.plan.schedule,
+                    adjacent=self.plan.adjacent, contiguous=self.plan.contiguous,
+                    kd_weight=cfg.kd_weight, step_weight=cfg.step_weight, jitter=cfg.sigma_jitter,
+                    kd_fraction=cfg.kd_fraction, rows_per_rank=cfg.batch_size // self.world)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.opt.step()
+            self.precision.backward(loss)
+            grad_norm = self.precision.clip_and_step(self.opt, self.model.parameters(), cfg.grad_clip)
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()),
                                      1 - cfg.ema_decay)
@@ -216,6 +214,8 @@ class Trainer:
                        "samples_per_s": cfg.batch_size / max(dt, 1e-9),
                        "loader_wait_s": self.stream.wait_seconds - wait0,
                        "skipped_shards": len(self.stream.skipped_shards)}
+                if self.precision.loss_scale is not None:
+                    row["loss_scale"] = self.precision.loss_scale
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 if tb is not None:
@@ -233,6 +233,18 @@ class Trainer:
             tb.close()
         self.train_seconds = time.perf_counter() - started
         return last_ckpt
+
+
+def tensorboard_writer(out_url: str, root: str):
+    """A TensorBoard writer under ``<out>/tensorboard`` for local outputs; None for remote ones
+    (TensorBoard's writer needs a local path; metrics.jsonl is written everywhere)."""
+    if "://" in out_url and not out_url.startswith("file://"):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(f"{root}/tensorboard")
 
 
 def train_kd(cache_url: str, out_url: str, config: TrainConfig, *, progress: bool = True) -> str | None:

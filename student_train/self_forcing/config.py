@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import load_config
+from ..precision import check_autocast_dtype
 
 
 @dataclass(kw_only=True, slots=True)
@@ -40,6 +41,10 @@ class ARConfig:
     exit_per_chunk: bool = False  # one exit step per chunk instead of one per rollout
     seed: int = 0
     device: str = "cpu"
+    # Mixed precision as in stage 1 (TrainConfig): unset = fp32; generator and critic each
+    # get their own loss scaler under float16.
+    autocast_dtype: str | None = None
+    loss_scale_init: float = 2.0 ** 16
     checkpoint_every: int = 100
     log_every: int = 10
     buffer_shards: int = 8
@@ -58,6 +63,7 @@ class ARConfig:
             raise ValueError(f"context_sigma must be in [0, 1), got {self.context_sigma}")
         if self.critic_warmup_steps and not self.critic_steps:
             raise ValueError("critic_warmup_steps needs critic_steps >= 1")
+        check_autocast_dtype(self.autocast_dtype)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

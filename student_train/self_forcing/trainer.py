@@ -36,7 +36,8 @@ from ..checkpoint import (
 from ..data import CacheStream, LoaderConfig
 from ..distributed import average_gradients
 from ..model import S2DiT, StudentConfig
-from ..trainer import lr_factor
+from ..precision import Precision
+from ..trainer import lr_factor, tensorboard_writer
 from .batch import AR_FIELDS, ARBatch, collate_ar
 from .config import ARConfig
 from .losses import critic_loss, dmd_loss, regression_loss
@@ -78,6 +79,11 @@ class ARTrainer:
                                      weight_decay=config.weight_decay)
         self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=config.critic_lr,
                                             betas=config.critic_betas, weight_decay=config.weight_decay)
+        # generator and critic: separate backward passes, so separate fp16 loss scalers
+        self.precision = Precision(self.device, config.autocast_dtype,
+                                   init_scale=config.loss_scale_init)
+        self.critic_precision = Precision(self.device, config.autocast_dtype,
+                                          init_scale=config.loss_scale_init)
         self.step = 0
         # 3. resume
         latest = latest_checkpoint(self.out_url)
@@ -106,6 +112,9 @@ class ARTrainer:
             module.load_state_dict(split_prefix(tensors, name))
         restore_optimizer(self.opt, tensors, state)
         restore_optimizer(self.critic_opt, tensors, state, prefix="critic_optim")
+        scalers = state.get("grad_scalers", {})
+        self.precision.load_state_dict(scalers.get("generator"))
+        self.critic_precision.load_state_dict(scalers.get("critic"))
         self.stream.load_state_dict(state["loader"])
         self.step = int(state["step"])
 
@@ -124,8 +133,9 @@ class ARTrainer:
     def _rollout(self, batch: ARBatch, stream: int, grad: bool) -> tuple[torch.Tensor, list[int]]:
         exits = exit_steps(self.cfg.seed, self.step, self.num_chunks, len(self.sigmas) - 1,
                            per_chunk=self.cfg.exit_per_chunk, stream=stream)
-        x = rollout(self.model, batch.noise, batch.text, batch.text_mask, self.sigmas, exits,
-                    context_sigma=self.cfg.context_sigma, grad=grad)
+        with self.precision.autocast():
+            x = rollout(self.model, batch.noise, batch.text, batch.text_mask, self.sigmas, exits,
+                        context_sigma=self.cfg.context_sigma, grad=grad)
         return x, exits
 
     def train_step(self, batches) -> dict[str, float]:
@@ -138,20 +148,20 @@ class ARTrainer:
         x, exits = self._rollout(batch, stream=0, grad=update_generator)
         row["exit_step"] = sum(exits) / len(exits)
         if update_generator:
-            reg = regression_loss(x, batch.x0)
-            loss = cfg.regression_weight * reg
-            row["regression_loss"] = reg.item()
-            if cfg.dmd_weight:
-                dmd, parts = dmd_loss(x, self.real, self.critic, batch.text, batch.text_mask,
-                                      batch.dmd)
-                loss = loss + cfg.dmd_weight * dmd
-                row.update(dmd_loss=dmd.item(), **parts)
+            with self.precision.autocast():
+                reg = regression_loss(x, batch.x0)
+                loss = cfg.regression_weight * reg
+                row["regression_loss"] = reg.item()
+                if cfg.dmd_weight:
+                    dmd, parts = dmd_loss(x, self.real, self.critic, batch.text, batch.text_mask,
+                                          batch.dmd)
+                    loss = loss + cfg.dmd_weight * dmd
+                    row.update(dmd_loss=dmd.item(), **parts)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(self.model, self.world)
-            row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                                    cfg.grad_clip))
-            self.opt.step()
+            self.precision.backward(loss)
+            average_gradients(self.model, self.world)  # before unscaling: one skip decision
+            row["grad_norm"] = self.precision.clip_and_step(self.opt, self.model.parameters(),
+                                                            cfg.grad_clip)
             with torch.no_grad():
                 torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()),
                                      1 - cfg.ema_decay)
@@ -161,13 +171,13 @@ class ARTrainer:
             if c:  # further critic steps see fresh rollouts of the updated generator
                 batch = next(batches)
                 x, _ = self._rollout(batch, stream=c, grad=False)
-            closs = critic_loss(self.critic, x, batch.text, batch.text_mask, batch.critic)
+            with self.critic_precision.autocast():
+                closs = critic_loss(self.critic, x, batch.text, batch.text_mask, batch.critic)
             self.critic_opt.zero_grad(set_to_none=True)
-            closs.backward()
+            self.critic_precision.backward(closs)
             average_gradients(self.critic, self.world)
-            row["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
-                self.critic.parameters(), cfg.critic_grad_clip))
-            self.critic_opt.step()
+            row["critic_grad_norm"] = self.critic_precision.clip_and_step(
+                self.critic_opt, self.critic.parameters(), cfg.critic_grad_clip)
             critic_losses.append(closs.item())
         if critic_losses:
             row["critic_loss"] = sum(critic_losses) / len(critic_losses)
@@ -177,7 +187,9 @@ class ARTrainer:
     def checkpoint(self) -> str:
         extra = {"stage": "ar", "config": self.cfg.to_json(), "model_config": self.model_config.to_json(),
                  "manifest": self.manifest_info, "plan": self.plan, "init": self.source.describe(),
-                 "loader": self.stream.state_dict()}
+                 "loader": self.stream.state_dict(),
+                 "grad_scalers": {"generator": self.precision.state_dict(),
+                                  "critic": self.critic_precision.state_dict()}}
         return save_checkpoint(self.out_url, self.step, model=self.model, ema=self.ema,
                                optimizer=self.opt, extra=extra,
                                modules={"critic": self.critic, "real": self.real},
@@ -187,13 +199,7 @@ class ARTrainer:
         cfg, main = self.cfg, self.rank == 0
         fs, root = fsspec.core.url_to_fs(self.out_url)
         fs.makedirs(root, exist_ok=True)
-        tb = None
-        if main and ("://" not in self.out_url or self.out_url.startswith("file://")):
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                tb = SummaryWriter(f"{root}/tensorboard")
-            except ImportError:
-                tb = None
+        tb = tensorboard_writer(self.out_url, root) if main else None
         bar = tqdm(total=cfg.steps, initial=self.step, desc="S2DiT-AR", disable=not (progress and main))
         batches = self._batches()
         started, ran, last_ckpt = time.perf_counter(), 0, None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cache_factory import make_cache
 from model_factory import one_thread, random_model  # noqa: F401 (autouse fixture)
 
 from cache_schema import CacheWriter, FingerprintMismatch
@@ -18,24 +19,8 @@ from student_train.sampler import sample, sample_streaming
 from student_train.self_forcing import ARConfig, ARTrainer, exit_steps, rollout
 from student_train.self_forcing.losses import Renoise, critic_loss, dmd_loss, regression_loss
 from student_train.trainer import Trainer
-from teacher_jobs.analytic_corpus import class_prompts
-from teacher_jobs.sampler import cache_fingerprint, record_trajectories
-from teacher_jobs.teachers import build_teacher
 
 SIGMAS = [1.0, 0.9, 0.75, 0.5, 0.0]  # a 4-step schedule
-
-
-def _make_cache(path: Path, *, keep=tuple(range(8)), seeds: int = 2, latent_shape=(4, 5, 8, 8)) -> str:
-    teacher = build_teacher("analytic", num_steps=8, latent_shape=latent_shape)
-    prompts = [p for p in class_prompts() for _ in range(seeds)]
-    records, _ = record_trajectories(teacher, prompts, [i % seeds for i in range(len(prompts))],
-                                     global_seed=0, keep_steps=keep)
-    fp = cache_fingerprint(teacher, keep_steps=keep, global_seed=0, half_dtype="float16",
-                           negative_prompt="")
-    with CacheWriter(str(path), layout=teacher.layout(keep), fingerprint=fp, samples_per_shard=8) as writer:
-        for rec in records:
-            writer.write(rec)
-    return str(path)
 
 
 def _kd_checkpoint(cache: str, out: Path) -> str:
@@ -51,7 +36,7 @@ def _kd_checkpoint(cache: str, out: Path) -> str:
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> str:
-    return _make_cache(tmp_path_factory.mktemp("ar") / "cache")
+    return make_cache(tmp_path_factory.mktemp("ar") / "cache", seeds=2)
 
 
 @pytest.fixture(scope="module")
@@ -236,10 +221,10 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(cache, kd, tmp_path):
 
 
 def test_a_kd_checkpoint_that_does_not_fit_the_cache_is_refused(kd, tmp_path):
-    other_shape = _make_cache(tmp_path / "shape", seeds=1, latent_shape=(4, 4, 8, 8))
+    other_shape = make_cache(tmp_path / "shape", seeds=1, latent_shape=(4, 4, 8, 8))
     with pytest.raises(ValueError, match="does not fit the cache.*latent_frames 5 \\(cache 4\\)"):
         ARTrainer(kd, other_shape, str(tmp_path / "x"), _cfg())
-    other_teacher = _make_cache(tmp_path / "fp", seeds=1, keep=(0, 2, 4, 6))
+    other_teacher = make_cache(tmp_path / "fp", seeds=1, keep=(0, 2, 4, 6))
     with pytest.raises(FingerprintMismatch, match="different teachers"):
         ARTrainer(kd, other_teacher, str(tmp_path / "y"), _cfg())
     with pytest.raises(ValueError, match=r"\[train_ar\]"):

@@ -12,29 +12,12 @@ from cache_schema import CacheWriter, FingerprintMismatch, IntegrityError, load_
 from student_train.config import TrainConfig
 from student_train.data import CacheStream, LoaderConfig
 from student_train.trainer import Trainer
-from teacher_jobs.analytic_corpus import class_prompts
-from teacher_jobs.sampler import cache_fingerprint, record_trajectories
-from teacher_jobs.teachers import build_teacher
-
-
-def _make_cache(path: Path, keep="all", seeds=4) -> str:
-    teacher = build_teacher("analytic", num_steps=8)
-    keep_steps = tuple(range(8)) if keep == "all" else keep
-    prompts = [p for p in class_prompts() for _ in range(seeds)]
-    seeds_ = [i % seeds for i in range(len(prompts))]
-    records, _ = record_trajectories(teacher, prompts, seeds_, global_seed=0, keep_steps=keep_steps)
-    fp = cache_fingerprint(teacher, keep_steps=keep_steps, global_seed=0, half_dtype="float16",
-                           negative_prompt="")
-    with CacheWriter(str(path), layout=teacher.layout(keep_steps), fingerprint=fp,
-                     samples_per_shard=8) as writer:
-        for rec in records:
-            writer.write(rec)
-    return str(path)
+from cache_factory import make_cache
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> str:
-    return _make_cache(tmp_path_factory.mktemp("kd") / "cache")
+    return make_cache(tmp_path_factory.mktemp("kd") / "cache")
 
 
 def _ids(stream, n):
@@ -164,13 +147,13 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(cache, tmp_path)
 def test_wrong_fingerprint_or_schedule_is_refused(cache, tmp_path):
     with pytest.raises(FingerprintMismatch, match="expects"):
         Trainer(cache, str(tmp_path / "x"), _cfg(expect_fingerprint_digest="0" * 64))
-    sparse = _make_cache(tmp_path / "sparse", keep=(0, 3, 5), seeds=1)
+    sparse = make_cache(tmp_path / "sparse", keep=(0, 3, 5), seeds=1)
     with pytest.raises(ValueError, match="needs solver steps"):
         Trainer(sparse, str(tmp_path / "y"), _cfg())
 
 
 def test_corrupt_shard_stops_training_naming_it_or_is_skipped(tmp_path):
-    cache = _make_cache(tmp_path / "cache", seeds=1)
+    cache = make_cache(tmp_path / "cache", seeds=1)
     shard = load_manifest(cache).shards[1]
     path = Path(cache) / shard.path
     data = bytearray(path.read_bytes())
