@@ -203,3 +203,20 @@ def test_kd_fraction_loss_splits_over_ranks_like_one_worker(cache):
     assert 0 < parts["kd_loss"] and torch.allclose(whole, (split[0][0] + split[1][0]) / 2, rtol=1e-5)
     kept = collate(records, reader.layout.max_text_len, "cpu", seed=0).u[:, 3] < 0.5
     assert 0 < int(kept.sum()) < 16  # some trajectories give no KD row
+
+
+def test_training_streams_from_s3_and_checkpoints_to_s3(s3_bucket, tmp_path):
+    """The cache and the run both on object storage (loopback S3 through s3fs): killed, resumed
+    from the S3 checkpoint, and equal to the same run on local folders."""
+    remote_cache = make_cache(f"{s3_bucket}/cache")
+    out = f"{s3_bucket}/run"
+    Trainer(remote_cache, out, _cfg()).run(progress=False, stop_after=3)  # "killed"
+    resumed = Trainer(remote_cache, out, _cfg())
+    assert resumed.step == 2
+    resumed.run(progress=False)
+    local = Trainer(make_cache(tmp_path / "cache"), str(tmp_path / "run"), _cfg())
+    local.run(progress=False)
+    remote = Trainer(remote_cache, out, _cfg())
+    assert remote.step == local.step == 6
+    for key, value in local.model.state_dict().items():
+        torch.testing.assert_close(value, remote.model.state_dict()[key], rtol=1e-5, atol=1e-6)
