@@ -2,13 +2,17 @@
 
 ``<out>/checkpoints/step_000600/`` holds ``model.safetensors`` (model.*, ema.*, optim.*, and
 for stage 2 also critic.*, real.*, critic_optim.*) and
-``state.json`` (step, RNG states, loader state, resolved configs, manifest id and generation).
-Written to a temporary folder name first, then published by writing ``LATEST`` last, so a
-crash mid-save leaves the previous checkpoint as the newest one. Nothing is pickled.
+``state.json`` (step, RNG states, loader state, resolved configs, manifest id and generation,
+the sha256 of the tensors file). The tensors are written first, ``state.json`` second (a folder
+without it is an incomplete save) and ``LATEST`` last, so a crash mid-save leaves the previous
+checkpoint as the newest one; loading checks the tensors against their sha256, so a truncated
+or altered file is refused by name. Object stores have no atomic folder rename, hence the
+ordering instead of a temporary folder. Nothing is pickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from typing import Any
@@ -72,8 +76,12 @@ def save_checkpoint(out_url: str, step: int, *, model, ema, optimizer, extra: di
         state.setdefault("optimizers", {})[prefix] = meta
     folder = f"{root}/checkpoints/{name}"
     fs.makedirs(folder, exist_ok=True)
-    fs.pipe_file(f"{folder}/{TENSORS}", st_save(tensors))
-    fs.pipe_file(f"{folder}/{STATE}", json.dumps(state, indent=1).encode())
+    if fs.exists(f"{folder}/{STATE}"):  # an unpublished save of this step (a crash after it)
+        fs.rm_file(f"{folder}/{STATE}")
+    payload = st_save(tensors)
+    state["tensors_sha256"] = hashlib.sha256(payload).hexdigest()
+    fs.pipe_file(f"{folder}/{TENSORS}", payload)
+    fs.pipe_file(f"{folder}/{STATE}", json.dumps(state, indent=1).encode())  # marks it complete
     fs.pipe_file(f"{root}/checkpoints/{LATEST}", name.encode())  # published last
     return f"{out_url.rstrip('/')}/checkpoints/{name}"
 
@@ -90,13 +98,23 @@ def latest_checkpoint(out_url: str) -> str | None:
 def load_checkpoint(url: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     fs, root = fsspec.core.url_to_fs(url)
     try:
-        tensors = st_load(fs.cat_file(f"{root}/{TENSORS}"))
         state = json.loads(fs.cat_file(f"{root}/{STATE}"))
+        payload = fs.cat_file(f"{root}/{TENSORS}")
     except FileNotFoundError:
-        raise FileNotFoundError(f"{url} is not a checkpoint ({TENSORS} + {STATE}); pass a "
-                                "checkpoints/step_N folder or a training output URL") from None
+        raise FileNotFoundError(f"{url} is not a complete checkpoint ({TENSORS} + {STATE}); pass "
+                                "a published checkpoints/step_N folder or a training output URL "
+                                "(its checkpoints/LATEST names the newest complete one)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"checkpoint {url}: {STATE} is corrupt ({exc}); use an earlier "
+                         "checkpoints/step_N") from exc
+    expected = state.get("tensors_sha256")  # absent in checkpoints of older versions
+    if expected and hashlib.sha256(payload).hexdigest() != expected:
+        raise ValueError(f"checkpoint {url}: {TENSORS} does not match the sha256 in {STATE} "
+                         "(truncated or altered); use an earlier checkpoints/step_N")
+    try:
+        tensors = st_load(payload)
     except Exception as exc:
-        raise ValueError(f"checkpoint {url} is corrupt or unreadable: {exc}") from exc
+        raise ValueError(f"checkpoint {url}: {TENSORS} is corrupt or unreadable: {exc}") from exc
     return tensors, state
 
 
