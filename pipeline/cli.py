@@ -47,10 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.commands.errors import is_user_error, report
+
     parser = build_parser()
     args = parser.parse_args(argv)
     # Every leaf parser sets ``func`` with set_defaults(func=...); it returns an exit code.
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted: committed generations and published checkpoints are intact; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        return report(exc)
 
 
 if __name__ == "__main__":

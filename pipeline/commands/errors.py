@@ -1,13 +1,48 @@
-"""Turning expected failures into one readable line and exit code 2, shared by commands."""
+"""Turning expected failures into one readable line on stderr and exit code 2.
+
+``s2dit`` catches these for every command (``pipeline.cli.main``): bad input of any kind
+(a URL, config, manifest, shard, checkpoint, prompt) is reported as ``error: <what and what to
+do>`` without a traceback. ``S2DIT_DEBUG=1`` shows the traceback as well.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import tomllib
+import traceback
 from collections.abc import Callable
 
 from cache_schema import CacheError
 
 Command = Callable[[argparse.Namespace], int]
+
+# Expected failures of user input; anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (CacheError, ValueError, FileNotFoundError,
+                                                 PermissionError, tomllib.TOMLDecodeError)
+# Storage back ends raise their own types; recognised by module so none is imported here.
+STORAGE_ERROR_MODULES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google.auth")
+
+
+def is_user_error(exc: BaseException) -> bool:
+    return isinstance(exc, USER_ERRORS) or type(exc).__module__.startswith(STORAGE_ERROR_MODULES)
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if type(exc).__name__ == "NoCredentialsError":
+        text += (" for object storage: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and "
+                 "AWS_ENDPOINT_URL for an S3-compatible store) or use a storage profile")
+    return text
+
+
+def report(exc: BaseException) -> int:
+    """Print ``error: ...`` (plus the traceback under S2DIT_DEBUG=1) to stderr; exit code 2."""
+    if os.environ.get("S2DIT_DEBUG"):
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"error: {describe(exc)}", file=sys.stderr)
+    return 2
 
 
 def friendly_errors(func: Command, *expected: type[Exception]) -> Command:
@@ -18,6 +53,5 @@ def friendly_errors(func: Command, *expected: type[Exception]) -> Command:
         try:
             return func(args)
         except caught as exc:
-            print(f"error: {exc}")
-            return 2
+            return report(exc)
     return run

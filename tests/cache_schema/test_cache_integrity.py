@@ -171,4 +171,4 @@ def test_ls_and_show(tmp_path, capsys):
     assert cli(["cache", "show", str(tmp_path) + "@1"]) == 0
     assert json.loads(capsys.readouterr().out)["generation"] == 1
     assert cli(["cache", "show", str(tmp_path), "--generation", "5"]) == 2
-    assert "out of range" in capsys.readouterr().out
+    assert "out of range" in capsys.readouterr().err

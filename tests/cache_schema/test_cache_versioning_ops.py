@@ -242,7 +242,7 @@ def test_filter_by_ids_and_where_then_dedup(root, tmp_path, capsys):
         with pytest.raises(OperationRefused, match="extends the newest one"):
             filter_samples(f"{url}@2", where="seed > 0")
         assert cli(["cache", "filter", url, "--where", "colour == 1"]) == 2
-        assert "error: --where 'colour == 1': unknown column 'colour'" in capsys.readouterr().out
+        assert "error: --where 'colour == 1': unknown column 'colour'" in capsys.readouterr().err
     assert all_same(history, url) and list_generations(open_store(url)) == [1, 2, 3, 4, 5]
     assert gc(url, grace_seconds=0).deleted == []  # every index and shard is referenced
     for gen in range(1, 6):
@@ -427,7 +427,7 @@ def test_cli_commands_succeed_and_refuse_readably(tmp_path, capsys):
     listings = {u: listing(u) for u in (a, b, other, str(tmp_path / "m"), str(tmp_path / "z"))}
     for argv, expected in bad:
         assert cli(["cache", *argv]) == 2, argv
-        out = capsys.readouterr().out
+        out = capsys.readouterr().err
         assert out.startswith("error: ") and expected in out, (argv, out)
     assert {u: listing(u) for u in listings} == listings
     for command in ("append", "filter", "dedup", "merge", "convert", "diff"):

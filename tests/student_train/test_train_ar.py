@@ -249,7 +249,7 @@ def test_cli_help_and_a_tiny_run_then_streaming_eval(cache, kd, tmp_path, capsys
     # an AR checkpoint is not a KD checkpoint to start from
     assert main(["train", "ar", "--init", str(out), "--cache", cache, "--out", str(tmp_path / "z"),
                  "--steps", "1", "--quiet"]) == 2
-    assert "is an S2DiT-AR" in capsys.readouterr().out
+    assert "is an S2DiT-AR" in capsys.readouterr().err
 
 
 def test_two_ray_train_workers_match_one_worker(cache, kd, tmp_path, ray_runtime):
