@@ -70,6 +70,8 @@ class TrainConfig:
     loader_workers: int = 1  # shard-reading threads; raise for high-latency object stores
     skip_corrupt_shards: bool = False
     expect_fingerprint_digest: str | None = None  # refuse a cache from another teacher setup
+    # The student architecture: `s2dit search --out` file (layout_file), then these overrides.
+    layout_file: str | None = None
     model: dict[str, Any] = field(default_factory=dict)  # StudentConfig overrides
 
     def __post_init__(self) -> None:

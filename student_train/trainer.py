@@ -29,6 +29,7 @@ from .data import CacheStream, LoaderConfig
 from .losses import Batch, distillation_loss
 from .model import S2DiT, StudentConfig
 from .precision import Precision
+from .search.layout_file import model_overrides
 
 FIELDS = ("states", "v_cond", "v_uncond", "guidance", "sigmas", "x0", "text_emb")
 
@@ -96,10 +97,14 @@ def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
                  text=text.to(device), text_mask=mask.to(device), u=u.to(device))
 
 
-def student_config_for(layout: CacheLayout, overrides: dict[str, Any]) -> StudentConfig:
+def student_config_for(layout: CacheLayout, overrides: dict[str, Any],
+                       layout_file: str | None = None) -> StudentConfig:
+    """The student for a cache: its shapes, the searched architecture of ``layout_file`` (if
+    any), then the config's ``model`` overrides."""
     c, f, h, w = layout.latent_shape
     shapes = {"latent_channels": c, "latent_frames": f, "latent_height": h, "latent_width": w,
               "text_dim": layout.text_dim}
+    overrides = model_overrides(layout_file, overrides, shapes)
     clash = {k: (v, shapes[k]) for k, v in overrides.items() if k in shapes and v != shapes[k]}
     if clash:
         raise ValueError(f"model config {clash} (config, cache) does not fit the cache's shapes")
@@ -136,7 +141,7 @@ class Trainer:
                               "fingerprint_digest": manifest.fingerprint_digest}
         # 2. model, EMA, optimiser
         torch.manual_seed(config.seed)
-        self.model_config = student_config_for(self.layout, config.model)
+        self.model_config = student_config_for(self.layout, config.model, config.layout_file)
         self.model = S2DiT(self.model_config).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.train_model = wrap_model(self.model) if wrap_model else self.model
