@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import torch
 
 from cache_schema import flow
@@ -17,7 +20,7 @@ def sample(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tens
     """
     x = noise
     b = x.shape[0]
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+    for s, s_next in itertools.pairwise(sigmas):
         sig = torch.full((b,), s, device=x.device, dtype=x.dtype)
         d = torch.full((b,), (s - s_next) if use_step_size else 0.0, device=x.device, dtype=x.dtype)
         v = model(x, sig, d, text, text_mask, causal=causal)
@@ -48,16 +51,27 @@ def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: 
     step k of the chunks before it (one state per step), which equals sampling the whole clip
     at once in block-causal mode (``sample(..., causal=True)``), the diffusion-forcing view.
     """
+    chunks = stream_chunks(model, noise, text, text_mask, sigmas, chunk_frames,
+                           use_step_size=use_step_size, context_sigma=context_sigma)
+    return torch.cat(list(chunks), dim=2)
+
+
+@torch.no_grad()  # on a generator: around each resume, not the caller's code
+def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                  sigmas: list[float], chunk_frames: int | None = None, *,
+                  use_step_size: bool = True, context_sigma: float | None = 0.0
+                  ) -> Iterator[torch.Tensor]:
+    """``sample_streaming`` as a generator: yields each finished chunk (B, C, cf, H, W) as soon
+    as it is done, so a consumer (a video decoder) can work while later chunks are sampled."""
     model = _with_chunk_frames(model, chunk_frames)
     cf = model.config.chunk_frames
     b, _, frames, _, _ = noise.shape
     if frames % cf:
         raise ValueError(f"{frames} latent frames are not whole chunks of {cf} (chunk_frames)")
-    steps = list(zip(sigmas[:-1], sigmas[1:]))
+    steps = list(itertools.pairwise(sigmas))
     fresh = lambda: model.init_stream_state(b, device=noise.device, dtype=noise.dtype)
     state = fresh()
     per_step = [fresh() for _ in steps] if context_sigma is None else None
-    chunks = []
     for start in range(0, frames, cf):
         x = noise[:, :, start : start + cf]  # (B, C, cf, H, W)
         for k, (s, s_next) in enumerate(steps):
@@ -68,7 +82,6 @@ def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: 
             if per_step is not None:
                 per_step[k] = after  # this step's input is the next chunk's step-k context
             x = flow.euler_step(x, s, s_next, v)
-        chunks.append(x)
+        yield x
         if per_step is None and start + cf < frames:
             state = model.commit_chunk(x, text, text_mask, state, sigma=context_sigma)
-    return torch.cat(chunks, dim=2)

@@ -13,7 +13,7 @@ def _train_kd(args: argparse.Namespace) -> int:
     from student_train.config import TrainConfig
 
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-                 "device": args.device}
+                 "device": args.device, "layout_file": args.layout_file}
     config = TrainConfig.load(args.config, **overrides)
     if args.workers > 1:
         from student_train.distributed import train_kd_ray
@@ -59,34 +59,15 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+    from pipeline.text_to_video import SampleConfig, generate
 
-    from cache_schema import load_manifest
-    from pipeline.eval import analytic_teacher_of, load_student
-    from student_train.checkpoint import latest_checkpoint
-    from student_train.sampler import sample, sample_streaming
-    from teacher_jobs.preview import save_latent_preview
-
-    checkpoint = latest_checkpoint(args.checkpoint) or args.checkpoint
-    model, state = load_student(checkpoint)
-    manifest = load_manifest(state["manifest"]["cache_url"])
-    teacher = analytic_teacher_of(manifest.fingerprint)
-    prompts = args.prompt
-    text = teacher.encode_prompts(prompts)
-    gen = torch.Generator().manual_seed(args.seed)
-    noise = torch.randn((len(prompts), *teacher.latent_shape), generator=gen)
-    plan = state["plan"]
-    sigmas = plan["schedule_sigmas"] if args.steps == len(plan["schedule_sigmas"]) - 1 else \
-        list(np.linspace(1.0, 0.0, args.steps + 1))
-    if args.streaming or state.get("stage") == "ar":  # chunk by chunk, clean context
-        x0 = sample_streaming(model, noise, text.emb, text.mask, sigmas, use_step_size=not args.full_step)
-    else:
-        x0 = sample(model, noise, text.emb, text.mask, sigmas, use_step_size=not args.full_step)
-    np.save(args.out + ".npy", x0.numpy())
-    save_latent_preview(x0.numpy(), args.out + ".png")
-    scores = teacher.score(x0.numpy(), prompts)
-    print(json.dumps({"latents": args.out + ".npy", "preview": args.out + ".png", "scores": scores}, indent=1))
+    record = generate(SampleConfig(
+        checkpoint=args.checkpoint, prompts=args.prompt, out=args.out, seed=args.seed,
+        steps=args.steps, full_step=args.full_step, streaming=args.streaming,
+        chunk_frames=args.chunk_frames, video=args.video, fps=args.fps, device=args.device,
+        dtype=args.dtype, teacher_source=args.teacher_source))
+    print(json.dumps({**record["outputs"], "scores": record["scores"],
+                      "video": record.get("video")}, indent=1))
     return 0
 
 
@@ -105,6 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kd.add_argument("--batch-size", type=int, dest="batch_size", help="trajectories per step")
     kd.add_argument("--seed", type=int, help="training seed (data order and rows)")
     kd.add_argument("--device", help="torch device (cpu, cuda)")
+    kd.add_argument("--layout-file", dest="layout_file",
+                    help="the student architecture found by `s2dit search --out FILE` (its "
+                         "layout, width, patch...; [train.model] keys override single fields)")
     kd.add_argument("--workers", type=int, default=1, help="Ray Train DDP workers (gloo on CPU)")
     kd.set_defaults(func=_train_kd)
 
@@ -153,15 +137,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="latent frames per streaming chunk (default: the model's)")
     ev.set_defaults(func=_eval)
 
-    sa = subparsers.add_parser("sample", help="generate latents (and a preview) from prompts",
-                               description="Sample S2DiT-KD for prompts; writes .npy latents and "
-                                           "a .png preview, prints analytic scores.")
+    sa = subparsers.add_parser(
+        "sample", help="text to video: sample a student checkpoint for prompts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Sample S2DiT-KD or S2DiT-AR for prompts: text in, video out.\n\n"
+            "Prompts are encoded by the text encoder of the teacher that made the checkpoint's\n"
+            "cache (read from its manifest): the analytic table, or Wan 2.2's UMT5 (loaded with\n"
+            "the VAE, without the experts). S2DiT-AR samples chunk by chunk by default.\n\n"
+            "Writes, each atomically (any fsspec URL):\n"
+            "  OUT.npy            latents (B, C, F, H, W) float32\n"
+            "  OUT.mp4            one per prompt (OUT.0.mp4, OUT.1.mp4, ... for several); Wan:\n"
+            "                     VAE-decoded chunk by chunk, (F-1)*4+1 frames of H*8 x W*8;\n"
+            "                     analytic: the latent-to-RGB preview\n"
+            "  OUT.png            analytic only: preview strip (and oracle scores are printed)\n"
+            "  OUT.json           the resolved settings (checkpoint, cache generation, prompts,\n"
+            "                     seed, sigmas, streaming, fps), written last"),
+        epilog="examples:\n"
+               "  s2dit sample --checkpoint runs/ar --prompt 'a red ring moving left' --out runs/sample\n"
+               "  s2dit sample --checkpoint s3://bucket/wan-kd --prompt 'a cat running through a "
+               "city at night' \\\n      --teacher-source /models/Wan2.2-T2V-A14B-Diffusers --seed 7 "
+               "--out s3://bucket/samples/cat")
     sa.add_argument("--checkpoint", required=True, help="checkpoint folder or training output URL")
     sa.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
-    sa.add_argument("--steps", type=int, default=4, help="sampling steps")
+    sa.add_argument("--steps", type=int,
+                    help="sampling steps (default: the checkpoint's few-step schedule; with "
+                         "--full-step, the cache's whole sigma grid); other counts: uniform sigmas")
     sa.add_argument("--full-step", action="store_true", help="d = 0 (instantaneous velocity)")
-    sa.add_argument("--streaming", action="store_true",
-                    help="sample chunk by chunk with the streaming state (always for S2DiT-AR)")
-    sa.add_argument("--seed", type=int, default=0, help="noise seed")
-    sa.add_argument("--out", default="sample", help="output path prefix")
-    sa.set_defaults(func=_sample)
+    sa.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=None,
+                    help="chunk by chunk with the streaming state (default: on for S2DiT-AR, off "
+                         "for S2DiT-KD)")
+    sa.add_argument("--chunk-frames", type=int, dest="chunk_frames",
+                    help="latent frames per streaming chunk (default: the model's)")
+    sa.add_argument("--seed", type=int, default=0, help="noise seed (recorded in OUT.json)")
+    sa.add_argument("--out", default="sample", help="output prefix, any fsspec URL (default: sample)")
+    sa.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
+                    help="write MP4s (default: on)")
+    sa.add_argument("--fps", type=float, help="video frame rate (default: Wan 16, analytic 4)")
+    sa.add_argument("--device", default="cpu", help="torch device for student, text encoder and VAE")
+    sa.add_argument("--dtype", default="float32",
+                    help="student and VAE compute dtype (float32, bfloat16, float16; fp32 on CPU)")
+    sa.add_argument("--teacher-source", dest="teacher_source",
+                    help="Wan 2.2 diffusers folder or hub id to load the text encoder and VAE from "
+                         "(default: where the cache's job loaded the teacher; must be the same "
+                         "weights)")
+    sa.set_defaults(func=_sample)  # bad input: `error: ...` and exit 2 (pipeline.cli.main)

@@ -34,6 +34,41 @@ def weight_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+GENERATE_HINT = "pass --teacher wan:DIR; for a test run use --teacher wan-tiny"
+
+
+def load_error_message(path_or_id: str, exc: Exception, then: str = GENERATE_HINT) -> str:
+    """The one message for Wan weights that are not there (offline, wrong folder)."""
+    return (f"cannot load the Wan 2.2 pipeline from {path_or_id!r} ({type(exc).__name__}: "
+            f"{str(exc)[:300]}). Without network access, download it where you have one "
+            f"(`huggingface-cli download {HUB_ID} --local-dir DIR`), copy DIR here and {then}")
+
+
+def count_wan_tokens(tokenizer, prompt: str) -> int:
+    return len(tokenizer(prompt, add_special_tokens=True).input_ids)
+
+
+def encode_wan_prompts(pipe, prompts: list[str], *, max_text_len: int, device: torch.device,
+                       dtype: torch.dtype) -> EncodedText:
+    """UMT5 embeddings (B, max_text_len, D), zero past each prompt's tokens; shared by the
+    teacher and by sampling a student, so both see the same text input."""
+    lengths = [min(count_wan_tokens(pipe.tokenizer, p), max_text_len) for p in prompts]
+    with torch.no_grad():
+        emb = pipe._get_t5_prompt_embeds(prompt=prompts, max_sequence_length=max_text_len,
+                                         device=device, dtype=dtype)
+    return EncodedText(emb=emb, lengths=lengths, prompts=list(prompts))
+
+
+def to_vae_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Undo the latents_mean/std normalisation the denoiser works in, op for op as
+    ``WanPipeline`` does before its decode (so decoded frames match the stock pipeline's)."""
+    device = next(vae.parameters()).device
+    latents = latents.to(device, vae.dtype)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(device, latents.dtype)
+    std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(device, latents.dtype)
+    return latents / std + mean
+
+
 class WanTeacher(Teacher):
     name = "wan2.2"
 
@@ -69,22 +104,18 @@ class WanTeacher(Teacher):
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path_or_id: str, **config: Any) -> "WanTeacher":
+    def from_pretrained(cls, path_or_id: str, **config: Any) -> WanTeacher:
         from diffusers import WanPipeline
 
         dtype = DTYPES[config.get("dtype", "float32")]
         try:
             pipe = WanPipeline.from_pretrained(path_or_id, torch_dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as exc:
-            raise RuntimeError(
-                f"cannot load the Wan 2.2 pipeline from {path_or_id!r} ({type(exc).__name__}: "
-                f"{str(exc)[:300]}). Without network access, download it where you have one "
-                f"(`huggingface-cli download {HUB_ID} --local-dir DIR`), copy DIR here and pass "
-                "--teacher wan:DIR; for a test run use --teacher wan-tiny") from None
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(load_error_message(path_or_id, exc)) from None
         return cls(pipe, source=path_or_id, **config)
 
     @classmethod
-    def tiny(cls, **config: Any) -> "WanTeacher":
+    def tiny(cls, **config: Any) -> WanTeacher:
         from .tiny_wan import build_tiny_pipeline
 
         config = {"height": 32, "width": 32, "frames": 9, "num_steps": 6, "shift": 3.0,
@@ -114,14 +145,11 @@ class WanTeacher(Teacher):
                 "code_version": CODE_VERSION}
 
     def count_tokens(self, prompt: str) -> int:
-        return len(self.pipe.tokenizer(prompt, add_special_tokens=True).input_ids)
+        return count_wan_tokens(self.pipe.tokenizer, prompt)
 
     def encode_prompts(self, prompts: list[str]) -> EncodedText:
-        lengths = [min(self.count_tokens(p), self.max_text_len) for p in prompts]
-        with torch.no_grad():
-            emb = self.pipe._get_t5_prompt_embeds(prompt=prompts, max_sequence_length=self.max_text_len,
-                                                  device=self.device, dtype=self.model_dtype)
-        return EncodedText(emb=emb, lengths=lengths, prompts=list(prompts))
+        return encode_wan_prompts(self.pipe, prompts, max_text_len=self.max_text_len,
+                                  device=self.device, dtype=self.model_dtype)
 
     def sigmas(self) -> np.ndarray:
         return self._sigmas
@@ -160,7 +188,5 @@ class WanTeacher(Teacher):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE decode (B, C, F, H, W) latents to video in [-1, 1] (B, 3, frames, H*8, W*8)."""
         vae = self.pipe.vae
-        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-        std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
         with torch.no_grad():
-            return vae.decode(latents.to(vae.dtype) / std + mean, return_dict=False)[0]
+            return vae.decode(to_vae_latents(vae, latents), return_dict=False)[0]

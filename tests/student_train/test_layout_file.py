@@ -42,6 +42,11 @@ def test_training_builds_the_searched_layout(cache, tmp_path):
     state = json.loads((tmp_path / "run" / "checkpoints" / "step_000001" / "state.json").read_text())
     assert state["model_config"]["layout"] == searched["layout"]
     assert state["config"]["layout_file"] == layout_file  # the resolved config names its source
+    # the same through the command line
+    assert main(["train", "kd", "--cache", cache, "--out", str(tmp_path / "cli"), "--steps", "1",
+                 "--batch-size", "4", "--layout-file", layout_file]) == 0
+    state = json.loads((tmp_path / "cli" / "checkpoints" / "step_000001" / "state.json").read_text())
+    assert state["model_config"]["layout"] == searched["layout"]
 
 
 def test_a_layout_searched_for_other_shapes_or_a_bad_file_is_refused(cache, tmp_path):

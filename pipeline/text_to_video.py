@@ -1,0 +1,218 @@
+"""Text in, video out: sample a trained student (S2DiT-KD or S2DiT-AR) for prompts.
+
+1. the checkpoint and the cache generation it trained on (its manifest's fingerprint)
+2. the teacher side that made that cache: analytic, or Wan 2.2's text encoder and VAE
+3. prompts -> the student's text input exactly as the cache stored ``text_emb``
+4. noise from the seed; the checkpoint's few-step schedule (or the full grid, or N steps)
+5. sample, chunk by chunk when streaming (default for S2DiT-AR); each finished chunk is
+   decoded and its frames appended to the MP4s while the next one is sampled
+6. latents (.npy), for analytic a PNG preview and oracle scores, then the JSON sidecar last
+
+Every output is written atomically; the sidecar (``OUT.json``) records the resolved settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache_schema import FIELD_BY_NAME, CacheError, CacheLayout, Manifest, load_manifest, split_ref
+from pipeline.eval import load_student
+from pipeline.teacher_side import TextEncoder, open_teacher_side
+from pipeline.video_io import CODEC, Mp4Writer, atomic_output
+from student_train.checkpoint import latest_checkpoint
+from student_train.sampler import sample, stream_chunks
+from student_train.trainer import pad_text
+from teacher_jobs.preview import save_latent_preview
+from teacher_jobs.prompts import normalise_prompt, validate_prompt
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(kw_only=True, slots=True)
+class SampleConfig:
+    checkpoint: str  # a checkpoints/step_N folder or a training output URL (its newest)
+    prompts: list[str]
+    out: str = "sample"  # output prefix (any fsspec URL): OUT.npy, OUT.mp4, OUT.json
+    seed: int = 0  # noise = torch.randn from a CPU generator seeded with this
+    steps: int | None = None  # None: the checkpoint's few-step schedule (full grid with full_step)
+    full_step: bool = False  # d = 0 (instantaneous velocity) instead of the jump size
+    streaming: bool | None = None  # chunk by chunk; None: on for S2DiT-AR, off for S2DiT-KD
+    chunk_frames: int | None = None  # latent frames per streaming chunk (None: the model's)
+    video: bool = True
+    fps: float | None = None  # None: the teacher's (Wan 16, analytic 4)
+    device: str = "cpu"
+    dtype: str = "float32"  # student and VAE compute dtype (fp32 on CPU: half is very slow)
+    teacher_source: str | None = None  # Wan weights folder, if not where the cache's job had them
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        try:
+            kind = torch.device(self.device).type
+        except RuntimeError as exc:
+            raise ValueError(f"device {self.device!r}: {exc}") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r}: no CUDA device is available here (use cpu)")
+
+
+def trained_manifest(state: dict[str, Any]) -> Manifest:
+    """The manifest generation the checkpoint trained on (not whatever a tag names now)."""
+    info = state["manifest"]
+    url = f"{split_ref(info['cache_url'])[0]}@{info['generation']}"
+    try:
+        manifest = load_manifest(url)
+    except (FileNotFoundError, CacheError) as exc:
+        raise FileNotFoundError(f"cannot read {url}, the cache generation this checkpoint trained "
+                                f"on: {exc}") from None
+    if manifest is None or manifest.cache_id != info["cache_id"]:
+        raise ValueError(f"{url} is not the cache this checkpoint trained on (cache id "
+                         f"{info['cache_id']}); it was moved or replaced")
+    return manifest
+
+
+def check_prompts(prompts: list[str], text: TextEncoder) -> list[str]:
+    """Normalised prompts, or a ValueError naming the first one the cache job would refuse."""
+    if not prompts:
+        raise ValueError("no prompt given: pass --prompt TEXT (repeatable)")
+    for i, raw in enumerate(prompts, 1):
+        reason = validate_prompt(raw, max_tokens=text.max_text_len, count_tokens=text.count_tokens)
+        if reason:
+            raise ValueError(f"prompt {i} ({raw!r}) refused: {reason}")
+    return [normalise_prompt(p) for p in prompts]
+
+
+def student_text(text: TextEncoder, prompts: list[str], layout: CacheLayout
+                 ) -> tuple[list[np.ndarray], torch.Tensor, torch.Tensor]:
+    """(per-prompt ``text_emb`` as the cache stores it: trimmed, in its half dtype; the padded
+    (B, L, D) float32 input and (B, L) mask exactly as training pads them)."""
+    encoded = text.encode_prompts(prompts)
+    half = layout.numpy_dtype(FIELD_BY_NAME["text_emb"])
+    emb = encoded.emb.float().cpu().numpy()
+    trimmed = [emb[i, :n].astype(half) for i, n in enumerate(encoded.lengths)]
+    padded, mask = pad_text([{"text_emb": t} for t in trimmed], layout.max_text_len)
+    return trimmed, padded, mask
+
+
+def schedule(plan: dict[str, Any], steps: int | None, full_step: bool) -> list[float]:
+    """The trained schedules where they fit, else ``steps`` uniform jumps from 1 to 0."""
+    few, grid = plan["schedule_sigmas"], plan["grid_sigmas"]
+    if steps is None:
+        return [float(s) for s in (grid if full_step else few)]
+    for sigmas in (few, grid):
+        if steps == len(sigmas) - 1:
+            return [float(s) for s in sigmas]
+    return [float(s) for s in np.linspace(1.0, 0.0, steps + 1)]
+
+
+def _video_urls(out: str, n: int) -> list[str]:
+    return [f"{out}.mp4"] if n == 1 else [f"{out}.{i}.mp4" for i in range(n)]
+
+
+def _append(writers: list[Mp4Writer], frames: np.ndarray | None) -> None:
+    """(B, n, H, W, 3) frames, one clip per writer (None: the renderer holds them back)."""
+    if frames is not None:
+        for writer, clip in zip(writers, frames, strict=True):
+            writer.append(clip)
+
+
+@contextlib.contextmanager
+def _mp4_writers(urls: list[str], fps: float) -> Iterator[list[Mp4Writer]]:
+    """One writer per sample; each MP4 is published only if every sample finished."""
+    with contextlib.ExitStack() as stack:
+        writers = []
+        for url in urls:
+            writer = Mp4Writer(stack.enter_context(atomic_output(url)), fps)
+            stack.callback(writer.close)  # runs before its atomic_output publishes
+            writers.append(writer)
+        yield writers
+
+
+def generate(cfg: SampleConfig) -> dict[str, Any]:
+    """Run one text-to-video request; returns the sidecar record (also written to OUT.json)."""
+    started = time.perf_counter()
+    # 1. the student and the cache generation it trained on
+    checkpoint = latest_checkpoint(cfg.checkpoint) or cfg.checkpoint
+    model, state = load_student(checkpoint)
+    manifest = trained_manifest(state)
+    # 2. the teacher side that made the cache
+    side = open_teacher_side(manifest.fingerprint, source=cfg.teacher_source, device=cfg.device,
+                             dtype=cfg.dtype)
+    # 3. prompts -> the student's text input
+    prompts = check_prompts(cfg.prompts, side.text)
+    device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
+    _, text, mask = student_text(side.text, prompts, manifest.layout)
+    text, mask = text.to(device, dtype), mask.to(device)
+    model = model.to(device, dtype)
+    # 4. noise and schedule; noise is drawn on the CPU in fp32 so a seed means one clip anywhere
+    shape = (len(prompts), *manifest.layout.latent_shape)  # (B, C, F, H, W)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device, dtype)
+    sigmas = schedule(state["plan"], cfg.steps, cfg.full_step)
+    is_ar = state.get("stage") == "ar"
+    streaming = is_ar if cfg.streaming is None else cfg.streaming
+    jump = not cfg.full_step
+    # 5. sample; render each chunk as it is finished
+    if streaming:
+        chunks = stream_chunks(model, noise, text, mask, sigmas, cfg.chunk_frames, use_step_size=jump)
+    else:
+        chunks = iter(sample(model, noise, text, mask, sigmas, use_step_size=jump).split(1, dim=2))
+    fps = cfg.fps or side.fps
+    videos = _video_urls(cfg.out, len(prompts)) if cfg.video else []
+    renderer = side.renderer(shape[-2], shape[-1]) if videos else None
+    latents, render_s = [], 0.0
+    with _mp4_writers(videos, fps) as writers:
+        for chunk in chunks:
+            latents.append(chunk.float().cpu())
+            if renderer is not None:
+                t0 = time.perf_counter()
+                _append(writers, renderer.push(chunk))
+                render_s += time.perf_counter() - t0
+        if renderer is not None:
+            t0 = time.perf_counter()
+            _append(writers, renderer.finish())
+            render_s += time.perf_counter() - t0
+    x0 = torch.cat(latents, dim=2).numpy()  # (B, C, F, H, W) float32
+    # 6. latents, preview and scores (analytic), the sidecar last: its presence means complete
+    outputs: dict[str, Any] = {"latents": f"{cfg.out}.npy", "videos": videos}
+    with atomic_output(outputs["latents"]) as path:
+        np.save(path, x0)
+    scores = side.scores(x0, prompts)
+    if scores is not None:
+        outputs["preview"] = f"{cfg.out}.png"
+        with atomic_output(outputs["preview"]) as path:
+            save_latent_preview(x0, path)
+    info = state["manifest"]
+    record = {
+        "checkpoint": checkpoint, "stage": "ar" if is_ar else "kd", "step": state["step"],
+        "manifest": {"cache_url": split_ref(info["cache_url"])[0], "cache_id": manifest.cache_id,
+                     "generation": manifest.generation,
+                     "fingerprint_digest": manifest.fingerprint_digest},
+        **side.describe(), "prompts": prompts, "seed": cfg.seed,
+        "noise": "torch.randn, CPU generator seeded with seed, fp32",
+        "steps": len(sigmas) - 1, "sigmas": sigmas, "step_size": "jump" if jump else "zero",
+        "streaming": streaming,
+        "chunk_frames": (cfg.chunk_frames or model.config.chunk_frames) if streaming else None,
+        "device": cfg.device, "dtype": cfg.dtype, "latent_shape": list(x0.shape),
+        "outputs": outputs, "scores": scores,
+    }
+    if renderer is not None:
+        height, width = writers[0].size or (0, 0)
+        record["video"] = {"fps": fps, "frames": writers[0].frames, "height": height,
+                           "width": width, "codec": CODEC, "decoded": renderer.mode}
+    record["seconds"] = {"render": round(render_s, 3),
+                         "total": round(time.perf_counter() - started, 3)}
+    outputs["sidecar"] = f"{cfg.out}.json"
+    with atomic_output(outputs["sidecar"]) as path, open(path, "w") as handle:
+        json.dump(record, handle, indent=1, ensure_ascii=False)
+    return record
