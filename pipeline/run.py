@@ -8,7 +8,8 @@
 6. evaluate INPUT KD checkpoint          OUTPUT analytic-oracle scores vs the teacher
 7. self-force INPUT KD checkpoint, cache OUTPUT S2DiT-AR checkpoints + metrics (stage 2)
 8. evaluate INPUT AR checkpoint          OUTPUT streaming (chunk-by-chunk) scores
-9. report   INPUT all of the above       OUTPUT report.json + preview.png in the run folder
+9. sample   INPUT AR (else KD) checkpoint OUTPUT text to video: preview.mp4 per prompt, .png, .json
+10. report  INPUT all of the above       OUTPUT report.json in the run folder
 """
 
 from __future__ import annotations
@@ -22,21 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
-import torch
 from rich.console import Console
 
 from cache_schema import verify_cache
 from cache_schema.versioning import lineage, set_tag
-from pipeline.eval import evaluate_checkpoint, format_report, load_student
+from pipeline.eval import evaluate_checkpoint, format_report
+from pipeline.text_to_video import SampleConfig, generate
 from student_train.config import TrainConfig
-from student_train.sampler import sample, sample_streaming
 from student_train.self_forcing import ARConfig, ARTrainer
 from student_train.trainer import Trainer
 from teacher_jobs.analytic_corpus import split_classes, write_corpus
 from teacher_jobs.config import JobConfig
 from teacher_jobs.job import run_generation
-from teacher_jobs.preview import save_latent_preview
-from teacher_jobs.teachers.analytic import AnalyticTeacher
 
 # The training recipes of configs/kd_demo.toml (the issue-7 quality gate, BENCHMARKS.md) and
 # configs/ar_demo.toml, embedded so the demo runs without the repository's files; a test keeps
@@ -134,28 +132,22 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
             ar_scores = evaluate_checkpoint(ar_checkpoint, per_class=cfg.eval_per_class, seed=cfg.seed)
         console.print(format_report(ar_scores), soft_wrap=True)
 
-    console.rule("9. report")
-    # The preview is the deployed path: S2DiT-AR generating chunk by chunk (else S2DiT-KD).
-    model, state = load_student(ar_checkpoint or checkpoint)
-    teacher = AnalyticTeacher()
-    prompts = train[:4]
-    text = teacher.encode_prompts(prompts)
-    mc = model.config
-    shape = (len(prompts), mc.latent_channels, mc.latent_frames, mc.latent_height, mc.latent_width)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed))
-    sigmas = state["plan"]["schedule_sigmas"]
-    with torch.no_grad():
-        x0 = (sample_streaming(model, noise, text.emb, text.mask, sigmas) if ar_checkpoint
-              else sample(model, noise, text.emb, text.mask, sigmas))
-    preview = save_latent_preview(x0.numpy(), f"{root}/preview.png") if "://" not in out or \
-        out.startswith("file://") else None
+    with _stage(console, "9. text to video (the deployed path)", timings, "sample_s"):
+        # S2DiT-AR generating chunk by chunk (else S2DiT-KD), through `s2dit sample`'s code.
+        prompts = train[:4]
+        preview = generate(SampleConfig(checkpoint=ar_checkpoint or checkpoint, prompts=prompts,
+                                        out=f"{out}/preview", seed=cfg.seed))
+    console.print(f"{len(prompts)} prompts -> {', '.join(preview['outputs']['videos'])}; "
+                  f"scores {preview['scores']}")
+
+    console.rule("10. report")
     result = {"config": dataclasses.asdict(cfg), "cache": f"{out}/cache@{manifest.generation}",
               "cache_tag": "train",
               "checkpoint": checkpoint, "timings": timings, "scores": scores,
               "ar_checkpoint": ar_checkpoint, "ar_scores": ar_scores,
-              "preview": preview, "preview_prompts": prompts}
+              "preview": preview["outputs"], "preview_prompts": prompts}
     with fsspec.open(f"{out}/report.json", "w") as handle:
         json.dump(result, handle, indent=1)
-    console.print(f"report: {out}/report.json; preview of 4-step samples: {preview}")
+    console.print(f"report: {out}/report.json; samples: {out}/preview.json")
     console.print({k: round(v, 1) for k, v in timings.items()})
     return result

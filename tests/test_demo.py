@@ -31,7 +31,7 @@ def test_demo_runs_every_stage_end_to_end(tmp_path, ray_runtime):
     report = json.loads((out / "report.json").read_text())
     assert report["checkpoint"] == result["checkpoint"] and report["cache_tag"] == "train"
     assert set(report["timings"]) == {"generate_s", "verify_s", "train_s", "evaluate_s",
-                                      "train_ar_s", "evaluate_ar_s"}
+                                      "train_ar_s", "evaluate_ar_s", "sample_s"}
     assert list_tags(str(out / "cache")) == {"train": CacheReader(str(out / "cache")).generation}
     assert len(CacheReader(f"{out}/cache@train")) == 12 * 8
     for scores in report["scores"]["held_out_seeds"].values():
@@ -41,3 +41,8 @@ def test_demo_runs_every_stage_end_to_end(tmp_path, ray_runtime):
     assert report["ar_scores"]["stage"] == "ar" and report["ar_scores"]["step"] == 2
     assert "student_ar_4step_streaming" in report["ar_scores"]["held_out_seeds"]
     assert (out / "preview.png").stat().st_size > 0
+    # Stage 9 is text to video through `s2dit sample`'s code: S2DiT-AR streaming, one MP4 a prompt
+    sidecar = json.loads((out / "preview.json").read_text())
+    assert sidecar["stage"] == "ar" and sidecar["streaming"] and sidecar["prompts"] == report["preview_prompts"]
+    assert len(sidecar["outputs"]["videos"]) == 4 and sidecar["video"]["frames"] == 5
+    assert all((out / f"preview.{i}.mp4").stat().st_size > 0 for i in range(4))
