@@ -154,6 +154,23 @@ def _search(args: argparse.Namespace) -> int:
 
 
 # -- export ----------------------------------------------------------------------------------
+def _trained_model(url: str):
+    """The EMA weights of a training output or checkpoint folder, or a save_pretrained folder."""
+    from pipeline.eval import load_student
+    from student_train.checkpoint import STATE, latest_checkpoint
+    from student_train.model import S2DiT
+
+    checkpoint = latest_checkpoint(url)
+    fs, root = fsspec.core.url_to_fs(url)
+    if checkpoint or fs.exists(f"{root}/{STATE}"):
+        return load_student(checkpoint or url)[0]
+    try:
+        return S2DiT.from_pretrained(url)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--model {url} is neither a training output (checkpoints/LATEST), "
+                                f"a checkpoint folder ({STATE}) nor a save_pretrained folder") from None
+
+
 def _export(args: argparse.Namespace) -> int:
     import torch
 
@@ -161,7 +178,7 @@ def _export(args: argparse.Namespace) -> int:
     from student_train.model import S2DiT
 
     if args.model:
-        model = S2DiT.from_pretrained(args.model)
+        model = _trained_model(args.model)
         if args.ssa_window is not None:
             model.config.ssa_window = args.ssa_window
             for block in model.blocks:
@@ -234,10 +251,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export S2DiT's chunk step (x_chunk, sigma, step_size, text, mask, *state) -> "
                     "(v_chunk, *next_state) with torch.export, save it as .pt2 (+ .json describing "
                     "the state tensors) and compare it with the eager model over several chunks.",
-        epilog="example: s2dit export --model runs/kd/final --ssa-window 4 --out student.pt2")
+        epilog="example: s2dit export --model runs/demo/student_ar --ssa-window 4 --out student.pt2")
     _student_args(p)
-    p.add_argument("--model", help="a save_pretrained folder (any fsspec URL); default: random "
-                                   "weights of --config/flags")
+    p.add_argument("--model", help="a training output (its newest checkpoint's EMA weights), a "
+                                   "checkpoints/step_N folder or a save_pretrained folder (any "
+                                   "fsspec URL); default: random weights of --config/flags")
     p.add_argument("--out", required=True, help="the .pt2 program to write")
     p.add_argument("--batch", type=int, default=1, help="batch size baked into the program")
     p.add_argument("--text-len", type=int, default=16, help="text tokens baked into the program")

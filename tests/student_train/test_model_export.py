@@ -32,3 +32,29 @@ def test_exported_chunk_step_matches_eager(tmp_path):
 def test_export_needs_a_fixed_size_ssa_cache():
     with pytest.raises(ValueError, match="ssa_window"):
         export_chunk_step(random_model())
+
+
+def test_cli_exports_a_trained_checkpoint_with_its_ema_weights(tmp_path, capsys):
+    from cache_factory import make_cache
+
+    from pipeline.cli import main
+    from student_train.config import TrainConfig
+    from student_train.trainer import Trainer
+
+    cache = make_cache(tmp_path / "cache", seeds=1)
+    trainer = Trainer(cache, str(tmp_path / "run"), TrainConfig(steps=2, batch_size=4,
+                                                                model={"dim": 24, "heads": 2}))
+    trainer.run(progress=False)
+    out = tmp_path / "student.pt2"
+    assert main(["export", "--model", str(tmp_path / "run"), "--ssa-window", "2", "--out", str(out),
+                 "--text-len", "5"]) == 0
+    assert "max |diff|" in capsys.readouterr().out
+    program = torch.export.load(str(out))
+    weights = {k.removeprefix("model."): v for k, v in program.state_dict.items()}
+    ema = trainer.ema.state_dict()
+    shared = [k for k in weights if k in ema]
+    assert shared and all(torch.equal(weights[k], ema[k]) for k in shared)  # EMA, not raw weights
+    assert any(not torch.equal(ema[k], trainer.model.state_dict()[k]) for k in shared)
+    assert main(["export", "--model", str(tmp_path / "nothing"), "--ssa-window", "2",
+                 "--out", str(out)]) == 2
+    assert "neither a training output" in capsys.readouterr().err
