@@ -36,8 +36,9 @@ def load_searched_model(url: str) -> dict[str, Any]:
 
 def model_overrides(layout_file: str | None, overrides: dict[str, Any],
                     cache_shapes: dict[str, int]) -> dict[str, Any]:
-    """The searched architecture, then the config's own ``model`` overrides on top. A layout
-    searched for other shapes than the cache's is refused: its costs are for another size."""
+    """The searched architecture plus the config's own ``model`` keys it does not set. A layout
+    searched for other shapes than the cache's, or a config key that contradicts the file, is
+    refused: the layout's costs were measured for the file's values."""
     if not layout_file:
         return dict(overrides)
     searched = load_searched_model(layout_file)
@@ -47,4 +48,16 @@ def model_overrides(layout_file: str | None, overrides: dict[str, Any],
         raise ValueError(f"layout file {layout_file} was searched for {clash} (searched, cache): "
                          "profile and search at the cache's shapes (`s2dit profile "
                          "--latent-shape C,F,H,W --text-dim D`), then search again")
-    return {**{k: v for k, v in searched.items() if k not in SHAPE_KEYS}, **overrides}
+    architecture = {k: v for k, v in searched.items() if k not in SHAPE_KEYS}
+    differ = {k: (_plain(architecture[k]), _plain(v)) for k, v in overrides.items()
+              if k in architecture and _plain(architecture[k]) != _plain(v)}
+    if differ:
+        raise ValueError(f"layout file {layout_file} and the training config's [train.model] "
+                         f"disagree on {differ} (layout file, config): the layout was chosen for "
+                         "the file's values; drop those keys from [train.model], or profile and "
+                         "search again with them")
+    return {**architecture, **overrides}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -34,10 +34,10 @@ def _search(tmp_path, latent_shape: str) -> str:
 def test_training_builds_the_searched_layout(cache, tmp_path):
     layout_file = _search(tmp_path, "4,5,8,8")
     searched = json.loads(open(layout_file).read())
-    config = TrainConfig(steps=1, batch_size=4, layout_file=layout_file, model={"ssa_window": 2})
+    config = TrainConfig(steps=1, batch_size=4, layout_file=layout_file, model={"dim": 24})
     trainer = Trainer(cache, str(tmp_path / "run"), config)
     assert [b.spec for b in trainer.model.blocks] == searched["layout"]
-    assert trainer.model_config.dim == 24 and trainer.model_config.ssa_window == 2  # override on top
+    assert trainer.model_config.dim == 24 and trainer.model_config.heads == 2  # from the file
     trainer.run(progress=False)
     state = json.loads((tmp_path / "run" / "checkpoints" / "step_000001" / "state.json").read_text())
     assert state["model_config"]["layout"] == searched["layout"]
@@ -50,6 +50,10 @@ def test_training_builds_the_searched_layout(cache, tmp_path):
 
 
 def test_a_layout_searched_for_other_shapes_or_a_bad_file_is_refused(cache, tmp_path):
+    layout_file = _search(tmp_path, "4,5,8,8")
+    contradicting = TrainConfig(steps=1, layout_file=layout_file, model={"dim": 32, "heads": 2})
+    with pytest.raises(ValueError, match=r"disagree on \{'dim': \(24, 32\)\}"):
+        Trainer(cache, str(tmp_path / "d"), contradicting)
     other = _search(tmp_path, "4,5,16,16")
     with pytest.raises(ValueError, match=r"searched for .*latent_height.*profile and search at the cache"):
         Trainer(cache, str(tmp_path / "a"), TrainConfig(steps=1, layout_file=other))
