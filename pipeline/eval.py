@@ -45,8 +45,17 @@ def load_student(checkpoint_url: str, *, ema: bool = True) -> tuple[S2DiT, dict[
     return model.eval(), state
 
 
+def trained_context_sigma(state: dict[str, Any]) -> float:
+    """The noise level an S2DiT-AR run committed finished chunks at (its ``context_sigma``):
+    streaming sampling must commit at the same level. KD checkpoints: clean (0)."""
+    if state.get("stage") != "ar":
+        return 0.0
+    return float(state.get("config", {}).get("context_sigma", 0.0))
+
+
 def _score_set(teacher, model, prompts, seeds, digest, plan, global_seed, *,
-               streaming: str | None = None, chunk_frames: int | None = None) -> dict[str, Any]:
+               streaming: str | None = None, chunk_frames: int | None = None,
+               context_sigma: float = 0.0) -> dict[str, Any]:
     ids = [make_sample_id(p, s, digest) for p, s in zip(prompts, seeds)]
     noise = torch.from_numpy(batch_noise(global_seed, ids, teacher.latent_shape))
     text = teacher.encode_prompts(prompts)
@@ -56,8 +65,9 @@ def _score_set(teacher, model, prompts, seeds, digest, plan, global_seed, *,
                                    ("student_fullstep_grid", plan["grid_sigmas"], False)):
             x0 = sample(model, noise, text.emb, text.mask, sigmas, use_step_size=jump)
             out[name] = teacher.score(x0.numpy(), prompts)
-        if streaming:  # chunk by chunk, each finished chunk committed clean as context
-            x0 = sample_streaming(model, noise, text.emb, text.mask, plan["schedule_sigmas"], chunk_frames)
+        if streaming:  # chunk by chunk, each finished chunk committed as the next's context
+            x0 = sample_streaming(model, noise, text.emb, text.mask, plan["schedule_sigmas"],
+                                  chunk_frames, context_sigma=context_sigma)
             out[streaming] = teacher.score(x0.numpy(), prompts)
     few = len(plan["schedule_sigmas"]) - 1
     for name, steps in ((f"teacher_{few}step", few), ("teacher_fullstep", teacher.num_steps)):
@@ -99,7 +109,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
         seeds = list(HELD_OUT_SEED_BASE + rng.permutation(10**6)[: len(prompts)])
         report[name] = _score_set(teacher, model, prompts, seeds, manifest.fingerprint_digest,
                                   state["plan"], manifest.fingerprint["global_seed"],
-                                  streaming=streaming_name, chunk_frames=chunk_frames)
+                                  streaming=streaming_name, chunk_frames=chunk_frames,
+                                  context_sigma=trained_context_sigma(state))
     return report
 
 

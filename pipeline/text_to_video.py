@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cache_schema import FIELD_BY_NAME, CacheError, CacheLayout, Manifest, load_manifest, split_ref
-from pipeline.eval import load_student
+from pipeline.eval import load_student, trained_context_sigma
 from pipeline.teacher_side import TextEncoder, open_teacher_side
 from pipeline.video_io import CODEC, Mp4Writer, atomic_output
 from student_train.checkpoint import latest_checkpoint
@@ -164,7 +164,8 @@ def generate(cfg: SampleConfig) -> dict[str, Any]:
     jump = not cfg.full_step
     # 5. sample; render each chunk as it is finished
     if streaming:
-        chunks = stream_chunks(model, noise, text, mask, sigmas, cfg.chunk_frames, use_step_size=jump)
+        chunks = stream_chunks(model, noise, text, mask, sigmas, cfg.chunk_frames,
+                               use_step_size=jump, context_sigma=trained_context_sigma(state))
     else:
         chunks = iter(sample(model, noise, text, mask, sigmas, use_step_size=jump).split(1, dim=2))
     fps = cfg.fps or side.fps
@@ -203,6 +204,7 @@ def generate(cfg: SampleConfig) -> dict[str, Any]:
         "steps": len(sigmas) - 1, "sigmas": sigmas, "step_size": "jump" if jump else "zero",
         "streaming": streaming,
         "chunk_frames": (cfg.chunk_frames or model.config.chunk_frames) if streaming else None,
+        "context_sigma": trained_context_sigma(state) if streaming else None,
         "device": cfg.device, "dtype": cfg.dtype, "latent_shape": list(x0.shape),
         "outputs": outputs, "scores": scores,
     }

@@ -84,7 +84,8 @@ def _video(url: str) -> np.ndarray:
         return iio.imread(handle.read(), plugin="FFMPEG", extension=".mp4")
 
 
-def _expected_latents(checkpoint: str, prompts: list[str], seed: int, streaming: bool) -> np.ndarray:
+def _expected_latents(checkpoint: str, prompts: list[str], seed: int, streaming: bool, *,
+                      context_sigma: float = 0.0) -> np.ndarray:
     """Recomputed from the cache's own text_emb records, not through the code under test."""
     model, state = load_student(latest_checkpoint(checkpoint))
     by_prompt = {r["prompt"]: r for r in CacheReader(state["manifest"]["cache_url"]).iter_records(
@@ -92,8 +93,10 @@ def _expected_latents(checkpoint: str, prompts: list[str], seed: int, streaming:
     text, mask = pad_text([by_prompt[p] for p in prompts], 16)  # the tiny teacher's max_text_len
     c, f, h, w = 16, 3, 4, 4  # 9 frames of 32x32 through the Wan VAE (x4 in time, x8 in space)
     noise = torch.randn((len(prompts), c, f, h, w), generator=torch.Generator().manual_seed(seed))
-    run = sample_streaming if streaming else sample
-    return run(model, noise, text, mask, state["plan"]["schedule_sigmas"]).numpy()
+    sigmas = state["plan"]["schedule_sigmas"]
+    if streaming:
+        return sample_streaming(model, noise, text, mask, sigmas, context_sigma=context_sigma).numpy()
+    return sample(model, noise, text, mask, sigmas).numpy()
 
 
 def test_a_cached_prompt_gets_exactly_its_cached_text_embedding(wan_cache, tmp_path):
