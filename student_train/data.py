@@ -1,6 +1,8 @@
 """Streaming cache loader: deterministic order, rank split, prefetch, exact mid-epoch resume.
 
-The order of an epoch is a pure function of (seed, epoch): shards are permuted, then samples
+The order of an epoch is a pure function of (seed, epoch) and the cache's samples (not of the
+order its manifest happens to list shards in, which follows actor timing): shards sorted by
+their logical name are permuted, then samples
 are shuffled within windows of ``buffer_shards`` consecutive shards (a shuffle buffer that
 never holds more than that many shards). Rank r takes every world-th sample of that order. The
 resume state is (epoch, samples of the epoch consumed by all ranks together), so it depends
@@ -59,17 +61,32 @@ def epoch_order(live_counts: Sequence[int], seed: int, epoch: int, buffer_shards
     return order
 
 
-def live_counts(reader: CacheReader) -> list[int]:
-    """Live records per shard: tombstones of filter generations are not part of an epoch."""
+# Shard order of the epoch permutation. "name": by logical shard name (the work unit, stable
+# across retries and runs). A manifest lists shards in the order units finished, which varies
+# with actor timing, so "manifest" order made the same cache train differently run to run;
+# it is kept only to resume loader states saved before this field existed.
+SHARD_ORDERS = ("name", "manifest")
+
+
+def ordered_shards(shards: Sequence[ShardInfo], order: str) -> list[ShardInfo]:
+    if order == "manifest":
+        return list(shards)
+    return sorted(shards, key=lambda s: (s.name, s.root or "", s.path))
+
+
+def live_counts(reader: CacheReader, shards: Sequence[ShardInfo] | None = None) -> list[int]:
+    """Live records per shard of ``shards`` (default: the manifest's): tombstones of filter
+    generations are not part of an epoch."""
+    shards = reader.shards if shards is None else shards
     removed = reader.removed_ids()
     if not removed:
-        return [s.samples for s in reader.shards]
+        return [s.samples for s in shards]
     table = reader.index()
     by_shard: dict[str, int] = {}
     for sid, shard in zip(table.column("sample_id").to_pylist(), table.column("shard").to_pylist()):
         if sid in removed:
             by_shard[shard] = by_shard.get(shard, 0) + 1
-    return [s.samples - by_shard.get(s.name, 0) for s in reader.shards]
+    return [s.samples - by_shard.get(s.name, 0) for s in shards]
 
 
 class CacheStream:
@@ -79,19 +96,24 @@ class CacheStream:
                  config: LoaderConfig = LoaderConfig(), storage_options: dict | None = None):
         self.reader = CacheReader(url, storage_options)
         self.fields, self.steps, self.config = tuple(fields), steps, config
-        self.shards = self.reader.shards
-        self.live_counts = live_counts(self.reader)
+        self._set_shard_order("name")
         # This rank reads order[start + rank :: world_size]; ``position`` counts what it yielded.
         self.epoch, self.start, self.position = 0, 0, 0
         self.skipped_shards: list[str] = []
         self.wait_seconds = 0.0
+
+    def _set_shard_order(self, order: str) -> None:
+        self.shard_order = order
+        self.shards = ordered_shards(self.reader.shards, order)
+        self.live_counts = live_counts(self.reader, self.shards)
 
     # -- resume state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         consumed = self.start + self.position * self.config.world_size
         return {"epoch": self.epoch, "consumed": consumed,
                 "generation": self.reader.generation, "cache_id": self.reader.manifest.cache_id,
-                "rank": self.config.rank, "world_size": self.config.world_size}
+                "rank": self.config.rank, "world_size": self.config.world_size,
+                "shard_order": self.shard_order}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("cache_id") not in (None, self.reader.manifest.cache_id) or \
@@ -99,6 +121,7 @@ class CacheStream:
             raise ValueError(f"loader state is for cache {state.get('cache_id')} generation "
                              f"{state.get('generation')}, not {self.reader.manifest.cache_id} "
                              f"generation {self.reader.generation}: resume on the same cache@generation")
+        self._set_shard_order(state.get("shard_order", "manifest"))  # older states: manifest
         self.epoch, self.start, self.position = int(state["epoch"]), int(state["consumed"]), 0
 
     def rank_order(self, epoch: int, start: int | None = None) -> list[tuple[int, int]]:

@@ -10,17 +10,23 @@ from teacher_jobs.sampler import cache_fingerprint, record_trajectories
 from teacher_jobs.teachers import build_teacher
 
 
-def make_cache(path: Path, *, keep: tuple[int, ...] = tuple(range(8)), seeds: int = 4,
-               latent_shape: tuple[int, int, int, int] = (4, 5, 8, 8)) -> str:
-    """``seeds`` trajectories of every class prompt, the solver steps ``keep`` stored."""
+def analytic_records(*, keep: tuple[int, ...] = tuple(range(8)), seeds: int = 4,
+                     latent_shape: tuple[int, int, int, int] = (4, 5, 8, 8)):
+    """(records, layout, fingerprint): ``seeds`` trajectories of every class prompt."""
     teacher = build_teacher("analytic", num_steps=8, latent_shape=latent_shape)
     prompts = [p for p in class_prompts() for _ in range(seeds)]
     records, _ = record_trajectories(teacher, prompts, [i % seeds for i in range(len(prompts))],
                                      global_seed=0, keep_steps=keep)
     fp = cache_fingerprint(teacher, keep_steps=keep, global_seed=0, half_dtype="float16",
                            negative_prompt="")
-    with CacheWriter(str(path), layout=teacher.layout(keep), fingerprint=fp,
-                     samples_per_shard=8) as writer:
+    return records, teacher.layout(keep), fp
+
+
+def make_cache(path: Path | str, *, keep: tuple[int, ...] = tuple(range(8)), seeds: int = 4,
+               latent_shape: tuple[int, int, int, int] = (4, 5, 8, 8)) -> str:
+    """A cache of ``analytic_records``, 8 records per shard, one generation."""
+    records, layout, fp = analytic_records(keep=keep, seeds=seeds, latent_shape=latent_shape)
+    with CacheWriter(str(path), layout=layout, fingerprint=fp, samples_per_shard=8) as writer:
         for rec in records:
             writer.write(rec)
     return str(path)
