@@ -39,12 +39,22 @@ def average_gradients(module: torch.nn.Module, world_size: int) -> None:
         offset += n
 
 
+def rank_device(configured: str, assigned: torch.device | None) -> str:
+    """The device a rank trains on: the GPU Ray Train assigned it when the config asks for
+    CUDA (every rank its own, not all on cuda:0), else the configured device."""
+    if torch.device(configured).type == "cuda" and assigned is not None:
+        return str(assigned)
+    return configured
+
+
 def _worker_loop(params: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    assigned = ray.train.torch.get_device() if params["use_gpu"] else None
+    params["config"]["device"] = rank_device(params["config"]["device"], assigned)
     if params["stage"] == "kd":
         from .trainer import Trainer
 
@@ -63,29 +73,37 @@ def _absolute(url: str) -> str:
 
 
 def train_kd_ray(cache_url: str, out_url: str, config: TrainConfig, *, workers: int = 2,
-                 use_gpu: bool = False, progress: bool = True, storage_path: str | None = None) -> str | None:
-    """Run stage 1 on ``workers`` Ray Train workers; returns the final checkpoint URL."""
+                 max_failures: int = 0, progress: bool = True,
+                 storage_path: str | None = None) -> str | None:
+    """Run stage 1 on ``workers`` Ray Train workers; returns the final checkpoint URL.
+
+    A config on CUDA gets one GPU per worker. ``max_failures``: how often Ray Train may restart
+    the worker group after a worker or node dies; each restart resumes from the newest
+    checkpoint under ``out_url``, so the run ends as an uninterrupted one would."""
     params = {"stage": "kd", "cache_url": cache_url, "out_url": _absolute(out_url),
               "config": {**config.to_json(), "betas": tuple(config.betas)}, "progress": progress}
-    return _fit(params, config.batch_size, workers, use_gpu, storage_path)
+    return _fit(params, config.batch_size, workers, config.device, max_failures, storage_path)
 
 
 def train_ar_ray(init_url: str, cache_url: str, out_url: str, config: Any, *, workers: int = 2,
-                 use_gpu: bool = False, progress: bool = True, storage_path: str | None = None) -> str | None:
-    """Run stage 2 (an ``ARConfig``) on ``workers`` Ray Train workers; returns the final checkpoint URL."""
+                 max_failures: int = 0, progress: bool = True,
+                 storage_path: str | None = None) -> str | None:
+    """Run stage 2 (an ``ARConfig``) on ``workers`` Ray Train workers, as ``train_kd_ray``."""
     params = {"stage": "ar", "init_url": _absolute(init_url), "cache_url": cache_url,
               "out_url": _absolute(out_url),
               "config": {**config.to_json(), "betas": tuple(config.betas),
                          "critic_betas": tuple(config.critic_betas)}, "progress": progress}
-    return _fit(params, config.batch_size, workers, use_gpu, storage_path)
+    return _fit(params, config.batch_size, workers, config.device, max_failures, storage_path)
 
 
-def _fit(params: dict[str, Any], batch_size: int, workers: int, use_gpu: bool,
+def _fit(params: dict[str, Any], batch_size: int, workers: int, device: str, max_failures: int,
          storage_path: str | None) -> str | None:
     if batch_size % workers:
         raise ValueError(f"batch_size {batch_size} must divide evenly over {workers} workers")
+    if max_failures < 0:
+        raise ValueError(f"max_failures must be >= 0, got {max_failures}")
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .checkpoint import latest_checkpoint
@@ -93,9 +111,13 @@ def _fit(params: dict[str, Any], batch_size: int, workers: int, use_gpu: bool,
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(include_dashboard=False, log_to_driver=False)
+    params["use_gpu"] = torch.device(device).type == "cuda"
+    storage = storage_path or os.path.join(
+        params["out_url"] if "://" not in params["out_url"] else "/tmp", "ray_train")
     trainer = TorchTrainer(_worker_loop, train_loop_config=params,
-                           scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-                           run_config=RunConfig(storage_path=storage_path or os.path.join(
-                               params["out_url"] if "://" not in params["out_url"] else "/tmp", "ray_train")))
+                           scaling_config=ScalingConfig(num_workers=workers,
+                                                        use_gpu=params["use_gpu"]),
+                           run_config=RunConfig(storage_path=storage,
+                                                failure_config=FailureConfig(max_failures=max_failures)))
     trainer.fit()
     return latest_checkpoint(params["out_url"])

@@ -151,7 +151,7 @@ class Trainer:
                                    init_scale=config.loss_scale_init)
         self.step = 0
         # 3. resume
-        latest = latest_checkpoint(self.out_url)
+        latest = self.resumed_from = latest_checkpoint(self.out_url)
         if latest:
             tensors, state = load_checkpoint(latest)
             if state["manifest"]["cache_id"] != manifest.cache_id:
@@ -188,6 +188,9 @@ class Trainer:
         fs.makedirs(root, exist_ok=True)
         log = fs.open(f"{root}/metrics.jsonl", "a") if main else None
         tb = tensorboard_writer(self.out_url, root) if main else None
+        if log and self.resumed_from:  # a restart (by hand or by Ray Train) shows in the metrics
+            log.write(json.dumps({"step": self.step, "event": "resumed",
+                                  "checkpoint": self.resumed_from}) + "\n")
         bar = tqdm(total=cfg.steps, initial=self.step, desc="S2DiT-KD", disable=not (progress and main))
         batches = self._batches()
         started, ran, last_ckpt = time.perf_counter(), 0, None

@@ -18,7 +18,8 @@ def _train_kd(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from student_train.distributed import train_kd_ray
 
-        checkpoint = train_kd_ray(args.cache, args.out, config, workers=args.workers)
+        checkpoint = train_kd_ray(args.cache, args.out, config, workers=args.workers,
+                                  max_failures=args.max_failures)
     else:
         from student_train.trainer import train_kd
 
@@ -37,6 +38,7 @@ def _train_ar(args: argparse.Namespace) -> int:
         from student_train.distributed import train_ar_ray
 
         checkpoint = train_ar_ray(args.init, args.cache, args.out, config, workers=args.workers,
+                                  max_failures=args.max_failures,
                                   progress=not args.quiet)
     else:
         checkpoint = train_ar(args.init, args.cache, args.out, config, progress=not args.quiet)
@@ -89,7 +91,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kd.add_argument("--layout-file", dest="layout_file",
                     help="the student architecture found by `s2dit search --out FILE` (its "
                          "layout, width, patch...; [train.model] keys override single fields)")
-    kd.add_argument("--workers", type=int, default=1, help="Ray Train DDP workers (gloo on CPU)")
+    kd.add_argument("--workers", type=int, default=1,
+                    help="Ray Train DDP workers (gloo on CPU; one GPU each when device is cuda)")
+    kd.add_argument("--max-failures", type=int, default=0, dest="max_failures",
+                    help="with --workers: restarts of the worker group after a worker or node "
+                         "dies, each resuming from the newest checkpoint (default 0)")
     kd.set_defaults(func=_train_kd)
 
     ar = stages.add_parser(
@@ -111,7 +117,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ar.add_argument("--out", required=True, help="output URL for checkpoints and metrics")
     ar.add_argument("--config", help="TOML config ([train_ar] table); flags override it")
     ar.add_argument("--workers", type=int, default=1,
-                    help="Ray Train workers; each rolls out batch_size / workers (gloo on CPU)")
+                    help="Ray Train workers; each rolls out batch_size / workers (gloo on CPU; "
+                         "one GPU each when device is cuda)")
+    ar.add_argument("--max-failures", type=int, default=0, dest="max_failures",
+                    help="with --workers: restarts after a worker or node dies, each resuming "
+                         "from the newest checkpoint (default 0)")
     ar.add_argument("--steps", type=int, help="generator steps")
     ar.add_argument("--batch-size", type=int, dest="batch_size", help="rollouts per generator step")
     ar.add_argument("--chunk-frames", type=int, dest="chunk_frames",

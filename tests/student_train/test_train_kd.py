@@ -249,3 +249,58 @@ def test_order_does_not_depend_on_the_order_shards_were_committed_in(tmp_path):
     legacy = {k: v for k, v in stream.state_dict().items() if k != "shard_order"}
     stream.load_state_dict(legacy)
     assert [s.name for s in stream.shards] == listed[1]
+
+
+def _kill_a_train_worker(started_after: float) -> int:
+    """SIGKILL one live Ray Train worker process started after ``started_after`` (not one of
+    an earlier run still exiting); returns its pid."""
+    import os
+    import signal
+
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline", "create_time", "status"]):
+        if "ray::RayTrainWorker" in " ".join(proc.info["cmdline"] or []) and \
+                proc.info["create_time"] >= started_after and proc.info["status"] != "zombie":
+            os.kill(proc.info["pid"], signal.SIGKILL)
+            return proc.info["pid"]
+    raise AssertionError("no Ray Train worker process of this run found")
+
+
+def test_a_killed_ray_train_worker_is_replaced_and_the_run_ends_as_if_uninterrupted(
+        cache, tmp_path, ray_runtime):
+    import json
+    import threading
+    import time
+
+    from student_train.checkpoint import latest_checkpoint, load_checkpoint
+    from student_train.distributed import train_kd_ray
+
+    cfg = _cfg(steps=24, batch_size=8, checkpoint_every=2)
+    out = tmp_path / "two"
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(ckpt=train_kd_ray(
+        cache, str(out), cfg, workers=2, max_failures=1, progress=False,
+        storage_path=str(tmp_path / "ray_train"))), daemon=True)
+    started = time.time() - 1
+    thread.start()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait for a published checkpoint mid-run
+        latest = latest_checkpoint(str(out))
+        if latest and 4 <= load_checkpoint(latest)[1]["step"] < 18:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("no mid-run checkpoint appeared")
+    _kill_a_train_worker(started)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and done["ckpt"].endswith("step_000024")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    resumed = [r for r in rows if r.get("event") == "resumed"]
+    assert len(resumed) == 1 and 4 <= resumed[0]["step"] < 24  # the group restarted mid-run
+    assert [r["step"] for r in rows if "loss" in r][-1] == 24
+    Trainer(cache, str(tmp_path / "one"), cfg).run(progress=False)
+    one = Trainer(cache, str(tmp_path / "one"), cfg).model.state_dict()
+    two = Trainer(cache, str(out), cfg).model.state_dict()
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
