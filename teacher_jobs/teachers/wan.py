@@ -76,7 +76,7 @@ class WanTeacher(Teacher):
                  guidance: tuple[float, float] = (4.0, 3.0), height: int = 288, width: int = 512,
                  frames: int = 81, solver: str = "euler", device: str = "cpu",
                  dtype: str = "float32", max_text_len: int = 512):
-        del dtype  # applied by from_pretrained(torch_dtype=...)
+        del dtype  # applied by from_pretrained(dtype=...)
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if height % 16 or width % 16 or (frames - 1) % 4:
@@ -88,7 +88,7 @@ class WanTeacher(Teacher):
         self.guidance = tuple(float(g) for g in guidance)
         self.height, self.width, self.frames = height, width, frames
         self.device, self.dtype = torch.device(device), torch.float32  # latents stay fp32
-        self.model_dtype = self.pipe.transformer.dtype  # set at load (torch_dtype), as diffusers keeps
+        self.model_dtype = self.pipe.transformer.dtype  # set at load (dtype=), as diffusers keeps
         # some submodules in fp32 that a later .to(dtype) would break
         cfg = self.pipe.transformer.config
         vae_t = getattr(self.pipe, "vae_scale_factor_temporal", 4)
@@ -109,7 +109,7 @@ class WanTeacher(Teacher):
 
         dtype = DTYPES[config.get("dtype", "float32")]
         try:
-            pipe = WanPipeline.from_pretrained(path_or_id, torch_dtype=dtype)
+            pipe = WanPipeline.from_pretrained(path_or_id, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise RuntimeError(load_error_message(path_or_id, exc)) from None
         return cls(pipe, source=path_or_id, **config)
