@@ -53,6 +53,18 @@ def s3_bucket(s3_server) -> str:
     return f"s3://{name}"
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread: tiny tensors gain nothing from threads, and on a busy 2-core machine
+    thread barriers make them slow. Modules opt in with ``pytest.mark.usefixtures``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_runtime(tmp_path_factory):
     """One local Ray runtime per test session (starting one costs ~5 s and ~0.5 GB)."""

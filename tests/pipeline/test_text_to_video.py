@@ -27,19 +27,13 @@ from teacher_jobs.teachers import build_teacher
 from teacher_jobs.teachers.tiny_wan import build_tiny_pipeline
 from teacher_jobs.teachers.wan_codec import WanCodec
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = ["a red cat running left", "blue ocean wave at night", "a green car moving up"]
 WAN = {"num_steps": 4, "shift": 3.0, "guidance": (4.0, 3.0), "height": 32, "width": 32, "frames": 9}
 KD_TOML = ("[train]\nsteps = 3\nbatch_size = 4\nwarmup_steps = 1\nlr = 0.01\ncheckpoint_every = 3\n"
            "log_every = 1\nmodel = {dim = 24, heads = 2}\n")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads; on a busy 2-core machine barriers make them slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _write_cache(path: Path, teacher, prompts: list[str], seeds: list[int], keep: tuple[int, ...]) -> str:

@@ -1,10 +1,8 @@
-"""Shared by the student model tests: a small S2DiT with non-trivial random weights, and a
-one-thread setting (tiny tensors gain nothing from threads; on a busy machine thread barriers
-make them slow)."""
+"""Shared by the student model tests: a small S2DiT with non-trivial random weights (the
+one-thread fixture they use lives in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from student_train.model import S2DiT, StudentConfig
@@ -17,10 +15,3 @@ def random_model(**kw) -> S2DiT:
         p.data.normal_(0, 0.1)
     return model.eval()
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -7,11 +7,12 @@ import json
 
 import pytest
 from cache_factory import make_cache
-from model_factory import one_thread  # noqa: F401 (autouse fixture)
 
 from pipeline.cli import main
 from student_train.config import TrainConfig
 from student_train.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from student_train.export import export_chunk_step, max_abs_difference, save_exported
-from model_factory import one_thread, random_model  # noqa: F401 (autouse fixture)
+from model_factory import random_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_exported_chunk_step_matches_eager(tmp_path):

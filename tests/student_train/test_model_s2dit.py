@@ -10,7 +10,9 @@ from student_train.model import S2DiT, StudentConfig
 from student_train.model.blocks import MixContext, text_attention_bias
 from student_train.model.lcha import LCHA, causal_depthwise_conv
 from student_train.model.ssa import SSA
-from model_factory import one_thread, random_model  # noqa: F401 (autouse fixture)
+from model_factory import random_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(b=2, f=5):

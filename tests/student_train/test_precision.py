@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 from cache_factory import make_cache
-from model_factory import one_thread  # noqa: F401 (autouse fixture)
 
 from student_train.config import TrainConfig
 from student_train.self_forcing import ARConfig, ARTrainer
 from student_train.trainer import Trainer
 
-pytestmark = pytest.mark.filterwarnings("ignore:autocast to:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:autocast to:UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

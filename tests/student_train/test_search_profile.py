@@ -11,7 +11,8 @@ from pipeline.cli import main
 from student_train.model import S2DiT, StudentConfig
 from student_train.search.memory import PeakMemory
 from student_train.search.profile import ProfileConfig, options_from_lut, profile
-from model_factory import one_thread  # noqa: F401 (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_peak_memory_counts_live_tensors():

@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 from cache_factory import make_cache
-from model_factory import one_thread, random_model  # noqa: F401 (autouse fixture)
+from model_factory import random_model
 
-from cache_schema import CacheWriter, FingerprintMismatch
+from cache_schema import FingerprintMismatch
 from pipeline.cli import main
 from student_train.config import TrainConfig
 from student_train.sampler import sample, sample_streaming
 from student_train.self_forcing import ARConfig, ARTrainer, exit_steps, rollout
 from student_train.self_forcing.losses import Renoise, critic_loss, dmd_loss, regression_loss
 from student_train.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIGMAS = [1.0, 0.9, 0.75, 0.5, 0.0]  # a 4-step schedule
 

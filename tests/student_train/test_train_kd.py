@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache_schema import CacheWriter, FingerprintMismatch, IntegrityError, load_manifest
+from cache_schema import FingerprintMismatch, IntegrityError, load_manifest
 from student_train.config import TrainConfig
 from student_train.data import CacheStream, LoaderConfig
 from student_train.trainer import Trainer
