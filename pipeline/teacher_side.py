@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from pipeline.eval import analytic_teacher_of
-from pipeline.video_io import to_uint8_frames, upscale_nearest
-from teacher_jobs.preview import latent_to_rgb
+from pipeline.video_io import to_uint8_frames
+from teacher_jobs.preview import latent_to_rgb, upscale_nearest
 from teacher_jobs.teachers.base import EncodedText
 
 ANALYTIC, WAN = "analytic", "wan2.2-t2v-a14b"  # fingerprint["teacher"] as the teachers write it

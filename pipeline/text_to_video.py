@@ -32,8 +32,8 @@ from student_train.sampler import sample, stream_chunks
 from student_train.trainer import pad_text
 from teacher_jobs.preview import save_latent_preview
 from teacher_jobs.prompts import normalise_prompt, validate_prompt
+from teacher_jobs.teachers.wan import DTYPES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(kw_only=True, slots=True)

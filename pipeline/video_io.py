@@ -72,7 +72,3 @@ class Mp4Writer:
     def close(self) -> None:
         self._writer.close()
 
-
-def upscale_nearest(frames: np.ndarray, scale: int) -> np.ndarray:
-    """(..., H, W, 3) -> (..., H*scale, W*scale, 3): latent pixels as visible blocks."""
-    return frames.repeat(scale, axis=-3).repeat(scale, axis=-2)

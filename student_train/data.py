@@ -65,7 +65,6 @@ def epoch_order(live_counts: Sequence[int], seed: int, epoch: int, buffer_shards
 # across retries and runs). A manifest lists shards in the order units finished, which varies
 # with actor timing, so "manifest" order made the same cache train differently run to run;
 # it is kept only to resume loader states saved before this field existed.
-SHARD_ORDERS = ("name", "manifest")
 
 
 def ordered_shards(shards: Sequence[ShardInfo], order: str) -> list[ShardInfo]:
@@ -103,6 +102,8 @@ class CacheStream:
         self.wait_seconds = 0.0
 
     def _set_shard_order(self, order: str) -> None:
+        if order == getattr(self, "shard_order", None):
+            return  # a resume in the same order: nothing to re-sort or re-count
         self.shard_order = order
         self.shards = ordered_shards(self.reader.shards, order)
         self.live_counts = live_counts(self.reader, self.shards)

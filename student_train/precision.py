@@ -28,7 +28,8 @@ def check_autocast_dtype(name: str | None) -> None:
 
 
 class Precision:
-    """``with precision.autocast(): loss = ...`` then ``precision.step(loss, opt, params, clip)``."""
+    """``with precision.autocast(): loss = ...``, then ``precision.backward(loss)`` and
+    ``precision.clip_and_step(optimizer, params, max_norm)``."""
 
     def __init__(self, device: torch.device, autocast_dtype: str | None, *,
                  init_scale: float = 2.0 ** 16):

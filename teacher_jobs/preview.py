@@ -14,6 +14,11 @@ def latent_to_rgb(latents: np.ndarray) -> np.ndarray:
     return (rgb * 255).astype(np.uint8)
 
 
+def upscale_nearest(frames: np.ndarray, scale: int) -> np.ndarray:
+    """(..., H, W, 3) -> (..., H*scale, W*scale, 3): latent pixels as visible blocks."""
+    return frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
 def save_latent_preview(latents: np.ndarray, path: str, scale: int = 8) -> str:
     """One row per sample, frames left to right, each latent pixel scale x scale."""
     import imageio.v3 as iio
@@ -21,6 +26,6 @@ def save_latent_preview(latents: np.ndarray, path: str, scale: int = 8) -> str:
     rgb = latent_to_rgb(latents)  # (N, F, H, W, 3)
     n, f, h, w, _ = rgb.shape
     grid = rgb.transpose(0, 2, 1, 3, 4).reshape(n * h, f * w, 3)
-    grid = grid.repeat(scale, 0).repeat(scale, 1)
+    grid = upscale_nearest(grid, scale)
     iio.imwrite(path, grid)
     return path

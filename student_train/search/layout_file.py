@@ -13,9 +13,6 @@ from typing import Any
 
 import fsspec
 
-SHAPE_KEYS = ("latent_channels", "latent_frames", "latent_height", "latent_width", "text_dim")
-
-
 def load_searched_model(url: str) -> dict[str, Any]:
     """The student config of a search result (or of a plain StudentConfig JSON file)."""
     try:
@@ -42,13 +39,13 @@ def model_overrides(layout_file: str | None, overrides: dict[str, Any],
     if not layout_file:
         return dict(overrides)
     searched = load_searched_model(layout_file)
-    clash = {k: (searched[k], cache_shapes[k]) for k in SHAPE_KEYS
-             if k in searched and k in cache_shapes and searched[k] != cache_shapes[k]}
+    clash = {k: (searched[k], v) for k, v in cache_shapes.items()
+             if k in searched and searched[k] != v}
     if clash:
         raise ValueError(f"layout file {layout_file} was searched for {clash} (searched, cache): "
                          "profile and search at the cache's shapes (`s2dit profile "
                          "--latent-shape C,F,H,W --text-dim D`), then search again")
-    architecture = {k: v for k, v in searched.items() if k not in SHAPE_KEYS}
+    architecture = {k: v for k, v in searched.items() if k not in cache_shapes}
     differ = {k: (_plain(architecture[k]), _plain(v)) for k, v in overrides.items()
               if k in architecture and _plain(architecture[k]) != _plain(v)}
     if differ:
