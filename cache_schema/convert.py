@@ -1,4 +1,4 @@
-"""``convert``: re-encode a generation (wds <-> zarr) into a new cache, checksums checked.
+"""``convert``: re-encode a generation into a new cache in another registered encoding, checksums checked.
 
 For every input shard (in manifest order, one output shard each, keeping its name so the result
 is deterministic):
@@ -21,9 +21,9 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from .checksum import record_checksums, tensor_checksum
-from .encodings import ENCODINGS
+from .encodings import get_encoding
 from .encodings.common import resolve_fields
-from .errors import IntegrityError, OperationRefused
+from .errors import IntegrityError, OperationRefused, UnknownEncoding
 from .fields import CHECKSUMS_KEY
 from .index import rows_table
 from .manifest import ShardInfo
@@ -102,8 +102,10 @@ def convert(url: str, *, to: str, output: str, storage_options: dict[str, Any] |
     Same fingerprint and layout; the manifest's ``extra["args"]`` records the source URL,
     generation, cache id and encoding. Tombstoned samples are not carried over.
     """
-    if to not in ENCODINGS:
-        raise OperationRefused(f"unknown encoding {to!r}: use one of {', '.join(ENCODINGS)}")
+    try:
+        get_encoding(to)
+    except UnknownEncoding as exc:
+        raise OperationRefused(str(exc)) from None
     src = _open(url, storage_options)
     dst = _new_cache(output, storage_options)
     reader = CacheReader(src.ref, storage_options)

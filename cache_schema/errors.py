@@ -1,4 +1,6 @@
-"""Typed errors of the cache contract. Every message names the thing and what to do."""
+"""Typed errors of the cache contract, all in this one file. Every message names the thing and
+what to do. Each is a ``CacheError``; those a caller may also meet as a plain Python error keep
+that base too (``ValueError`` for bad input, ``KeyError`` for a missing key)."""
 
 
 class CacheError(Exception):
@@ -36,6 +38,28 @@ class GenerationConflict(CacheError):
 
 class AlreadyExists(StoreError):
     """A create-only put found the object already present."""
+
+
+class RecordError(CacheError, ValueError):
+    """A record breaks the schema; ``field`` names the offending field."""
+
+    def __init__(self, field: str, rule: str, *, sample_id: str | None = None):
+        where = f" (sample {sample_id})" if sample_id else ""
+        super().__init__(f"field '{field}'{where}: {rule}")
+        self.field = field
+        self.rule = rule
+        self.sample_id = sample_id
+
+
+class StepNotStored(CacheError, KeyError):
+    """A reader asked for a solver step the cache did not keep (never a silent neighbour)."""
+
+    def __str__(self) -> str:  # the message itself, not KeyError's repr of it
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownEncoding(CacheError, ValueError):
+    """An encoding name no registered encoding answers to (``cache_schema.encoding_names()``)."""
 
 
 class OperationRefused(CacheError, ValueError):

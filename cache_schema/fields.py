@@ -15,6 +15,8 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
+from .errors import RecordError, StepNotStored
+
 SCHEMA_VERSION = 1
 
 HalfDtype = Literal["float16", "bfloat16"]
@@ -84,17 +86,6 @@ REQUIRED_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if not s.optiona
 CHECKSUMS_KEY = "checksums"
 
 
-class RecordError(ValueError):
-    """A record breaks the schema; ``field`` names the offending field."""
-
-    def __init__(self, field: str, rule: str, *, sample_id: str | None = None):
-        where = f" (sample {sample_id})" if sample_id else ""
-        super().__init__(f"field '{field}'{where}: {rule}")
-        self.field = field
-        self.rule = rule
-        self.sample_id = sample_id
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CacheLayout:
     """Shapes and dtypes shared by every record of one cache; stored in its manifest."""
@@ -147,7 +138,7 @@ class CacheLayout:
         try:
             return self.keep_steps.index(step)
         except ValueError:
-            raise KeyError(
+            raise StepNotStored(
                 f"step {step} is not stored in this cache (kept steps: {list(self.keep_steps)}); "
                 "regenerate the cache with it in --keep-steps or ask for a stored step"
             ) from None

@@ -35,9 +35,9 @@ OPERATIONS = ("create", "append", "filter", "merge", "convert")
 class ShardInfo:
     name: str  # logical name, stable across retries of the same work unit
     path: str  # relative to the cache root
-    encoding: str  # "wds" | "zarr"
+    encoding: str  # a registered encoding's name (cache_schema.encoding_names())
     bytes: int
-    sha256: str  # file sha256 (wds) or group hash over sorted (object, sha256) pairs (zarr)
+    sha256: str  # the encoding's shard_hash: the object's sha256, or a group hash (Encoding)
     samples: int
     # The cache root ``path`` is relative to when the shard lives in another cache on the same
     # store (an append or merge by reference, no bytes copied): relative to this cache's URL

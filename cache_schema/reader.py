@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from .checksum import tensor_checksum
-from .encodings import wds, zarr_shard
+from .encodings import get_encoding
 from .encodings.common import resolve_fields
-from .errors import IntegrityError
+from .errors import IntegrityError, StepNotStored
 from .fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
 from .index import STATUS_OK, read_index
 from .manifest import Manifest, ShardInfo, read_manifest, resolve_generation
 from .store import Store, open_store, resolve_root, split_ref
-
-# Large sequential reads: one request per 8 MiB instead of fsspec's 5 MiB default readahead.
-STREAM_BLOCK = 8 * 2**20
-# Object stores charge a request's latency (and some servers a pass over the object) per
-# ranged GET: a shard of a few hundred MB is read in a handful of requests.
-REMOTE_STREAM_BLOCK = 64 * 2**20
 
 
 def check_record(record: dict[str, Any], shard: str) -> None:
@@ -84,6 +77,7 @@ class CacheReader:
                    keep_checksums: bool = False) -> Iterator[dict[str, Any]]:
         """Live records of a shard in offset order (tombstoned samples skipped)."""
         names = resolve_fields(fields)
+        unreadable = get_encoding(shard.encoding).read_errors  # an unknown name fails here
         removed = self.removed_ids()
         where = self.store_for(shard).url  # errors name the cache the shard really lives in
         count = 0
@@ -101,16 +95,14 @@ class CacheReader:
                 raise IntegrityError(f"shard {shard.path} of {where} holds {count} records, "
                                      f"the manifest says {shard.samples} (truncated or corrupt); run "
                                      "`s2dit cache verify --deep`", shard=shard.path)
-        except IntegrityError:
+        except (IntegrityError, StepNotStored):
             raise
         except FileNotFoundError as exc:
             hint = (f"; this cache depends on {where} (appended or merged by reference): restore it"
                     if shard.root else "")
             raise IntegrityError(f"shard {shard.path} of {where} is missing ({exc}){hint}",
                                  shard=shard.path) from exc
-        except (tarfile.TarError, ValueError, EOFError, OSError, KeyError) as exc:
-            if isinstance(exc, KeyError) and "not stored" in str(exc):
-                raise
+        except unreadable as exc:
             raise IntegrityError(f"shard {shard.path} of {where} is unreadable "
                                  f"({type(exc).__name__}: {exc}); run `s2dit cache verify --deep`",
                                  shard=shard.path) from exc
@@ -129,16 +121,7 @@ class CacheReader:
 def decode_shard(store: Store, shard: ShardInfo, layout: CacheLayout, names: Sequence[str],
                  steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
     """Every record of a shard object (tombstones included), checksums under CHECKSUMS_KEY."""
-    path = store.path(shard.path)
-    if shard.encoding == "wds":
-        block = STREAM_BLOCK if store.is_local else REMOTE_STREAM_BLOCK
-        with store.fs.open(path, "rb", block_size=block) as stream:
-            yield from wds.iter_shard(stream, layout, names, steps)
-    else:
-        group = zarr_shard.open_group(store.fs, path, store.storage_options, store.is_local,
-                                      store.url_of(shard.path))
-        yield from zarr_shard.iter_group(group, layout, names, steps,
-                                         lambda key: store.read_bytes(f"{shard.path}/{key}"))
+    yield from get_encoding(shard.encoding).iter_records(store, shard.path, layout, names, steps)
 
 
 def records_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:

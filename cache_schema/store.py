@@ -97,10 +97,6 @@ class Store:
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.url_of(rel)} does not exist") from None
 
-    def read_range(self, rel: str, start: int, end: int) -> bytes:
-        return with_retries(lambda: self.fs.cat_file(self.path(rel), start=start, end=end),
-                            f"read {self.url_of(rel)}[{start}:{end}]")
-
     def size(self, rel: str) -> int:
         return int(with_retries(lambda: self.fs.size(self.path(rel)), f"size {self.url_of(rel)}"))
 

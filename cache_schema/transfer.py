@@ -13,7 +13,7 @@ import hashlib
 import uuid
 from pathlib import Path
 
-from .encodings import wds, zarr_shard
+from .encodings import get_encoding, object_path
 from .errors import IntegrityError
 from .manifest import ShardInfo
 from .store import Store, open_store, relative_root, resolve_root
@@ -68,19 +68,15 @@ def _remove(store: Store, rel: str) -> None:
 def copy(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:
     """Stream ``shard``'s objects into ``dst``'s shards/ under a fresh path; sha256 checked."""
     src = source_store(cache, shard)
-    suffix = wds.SUFFIX if shard.encoding == "wds" else zarr_shard.SUFFIX
-    dst_rel = f"{SHARD_DIR}/{name}.{uuid.uuid4().hex[:8]}{suffix}"
+    codec = get_encoding(shard.encoding)
+    dst_rel = f"{SHARD_DIR}/{name}.{uuid.uuid4().hex[:8]}{codec.suffix}"
     try:
-        if shard.encoding == "wds":
-            digest = _copy_object(src, shard.path, dst, dst_rel)
-        else:
-            objects = src.walk_files(shard.path)
-            if not objects:
-                raise FileNotFoundError(f"{src.url_of(shard.path)} does not exist")
-            hashes = {rel.removeprefix(shard.path + "/"):
-                      _copy_object(src, rel, dst, f"{dst_rel}/{rel.removeprefix(shard.path + '/')}")
-                      for rel in objects}
-            digest = zarr_shard.group_hash(hashes)
+        objects = codec.objects(src, shard.path)
+        if not objects:
+            raise FileNotFoundError(f"{src.url_of(shard.path)} does not exist")
+        digest = codec.shard_hash({key: _copy_object(src, object_path(shard.path, key),
+                                                     dst, object_path(dst_rel, key))
+                                   for key in objects})
     except FileNotFoundError as exc:
         _remove(dst, dst_rel)
         raise IntegrityError(f"shard {src.url_of(shard.path)} named by the source's manifest is "

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .checksum import sha256_bytes
-from .encodings import zarr_shard
+from .encodings import get_encoding, object_path
 from .errors import CacheError, IntegrityError, ManifestError
 from .manifest import list_generations, manifest_rel, read_manifest, resolve_generation
 from .reader import CacheReader
@@ -58,27 +58,26 @@ def verify_cache(url: str, *, deep: bool = False,
         store = reader.store_for(shard)  # appended shards may live in another cache
         name = shard.path if shard.root is None else f"{shard.path} (in {store.url})"
         try:
-            if shard.encoding == "wds":
-                size = store.size(shard.path)
-            else:
-                objects = store.walk_files(shard.path)
-                size = sum(objects.values())
+            codec = get_encoding(shard.encoding)
+        except CacheError as exc:
+            report.problems.append(f"shard {name}: {exc}")
+            continue
+        try:
+            objects = codec.objects(store, shard.path)
         except FileNotFoundError:
             report.problems.append(f"shard {name}: missing" + (
                 f"; this cache references it by append/merge and depends on {store.url}: "
                 "restore that cache" if shard.root else ""))
             continue
+        size = sum(objects.values())
         if size != shard.bytes:
             report.problems.append(f"shard {name}: {size} bytes, manifest says {shard.bytes} "
                                    "(truncated or rewritten)")
             continue
         if not deep:
             continue
-        if shard.encoding == "wds":
-            digest = sha256_bytes(store.read_bytes(shard.path))
-        else:
-            digest = zarr_shard.group_hash({key.removeprefix(shard.path + "/"):
-                                            sha256_bytes(store.read_bytes(key)) for key in objects})
+        digest = codec.shard_hash({key: sha256_bytes(store.read_bytes(object_path(shard.path, key)))
+                                   for key in objects})
         if digest != shard.sha256:
             report.problems.append(f"shard {name}: sha256 mismatch (corrupt bytes)")
             continue

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from .checksum import record_checksums, sha256_bytes
-from .encodings import ENCODINGS, wds, zarr_shard
+from .encodings import DEFAULT_ENCODING, get_encoding, object_path
 from .errors import AlreadyExists, CacheError, FingerprintMismatch, GenerationConflict
 from .fields import CHECKSUMS_KEY, CacheLayout, validate_record
 from .fingerprint import canonical_json, diff_fingerprints
@@ -27,11 +28,6 @@ from .manifest import (Manifest, ShardInfo, list_generations, manifest_rel, read
 from .store import Store, open_store, split_ref
 
 SHARD_DIR = "shards"
-
-
-def _check_encoding(encoding: str) -> None:
-    if encoding not in ENCODINGS:
-        raise ValueError(f"unknown encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
 
 
 def prepare_record(record: dict[str, Any], layout: CacheLayout) -> None:
@@ -55,7 +51,7 @@ def write_shard_to_store(store: Store, records: Sequence[dict[str, Any]], *, lay
                          encoding: str, shard_name: str, prepared: bool = False) -> ShardInfo:
     """``prepared``: every record already went through ``prepare_record`` (CacheWriter does it
     in the producer's thread, so the upload thread only encodes, writes and hashes)."""
-    _check_encoding(encoding)
+    codec = get_encoding(encoding)
     if not records:
         raise ValueError(f"shard {shard_name!r} has no records")
     if "." in shard_name or "/" in shard_name:
@@ -64,15 +60,10 @@ def write_shard_to_store(store: Store, records: Sequence[dict[str, Any]], *, lay
         for record in records:  # everything is validated before a single byte is written
             prepare_record(record, layout)
     nonce = uuid.uuid4().hex[:8]  # a retried unit never overwrites an earlier attempt's objects
-    if encoding == "wds":
-        data = wds.encode_shard(records)
-        rel = f"{SHARD_DIR}/{shard_name}.{nonce}{wds.SUFFIX}"
-        digest, size = _put_hashed(store, rel, data), len(data)
-    else:
-        objects = zarr_shard.encode_group(records, layout)
-        rel = f"{SHARD_DIR}/{shard_name}.{nonce}{zarr_shard.SUFFIX}"
-        hashes = {key: _put_hashed(store, f"{rel}/{key}", data) for key, data in objects.items()}
-        digest, size = zarr_shard.group_hash(hashes), sum(len(d) for d in objects.values())
+    objects = codec.encode(records, layout)
+    rel = f"{SHARD_DIR}/{shard_name}.{nonce}{codec.suffix}"
+    hashes = {key: _put_hashed(store, object_path(rel, key), data) for key, data in objects.items()}
+    digest, size = codec.shard_hash(hashes), sum(len(d) for d in objects.values())
     rows = tuple((r["sample_id"], shard_name, i, r["prompt"], int(r["seed"]), STATUS_OK)
                  for i, r in enumerate(records))
     return ShardInfo(name=shard_name, path=rel, encoding=encoding, bytes=size, sha256=digest,
@@ -181,7 +172,7 @@ def commit_generation(url: str, *, shards: Sequence[ShardInfo], layout: CacheLay
         if parent is not None and (base is None or base.generation != parent):
             raise GenerationConflict(f"{store.url}: expected newest generation {parent}, found "
                                      f"{base.generation if base else 'none'}")
-        enc = encoding or (base.encoding if base else "wds")
+        enc = encoding or (base.encoding if base else DEFAULT_ENCODING)
         if base:
             check_compatible(base, fingerprint, layout, enc, store.url)
         all_shards = shard_union(base, shards)
@@ -205,11 +196,11 @@ class CacheWriter:
     """
 
     def __init__(self, url: str, *, layout: CacheLayout, fingerprint: dict[str, Any],
-                 encoding: str = "wds", samples_per_shard: int = 256,
+                 encoding: str = DEFAULT_ENCODING, samples_per_shard: int = 256,
                  config: dict[str, Any] | None = None,
                  storage_options: dict[str, Any] | None = None, shard_prefix: str | None = None,
                  max_pending: int = 2):
-        _check_encoding(encoding)
+        get_encoding(encoding)  # an unknown name fails here, before any work
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         self.url = split_ref(url)[0]
@@ -265,7 +256,7 @@ class CacheWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._buffer.clear()
 
-    def __enter__(self) -> "CacheWriter":
+    def __enter__(self) -> CacheWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -274,11 +265,3 @@ class CacheWriter:
         else:
             self.abort()
 
-
-def write_records(url: str, records: Iterable[dict[str, Any]], **kwargs: Any) -> Manifest:
-    """Convenience: write an iterable of records as one new generation."""
-    with CacheWriter(url, **kwargs) as writer:
-        for record in records:
-            writer.write(record)
-    assert writer.manifest is not None
-    return writer.manifest

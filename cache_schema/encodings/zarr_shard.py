@@ -5,27 +5,28 @@ chunks of one (sample, step) each, so a reader that wants 4 of 40 steps issues r
 for those inner chunks only. Text embeddings are padded to ``max_text_len`` with a length
 array beside them. Latents are noise-like, so no compressor (it would cost CPU for ~0 gain).
 The group is built in memory and uploaded object by object, hashing as it goes: the group hash
-is sha256 over the sorted "path sha256" lines of its objects.
+is sha256 over the sorted "path sha256" lines of its objects (``base.group_hash``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import google_crc32c  # zarr's own crc32c implementation (a zarr dependency)
 import numpy as np
 import zarr
-from zarr.storage import LocalStore, MemoryStore, FsspecStore
+from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
-from ..checksum import record_checksums, sha256_bytes
-from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FIELDS, FieldKind, CacheLayout
-from .zarr_fast import read_full_array
+from ..checksum import record_checksums
+from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FIELDS, CacheLayout, FieldKind
+from ..store import Store
+from .base import Encoding, group_hash
 from .common import step_positions
+from .zarr_fast import read_full_array
 
-SUFFIX = ".zarr"
 TEXT_FIELDS = ("sample_id", "prompt", "negative_prompt")
 LEN_SUFFIX = "_len"
 
@@ -95,21 +96,13 @@ def sharded_raw_object(values: Sequence[np.ndarray], chunks: Sequence[int]) -> b
     return b"".join([*(v.reshape(-1).view(np.uint8) for v in values), index_bytes, crc])
 
 
-def group_hash(object_hashes: dict[str, str]) -> str:
-    lines = "".join(f"{key} {digest}\n" for key, digest in sorted(object_hashes.items()))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def hash_objects(objects: dict[str, bytes]) -> str:
-    return group_hash({key: sha256_bytes(data) for key, data in objects.items()})
-
-
-def open_group(fs, path: str, storage_options: dict[str, Any], is_local: bool, url: str):
-    if is_local:
-        store = LocalStore(path, read_only=True)
+def open_group(store: Store, path: str):
+    if store.is_local:
+        zstore = LocalStore(store.path(path), read_only=True)
     else:  # from_url builds an asynchronous filesystem instance, as zarr requires
-        store = FsspecStore.from_url(url, storage_options=storage_options, read_only=True)
-    return zarr.open_group(store=store, mode="r", zarr_format=3)
+        zstore = FsspecStore.from_url(store.url_of(path), storage_options=store.storage_options,
+                                      read_only=True)
+    return zarr.open_group(store=zstore, mode="r", zarr_format=3)
 
 
 def iter_group(group, layout: CacheLayout, fields: Sequence[str],
@@ -154,3 +147,26 @@ def iter_group(group, layout: CacheLayout, fields: Sequence[str],
                 value = np.ascontiguousarray(value)
             record[name] = value
         yield record
+
+
+class Zarr(Encoding):
+    """One Zarr v3 group per shard, one inner chunk per (sample, step) (DESIGN 3.4): a reader
+    that wants a few steps fetches only those."""
+
+    name = "zarr"
+    suffix = ".zarr"
+
+    def encode(self, records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict[str, bytes]:
+        return encode_group(records, layout)
+
+    def iter_records(self, store: Store, path: str, layout: CacheLayout, fields: Sequence[str],
+                     steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+        yield from iter_group(open_group(store, path), layout, fields, steps,
+                              lambda key: store.read_bytes(f"{path}/{key}"))
+
+    def objects(self, store: Store, path: str) -> dict[str, int]:
+        return {rel.removeprefix(path + "/"): size
+                for rel, size in store.walk_files(path).items()}
+
+    def shard_hash(self, object_hashes: dict[str, str]) -> str:
+        return group_hash(object_hashes)
