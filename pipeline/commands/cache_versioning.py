@@ -9,6 +9,7 @@ import datetime
 import json
 import re
 
+from cache_schema import encoding_names
 from cache_schema.convert import convert
 from cache_schema.operations import OpResult, append, dedup, filter_samples, merge, read_id_list
 from cache_schema.versioning import diff, diff_caches, gc, lineage, list_tags, set_tag
@@ -214,7 +215,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "checksum is compared across the conversion before "
                                            "anything is committed.")
     cv.add_argument("url", help="source cache URL[@ref]")
-    cv.add_argument("--to", required=True, choices=["wds", "zarr"], help="target encoding")
+    cv.add_argument("--to", required=True, choices=encoding_names(), help="target encoding")
     cv.add_argument("--output", required=True, help="URL of the new (empty) cache")
     cv.add_argument("--no-progress", action="store_true", help="no progress bar")
     cv.set_defaults(func=_guard(_convert))

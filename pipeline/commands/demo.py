@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 
+from cache_schema import encoding_names
 from pipeline.run import DemoConfig, run_demo
 
 
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help=f"trained attribute combinations (default {defaults.train_classes})")
     demo.add_argument("--per-class", type=int, dest="per_class",
                       help=f"cached trajectories per class (default {defaults.per_class})")
-    demo.add_argument("--encoding", choices=["wds", "zarr"], help="cache encoding (default wds)")
+    demo.add_argument("--encoding", choices=encoding_names(), help="cache encoding (default wds)")
     demo.add_argument("--num-actors", type=int, dest="num_actors", help="teacher actors (default 2)")
     demo.add_argument("--train-steps", type=int, dest="train_steps",
                       help=f"optimiser steps (default {defaults.train_steps})")
