@@ -21,7 +21,9 @@ import time
 import fsspec
 import numpy as np
 
-from cache_schema import CacheLayout, CacheReader, CacheWriter, load_manifest
+from cache_schema import (CacheLayout, CacheReader, CacheWriter, encoding_names, get_encoding,
+                          load_manifest, open_store)
+from cache_schema.encodings import object_path
 from loopback_s3 import start_loopback_s3
 
 
@@ -48,12 +50,12 @@ def measure(url: str, encoding: str, layout: CacheLayout, n: int, per_shard: int
     write_s = time.perf_counter() - t0
     manifest = load_manifest(url)
     fs, root = fsspec.core.url_to_fs(url)
-    blobs = []  # the same bytes as opaque objects
+    store = open_store(url)
+    blobs = []  # the same bytes as opaque objects, one per shard
     for shard in manifest.shards:
-        if encoding == "wds":
-            blobs.append(fs.cat_file(f"{root}/{shard.path}"))
-        else:
-            blobs.append(b"".join(fs.cat_file(p) for p in fs.find(f"{root}/{shard.path}")))
+        keys = get_encoding(shard.encoding).objects(store, shard.path)
+        blobs.append(b"".join(fs.cat_file(f"{root}/{object_path(shard.path, key)}")
+                              for key in sorted(keys)))
     raw_root = f"{root}-raw"
     fs.makedirs(raw_root, exist_ok=True)
     t0 = time.perf_counter()
@@ -97,7 +99,7 @@ def main() -> None:
     print(f"{'store':6s} {'enc':5s} {'MB':>7s} {'write/raw':>9s} {'read/raw':>9s} {'write MB/s':>10s} "
           f"{'read MB/s':>9s} {'bytes/state vs raw':>19s}")
     for store, make_url in stores:
-        for encoding in ("wds", "zarr"):
+        for encoding in encoding_names():
             url = make_url(encoding)
             r = measure(url, encoding, layout, args.samples, args.per_shard)
             print(f"{store:6s} {encoding:5s} {r['MB']:7.1f} {r['write_ratio']:9.2f} {r['read_ratio']:9.2f} "

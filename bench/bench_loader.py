@@ -5,9 +5,12 @@ and encoding:
   loader / raw  = the loader's samples/s (the trainer's fields, checksums verified, shuffled)
                   / the samples/s of a raw get of the same shard bytes from the same store
 and, on the local wds cache, the share of S2DiT-KD step time spent waiting for data over
-``--train-steps`` optimiser steps (the model of configs/kd_demo.toml).
+``--train-steps`` optimiser steps (the model of configs/kd_demo.toml; 0 skips it).
+``--parser`` chooses the WebDataset tar parser (cache_schema's ustar reader, or stock tarfile /
+webdataset with numpy's .npy reader); ``--latent/--steps/--text-dim/--text-len`` other shapes.
 
     .venv/bin/python bench/bench_loader.py --samples 2048 --s3
+    .venv/bin/python bench/bench_loader.py --encodings wds --parser tarfile
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ import time
 import fsspec
 
 from bench_cache import records
-from cache_schema import CacheLayout, CacheWriter, load_manifest
+from cache_schema import (CacheLayout, CacheWriter, encoding_names, get_encoding, load_manifest,
+                          open_store, register_encoding)
+from cache_schema.encodings import object_path
+from cache_schema.encodings.wds import PARSERS, WebDataset
 from loopback_s3 import start_loopback_s3
 from student_train.config import TrainConfig
 from student_train.data import CacheStream, LoaderConfig
@@ -38,12 +44,12 @@ def write_cache(url: str, encoding: str, layout: CacheLayout, n: int, per_shard:
 
 def loader_vs_raw(url: str, n: int) -> dict:
     manifest = load_manifest(url)
+    store = open_store(url)
     fs, root = fsspec.core.url_to_fs(url)
+    paths = [f"{root}/{object_path(shard.path, key)}" for shard in manifest.shards
+             for key in get_encoding(shard.encoding).objects(store, shard.path)]
     t0 = time.perf_counter()
-    raw_bytes = 0
-    for shard in manifest.shards:
-        paths = fs.find(f"{root}/{shard.path}") if shard.encoding == "zarr" else [f"{root}/{shard.path}"]
-        raw_bytes += sum(len(fs.cat_file(p)) for p in paths)
+    raw_bytes = sum(len(fs.cat_file(p)) for p in paths)  # the same objects, as opaque bytes
     raw_s = time.perf_counter() - t0
     stream = CacheStream(url, fields=FIELDS, config=LoaderConfig(seed=0))
     t0 = time.perf_counter()
@@ -75,30 +81,41 @@ def main() -> None:
     parser.add_argument("--per-shard", type=int, default=256)
     parser.add_argument("--latent", default="4,5,8,8", help="C,F,H,W (the analytic demo's)")
     parser.add_argument("--steps", type=int, default=24, help="stored states per trajectory")
-    parser.add_argument("--train-steps", type=int, default=60, help="optimiser steps for the wait share")
+    parser.add_argument("--text-dim", type=int, default=32, help="text embedding width")
+    parser.add_argument("--text-len", type=int, default=16, help="max text tokens (12 are written)")
+    parser.add_argument("--train-steps", type=int, default=60,
+                        help="optimiser steps for the wait share (0: skip)")
     parser.add_argument("--s3", action="store_true", help="also through a moto S3 server on loopback")
+    parser.add_argument("--encodings", default=",".join(encoding_names()),
+                        help="comma list of encodings to measure")
+    parser.add_argument("--parser", choices=list(PARSERS), default="ustar",
+                        help="WebDataset tar parser the reader uses")
     args = parser.parse_args()
+    register_encoding(WebDataset(parser=args.parser), replace=True)
     layout = CacheLayout(latent_shape=tuple(int(v) for v in args.latent.split(",")),
-                         num_steps=args.steps, keep_steps=tuple(range(args.steps)), text_dim=32,
-                         max_text_len=16)
+                         num_steps=args.steps, keep_steps=tuple(range(args.steps)),
+                         text_dim=args.text_dim, max_text_len=args.text_len)
     local = tempfile.mkdtemp(prefix="bl")
     stores = [("local", lambda e: os.path.join(local, e))]
     server = start_loopback_s3("bench-loader") if args.s3 else None
     if server:
         stores.append(("s3", lambda e: f"s3://bench-loader/{e}"))
     print(f"{args.samples} trajectories x {args.steps} states of {layout.latent_shape} fp16, "
-          f"{args.per_shard} per shard; loader reads {', '.join(FIELDS)} with checksums")
+          f"{args.per_shard} per shard; loader reads {', '.join(FIELDS)} with checksums; "
+          f"wds parser {args.parser}")
     print(f"{'store':6s} {'enc':5s} {'raw samples/s':>13s} {'loader samples/s':>16s} {'loader/raw':>10s} {'MB/s':>6s}")
     for store, make_url in stores:
-        for encoding in ("wds", "zarr"):
+        for encoding in args.encodings.split(","):
             url = make_url(encoding)
             write_cache(url, encoding, layout, args.samples, args.per_shard)
             r = loader_vs_raw(url, args.samples)
             print(f"{store:6s} {encoding:5s} {r['raw_sps']:13.0f} {r['loader_sps']:16.0f} "
                   f"{r['ratio']:10.2f} {r['MBps']:6.0f}")
-    w = wait_share(os.path.join(local, "wds"), args.train_steps)
-    print(f"S2DiT-KD on the local wds cache: {w['step_ms']:.0f} ms/step, consumes "
-          f"{w['need_sps']:.0f} samples/s; loader wait {100 * w['wait_share']:.1f}% of step time")
+    first = args.encodings.split(",")[0]
+    if args.train_steps > 0:
+        w = wait_share(os.path.join(local, first), args.train_steps)
+        print(f"S2DiT-KD on the local {first} cache: {w['step_ms']:.0f} ms/step, consumes "
+              f"{w['need_sps']:.0f} samples/s; loader wait {100 * w['wait_share']:.1f}% of step time")
     shutil.rmtree(local, ignore_errors=True)
     if server:
         server.stop()

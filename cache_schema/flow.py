@@ -38,10 +38,6 @@ def x0_from_velocity(x: T, sigma, v: T) -> T:
     return x - sigma * v
 
 
-def eps_from_velocity(x: T, sigma, v: T) -> T:
-    return x + (1 - sigma) * v
-
-
 def euler_step(x: T, sigma, sigma_next, v: T) -> T:
     """One Euler step of dx/dsigma = v (sigma_next < sigma when denoising)."""
     return x + (sigma_next - sigma) * v

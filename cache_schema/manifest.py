@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .errors import AlreadyExists, ManifestError, SchemaVersionError
+from .errors import ManifestError, SchemaVersionError
 from .fields import SCHEMA_VERSION, CacheLayout
 from .fingerprint import canonical_json, fingerprint_digest
 from .checksum import sha256_bytes
@@ -28,7 +28,6 @@ from .store import Store, split_ref, open_store
 PRODUCER_VERSION = "s2dit-0.1.0"
 MANIFEST_DIR = "manifests"
 TAG_DIR = "tags"
-OPERATIONS = ("create", "append", "filter", "merge", "convert")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,5 +205,5 @@ def shard_union(parent: Manifest | None, new: Iterable[ShardInfo]) -> tuple[Shar
     return tuple(shards)
 
 
-__all__ = ["AlreadyExists", "Manifest", "ShardInfo", "list_generations", "read_manifest",
+__all__ = ["Manifest", "ShardInfo", "list_generations", "read_manifest",
            "resolve_generation", "load_manifest", "write_manifest", "manifest_rel", "shard_union"]

@@ -35,7 +35,7 @@ def group_hash(object_hashes: dict[str, str]) -> str:
 
 
 class Encoding(ABC):
-    """How records become one shard's objects and back. Instances are stateless."""
+    """How records become one shard's objects and back. Instances hold no per-read state."""
 
     name: ClassVar[str]  # the name a manifest carries (ShardInfo.encoding, Manifest.encoding)
     suffix: ClassVar[str]  # of the shard's path, e.g. ".tar"

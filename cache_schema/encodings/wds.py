@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, ClassVar
 
 import numpy as np
@@ -19,7 +19,17 @@ from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
 from ..store import Store
 from .base import SINGLE_OBJECT, Encoding
 from .common import slice_steps, step_positions
+from .tar_stock import np_load, tarfile_members, webdataset_members
 from .ustar import encode_tar, iter_members, npy_from_bytes, npy_header
+
+Members = Callable[[IO[bytes]], Iterator[tuple[str, bytes]]]
+# name: (tar member reader, .npy decoder). "ustar" (with its tarfile fallback) is the default;
+# the stock ones are kept selectable for measurement (issue 13, bench/bench_loader.py --parser).
+PARSERS: dict[str, tuple[Members, Callable[[bytes], np.ndarray]]] = {
+    "ustar": (iter_members, npy_from_bytes),
+    "tarfile": (tarfile_members, np_load),
+    "webdataset": (webdataset_members, np_load),
+}
 
 # Large sequential reads: one request per 8 MiB instead of fsspec's 5 MiB default readahead.
 STREAM_BLOCK = 8 * 2**20
@@ -48,23 +58,26 @@ def encode_shard(records: Sequence[dict[str, Any]]) -> bytes:
     return encode_tar(members)
 
 
-def _decode_member(suffix: str, data: bytes) -> tuple[str, Any]:
+def _decode_member(suffix: str, data: bytes, npy: Callable[[bytes], np.ndarray]
+                   ) -> tuple[str, Any]:
     name, _, ext = suffix.rpartition(".")
     if ext == "npy":
-        return name, npy_from_bytes(data)
+        return name, npy(data)
     if ext == "txt":
         return name, data.decode("utf-8")
     return name, json.loads(data)
 
 
 def iter_shard(stream: IO[bytes], layout: CacheLayout, fields: Sequence[str],
-               steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+               steps: Sequence[int] | None = None, *, parser: str = "ustar"
+               ) -> Iterator[dict[str, Any]]:
     """Stream records from an open tar file object; only ``fields`` are decoded."""
+    members, npy = PARSERS[parser]
     positions = step_positions(layout, steps)
     wanted = set(fields)
     current_key: str | None = None
     record: dict[str, Any] = {}
-    for member_name, data in iter_members(stream):
+    for member_name, data in members(stream):
         key, _, suffix = member_name.partition(".")
         if key != current_key:
             if record:
@@ -73,7 +86,7 @@ def iter_shard(stream: IO[bytes], layout: CacheLayout, fields: Sequence[str],
         field = suffix.rsplit(".", 1)[0]
         if field != "meta" and field not in wanted:
             continue
-        name, value = _decode_member(suffix, data)
+        name, value = _decode_member(suffix, data, npy)
         if name == "meta":
             record["sample_id"] = value["sample_id"]
             if "seed" in wanted:
@@ -93,6 +106,11 @@ class WebDataset(Encoding):
     read_errors: ClassVar[tuple[type[BaseException], ...]] = (*Encoding.read_errors,
                                                               tarfile.TarError)
 
+    def __init__(self, parser: str = "ustar"):
+        if parser not in PARSERS:
+            raise ValueError(f"unknown tar parser {parser!r}: use one of {', '.join(PARSERS)}")
+        self.parser = parser
+
     def encode(self, records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict[str, bytes]:
         return {SINGLE_OBJECT: encode_shard(records)}
 
@@ -100,4 +118,4 @@ class WebDataset(Encoding):
                      steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
         block = STREAM_BLOCK if store.is_local else REMOTE_STREAM_BLOCK
         with store.fs.open(store.path(path), "rb", block_size=block) as stream:
-            yield from iter_shard(stream, layout, fields, steps)
+            yield from iter_shard(stream, layout, fields, steps, parser=self.parser)
