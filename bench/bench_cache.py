@@ -20,17 +20,24 @@ import time
 
 import fsspec
 import numpy as np
-
-from cache_schema import (CacheLayout, CacheReader, CacheWriter, encoding_names, get_encoding,
-                          load_manifest, open_store)
-from cache_schema.encodings import object_path
 from loopback_s3 import start_loopback_s3
+
+from cache_schema import (
+    CacheLayout,
+    CacheReader,
+    CacheWriter,
+    encoding_names,
+    get_encoding,
+    load_manifest,
+    open_store,
+)
+from cache_schema.encodings import object_path
 
 
 def records(layout: CacheLayout, n: int):
     rng = np.random.default_rng(0)
     s, shape = layout.num_kept, layout.latent_shape
-    half = lambda *sh: rng.standard_normal(sh).astype(np.float16)  # noqa: E731
+    half = lambda *sh: rng.standard_normal(sh).astype(np.float16)
     for i in range(n):
         yield {"sample_id": f"{i:032x}", "prompt": f"prompt {i}", "negative_prompt": "", "seed": i,
                "noise": half(*shape), "states": half(s, *shape), "v_cond": half(s, *shape),

@@ -23,13 +23,20 @@ import tempfile
 import time
 
 import fsspec
-
 from bench_cache import records
-from cache_schema import (CacheLayout, CacheWriter, encoding_names, get_encoding, load_manifest,
-                          open_store, register_encoding)
+from loopback_s3 import start_loopback_s3
+
+from cache_schema import (
+    CacheLayout,
+    CacheWriter,
+    encoding_names,
+    get_encoding,
+    load_manifest,
+    open_store,
+    register_encoding,
+)
 from cache_schema.encodings import object_path
 from cache_schema.encodings.wds import PARSERS, WebDataset
-from loopback_s3 import start_loopback_s3
 from student_train.config import TrainConfig
 from student_train.data import CacheStream, LoaderConfig
 from student_train.trainer import FIELDS, Trainer

@@ -34,7 +34,7 @@ SHAPES = {  # name: (latent C,F,H,W, kept states, text dim, text tokens, samples
 
 def records(latent, states, text_dim, tokens, n) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
-    half = lambda *sh: rng.standard_normal(sh, dtype=np.float32).astype(np.float16)  # noqa: E731
+    half = lambda *sh: rng.standard_normal(sh, dtype=np.float32).astype(np.float16)
     return [{"sample_id": f"{i:032x}", "prompt": f"prompt {i}", "negative_prompt": "", "seed": i,
              "noise": half(*latent), "states": half(states, *latent), "v_cond": half(states, *latent),
              "v_uncond": half(states, *latent), "sigmas": np.linspace(1, 0.05, states, dtype=np.float32),

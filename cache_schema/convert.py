@@ -16,7 +16,8 @@ this conversion wrote are deleted (best effort; ``gc`` takes any left over).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tqdm import tqdm
 
@@ -30,6 +31,7 @@ from .manifest import ShardInfo
 from .operations import OpResult, _new_cache, _open
 from .reader import CacheReader, decode_shard
 from .store import Store
+from .transfer import discard
 from .writer import commit_manifest, write_shard_to_store
 
 
@@ -124,10 +126,7 @@ def convert(url: str, *, to: str, output: str, storage_options: dict[str, Any] |
                 bar.update(written.samples)
     except BaseException:
         for written in shards:  # never referenced: remove rather than leave orphans
-            try:
-                dst.delete(written.path)
-            except Exception:  # noqa: BLE001 - gc removes whatever this misses
-                pass
+            discard(dst, written.path)
         raise
     finally:
         bar.close()

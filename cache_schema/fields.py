@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -150,7 +151,7 @@ class CacheLayout:
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "CacheLayout":
+    def from_json(cls, data: Mapping[str, Any]) -> CacheLayout:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -178,7 +179,7 @@ def parse_keep_steps(spec: str | None, num_steps: int) -> tuple[int, ...]:
             n = int(spec.split(":", 1)[1])
             if not 1 <= n <= num_steps:
                 raise ValueError
-            return tuple(sorted({int(round(i * num_steps / n)) for i in range(n)}))
+            return tuple(sorted({round(i * num_steps / n) for i in range(n)}))
         steps = tuple(sorted({int(s) for s in spec.split(",") if s.strip()}))
     except ValueError:
         raise ValueError(
@@ -254,6 +255,6 @@ def validate_record(record: Mapping[str, Any], layout: CacheLayout) -> None:
         if text_len is not None and not 1 <= text_len <= layout.max_text_len:
             raise RecordError(spec.name, f"token count {text_len} not in [1, {layout.max_text_len}]",
                               sample_id=sample_id)
-        if spec.finite and (value.dtype.kind == "f" or value.dtype.name == "bfloat16"):
-            if not all_finite(value):
-                raise RecordError(spec.name, "contains NaN or Inf", sample_id=sample_id)
+        floating = value.dtype.kind == "f" or value.dtype.name == "bfloat16"
+        if spec.finite and floating and not all_finite(value):
+            raise RecordError(spec.name, "contains NaN or Inf", sample_id=sample_id)

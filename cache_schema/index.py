@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from typing import Iterable
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -16,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
+from .checksum import sha256_bytes
 from .errors import ManifestError, SchemaVersionError
 from .fields import SCHEMA_VERSION, CacheLayout
 from .fingerprint import canonical_json, fingerprint_digest
-from .checksum import sha256_bytes
-from .store import Store, split_ref, open_store
+from .store import Store, open_store, split_ref
 
 PRODUCER_VERSION = "s2dit-0.1.0"
 MANIFEST_DIR = "manifests"
@@ -52,7 +53,7 @@ class ShardInfo:
                 if f.name != "index" and not (f.name == "root" and self.root is None)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ShardInfo":
+    def from_json(cls, data: dict[str, Any]) -> ShardInfo:
         return cls(**data)
 
 
@@ -100,7 +101,7 @@ class Manifest:
         return json.dumps(body, sort_keys=True, indent=1, ensure_ascii=False).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, where: str) -> "Manifest":
+    def from_bytes(cls, data: bytes, *, where: str) -> Manifest:
         try:
             body = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -205,5 +206,14 @@ def shard_union(parent: Manifest | None, new: Iterable[ShardInfo]) -> tuple[Shar
     return tuple(shards)
 
 
-__all__ = ["Manifest", "ShardInfo", "list_generations", "read_manifest",
-           "resolve_generation", "load_manifest", "write_manifest", "manifest_rel", "shard_union"]
+__all__ = [
+    "Manifest",
+    "ShardInfo",
+    "list_generations",
+    "load_manifest",
+    "manifest_rel",
+    "read_manifest",
+    "resolve_generation",
+    "shard_union",
+    "write_manifest",
+]

@@ -14,9 +14,10 @@ import re
 import time
 import tomllib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -109,7 +110,7 @@ class Store:
         except FileNotFoundError:
             return []
         strip = self.root.rstrip("/") + "/"
-        return sorted(n[len(strip):] if n.startswith(strip) else n for n in names)
+        return sorted(n.removeprefix(strip) for n in names)
 
     def walk_files(self, rel: str) -> dict[str, int]:
         """{relative path: size} of every object below ``rel``."""

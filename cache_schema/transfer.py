@@ -8,6 +8,7 @@ manifests keep referenced (``gc`` of the source never deletes them).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import uuid
@@ -58,11 +59,11 @@ def _copy_object(src: Store, rel: str, dst: Store, dst_rel: str) -> str:
     return digest.hexdigest()
 
 
-def _remove(store: Store, rel: str) -> None:
-    try:
+def discard(store: Store, rel: str) -> None:
+    """Delete an object no manifest names yet, best effort: absent or unreachable, ``gc`` takes
+    whatever is left."""
+    with contextlib.suppress(Exception):
         store.delete(rel)
-    except Exception:  # noqa: BLE001 - absent or unreachable: gc takes whatever is left
-        pass
 
 
 def copy(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:
@@ -78,15 +79,15 @@ def copy(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:
                                                      dst, object_path(dst_rel, key))
                                    for key in objects})
     except FileNotFoundError as exc:
-        _remove(dst, dst_rel)
+        discard(dst, dst_rel)
         raise IntegrityError(f"shard {src.url_of(shard.path)} named by the source's manifest is "
                              f"missing ({exc}); run `s2dit cache verify` on the source",
                              shard=shard.path) from None
     except BaseException:
-        _remove(dst, dst_rel)  # a half-copied shard: never referenced, so remove it now
+        discard(dst, dst_rel)  # a half-copied shard: never referenced, so remove it now
         raise
     if digest != shard.sha256:
-        _remove(dst, dst_rel)
+        discard(dst, dst_rel)
         raise IntegrityError(f"shard {src.url_of(shard.path)} does not match its manifest sha256 "
                              "while copying; run `s2dit cache verify --deep` on the source",
                              shard=shard.path)

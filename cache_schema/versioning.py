@@ -127,4 +127,4 @@ def gc(url: str, *, grace_seconds: float = 24 * 3600, dry_run: bool = False) -> 
     return GcResult(orphans=orphans, deleted=deleted, kept_young=young)
 
 
-__all__ = ["lineage", "set_tag", "list_tags", "diff", "diff_caches", "gc", "GcResult", "MANIFEST_DIR"]
+__all__ = ["MANIFEST_DIR", "GcResult", "diff", "diff_caches", "gc", "lineage", "list_tags", "set_tag"]

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 
@@ -23,8 +23,15 @@ from .errors import AlreadyExists, CacheError, FingerprintMismatch, GenerationCo
 from .fields import CHECKSUMS_KEY, CacheLayout, validate_record
 from .fingerprint import canonical_json, diff_fingerprints
 from .index import STATUS_OK, read_index, rows_table, write_index
-from .manifest import (Manifest, ShardInfo, list_generations, manifest_rel, read_manifest,
-                       shard_union, write_manifest)
+from .manifest import (
+    Manifest,
+    ShardInfo,
+    list_generations,
+    manifest_rel,
+    read_manifest,
+    shard_union,
+    write_manifest,
+)
 from .store import Store, open_store, split_ref
 
 SHARD_DIR = "shards"
@@ -256,7 +263,7 @@ class CacheWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._buffer.clear()
 
-    def __enter__(self) -> CacheWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

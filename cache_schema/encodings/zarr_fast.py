@@ -11,7 +11,7 @@ back to zarr itself. Integrity is the per-tensor checksums' job, as on the zarr 
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -24,7 +24,7 @@ def make_records(layout: CacheLayout, n: int, seed: int = 0, prefix: str = "p") 
         sid = hashlib.sha256(f"{prompt}|{seed}|{i}".encode()).hexdigest()[:32]
         s = layout.num_kept
         length = int(rng.integers(1, layout.max_text_len + 1))
-        half = lambda *shape: rng.standard_normal(shape).astype(np.float16)  # noqa: E731
+        half = lambda *shape: rng.standard_normal(shape).astype(np.float16)
         records.append({
             "sample_id": sid, "prompt": prompt, "negative_prompt": "blurry", "seed": 1000 + i,
             "noise": half(*layout.latent_shape), "states": half(s, *layout.latent_shape),

@@ -12,15 +12,23 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FINGERPRINT, make_records, small_layout
 
-from cache_schema import (CacheReader, CacheWriter, FingerprintMismatch, GenerationConflict,
-                          SchemaVersionError, commit_generation, list_generations, load_manifest,
-                          open_store, write_shard)
+from cache_schema import (
+    CacheReader,
+    CacheWriter,
+    FingerprintMismatch,
+    GenerationConflict,
+    SchemaVersionError,
+    commit_generation,
+    list_generations,
+    load_manifest,
+    open_store,
+    write_shard,
+)
 from cache_schema.verify import verify_cache
 from cache_schema.versioning import gc
 from pipeline.cli import main as cli
-
-from conftest import FINGERPRINT, make_records, small_layout
 
 
 def _cache(path: Path | str, encoding: str, n=6, per_shard=3) -> None:
@@ -140,7 +148,7 @@ def test_racing_writers_lose_nothing(where, tmp_path, request):
         try:
             results.append(commit_generation(url, shards=[shard], layout=layout,
                                              fingerprint=FINGERPRINT))
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - any failure of a racing writer is reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=commit, args=(s,)) for s in shards]

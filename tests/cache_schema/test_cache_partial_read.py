@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import fsspec
 import numpy as np
+from conftest import FINGERPRINT, make_records
 from fsspec.implementations.memory import MemoryFileSystem
 
 from cache_schema import CacheLayout, CacheReader, CacheWriter
-
-from conftest import FINGERPRINT, make_records
 
 
 class CountingMemoryFS(MemoryFileSystem):

@@ -9,11 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zarr
+from conftest import FINGERPRINT, make_records, small_layout
 
 from cache_schema import CacheReader, CacheWriter, RecordError, load_manifest
 from cache_schema.reader import records_equal
-
-from conftest import FINGERPRINT, make_records, small_layout
 
 
 def _write(url, layout, records, encoding, per_shard=3):

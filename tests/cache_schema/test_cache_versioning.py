@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import FINGERPRINT, make_records, small_layout
 
 from cache_schema import CacheReader, ManifestError, commit_generation, load_manifest, write_shard
 from cache_schema.verify import verify_cache
 from cache_schema.versioning import diff, gc, lineage, list_tags, set_tag
 from pipeline.cli import main as cli
-
-from conftest import FINGERPRINT, make_records, small_layout
 
 
 def _ids(url):

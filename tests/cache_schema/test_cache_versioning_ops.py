@@ -10,10 +10,20 @@ import contextlib
 import shutil
 
 import pytest
+from conftest import FINGERPRINT, make_records, small_layout
 
-from cache_schema import (CacheError, CacheReader, FingerprintMismatch, ManifestError,
-                          commit_generation, list_generations, load_manifest, open_store,
-                          split_ref, write_shard)
+from cache_schema import (
+    CacheError,
+    CacheReader,
+    FingerprintMismatch,
+    ManifestError,
+    commit_generation,
+    list_generations,
+    load_manifest,
+    open_store,
+    split_ref,
+    write_shard,
+)
 from cache_schema import convert as convert_module
 from cache_schema.convert import convert
 from cache_schema.encodings import wds, zarr_shard
@@ -22,12 +32,10 @@ from cache_schema.index import STATUS_REMOVED
 from cache_schema.manifest import manifest_rel
 from cache_schema.operations import append, dedup, filter_samples, merge
 from cache_schema.reader import records_equal
-from cache_schema.verify import verify_cache
 from cache_schema.store import relative_root, resolve_root
+from cache_schema.verify import verify_cache
 from cache_schema.versioning import diff, diff_caches, gc
 from pipeline.cli import main as cli
-
-from conftest import FINGERPRINT, make_records, small_layout
 
 OTHER_FINGERPRINT = {**FINGERPRINT, "shift": 5.0}
 

@@ -3,12 +3,12 @@ conflict: the generation and its index stay intact."""
 
 from __future__ import annotations
 
+from conftest import FINGERPRINT, make_records, small_layout
+
 from cache_schema import CacheReader, commit_generation, load_manifest, write_shard
 from cache_schema.errors import AlreadyExists
 from cache_schema.store import Store
 from cache_schema.verify import verify_cache
-
-from conftest import FINGERPRINT, make_records, small_layout
 
 
 def test_lost_reply_on_manifest_create_is_not_a_conflict(tmp_path, monkeypatch):

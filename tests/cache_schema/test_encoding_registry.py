@@ -10,10 +10,23 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import FINGERPRINT, make_records, small_layout
 
-from cache_schema import (CHECKSUMS_KEY, CacheLayout, CacheReader, CacheWriter, Encoding,
-                          FieldKind, IntegrityError, UnknownEncoding, encoding_names, get_encoding,
-                          load_manifest, register_encoding, unregister_encoding)
+from cache_schema import (
+    CHECKSUMS_KEY,
+    CacheLayout,
+    CacheReader,
+    CacheWriter,
+    Encoding,
+    FieldKind,
+    IntegrityError,
+    UnknownEncoding,
+    encoding_names,
+    get_encoding,
+    load_manifest,
+    register_encoding,
+    unregister_encoding,
+)
 from cache_schema.convert import convert
 from cache_schema.encodings.common import slice_steps, step_positions
 from cache_schema.errors import OperationRefused
@@ -21,8 +34,6 @@ from cache_schema.fields import FIELD_BY_NAME
 from cache_schema.reader import records_equal
 from cache_schema.store import Store
 from cache_schema.verify import verify_cache
-
-from conftest import FINGERPRINT, make_records, small_layout
 
 
 class JsonLines(Encoding):

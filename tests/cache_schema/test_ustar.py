@@ -8,8 +8,14 @@ import tarfile
 import numpy as np
 import pytest
 
-from cache_schema.encodings.ustar import (Unsupported, encode_tar, fast_members, iter_members,
-                                          npy_from_bytes, npy_header)
+from cache_schema.encodings.ustar import (
+    Unsupported,
+    encode_tar,
+    fast_members,
+    iter_members,
+    npy_from_bytes,
+    npy_header,
+)
 
 
 def _tar(members: dict[str, bytes], fmt: int) -> bytes:
@@ -152,10 +158,10 @@ def test_fallback_needs_a_seekable_stream_and_never_hides_corruption():
 def test_a_shard_repacked_by_another_tool_reads_the_same(tmp_path):
     """A cache shard re-packed with pax size records (as tools do for large members) gives the
     same records, checksums verified, through the reader's fallback."""
+    from conftest import FINGERPRINT, make_records, small_layout
+
     from cache_schema import CacheReader, CacheWriter, load_manifest
     from cache_schema.reader import records_equal
-
-    from conftest import FINGERPRINT, make_records, small_layout
 
     layout = small_layout()
     records = make_records(layout, 3)

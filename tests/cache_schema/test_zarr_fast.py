@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import zarr
+from conftest import make_records, small_layout
 from zarr.core.buffer.cpu import Buffer
 from zarr.storage import MemoryStore
 
 from cache_schema.encodings import zarr_shard
 from cache_schema.encodings.zarr_fast import read_full_array
-
-from conftest import make_records, small_layout
 
 
 def test_fast_reader_equals_zarr_including_empty_chunks():
