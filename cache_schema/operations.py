@@ -7,10 +7,12 @@ Shards are never rewritten: filters are tombstones in the sample index.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -110,14 +112,14 @@ class _Mover:
         return shards, _rename_shards(src.index, names)
 
     def discard(self) -> None:
-        try:  # never delete what a manifest names (a commit whose reply was lost, say)
+        # Best effort, gc takes what is left; never delete what a manifest names (a commit
+        # whose reply was lost, say).
+        with contextlib.suppress(Exception):
             named = {s.path for g in list_generations(self.dst)
                      for s in read_manifest(self.dst, g).shards}
             for shard in self.copies:
                 if shard.path not in named:
                     self.dst.delete(shard.path)
-        except Exception:  # noqa: BLE001 - best effort; gc takes what is left
-            pass
 
 
 def _live(table: pa.Table) -> int:
