@@ -1,11 +1,12 @@
 """Raw parse cost of a WebDataset cache shard: the hand-written ustar reader against stock parsers.
 
 One shard is encoded in memory (the cache's own writer), then parsed from an in-memory stream
-(no I/O, no checksums) by each parser, best of ``--repeat`` passes:
-  ustar            cache_schema's ustar member reader + .npy views (the loader's path until issue 13)
+(no I/O, no checksums) into records by the WebDataset reader with each parser, best of
+``--repeat`` passes:
+  ustar            cache_schema's ustar member reader + .npy views (the loader's path)
   tarfile          stock ``tarfile`` stream mode + ``np.load(allow_pickle=False)``
   tarfile+npyview  stock ``tarfile`` stream mode + the cache's .npy header cache and views
-  webdataset       ``webdataset.tariterators`` (tarfile inside) grouped by key + ``np.load``
+  webdataset       ``webdataset.tariterators`` (tarfile inside) + ``np.load``
 Shapes: the analytic demo's (4,5,8,8) x 24 states and the GPU recipe's Wan 2.2 cache
 (configs/wan22_a14b.toml: 16x21x36x64 latents, 8 kept states, UMT5 4096-d text).
 
@@ -16,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import io
-import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from cache_schema import CacheLayout
-from cache_schema.encodings import ustar, wds
+from cache_schema import FIELD_NAMES, CacheLayout
+from cache_schema.encodings import wds
+from cache_schema.encodings.tar_stock import tarfile_members
+from cache_schema.encodings.ustar import npy_from_bytes
 
 SHAPES = {  # name: (latent C,F,H,W, kept states, text dim, text tokens, samples per shard)
     "demo": ((4, 5, 8, 8), 24, 32, 12, 256),
@@ -43,66 +45,15 @@ def records(latent, states, text_dim, tokens, n) -> list[dict[str, Any]]:
              "x0": half(*latent), "text_emb": half(tokens, text_dim)} for i in range(n)]
 
 
-def _stock_members(stream) -> Iterator[tuple[str, bytes]]:
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for info in tar:
-            if info.isfile():
-                yield info.name, tar.extractfile(info).read()
+def _parse(parser: str) -> Callable[[bytes, CacheLayout], int]:
+    def parse(blob: bytes, layout: CacheLayout) -> int:
+        return sum(1 for _ in wds.iter_shard(io.BytesIO(blob), layout, FIELD_NAMES, parser=parser))
+    return parse
 
 
-def _np_load(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def _group(members, decode_npy) -> Iterator[dict[str, Any]]:
-    record: dict[str, Any] = {}
-    key = None
-    for name, data in members:
-        k, _, suffix = name.partition(".")
-        if k != key and record:
-            yield record
-            record = {}
-        key = k
-        record[suffix] = decode_npy(data) if suffix.endswith(".npy") else data
-    if record:
-        yield record
-
-
-def parse_ustar(blob: bytes, layout: CacheLayout) -> int:
-    return sum(1 for _ in wds.iter_shard(io.BytesIO(blob), layout, wds_fields()))
-
-
-def parse_tarfile(blob: bytes, layout: CacheLayout) -> int:
-    return sum(1 for _ in _group(_stock_members(io.BytesIO(blob)), _np_load))
-
-
-def parse_tarfile_npyview(blob: bytes, layout: CacheLayout) -> int:
-    return sum(1 for _ in _group(_stock_members(io.BytesIO(blob)), ustar.npy_from_bytes))
-
-
-def parse_webdataset(blob: bytes, layout: CacheLayout) -> int:
-    from webdataset import tariterators
-
-    count = 0
-    files = ({**f, "__url__": "memory"} for f in tariterators.tar_file_iterator(io.BytesIO(blob)))
-    for sample in tariterators.group_by_keys(files):
-        for key, value in sample.items():
-            if key.endswith("npy"):
-                sample[key] = _np_load(value)
-        count += 1
-    return count
-
-
-def wds_fields() -> tuple[str, ...]:
-    from cache_schema import FIELD_NAMES
-
-    return FIELD_NAMES
-
-
-PARSERS: dict[str, Callable[[bytes, CacheLayout], int]] = {
-    "ustar": parse_ustar, "tarfile": parse_tarfile, "tarfile+npyview": parse_tarfile_npyview,
-    "webdataset": parse_webdataset,
-}
+# Stock tarfile members with the cache's .npy views: what the .npy reader alone is worth.
+wds.PARSERS.setdefault("tarfile+npyview", (tarfile_members, npy_from_bytes))
+PARSERS = ("ustar", "tarfile", "tarfile+npyview", "webdataset")
 
 
 def main() -> None:
@@ -116,7 +67,8 @@ def main() -> None:
         layout = CacheLayout(latent_shape=latent, num_steps=states, keep_steps=tuple(range(states)),
                              text_dim=text_dim, max_text_len=tokens)
         blob = wds.encode_shard(records(latent, states, text_dim, tokens, n))
-        for name, parse in PARSERS.items():
+        for name in PARSERS:
+            parse = _parse(name)
             best = float("inf")
             for _ in range(args.repeat):
                 t0 = time.perf_counter()

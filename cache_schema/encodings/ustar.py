@@ -2,7 +2,7 @@
 
 ``tarfile`` in stream mode and ``np.lib.format.read_array`` parse every header in Python with
 generic machinery (``ast.literal_eval`` per .npy header): at ~15 members per sample that was
-most of the loader's time (measured in issue 13: 5x tarfile's samples/s on the demo shape, 4.6x
+most of the loader's time (measured in issue 13: 6.6x tarfile's samples/s on the demo shape, 4.4x
 on the Wan 2.2 shape). These readers accept the same files (ustar, plus pax and GNU long names
 written by other tools), verify every tar header checksum as ``tarfile`` does, and never
 unpickle (object dtypes are refused).
