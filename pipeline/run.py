@@ -6,7 +6,8 @@
 4. version  INPUT cache                  OUTPUT tag ``train`` on the verified generation, lineage
 5. train    INPUT cache@train            OUTPUT S2DiT-KD checkpoints + metrics (stage 1)
 6. evaluate INPUT KD checkpoint          OUTPUT analytic-oracle scores vs the teacher
-7. self-force INPUT KD checkpoint, cache OUTPUT S2DiT-AR checkpoints + metrics (stage 2)
+7. self-force INPUT KD checkpoint, cache OUTPUT S2DiT-AR checkpoints + metrics (stage 2: a
+            causal phase of teacher forcing on the cache, then DMD self-forcing)
 8. evaluate INPUT AR checkpoint          OUTPUT streaming (chunk-by-chunk) scores
 9. sample   INPUT AR (else KD) checkpoint OUTPUT text to video: preview.mp4 per prompt, .png, .json
 10. report  INPUT all of the above       OUTPUT report.json in the run folder
@@ -60,7 +61,8 @@ class DemoConfig:
     num_actors: int = 2
     train_steps: int = 2000
     batch_size: int = 64
-    ar_steps: int = 200  # stage-2 self-forcing steps (0 skips stage 2)
+    ar_steps: int = 200  # stage-2 self-forcing (DMD) steps (0 skips stage 2)
+    ar_causal_steps: int = 200  # stage-2 causal phase (teacher forcing) before them
     ar_batch_size: int = 32
     eval_per_class: int = 24
     seed: int = 0
@@ -123,10 +125,17 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     ar_checkpoint, ar_scores = None, None
     if cfg.ar_steps:
         with _stage(console, "7. self-force S2DiT-AR (stage 2)", timings, "train_ar_s"):
+            recipe = {**DEMO_AR_RECIPE, "causal_steps": cfg.ar_causal_steps}
             ar_trainer = ARTrainer(checkpoint, f"{out}/cache@train", f"{out}/student_ar",
-                                   ARConfig(**DEMO_AR_RECIPE, steps=cfg.ar_steps, batch_size=cfg.ar_batch_size,
-                                            seed=cfg.seed, checkpoint_every=cfg.ar_steps))
+                                   ARConfig(**recipe, steps=cfg.ar_steps, batch_size=cfg.ar_batch_size,
+                                            seed=cfg.seed,
+                                            checkpoint_every=cfg.ar_steps + cfg.ar_causal_steps))
             ar_checkpoint = ar_trainer.run()
+        timings["train_ar_causal_s"] = ar_trainer.phase_seconds["causal"]
+        timings["train_ar_dmd_s"] = ar_trainer.phase_seconds["dmd"]
+        console.print(f"causal phase {ar_trainer.causal_step} steps in "
+                      f"{timings['train_ar_causal_s']:.0f} s, DMD {ar_trainer.step} steps in "
+                      f"{timings['train_ar_dmd_s']:.0f} s (recipe: {recipe})")
 
         with _stage(console, "8. evaluate S2DiT-AR chunk by chunk", timings, "evaluate_ar_s"):
             ar_scores = evaluate_checkpoint(ar_checkpoint, per_class=cfg.eval_per_class, seed=cfg.seed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from pipeline.teacher_side import TextEncoder, open_teacher_side
 from pipeline.video_io import CODEC, Mp4Writer, atomic_output
 from student_train.checkpoint import latest_checkpoint
 from student_train.sampler import sample, stream_chunks
-from student_train.trainer import pad_text
+from student_train.text import pad_text
 from teacher_jobs.preview import save_latent_preview
 from teacher_jobs.prompts import normalise_prompt, validate_prompt
 from teacher_jobs.teachers.wan import DTYPES
@@ -139,8 +139,13 @@ def _mp4_writers(urls: list[str], fps: float) -> Iterator[list[Mp4Writer]]:
         yield writers
 
 
-def generate(cfg: SampleConfig) -> dict[str, Any]:
-    """Run one text-to-video request; returns the sidecar record (also written to OUT.json)."""
+def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one text-to-video request; returns the sidecar record (also written to OUT.json).
+
+    ``log`` (e.g. print) gets one line per finished chunk as it happens: the time to it since
+    sampling began (latent, then decoded frames) and the chunk's own time. For a streaming
+    model these are what a viewer waits for; the sidecar keeps them (``first_chunk_s``,
+    ``chunk_s``)."""
     started = time.perf_counter()
     # 1. the student and the cache generation it trained on
     checkpoint = latest_checkpoint(cfg.checkpoint) or cfg.checkpoint
@@ -172,13 +177,25 @@ def generate(cfg: SampleConfig) -> dict[str, Any]:
     videos = _video_urls(cfg.out, len(prompts)) if cfg.video else []
     renderer = side.renderer(shape[-2], shape[-1]) if videos else None
     latents, render_s = [], 0.0
+    chunk_s, first = [], {}  # per chunk: sampling (+ render) seconds; the first chunk's times
+    sampling_began = last = time.perf_counter()
     with _mp4_writers(videos, fps) as writers:
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             latents.append(chunk.float().cpu())
+            latent_at = time.perf_counter()
             if renderer is not None:
                 t0 = time.perf_counter()
                 _append(writers, renderer.push(chunk))
                 render_s += time.perf_counter() - t0
+            done_at = time.perf_counter()
+            chunk_s.append(round(done_at - last, 4))
+            if i == 0:
+                first = {"latent": round(latent_at - sampling_began, 4),
+                         "decoded": round(done_at - sampling_began, 4)}
+            if log is not None:
+                log(f"chunk {i}: latent at {latent_at - sampling_began:.3f} s, frames at "
+                    f"{done_at - sampling_began:.3f} s (this chunk {done_at - last:.3f} s)")
+            last = done_at
         if renderer is not None:
             t0 = time.perf_counter()
             _append(writers, renderer.finish())
@@ -214,6 +231,9 @@ def generate(cfg: SampleConfig) -> dict[str, Any]:
                            "width": width, "codec": CODEC, "decoded": renderer.mode}
     record["seconds"] = {"render": round(render_s, 3),
                          "total": round(time.perf_counter() - started, 3)}
+    # time to the first finished chunk (its latent, then its decoded frames; frames only
+    # appear with a video) and each chunk's time (sampling + decode), in order
+    record["first_chunk_s"], record["chunk_s"] = first, chunk_s
     outputs["sidecar"] = f"{cfg.out}.json"
     with atomic_output(outputs["sidecar"]) as path, open(path, "w") as handle:
         json.dump(record, handle, indent=1, ensure_ascii=False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from cache_schema import flow
@@ -39,28 +41,46 @@ def _with_chunk_frames(model, chunk_frames: int | None):
     return other.to(device=p.device, dtype=p.dtype).eval()
 
 
+_CONTEXT_KEY = 0xC0E7  # context-noise stream, apart from every other keyed draw
+
+
+def context_noise_like(noise: torch.Tensor) -> torch.Tensor:
+    """Counter-based noise for committing finished chunks at context_sigma > 0, one stream per
+    row keyed by the digest of that row's own initial noise (itself keyed by its sample id):
+    a row gets the same context noise whatever batch it is sampled in. (B, C, F, H, W)"""
+    rows = []
+    for row in noise.detach().to("cpu", torch.float32).numpy():
+        key = int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+        rows.append(np.random.default_rng([key, _CONTEXT_KEY]).standard_normal(row.shape,
+                                                                              dtype=np.float32))
+    return torch.from_numpy(np.stack(rows)).to(noise.device, noise.dtype)
+
+
 @torch.no_grad()
 def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                      sigmas: list[float], chunk_frames: int | None = None, *,
-                     use_step_size: bool = True, context_sigma: float | None = 0.0) -> torch.Tensor:
+                     use_step_size: bool = True, context_sigma: float | None = 0.0,
+                     context_noise: torch.Tensor | None = None) -> torch.Tensor:
     """Chunk by chunk with the streaming state: each chunk of ``chunk_frames`` latent frames
     (default: the model's) is integrated from sigmas[0] to sigmas[-1], then becomes context.
 
     context_sigma: a finished chunk is committed to the state at this noise level (0: clean,
-    as deployed and as self-forcing trains, S2DiT-AR). None: no commit; step k of a chunk sees
+    as deployed and as self-forcing trains, S2DiT-AR), noised with ``context_noise``
+    (default: ``context_noise_like(noise)``). None: no commit; step k of a chunk sees
     step k of the chunks before it (one state per step), which equals sampling the whole clip
     at once in block-causal mode (``sample(..., causal=True)``), the diffusion-forcing view.
     """
     chunks = stream_chunks(model, noise, text, text_mask, sigmas, chunk_frames,
-                           use_step_size=use_step_size, context_sigma=context_sigma)
+                           use_step_size=use_step_size, context_sigma=context_sigma,
+                           context_noise=context_noise)
     return torch.cat(list(chunks), dim=2)
 
 
 @torch.no_grad()  # on a generator: around each resume, not the caller's code
 def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                   sigmas: list[float], chunk_frames: int | None = None, *,
-                  use_step_size: bool = True, context_sigma: float | None = 0.0
-                  ) -> Iterator[torch.Tensor]:
+                  use_step_size: bool = True, context_sigma: float | None = 0.0,
+                  context_noise: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """``sample_streaming`` as a generator: yields each finished chunk (B, C, cf, H, W) as soon
     as it is done, so a consumer (a video decoder) can work while later chunks are sampled."""
     model = _with_chunk_frames(model, chunk_frames)
@@ -72,6 +92,8 @@ def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: tor
     fresh = lambda: model.init_stream_state(b, device=noise.device, dtype=noise.dtype)
     state = fresh()
     per_step = [fresh() for _ in steps] if context_sigma is None else None
+    if context_sigma and context_noise is None:
+        context_noise = context_noise_like(noise)
     for start in range(0, frames, cf):
         x = noise[:, :, start : start + cf]  # (B, C, cf, H, W)
         for k, (s, s_next) in enumerate(steps):
@@ -84,4 +106,5 @@ def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: tor
             x = flow.euler_step(x, s, s_next, v)
         yield x
         if per_step is None and start + cf < frames:
-            state = model.commit_chunk(x, text, text_mask, state, sigma=context_sigma)
+            ctx = None if not context_sigma else context_noise[:, :, start : start + cf]
+            state = model.commit_chunk(x, text, text_mask, state, sigma=context_sigma, noise=ctx)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,6 +29,9 @@ from .losses import Batch, distillation_loss
 from .model import S2DiT, StudentConfig
 from .precision import Precision
 from .search.layout_file import model_overrides
+from .run_log import tensorboard_writer
+from .schedule import lr_factor
+from .text import pad_text  # noqa: F401  (re-exported: older callers import it from here)
 
 FIELDS = ("states", "v_cond", "v_uncond", "guidance", "sigmas", "x0", "text_emb")
 
@@ -74,18 +76,6 @@ def record_uniforms(seed: int, epoch: int, sample_id: str) -> np.ndarray:
     return np.random.default_rng([seed, epoch, int(sample_id[:15], 16)]).random(4)
 
 
-def pad_text(records: list[dict], max_text_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The records' text embeddings zero-padded to (B, L, D) float32, and the (B, L) bool mask."""
-    b, dim = len(records), records[0]["text_emb"].shape[1]
-    text = torch.zeros(b, max_text_len, dim)
-    mask = torch.zeros(b, max_text_len, dtype=torch.bool)
-    for i, r in enumerate(records):
-        length = r["text_emb"].shape[0]
-        text[i, :length] = torch.from_numpy(r["text_emb"].astype(np.float32))
-        mask[i, :length] = True
-    return text, mask
-
-
 def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
     # Stack in the stored dtype, widen in torch (multi-threaded), then move. (B, ...) float32
     f32 = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, torch.float32)  # noqa: E731
@@ -109,13 +99,6 @@ def student_config_for(layout: CacheLayout, overrides: dict[str, Any],
     if clash:
         raise ValueError(f"model config {clash} (config, cache) does not fit the cache's shapes")
     return StudentConfig(**{**overrides, **shapes})
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 class Trainer:
@@ -241,18 +224,6 @@ class Trainer:
             tb.close()
         self.train_seconds = time.perf_counter() - started
         return last_ckpt
-
-
-def tensorboard_writer(out_url: str, root: str):
-    """A TensorBoard writer under ``<out>/tensorboard`` for local outputs; None for remote ones
-    (TensorBoard's writer needs a local path; metrics.jsonl is written everywhere)."""
-    if "://" in out_url and not out_url.startswith("file://"):
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(f"{root}/tensorboard")
 
 
 def train_kd(cache_url: str, out_url: str, config: TrainConfig, *, progress: bool = True) -> str | None:

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--batch-size", type=int, dest="batch_size", help="trajectories per step")
     demo.add_argument("--ar-steps", type=int, dest="ar_steps",
                       help=f"stage-2 self-forcing steps, 0 skips stage 2 (default {defaults.ar_steps})")
+    demo.add_argument("--ar-causal-steps", type=int, dest="ar_causal_steps",
+                      help="stage-2 causal-phase (teacher forcing) steps before self-forcing "
+                           f"(default {defaults.ar_causal_steps})")
     demo.add_argument("--ar-batch-size", type=int, dest="ar_batch_size",
                       help=f"streaming rollouts per stage-2 step (default {defaults.ar_batch_size})")
     demo.add_argument("--eval-per-class", type=int, dest="eval_per_class", help="held-out samples per class")

@@ -67,7 +67,8 @@ def _sample(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, prompts=args.prompt, out=args.out, seed=args.seed,
         steps=args.steps, full_step=args.full_step, streaming=args.streaming,
         chunk_frames=args.chunk_frames, video=args.video, fps=args.fps, device=args.device,
-        dtype=args.dtype, teacher_source=args.teacher_source))
+        dtype=args.dtype, teacher_source=args.teacher_source), log=print)
+    print(f"first chunk: {record['first_chunk_s']}; per chunk (s): {record['chunk_s']}")
     print(json.dumps({**record["outputs"], "scores": record["scores"],
                       "video": record.get("video")}, indent=1))
     return 0

@@ -7,9 +7,9 @@ forward(x (B,C,F,H,W), sigma (B,), step_size (B,), text_emb (B,L,D), text_mask (
 init_stream_state(batch) -> StreamState
 forward_chunk(x_chunk, sigma, step_size, text_emb, text_mask, state) -> (v_chunk, next_state)
     the chunk's velocity given the committed past; ``state`` itself is left as it was.
-commit_chunk(x_chunk, text_emb, text_mask, state, sigma=0.0) -> next_state
-    the explicit advance: appends a finished chunk's context (at sigma 0, or at the context
-    noise level) to the state.
+commit_chunk(x_chunk, text_emb, text_mask, state, sigma=0.0, noise=None) -> next_state
+    the explicit advance: appends a finished chunk's context (clean at sigma 0, or noised to the
+    context level with the given noise) to the state.
 
 Conditioning: c = emb(sigma) + emb(d) + proj(masked mean of the text tokens); c modulates
 every block (adaLN-zero) and the final layer, the pooled text is also added to every token,
@@ -126,10 +126,20 @@ class S2DiT(nn.Module):
         return self._run(x_chunk, sigma, step_size, text_emb, text_mask, causal=True, state=state)
 
     def commit_chunk(self, x_chunk, text_emb, text_mask, state: StreamState, *,
-                     sigma: float | torch.Tensor = 0.0) -> StreamState:
-        """Advance the state by a finished chunk, seen at noise level ``sigma`` with d = 0."""
+                     sigma: float | torch.Tensor = 0.0, noise: torch.Tensor | None = None
+                     ) -> StreamState:
+        """Advance the state by a finished (clean) chunk, seen at noise level ``sigma`` with d = 0.
+
+        At sigma > 0 the chunk is first noised to (1 - sigma) x + sigma noise (DESIGN 4.1) with
+        the caller's ``noise`` (B, C, chunk_frames, H, W): the label and the input agree, and
+        the caller keys the noise (counter-based), so the same seed gives the same bytes.
+        """
         b = x_chunk.shape[0]
         sig = torch.as_tensor(sigma, dtype=x_chunk.dtype, device=x_chunk.device).expand(b)
+        if bool((sig > 0).any()):
+            if noise is None:
+                raise ValueError("commit_chunk at sigma > 0 needs the context noise (noise=...)")
+            x_chunk = (1 - sig.view(b, 1, 1, 1, 1)) * x_chunk + sig.view(b, 1, 1, 1, 1) * noise
         return self.forward_chunk(x_chunk, sig, torch.zeros_like(sig), text_emb, text_mask, state)[1]
 
     def save_pretrained(self, url: str) -> None:

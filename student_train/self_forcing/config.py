@@ -33,8 +33,18 @@ class ARConfig:
     # Losses.
     dmd_weight: float = 1.0  # distribution matching: real score = frozen S2DiT-KD (EMA), d = 0
     regression_weight: float = 1.0  # rollout from the cached noise -> the cached x0
-    dmd_sigma_min: float = 0.02  # re-noising levels of the DMD and critic losses (uniform)
+    dmd_sigma_min: float = 0.02  # re-noising levels of the DMD and critic losses
     dmd_sigma_max: float = 0.98
+    # 1: uniform on [min, max]; > 1: Self-Forcing's shifted draw s u / (1 + (s - 1) u), clamped
+    dmd_sigma_shift: float = 1.0
+    # Causal phase (causal.py), run first: teacher forcing on the cache's clean videos.
+    causal_steps: int = 0  # 0: none, DMD starts from the bidirectional KD model
+    causal_lr: float = 3e-4
+    causal_betas: tuple[float, float] = (0.9, 0.99)
+    causal_batch_size: int | None = None  # None: batch_size
+    causal_jump_fraction: float = 0.5  # share of chunk rows with a cached d > 0 jump target
+    causal_jump_first_chunk: bool = False  # chunk 0's jump targets blend modes (see causal.py)
+    causal_sigma_shift: float = 3.0  # flow-matching sigma draw (the teacher's shift)
     # Rollout.
     chunk_frames: int | None = None  # latent frames per chunk (None: the KD model's config)
     context_sigma: float = 0.0  # noise level a finished chunk is committed at (0: clean)
@@ -54,8 +64,15 @@ class ARConfig:
 
     def __post_init__(self) -> None:
         self.betas, self.critic_betas = tuple(self.betas), tuple(self.critic_betas)
-        if self.steps < 1 or self.batch_size < 1 or self.critic_steps < 0:
-            raise ValueError("steps and batch_size must be >= 1, critic_steps >= 0")
+        self.causal_betas = tuple(self.causal_betas)
+        if self.steps < 0 or self.batch_size < 1 or self.critic_steps < 0 or self.causal_steps < 0:
+            raise ValueError("steps, causal_steps and critic_steps must be >= 0, batch_size >= 1")
+        if self.steps + self.causal_steps < 1:
+            raise ValueError("nothing to train: steps and causal_steps are both 0")
+        if self.dmd_sigma_shift <= 0 or self.causal_sigma_shift <= 0:
+            raise ValueError("sigma shifts must be > 0")
+        if not 0.0 <= self.causal_jump_fraction <= 1.0:
+            raise ValueError(f"causal_jump_fraction must be in [0, 1], got {self.causal_jump_fraction}")
         if not 0.0 < self.dmd_sigma_min <= self.dmd_sigma_max < 1.0:
             raise ValueError(f"need 0 < dmd_sigma_min <= dmd_sigma_max < 1, got "
                              f"{self.dmd_sigma_min}, {self.dmd_sigma_max}")
@@ -68,6 +85,7 @@ class ARConfig:
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["betas"], out["critic_betas"] = list(self.betas), list(self.critic_betas)
+        out["causal_betas"] = list(self.causal_betas)
         return out
 
     @classmethod

@@ -39,11 +39,16 @@ def _x0(model, x_t, noise: Renoise, text, mask) -> torch.Tensor:
 
 
 def dmd_loss(x: torch.Tensor, real, critic, text: torch.Tensor, mask: torch.Tensor,
-             noise: Renoise) -> tuple[torch.Tensor, dict[str, float]]:
-    """x: generated (B, C, F, H, W) with a gradient. Returns (surrogate loss, metrics)."""
+             noise: Renoise, batch=None) -> tuple[torch.Tensor, dict[str, float]]:
+    """x: generated (B, C, F, H, W) with a gradient. ``real``: a RealScore (real_score.py)
+    called with ``batch``, or a model (d = 0, bidirectional). Returns (surrogate loss, metrics)."""
     with torch.no_grad():
         x_t = noise.apply(x.detach())
-        x0_real = _x0(real, x_t, noise, text, mask)
+        if isinstance(real, torch.nn.Module):
+            x0_real = _x0(real, x_t, noise, text, mask)
+        else:
+            v_real = real(x_t, noise.sigma, batch)
+            x0_real = flow.x0_from_velocity(x_t, noise.sigma.view(-1, 1, 1, 1, 1), v_real)
         x0_fake = _x0(critic, x_t, noise, text, mask)
         scale = (x.detach() - x0_real).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-6)
         grad = torch.nan_to_num((x0_fake - x0_real) / scale)  # (B, C, F, H, W)

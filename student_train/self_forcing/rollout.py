@@ -37,11 +37,13 @@ def exit_steps(seed: int, step: int, num_chunks: int, num_steps: int, *, per_chu
 
 def rollout(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
             sigmas: list[float], exits: list[int], *, context_sigma: float = 0.0,
-            grad: bool = True) -> torch.Tensor:
+            context_noise: torch.Tensor | None = None, grad: bool = True) -> torch.Tensor:
     """Generate (B, C, F, H, W) from ``noise`` (B, C, F, H, W) chunk by chunk.
 
     sigmas: the few-step schedule ending at 0 (N + 1 values); exits[i] in [0, N): the exit step
     of chunk i. With ``grad`` the result carries a gradient through the exit-step calls only.
+    context_noise (B, C, F, H, W): the noise finished chunks are committed with at
+    ``context_sigma`` > 0 (keyed per row by the caller; unused at 0).
     """
     b, _, frames, _, _ = noise.shape
     cf = model.config.chunk_frames
@@ -69,5 +71,7 @@ def rollout(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Ten
         if start + cf == frames:
             break  # nothing follows the last chunk
         with torch.no_grad():  # the context of the next chunk: the finished chunk, detached
-            state = model.commit_chunk(x.detach(), text, text_mask, state, sigma=context_sigma)
+            ctx_noise = None if context_noise is None else context_noise[:, :, start : start + cf]
+            state = model.commit_chunk(x.detach(), text, text_mask, state, sigma=context_sigma,
+                                       noise=ctx_noise)
     return torch.cat(chunks, dim=2)

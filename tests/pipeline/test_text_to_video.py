@@ -20,7 +20,7 @@ from pipeline.teacher_side import open_teacher_side
 from pipeline.text_to_video import student_text
 from student_train.checkpoint import latest_checkpoint
 from student_train.sampler import sample, sample_streaming
-from student_train.trainer import pad_text
+from student_train.text import pad_text
 from teacher_jobs.analytic_corpus import class_prompts
 from teacher_jobs.sampler import cache_fingerprint, record_trajectories
 from teacher_jobs.teachers import build_teacher
@@ -127,7 +127,8 @@ def test_kd_checkpoint_text_to_video_end_to_end(wan_kd, tmp_path, capsys):
     capsys.readouterr()
     code, out = _sample(tmp_path, wan_kd, "--prompt", PROMPTS[0], "--seed", "5")
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    text = capsys.readouterr().out
+    printed = json.loads(text[text.index("{\n"):])  # after the per-chunk time lines
     assert printed["videos"] == [out + ".mp4"] and printed["sidecar"] == out + ".json"
     side = json.loads(Path(out + ".json").read_text())
     frames = _video(out + ".mp4")
@@ -153,7 +154,8 @@ def test_kd_checkpoint_text_to_video_end_to_end(wan_kd, tmp_path, capsys):
     assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # temporaries renamed away
 
 
-def test_ar_checkpoint_streams_chunk_by_chunk_to_object_storage(wan_cache, wan_kd, tmp_path, s3_bucket):
+def test_ar_checkpoint_streams_chunk_by_chunk_to_object_storage(wan_cache, wan_kd, tmp_path, s3_bucket,
+                                                               capsys):
     config = tmp_path / "ar.toml"
     config.write_text("[train_ar]\nsteps = 1\nbatch_size = 2\ncritic_steps = 1\ncheckpoint_every = 1\n")
     ar = str(tmp_path / "ar")
@@ -171,6 +173,13 @@ def test_ar_checkpoint_streams_chunk_by_chunk_to_object_storage(wan_cache, wan_k
     with fsspec.open(out + ".npy") as handle:
         latents = np.load(handle)
     np.testing.assert_array_equal(latents, _expected_latents(ar, [PROMPTS[0], PROMPTS[2]], 1, True))
+    # the times a viewer waits for: printed as each chunk finishes, kept in the sidecar
+    printed = capsys.readouterr().out
+    chunks = latents.shape[2]
+    assert [f"chunk {i}: latent at" in printed for i in range(chunks)] == [True] * chunks
+    assert len(side["chunk_s"]) == chunks and all(t > 0 for t in side["chunk_s"])
+    first = side["first_chunk_s"]
+    assert 0 < first["latent"] <= first["decoded"] <= sum(side["chunk_s"])
 
 
 def test_analytic_checkpoint_keeps_scores_and_preview_and_gets_a_video(tmp_path, capsys):
@@ -181,7 +190,8 @@ def test_analytic_checkpoint_keeps_scores_and_preview_and_gets_a_video(tmp_path,
     capsys.readouterr()
     code, out = _sample(tmp_path, kd, "--prompt", prompts[0], "--prompt", prompts[1], "--fps", "8")
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    text = capsys.readouterr().out
+    printed = json.loads(text[text.index("{\n"):])  # after the per-chunk time lines
     assert printed["scores"]["samples"] == 2 and 0 <= printed["scores"]["adherence"] <= 1
     assert printed["preview"] == out + ".png" and Path(out + ".png").stat().st_size > 0
     c, f, h, w = teacher.latent_shape

@@ -1,0 +1,113 @@
+"""The causal phase of stage 2: teacher forcing of the block-causal student on the cache.
+
+Before DMD, the student initialised from the bidirectional S2DiT-KD learns the causal mode on
+the teacher's own clean videos (CausVid / Self-Forcing start DMD from an already causal model;
+Causal Forcing, arXiv 2602.02214). For every chunk c of a cached trajectory, in one streaming
+pass: the past chunks are committed from the cached x0 (clean, or noised to ``context_sigma``
+with their own keyed noise), and the current chunk is a training row of one of two kinds:
+
+- flow matching, d = 0: x_t = (1 - sigma) x0_c + sigma eps with fresh keyed noise; target
+  v = eps - x0_c. Its regression optimum is E[eps - x0_c | x_t, past], the causal conditional
+  flow (tower property), so it is correct for the first chunk too.
+- a cached jump, d = sigma_i - sigma_j > 0: the trajectory's chunk at the student's schedule
+  state i, target the average velocity to state j (x0 after the last one), as stage 1's step
+  rows. For the first chunk this target is a blend of modes (the bidirectional teacher chose
+  its mode with the future frames' noise too), so ``jump_first_chunk`` can leave chunk 0 to
+  flow matching only.
+
+Every draw (sigma, row kind, jump, noises) is keyed by (seed, epoch, sample id), as elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cache_schema import flow
+
+from ..text import pad_text
+
+CAUSAL_FIELDS = ("x0", "text_emb", "states", "sigmas")
+_CAUSAL_KEY = 0xCA05  # a stream apart from the DMD rows' and stage 1's draws
+
+
+@dataclass
+class CausalBatch:
+    x0: torch.Tensor  # (B, C, F, H, W)
+    states: torch.Tensor  # (B, S, C, F, H, W) cached trajectory states
+    sigmas: torch.Tensor  # (B, S)
+    text: torch.Tensor  # (B, L, D)
+    text_mask: torch.Tensor  # (B, L) bool
+    u: torch.Tensor  # (B, 3, chunks): [sigma, row kind, jump] uniforms per chunk
+    eps: torch.Tensor  # (B, C, F, H, W) flow-matching noise
+    context_noise: torch.Tensor  # (B, C, F, H, W) noise of the committed context
+
+
+def collate_causal(records: list[dict], max_text_len: int, *, seed: int, num_chunks: int,
+                   device, dtype=torch.float32) -> CausalBatch:
+    tensor = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, dtype)  # noqa: E731
+    text, mask = pad_text(records, max_text_len)
+    shape = tuple(records[0]["x0"].shape)
+    us, normals = [], []
+    for r in records:
+        rng = np.random.default_rng([seed, r["_epoch"], int(r["sample_id"][:15], 16), _CAUSAL_KEY])
+        us.append(rng.random((3, num_chunks)))
+        normals.append(rng.standard_normal((2, *shape), dtype=np.float32))
+    normal = torch.from_numpy(np.stack(normals)).to(device, dtype)  # (B, 2, C, F, H, W)
+    return CausalBatch(x0=tensor("x0"), states=tensor("states"), sigmas=tensor("sigmas"),
+                       text=text.to(device, dtype), text_mask=mask.to(device),
+                       u=torch.from_numpy(np.stack(us)).to(device, dtype),
+                       eps=normal[:, 0], context_noise=normal[:, 1])
+
+
+def teacher_forcing_loss(model, batch: CausalBatch, *, schedule: list[int], context_sigma: float,
+                         jump_fraction: float, jump_first_chunk: bool, sigma_shift: float
+                         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean squared velocity error over every chunk of the batch (one streaming pass).
+
+    schedule: positions along S of the student's few-step start states (the KD plan's).
+    """
+    b, _, frames, _, _ = batch.x0.shape
+    cf = model.config.chunk_frames
+    rows = torch.arange(b, device=batch.x0.device)
+    state = model.init_stream_state(b, device=batch.x0.device, dtype=batch.x0.dtype)
+    view = lambda t: t.view(b, 1, 1, 1, 1)  # noqa: E731
+    n = len(schedule)
+    sched = torch.tensor(schedule, device=batch.x0.device)
+    losses, jump_share = [], []
+    for i, start in enumerate(range(0, frames, cf)):
+        part = slice(start, start + cf)
+        x0 = batch.x0[:, :, part]  # (B, C, cf, H, W)
+        eps = batch.eps[:, :, part]
+        # 1. flow-matching rows: fresh noise at a (shifted) uniform sigma in (0, 1)
+        sig_fm = flow.shift_sigma(batch.u[:, 0, i], sigma_shift).clamp(1e-3, 1.0)
+        x_fm = flow.noisy_state(x0, eps, view(sig_fm))
+        # 2. cached-jump rows: schedule state k -> k + 1 (x0 after the last)
+        k = (batch.u[:, 2, i] * n).long().clamp(max=n - 1)
+        pos_i = sched[k]
+        last = k == n - 1
+        pos_j = sched[(k + 1).clamp(max=n - 1)]
+        x_i = batch.states[rows, pos_i][:, :, part]
+        sig_i = batch.sigmas[rows, pos_i]
+        x_j = torch.where(view(last), x0, batch.states[rows, pos_j][:, :, part])
+        sig_j = torch.where(last, torch.zeros_like(sig_i), batch.sigmas[rows, pos_j])
+        jump = batch.u[:, 1, i] < jump_fraction
+        if i == 0 and not jump_first_chunk:
+            jump = torch.zeros_like(jump)
+        x = torch.where(view(jump), x_i, x_fm)
+        sigma = torch.where(jump, sig_i, sig_fm)
+        d = torch.where(jump, sig_i - sig_j, torch.zeros_like(sig_i))
+        target = torch.where(view(jump), flow.average_velocity(x_i, view(sig_i), x_j, view(sig_j)),
+                             flow.velocity_target(x0, eps))
+        v, _ = model.forward_chunk(x, sigma, d, batch.text, batch.text_mask, state)
+        losses.append((v - target).pow(2).mean())
+        jump_share.append(float(jump.float().mean()))
+        if start + cf < frames:  # the teacher's clean chunk becomes the next chunk's context
+            state = model.commit_chunk(x0, batch.text, batch.text_mask, state, sigma=context_sigma,
+                                       noise=batch.context_noise[:, :, part])
+    loss = torch.stack(losses).mean()
+    parts = {"causal_loss": loss.item(), "causal_first_chunk_loss": losses[0].item(),
+             "causal_jump_share": sum(jump_share) / len(jump_share)}
+    return loss, parts
