@@ -48,7 +48,10 @@ DEMO_KD_RECIPE: dict[str, Any] = {
 DEMO_AR_RECIPE: dict[str, Any] = {
     "lr": 1e-4, "betas": (0.0, 0.99), "warmup_steps": 20, "ema_decay": 0.99, "critic_lr": 2e-4,
     "critic_steps": 1, "critic_warmup_steps": 0, "dmd_weight": 1.0, "regression_weight": 1.0,
-    "dmd_sigma_min": 0.02, "dmd_sigma_max": 0.98, "context_sigma": 0.0, "exit_per_chunk": False,
+    "dmd_sigma_min": 0.02, "dmd_sigma_max": 0.98, "dmd_sigma_shift": 5.0,
+    "causal_steps": 200, "causal_lr": 3e-4, "causal_betas": (0.9, 0.99),
+    "causal_jump_fraction": 0.5, "causal_jump_first_chunk": False, "causal_sigma_shift": 3.0,
+    "context_sigma": 0.0, "exit_per_chunk": False,
 }
 
 
@@ -62,7 +65,7 @@ class DemoConfig:
     train_steps: int = 2000
     batch_size: int = 64
     ar_steps: int = 200  # stage-2 self-forcing (DMD) steps (0 skips stage 2)
-    ar_causal_steps: int = 200  # stage-2 causal phase (teacher forcing) before them
+    ar_causal_steps: int = DEMO_AR_RECIPE["causal_steps"]  # stage-2 causal phase, before DMD
     ar_batch_size: int = 32
     eval_per_class: int = 24
     seed: int = 0
