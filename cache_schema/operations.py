@@ -232,7 +232,7 @@ def filter_samples(url: str, *, exclude_ids: Iterable[str] | None = None, where:
     return result
 
 
-def normalise_prompt(prompt: str) -> str:
+def dedup_key(prompt: str) -> str:
     """Unicode NFKC, case-folded, whitespace collapsed: the identity of a prompt for dedup."""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", prompt).casefold()).strip()
 
@@ -246,7 +246,7 @@ def dedup(url: str, *, storage_options: dict[str, Any] | None = None) -> OpResul
     remove = []
     for prompt, seed, status in zip(index.column("prompt").to_pylist(), index.column("seed").to_pylist(),
                                     index.column("status").to_pylist()):
-        key = (normalise_prompt(prompt), seed)
+        key = (dedup_key(prompt), seed)
         remove.append(status == STATUS_OK and key in seen)
         if status == STATUS_OK:
             seen.add(key)

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from cache_schema import CacheReader, load_manifest
+from cache_schema.noise import batch_noise
+from cache_schema.sample_id import make_sample_id
 from student_train.checkpoint import load_checkpoint, split_prefix
 from student_train.model import S2DiT, StudentConfig
 from student_train.sampler import sample, sample_streaming
-from teacher_jobs.prompts import make_sample_id
-from teacher_jobs.rng import batch_noise
 from teacher_jobs.sampler import sample_latents
 from teacher_jobs.teachers.analytic import AnalyticConfig, AnalyticTeacher
 

@@ -19,7 +19,10 @@ from pipeline.video_io import to_uint8_frames
 from teacher_jobs.preview import latent_to_rgb, upscale_nearest
 from teacher_jobs.teachers.base import EncodedText
 
-ANALYTIC, WAN = "analytic", "wan2.2-t2v-a14b"  # fingerprint["teacher"] as the teachers write it
+from teacher_jobs.teachers.analytic_settings import AnalyticSettings  # noqa: E402
+from teacher_jobs.teachers.wan_settings import WanSettings  # noqa: E402
+
+ANALYTIC, WAN = AnalyticSettings.kind, WanSettings.kind  # fingerprint["teacher"]: registry keys
 
 
 class TextEncoder(Protocol):

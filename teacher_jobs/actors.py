@@ -14,17 +14,23 @@ from typing import Any
 from cache_schema import write_shard
 from .config import JobConfig
 from .sampler import record_trajectories
-from .teachers import build_teacher
 from .units import Unit
 
 
 class TeacherWorker:
     """Plain class (usable without Ray); ``ray.remote`` wraps it in job.py."""
 
-    def __init__(self, config: JobConfig, fingerprint_digest: str):
+    def __init__(self, config: JobConfig, fingerprint: dict[str, Any], fingerprint_digest: str):
         started = time.perf_counter()
         self.config = config
-        self.teacher = build_teacher(config.teacher, **config.teacher_kwargs())
+        # Heavy setup here, where the GPU is: load the teacher, then prove it is the one the
+        # driver fingerprinted (weight files, configs, library versions).
+        self.teacher = config.teacher.build(config.video, device=config.device)
+        self.load_error: str | None = None
+        try:
+            config.teacher.check_loaded(self.teacher, fingerprint)
+        except ValueError as exc:  # every unit of this actor fails with the reason
+            self.load_error = str(exc)
         self.digest = fingerprint_digest
         self.layout = self.teacher.layout(config.keep_step_indices, config.half_dtype)
         self.load_seconds = time.perf_counter() - started
@@ -34,6 +40,8 @@ class TeacherWorker:
 
     def run_unit(self, unit: Unit) -> dict[str, Any]:
         cfg = self.config
+        if self.load_error:
+            raise ValueError(f"unit {unit.name} not produced: {self.load_error}")
         t0 = time.perf_counter()
         records, rejections = [], []
         with self._compute:
@@ -56,10 +64,8 @@ class TeacherWorker:
             recs, rej = record_trajectories(
                 self.teacher, [e.prompt for e in group], [e.seed for e in group],
                 global_seed=cfg.seed, keep_steps=cfg.keep_step_indices, negative_prompt=negative,
-                half_dtype=cfg.half_dtype, fingerprint_digest=self.digest)
+                half_dtype=cfg.half_dtype, fingerprint_digest=self.digest,
+                micro_batch=cfg.teacher.micro_batch)
             records += recs
             rejections += [{"line": group[r.index].line, "text": r.prompt, "reason": r.reason}
                            for r in rej]
-
-    def ping(self) -> float:
-        return self.load_seconds

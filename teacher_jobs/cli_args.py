@@ -7,28 +7,47 @@ import argparse
 import json
 import sys
 
+from cache_schema.encodings import encoding_names
 from .config import JobConfig
+
+
+TEACHER_FLAGS = {  # [job.teacher] key -> (type, help); every teacher key is a flag
+    "source": (str, "teacher weights: local diffusers folder or hub id"),
+    "revision": (str, "hub commit (or branch/tag, pinned to its commit) of the teacher weights"),
+    "dtype": (str, "teacher compute dtype: bfloat16 (Wan default) | float16 | float32"),
+    "vae_dtype": (str, "VAE dtype (default float32, as WanPipeline)"),
+    "solver": (str, "auto (the checkpoint's own scheduler) | euler | unipc"),
+    "steps": (int, "teacher solver steps"),
+    "shift": (float, "flow time shift"),
+    "guidance": (str, "CFG scale, or high,low per expert (e.g. 4.0,3.0)"),
+    "boundary": (float, "expert switch as a ratio of the training timesteps (default: checkpoint's)"),
+    "negative_prompt": (str, "negative prompt for CFG (Wan default: the official Wan 2.2 one)"),
+    "offload": (str, "none | expert (one expert on the GPU at a time) | model (diffusers CPU offload)"),
+    "micro_batch": (int, "samples per forward pass (bytes do not depend on it)"),
+    "attention_backend": (str, "diffusers attention backend, e.g. flash, _native_cudnn"),
+    "max_text_len": (int, "text encoder sequence length"),
+}
 
 
 def add_generate_args(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--teacher", help="analytic | wan-tiny | wan:<local dir or hub id> (default analytic)")
+    add("--teacher", help="analytic | wan-tiny | wan:<local dir or hub id> (default analytic); "
+                          "the [job.teacher] kind and source")
+    for key, (kind, text) in TEACHER_FLAGS.items():
+        add(f"--{key.replace('_', '-')}", dest=f"teacher_{key}", type=kind, help=text)
     add("--prompts", help="prompt corpus URL: .txt (one per line), .jsonl or .parquet")
     add("--output", help="cache URL (folder or s3://bucket/path); rerun the same command to resume")
-    add("--encoding", choices=["wds", "zarr"], help="shard encoding (default wds)")
+    add("--encoding", choices=list(encoding_names()), help="shard encoding (default wds)")
     add("--samples-per-shard", type=int, dest="samples_per_shard", help="samples per shard/work unit")
-    add("--steps", type=int, help="teacher solver steps")
-    add("--shift", type=float, help="flow time shift")
-    add("--guidance", help="CFG scale, or high,low per expert (e.g. 4.0,3.0)")
-    add("--height", type=int, help="video height in pixels (multiple of 16)")
-    add("--width", type=int, help="video width in pixels (multiple of 16)")
+    add("--height", type=int, help="video height in pixels")
+    add("--width", type=int, help="video width in pixels")
     add("--frames", type=int, help="video frames (4k+1)")
     add("--keep-steps", dest="keep_steps", help="stored states: all | every:K | uniform:N | 0,4,8")
     add("--seed", type=int, help="global seed; noise = f(seed, sample id)")
     add("--seeds-per-prompt", type=int, dest="seeds_per_prompt", help="trajectories per txt line")
-    add("--negative-prompt", dest="negative_prompt", help="negative prompt for CFG")
     add("--num-actors", type=int, dest="num_actors", help="teacher actors (one per GPU on a cluster)")
     add("--num-gpus-per-actor", type=float, dest="num_gpus_per_actor", help="GPUs per teacher actor")
+    add("--gpu-memory-gb", type=float, dest="gpu_memory_gb", help="memory of one GPU (default 80)")
     add("--commit-every", type=int, dest="commit_every", help="units between intermediate generations")
     add("--device", help="torch device of the teacher (cpu, cuda)")
     add("--config", help="TOML job config; flags override it")
@@ -36,14 +55,18 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
                                                   "'auto' inside `ray job submit`)")
 
 
+JOB_FLAGS = ("prompts", "output", "encoding", "samples_per_shard", "height", "width", "frames",
+             "keep_steps", "seed", "seeds_per_prompt", "num_actors", "num_gpus_per_actor",
+             "gpu_memory_gb", "commit_every", "device", "ray_address")
+
+
 def config_from_args(args: argparse.Namespace) -> JobConfig:
-    overrides = {k: getattr(args, k, None) for k in (
-        "teacher", "prompts", "output", "encoding", "samples_per_shard", "steps", "shift",
-        "height", "width", "frames", "keep_steps", "seed", "seeds_per_prompt", "negative_prompt",
-        "num_actors", "num_gpus_per_actor", "commit_every", "device", "ray_address")}
-    if getattr(args, "guidance", None):
-        overrides["guidance"] = tuple(float(g) for g in str(args.guidance).split(","))
-    return JobConfig.load(getattr(args, "config", None), **overrides)
+    overrides = {k: getattr(args, k, None) for k in JOB_FLAGS}
+    teacher = {k: getattr(args, f"teacher_{k}", None) for k in TEACHER_FLAGS}
+    teacher["spec"] = getattr(args, "teacher", None)
+    if teacher["guidance"]:
+        teacher["guidance"] = tuple(float(g) for g in str(teacher["guidance"]).split(","))
+    return JobConfig.load(getattr(args, "config", None), teacher=teacher, **overrides)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -52,7 +75,7 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         result = run_generation(config)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # typed cache errors carry their own explanation

@@ -1,84 +1,94 @@
-"""Typed configuration of a cache-generation job: TOML file, then flags; unknown keys refused."""
+"""Typed configuration of a cache-generation job: TOML file, then flags; unknown keys refused.
+
+``[job]`` holds what the job does (corpus, cache, video size, recording, Ray); ``[job.teacher]``
+is the teacher's own typed section, chosen by its ``kind`` from the teacher registry
+(teachers/registry.py). ``--teacher SPEC`` and every teacher flag override that section.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 
 from cache_schema import parse_keep_steps
+from cache_schema.encodings import encoding_names
+from .teachers.registry import make_settings, spec_values
+from .teachers.spec import TeacherSettings, VideoSize
+
+
+def _default_teacher() -> TeacherSettings:
+    return make_settings({"kind": "analytic"})
 
 
 @dataclass(kw_only=True, slots=True)
 class JobConfig:
-    teacher: str = "analytic"  # analytic | wan-tiny | wan:<dir-or-hub-id>
+    teacher: TeacherSettings = field(default_factory=_default_teacher)  # or a --teacher spec
     prompts: str = ""  # corpus URL: .txt, .jsonl or .parquet
     output: str = ""  # cache URL
     encoding: str = "wds"
     samples_per_shard: int = 64
-    steps: int = 24
-    shift: float = 3.0
-    guidance: tuple[float, float] = (3.0, 3.0)  # (high-noise expert, low-noise expert)
     height: int = 64
     width: int = 64
     frames: int = 17
     keep_steps: str = "all"
     seed: int = 0  # global seed: noise = f(seed, sample_id)
     seeds_per_prompt: int = 1  # a txt line yields this many trajectories (seed 0..n-1)
-    negative_prompt: str = ""
     half_dtype: str = "float16"
     device: str = "cpu"
     num_actors: int = 1
     num_gpus_per_actor: float = 0.0
     num_cpus_per_actor: float = 1.0
+    gpu_memory_gb: float = 80.0  # per GPU; generate refuses a memory plan above it
+    placement_timeout_s: float = 600.0  # wait this long for GPU actors on an autoscaling cluster
     max_retries: int = 2  # per unit, after the first attempt
     commit_every: int = 8  # units between intermediate generations (partial progress usable)
     ray_address: str | None = None  # None: embedded local runtime; "auto" inside `ray job submit`
-    storage_profile: str | None = None
 
     def __post_init__(self) -> None:
-        self.guidance = tuple(float(g) for g in (self.guidance if isinstance(self.guidance, (list, tuple))
-                                                 else (self.guidance, self.guidance)))
-        if len(self.guidance) == 1:
-            self.guidance = (self.guidance[0], self.guidance[0])
-        if self.encoding not in ("wds", "zarr"):
-            raise ValueError(f"encoding must be wds or zarr, got {self.encoding!r}")
-        if self.samples_per_shard < 1 or self.steps < 1 or self.num_actors < 1:
-            raise ValueError("samples_per_shard, steps and num_actors must be >= 1")
-        if self.height % 16 or self.width % 16:
-            raise ValueError(f"height and width must be divisible by 16, got {self.height}x{self.width}")
-        if (self.frames - 1) % 4:
-            raise ValueError(f"frames must be 4k+1 (the VAE compresses time by 4), got {self.frames}")
+        if isinstance(self.teacher, str):
+            self.teacher = make_settings(spec_values(self.teacher), where="--teacher")
+        elif isinstance(self.teacher, dict):
+            self.teacher = make_settings(self.teacher)
+        if self.encoding not in encoding_names():
+            raise ValueError(f"encoding must be one of {', '.join(encoding_names())}, got {self.encoding!r}")
+        if self.samples_per_shard < 1 or self.num_actors < 1:
+            raise ValueError("samples_per_shard and num_actors must be >= 1")
+        if self.device.startswith("cuda") and self.num_gpus_per_actor <= 0:
+            raise ValueError("device = 'cuda' needs num_gpus_per_actor > 0 (Ray places one teacher "
+                             "actor per GPU); set num_gpus_per_actor = 1")
+        self.teacher.validate_video(self.video)
         parse_keep_steps(self.keep_steps, self.steps)  # fail early on a bad spec
+
+    @property
+    def video(self) -> VideoSize:
+        return VideoSize(height=self.height, width=self.width, frames=self.frames)
+
+    @property
+    def steps(self) -> int:
+        return self.teacher.steps
+
+    @property
+    def negative_prompt(self) -> str:
+        return self.teacher.negative_prompt
 
     @property
     def keep_step_indices(self) -> tuple[int, ...]:
         return parse_keep_steps(self.keep_steps, self.steps)
 
-    @property
-    def latent_frames(self) -> int:
-        return (self.frames - 1) // 4 + 1
-
-    def teacher_kwargs(self) -> dict[str, Any]:
-        if self.teacher == "analytic":
-            return {"latent_shape": (4, self.latent_frames, self.height // 8, self.width // 8),
-                    "num_steps": self.steps, "shift": self.shift, "guidance": self.guidance,
-                    "device": self.device}
-        return {"num_steps": self.steps, "shift": self.shift, "guidance": self.guidance,
-                "height": self.height, "width": self.width, "frames": self.frames,
-                "device": self.device}
-
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["guidance"] = list(self.guidance)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["teacher"] = self.teacher.to_json()
         return out
 
     @classmethod
-    def load(cls, path: str | None = None, **overrides: Any) -> "JobConfig":
-        """Settings from a TOML file (any fsspec URL), then non-None ``overrides``."""
+    def load(cls, path: str | None = None, *, teacher: dict[str, Any] | None = None,
+             **overrides: Any) -> "JobConfig":
+        """Settings from a TOML file (any fsspec URL), then non-None ``overrides``; ``teacher``
+        holds teacher-section overrides (a ``spec`` key is a ``--teacher SPEC``)."""
         data: dict[str, Any] = {}
         if path:
             with fsspec.open(path, "rb") as handle:
@@ -86,11 +96,20 @@ class JobConfig:
                     data = tomllib.load(handle)
                 except tomllib.TOMLDecodeError as exc:
                     raise ValueError(f"config {path} is not valid TOML: {exc}") from exc
-            data = data.get("job", data)
+            data = dict(data.get("job", data))
+        section = data.pop("teacher", {"kind": "analytic"})
+        if isinstance(section, str):  # teacher = "SPEC" in [job]
+            section = spec_values(section)
+        section = dict(section)
+        flags = {k: v for k, v in (teacher or {}).items() if v is not None}
+        if "spec" in flags:  # --teacher SPEC: another kind or source replaces the section
+            spec = spec_values(flags.pop("spec"))
+            section = spec if spec["kind"] != section.get("kind", "analytic") else {**section, **spec}
+        section.update(flags)
         data.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"teacher"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown job config keys {unknown} (in {path or 'flags'}); "
-                             f"known keys: {', '.join(sorted(known))}")
-        return cls(**data)
+            raise ValueError(f"unknown job config keys {unknown} (in {path or 'flags'}); known keys: "
+                             f"{', '.join(sorted(known))}; teacher settings go in [job.teacher]")
+        return cls(teacher=make_settings(section, where=f"[job.teacher] of {path or 'flags'}"), **data)

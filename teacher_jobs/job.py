@@ -1,5 +1,7 @@
 """The Ray driver of cache generation: corpus in, versioned cache out, resumable.
 
+0. plan the teacher without weights: fingerprint from its files, layout, memory plan (refused
+   when it does not fit gpu_memory_gb)
 1. load and validate the corpus; plan deterministic units (one shard each)
 2. compare with what the output already holds: skip committed units, refuse a new fingerprint
 3. run units on a pool of teacher actors (retry on actor death, bounded)
@@ -24,7 +26,6 @@ from .actors import TeacherWorker
 from .config import JobConfig
 from .corpus import load_corpus
 from .sampler import cache_fingerprint
-from .teachers import build_teacher
 from .units import plan_units
 
 REPORT_DIR = "reports"
@@ -57,25 +58,62 @@ def _init_ray(config: JobConfig):
     return ray
 
 
-def _fingerprint(config: JobConfig) -> tuple[dict[str, Any], Any]:
-    teacher = build_teacher(config.teacher, **config.teacher_kwargs())
-    fp = cache_fingerprint(teacher, keep_steps=config.keep_step_indices, global_seed=config.seed,
-                           half_dtype=config.half_dtype, negative_prompt=config.negative_prompt)
-    return fp, teacher
+class NoGPUActors(RuntimeError):
+    """The cluster cannot place a GPU teacher actor."""
+
+
+def check_memory(config: JobConfig):
+    """The teacher's per-actor memory plan (None for teachers without one); refuses a plan
+    that does not fit ``gpu_memory_gb`` on a GPU job, naming the knob to turn."""
+    plan = config.teacher.memory_plan(config.video, gpu_memory_gb=config.gpu_memory_gb)
+    if plan is not None and config.device.startswith("cuda") and not plan.fits:
+        raise ValueError(f"teacher memory plan does not fit: {plan.advice} "
+                         "(see `s2dit cache estimate` with the same flags)")
+    return plan
+
+
+def _check_gpus(ray, config: JobConfig) -> None:
+    """An embedded runtime never gains GPUs: say so before asking for actors it cannot place."""
+    if config.num_gpus_per_actor <= 0:
+        return
+    have = ray.cluster_resources().get("GPU", 0.0)
+    if config.ray_address is None and have < config.num_gpus_per_actor:
+        raise NoGPUActors(
+            f"no GPU actors can be placed: each teacher actor asks for {config.num_gpus_per_actor:g} "
+            f"GPU (device = {config.device!r}) but this local Ray runtime has {have:g}. Submit to a "
+            "cluster with GPU workers (--ray-address, infra/kuberay/rayjob.yaml), or run on CPU "
+            "with --device cpu --num-gpus-per-actor 0")
+
+
+def _wait_placed(ray, actors: list, config: JobConfig) -> None:
+    """On a cluster, GPU nodes may still be scaling up: wait for the first actor to start."""
+    if config.num_gpus_per_actor <= 0 or not actors:
+        return
+    ready, _ = ray.wait([actors[0].__ray_ready__.remote()], timeout=config.placement_timeout_s)
+    if not ready:
+        raise NoGPUActors(
+            f"no GPU actors can be placed: none started within {config.placement_timeout_s:g} s "
+            f"(each asks for {config.num_gpus_per_actor:g} GPU; the cluster has "
+            f"{ray.cluster_resources().get('GPU', 0.0):g}). Check the GPU worker group "
+            "(infra/kuberay) or raise placement_timeout_s")
 
 
 def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
     if not config.prompts or not config.output:
         raise ValueError("a job needs --prompts (corpus URL) and --output (cache URL)")
     started = time.time()
-    # 1. corpus and units
-    fingerprint, teacher = _fingerprint(config)
+    # 0. the teacher, planned from files (the driver loads no model weights)
+    memory = check_memory(config)
+    plan = config.teacher.driver_plan(config.video)
+    fingerprint = cache_fingerprint(plan.fingerprint, keep_steps=config.keep_step_indices,
+                                    global_seed=config.seed, half_dtype=config.half_dtype,
+                                    negative_prompt=config.negative_prompt)
     digest = fingerprint_digest(fingerprint)
+    # 1. corpus and units
     entries, rejected = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt,
-                                    max_tokens=teacher.max_text_len,
-                                    count_tokens=teacher.count_tokens)
+                                    max_tokens=plan.max_tokens, count_tokens=plan.count_tokens)
     units = plan_units(entries, config.samples_per_shard)
-    layout = teacher.layout(config.keep_step_indices, config.half_dtype)
+    layout = plan.layout(config.keep_step_indices, config.half_dtype)
     # 2. resume: what is committed already
     output = split_ref(config.output)[0]
     existing = load_manifest(output)
@@ -91,11 +129,14 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
     todo = [u for u in units if u.name not in done]
     # 3. actors
     ray = _init_ray(config)
+    _check_gpus(ray, config)
     env = {k: os.environ[k] for k in STORAGE_ENV if k in os.environ}
     remote_cls = ray.remote(num_gpus=config.num_gpus_per_actor, num_cpus=config.num_cpus_per_actor,
                             max_concurrency=2, runtime_env={"env_vars": env} if env else None
                             )(TeacherWorker)
-    actors = [remote_cls.remote(config, digest) for _ in range(min(config.num_actors, max(1, len(todo))))]
+    actors = [remote_cls.remote(config, fingerprint, digest)
+              for _ in range(min(config.num_actors, max(1, len(todo))))]
+    _wait_placed(ray, actors, config)
     pending: dict[Any, tuple[Any, int, Any]] = {}  # ref -> (unit, attempt, actor)
     queue = [(u, 0) for u in todo]
     failed: dict[str, str] = {}
@@ -134,7 +175,7 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
         try:
             result = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as exc:
-            actors[actor_index] = remote_cls.remote(config, digest)  # replace the dead actor
+            actors[actor_index] = remote_cls.remote(config, fingerprint, digest)  # replace the dead one
             if attempt < config.max_retries:
                 queue.append((unit, attempt + 1))
             else:
@@ -167,7 +208,8 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
               "units_failed": failed, "corpus_rejections": [r.to_json() for r in rejected],
               "prompt_rejections": unit_rejections, "telemetry": telemetry,
               "wall_seconds": time.time() - started, "fingerprint_digest": digest,
-              "config": config.to_json()}
+              "config": config.to_json(),
+              "memory_plan": memory.to_json() if memory is not None else None}
     if manifest is not None:
         store = open_store(output)
         store.put_bytes(f"{REPORT_DIR}/{manifest.generation:06d}.json",

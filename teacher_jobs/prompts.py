@@ -1,17 +1,11 @@
-"""Prompt normalisation, validation and stable sample ids."""
+"""Prompt validation (what a teacher job refuses, and why). Normalisation and sample ids are
+part of the cache contract: ``cache_schema.sample_id``."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 import unicodedata
 
-_SPACE = re.compile(r"\s+")
-
-
-def normalise_prompt(prompt: str) -> str:
-    """NFC, trimmed, inner whitespace collapsed: the form that ids and dedup use."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFC", prompt)).strip()
+from cache_schema.sample_id import normalise_prompt
 
 
 def decode_prompt(raw: str | bytes) -> tuple[str | None, str | None]:
@@ -45,8 +39,3 @@ def validate_prompt(raw: str | bytes, *, max_tokens: int | None = None,
             return f"{n} tokens exceed the text encoder's limit of {max_tokens}"
     return None
 
-
-def make_sample_id(normalised_prompt: str, seed: int, fingerprint_digest: str) -> str:
-    """Stable id of one trajectory: hash of (normalised prompt, seed, teacher fingerprint)."""
-    key = f"{normalised_prompt}\x1f{int(seed)}\x1f{fingerprint_digest}".encode("utf-8")
-    return hashlib.sha256(key).hexdigest()[:32]

@@ -10,16 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import json
+
 import numpy as np
 import torch
 
-import json
-
-from cache_schema import canonical_json
+from cache_schema import FIELD_BY_NAME, canonical_json
 from cache_schema import fingerprint_digest as digest_of
 from cache_schema import flow
-from .prompts import decode_prompt, make_sample_id, normalise_prompt, validate_prompt
-from .rng import batch_noise
+from cache_schema.noise import batch_noise
+from cache_schema.sample_id import make_sample_id, normalise_prompt
+from .prompts import decode_prompt, validate_prompt
 from .teachers.base import CODE_VERSION, Teacher
 
 
@@ -43,15 +44,24 @@ class Batch:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def cache_fingerprint(teacher: Teacher, *, keep_steps: Sequence[int], global_seed: int,
-                      half_dtype: str, negative_prompt: str) -> dict[str, Any]:
-    """The full fingerprint of a cache: the teacher's plus the recording settings.
+def cache_fingerprint(teacher: Teacher | dict[str, Any], *, keep_steps: Sequence[int],
+                      global_seed: int, half_dtype: str, negative_prompt: str) -> dict[str, Any]:
+    """The full fingerprint of a cache: the teacher's (a teacher, or the fingerprint its
+    section computed without weights) plus the recording settings.
 
     Round-tripped through canonical JSON so it compares equal to one read from a manifest.
     """
-    return json.loads(canonical_json({**teacher.fingerprint(), "keep_steps": list(keep_steps), "global_seed": int(global_seed),
-            "half_dtype": half_dtype, "negative_prompt": negative_prompt,
-            "recorder_version": CODE_VERSION}))
+    base = teacher if isinstance(teacher, dict) else teacher.fingerprint()
+    return json.loads(canonical_json({**base, "keep_steps": list(keep_steps),
+                                      "global_seed": int(global_seed), "half_dtype": half_dtype,
+                                      "negative_prompt": negative_prompt,
+                                      "recorder_version": CODE_VERSION}))
+
+
+def _slice(batch: Batch, start: int, size: int) -> Batch:
+    end = start + size
+    return Batch(prompts=batch.prompts[start:end], seeds=batch.seeds[start:end],
+                 sample_ids=batch.sample_ids[start:end])
 
 
 def prepare_batch(teacher: Teacher, prompts: Sequence[str | bytes], seeds: Sequence[int],
@@ -93,9 +103,13 @@ def _run(teacher: Teacher, batch: Batch, *, global_seed: int, negative_prompt: s
 
 def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds: Sequence[int], *,
                         global_seed: int, keep_steps: Sequence[int], negative_prompt: str = "",
-                        half_dtype: str = "float16", fingerprint_digest: str | None = None
-                        ) -> tuple[list[dict[str, Any]], list[Rejection]]:
-    """Records (passing cache_schema.validate_record) for valid prompts, and rejections."""
+                        half_dtype: str = "float16", fingerprint_digest: str | None = None,
+                        micro_batch: int = 0) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    """Records (passing cache_schema.validate_record) for valid prompts, and rejections.
+
+    ``micro_batch`` samples go through the teacher per forward pass (0: all at once). A
+    sample's bytes do not depend on it: its noise is keyed by its id, its text is padded to
+    the encoder's fixed length, and the solver is restarted for every micro-batch."""
     if fingerprint_digest is None:
         fingerprint_digest = digest_of(cache_fingerprint(
             teacher, keep_steps=keep_steps, global_seed=global_seed, half_dtype=half_dtype,
@@ -104,7 +118,7 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
     if not batch.prompts:
         return [], batch.rejections
     layout = teacher.layout(tuple(keep_steps), half_dtype)
-    half = layout.numpy_dtype(next(s for s in __import__("cache_schema").FIELDS if s.name == "x0"))
+    half = layout.numpy_dtype(FIELD_BY_NAME["x0"])
     keep = list(keep_steps)
     # Kept states go straight into half-precision arrays (B, S, C, F, H, W), one cast per step:
     # no float32 copies of the whole trajectory, and each record's tensors are views of them.
@@ -112,16 +126,27 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
     states, v_cond, v_uncond = (np.empty(shape, half) for _ in range(3))
     position = {step: k for k, step in enumerate(keep)}
 
-    def record(i: int, x: torch.Tensor, v_c: torch.Tensor, v_u: torch.Tensor) -> None:
-        k = position.get(i)
-        if k is not None:
-            for out, value in ((states, x), (v_cond, v_c), (v_uncond, v_u)):
-                out[:, k] = value.float().cpu().numpy()
+    size = micro_batch or len(batch.prompts)
+    noise, x0, emb, neg_emb, lengths, neg_lengths = [], [], [], [], [], []
+    for start in range(0, len(batch.prompts), size):
+        part = _slice(batch, start, size)
 
-    noise, x0, text, neg = _run(teacher, batch, global_seed=global_seed,
-                                negative_prompt=negative_prompt, on_step=record)
+        def record_part(i, x, v_c, v_u, rows=slice(start, start + len(part.prompts))):
+            k = position.get(i)
+            if k is not None:
+                for out, value in ((states, x), (v_cond, v_c), (v_uncond, v_u)):
+                    out[rows, k] = value.float().cpu().numpy()
+
+        n, x, text, neg = _run(teacher, part, global_seed=global_seed,
+                               negative_prompt=negative_prompt, on_step=record_part)
+        noise.append(n)
+        x0.append(x)
+        emb += list(text.emb.float().cpu().numpy())
+        neg_emb += list(neg.emb.float().cpu().numpy())
+        lengths += text.lengths
+        neg_lengths += neg.lengths
+    noise, x0 = torch.cat(noise), torch.cat(x0)
     sig, ts = teacher.sigmas(), teacher.timesteps()
-    emb, neg_emb = text.emb.float().cpu().numpy(), neg.emb.float().cpu().numpy()
     per_step = {"sigmas": sig[keep].astype(np.float32), "timesteps": ts[keep].astype(np.float32),
                 "guidance": np.array([teacher.guidance_at(i) for i in keep], np.float32),
                 "expert": np.array([teacher.expert_at(i) for i in keep], np.uint8)}
@@ -134,8 +159,8 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
             "v_cond": v_cond[b], "v_uncond": v_uncond[b],
             **{name: value.copy() for name, value in per_step.items()},
             "x0": x0[b].numpy().astype(half),
-            "text_emb": emb[b, : text.lengths[b]].astype(half),
-            "neg_text_emb": neg_emb[b, : neg.lengths[b]].astype(half),
+            "text_emb": emb[b][: lengths[b]].astype(half),
+            "neg_text_emb": neg_emb[b][: neg_lengths[b]].astype(half),
         })
     return records, batch.rejections
 

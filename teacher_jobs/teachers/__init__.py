@@ -1,27 +1,30 @@
-"""Teachers: Wan 2.2 through diffusers, and the analytic oracle. ``build_teacher`` by spec."""
+"""Teachers behind one registry (registry.py): each kind is a typed ``[job.teacher]`` section
+(spec.py) in its own file. ``build_teacher`` builds one directly from a spec and teacher
+arguments (tests, sampling); jobs go through their section."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .base import EncodedText, Teacher
+from .registry import TEACHERS, make_settings, register_teacher, settings_class, spec_values
+from .spec import DriverPlan, TeacherSettings, VideoSize
 
 
 def build_teacher(spec: str, **config: Any) -> Teacher:
-    """``analytic`` | ``wan-tiny`` | ``wan:<local dir or hub id>``; config are keyword settings."""
-    if spec == "analytic":
+    """``analytic`` | ``wan-tiny`` | ``wan:<local dir or hub id>`` with the teacher class's own
+    keyword arguments (``num_steps``, ``shift``, ...)."""
+    values = spec_values(spec)
+    if values["kind"] == "analytic":
         from .analytic import AnalyticConfig, AnalyticTeacher
 
         return AnalyticTeacher(AnalyticConfig(**config))
-    if spec == "wan-tiny":
-        from .wan import WanTeacher
+    from .wan import WanTeacher
 
+    if values["source"] == "tiny-random":
         return WanTeacher.tiny(**config)
-    if spec.startswith("wan:"):
-        from .wan import WanTeacher
-
-        return WanTeacher.from_pretrained(spec[4:], **config)
-    raise ValueError(f"unknown teacher {spec!r}: use 'analytic', 'wan-tiny' or 'wan:<dir-or-hub-id>'")
+    return WanTeacher.from_pretrained(values["source"], **config)
 
 
-__all__ = ["EncodedText", "Teacher", "build_teacher"]
+__all__ = ["DriverPlan", "EncodedText", "TEACHERS", "Teacher", "TeacherSettings", "VideoSize",
+           "build_teacher", "make_settings", "register_teacher", "settings_class", "spec_values"]

@@ -1,6 +1,8 @@
-"""Wan 2.2-T2V-A14B through diffusers: two experts split at ``boundary_ratio``, per-expert
-guidance, flow shift, Euler or UniPC flow solvers; our own loop over the pipeline's modules so
-every state and both velocities can be recorded (DESIGN 4.2).
+"""Wan through diffusers: Wan 2.2-T2V-A14B (two experts split at ``boundary_ratio``, per-expert
+guidance), and the single-expert forms diffusers' ``WanPipeline`` runs (Wan 2.1 T2V; Wan 2.2
+TI2V-5B text-to-video with ``expand_timesteps``); flow shift, the checkpoint's own solver or
+Euler/UniPC; our own loop over the pipeline's modules so every state and both velocities can be
+recorded (DESIGN 4.2).
 
 With the same initial noise, prompts, steps, shift and guidance pair, the final latent of this
 loop equals stock ``WanPipeline(output_type="latent")`` (bit for bit with Euler).
@@ -9,6 +11,7 @@ loop equals stock ``WanPipeline(output_type="latent")`` (bit for bit with Euler)
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +20,8 @@ import torch
 from .base import CODE_VERSION, EncodedText, Teacher
 
 HUB_ID = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
-SOLVERS = ("euler", "unipc")
+SOLVERS = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPCMultistepScheduler"}
+OFFLOAD = ("none", "expert", "model")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -45,13 +49,52 @@ def load_error_message(path_or_id: str, exc: Exception, then: str = GENERATE_HIN
 
 
 def count_wan_tokens(tokenizer, prompt: str) -> int:
-    return len(tokenizer(prompt, add_special_tokens=True).input_ids)
+    """Tokens of ``prompt`` as the pipeline's text encoder sees it: after ``prompt_clean``
+    (HTML entities, ftfy where installed, whitespace), with the end-of-sequence token."""
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+    return len(tokenizer(prompt_clean(prompt), add_special_tokens=True).input_ids)
+
+
+def solver_of(solver: str, scheduler_class: str) -> str:
+    """``auto`` -> the solver of the checkpoint's own scheduler; refuses one we cannot record."""
+    if solver == "auto":
+        found = [name for name, cls in SOLVERS.items() if cls == scheduler_class]
+        if not found:
+            raise ValueError(f"the checkpoint's scheduler {scheduler_class} is not a flow solver this "
+                             f"teacher records; set solver to one of {sorted(SOLVERS)}")
+        return found[0]
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be auto or one of {sorted(SOLVERS)}, got {solver!r}")
+    return solver
+
+
+def wan_fingerprint(*, checkpoint: dict[str, Any], configs: dict[str, Any], solver: str, shift: float,
+                    steps: int, guidance: tuple[float, float], boundary_ratio: float | None,
+                    expand_timesteps: bool, resolution: tuple[int, int, int], dtype: str,
+                    vae_dtype: str, max_text_len: int, attention_backend: str | None,
+                    libraries: dict[str, str | None]) -> dict[str, Any]:
+    """Everything that changes a Wan teacher's output; the driver (from files) and a loaded
+    teacher (from what it loaded) build it with this one function."""
+    from .wan_files import has_two_experts
+
+    two_experts = has_two_experts(configs.get("model_index", {}))
+    return {"teacher": "wan", "variant": ("two-expert" if two_experts else "single-expert")
+            + ("+expand_timesteps" if expand_timesteps else ""),
+            "checkpoint": checkpoint, "configs": configs, "libraries": libraries,
+            "boundary_ratio": boundary_ratio, "solver": solver, "scheduler": SOLVERS[solver],
+            "shift": float(shift), "steps": int(steps),
+            "guidance": [float(g) for g in (guidance if two_experts else guidance[:1])],
+            "resolution": list(resolution), "model_dtype": dtype, "vae_dtype": vae_dtype,
+            "max_text_len": int(max_text_len), "attention_backend": attention_backend,
+            "code_version": CODE_VERSION}
 
 
 def encode_wan_prompts(pipe, prompts: list[str], *, max_text_len: int, device: torch.device,
                        dtype: torch.dtype) -> EncodedText:
     """UMT5 embeddings (B, max_text_len, D), zero past each prompt's tokens; shared by the
     teacher and by sampling a student, so both see the same text input."""
+    # the pipeline's own seq_len: tokens of the cleaned prompt, truncated at max_text_len
     lengths = [min(count_wan_tokens(pipe.tokenizer, p), max_text_len) for p in prompts]
     with torch.no_grad():
         emb = pipe._get_t5_prompt_embeds(prompt=prompts, max_sequence_length=max_text_len,
@@ -70,49 +113,111 @@ def to_vae_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 
 
 class WanTeacher(Teacher):
-    name = "wan2.2"
+    name = "wan"
 
-    def __init__(self, pipeline, *, source: str, num_steps: int = 40, shift: float = 12.0,
-                 guidance: tuple[float, float] = (4.0, 3.0), height: int = 288, width: int = 512,
-                 frames: int = 81, solver: str = "euler", device: str = "cpu",
-                 dtype: str = "float32", max_text_len: int = 512):
-        del dtype  # applied by from_pretrained(dtype=...)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if height % 16 or width % 16 or (frames - 1) % 4:
-            raise ValueError(f"Wan needs height/width divisible by 16 and frames = 4k+1 "
-                             f"(got {height}x{width}, {frames} frames)")
-        self.pipe = pipeline.to(device)
-        self.source, self.solver = source, solver
+    def __init__(self, pipeline, *, checkpoint: dict[str, Any], num_steps: int = 40,
+                 shift: float = 12.0, guidance: tuple[float, float] = (4.0, 3.0),
+                 height: int = 480, width: int = 832, frames: int = 81, solver: str = "auto",
+                 device: str = "cpu", dtype: str = "float32", vae_dtype: str = "float32",
+                 max_text_len: int = 512, offload: str = "none", boundary: float | None = None,
+                 attention_backend: str | None = None, loaded_files: dict[str, str] | None = None,
+                 configs: dict[str, Any] | None = None):
+        if offload not in OFFLOAD:
+            raise ValueError(f"offload must be one of {OFFLOAD}, got {offload!r}")
+        self.pipe, self.checkpoint = pipeline, checkpoint
+        self.configs = configs if configs is not None else pipeline_configs(pipeline)
+        self.loaded_files = loaded_files or {}  # sha256 of the weight files actually loaded
+        self.two_experts = getattr(pipeline, "transformer_2", None) is not None
+        if boundary is not None and not self.two_experts:
+            raise ValueError("boundary is for two-expert checkpoints (Wan 2.2 A14B); this one has "
+                             "a single transformer: leave boundary unset")
+        self.boundary_ratio = boundary if boundary is not None else pipeline.config.boundary_ratio
+        if self.two_experts and self.boundary_ratio is None:
+            raise ValueError("a two-expert Wan checkpoint needs boundary_ratio (model_index.json) "
+                             "or the boundary setting")
+        self.expand_timesteps = bool(getattr(pipeline.config, "expand_timesteps", False))
+        self.solver = solver_of(solver, type(pipeline.scheduler).__name__)
         self.num_steps, self.shift = num_steps, float(shift)
         self.guidance = tuple(float(g) for g in guidance)
         self.height, self.width, self.frames = height, width, frames
         self.device, self.dtype = torch.device(device), torch.float32  # latents stay fp32
         self.model_dtype = self.pipe.transformer.dtype  # set at load (dtype=), as diffusers keeps
         # some submodules in fp32 that a later .to(dtype) would break
+        self.dtype_name, self.vae_dtype = str(self.model_dtype).removeprefix("torch."), vae_dtype
+        del dtype  # applied at load
         cfg = self.pipe.transformer.config
         vae_t = getattr(self.pipe, "vae_scale_factor_temporal", 4)
         vae_s = getattr(self.pipe, "vae_scale_factor_spatial", 8)
+        if height % (vae_s * 2) or width % (vae_s * 2) or (frames - 1) % vae_t:
+            raise ValueError(f"this Wan checkpoint needs height/width divisible by {vae_s * 2} and "
+                             f"frames = {vae_t}k+1 (got {height}x{width}, {frames} frames)")
         self.latent_shape = (cfg.in_channels, (frames - 1) // vae_t + 1, height // vae_s, width // vae_s)
         self.text_dim = self.pipe.text_encoder.config.d_model
         self.max_text_len = max_text_len
-        self.boundary_ratio = self.pipe.config.boundary_ratio
+        self.attention_backend = attention_backend
+        if attention_backend:
+            for model in self._experts():
+                model.set_attention_backend(attention_backend)
+        self.offload = offload
+        self._place(device)
         self.scheduler = self._make_scheduler()
         self.reset_solver()
         self._sigmas = self.scheduler.sigmas.float().cpu().numpy()
         self._timesteps = self.scheduler.timesteps.float().cpu().numpy()
 
+    def _experts(self) -> list[torch.nn.Module]:
+        return [self.pipe.transformer] + ([self.pipe.transformer_2] if self.two_experts else [])
+
+    def _place(self, device: str) -> None:
+        """none: everything on ``device``; expert: the active expert only (the other on the
+        host until the boundary); model: diffusers model CPU offload (one model at a time)."""
+        if self.offload == "model":
+            if self.device.type == "cpu":
+                raise ValueError("offload = 'model' moves models between host and GPU: it needs "
+                                 "device = 'cuda' (on CPU use offload = 'none')")
+            self.pipe.enable_model_cpu_offload(device=device)
+            return
+        host = [self.pipe.transformer_2] if self.offload == "expert" and self.two_experts else []
+        for name in ("text_encoder", "vae", "transformer", "transformer_2"):
+            module = getattr(self.pipe, name, None)
+            if module is not None:
+                module.to("cpu" if module in host else device)
+        self._active = 0
+
+    def _expert(self, index: int) -> torch.nn.Module:
+        experts = self._experts()
+        if self.offload == "expert" and self.two_experts and index != self._active:
+            experts[self._active].to("cpu")  # free the GPU before bringing the other in
+            experts[index].to(self.device)
+            self._active = index
+        return experts[index]
+
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path_or_id: str, **config: Any) -> WanTeacher:
+    def from_pretrained(cls, path_or_id: str, *, revision: str | None = None, **config: Any) -> WanTeacher:
+        """A local diffusers folder or a hub id (at ``revision``); weight files are hashed where
+        they were loaded from, so the actor can check them against the job's fingerprint."""
         from diffusers import WanPipeline
 
-        dtype = DTYPES[config.get("dtype", "float32")]
+        from .wan_files import file_configs, resolve_checkpoint, sha256_file
+
+        dtype, vae_dtype = config.get("dtype", "float32"), config.get("vae_dtype", "float32")
         try:
-            pipe = WanPipeline.from_pretrained(path_or_id, dtype=dtype)
+            ckpt = resolve_checkpoint(path_or_id, revision)
+            pipe = WanPipeline.from_pretrained(
+                str(ckpt.folder) if ckpt.revision is None else path_or_id, revision=ckpt.revision,
+                dtype={"default": DTYPES[dtype], "vae": DTYPES[vae_dtype]})
         except (OSError, ValueError) as exc:
             raise RuntimeError(load_error_message(path_or_id, exc)) from None
-        return cls(pipe, source=path_or_id, **config)
+        loaded = ckpt.files
+        if ckpt.revision is not None:  # hub: hash the snapshot the weights were read from
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(path_or_id, revision=ckpt.revision)
+            loaded = {rel: sha256_file(Path(folder) / rel) for rel in ckpt.files
+                      if (Path(folder) / rel).exists()}
+        return cls(pipe, checkpoint=checkpoint_record(ckpt), loaded_files=loaded,
+                   configs=file_configs(ckpt), **config)
 
     @classmethod
     def tiny(cls, **config: Any) -> WanTeacher:
@@ -120,7 +225,8 @@ class WanTeacher(Teacher):
 
         config = {"height": 32, "width": 32, "frames": 9, "num_steps": 6, "shift": 3.0,
                   "guidance": (4.0, 3.0), "max_text_len": 16, **config}
-        return cls(build_tiny_pipeline(shift=config["shift"]), source="tiny-random", **config)
+        pipe = build_tiny_pipeline(shift=config["shift"])
+        return cls(pipe, checkpoint=tiny_checkpoint_record(pipe), **config)
 
     def _make_scheduler(self):
         from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
@@ -133,16 +239,15 @@ class WanTeacher(Teacher):
 
     # -- Teacher interface ---------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
-        return {"teacher": "wan2.2-t2v-a14b", "source": self.source,
-                "weights": {"transformer": weight_digest(self.pipe.transformer),
-                            "transformer_2": weight_digest(self.pipe.transformer_2),
-                            "text_encoder": weight_digest(self.pipe.text_encoder)},
-                "boundary_ratio": self.boundary_ratio, "solver": self.solver,
-                "scheduler": type(self.scheduler).__name__, "shift": self.shift,
-                "steps": self.num_steps, "guidance": list(self.guidance),
-                "resolution": [self.height, self.width, self.frames],
-                "model_dtype": str(self.model_dtype), "max_text_len": self.max_text_len,
-                "code_version": CODE_VERSION}
+        from .wan_files import library_versions
+
+        return wan_fingerprint(
+            checkpoint=self.checkpoint, configs=self.configs, solver=self.solver,
+            shift=self.shift, steps=self.num_steps, guidance=self.guidance,
+            boundary_ratio=self.boundary_ratio, expand_timesteps=self.expand_timesteps,
+            resolution=(self.height, self.width, self.frames), dtype=self.dtype_name,
+            vae_dtype=self.vae_dtype, max_text_len=self.max_text_len,
+            attention_backend=self.attention_backend, libraries=library_versions())
 
     def count_tokens(self, prompt: str) -> int:
         return count_wan_tokens(self.pipe.tokenizer, prompt)
@@ -158,7 +263,7 @@ class WanTeacher(Teacher):
         return self._timesteps
 
     def expert_at(self, step: int) -> int:
-        if self.boundary_ratio is None:
+        if not self.two_experts:
             return 0
         boundary = self.boundary_ratio * self.scheduler.config.num_train_timesteps
         return 0 if self.scheduler.timesteps[step] >= boundary else 1
@@ -167,10 +272,14 @@ class WanTeacher(Teacher):
         return self.guidance[self.expert_at(step)]
 
     def velocity(self, x, step, text, neg_text):
-        model = self.pipe.transformer if self.expert_at(step) == 0 else self.pipe.transformer_2
+        model = self._expert(self.expert_at(step))
         t = self.scheduler.timesteps[step]
         inputs = x.to(self.model_dtype)
-        timestep = t.expand(x.shape[0])
+        if self.expand_timesteps:  # TI2V: one timestep per token, (B, F' * H'/2 * W'/2)
+            _, _, f, h, w = x.shape
+            timestep = t.expand(x.shape[0], f * (h // 2) * (w // 2))
+        else:
+            timestep = t.expand(x.shape[0])
         with torch.no_grad():
             v_c = model(hidden_states=inputs, timestep=timestep, encoder_hidden_states=text.emb,
                         return_dict=False)[0]
@@ -190,3 +299,28 @@ class WanTeacher(Teacher):
         vae = self.pipe.vae
         with torch.no_grad():
             return vae.decode(to_vae_latents(vae, latents), return_dict=False)[0]
+
+
+def pipeline_configs(pipe) -> dict[str, Any]:
+    """The configs of a loaded pipeline, as the checkpoint's JSON files hold them."""
+    from .wan_files import clean_config
+
+    out = {"model_index": clean_config(dict(pipe.config))}
+    for name in ("scheduler", "transformer", "transformer_2", "text_encoder", "vae"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            cfg = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)
+            out[name] = clean_config(cfg)
+    return out
+
+
+def checkpoint_record(ckpt) -> dict[str, Any]:
+    return {"source": ckpt.source, "revision": ckpt.revision, "files": dict(ckpt.files)}
+
+
+def tiny_checkpoint_record(pipe) -> dict[str, Any]:
+    """The tiny test teacher has no files: its weights are a function of code and seed, and
+    their state-dict digests stand in for file digests."""
+    parts = ("transformer", "transformer_2", "text_encoder", "vae")
+    return {"source": "tiny-random", "revision": None,
+            "weights": {n: weight_digest(getattr(pipe, n)) for n in parts if getattr(pipe, n, None) is not None}}

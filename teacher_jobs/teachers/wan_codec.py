@@ -9,6 +9,7 @@ against the cache's fingerprint, so weights from elsewhere cannot silently chang
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -78,11 +79,24 @@ class WanCodec:
         """The codec of the teacher that made a cache. ``source`` overrides where the weights
         are loaded from (the fingerprint records where the job found them, often another
         machine); the text encoder must be the one the cache's fingerprint names."""
-        source = source or fingerprint["source"]
+        ckpt = fingerprint.get("checkpoint", {})
+        source = source or ckpt.get("source")
         codec = cls.load(source, max_text_len=int(fingerprint["max_text_len"]), device=device,
                          text_dtype=fingerprint.get("model_dtype", "float32"), vae_dtype=vae_dtype)
-        expected = fingerprint.get("weights", {}).get("text_encoder")
+        expected = ckpt.get("weights", {}).get("text_encoder")
         found = weight_digest(codec.pipe.text_encoder)
+        if expected is None and os.path.isdir(str(source)):  # file digests of a real checkpoint
+            from .wan_files import resolve_local
+
+            wanted = {k: v for k, v in ckpt.get("files", {}).items()
+                      if k.startswith("text_encoder/") and k.endswith(".safetensors")}
+            have = resolve_local(str(source)).files
+            bad = sorted(k for k, v in wanted.items() if have.get(k) != v)
+            found, expected = ("|".join(bad), "") if bad else ("", "")
+            if bad:
+                raise ValueError(f"the text encoder at {source!r} is not the one that made this "
+                                 f"cache ({', '.join(bad)} differ): pass the Wan weights the cache "
+                                 "was generated with")
         if expected and found != expected:
             raise ValueError(f"the text encoder at {source!r} is not the one that made this cache "
                              f"(weight digest {found[:12]}, cache {expected[:12]}): pass the Wan "

@@ -16,6 +16,7 @@ from cache_schema import CacheReader, FingerprintMismatch, list_generations, loa
 from cache_schema.verify import verify_cache
 from teacher_jobs.config import JobConfig
 from teacher_jobs.job import run_generation
+from teacher_jobs.teachers import make_settings
 
 CLASSES = [f"a {c} {o} moving {m}" for o in ("square", "ring", "cross")
            for c in ("red", "green", "blue") for m in ("left", "right")]
@@ -29,9 +30,10 @@ def corpus(tmp_path) -> str:
     return str(path)
 
 
-def _config(corpus, output, **kw) -> JobConfig:
-    base = dict(teacher="analytic", prompts=corpus, output=output, samples_per_shard=4, steps=4,
-                seeds_per_prompt=2, num_actors=2, commit_every=3, keep_steps="all")
+def _config(corpus, output, shift=3.0, **kw) -> JobConfig:
+    base = dict(teacher=make_settings({"kind": "analytic", "steps": 4, "shift": shift}),
+                prompts=corpus, output=output, samples_per_shard=4, seeds_per_prompt=2,
+                num_actors=2, commit_every=3, keep_steps="all")
     return JobConfig(**{**base, **kw})
 
 
@@ -181,15 +183,15 @@ def test_generation_with_the_tiny_wan_teacher(tmp_path, ray_runtime):
     corpus.write_text('{"prompt": "a red cat running left", "seed": [0, 1]}\n'
                       '{"prompt": "blue ocean wave at night"}\nnot json\n')
     output = str(tmp_path / "wan-cache")
-    result = run_generation(JobConfig(teacher="wan-tiny", prompts=str(corpus), output=output,
-                                      encoding="zarr", samples_per_shard=2, steps=4, shift=3.0,
-                                      guidance=(4.0, 3.0), height=32, width=32, frames=9,
-                                      keep_steps="0,2", num_actors=1), progress=False)
+    config = JobConfig.load(None, teacher={"spec": "wan-tiny", "steps": 4, "guidance": (4.0, 3.0)},
+                            prompts=str(corpus), output=output, encoding="zarr", samples_per_shard=2,
+                            height=32, width=32, frames=9, keep_steps="0,2", num_actors=1)
+    result = run_generation(config, progress=False)
     assert result.ok, result.report["units_failed"]
     assert [r["line"] for r in result.report["corpus_rejections"]] == [3]
     manifest = load_manifest(output)
     assert manifest.num_samples == 3 and manifest.layout.latent_shape == (16, 3, 4, 4)
-    assert manifest.fingerprint["teacher"] == "wan2.2-t2v-a14b"
+    assert manifest.fingerprint["teacher"] == "wan"
     assert verify_cache(output, deep=True).ok
     states = [r["states"] for r in CacheReader(output).iter_records(fields=["states"], steps=[2])]
     assert all(s.shape == (1, 16, 3, 4, 4) for s in states)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cache_schema import flow, validate_record
-from teacher_jobs.prompts import make_sample_id
-from teacher_jobs.rng import batch_noise
+from cache_schema.noise import batch_noise
+from cache_schema.sample_id import make_sample_id
 from teacher_jobs.sampler import record_trajectories, sample_latents
 from teacher_jobs.teachers import build_teacher
 from teacher_jobs.teachers.wan import WanTeacher
@@ -72,7 +72,9 @@ def test_expert_switch_at_boundary_and_cfg_rebuilds_next_state(saved_pipeline):
             np.testing.assert_allclose(flow.euler_step(states[i], sig[i], sig[i + 1], v[i]),
                                        states[i + 1], atol=3e-2, rtol=1e-2)
     fp = teacher.fingerprint()
-    assert fp["weights"]["transformer"] != fp["weights"]["transformer_2"]
+    files = fp["checkpoint"]["files"]
+    digests = {k.split("/")[0]: v for k, v in files.items() if k.endswith(".safetensors")}
+    assert digests["transformer"] != digests["transformer_2"]  # sha256 of each expert's file
 
 
 def test_offline_without_weights_fails_with_a_clear_message(monkeypatch, tmp_path):

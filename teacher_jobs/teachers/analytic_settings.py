@@ -1,0 +1,41 @@
+"""``[job.teacher] kind = "analytic"``: the Gaussian-mixture oracle of DESIGN 4.3.
+
+It has no weights, so the driver builds it to fingerprint (a few kB of procedural means).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .analytic import AnalyticConfig, AnalyticTeacher
+from .registry import register_teacher
+from .spec import DriverPlan, TeacherSettings, VideoSize
+
+
+@register_teacher
+@dataclass(kw_only=True, slots=True)
+class AnalyticSettings(TeacherSettings):
+    kind: ClassVar[str] = "analytic"
+    latent_channels: int = 4  # latent (C, (frames-1)/4+1, height/8, width/8)
+
+    def validate_video(self, video: VideoSize) -> None:
+        if video.height % 8 or video.width % 8 or (video.frames - 1) % 4:
+            raise ValueError(f"the analytic teacher maps pixels to latents by 8 and frames by 4: "
+                             f"height/width must be multiples of 8 and frames 4k+1 (got "
+                             f"{video.height}x{video.width}, {video.frames} frames)")
+
+    def config(self, video: VideoSize, device: str = "cpu") -> AnalyticConfig:
+        shape = (self.latent_channels, (video.frames - 1) // 4 + 1, video.height // 8, video.width // 8)
+        return AnalyticConfig(latent_shape=shape, num_steps=self.steps, shift=self.shift,
+                              guidance=self.guidance, device=device)
+
+    def build(self, video: VideoSize, *, device: str) -> AnalyticTeacher:
+        return AnalyticTeacher(self.config(video, device))
+
+    def driver_plan(self, video: VideoSize) -> DriverPlan:
+        teacher = self.build(video, device="cpu")
+        return DriverPlan(fingerprint=teacher.fingerprint(),
+                          layout_args=dict(latent_shape=teacher.latent_shape, num_steps=teacher.num_steps,
+                                           text_dim=teacher.text_dim, max_text_len=teacher.max_text_len),
+                          max_tokens=teacher.max_text_len, count_tokens=teacher.count_tokens)

@@ -1,0 +1,89 @@
+"""What every teacher kind supplies: a typed ``[job.teacher]`` section that knows, without
+loading any weights, how to fingerprint and lay out the cache its teacher will write (the Ray
+driver's side), and how to build that teacher where the work runs (the actor's side).
+
+Adding a teacher kind = a file with a subclass of ``TeacherSettings`` + one
+``register_teacher`` call (registry.py). Nothing else branches on the kind.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from cache_schema import CacheLayout
+from .base import Teacher
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class VideoSize:
+    """The job's video: pixels and frames (a teacher maps them to its latent shape)."""
+
+    height: int
+    width: int
+    frames: int
+
+
+@dataclass(kw_only=True, slots=True)
+class DriverPlan:
+    """What the driver needs before any actor starts; computed without model weights."""
+
+    fingerprint: dict[str, Any]  # the teacher's part of the cache fingerprint
+    layout_args: dict[str, Any]  # CacheLayout arguments except keep_steps and half_dtype
+    max_tokens: int  # text encoder limit, for corpus validation
+    count_tokens: Callable[[str], int]  # tokens of a normalised prompt, as the teacher counts
+
+    def layout(self, keep_steps: tuple[int, ...], half_dtype: str) -> CacheLayout:
+        return CacheLayout(**self.layout_args, keep_steps=tuple(keep_steps), half_dtype=half_dtype)
+
+
+@dataclass(kw_only=True, slots=True)
+class TeacherSettings(abc.ABC):
+    """Base of the typed teacher sections. Fields every teacher has; kinds add their own and
+    may change the defaults."""
+
+    kind: ClassVar[str]  # the registry key: `kind` in [job.teacher] and fingerprint["teacher"]
+    steps: int = 24
+    shift: float = 3.0
+    guidance: tuple[float, float] = (3.0, 3.0)  # (high-noise expert, low-noise expert)
+    negative_prompt: str = ""
+    micro_batch: int = 0  # samples per forward pass; 0: a whole work unit at once
+
+    def __post_init__(self) -> None:
+        g = self.guidance if isinstance(self.guidance, (list, tuple)) else (self.guidance,)
+        g = tuple(float(x) for x in g)
+        self.guidance = (g[0], g[0]) if len(g) == 1 else g
+        if len(self.guidance) != 2:
+            raise ValueError(f"guidance takes one value or a (high, low) pair, got {g}")
+        if self.steps < 1 or self.micro_batch < 0:
+            raise ValueError(f"steps must be >= 1 and micro_batch >= 0 "
+                             f"(got steps={self.steps}, micro_batch={self.micro_batch})")
+
+    @classmethod
+    def from_spec(cls, spec: str) -> dict[str, Any] | None:
+        """Section values for a ``--teacher SPEC`` string this kind owns, or None."""
+        return {} if spec == cls.kind else None
+
+    def validate_video(self, video: VideoSize) -> None:
+        """Refuse a video size this teacher cannot produce."""
+
+    @abc.abstractmethod
+    def driver_plan(self, video: VideoSize) -> DriverPlan:
+        """Fingerprint, layout and token rules, without instantiating a model."""
+
+    @abc.abstractmethod
+    def build(self, video: VideoSize, *, device: str) -> Teacher:
+        """The teacher itself (in the actor)."""
+
+    def check_loaded(self, teacher: Teacher, fingerprint: dict[str, Any]) -> None:
+        """Raise if what ``build`` loaded is not what the driver fingerprinted."""
+
+    def memory_plan(self, video: VideoSize, *, gpu_memory_gb: float) -> Any | None:
+        """Per-actor memory and cost plan (kinds with GPU-sized models); None: negligible."""
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"kind": self.kind, **asdict(self), "guidance": list(self.guidance)}

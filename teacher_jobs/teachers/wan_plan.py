@@ -1,0 +1,144 @@
+"""Memory and cost plan of one Wan teacher actor, from the real architectures built on torch's
+meta device (no memory, no weights) out of config JSONs: the checkpoint's own, or the public
+A14B values shipped in ``wan_configs/`` when the checkpoint is a hub id not yet resolved.
+
+Weights: parameters x bytes of their dtype, per component. Activations (inference, no grad)
+for one expert forward of a micro-batch, with stated assumptions. Peak per actor depends on the
+offload policy: ``none`` keeps everything on the GPU, ``expert`` one expert at a time (the
+other in host memory), ``model`` one model at a time (diffusers model CPU offload).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SHIPPED = Path(__file__).with_name("wan_configs")
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+CUDA_RESERVE_GB = 3.0  # CUDA context, cuBLAS workspace, allocator fragmentation (assumption)
+TEXT_TOKENS = 512  # UMT5 sequence the pipeline pads to
+
+
+@dataclass(kw_only=True, slots=True)
+class Component:
+    params: int
+    dtype: str
+    bytes: int
+    on_gpu_at_peak: bool
+
+
+@dataclass(kw_only=True, slots=True)
+class MemoryPlan:
+    components: dict[str, Component]
+    tokens_per_sample: int  # DiT sequence length: F' * H'/p * W'/p
+    micro_batch: int
+    offload: str
+    activations_gb: float  # one expert forward of the micro-batch
+    peak_gb_per_actor: float
+    gpu_memory_gb: float
+    fits: bool
+    flops_per_forward: float  # one expert forward of one sample
+    flops_per_trajectory: float  # steps x 2 (cond + uncond) forwards
+    assumptions: list[str] = field(default_factory=list)
+    advice: str = ""  # which knob to turn when it does not fit
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["components"] = {k: asdict(v) for k, v in self.components.items()}
+        return out
+
+    def gpu_hours(self, trajectories: int, tflops: float) -> float:
+        return trajectories * self.flops_per_trajectory / (tflops * 1e12) / 3600
+
+
+def shipped_configs(variant: str = "t2v-a14b") -> dict[str, dict[str, Any]]:
+    folder = SHIPPED / variant
+    return {name: json.loads((folder / f"{name}.json").read_text())
+            for name in ("model_index", "transformer", "text_encoder", "vae")}
+
+
+def count_params(configs: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Parameters per component of the real classes, built on the meta device."""
+    import torch
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    def n(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    with torch.device("meta"):
+        expert = n(WanTransformer3DModel.from_config(configs["transformer"]))
+        text = n(UMT5EncoderModel(UMT5Config(**{k: v for k, v in configs["text_encoder"].items()
+                                                  if not k.startswith("_")})))
+        vae = n(AutoencoderKLWan.from_config(configs["vae"]))
+    out = {"transformer": expert}
+    from .wan_files import has_two_experts
+
+    if has_two_experts(configs["model_index"]):
+        out["transformer_2"] = expert  # both experts share one architecture
+    return {**out, "text_encoder": text, "vae": vae}
+
+
+def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, int, int, int],
+               steps: int, dtype: str, vae_dtype: str, offload: str, micro_batch: int,
+               gpu_memory_gb: float) -> MemoryPlan:
+    t = configs["transformer"]
+    params = count_params(configs)
+    experts = [k for k in params if k.startswith("transformer")]
+    dtypes = {name: (vae_dtype if name == "vae" else dtype) for name in params}
+    on_gpu = {name: True for name in params}
+    if offload == "expert":
+        on_gpu.update({name: name == experts[0] for name in experts})  # the other waits on the host
+    elif offload == "model":
+        on_gpu = {name: name == experts[0] for name in params}  # one model at a time
+    components = {name: Component(params=p, dtype=dtypes[name], bytes=p * DTYPE_BYTES[dtypes[name]],
+                                  on_gpu_at_peak=on_gpu[name]) for name, p in params.items()}
+    # tokens of one sample: latent frames x rows/patch x cols/patch
+    _, f, h, w = latent_shape
+    pt, ph, pw = t["patch_size"]
+    tokens = (f // pt) * (h // ph) * (w // pw)
+    dim = t["num_attention_heads"] * t["attention_head_dim"]
+    e = DTYPE_BYTES[dtype]
+    batch = max(1, micro_batch)
+    # live at the peak of a block: fp32 residual + its normed copy (8 D), q/k/v/out (4 D e),
+    # the FFN hidden (F e); attention itself is memory-efficient (SDPA/flash: O(N)).
+    activations = batch * tokens * (8 * dim + 4 * dim * e + t["ffn_dim"] * e)
+    peak = sum(c.bytes for c in components.values() if c.on_gpu_at_peak) + activations
+    peak_gb = peak / 1e9 + CUDA_RESERVE_GB
+    layers = t["num_layers"]
+    linear = layers * (8 * dim * dim + 2 * dim * t["ffn_dim"])  # self + cross attn, FFN
+    per_forward = (2 * tokens * linear + 4 * tokens * tokens * dim * layers
+                   + 4 * tokens * TEXT_TOKENS * dim * layers)
+    fits = peak_gb <= gpu_memory_gb
+    plan = MemoryPlan(
+        components=components, tokens_per_sample=tokens, micro_batch=batch, offload=offload,
+        activations_gb=activations / 1e9, peak_gb_per_actor=peak_gb, gpu_memory_gb=gpu_memory_gb,
+        fits=fits, flops_per_forward=float(per_forward), flops_per_trajectory=float(2 * steps * per_forward),
+        assumptions=[
+            f"weights: parameters x {dtype} ({vae_dtype} VAE); experts built on the meta device",
+            "activations: one expert forward of the micro-batch, no grad, memory-efficient attention",
+            f"+{CUDA_RESERVE_GB} GB for CUDA context and allocator reserve",
+            "FLOPs: 2 x tokens x linear params + 4 x tokens^2 x dim (self-attn) + 4 x tokens x 512 x dim "
+            "(cross-attn) per layer; 2 forwards (cond, uncond) per step; text encoder and VAE excluded"])
+    if not fits:
+        plan.advice = _advice(plan, components, activations / 1e9, gpu_memory_gb, dtype)
+    return plan
+
+
+def _advice(plan: MemoryPlan, components: dict[str, Component], act_gb: float, budget: float,
+            dtype: str) -> str:
+    steps = []
+    if dtype == "float32":
+        steps.append("dtype = \"bfloat16\" (--dtype bfloat16; halves the weights)")
+    if plan.offload == "none" and any(k == "transformer_2" for k in components):
+        steps.append("offload = \"expert\" (--offload expert: one expert on the GPU at a time)")
+    if plan.offload != "model":
+        steps.append("offload = \"model\" (--offload model: one model on the GPU at a time)")
+    if plan.micro_batch > 1:
+        steps.append(f"micro_batch = 1 (--micro-batch 1; activations are {act_gb:.1f} GB "
+                     f"for {plan.micro_batch} samples)")
+    steps.append("a smaller height/width/frames, or gpu_memory_gb of a larger GPU")
+    return (f"the plan needs {plan.peak_gb_per_actor:.1f} GB per actor but gpu_memory_gb is "
+            f"{budget:g}: set " + ", or ".join(steps))

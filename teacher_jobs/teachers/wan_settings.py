@@ -1,0 +1,193 @@
+"""``[job.teacher] kind = "wan"``: Wan 2.2-T2V-A14B (and the single-expert Wan checkpoints
+diffusers' ``WanPipeline`` runs) through diffusers.
+
+The driver reads the checkpoint as files (configs, tokenizer, safetensors digests; wan_files.py)
+and never instantiates a model; the actor loads it, checks that the files it loaded are the
+fingerprinted ones, and runs the recorder. The tiny random-weight teacher (``wan-tiny``) has
+no files: its weights are defined by code, so the driver builds it (tiny) to digest them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from cache_schema import diff_fingerprints
+from .registry import register_teacher
+from .spec import DriverPlan, TeacherSettings, VideoSize
+from .wan import DTYPES, HUB_ID, OFFLOAD, WanTeacher, solver_of, wan_fingerprint
+from .wan_files import has_two_experts
+
+# The official Wan 2.2 negative prompt: wan/configs/shared_config.py, `sample_neg_prompt`
+# (github.com/Wan-Video/Wan2.2), used by every official Wan 2.2 task.
+OFFICIAL_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
+    "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
+    "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
+TINY = "tiny-random"  # source of the tiny random-weight teacher (tests, offline demo)
+
+
+@register_teacher
+@dataclass(kw_only=True, slots=True)
+class WanSettings(TeacherSettings):
+    kind: ClassVar[str] = "wan"
+    source: str = HUB_ID  # local diffusers folder, hub id, or "tiny-random"
+    revision: str | None = None  # hub commit to pin (a branch or tag is resolved to its commit)
+    dtype: str = "bfloat16"  # experts and text encoder (the official param_dtype and t5_dtype)
+    vae_dtype: str = "float32"  # as WanPipeline keeps it
+    solver: str = "auto"  # auto: the checkpoint's own scheduler; euler | unipc
+    steps: int = 40
+    shift: float = 12.0
+    guidance: tuple[float, float] = (4.0, 3.0)
+    boundary: float | None = None  # None: the checkpoint's boundary_ratio
+    negative_prompt: str = OFFICIAL_NEGATIVE_PROMPT
+    offload: str = "none"  # none | expert (one expert on the GPU) | model (diffusers CPU offload)
+    micro_batch: int = 1
+    attention_backend: str | None = None  # a diffusers attention backend ("flash", "_native_cudnn")
+    max_text_len: int = 512  # the official text_len
+
+    def __post_init__(self) -> None:
+        TeacherSettings.__post_init__(self)
+        for name, value in (("dtype", self.dtype), ("vae_dtype", self.vae_dtype)):
+            if value not in DTYPES:
+                raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
+        if self.offload not in OFFLOAD:
+            raise ValueError(f"offload must be one of {OFFLOAD}, got {self.offload!r}")
+        if self.solver != "auto":
+            solver_of(self.solver, "")
+        if self.attention_backend is not None:
+            from diffusers.models.attention_dispatch import AttentionBackendName
+
+            names = [b.value for b in AttentionBackendName]
+            if self.attention_backend not in names:
+                raise ValueError(f"attention_backend {self.attention_backend!r} is not a diffusers "
+                                 f"backend; choose one of {', '.join(names)}")
+        if self.boundary is not None and not 0.0 < self.boundary < 1.0:
+            raise ValueError(f"boundary is a ratio of the training timesteps in (0, 1), got {self.boundary}")
+
+    @classmethod
+    def from_spec(cls, spec: str) -> dict[str, Any] | None:
+        if spec == "wan-tiny":  # the test preset: fp32 (bf16 is ~100x slower on CPU), 16 tokens
+            return {"source": TINY, "dtype": "float32", "max_text_len": 16, "negative_prompt": "",
+                    "steps": 6, "shift": 3.0}
+        if spec.startswith("wan:"):
+            return {"source": spec[4:]}
+        return None
+
+    # -- actor side -----------------------------------------------------------------------------
+    def teacher_args(self, video: VideoSize, device: str) -> dict[str, Any]:
+        return dict(num_steps=self.steps, shift=self.shift, guidance=self.guidance,
+                    height=video.height, width=video.width, frames=video.frames, solver=self.solver,
+                    device=device, dtype=self.dtype, vae_dtype=self.vae_dtype,
+                    max_text_len=self.max_text_len, offload=self.offload, boundary=self.boundary,
+                    attention_backend=self.attention_backend)
+
+    def build(self, video: VideoSize, *, device: str) -> WanTeacher:
+        if self.source == TINY:
+            return WanTeacher.tiny(**self.teacher_args(video, device))
+        return WanTeacher.from_pretrained(self.source, revision=self.revision,
+                                          **self.teacher_args(video, device))
+
+    def check_loaded(self, teacher: WanTeacher, fingerprint: dict[str, Any]) -> None:
+        """Refuse to produce samples from weights or libraries the job did not fingerprint."""
+        expected = fingerprint.get("checkpoint", {}).get("files", {})
+        bad = [f"{rel}: sha256 {teacher.loaded_files.get(rel, 'missing')[:12]}, job {digest[:12]}"
+               for rel, digest in sorted(expected.items())
+               if rel.endswith(".safetensors") and teacher.loaded_files.get(rel) != digest]
+        if bad:
+            raise ValueError(f"the actor loaded weights that differ from the job's fingerprint "
+                             f"({self.source}): {'; '.join(bad)}. Use the same checkpoint on the "
+                             "driver and every GPU node (pin revision for hub ids)")
+        mine = teacher.fingerprint()
+        theirs = {k: fingerprint[k] for k in mine if k in fingerprint}
+        diff = diff_fingerprints(theirs, mine)
+        if diff:
+            raise ValueError("this actor's teacher is not the one the job fingerprinted "
+                             "(job -> actor):\n  " + "\n  ".join(diff[:20]))
+
+    # -- driver side ----------------------------------------------------------------------------
+    def driver_plan(self, video: VideoSize) -> DriverPlan:
+        if self.source == TINY:  # random weights defined by code: cheap to build and digest
+            teacher = self.build(video, device="cpu")
+            return DriverPlan(fingerprint=teacher.fingerprint(),
+                              layout_args=dict(latent_shape=teacher.latent_shape,
+                                               num_steps=teacher.num_steps, text_dim=teacher.text_dim,
+                                               max_text_len=teacher.max_text_len),
+                              max_tokens=teacher.max_text_len, count_tokens=teacher.count_tokens)
+        from .wan import count_wan_tokens, load_error_message
+        from .wan_files import file_configs, library_versions, resolve_checkpoint
+
+        try:
+            ckpt = resolve_checkpoint(self.source, self.revision)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(load_error_message(self.source, exc)) from None
+        configs = file_configs(ckpt)
+        shape, text_dim = self.check_checkpoint(configs, video)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(ckpt.folder / "tokenizer"))
+        index = configs["model_index"]
+        fp = wan_fingerprint(
+            checkpoint={"source": ckpt.source, "revision": ckpt.revision, "files": dict(ckpt.files)},
+            configs=configs, solver=solver_of(self.solver, configs["scheduler"]["_class_name"]),
+            shift=self.shift, steps=self.steps, guidance=self.guidance,
+            boundary_ratio=self.boundary if self.boundary is not None else index.get("boundary_ratio"),
+            expand_timesteps=bool(index.get("expand_timesteps", False)),
+            resolution=(video.height, video.width, video.frames), dtype=self.dtype,
+            vae_dtype=self.vae_dtype, max_text_len=self.max_text_len,
+            attention_backend=self.attention_backend, libraries=library_versions())
+        return DriverPlan(fingerprint=fp, layout_args=dict(latent_shape=shape, num_steps=self.steps,
+                                                           text_dim=text_dim, max_text_len=self.max_text_len),
+                          max_tokens=self.max_text_len,
+                          count_tokens=lambda prompt: count_wan_tokens(tokenizer, prompt))
+
+    def check_checkpoint(self, configs: dict[str, Any], video: VideoSize
+                         ) -> tuple[tuple[int, int, int, int], int]:
+        """(latent shape, text dim) of a checkpoint diffusers' WanPipeline runs; refuses others."""
+        index = configs.get("model_index", {})
+        if index.get("_class_name", "WanPipeline") != "WanPipeline":
+            raise ValueError(f"{self.source} is a {index['_class_name']} checkpoint: only text-to-video "
+                             "WanPipeline checkpoints are teachers here (Wan 2.2 T2V-A14B, TI2V-5B, Wan 2.1 T2V)")
+        t, vae = configs["transformer"], configs.get("vae", {})
+        if t.get("image_dim"):
+            raise ValueError(f"{self.source} has an image-conditioned transformer (image_dim set): "
+                             "image-to-video checkpoints are not supported as teachers")
+        two = has_two_experts(index)
+        if two and index.get("boundary_ratio") is None and self.boundary is None:
+            raise ValueError(f"{self.source} has two experts but no boundary_ratio: set boundary")
+        if not two and self.boundary is not None:
+            raise ValueError(f"{self.source} has a single transformer: boundary is for two-expert "
+                             "checkpoints; leave it unset")
+        vt, vs = int(vae.get("scale_factor_temporal", 4)), int(vae.get("scale_factor_spatial", 8))
+        if video.height % (2 * vs) or video.width % (2 * vs) or (video.frames - 1) % vt:
+            raise ValueError(f"{self.source} needs height/width divisible by {2 * vs} and frames = "
+                             f"{vt}k+1 (got {video.height}x{video.width}, {video.frames} frames)")
+        shape = (int(t["in_channels"]), (video.frames - 1) // vt + 1, video.height // vs, video.width // vs)
+        return shape, int(configs["text_encoder"]["d_model"])
+
+    def validate_video(self, video: VideoSize) -> None:
+        if video.height % 16 or video.width % 16 or (video.frames - 1) % 4:
+            raise ValueError(f"Wan needs height/width divisible by 16 and frames = 4k+1 "
+                             f"(got {video.height}x{video.width}, {video.frames} frames)")
+
+    def memory_plan(self, video: VideoSize, *, gpu_memory_gb: float):
+        """From the checkpoint's configs when it is a local folder, else the shipped public A14B
+        configs (a hub id is planned offline; generate re-plans from the resolved files)."""
+        from pathlib import Path
+
+        from .wan_files import file_configs, resolve_local
+        from .wan_plan import plan_actor, shipped_configs
+
+        if self.source == TINY:
+            return None
+        if Path(self.source).is_dir():
+            configs = file_configs(resolve_local(self.source, hash_weights=False))
+        elif self.source == HUB_ID:
+            configs = shipped_configs("t2v-a14b")
+        else:
+            raise ValueError(f"no shipped architecture for {self.source!r}: plan it from a local "
+                             "copy (source = DIR)")
+        shape, _ = self.check_checkpoint(configs, video)
+        return plan_actor(configs, latent_shape=shape, steps=self.steps, dtype=self.dtype,
+                          vae_dtype=self.vae_dtype, offload=self.offload, micro_batch=self.micro_batch,
+                          gpu_memory_gb=gpu_memory_gb)
