@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -21,24 +22,55 @@ def bytes_per_sample(layout, text_len: int) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    """Bytes per sample from the driver's weight-free plan, and the per-actor memory plan."""
+    import json
+
     from teacher_jobs.corpus import load_corpus
-    from teacher_jobs.teachers import build_teacher
 
     config = config_from_args(args)
-    teacher = build_teacher(config.teacher, **config.teacher_kwargs())
-    layout = teacher.layout(config.keep_step_indices, config.half_dtype)
+    memory = config.teacher.memory_plan(config.video, gpu_memory_gb=config.gpu_memory_gb)
+    plan = config.teacher.driver_plan(config.video) if memory is None else None
+    if plan is not None:
+        layout = plan.layout(config.keep_step_indices, config.half_dtype)
+    else:  # real checkpoints: layout from the planned architecture, no hub access needed
+        from cache_schema import CacheLayout
+
+        shape = config.teacher.check_checkpoint(_plan_configs(config), config.video)
+        layout = CacheLayout(latent_shape=shape[0], num_steps=config.steps,
+                             keep_steps=config.keep_step_indices, text_dim=shape[1],
+                             max_text_len=config.teacher.max_text_len, half_dtype=config.half_dtype)
     per_sample = bytes_per_sample(layout, layout.max_text_len)
     count = None
-    if config.prompts:
+    if config.prompts and "://" not in config.prompts:
         entries, _ = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt)
         count = len(entries)
-    print(f"latent {layout.latent_shape}, {layout.num_kept} of {layout.num_steps} steps kept, "
-          f"{layout.half_dtype}")
-    print(f"bytes per sample: {per_sample:,} ({per_sample / 2**20:.2f} MiB, text at max length)")
-    if count is not None:
-        print(f"samples: {count:,}; total: {per_sample * count / 2**30:.2f} GiB "
-              f"in {-(-count // config.samples_per_shard)} shards")
+    out = {"latent_shape": list(layout.latent_shape), "kept_steps": layout.num_kept,
+           "steps": layout.num_steps, "half_dtype": layout.half_dtype,
+           "bytes_per_sample": per_sample, "samples": count}
+    if memory is not None:
+        out.update(memory.to_json())
+        out["gpu_hours_per_10k_at_tflops"] = {"tflops": args.assumed_tflops,
+                                              "hours": memory.gpu_hours(10_000, args.assumed_tflops)}
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        for key, value in out.items():
+            print(f"{key}: {value}")
+    if memory is not None and not memory.fits:
+        print(f"error: {memory.advice}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _plan_configs(config):
+    from pathlib import Path
+
+    from teacher_jobs.teachers.wan_files import file_configs, resolve_local
+    from teacher_jobs.teachers.wan_plan import shipped_configs
+
+    if Path(config.teacher.source).is_dir():
+        return file_configs(resolve_local(config.teacher.source, hash_weights=False))
+    return shipped_configs("t2v-a14b")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,4 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     est = subparsers.add_parser("estimate", help="bytes per sample and total for a job config",
                                 description="Print the cache size a job config would produce.")
     add_generate_args(est)
+    est.add_argument("--json", action="store_true", help="print the plan as JSON")
+    est.add_argument("--assumed-tflops", type=float, default=400.0, dest="assumed_tflops",
+                     help="sustained bf16 TFLOP/s per GPU for the GPU-hour estimate (default 400)")
     est.set_defaults(func=_estimate)
