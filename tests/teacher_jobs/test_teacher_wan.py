@@ -90,3 +90,20 @@ def test_wan_rejects_prompts_longer_than_the_encoder_limit(saved_pipeline):
     records, rejected = record_trajectories(teacher, ["cat " * 40, "a dog"], [0, 0], global_seed=0,
                                             keep_steps=[0])
     assert len(records) == 1 and "limit of 16" in rejected[0].reason
+
+
+def test_stored_text_length_is_the_pipelines_seq_len_after_prompt_clean(saved_pipeline):
+    """diffusers' WanPipeline cleans a prompt (HTML entities, and ftfy where installed) before it
+    tokenises; the stored text_emb must have exactly the pipeline's token count."""
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+    teacher = build_teacher(f"wan:{saved_pipeline}", **SETTINGS)
+    prompt = "a red cat &amp; a dog"
+    tok = teacher.pipe.tokenizer
+    pipeline_len = sum(tok([prompt_clean(prompt)], padding="max_length", max_length=16, truncation=True,
+                           add_special_tokens=True, return_attention_mask=True).attention_mask[0])
+    raw_len = len(tok(prompt, add_special_tokens=True).input_ids)
+    assert raw_len != pipeline_len  # the case is meaningful: cleaning changes the token count
+    records, rejected = record_trajectories(teacher, [prompt], [0], global_seed=0, keep_steps=range(6))
+    assert not rejected
+    assert records[0]["text_emb"].shape[0] == pipeline_len == teacher.count_tokens(prompt)
