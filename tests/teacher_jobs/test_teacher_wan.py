@@ -107,3 +107,32 @@ def test_stored_text_length_is_the_pipelines_seq_len_after_prompt_clean(saved_pi
     records, rejected = record_trajectories(teacher, [prompt], [0], global_seed=0, keep_steps=range(6))
     assert not rejected
     assert records[0]["text_emb"].shape[0] == pipeline_len == teacher.count_tokens(prompt)
+
+
+def test_micro_batch_one_is_batch_invariant_and_larger_batches_differ_only_by_rounding(saved_pipeline):
+    """With micro_batch 1 (the Wan default) a sample's record is the same bytes whichever
+    samples share its unit. Larger micro-batches are NOT bit-identical on this CPU: float GEMMs
+    block differently for another batch size (measured: up to 1 ulp of fp16 in states and
+    velocities), so they are checked to rounding only; making them bitwise batch-invariant is
+    open work (NOTES, session 6)."""
+    teacher = build_teacher(f"wan:{saved_pipeline}", **SETTINGS)
+    prompts = [f"a {c} cat running {d}" for c in ("red", "blue", "green", "white")
+               for d in ("left", "right")]
+    seeds = list(range(len(prompts)))
+    runs = {}
+    for micro_batch in (1, 3, 8):
+        records, rejected = record_trajectories(teacher, prompts, seeds, global_seed=0,
+                                                keep_steps=range(6), micro_batch=micro_batch)
+        assert not rejected
+        runs[micro_batch] = {r["sample_id"]: r for r in records}
+    alone, _ = record_trajectories(teacher, prompts[5:6], seeds[5:6], global_seed=0,
+                                   keep_steps=range(6), micro_batch=1)
+    sid = alone[0]["sample_id"]
+    assert {k: np.asarray(v).tobytes() for k, v in alone[0].items()} == \
+        {k: np.asarray(v).tobytes() for k, v in runs[1][sid].items()}
+    for micro_batch in (3, 8):
+        assert runs[micro_batch].keys() == runs[1].keys()
+        for sid, rec in runs[micro_batch].items():
+            for field in ("states", "v_cond", "v_uncond", "x0"):
+                np.testing.assert_allclose(rec[field].astype(np.float32),
+                                           runs[1][sid][field].astype(np.float32), atol=2e-3)
