@@ -137,10 +137,15 @@ def test_commit_chunk_runs_at_context_noise_with_zero_step():
     model = random_model()
     x, _, _, text, mask = _inputs()
     xc = x[:, :, :1]
+    noise = torch.randn(xc.shape, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        committed = model.commit_chunk(xc, text, mask, model.init_stream_state(2), sigma=0.1)
-        _, expected = model.forward_chunk(xc, torch.full((2,), 0.1), torch.zeros(2), text, mask,
-                                          model.init_stream_state(2))
+        committed = model.commit_chunk(xc, text, mask, model.init_stream_state(2), sigma=0.1,
+                                       noise=noise)
+        # the chunk is noised to the level it is labelled with (DESIGN 4.1), then seen with d = 0
+        _, expected = model.forward_chunk(0.9 * xc + 0.1 * noise, torch.full((2,), 0.1), torch.zeros(2),
+                                          text, mask, model.init_stream_state(2))
+        with pytest.raises(ValueError, match="context noise"):
+            model.commit_chunk(xc, text, mask, model.init_stream_state(2), sigma=0.1)
     for a, b in zip(committed.flatten()[0], expected.flatten()[0]):
         torch.testing.assert_close(a, b)
 
