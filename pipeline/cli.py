@@ -16,9 +16,13 @@ COMMAND_MODULES: tuple[tuple[str | None, str], ...] = (
     ("cache", "pipeline.commands.cache_inspect"),
     ("cache", "pipeline.commands.cache_versioning"),
     ("cache", "pipeline.commands.cache_generate"),
+    ("cache", "pipeline.commands.cache_report"),
+    ("cache", "pipeline.commands.cache_audit"),
     (None, "pipeline.commands.model"),
     (None, "pipeline.commands.train"),
     (None, "pipeline.commands.demo"),
+    (None, "pipeline.commands.run"),
+    (None, "pipeline.commands.report"),
 )
 
 GROUP_HELP = {
