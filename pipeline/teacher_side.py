@@ -1,8 +1,9 @@
 """The teacher side of sampling a student: the text encoder that made its cache's ``text_emb``
 and the way its latents become frames one can watch, chosen by the cache's fingerprint.
 
-- analytic (DESIGN 4.3): the fixed token-embedding table; frames are the latent-to-RGB
-  preview (teacher_jobs.preview), and the oracle scores the samples.
+- analytic (DESIGN 4.3): the fixed token-embedding table; frames are the latents painted in
+  the colours of the teacher's colour words (teacher_jobs.preview.ColourDecoder), and the
+  oracle scores the samples.
 - Wan 2.2 (DESIGN 4.2): UMT5 text encoder and AutoencoderKLWan, loaded without the experts
   (teacher_jobs.teachers.wan_codec); frames are VAE-decoded chunk by chunk.
 """
@@ -16,11 +17,10 @@ import torch
 
 from pipeline.eval import analytic_teacher_of
 from pipeline.video_io import to_uint8_frames
-from teacher_jobs.preview import latent_to_rgb, upscale_nearest
+from teacher_jobs.preview import ColourDecoder, save_latent_preview
+from teacher_jobs.teachers.analytic_settings import AnalyticSettings
 from teacher_jobs.teachers.base import EncodedText
-
-from teacher_jobs.teachers.analytic_settings import AnalyticSettings  # noqa: E402
-from teacher_jobs.teachers.wan_settings import WanSettings  # noqa: E402
+from teacher_jobs.teachers.wan_settings import WanSettings
 
 ANALYTIC, WAN = AnalyticSettings.kind, WanSettings.kind  # fingerprint["teacher"]: registry keys
 
@@ -43,20 +43,20 @@ class Renderer(Protocol):
     def finish(self) -> np.ndarray | None: ...
 
 
-class _PreviewRenderer:
-    """Latent-to-RGB frames; the colour range is set by the whole clip, so frames come at
-    ``finish`` (the analytic latents are tiny)."""
+class _ColourRenderer:
+    """Each latent chunk painted in the teacher's colours as soon as it is pushed (no range
+    set by the whole clip: a pixel's colour is its own projection on the colour patterns)."""
 
-    mode = "latent-to-RGB preview, whole clip"
+    mode = "colour decoder, chunk by chunk"
 
-    def __init__(self, scale: int):
-        self.scale, self.chunks = scale, []
+    def __init__(self, decoder: ColourDecoder):
+        self.decoder = decoder
 
-    def push(self, latents: torch.Tensor) -> None:
-        self.chunks.append(latents.float().cpu())
+    def push(self, latents: torch.Tensor) -> np.ndarray:
+        return self.decoder.decode(latents.float().cpu().numpy())
 
-    def finish(self) -> np.ndarray:
-        return upscale_nearest(latent_to_rgb(torch.cat(self.chunks, 2).numpy()), self.scale)
+    def finish(self) -> None:
+        return None
 
 
 class _WanRenderer:
@@ -79,13 +79,18 @@ class AnalyticSide:
     def __init__(self, fingerprint: dict[str, Any]):
         self.teacher = analytic_teacher_of(fingerprint)
         self.text: TextEncoder = self.teacher
+        self.decoder = ColourDecoder.of_teacher(self.teacher)  # 16x blocks: even sizes for H.264
 
     def frame_count(self, latent_frames: int) -> int:
         return latent_frames
 
     def renderer(self, height: int, width: int) -> Renderer:
-        # 8x blocks, 16x for odd sizes: H.264 needs even frame sizes
-        return _PreviewRenderer(8 if height % 2 == 0 and width % 2 == 0 else 16)
+        del height, width  # every latent pixel becomes a decoder.scale block
+        return _ColourRenderer(self.decoder)
+
+    def save_preview(self, x0: np.ndarray, path: str) -> str:
+        """A PNG frame strip of (N, C, F, H, W) latents in the teacher's colours."""
+        return save_latent_preview(x0, path, self.decoder)
 
     def scores(self, x0: np.ndarray, prompts: list[str]) -> dict[str, float]:
         return self.teacher.score(x0, prompts)

@@ -30,10 +30,8 @@ from pipeline.video_io import CODEC, Mp4Writer, atomic_output
 from student_train.checkpoint import latest_checkpoint
 from student_train.sampler import sample, stream_chunks
 from student_train.text import pad_text
-from teacher_jobs.preview import save_latent_preview
 from teacher_jobs.prompts import normalise_prompt, validate_prompt
 from teacher_jobs.teachers.wan import DTYPES
-
 
 
 @dataclass(kw_only=True, slots=True)
@@ -209,7 +207,7 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     if scores is not None:
         outputs["preview"] = f"{cfg.out}.png"
         with atomic_output(outputs["preview"]) as path:
-            save_latent_preview(x0, path)
+            side.save_preview(x0, path)  # scores: the analytic side, which has colours
     info = state["manifest"]
     record = {
         "checkpoint": checkpoint, "stage": "ar" if is_ar else "kd", "step": state["step"],

@@ -196,7 +196,7 @@ def test_analytic_checkpoint_keeps_scores_and_preview_and_gets_a_video(tmp_path,
     assert printed["preview"] == out + ".png" and Path(out + ".png").stat().st_size > 0
     c, f, h, w = teacher.latent_shape
     for i in range(2):
-        assert _video(f"{out}.{i}.mp4").shape == (f, h * 8, w * 8, 3)
+        assert _video(f"{out}.{i}.mp4").shape == (f, h * 16, w * 16, 3)  # the colour decoder's blocks
     side = json.loads(Path(out + ".json").read_text())
     assert side["teacher"] == "analytic" and side["video"]["fps"] == 8.0
     assert np.load(out + ".npy").shape == (2, c, f, h, w)
