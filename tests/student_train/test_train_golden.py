@@ -1,0 +1,63 @@
+"""The trainers' exact results, pinned: 30 KD steps and a short stage-2 run (3 causal steps,
+then 3 DMD steps with a critic) on a tiny fixed analytic cache give the same bytes in every
+tensor of their final checkpoints as they did before the one-loop-core refactor (issue 13).
+
+How the digests were produced: `tests/student_train/golden_runs.py` (see its docstring) run on
+a `git archive` export of 963a454 (the last commit before the refactor; one torch thread)
+printed them; the same digests came out of the refactored tree. They hold for one torch thread
+on this machine's torch build (2.x CPU): more threads, another BLAS or torch version reorder
+float sums and change the last bits. If a change is meant to change the weights, rerun the
+script and replace the digests, saying why in the commit. The cache digest is checked first so
+that a change of the cache bytes (teacher or cache code) is told apart from a training change.
+"""
+
+from __future__ import annotations
+
+import pytest
+from golden_runs import KD_STEPS, cache_digest, checkpoint_digests, make_cache, run_kd, run_stage2
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CACHE = "7a44e9dbdf24c11568cf24ca9827afd77b94f0884f1a40b1bf8a13f985ea1003"
+KD = {  # checkpoints/step_000030
+    "model": "e23d20271ab7e50cbe5687f1d66e0cea8f5b1e7336a665edd532c791e3fa6930",
+    "ema": "90c08d783f6ffb7871d057e5a241ae16abb3e4aeba97656c66b0eabcf95cc217",
+    "optim": "9480d430c554c62afcab42e3df746fe41be2f042cd301f09fff2deecffa1ccc4",
+}
+STAGE2 = {  # checkpoints/step_000006 (3 causal + 3 DMD steps)
+    "model": "e00dbdb9c158a5c79b46ab3e9ebd9a3f96a627c2109a12260bcb6981f1908cc9",
+    "ema": "1f110b34cf276710243f85355ede3c0c2e54e770bec36fda91ae1a011a6fc6f6",
+    "optim": "f4d2ec8c53d4cb07e78ac0edd3b30a69e0fa3c396096341c48b442c7fba6a15e",
+    "critic": "faa051931f7da887f073c3d610a2f8e30d8b3a355c4ac73c13194a596dc1d7b8",
+    "critic_optim": "afe55ba9f420547eec48996b690ec854f333e3e2d8ea31d76973860f3a35c5f0",
+    "causal_optim": "63d59b5b6b2f359363d9e983d767b394bf671cd21eaf69dd55b1f79dda422573",
+    "real": "622179e3b97f073d48ee8cee6aea9d844e424c707ea97b920b97ae29cfcf23e7",
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    url = make_cache(tmp_path_factory.mktemp("golden") / "cache", seeds=2)
+    assert cache_digest(url) == CACHE, "the tiny analytic cache changed: not a training change"
+    return url
+
+
+@pytest.fixture(scope="module")
+def kd(cache, tmp_path_factory) -> str:
+    return run_kd(cache, tmp_path_factory.mktemp("golden_kd") / "run")
+
+
+def test_30_kd_steps_give_the_pinned_weights(kd):
+    assert kd.endswith(f"step_{KD_STEPS:06d}")
+    assert checkpoint_digests(kd) == KD
+
+
+def test_30_kd_steps_killed_and_resumed_give_the_same_bytes(cache, tmp_path):
+    # stopped after 17 steps: the newest checkpoint is step 10, 7 steps are run again
+    assert checkpoint_digests(run_kd(cache, tmp_path / "run", stop_after=17)) == KD
+
+
+def test_stage2_causal_then_dmd_gives_the_pinned_weights(kd, cache, tmp_path):
+    last = run_stage2(kd, cache, tmp_path / "ar")
+    assert last.endswith("step_000006")
+    assert checkpoint_digests(last) == STAGE2
