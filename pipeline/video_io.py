@@ -20,6 +20,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 
 CODEC = "libx264"  # H.264 in yuv420p: plays everywhere; needs even frame sizes
+WEBM_CODEC = "libvpx-vp9"  # VP9 in WebM: for browsers built without H.264 (open codecs only)
 
 
 @contextlib.contextmanager
@@ -51,14 +52,16 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 
 
 class Mp4Writer:
-    """One H.264 MP4 at a local path, fed (F, H, W, 3) uint8 frames as they are decoded."""
+    """One H.264 MP4 (or, with ``codec=WEBM_CODEC`` and a .webm path, a VP9 WebM) at a local
+    path, fed (F, H, W, 3) uint8 frames as they are decoded."""
 
-    def __init__(self, path: str, fps: float):
+    def __init__(self, path: str, fps: float, codec: str = CODEC):
         import imageio
 
         # macro_block_size=2: keep the exact size (the default would silently resize to x16)
-        self._writer = imageio.get_writer(path, format="FFMPEG", fps=fps, codec=CODEC,
-                                          macro_block_size=2, ffmpeg_log_level="error")
+        self._writer = imageio.get_writer(path, format="FFMPEG", fps=fps, codec=codec,
+                                          pixelformat="yuv420p", macro_block_size=2,
+                                          ffmpeg_log_level="error")
         self.frames = 0
         self.size: tuple[int, int] | None = None  # (height, width)
 
@@ -71,4 +74,15 @@ class Mp4Writer:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def write_video(url: str, frames: np.ndarray, fps: float, codec: str = CODEC) -> str:
+    """(F, H, W, 3) uint8 frames -> one video at ``url``, atomically."""
+    with atomic_output(url) as path:
+        writer = Mp4Writer(path, fps, codec)
+        try:
+            writer.append(frames)
+        finally:
+            writer.close()
+    return url
 

@@ -1,9 +1,31 @@
-"""Placeholder while session 7 builds this command (its owner replaces this module)."""
+"""`s2dit report RUN_DIR [--out FILE]`: the HTML report of a run folder, finished or not."""
 
 from __future__ import annotations
 
 import argparse
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+    from pipeline.report.run_folder import RunFolder
+
+    run = RunFolder(args.run_dir)
+    if not run.fs.isdir(run.root):
+        raise FileNotFoundError(f"run folder {args.run_dir} does not exist; pass the --out folder of "
+                                "`s2dit run` (or of `s2dit demo`)")
+    path = write_report(args.run_dir, out=args.out)
+    print(f"report: {path}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    del subparsers  # registers nothing yet
+    report = subparsers.add_parser(
+        "report", help="write the HTML report of a run folder (finished, partial or failed)",
+        description="Write one HTML page of what a run produced: its config, stage statuses and "
+                    "timings, the cache card, both stages' training curves, the oracle's quality "
+                    "table, and each stage's videos side by side (analytic teacher). Stages that "
+                    "have not run show as pending. Assets go in report_assets/ beside the page "
+                    "(FILE_assets/ with --out).")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="run folder or fsspec URL (s2dit run --out)")
+    report.add_argument("--out", metavar="FILE", help="where to write the page (default RUN_DIR/report.html)")
+    report.set_defaults(func=_report)

@@ -1,0 +1,168 @@
+"""``write_report(run_dir)``: the run's HTML report, from whatever the run folder holds.
+
+Sections: stages and timings, config, cache card, training curves of both stages, the quality
+table, the videos of each stage side by side, the sample stage's own outputs. A stage that has
+not run shows as pending; a section that cannot be drawn (a corrupt file) shows its error and
+the rest of the page still renders.
+"""
+
+from __future__ import annotations
+
+import datetime
+import traceback
+from collections.abc import Callable
+from pathlib import PurePosixPath
+
+from pipeline.video_io import atomic_output
+
+from .assets import Assets
+from .cache_card import cache_card
+from .curves import stage_curves
+from .html import document, esc, fmt, key_values, pending, section, status_badge, table
+from .quality import quality_table
+from .run_folder import STAGES, RunFolder
+from .videos import sample_stage_html, stage_videos_html
+
+
+def _stages(run: RunFolder) -> str:
+    state = run.state()
+    note = ""
+    if state.missing:
+        note = pending("no run_state.json: statuses inferred from the files present")
+    elif state.error:
+        note = f'<p class="error">{esc(state.error)}</p>'
+    rows = []
+    total = 0.0
+    for name in STAGES:
+        rec = run.stage(name)
+        seconds = rec.get("seconds")
+        if isinstance(seconds, (int, float)):
+            total += seconds
+        rows.append([esc(name), status_badge(rec["status"]), fmt(seconds) if seconds is not None else "",
+                     esc(rec.get("started", "")), esc(rec.get("finished", "")),
+                     f'<span class="error">{esc(rec["error"])}</span>' if rec.get("error") else ""])
+    return (note + table(["stage", "status", "seconds", "started", "finished", "error"], rows,
+                         table_id="stages", raw_cells=True)
+            + f'<p class="muted">total recorded stage time {total:.1f} s</p>')
+
+
+def _config(run: RunFolder) -> str:
+    toml = run.text("run.toml")
+    if toml.value is None:
+        return pending("no run.toml yet") if toml.missing else f'<p class="error">{esc(toml.error)}</p>'
+    return f'<pre id="run-config">{esc(toml.value)}</pre>'
+
+
+def _cache_ref(run: RunFolder) -> str | None:
+    if not run.exists("cache"):
+        return None
+    from cache_schema import list_tags
+
+    try:
+        tags = list_tags(run.at("cache"))
+    except (OSError, ValueError):
+        tags = {}
+    return run.at("cache@train") if "train" in tags else run.at("cache")
+
+
+def _cache(run: RunFolder, assets: Assets) -> str:
+    ref = _cache_ref(run)
+    if ref is None:
+        return pending("no cache yet (stage generate)")
+    body = cache_card(ref, assets, detail=True)
+    verify = run.json("verify.json")
+    if verify.value is not None:
+        v = verify.value
+        body += "<h3>Verification</h3>" + key_values(
+            [("ok", v.get("ok")), ("deep", v.get("deep")), ("checked shards", v.get("checked_shards")),
+             ("checked samples", v.get("checked_samples")),
+             ("problems", "; ".join(map(str, v.get("problems", []))) or "none")], table_id="verify")
+    else:
+        body += "<h3>Verification</h3>" + (pending("not verified yet (stage verify)") if verify.missing
+                                          else f'<p class="error">{esc(verify.error)}</p>')
+    return body
+
+
+def _training(run: RunFolder) -> str:
+    return (stage_curves(run, "student", "Stage 1: S2DiT-KD (2-in-1 distillation)")
+            + stage_curves(run, "student_ar", "Stage 2: S2DiT-AR (causal phase, then DMD self-forcing)"))
+
+
+def _quality(run: RunFolder) -> str:
+    loaded = {name: run.json(f"{name}.json") for name in ("eval_kd", "eval_ar")}
+    errors = "".join(f'<p class="error">{esc(v.error)}</p>' for v in loaded.values() if v.error)
+    return errors + quality_table(loaded["eval_kd"].value, loaded["eval_ar"].value)
+
+
+def _videos(run: RunFolder, assets: Assets) -> str:
+    ref = _cache_ref(run)
+    if ref is None:
+        return pending("no cache yet: the teacher's videos come with stage generate")
+    from cache_schema import load_manifest
+
+    manifest = load_manifest(ref)
+    if manifest is None:
+        return pending("the cache has no committed generation yet")
+    if manifest.fingerprint.get("teacher") != "analytic":
+        return pending(f"side-by-side stage videos need the analytic teacher (this cache: "
+                       f"{manifest.fingerprint.get('teacher')}); the sample stage's videos are below")
+    return stage_videos_html(ref, run.at("student"), run.at("student_ar"), assets)
+
+
+def _sample(run: RunFolder, assets: Assets) -> str:
+    record = run.json("preview/preview.json")
+    if record.value is None:
+        return pending("the sample stage has not run yet") if record.missing else f'<p class="error">{esc(record.error)}</p>'
+    # the clips are copied beside the report, so a report written elsewhere (--out) still plays them
+    for url in record.value.get("outputs", {}).get("videos", []):
+        name = PurePosixPath(str(url)).name
+        data = run.fs.cat_file(f"{run.root}/preview/{name}")
+        assets.put(f"sample_{name}", data)
+    return sample_stage_html(record.value, f"{assets.prefix}/sample_" if assets.prefix else "sample_")
+
+
+def _guarded(build: Callable[[], str]) -> str:
+    """A section's HTML, or its error: a report of a broken run must still render."""
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001 - shown on the page, with the traceback's last line
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return (f'<p class="error">could not draw this section: {esc(type(exc).__name__)}: {esc(exc)} '
+                f"({esc(PurePosixPath(where.filename).name)}:{where.lineno})</p>")
+
+
+def write_report(run_dir: str, out: str | None = None) -> str:
+    """Write ``RUN_DIR/report.html`` (or ``out``) with its assets beside it; returns its path.
+
+    Works on a finished, partial or failed run; never raises on a missing stage."""
+    run = RunFolder(run_dir)
+    target = out or run.at("report.html")
+    parent, name = target.rsplit("/", 1) if "/" in target else (".", target)
+    assets_dir = "report_assets" if out is None else f"{PurePosixPath(name).stem}_assets"
+    assets = Assets(f"{parent}/{assets_dir}", assets_dir)
+    statuses = {s: run.status(s) for s in STAGES}
+    done = sum(1 for s in statuses.values() if s in ("done", "skipped"))
+    failed = [s for s, st in statuses.items() if st == "failed"]
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    header = (f"<h1>s2dit run report</h1><p class=\"muted\">{esc(run.url)} \u00b7 written {esc(now)} \u00b7 "
+              f"{done}/{len(STAGES)} stages done or skipped"
+              + (f" \u00b7 <span class=\"error\">failed: {esc(', '.join(failed))}</span>" if failed else "")
+              + "</p>")
+    sections = [
+        section("Stages and timings", _guarded(lambda: _stages(run)), section_id="stages-section"),
+        section("Config", _guarded(lambda: _config(run)), section_id="config"),
+        section("Cache card", _guarded(lambda: _cache(run, assets)), section_id="cache",
+                status=statuses["generate"]),
+        section("Training curves", _guarded(lambda: _training(run)), section_id="training",
+                status=statuses["train_ar"] if statuses["train_kd"] == "done" else statuses["train_kd"]),
+        section("Quality (analytic oracle)", _guarded(lambda: _quality(run)), section_id="quality-section",
+                status=statuses["eval_ar"] if statuses["eval_kd"] == "done" else statuses["eval_kd"]),
+        section("Each stage's videos, same prompts and noise", _guarded(lambda: _videos(run, assets)),
+                section_id="videos"),
+        section("Text to video (the sample stage)", _guarded(lambda: _sample(run, assets)),
+                section_id="sample", status=statuses["sample"]),
+    ]
+    page = document(f"s2dit report: {run.url}", header + "".join(sections))
+    with atomic_output(target) as path, open(path, "w", encoding="utf-8") as handle:
+        handle.write(page)
+    return target

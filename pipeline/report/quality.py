@@ -1,0 +1,76 @@
+"""The quality table: the analytic oracle's scores (pipeline.eval.evaluate_checkpoint's dicts,
+eval_kd.json and eval_ar.json) of the teacher full-step and few-step, S2DiT-KD and S2DiT-AR
+streaming, on held-out seeds of trained classes and on unseen attribute combinations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .html import esc, fmt, pending
+
+SETS = (("held_out_seeds", "held-out seeds"), ("unseen_combinations", "unseen classes"))
+METRICS = (("adherence", "adherence \u2191"), ("coverage", "coverage \u2191"),
+           ("dispersion_ratio", "dispersion (1 = right)"), ("nll_per_dim", "NLL/dim \u2193"),
+           ("temporal_consistency", "temporal \u2191"), ("samples", "samples"))
+
+
+def _few_key(scores: dict[str, Any], prefix: str, suffix: str = "") -> str | None:
+    """The few-step model key of a score set, e.g. teacher_4step or student_ar_4step_streaming."""
+    for key in scores:
+        middle = key.removeprefix(prefix).removesuffix(suffix)
+        if key.startswith(prefix) and key.endswith(suffix) and middle.endswith("step") \
+                and middle[:-4].isdigit():
+            return key
+    return None
+
+
+def quality_rows(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None
+                 ) -> list[tuple[str, str, str, dict[str, Any] | None]]:
+    """(model label, source, set label, scores or None when pending) in table order."""
+    rows = []
+    for set_key, set_label in SETS:
+        kd = (eval_kd or {}).get(set_key)
+        ar = (eval_ar or {}).get(set_key)
+        if kd is None and ar is None and set_key != "held_out_seeds":
+            continue  # a run that trains on every class has no unseen combinations
+        teacher_src = kd if kd is not None else ar
+        teacher_from = "eval_kd.json" if kd is not None else "eval_ar.json"
+        few = _few_key(teacher_src or {}, "teacher_") if teacher_src else None
+        rows.append(("teacher, full-step", teacher_from, set_label,
+                     (teacher_src or {}).get("teacher_fullstep")))
+        rows.append((f"teacher, {few.removeprefix('teacher_').replace('step', '-step') if few else 'few-step'}",
+                     teacher_from, set_label, (teacher_src or {}).get(few) if few else None))
+        kd_key = _few_key(kd or {}, "student_")
+        rows.append(("S2DiT-KD", "eval_kd.json", set_label, (kd or {}).get(kd_key) if kd_key else None))
+        ar_key = _few_key(ar or {}, "student_ar_", "_streaming")
+        rows.append(("S2DiT-AR, streaming", "eval_ar.json", set_label,
+                     (ar or {}).get(ar_key) if ar_key else None))
+    return rows
+
+
+def quality_table(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None) -> str:
+    """The table (id ``quality``), each missing score a 'pending' row, never an error."""
+    if eval_kd is None and eval_ar is None:
+        return pending("no evaluation has run yet (stages eval_kd, eval_ar)") + _empty_table()
+    head = "".join(f"<th>{esc(h)}</th>" for h in ("model", "prompts", *(label for _, label in METRICS)))
+    body = []
+    for model, source, set_label, scores in quality_rows(eval_kd, eval_ar):
+        cells = f"<td>{esc(model)}</td><td>{esc(set_label)}</td>"
+        if scores is None:
+            cells += f'<td class="pending" colspan="{len(METRICS)}">pending ({esc(source)})</td>'
+        else:
+            cells += "".join(f'<td class="num">{fmt(scores.get(k))}</td>' for k, _ in METRICS)
+        body.append(f"<tr>{cells}</tr>")
+    notes = []
+    for name, ev in (("S2DiT-KD", eval_kd), ("S2DiT-AR", eval_ar)):
+        if ev:
+            notes.append(f"{name}: {esc(ev.get('checkpoint'))} (step {fmt(ev.get('step'))}, "
+                         f"{fmt(ev.get('trained_classes'))} trained classes, {fmt(ev.get('per_class'))} "
+                         "samples per class)")
+    return (f'<table id="quality"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            + "".join(f'<p class="muted">{n}</p>' for n in notes))
+
+
+def _empty_table() -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in ("model", "prompts", *(label for _, label in METRICS)))
+    return f'<table id="quality"><thead><tr>{head}</tr></thead><tbody></tbody></table>'

@@ -1,0 +1,150 @@
+"""The videos of each stage side by side: the teacher (full-step and few-step), S2DiT-KD and
+S2DiT-AR (streaming) for the same prompts from the same noise (held-out seeds, noise drawn as
+the evaluation draws it), painted by the analytic colour decoder. Each clip is also a frame
+strip (readable in a screenshot) and names the class its latent is nearest to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache_schema import CacheReader
+from cache_schema.noise import batch_noise
+from cache_schema.sample_id import make_sample_id
+from pipeline.eval import (
+    HELD_OUT_SEED_BASE,
+    analytic_teacher_of,
+    load_student,
+    trained_context_sigma,
+)
+from pipeline.teacher_side import AnalyticSide
+from student_train.checkpoint import latest_checkpoint
+from student_train.sampler import sample, sample_streaming
+from teacher_jobs.analytic_corpus import TEMPLATE
+from teacher_jobs.preview import frame_strip
+from teacher_jobs.sampler import sample_latents
+from teacher_jobs.teachers.analytic import AnalyticConfig, AnalyticTeacher
+
+from .assets import Assets
+from .html import esc, pending
+
+
+@dataclass
+class Clip:
+    label: str  # column: "teacher, 24-step", "S2DiT-KD, 4-step", ...
+    x0: np.ndarray | None  # (N, C, F, H, W), or None with ``note`` (pending stage)
+    note: str = ""
+
+
+def pick_prompts(teacher: AnalyticTeacher, trained: list[str], n_trained: int = 3) -> list[tuple[str, str]]:
+    """(prompt, "trained" | "unseen"): a few trained classes and one combination never cached."""
+    classes, chosen = set(), []
+    for p in trained:
+        if teacher.class_of(p) not in classes and len(chosen) < n_trained:
+            classes.add(teacher.class_of(p))
+            chosen.append((p, "trained"))
+    trained_classes = {teacher.class_of(p) for p in trained}
+    unseen = [TEMPLATE.format(obj=o, colour=c, motion=m) for i, (o, c, m) in enumerate(teacher.classes)
+              if i not in trained_classes]
+    return chosen + [(unseen[0], "unseen")] if unseen else chosen
+
+
+def _nearest_class(teacher: AnalyticTeacher, x0: np.ndarray) -> list[str]:
+    flat = np.asarray(x0, dtype=np.float64).reshape(len(x0), -1)
+    modes = teacher.means.reshape(-1, flat.shape[1])
+    d2 = (flat ** 2).sum(1)[:, None] - 2 * flat @ modes.T + (modes ** 2).sum(1)[None]
+    return [TEMPLATE.format(obj=o, colour=c, motion=m) for o, c, m in
+            (teacher.classes[k // teacher.config.modes_per_class] for k in d2.argmin(1))]
+
+
+def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str]) -> tuple[AnalyticTeacher, list[Clip]]:
+    reader = CacheReader(cache_url)
+    fingerprint, digest = reader.fingerprint, reader.manifest.fingerprint_digest
+    teacher = analytic_teacher_of(fingerprint)
+    global_seed = fingerprint["global_seed"]
+    seeds = [HELD_OUT_SEED_BASE + i for i in range(len(prompts))]
+    ids = [make_sample_id(p, s, digest) for p, s in zip(prompts, seeds)]
+    noise = torch.from_numpy(batch_noise(global_seed, ids, teacher.latent_shape))
+    text = teacher.encode_prompts(prompts)
+    clips = [Clip(f"teacher, {teacher.num_steps}-step",
+                  sample_latents(teacher, prompts, seeds, global_seed=global_seed, fingerprint_digest=digest))]
+    students: list[tuple[str, str | None]] = [("S2DiT-KD", latest_checkpoint(kd_run)),
+                                              ("S2DiT-AR", latest_checkpoint(ar_run))]
+    few = None
+    for name, ckpt in students:
+        if ckpt is None:
+            clips.append(Clip(name, None, "pending: no checkpoint yet"))
+            continue
+        model, state = load_student(ckpt)
+        sigmas = state["plan"]["schedule_sigmas"]
+        few = len(sigmas) - 1
+        with torch.no_grad():
+            if state.get("stage") == "ar":
+                x0 = sample_streaming(model, noise, text.emb, text.mask, sigmas,
+                                      context_sigma=trained_context_sigma(state))
+                label = f"{name}, {few}-step streaming (step {state['step']})"
+            else:
+                x0 = sample(model, noise, text.emb, text.mask, sigmas, use_step_size=True)
+                label = f"{name}, {few}-step (step {state['step']})"
+        clips.append(Clip(label, x0.float().numpy()))
+    if few is not None and few != teacher.num_steps:
+        short = AnalyticTeacher(AnalyticConfig(**{**teacher.config.__dict__, "num_steps": few}))
+        clips.insert(1, Clip(f"teacher, {few}-step",
+                             sample_latents(short, prompts, seeds, global_seed=global_seed,
+                                            fingerprint_digest=digest)))
+    return teacher, clips
+
+
+def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets) -> str:
+    """A grid: one row per prompt, one column per stage, each cell a video and a frame strip."""
+    reader = CacheReader(cache_url)
+    teacher = analytic_teacher_of(reader.fingerprint)
+    trained = sorted(set(reader.index().column("prompt").to_pylist()))
+    picked = pick_prompts(teacher, trained)
+    if not picked:
+        return pending("no prompts in the cache yet")
+    prompts = [p for p, _ in picked]
+    teacher, clips = stage_clips(cache_url, kd_run, ar_run, prompts)
+    decoder = AnalyticSide(reader.fingerprint).decoder
+    fps = AnalyticSide.fps
+    columns = len(clips) + 1
+    cells = ['<div class="muted">prompt (held-out seed)</div>'] + [f"<div><b>{esc(c.label)}</b></div>" for c in clips]
+    for i, (prompt, kind) in enumerate(picked):
+        cells.append(f"<div>{esc(prompt)}<br><span class=\"muted\">{esc(kind)} class, seed "
+                     f"{HELD_OUT_SEED_BASE + i}</span></div>")
+        for j, clip in enumerate(clips):
+            if clip.x0 is None:
+                cells.append(f'<div class="pending">{esc(clip.note)}</div>')
+                continue
+            frames = decoder.decode(clip.x0[i:i + 1])  # (1, F, H, W, 3)
+            nearest = _nearest_class(teacher, clip.x0[i:i + 1])[0]
+            verdict = "right" if teacher.class_of(nearest) == teacher.class_of(prompt) else "wrong"
+            name = f"stage{j}_prompt{i}"
+            cells.append(
+                f"<figure>{assets.video(name, frames[0], fps, f'{clip.label}: {prompt}')}"
+                f"{assets.image(name + '_strip', frame_strip(frames, gap=1)[:, :], alt=f'frames of {clip.label}: {prompt}')}"
+                f"<figcaption>nearest class: {esc(nearest)} ({verdict})</figcaption></figure>")
+    grid = f'<div class="clips" style="grid-template-columns: 180px repeat({columns - 1}, auto)">{"".join(cells)}</div>'
+    return (grid + f'<p class="muted">Colours: each latent pixel painted in the colour word whose pattern '
+            f"explains it (teacher_jobs.preview.ColourDecoder), {decoder.scale}x blocks, {fps:g} fps.</p>")
+
+
+def sample_stage_html(record: dict[str, Any], rel_prefix: str) -> str:
+    """The `sample` stage's own outputs (pipeline.text_to_video), any teacher."""
+    outputs = record.get("outputs", {})
+    videos = outputs.get("videos", []) if isinstance(outputs, dict) else []
+    cells = []
+    for url, prompt in zip(videos, record.get("prompts", [])):
+        name = str(url).rsplit("/", 1)[-1]
+        cells.append(f'<figure><video src="{esc(rel_prefix + name)}" autoplay loop muted playsinline controls '
+                     f'preload="auto"></video><figcaption>{esc(prompt)}</figcaption></figure>')
+    facts = (f"{esc(record.get('stage', '?')).upper()} checkpoint step {esc(record.get('step'))}, seed "
+             f"{esc(record.get('seed'))}, {esc(record.get('steps'))} steps, streaming {esc(record.get('streaming'))}")
+    scores = record.get("scores")
+    if isinstance(scores, dict):
+        facts += f"; oracle adherence {esc(scores.get('adherence'))}"
+    return (f'<p class="muted">{facts}</p><div class="clips" style="grid-template-columns: repeat(4, auto)">'
+            f'{"".join(cells)}</div>')
