@@ -1,4 +1,5 @@
-"""``convert``: re-encode a generation into a new cache in another registered encoding, checksums checked.
+"""``convert``: re-encode a generation into a new cache in another registered encoding and/or
+value codec (``raw`` / ``zstd`` / ``trajectory``, either way), checksums checked.
 
 For every input shard (in manifest order, one output shard each, keeping its name so the result
 is deterministic):
@@ -16,16 +17,19 @@ this conversion wrote are deleted (best effort; ``gc`` takes any left over).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
 from tqdm import tqdm
 
-from .checksum import record_checksums, tensor_checksum
+from .checksum import record_checksums
+from .codecs import UnknownCodec
 from .encodings import get_encoding
 from .encodings.common import resolve_fields
+from .encodings.step_checksums import step_checksums
 from .errors import IntegrityError, OperationRefused, UnknownEncoding
-from .fields import CHECKSUMS_KEY
+from .fields import CHECKSUMS_KEY, CacheLayout
 from .index import rows_table
 from .manifest import ShardInfo
 from .operations import OpResult, _new_cache, _open
@@ -62,17 +66,18 @@ def _check_readback(written: Iterable[dict[str, Any]], expected: dict[str, dict[
                                  f"{sid}", shard=shard, sample_id=sid)
         stored = record.pop(CHECKSUMS_KEY, None) or {}
         _compare(sums, stored, sample_id=sid, shard=shard, stage="as stored after writing")
-        actual = {name: tensor_checksum(record[name]) for name in sums}
+        computed = {**record_checksums(record), **step_checksums(record)}
+        actual = {name: computed.get(name, "absent") for name in sums}
         _compare(sums, actual, sample_id=sid, shard=shard, stage="when read back")
     if pending:
         raise IntegrityError(f"converted shard {shard} lacks {len(pending)} samples "
                              f"(e.g. {sorted(pending)[:3]})", shard=shard)
 
 
-def _convert_shard(reader: CacheReader, shard: ShardInfo, dst: Store, to: str
-                   ) -> tuple[ShardInfo | None, int]:
-    """Steps 1-4 for one shard: the written ShardInfo (None if all tombstoned), tensors checked."""
-    layout = reader.layout
+def _convert_shard(reader: CacheReader, shard: ShardInfo, dst: Store, to: str,
+                   layout: CacheLayout) -> tuple[ShardInfo | None, int]:
+    """Steps 1-4 for one shard: the written ShardInfo (None if all tombstoned), tensors checked.
+    ``layout``: the output's (the source's, with the output codec)."""
     records = list(reader.read_shard(shard, verify=True, keep_checksums=True))  # 1.
     if not records:
         return None, 0  # every sample of this shard is tombstoned
@@ -80,7 +85,9 @@ def _convert_shard(reader: CacheReader, shard: ShardInfo, dst: Store, to: str
     for record in records:
         # A field without a stored checksum (older writers) is checked against what was read.
         stored = record.pop(CHECKSUMS_KEY, None) or {}
-        expected[record["sample_id"]] = {**record_checksums(record), **stored}
+        # Per-step checksums are computed too when the source predates them.
+        expected[record["sample_id"]] = {**record_checksums(record), **step_checksums(record),
+                                         **stored}
     written = write_shard_to_store(dst, records, layout=layout, encoding=to,  # 2.
                                    shard_name=shard.name)
     checked = 0
@@ -97,28 +104,38 @@ def _convert_shard(reader: CacheReader, shard: ShardInfo, dst: Store, to: str
     return written, checked
 
 
-def convert(url: str, *, to: str, output: str, storage_options: dict[str, Any] | None = None,
-            progress: bool = True) -> OpResult:
-    """A new cache ``output`` (operation "convert") holding ``url``'s live samples as ``to``.
+def convert(url: str, *, to: str | None = None, output: str, codec: str | None = None,
+            storage_options: dict[str, Any] | None = None, progress: bool = True) -> OpResult:
+    """A new cache ``output`` (operation "convert") holding ``url``'s live samples as encoding
+    ``to`` (default: the source's) with value codec ``codec`` (default: the source's).
 
-    Same fingerprint and layout; the manifest's ``extra["args"]`` records the source URL,
-    generation, cache id and encoding. Tombstoned samples are not carried over.
+    Same fingerprint and layout but the codec; the manifest's ``extra["args"]`` records the
+    source URL, generation, cache id, encoding and codec. Tombstoned samples are not carried
+    over. Every tensor decodes to the source's bits (checked by checksum) either way.
     """
-    try:
-        get_encoding(to)
-    except UnknownEncoding as exc:
-        raise OperationRefused(str(exc)) from None
     src = _open(url, storage_options)
+    to = to or src.manifest.encoding
+    source_codec = src.manifest.layout.codec
+    try:
+        encoding = get_encoding(to)
+        layout = dataclasses.replace(src.manifest.layout, codec=codec or source_codec)
+        encoding.check_layout(layout)
+    except (UnknownEncoding, UnknownCodec, ValueError) as exc:
+        raise OperationRefused(str(exc)) from None
+    if to == src.manifest.encoding and layout.codec == source_codec:
+        raise OperationRefused(f"{src.ref} is already {to} with codec {source_codec}: name "
+                               "another --to encoding or --codec")
     dst = _new_cache(output, storage_options)
     reader = CacheReader(src.ref, storage_options)
     shards: list[ShardInfo] = []
     rows: list[tuple] = []
     checked = 0
-    bar = tqdm(total=src.manifest.num_samples, desc=f"convert {src.manifest.encoding}->{to}",
+    bar = tqdm(total=src.manifest.num_samples,
+               desc=f"convert {src.manifest.encoding}/{source_codec}->{to}/{layout.codec}",
                unit="sample", disable=not progress)
     try:
         for shard in src.manifest.shards:
-            written, count = _convert_shard(reader, shard, dst, to)
+            written, count = _convert_shard(reader, shard, dst, to, layout)
             if written is not None:
                 shards.append(written)
                 rows.extend(written.index)
@@ -133,11 +150,12 @@ def convert(url: str, *, to: str, output: str, storage_options: dict[str, Any] |
     if not shards:
         raise OperationRefused(f"{src.ref} has no live samples; nothing to convert")
     manifest = commit_manifest(
-        dst, parent=None, shards=tuple(shards), index_table=rows_table(rows), layout=src.manifest.layout,
+        dst, parent=None, shards=tuple(shards), index_table=rows_table(rows), layout=layout,
         fingerprint=src.manifest.fingerprint, encoding=to, operation="convert",
         extra={"args": {"from": src.ref, "source_url": src.store.url,
                         "source_generation": src.manifest.generation,
                         "source_cache_id": src.manifest.cache_id,
                         "source_encoding": src.manifest.encoding, "to": to,
+                        "source_codec": source_codec, "codec": layout.codec,
                         "checked_tensors": checked}})
     return OpResult(manifest, added=len(rows))

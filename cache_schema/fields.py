@@ -97,6 +97,9 @@ class CacheLayout:
     text_dim: int
     max_text_len: int
     half_dtype: HalfDtype = "float16"
+    # How tensor values are stored (cache_schema/codecs: raw | zstd | trajectory). Left out of
+    # the manifest when raw, so raw caches keep the manifests older readers parse.
+    codec: str = "raw"
 
     def __post_init__(self) -> None:
         if len(self.latent_shape) != 4 or min(self.latent_shape) < 1:
@@ -109,6 +112,10 @@ class CacheLayout:
             raise ValueError(f"keep_steps must lie in [0, {self.num_steps}), got {self.keep_steps}")
         if self.half_dtype not in ("float16", "bfloat16"):
             raise ValueError(f"half_dtype must be float16 or bfloat16, got {self.half_dtype!r}")
+        if self.codec != "raw":
+            from .codecs.registry import get_codec  # fields is imported by the codecs
+
+            get_codec(self.codec)  # UnknownCodec names the known ones
 
     @property
     def num_kept(self) -> int:
@@ -126,6 +133,9 @@ class CacheLayout:
         import ml_dtypes  # optional: numpy has no native bfloat16
 
         return np.dtype(ml_dtypes.bfloat16)
+
+    def numpy_dtype_of(self, name: str) -> np.dtype:
+        return self.numpy_dtype(FIELD_BY_NAME[name])
 
     def shape_of(self, name: str, text_len: int | None = None) -> tuple[int, ...]:
         """Concrete shape of a tensor field; text fields need their token count."""
@@ -148,6 +158,8 @@ class CacheLayout:
         out = dataclasses.asdict(self)
         out["latent_shape"] = list(self.latent_shape)
         out["keep_steps"] = list(self.keep_steps)
+        if self.codec == "raw":
+            del out["codec"]
         return out
 
     @classmethod

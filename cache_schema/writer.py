@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from .checksum import record_checksums, sha256_bytes
 from .encodings import DEFAULT_ENCODING, get_encoding, object_path
+from .encodings.step_checksums import step_checksums
 from .errors import AlreadyExists, CacheError, FingerprintMismatch, GenerationConflict
 from .fields import CHECKSUMS_KEY, CacheLayout, validate_record
 from .fingerprint import canonical_json, diff_fingerprints
@@ -38,9 +39,10 @@ SHARD_DIR = "shards"
 
 
 def prepare_record(record: dict[str, Any], layout: CacheLayout) -> None:
-    """Validate ``record`` and add its per-tensor checksums (before a single byte is written)."""
+    """Validate ``record`` and add its per-tensor and per-step checksums (before a single byte
+    is written): always over the values, whatever codec stores them."""
     validate_record(record, layout)
-    record[CHECKSUMS_KEY] = record_checksums(record)
+    record[CHECKSUMS_KEY] = {**record_checksums(record), **step_checksums(record)}
 
 
 def _put_hashed(store: Store, rel: str, data: bytes) -> str:
@@ -59,6 +61,7 @@ def write_shard_to_store(store: Store, records: Sequence[dict[str, Any]], *, lay
     """``prepared``: every record already went through ``prepare_record`` (CacheWriter does it
     in the producer's thread, so the upload thread only encodes, writes and hashes)."""
     codec = get_encoding(encoding)
+    codec.check_layout(layout)
     if not records:
         raise ValueError(f"shard {shard_name!r} has no records")
     if "." in shard_name or "/" in shard_name:
@@ -207,7 +210,7 @@ class CacheWriter:
                  config: dict[str, Any] | None = None,
                  storage_options: dict[str, Any] | None = None, shard_prefix: str | None = None,
                  max_pending: int = 2):
-        get_encoding(encoding)  # an unknown name fails here, before any work
+        get_encoding(encoding).check_layout(layout)  # unknown name or codec: fails before any work
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         self.url = split_ref(url)[0]

@@ -6,6 +6,7 @@ next unit computes, so writing overlaps the teacher.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from itertools import groupby
@@ -32,7 +33,8 @@ class TeacherWorker:
         except ValueError as exc:  # every unit of this actor fails with the reason
             self.load_error = str(exc)
         self.digest = fingerprint_digest
-        self.layout = self.teacher.layout(config.keep_step_indices, config.half_dtype)
+        self.layout = dataclasses.replace(self.teacher.layout(config.keep_step_indices,
+                                                              config.half_dtype), codec=config.codec)
         self.load_seconds = time.perf_counter() - started
         # Two units run at once so uploads overlap compute, but teachers carry solver state
         # (diffusers schedulers count steps): one unit computes at a time.

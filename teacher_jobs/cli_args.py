@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names
 from .config import JobConfig
 
@@ -38,6 +39,9 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
     add("--prompts", help="prompt corpus URL: .txt (one per line), .jsonl or .parquet")
     add("--output", help="cache URL (folder or s3://bucket/path); rerun the same command to resume")
     add("--encoding", choices=list(encoding_names()), help="shard encoding (default wds)")
+    add("--codec", choices=list(codec_names()),
+        help="value codec (default raw): zstd or trajectory (lossless residuals against the "
+             "solver's prediction), with --encoding zarr")
     add("--samples-per-shard", type=int, dest="samples_per_shard", help="samples per shard/work unit")
     add("--height", type=int, help="video height in pixels")
     add("--width", type=int, help="video width in pixels")
@@ -55,7 +59,7 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
                                                   "'auto' inside `ray job submit`)")
 
 
-JOB_FLAGS = ("prompts", "output", "encoding", "samples_per_shard", "height", "width", "frames",
+JOB_FLAGS = ("prompts", "output", "encoding", "codec", "samples_per_shard", "height", "width", "frames",
              "keep_steps", "seed", "seeds_per_prompt", "num_actors", "num_gpus_per_actor",
              "gpu_memory_gb", "commit_every", "device", "ray_address")
 

@@ -15,6 +15,7 @@ from typing import Any
 import fsspec
 
 from cache_schema import parse_keep_steps
+from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names
 from .teachers.registry import make_settings, spec_values
 from .teachers.spec import TeacherSettings, VideoSize
@@ -30,6 +31,7 @@ class JobConfig:
     prompts: str = ""  # corpus URL: .txt, .jsonl or .parquet
     output: str = ""  # cache URL
     encoding: str = "wds"
+    codec: str = "raw"  # value codec of the tensors: raw | zstd | trajectory (zarr for the last two)
     samples_per_shard: int = 64
     height: int = 64
     width: int = 64
@@ -55,6 +57,11 @@ class JobConfig:
             self.teacher = make_settings(self.teacher)
         if self.encoding not in encoding_names():
             raise ValueError(f"encoding must be one of {', '.join(encoding_names())}, got {self.encoding!r}")
+        if self.codec not in codec_names():
+            raise ValueError(f"codec must be one of {', '.join(codec_names())}, got {self.codec!r}")
+        if self.codec != "raw" and self.encoding == "wds":
+            raise ValueError(f"codec {self.codec!r} is stored by the zarr encoding only: set "
+                             "encoding = 'zarr' (or codec = 'raw' for stock WebDataset members)")
         if self.samples_per_shard < 1 or self.num_actors < 1:
             raise ValueError("samples_per_shard and num_actors must be >= 1")
         if self.device.startswith("cuda") and self.num_gpus_per_actor <= 0:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -113,7 +114,8 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
     entries, rejected = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt,
                                     max_tokens=plan.max_tokens, count_tokens=plan.count_tokens)
     units = plan_units(entries, config.samples_per_shard)
-    layout = plan.layout(config.keep_step_indices, config.half_dtype)
+    layout = dataclasses.replace(plan.layout(config.keep_step_indices, config.half_dtype),
+                                 codec=config.codec)
     # 2. resume: what is committed already
     output = split_ref(config.output)[0]
     existing = load_manifest(output)

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar, TypeAlias
 
 from ..fields import CacheLayout
 from ..store import Store
+from .meter import ReadMeter
 
 SINGLE_OBJECT = ""  # the object key of a one-object shard
+# {sample id: {step field: positions along S to read}} (a training loader's rows need a few
+# steps of each record; a step or a record that is not listed is not needed).
+Selection: TypeAlias = Mapping[str, Mapping[str, Sequence[int]]]
 
 
 def object_path(shard_path: str, key: str) -> str:
@@ -43,6 +47,13 @@ class Encoding(ABC):
     # IntegrityError naming the shard. A requested step that is not stored is never one of them.
     read_errors: ClassVar[tuple[type[BaseException], ...]] = (ValueError, EOFError, OSError,
                                                               KeyError)
+    # True: ``iter_records(select=...)`` reads only the selected steps of step fields (the
+    # others come back zero); False: it reads and returns every step.
+    partial_reads: ClassVar[bool] = False
+
+    def check_layout(self, layout: CacheLayout) -> None:
+        """Raise ValueError (saying what to use instead) if this encoding cannot store a cache
+        of ``layout`` (e.g. its codec)."""
 
     @abstractmethod
     def encode(self, records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict[str, bytes]:
@@ -51,11 +62,14 @@ class Encoding(ABC):
 
     @abstractmethod
     def iter_records(self, store: Store, path: str, layout: CacheLayout, fields: Sequence[str],
-                     steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+                     steps: Sequence[int] | None = None, *, select: Selection | None = None,
+                     meter: ReadMeter | None = None) -> Iterator[dict[str, Any]]:
         """Every record of the shard at ``path`` in offset order (tombstones included): only
         ``fields`` (which always hold ``sample_id``) decoded, step fields cut to ``steps``
         (``layout.step_position`` raises for a step not stored), and the stored per-tensor
-        checksums under ``CHECKSUMS_KEY``."""
+        checksums under ``CHECKSUMS_KEY``. ``select`` (not with ``steps``): per record, the
+        positions of step fields needed (see ``partial_reads``); ``meter`` counts the bytes
+        read."""
 
     def objects(self, store: Store, path: str) -> dict[str, int]:
         """{object key: size} of the stored shard; FileNotFoundError (or {}) when absent."""

@@ -17,8 +17,9 @@ import numpy as np
 from ..checksum import record_checksums
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
 from ..store import Store
-from .base import SINGLE_OBJECT, Encoding
+from .base import SINGLE_OBJECT, Encoding, Selection
 from .common import slice_steps, step_positions
+from .meter import ReadMeter
 from .tar_stock import np_load, tarfile_members, webdataset_members
 from .ustar import encode_tar, iter_members, npy_from_bytes, npy_header
 
@@ -111,11 +112,26 @@ class WebDataset(Encoding):
             raise ValueError(f"unknown tar parser {parser!r}: use one of {', '.join(PARSERS)}")
         self.parser = parser
 
+    def check_layout(self, layout: CacheLayout) -> None:
+        _raw_only(layout)
+
     def encode(self, records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict[str, bytes]:
+        _raw_only(layout)
         return {SINGLE_OBJECT: encode_shard(records)}
 
     def iter_records(self, store: Store, path: str, layout: CacheLayout, fields: Sequence[str],
-                     steps: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+                     steps: Sequence[int] | None = None, *, select: Selection | None = None,
+                     meter: ReadMeter | None = None) -> Iterator[dict[str, Any]]:
+        _raw_only(layout)
         block = STREAM_BLOCK if store.is_local else REMOTE_STREAM_BLOCK
         with store.fs.open(store.path(path), "rb", block_size=block) as stream:
             yield from iter_shard(stream, layout, fields, steps, parser=self.parser)
+        if meter is not None:  # a tar is streamed whole: every byte of it moves
+            meter.add(store.size(path))
+
+
+def _raw_only(layout: CacheLayout) -> None:
+    if layout.codec != "raw":
+        raise ValueError(f"the wds encoding stores plain .npy members only (codec raw), not "
+                         f"codec {layout.codec!r}: use --encoding zarr for {layout.codec}, or "
+                         "--codec raw")

@@ -44,8 +44,10 @@ def _estimate(args: argparse.Namespace) -> int:
     if config.prompts and "://" not in config.prompts:
         entries, _ = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt)
         count = len(entries)
+    # Raw half-precision bytes; zstd / trajectory store less (data-dependent: see
+    # bench/bench_codec.py), so this is the upper bound a non-raw codec stays under.
     out = {"latent_shape": list(layout.latent_shape), "kept_steps": layout.num_kept,
-           "steps": layout.num_steps, "half_dtype": layout.half_dtype,
+           "steps": layout.num_steps, "half_dtype": layout.half_dtype, "codec": config.codec,
            "bytes_per_sample": per_sample, "samples": count}
     if memory is not None:
         out.update(memory.to_json())

@@ -10,6 +10,7 @@ import json
 import re
 
 from cache_schema import encoding_names
+from cache_schema.codecs import codec_names
 from cache_schema.convert import convert
 from cache_schema.operations import OpResult, append, dedup, filter_samples, merge, read_id_list
 from cache_schema.versioning import diff, diff_caches, gc, lineage, list_tags, set_tag
@@ -130,7 +131,7 @@ def _merge(args):
 
 
 def _convert(args):
-    return _report(convert(args.url, to=args.to, output=args.output,
+    return _report(convert(args.url, to=args.to, output=args.output, codec=args.codec,
                            progress=not args.no_progress), "")
 
 
@@ -209,13 +210,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mg.add_argument("b", help="second cache URL[@ref]")
     mg.add_argument("--output", required=True, help="URL of the new (empty) cache")
     mg.set_defaults(func=_guard(_merge))
-    cv = subparsers.add_parser("convert", help="re-encode a cache (wds <-> zarr)",
+    cv = subparsers.add_parser("convert", help="re-encode a cache: encoding (wds <-> zarr) and/or "
+                                               "value codec (raw <-> zstd <-> trajectory)",
                                description="Re-encode the live samples of URL[@ref] into a new "
-                                           "cache, one shard per source shard; every tensor's "
+                                           "cache, one shard per source shard, in another "
+                                           "encoding and/or value codec (either way: every "
+                                           "codec decodes to the same bits); every tensor's "
                                            "checksum is compared across the conversion before "
-                                           "anything is committed.")
+                                           "anything is committed. zstd and trajectory are "
+                                           "stored by the zarr encoding only.")
     cv.add_argument("url", help="source cache URL[@ref]")
-    cv.add_argument("--to", required=True, choices=encoding_names(), help="target encoding")
+    cv.add_argument("--to", choices=encoding_names(),
+                    help="target encoding (default: the source's)")
+    cv.add_argument("--codec", choices=codec_names(),
+                    help="target value codec: raw (plain arrays), zstd (blosc-zstd, lossless), "
+                         "trajectory (residuals against the solver's prediction, lossless); "
+                         "default: the source's")
     cv.add_argument("--output", required=True, help="URL of the new (empty) cache")
     cv.add_argument("--no-progress", action="store_true", help="no progress bar")
     cv.set_defaults(func=_guard(_convert))
