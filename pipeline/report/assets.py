@@ -13,8 +13,10 @@ from pipeline.video_io import CODEC, WEBM_CODEC, atomic_output, write_video
 
 from .html import esc
 
-# Both: H.264 plays in Chrome, Safari, Edge and Debian's Chromium; VP9 in builds without it.
-VIDEO_FORMATS = (("mp4", "video/mp4", CODEC), ("webm", "video/webm", WEBM_CODEC))
+# H.264 in MP4 plays in Chrome, Safari, Edge, Firefox and Debian's Chromium (the browser test
+# checks it loads); VP9 in WebM is for browsers built with open codecs only (Assets(webm=True)).
+MP4 = ("mp4", "video/mp4", CODEC)
+WEBM = ("webm", "video/webm", WEBM_CODEC)
 
 
 def png_bytes(picture: np.ndarray) -> bytes:
@@ -26,9 +28,11 @@ def png_bytes(picture: np.ndarray) -> bytes:
 class Assets:
     """``folder_url`` + ``prefix`` (the folder relative to the HTML), or ``inline``."""
 
-    def __init__(self, folder_url: str | None, prefix: str = "", *, inline: bool = False):
+    def __init__(self, folder_url: str | None, prefix: str = "", *, inline: bool = False,
+                 webm: bool = False):
         if not inline and folder_url is None:
             raise ValueError("assets need a folder unless inlined")
+        self.formats = (MP4, WEBM) if webm else (MP4,)  # each format is one more ffmpeg run per clip
         self.folder, self.prefix, self.inline = (folder_url or "").rstrip("/"), prefix.rstrip("/"), inline
         self.written: list[str] = []
 
@@ -47,10 +51,10 @@ class Assets:
         return f'<img class="frames" src="{esc(src)}" width="{w}" height="{h}" alt="{esc(alt)}">'
 
     def video(self, name: str, frames: np.ndarray, fps: float, title: str) -> str:
-        """A looping <video> of (F, H, W, 3) uint8 frames, in MP4 (H.264) and WebM (VP9)."""
+        """A looping <video> of (F, H, W, 3) uint8 frames: MP4 (H.264), and WebM (VP9) if asked."""
         sources = []
         with tempfile.TemporaryDirectory(prefix="s2dit-report-") as tmp:
-            for ext, mime, codec in VIDEO_FORMATS:
+            for ext, mime, codec in self.formats:
                 local = os.path.join(tmp, f"clip.{ext}")
                 write_video(local, frames, fps, codec)
                 with open(local, "rb") as handle:

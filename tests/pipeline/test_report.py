@@ -150,7 +150,7 @@ def test_a_partial_run_shows_missing_stages_as_pending(tmp_path):
             "cache-previews", "verify"} <= set(page.tables)
     # the teacher's own clips are there already, in both containers
     assert page.sources and all((run / s).stat().st_size > 0 for s in page.sources + page.images)
-    assert {Path(s).suffix for s in page.sources} == {".mp4", ".webm"}
+    assert {Path(s).suffix for s in page.sources} == {".mp4"}
 
 
 def test_an_empty_folder_and_a_corrupt_file_cost_only_their_sections(tmp_path):
@@ -184,7 +184,7 @@ def test_a_finished_tiny_run_shows_every_section(tiny_run):
     assert text.count("<svg") >= 8 and "causal_loss" in visible and "critic_loss" in visible
     # the stage videos: teacher 8-step, teacher 4-step, KD, AR for 4 prompts (3 trained, 1 unseen)
     stage_videos = [s for s in page.sources if "stage" in s]
-    assert len(stage_videos) == 4 * 4 * 2
+    assert len(stage_videos) == 4 * 4
     assert "S2DiT-AR, 4-step streaming" in visible and "unseen class" in visible
     assert len([s for s in page.sources if "sample_" in s]) == 2  # the sample stage's own MP4s
     for src in page.images + page.sources:
