@@ -1,50 +1,78 @@
-"""The README's main command at a tiny scale: every stage runs and the report is complete."""
+"""The README's main command at a tiny scale: `s2dit demo` is `s2dit run` on the bundled demo
+config; every stage runs, report.json is complete, and a rerun after changing only stage 2's
+section reruns stage 2 and what follows it, nothing before."""
 
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 from rich.console import Console
 
 from cache_schema import CacheReader
 from cache_schema.versioning import list_tags
-from pipeline.run import DEMO_AR_RECIPE, DEMO_KD_RECIPE, DemoConfig, run_demo
+from pipeline.graph import bundled_config, load_run_config
+from pipeline.run import demo_config, run_config
 from student_train.config import TrainConfig
 from student_train.self_forcing import ARConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+TINY = {"per_class": 8, "train_steps": 3, "batch_size": 8, "eval_per_class": 2, "ar_steps": 2,
+        "ar_causal_steps": 2, "ar_batch_size": 4}
 
 
-def test_demo_recipes_are_the_documented_configs():
-    """The demo trains with configs/kd_demo.toml and configs/ar_demo.toml (steps, batch apart)."""
-    sized = {"steps": 1, "batch_size": 1, "checkpoint_every": 1}
-    assert TrainConfig.load(str(ROOT / "configs/kd_demo.toml"), **sized) == TrainConfig(**DEMO_KD_RECIPE, **sized)
-    assert ARConfig.load(str(ROOT / "configs/ar_demo.toml"), **sized) == ARConfig(**DEMO_AR_RECIPE, **sized)
+def _state(out: Path) -> dict:
+    return json.loads((out / "run_state.json").read_text())["stages"]
 
 
-def test_demo_runs_every_stage_end_to_end(tmp_path, ray_runtime):
+def test_the_demo_config_is_the_repository_file_and_includes_the_documented_recipes():
+    """One demo config (configs/demo.toml, shipped as package data), whose training sections
+    are configs/kd_demo.toml and configs/ar_demo.toml plus what demo.toml overrides."""
+    assert Path(bundled_config("demo.toml")).read_bytes() == (ROOT / "configs/demo.toml").read_bytes()
+    demo = load_run_config(str(ROOT / "configs/demo.toml")).resolved()
+    own = tomllib.loads((ROOT / "configs/demo.toml").read_text())
+    assert TrainConfig.load(None, **demo["train"]) == TrainConfig.load(
+        str(ROOT / "configs/kd_demo.toml"), **{k: v for k, v in own["train"].items() if k != "include"})
+    assert ARConfig.load(None, **demo["train_ar"]) == ARConfig.load(str(ROOT / "configs/ar_demo.toml"))
+    assert demo_config(ar_steps=0).enabled("train_ar") is False
+
+
+def test_demo_runs_every_stage_then_a_stage_2_change_reruns_only_stage_2_onwards(tmp_path, ray_runtime):
     out = tmp_path / "demo"
-    cfg = DemoConfig(out=str(out), per_class=8, train_steps=3, batch_size=8, eval_per_class=2,
-                     ar_steps=2, ar_causal_steps=2, ar_batch_size=4)
-    result = run_demo(cfg, Console(quiet=True))
+    run_config(demo_config(out=str(out), **TINY), console=Console(quiet=True), progress=False)
+    stages = _state(out)
+    assert [s["status"] for s in stages.values()] == ["done"] * 10
     report = json.loads((out / "report.json").read_text())
-    assert report["checkpoint"] == result["checkpoint"] and report["cache_tag"] == "train"
-    assert set(report["timings"]) == {"generate_s", "verify_s", "train_s", "evaluate_s",
-                                      "train_ar_s", "train_ar_causal_s", "train_ar_dmd_s",
-                                      "evaluate_ar_s", "sample_s"}
+    assert report["checkpoint"] == stages["train_kd"]["outputs"]["checkpoint"]
+    assert report["cache_tag"] == "train" and (out / "report.html").stat().st_size > 0
+    assert {"generate_s", "verify_s", "train_kd_s", "eval_kd_s", "train_ar_s", "train_ar_causal_s",
+            "train_ar_dmd_s", "eval_ar_s", "sample_s"} <= set(report["timings"])
     assert list_tags(str(out / "cache")) == {"train": CacheReader(str(out / "cache")).generation}
     assert len(CacheReader(f"{out}/cache@train")) == 12 * 8
     for scores in report["scores"]["held_out_seeds"].values():
         assert 0.0 <= scores["adherence"] <= 1.0
-    # Stage 2 starts from the stage-1 checkpoint and is scored chunk by chunk.
+    # Stage 2 starts from the stage-1 checkpoint and is scored chunk by chunk
     assert report["ar_checkpoint"].startswith(str(out / "student_ar"))
-    # numbered by causal + DMD steps
-    assert report["ar_scores"]["stage"] == "ar" and report["ar_scores"]["step"] == 4
+    assert report["ar_scores"]["stage"] == "ar" and report["ar_scores"]["step"] == 4  # causal + DMD
     assert "student_ar_4step_streaming" in report["ar_scores"]["held_out_seeds"]
-    assert (out / "preview.png").stat().st_size > 0
-    # Stage 9 is text to video through `s2dit sample`'s code: S2DiT-AR streaming, one MP4 a prompt
-    sidecar = json.loads((out / "preview.json").read_text())
+    # the sample stage is text to video through `s2dit sample`'s code: S2DiT-AR streaming
+    preview = out / "preview"
+    assert (preview / "preview.png").stat().st_size > 0
+    sidecar = json.loads((preview / "preview.json").read_text())
     assert sidecar["stage"] == "ar" and sidecar["streaming"] and sidecar["prompts"] == report["preview_prompts"]
     assert len(sidecar["outputs"]["videos"]) == 4 and sidecar["video"]["frames"] == 5
-    assert all((out / f"preview.{i}.mp4").stat().st_size > 0 for i in range(4))
+    assert all((preview / f"preview.{i}.mp4").stat().st_size > 0 for i in range(4))
+    # the resolved config is in the run folder, with the included recipe
+    assert tomllib.loads((out / "run.toml").read_text())["train_ar"]["causal_sigma_shift"] == 3.0
+
+    # change only [train_ar] (one more DMD step): stage 2 and what follows rerun, nothing before
+    run_config(demo_config(out=str(out), **{**TINY, "ar_steps": 3}), console=Console(quiet=True),
+               progress=False)
+    again = _state(out)
+    rerun = [name for name in again if again[name]["finished"] != stages[name]["finished"]]
+    assert rerun == ["train_ar", "eval_ar", "sample", "report"]
+    assert again["train_ar"]["fingerprint"] != stages["train_ar"]["fingerprint"]
+    assert all(again[n]["fingerprint"] == stages[n]["fingerprint"] for n in list(again)[:6])
+    assert json.loads((out / "eval_ar.json").read_text())["step"] == 5
+    assert CacheReader(str(out / "cache")).generation == stages["generate"]["outputs"]["generation"]

@@ -1,9 +1,53 @@
-"""Placeholder while session 7 builds this command (its owner replaces this module)."""
+"""`s2dit run CONFIG.toml`: the whole pipeline as one resumable stage graph (pipeline/graph)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+from pipeline.graph import STAGE_NAMES, load_run_config
+from pipeline.run import run_config
+
+EPILOG = """\
+stages, in order: corpus -> generate -> verify -> tag -> train_kd -> eval_kd -> train_ar ->
+eval_ar -> sample -> report. Every stage records the fingerprint of its inputs (its config
+section, its upstream stages) and its outputs in RUN_DIR/run_state.json. Rerunning the same
+command skips what is up to date, resumes a stage that was interrupted (the cache job and the
+trainers continue from what they committed) and reruns what changed and everything after it.
+The report is RUN_DIR/report.html (also `s2dit report RUN_DIR`, for a partial run too).
+
+examples:
+  s2dit run configs/demo.toml                       # the demo (what `s2dit demo` runs)
+  s2dit run configs/tiny_wan.toml --out runs/wan    # tiny diffusers Wan teacher, text to MP4
+  s2dit run configs/demo.toml --from train_ar       # redo stage 2 and what follows
+  s2dit run configs/demo.toml --only report         # rewrite the report only
+"""
+
+
+def _run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    config = load_run_config(args.config)
+    run_config(config, out=args.out, from_stage=args.from_stage, only=args.only,
+               progress=not args.no_progress)
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    del subparsers  # registers nothing yet
+    run = subparsers.add_parser(
+        "run", help="the whole pipeline (cache -> train -> evaluate -> sample -> report) from "
+                    "one config, resumable",
+        description="Run the stage graph of a run config (TOML) in a run folder: generate and "
+                    "verify the teacher cache, train S2DiT-KD and S2DiT-AR, score, sample text "
+                    "to video and write the HTML report.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("config", metavar="CONFIG.toml",
+                     help="run config (sections [run] [corpus] [job] [verify] [tag] [train] "
+                          "[eval] [train_ar] [sample] [report]; see configs/demo.toml)")
+    run.add_argument("--out", metavar="URL",
+                     help="run folder (local path or fsspec URL; default: the config's [run] out)")
+    run.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, metavar="STAGE",
+                     help=f"rerun STAGE and every stage after it ({', '.join(STAGE_NAMES)})")
+    run.add_argument("--only", choices=STAGE_NAMES, metavar="STAGE",
+                     help="run only STAGE (its input stages must have finished)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)

@@ -1,0 +1,144 @@
+"""Run the stage graph over a run folder: skip what is up to date, resume what was
+interrupted, rerun what changed and everything downstream of it.
+
+A stage's fingerprint is the digest of its inputs: its resolved config section, extra inputs
+(e.g. the corpus file's checksum), and for every upstream stage its fingerprint and the time it
+finished. A rerun of a stage therefore makes everything downstream of it stale, and a stage
+whose inputs are unchanged and whose outputs are in place is skipped. A stage found
+``running`` or ``failed`` with the same fingerprint (a killed or crashed run) is run again on
+the same output folders, so the cache job and the trainers resume from what they committed;
+one whose inputs changed starts over (its old outputs are removed first).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import fsspec
+from rich.console import Console
+
+from .config import RunConfig
+from .fingerprint import digest
+from .stage import Stage, StageContext, StageSkipped
+from .state import RunState, now
+from .toml_out import dumps
+
+
+class StageOrderError(ValueError):
+    """--from / --only name a stage that cannot run yet (or does not exist)."""
+
+
+def _inputs(stage: Stage, ctx: StageContext) -> dict[str, Any]:
+    upstream = {}
+    for name in stage.upstream:
+        record = ctx.state.get(name)
+        upstream[name] = {"fingerprint": record.get("fingerprint"), "status": record["status"],
+                          "finished": record.get("finished")}
+    section = {k: v for k, v in ctx.config.section(stage.section).items() if k not in stage.volatile}
+    return {"section": section, "enabled": ctx.config.enabled(stage.section),
+            "extra": stage.extra_inputs(ctx), "upstream": upstream}
+
+
+def _skip_reason(stage: Stage, ctx: StageContext) -> str | None:
+    if not ctx.config.enabled(stage.section):
+        return f"disabled: [{stage.section}] enabled = false"
+    for name in stage.needs:
+        if ctx.state.get(name)["status"] == "skipped":
+            return f"its input stage {name} was skipped"
+    return stage.skip_reason(ctx)
+
+
+def _up_to_date(stage: Stage, ctx: StageContext, record: dict[str, Any], fingerprint: str) -> bool:
+    return (record.get("fingerprint") == fingerprint and record["status"] in ("done", "skipped")
+            and (record["status"] == "skipped" or stage.outputs_present(ctx, record.get("outputs", {}))))
+
+
+def write_run_config(run_dir: str, config: RunConfig) -> None:
+    header = f"# The resolved run config (from {config.source}); written by `s2dit run`.\n"
+    with fsspec.open(f"{run_dir.rstrip('/')}/run.toml", "w") as handle:
+        handle.write(header + dumps(config.resolved()))
+
+
+def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
+              from_stage: str | None = None, only: str | None = None,
+              console: Console | None = None, progress: bool = True) -> RunState:
+    """Bring every stage of ``run_dir`` up to date; returns the final state. ``from_stage``
+    reruns that stage and everything after it; ``only`` runs one stage (its upstream must be
+    up to date) and leaves the rest as they are."""
+    console = console or Console()
+    names = tuple(s.name for s in stages)
+    for flag, value in (("--from", from_stage), ("--only", only)):
+        if value is not None and value not in names:
+            raise StageOrderError(f"{flag} {value!r} is not a stage; stages: {', '.join(names)}")
+    if from_stage and only:
+        raise StageOrderError("give --from or --only, not both")
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    fs.makedirs(root, exist_ok=True)
+    state = RunState.load(run_dir, names)
+    write_run_config(run_dir, config)
+    ctx = StageContext(run_dir=run_dir, config=config, state=state, console=console, progress=progress)
+    forced_from = names.index(from_stage) if from_stage else len(names)
+    for index, stage in enumerate(stages, 1):
+        title = f"{index}/{len(stages)} {stage.name}: {stage.title}"
+        if only and stage.name != only:
+            continue
+        inputs = _inputs(stage, ctx)
+        fingerprint = digest(inputs)
+        record = state.get(stage.name)
+        if only:
+            stale = [u for u in stage.needs if state.get(u)["status"] != "done"]
+            if stale:
+                raise StageOrderError(f"--only {only}: its input stages {stale} have not finished; "
+                                      f"run without --only first")
+        forced = stage.name == only or index - 1 >= forced_from
+        reason = _skip_reason(stage, ctx)
+        if reason:
+            if record.get("status") != "skipped" or record.get("fingerprint") != fingerprint:
+                state.set(stage.name, {"status": "skipped", "reason": reason, "fingerprint": fingerprint,
+                                       "inputs": inputs, "finished": now()})
+            console.print(f"[dim]{title}: skipped ({reason})[/dim]")
+            continue
+        if not forced and _up_to_date(stage, ctx, record, fingerprint):
+            console.print(f"[dim]{title}: up to date (fingerprint {fingerprint[:12]})[/dim]")
+            continue
+        resume = (not forced and stage.resumable and record.get("fingerprint") == fingerprint
+                  and record["status"] in ("running", "failed"))
+        if not resume:
+            _clear(stage, ctx, record)
+        console.rule(f"{title}{' (resuming)' if resume else ''}")
+        started, t0 = now(), time.perf_counter()
+        running = {"status": "running", "fingerprint": fingerprint, "inputs": inputs, "started": started}
+        if resume:
+            running["resumed"] = record.get("resumed", 0) + 1
+        state.set(stage.name, running)
+        try:
+            outputs = stage.run(ctx)
+        except StageSkipped as skip:
+            state.set(stage.name, {"status": "skipped", "reason": str(skip), "fingerprint": fingerprint,
+                                   "inputs": inputs, "finished": now()})
+            console.print(f"[dim]{title}: skipped ({skip})[/dim]")
+            continue
+        except BaseException as exc:  # KeyboardInterrupt too: the record says where it stopped
+            failed = {**running, "status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
+                      "finished": now(), "seconds": round(time.perf_counter() - t0, 3)}
+            state.set(stage.name, failed)
+            raise
+        state.set(stage.name, {**running, "status": "done", "outputs": outputs, "finished": now(),
+                               "seconds": round(time.perf_counter() - t0, 3)})
+    return state
+
+
+def _clear(stage: Stage, ctx: StageContext, record: dict[str, Any]) -> None:
+    """Remove a stage's old outputs before a fresh run (not the user's files: a path the state
+    has no record of writing is refused, not deleted)."""
+    present = [p for p in stage.writes if ctx.exists(p)]
+    if not present:
+        return
+    if record.get("status", "pending") == "pending":
+        raise FileExistsError(f"{ctx.path(present[0])} exists but {ctx.state.url} does not record "
+                              f"stage {stage.name} writing it; move it away or use another --out")
+    ctx.console.print(f"{stage.name}: inputs changed or rerun asked; removing its old outputs "
+                      f"{', '.join(present)}")
+    for path in present:
+        ctx.remove(path)

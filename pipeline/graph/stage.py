@@ -1,0 +1,82 @@
+"""A stage of the run graph: its config section, what it needs, what it writes, how it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from rich.console import Console
+
+from .config import RunConfig
+from .state import RunState
+
+
+class StageSkipped(Exception):
+    """Raised by a stage that finds at run time it does not apply (the reason is recorded)."""
+
+
+@dataclass(kw_only=True, slots=True)
+class StageContext:
+    run_dir: str
+    config: RunConfig
+    state: RunState
+    console: Console
+    progress: bool = True
+
+    def path(self, relative: str) -> str:
+        return f"{self.run_dir.rstrip('/')}/{relative}"
+
+    def outputs(self, stage: str) -> dict[str, Any]:
+        """The recorded outputs of a finished stage ({} when it did not finish or was skipped)."""
+        record = self.state.get(stage)
+        return record.get("outputs", {}) if record.get("status") == "done" else {}
+
+    def exists(self, relative: str) -> bool:
+        fs, path = fsspec.core.url_to_fs(self.path(relative))
+        return fs.exists(path)
+
+    def remove(self, relative: str) -> None:
+        fs, path = fsspec.core.url_to_fs(self.path(relative))
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+def _no_reason(ctx: StageContext) -> str | None:
+    del ctx
+    return None
+
+
+def _no_inputs(ctx: StageContext) -> dict[str, Any]:
+    del ctx
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    title: str  # one line for the console
+    section: str  # its run-config section (part of its fingerprint)
+    run: Callable[[StageContext], dict[str, Any]]  # returns the outputs to record
+    needs: tuple[str, ...] = ()  # stages whose outputs it reads; skipped when one is skipped
+    uses: tuple[str, ...] = ()  # stages it reads when they ran (e.g. sample: AR else KD)
+    writes: tuple[str, ...] = ()  # run-folder paths; removed before a fresh (not resumed) run
+    # A reason not to run (besides ``enabled = false``), from the config and upstream outputs
+    skip_reason: Callable[[StageContext], str | None] = _no_reason
+    # Inputs outside the config and upstream stages (e.g. the corpus file's checksum)
+    extra_inputs: Callable[[StageContext], dict[str, Any]] = _no_inputs
+    # Whether recorded outputs are still in place (default: every ``writes`` path exists)
+    still_there: Callable[[StageContext, dict[str, Any]], bool] | None = None
+    resumable: bool = False  # an interrupted run continues from what it committed
+    # Section keys that change how, not what, it computes (left out of the fingerprint)
+    volatile: tuple[str, ...] = ()
+    upstream: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "upstream", self.needs + tuple(u for u in self.uses if u not in self.needs))
+
+    def outputs_present(self, ctx: StageContext, outputs: dict[str, Any]) -> bool:
+        if self.still_there is not None:
+            return self.still_there(ctx, outputs)
+        return all(ctx.exists(p) for p in self.writes)

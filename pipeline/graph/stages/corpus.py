@@ -1,0 +1,80 @@
+"""Stage corpus: the prompts the teacher caches, as a file in the run folder.
+
+kind = "analytic": the analytic teacher's attribute classes, ``train_classes`` of them chosen
+by ``seed`` (the others held out as unseen combinations); "inline": ``prompts = [...]``;
+"file": a corpus at ``source`` (.txt, .jsonl or .parquet, any fsspec URL) copied in."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import fsspec
+
+from teacher_jobs.analytic_corpus import split_classes, write_corpus
+from teacher_jobs.corpus import load_corpus
+
+from ..stage import Stage, StageContext
+
+KEYS = {"analytic": {"kind", "train_classes", "seed"}, "inline": {"kind", "prompts", "seed"},
+        "file": {"kind", "source", "seed"}}
+SAMPLE_PROMPTS = 8  # prompts recorded for the sample stage's default
+
+
+def _section(ctx: StageContext) -> dict[str, Any]:
+    section = ctx.config.section("corpus")
+    kind = section.setdefault("kind", "analytic")
+    if kind not in KEYS:
+        raise ValueError(f"[corpus] kind must be one of {sorted(KEYS)}, got {kind!r}")
+    unknown = sorted(set(section) - KEYS[kind])
+    if unknown:
+        raise ValueError(f"unknown [corpus] keys {unknown} for kind = {kind!r}; known: "
+                         f"{sorted(KEYS[kind])}")
+    return section
+
+
+def _source_checksum(ctx: StageContext) -> dict[str, Any]:
+    section = _section(ctx)
+    if section["kind"] != "file":
+        return {}
+    fs, path = fsspec.core.url_to_fs(section["source"])
+    if not fs.exists(path):
+        raise FileNotFoundError(f"[corpus] source {section['source']} does not exist")
+    return {"source_ukey": fs.ukey(path)}  # changes when the file does
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    section = _section(ctx)
+    kind, out = section["kind"], ctx.path("prompts.txt")
+    held_out: list[str] = []
+    if kind == "analytic":
+        prompts, held_out = split_classes(train_classes=section.get("train_classes", 12),
+                                          seed=section.get("seed", 0))
+        write_corpus(out, prompts)
+    elif kind == "inline":
+        prompts = section.get("prompts")
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("[corpus] kind = 'inline' needs prompts = ['...', ...]")
+        write_corpus(out, list(prompts))
+    else:
+        source = section.get("source")
+        if not source:
+            raise ValueError("[corpus] kind = 'file' needs source = URL of a .txt/.jsonl/.parquet")
+        out = ctx.path("prompts" + posixpath.splitext(source)[1])
+        with fsspec.open(source, "rb") as src, fsspec.open(out, "wb") as dst:
+            dst.write(src.read())
+        prompts = list(dict.fromkeys(e.prompt for e in load_corpus(out)[0]))
+    ctx.console.print(f"{len(prompts)} prompts -> {out}"
+                      + (f"; {len(held_out)} combinations held out" if held_out else ""))
+    return {"prompts": out, "kind": kind, "count": len(prompts), "held_out": len(held_out),
+            "sample_prompts": prompts[:SAMPLE_PROMPTS]}
+
+
+def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
+    fs, path = fsspec.core.url_to_fs(outputs["prompts"])
+    return fs.exists(path)
+
+
+STAGE = Stage(name="corpus", title="the prompts", section="corpus", run=run,
+              writes=("prompts.txt", "prompts.jsonl", "prompts.parquet"),
+              extra_inputs=_source_checksum, still_there=_present)

@@ -1,0 +1,55 @@
+"""Stages eval_kd / eval_ar: the analytic oracle's scores of a checkpoint against the teacher
+(held-out seeds of the trained classes, unseen combinations; AR chunk by chunk).
+
+Reads ``[eval]``: per_class (held-out samples per class), seed. The oracle exists only for the
+analytic teacher: on another teacher's cache the stage is skipped with that reason."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fsspec
+
+from pipeline.eval import evaluate_checkpoint, format_report
+
+from ..stage import Stage, StageContext
+
+KEYS = {"per_class", "seed"}
+
+
+def _analytic_only(ctx: StageContext) -> str | None:
+    teacher = ctx.outputs("generate").get("teacher")
+    if teacher is not None and teacher != "analytic":
+        return f"scores need the analytic teacher's oracle; this cache was made by {teacher!r}"
+    return None
+
+
+def _evaluate(ctx: StageContext, train_stage: str, out_name: str) -> dict[str, Any]:
+    section = ctx.config.section("eval")
+    unknown = sorted(set(section) - KEYS)
+    if unknown:
+        raise ValueError(f"unknown [eval] keys {unknown}; known: {sorted(KEYS)}")
+    checkpoint = ctx.outputs(train_stage)["checkpoint"]
+    scores = evaluate_checkpoint(checkpoint, per_class=section.get("per_class", 24),
+                                 seed=section.get("seed", 0))
+    with fsspec.open(ctx.path(out_name), "w") as handle:
+        json.dump(scores, handle, indent=1)
+    ctx.console.print(format_report(scores), soft_wrap=True)
+    return {"scores": ctx.path(out_name), "checkpoint": checkpoint}
+
+
+def _eval_kd(ctx: StageContext) -> dict[str, Any]:
+    return _evaluate(ctx, "train_kd", "eval_kd.json")
+
+
+def _eval_ar(ctx: StageContext) -> dict[str, Any]:
+    return _evaluate(ctx, "train_ar", "eval_ar.json")
+
+
+EVAL_KD = Stage(name="eval_kd", title="score S2DiT-KD with the analytic oracle", section="eval",
+                run=_eval_kd, needs=("train_kd", "generate"), writes=("eval_kd.json",),
+                skip_reason=_analytic_only)
+EVAL_AR = Stage(name="eval_ar", title="score S2DiT-AR chunk by chunk", section="eval",
+                run=_eval_ar, needs=("train_ar", "generate"), writes=("eval_ar.json",),
+                skip_reason=_analytic_only)

@@ -1,0 +1,54 @@
+"""Stage generate: the versioned teacher cache in RUN_DIR/cache (Ray teacher actors).
+
+Reads ``[job]`` (teacher_jobs JobConfig keys; ``[job.teacher]`` the teacher's section); the
+corpus and cache paths are the run folder's. Resumable: a rerun after a kill continues from the
+last committed generation (the job skips committed units)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cache_schema import load_manifest
+from teacher_jobs.config import JobConfig
+from teacher_jobs.job import run_generation
+
+from ..stage import Stage, StageContext
+
+
+def job_config(ctx: StageContext) -> JobConfig:
+    section = ctx.config.section("job")
+    teacher = section.pop("teacher", None)
+    return JobConfig.load(None, teacher=teacher, prompts=ctx.outputs("corpus").get("prompts"),
+                          output=ctx.path("cache"), **section)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    job = run_generation(job_config(ctx), progress=ctx.progress)
+    if not job.ok:
+        raise RuntimeError(f"cache generation failed for units {job.failed_units}; rerun to retry them")
+    manifest = job.manifest
+    ctx.console.print(f"cache {ctx.path('cache')} generation {manifest.generation}: "
+                      f"{manifest.num_samples} trajectories, {manifest.total_bytes / 2**20:.1f} MiB "
+                      f"in {len(manifest.shards)} shards")
+    return {"cache": ctx.path("cache"), "generation": manifest.generation,
+            "samples": manifest.num_samples, "shards": len(manifest.shards),
+            "bytes": manifest.total_bytes, "encoding": manifest.encoding,
+            "teacher": manifest.fingerprint.get("teacher"),
+            "fingerprint_digest": manifest.fingerprint_digest}
+
+
+def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
+    manifest = load_manifest(f"{outputs['cache']}@{outputs['generation']}") if ctx.exists("cache") else None
+    return manifest is not None and manifest.fingerprint_digest == outputs["fingerprint_digest"]
+
+
+# Where and how wide the job runs: the cache's bytes do not depend on these (units and noise
+# are functions of the corpus and seed), so changing them does not regenerate it.
+EXECUTION_KEYS = ("ray_address", "num_actors", "num_cpus_per_actor", "placement_timeout_s",
+                  "max_retries")
+
+STAGE = Stage(name="generate", title="the teacher cache (Ray)", section="job", run=run,
+              needs=("corpus",), writes=("cache",), still_there=_present, resumable=True,
+              volatile=EXECUTION_KEYS)

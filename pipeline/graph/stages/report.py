@@ -1,0 +1,58 @@
+"""Stage report: report.json (the machine-readable summary older tools read) and the HTML
+report (pipeline.report.write_report, also `s2dit report RUN_DIR`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fsspec
+
+from ..stage import Stage, StageContext
+
+UPSTREAM = ("corpus", "generate", "verify", "tag", "train_kd", "eval_kd", "train_ar", "eval_ar", "sample")
+
+
+def _scores(ctx: StageContext, stage: str) -> dict[str, Any] | None:
+    url = ctx.outputs(stage).get("scores")
+    if not url:
+        return None
+    with fsspec.open(url, "r") as handle:
+        return json.load(handle)
+
+
+def summary(ctx: StageContext) -> dict[str, Any]:
+    """The run in one JSON document: config, cache, checkpoints, scores, preview, stage times."""
+    stages = {name: ctx.state.get(name) for name in UPSTREAM}
+    cache, tag = ctx.outputs("generate"), ctx.outputs("tag")
+    timings = {f"{name}_s": record["seconds"] for name, record in stages.items() if "seconds" in record}
+    for phase, seconds in ctx.outputs("train_ar").get("phase_seconds", {}).items():
+        timings[f"train_ar_{phase}_s"] = seconds
+    sample = ctx.outputs("sample")
+    return {
+        "config": ctx.config.resolved(),
+        "cache": f"{cache['cache']}@{cache['generation']}" if cache else None,
+        "cache_tag": tag.get("tag"),
+        "checkpoint": ctx.outputs("train_kd").get("checkpoint"),
+        "scores": _scores(ctx, "eval_kd"),
+        "ar_checkpoint": ctx.outputs("train_ar").get("checkpoint"),
+        "ar_scores": _scores(ctx, "eval_ar"),
+        "preview": sample.get("outputs"), "preview_prompts": sample.get("prompts"),
+        "timings": timings,
+        "stages": {name: {k: record[k] for k in ("status", "reason", "seconds", "error") if k in record}
+                   for name, record in stages.items()},
+    }
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    from pipeline.report import write_report  # the HTML report (its own package)
+
+    with fsspec.open(ctx.path("report.json"), "w") as handle:
+        json.dump(summary(ctx), handle, indent=1)
+    html = write_report(ctx.run_dir)
+    ctx.console.print(f"report: {html} (open it in a browser); summary: {ctx.path('report.json')}")
+    return {"report_json": ctx.path("report.json"), "report_html": html}
+
+
+STAGE = Stage(name="report", title="the report", section="report", run=run, uses=UPSTREAM,
+              writes=("report.json", "report.html", "report_assets"))

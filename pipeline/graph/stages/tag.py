@@ -1,0 +1,35 @@
+"""Stage tag: name the verified generation (default ``train``): training reads CACHE@TAG, so
+later appends or filters cannot change what it trained on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cache_schema.versioning import list_tags, set_tag
+
+from ..stage import Stage, StageContext
+
+
+def _name(ctx: StageContext) -> str:
+    section = ctx.config.section("tag")
+    unknown = sorted(set(section) - {"name"})
+    if unknown:
+        raise ValueError(f"unknown [tag] keys {unknown}; known: ['name']")
+    return section.get("name", "train")
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cache, name = ctx.outputs("generate"), _name(ctx)
+    set_tag(cache["cache"], name, cache["generation"])
+    ctx.console.print(f"tag {name} -> generation {cache['generation']}; training reads "
+                      f"{cache['cache']}@{name}")
+    return {"cache_url": f"{cache['cache']}@{name}", "tag": name, "generation": cache["generation"]}
+
+
+def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
+    cache = ctx.outputs("generate")
+    return bool(cache) and list_tags(cache["cache"]).get(outputs["tag"]) == outputs["generation"]
+
+
+STAGE = Stage(name="tag", title="tag the verified generation", section="tag", run=run,
+              needs=("generate", "verify"), still_there=_present)

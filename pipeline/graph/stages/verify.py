@@ -1,0 +1,35 @@
+"""Stage verify: the generated cache generation checked end to end (deep: every checksum)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fsspec
+
+from cache_schema import verify_cache
+
+from ..stage import Stage, StageContext
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    section = ctx.config.section("verify")
+    unknown = sorted(set(section) - {"deep"})
+    if unknown:
+        raise ValueError(f"unknown [verify] keys {unknown}; known: ['deep']")
+    cache = ctx.outputs("generate")
+    deep = bool(section.get("deep", True))
+    report = verify_cache(f"{cache['cache']}@{cache['generation']}", deep=deep)
+    record = {**report.to_json(), "deep": deep}
+    with fsspec.open(ctx.path("verify.json"), "w") as handle:
+        json.dump(record, handle, indent=1)
+    if not report.ok:
+        raise RuntimeError(f"cache failed verification ({ctx.path('verify.json')}): {report.problems[:3]}")
+    ctx.console.print(f"intact: {report.checked_shards} shards, {report.checked_samples} samples"
+                      f"{' checksummed' if deep else ''}")
+    return {"verify": ctx.path("verify.json"), "checked_shards": report.checked_shards,
+            "checked_samples": report.checked_samples}
+
+
+STAGE = Stage(name="verify", title="verify the cache", section="verify", run=run,
+              needs=("generate",), writes=("verify.json",))

@@ -1,0 +1,126 @@
+"""The stage graph's bookkeeping on stages defined here (each appends to a log and writes its
+output file): skip what is up to date, rerun what changed and everything downstream, --from,
+--only, disabled stages, failures recorded, folders it did not write refused; the run config's
+includes and refusals by name; the TOML it writes reads back."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from pipeline.graph import RunConfigError, StageOrderError, load_run_config, run_graph
+from pipeline.graph.stage import Stage, StageContext
+from pipeline.graph.toml_out import dumps
+
+QUIET = Console(quiet=True)
+
+
+def _toy_stages(log: list[str], fail: set[str] | None = None) -> tuple[Stage, ...]:
+    def make(name: str, section: str):
+        def run(ctx: StageContext) -> dict:
+            log.append(name)
+            if fail and name in fail:
+                raise RuntimeError(f"{name} broke\nsecond line")
+            with open(ctx.path(f"{name}.out"), "w") as handle:
+                handle.write(json.dumps(ctx.config.section(section)))
+            return {"file": ctx.path(f"{name}.out")}
+        return run
+
+    return (Stage(name="a", title="first", section="corpus", run=make("a", "corpus"), writes=("a.out",)),
+            Stage(name="b", title="second", section="train", run=make("b", "train"), needs=("a",), writes=("b.out",)),
+            Stage(name="c", title="third", section="train_ar", run=make("c", "train_ar"), needs=("b",), writes=("c.out",)),
+            Stage(name="d", title="fourth", section="sample", run=make("d", "sample"), uses=("a", "c"),
+                  writes=("d.out",)))
+
+
+def _config(tmp_path: Path, text: str):
+    path = tmp_path / "cfg.toml"
+    path.write_text(text)
+    return load_run_config(str(path))
+
+
+BASE = "[corpus]\nkind = 'inline'\n[train]\nsteps = 1\n[train_ar]\nsteps = 1\n"
+
+
+def test_rerun_skips_what_is_up_to_date_and_reruns_a_change_and_its_downstream(tmp_path):
+    log: list[str] = []
+    run = str(tmp_path / "run")
+    run_graph(_config(tmp_path, BASE), _toy_stages(log), run, console=QUIET)
+    assert log == ["a", "b", "c", "d"]
+    run_graph(_config(tmp_path, BASE), _toy_stages(log), run, console=QUIET)
+    assert log == ["a", "b", "c", "d"]  # nothing changed: nothing ran
+    state = run_graph(_config(tmp_path, BASE.replace("[train]\nsteps = 1", "[train]\nsteps = 2")),
+                      _toy_stages(log), run, console=QUIET)
+    assert log[4:] == ["b", "c", "d"]
+    assert json.loads(Path(state.get("b")["outputs"]["file"]).read_text())["steps"] == 2
+    # an output removed by hand is made again (and what follows it)
+    (tmp_path / "run" / "c.out").unlink()
+    run_graph(_config(tmp_path, BASE.replace("steps = 1", "steps = 2", 1)), _toy_stages(log), run, console=QUIET)
+    assert log[7:] == ["c", "d"]
+
+
+def test_from_only_and_disabled_stages(tmp_path):
+    log: list[str] = []
+    run = str(tmp_path / "run")
+    config = _config(tmp_path, BASE)
+    with pytest.raises(StageOrderError, match="its input stages"):
+        run_graph(config, _toy_stages(log), run, only="b", console=QUIET)
+    run_graph(config, _toy_stages(log), run, console=QUIET)
+    run_graph(config, _toy_stages(log), run, from_stage="c", console=QUIET)
+    assert log[4:] == ["c", "d"]
+    run_graph(config, _toy_stages(log), run, only="b", console=QUIET)
+    assert log[6:] == ["b"]
+    run_graph(config, _toy_stages(log), run, console=QUIET)  # b reran: c and d are stale
+    assert log[7:] == ["c", "d"]
+    with pytest.raises(StageOrderError, match="'nope' is not a stage"):
+        run_graph(config, _toy_stages(log), run, from_stage="nope", console=QUIET)
+    disabled = _config(tmp_path, BASE.replace("[train_ar]\n", "[train_ar]\nenabled = false\n"))
+    state = run_graph(disabled, _toy_stages(log), run, console=QUIET)
+    assert log[9:] == ["d"]  # c skipped; d used c, so it reruns without it
+    assert state.get("c")["status"] == "skipped" and "enabled = false" in state.get("c")["reason"]
+
+
+def test_a_failure_is_recorded_and_a_folder_it_did_not_write_is_refused(tmp_path):
+    log: list[str] = []
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="b broke"):
+        run_graph(_config(tmp_path, BASE), _toy_stages(log, fail={"b"}), str(run), console=QUIET)
+    state = json.loads((run / "run_state.json").read_text())["stages"]
+    assert state["b"]["status"] == "failed" and state["b"]["error"] == "RuntimeError: b broke"
+    assert state["c"] == {"status": "pending"}
+    run_graph(_config(tmp_path, BASE), _toy_stages(log), str(run), console=QUIET)
+    assert log == ["a", "b", "b", "c", "d"]  # a was not redone
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.out").write_text("someone's file")
+    with pytest.raises(FileExistsError, match="does not record"):
+        run_graph(_config(tmp_path, BASE), _toy_stages(log), str(other), console=QUIET)
+    assert (other / "a.out").read_text() == "someone's file"
+
+
+def test_run_config_includes_seeds_and_refusals(tmp_path):
+    (tmp_path / "recipe.toml").write_text("[train]\nlr = 0.5\nsteps = 9\n[train.model]\ndim = 8\nheads = 2\n")
+    config = _config(tmp_path, "[run]\nseed = 7\n[corpus]\nkind = 'analytic'\n"
+                               "[train]\ninclude = 'recipe.toml'\nsteps = 3\n[train.model]\ndim = 16\n")
+    assert config.section("train") == {"lr": 0.5, "steps": 3, "model": {"dim": 16, "heads": 2}, "seed": 7}
+    assert tomllib.loads(dumps(config.resolved())) == config.resolved()
+    for text, message in (("[corpus]\n[trian]\n", "unknown sections \\['trian'\\]"),
+                          ("[job]\nencoding = 'wds'\n", "no \\[corpus\\] section"),
+                          ("[corpus]\n[job]\noutput = 'x'\n", "\\[job\\] output .* the run sets it"),
+                          ("[corpus]\n[train_ar]\ninclude = 'recipe.toml'\n", "has no \\[train_ar\\] table"),
+                          ("[corpus]\n[run]\nsteps = 1\n", "unknown \\[run\\] keys")):
+        with pytest.raises(RunConfigError, match=message):
+            _config(tmp_path, text)
+
+
+def test_toml_writer_round_trips_what_configs_hold():
+    data = {"run": {"out": "s3://b/r \"x\"", "seed": 0}, "job": {"frames": 17, "keep": [0, 2],
+            "teacher": {"kind": "wan", "guidance": [4.0, 3.0], "offload": None}},
+            "train": {"model": {"layout": ["lcha", "ssa:2"]}, "lr": 1e-3, "flag": True}}
+    back = tomllib.loads(dumps(data))
+    del data["job"]["teacher"]["offload"]  # None: left out (TOML has no null)
+    assert back == data
