@@ -5,6 +5,8 @@ strip (readable in a screenshot) and names the class its latent is nearest to.""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,16 +103,14 @@ def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str]) ->
 def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets) -> str:
     """A grid: one row per prompt, one column per stage, each cell a video and a frame strip."""
     reader = CacheReader(cache_url)
-    teacher = analytic_teacher_of(reader.fingerprint)
     trained = sorted(set(reader.index().column("prompt").to_pylist()))
-    picked = pick_prompts(teacher, trained)
+    picked = pick_prompts(analytic_teacher_of(reader.fingerprint), trained)
     if not picked:
         return pending("no prompts in the cache yet")
-    prompts = [p for p, _ in picked]
-    teacher, clips = stage_clips(cache_url, kd_run, ar_run, prompts)
+    teacher, clips = stage_clips(cache_url, kd_run, ar_run, [p for p, _ in picked])
     decoder = AnalyticSide(reader.fingerprint).decoder
     fps = AnalyticSide.fps
-    columns = len(clips) + 1
+    encode = []  # (cell index, name, frames, title): the encodes run in parallel (ffmpeg processes)
     cells = ['<div class="muted">prompt (held-out seed)</div>'] + [f"<div><b>{esc(c.label)}</b></div>" for c in clips]
     for i, (prompt, kind) in enumerate(picked):
         cells.append(f"<div>{esc(prompt)}<br><span class=\"muted\">{esc(kind)} class, seed "
@@ -124,11 +124,17 @@ def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets) 
             verdict = "right" if teacher.class_of(nearest) == teacher.class_of(prompt) else "wrong"
             name = f"stage{j}_prompt{i}"
             strip = frame_strip(frames[:, :, ::4, ::4], gap=1)  # 4x blocks: a row of frames fits
+            encode.append((len(cells), name, frames[0], f"{clip.label}: {prompt}"))
             cells.append(
-                f"<figure>{assets.video(name, frames[0], fps, f'{clip.label}: {prompt}')}"
+                "<figure>{video}"
                 f"{assets.image(name + '_strip', strip, alt=f'frames of {clip.label}: {prompt}')}"
                 f"<figcaption>nearest class: {esc(nearest)} ({verdict})</figcaption></figure>")
-    grid = f'<div class="clips" style="grid-template-columns: 180px repeat({columns - 1}, auto)">{"".join(cells)}</div>'
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        videos = list(pool.map(lambda job: assets.video(job[1], job[2], fps, job[3]), encode))
+    for (index, *_), video in zip(encode, videos):
+        cells[index] = cells[index].replace("{video}", video, 1)
+    grid = (f'<div class="clips" style="grid-template-columns: 180px repeat({len(clips)}, auto)">'
+            f'{"".join(cells)}</div>')
     return (grid + f'<p class="muted">Colours: each latent pixel painted in the colour word whose pattern '
             f"explains it (teacher_jobs.preview.ColourDecoder), {decoder.scale}x blocks, {fps:g} fps.</p>")
 

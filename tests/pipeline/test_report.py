@@ -167,6 +167,7 @@ def test_an_empty_folder_and_a_corrupt_file_cost_only_their_sections(tmp_path):
     assert "Cache card" in visible and "could not draw" not in visible
 
 
+@pytest.mark.slow
 def test_a_finished_tiny_run_shows_every_section(tiny_run):
     text = Path(write_report(str(tiny_run))).read_text()
     page = _Page(text)
@@ -193,12 +194,18 @@ def test_a_finished_tiny_run_shows_every_section(tiny_run):
     assert f"{stages['train_kd']['seconds']:.4g}" in visible
 
 
-def test_report_command_writes_elsewhere_with_its_own_assets(tiny_run, tmp_path, capsys):
+def test_report_command_writes_elsewhere_with_its_own_assets(tmp_path, capsys):
     from pipeline.cli import main
 
+    run, _, _ = build_partial_run(tmp_path / "run", seeds=1)
     out = tmp_path / "elsewhere" / "r.html"
-    assert main(["report", str(tiny_run), "--out", str(out)]) == 0
+    assert main(["report", str(run), "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out
     page = _Page(out.read_text())
+    assert page.images and page.sources
     assert all(s.startswith("r_assets/") for s in page.images + page.sources)
-    assert all((out.parent / s).exists() for s in page.images + page.sources)
+    assert all((out.parent / s).stat().st_size > 0 for s in page.images + page.sources)
+    assert not (run / "report.html").exists()
+    assert main(["report", str(tmp_path / "no-run")]) == 2
+    err = capsys.readouterr().err
+    assert "no-run does not exist" in err and "s2dit run" in err
