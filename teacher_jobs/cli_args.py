@@ -24,7 +24,7 @@ TEACHER_FLAGS = {  # [job.teacher] key -> (type, help); every teacher key is a f
     "boundary": (float, "expert switch as a ratio of the training timesteps (default: checkpoint's)"),
     "negative_prompt": (str, "negative prompt for CFG (Wan default: the official Wan 2.2 one)"),
     "offload": (str, "none | expert (one expert on the GPU at a time) | model (diffusers CPU offload)"),
-    "micro_batch": (int, "samples per forward pass (1: a sample's bytes do not depend on its unit; larger batches differ by float rounding)"),
+    "micro_batch": (int, "samples sharing one solver loop (a sample's bytes do not depend on it: Wan runs its networks one sample per call)"),
     "attention_backend": (str, "diffusers attention backend, e.g. flash, _native_cudnn"),
     "max_text_len": (int, "text encoder sequence length"),
 }

@@ -48,7 +48,7 @@ class TeacherSettings(abc.ABC):
     shift: float = 3.0
     guidance: tuple[float, float] = (3.0, 3.0)  # (high-noise expert, low-noise expert)
     negative_prompt: str = ""
-    micro_batch: int = 0  # samples per forward pass; 0: a whole work unit at once
+    micro_batch: int = 0  # samples sharing one solver loop; 0: a whole work unit at once
 
     def __post_init__(self) -> None:
         g = self.guidance if isinstance(self.guidance, (list, tuple)) else (self.guidance,)

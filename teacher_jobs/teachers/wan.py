@@ -5,7 +5,9 @@ Euler/UniPC; our own loop over the pipeline's modules so every state and both ve
 recorded (DESIGN 4.2).
 
 With the same initial noise, prompts, steps, shift and guidance pair, the final latent of this
-loop equals stock ``WanPipeline(output_type="latent")`` (bit for bit with Euler).
+loop equals stock ``WanPipeline(output_type="latent")`` run one prompt at a time (bit for bit
+with Euler). The transformer and the text encoder see one sample per call, so a sample's bytes
+do not depend on the micro-batch or on which prompts share it (batch invariance).
 """
 
 from __future__ import annotations
@@ -96,9 +98,15 @@ def encode_wan_prompts(pipe, prompts: list[str], *, max_text_len: int, device: t
     teacher and by sampling a student, so both see the same text input."""
     # the pipeline's own seq_len: tokens of the cleaned prompt, truncated at max_text_len
     lengths = [min(count_wan_tokens(pipe.tokenizer, p), max_text_len) for p in prompts]
+    # One prompt per encoder call, each distinct prompt once: the encoder always sees batch 1 at
+    # the fixed padded length, so a prompt's embedding cannot depend on which prompts share its
+    # call (batch invariance; GEMM kernels are chosen by shape). UMT5 is ~1/10^4 of a trajectory.
+    rows: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        emb = pipe._get_t5_prompt_embeds(prompt=prompts, max_sequence_length=max_text_len,
-                                         device=device, dtype=dtype)
+        for prompt in dict.fromkeys(prompts):
+            rows[prompt] = pipe._get_t5_prompt_embeds(prompt=[prompt], max_sequence_length=max_text_len,
+                                                      device=device, dtype=dtype)
+    emb = torch.cat([rows[p] for p in prompts]) if prompts else torch.empty(0)
     return EncodedText(emb=emb, lengths=lengths, prompts=list(prompts))
 
 
@@ -280,12 +288,19 @@ class WanTeacher(Teacher):
             timestep = t.expand(x.shape[0], f * (h // 2) * (w // 2))
         else:
             timestep = t.expand(x.shape[0])
+        # One sample and one branch per forward: every kernel sees the shapes of a batch of one
+        # whatever the micro-batch, so a sample's velocities do not depend on its neighbours
+        # (on CPU, GEMMs with M < 4 and elementwise tails round differently; on GPU, cuBLAS and
+        # attention pick kernels by shape). At A14B's 32,760 tokens a batch-one forward already
+        # runs (32760 x 5120) GEMMs; the micro-batch shares the solver step and the copies.
+        v_c, v_u = [], []
         with torch.no_grad():
-            v_c = model(hidden_states=inputs, timestep=timestep, encoder_hidden_states=text.emb,
-                        return_dict=False)[0]
-            v_u = model(hidden_states=inputs, timestep=timestep, encoder_hidden_states=neg_text.emb,
-                        return_dict=False)[0]
-        return v_c, v_u
+            for b in range(x.shape[0]):
+                row = slice(b, b + 1)
+                for out, emb in ((v_c, text.emb), (v_u, neg_text.emb)):
+                    out.append(model(hidden_states=inputs[row], timestep=timestep[row],
+                                     encoder_hidden_states=emb[row], return_dict=False)[0])
+        return torch.cat(v_c), torch.cat(v_u)
 
     def reset_solver(self) -> None:
         self.scheduler.set_timesteps(self.num_steps, device=self.device)

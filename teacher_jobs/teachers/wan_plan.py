@@ -3,7 +3,7 @@ meta device (no memory, no weights) out of config JSONs: the checkpoint's own, o
 A14B values shipped in ``wan_configs/`` when the checkpoint is a hub id not yet resolved.
 
 Weights: parameters x bytes of their dtype, per component. Activations (inference, no grad)
-for one expert forward of a micro-batch, with stated assumptions. Peak per actor depends on the
+for one expert forward of one sample, with stated assumptions. Peak per actor depends on the
 offload policy: ``none`` keeps everything on the GPU, ``expert`` one expert at a time (the
 other in host memory), ``model`` one model at a time (diffusers model CPU offload).
 """
@@ -35,7 +35,7 @@ class MemoryPlan:
     tokens_per_sample: int  # DiT sequence length: F' * H'/p * W'/p
     micro_batch: int
     offload: str
-    activations_gb: float  # one expert forward of the micro-batch
+    activations_gb: float  # one expert forward of one sample + the micro-batch's latents
     peak_gb_per_actor: float
     gpu_memory_gb: float
     fits: bool
@@ -102,9 +102,12 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
     dim = t["num_attention_heads"] * t["attention_head_dim"]
     e = DTYPE_BYTES[dtype]
     batch = max(1, micro_batch)
-    # live at the peak of a block: fp32 residual + its normed copy (8 D), q/k/v/out (4 D e),
-    # the FFN hidden (F e); attention itself is memory-efficient (SDPA/flash: O(N)).
-    activations = batch * tokens * (8 * dim + 4 * dim * e + t["ffn_dim"] * e)
+    # The transformer sees one sample per forward (batch invariance, wan.py): live at the peak
+    # of a block are the fp32 residual + its normed copy (8 D), q/k/v/out (4 D e) and the FFN
+    # hidden (F e) of one sample; attention itself is memory-efficient (SDPA/flash: O(N)).
+    # The micro-batch adds its fp32 latents: state, v_cond, v_uncond, guided v, solver history (8).
+    latent_bytes = 4 * latent_shape[0] * f * h * w
+    activations = tokens * (8 * dim + 4 * dim * e + t["ffn_dim"] * e) + 8 * batch * latent_bytes
     peak = sum(c.bytes for c in components.values() if c.on_gpu_at_peak) + activations
     peak_gb = peak / 1e9 + CUDA_RESERVE_GB
     layers = t["num_layers"]
@@ -118,16 +121,18 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
         fits=fits, flops_per_forward=float(per_forward), flops_per_trajectory=float(2 * steps * per_forward),
         assumptions=[
             f"weights: parameters x {dtype} ({vae_dtype} VAE); experts built on the meta device",
-            "activations: one expert forward of the micro-batch, no grad, memory-efficient attention",
+            ("activations: one expert forward of one sample (the teacher runs samples one per "
+             "forward), no grad, memory-efficient attention, + 8 fp32 latents per micro-batch sample"),
             f"+{CUDA_RESERVE_GB} GB for CUDA context and allocator reserve",
-            "FLOPs: 2 x tokens x linear params + 4 x tokens^2 x dim (self-attn) + 4 x tokens x 512 x dim "
-            "(cross-attn) per layer; 2 forwards (cond, uncond) per step; text encoder and VAE excluded"])
+            ("FLOPs: 2 x tokens x linear params + 4 x tokens^2 x dim (self-attn) + 4 x tokens x 512 x "
+             "dim (cross-attn) per layer; 2 forwards (cond, uncond) per step; text encoder and VAE "
+             "excluded")])
     if not fits:
-        plan.advice = _advice(plan, components, activations / 1e9, gpu_memory_gb, dtype)
+        plan.advice = _advice(plan, components, gpu_memory_gb, dtype)
     return plan
 
 
-def _advice(plan: MemoryPlan, components: dict[str, Component], act_gb: float, budget: float,
+def _advice(plan: MemoryPlan, components: dict[str, Component], budget: float,
             dtype: str) -> str:
     steps = []
     if dtype == "float32":
@@ -136,9 +141,6 @@ def _advice(plan: MemoryPlan, components: dict[str, Component], act_gb: float, b
         steps.append("offload = \"expert\" (--offload expert: one expert on the GPU at a time)")
     if plan.offload != "model":
         steps.append("offload = \"model\" (--offload model: one model on the GPU at a time)")
-    if plan.micro_batch > 1:
-        steps.append(f"micro_batch = 1 (--micro-batch 1; activations are {act_gb:.1f} GB "
-                     f"for {plan.micro_batch} samples)")
     steps.append("a smaller height/width/frames, or gpu_memory_gb of a larger GPU")
     return (f"the plan needs {plan.peak_gb_per_actor:.1f} GB per actor but gpu_memory_gb is "
             f"{budget:g}: set " + ", or ".join(steps))

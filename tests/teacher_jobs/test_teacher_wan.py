@@ -26,10 +26,14 @@ def saved_pipeline(tmp_path_factory) -> str:
 
 
 def _stock(teacher: WanTeacher, noise: torch.Tensor, scheduler) -> torch.Tensor:
+    """Stock WanPipeline, one prompt per call: the teacher runs its transformer one sample at a
+    time (batch invariance), and stock WanPipeline itself rounds differently at batch 2."""
     teacher.pipe.scheduler = scheduler
-    return teacher.pipe(prompt=PROMPTS, negative_prompt="", height=32, width=32, num_frames=9,
-                        num_inference_steps=6, guidance_scale=4.0, guidance_scale_2=3.0,
-                        latents=noise.clone(), output_type="latent", max_sequence_length=16).frames
+    return torch.cat([teacher.pipe(prompt=[prompt], negative_prompt="", height=32, width=32,
+                                   num_frames=9, num_inference_steps=6, guidance_scale=4.0,
+                                   guidance_scale_2=3.0, latents=noise[i:i + 1].clone(),
+                                   output_type="latent", max_sequence_length=16).frames
+                      for i, prompt in enumerate(PROMPTS)])
 
 
 @pytest.mark.parametrize("solver", ["euler", "unipc"])
@@ -109,30 +113,28 @@ def test_stored_text_length_is_the_pipelines_seq_len_after_prompt_clean(saved_pi
     assert records[0]["text_emb"].shape[0] == pipeline_len == teacher.count_tokens(prompt)
 
 
-def test_micro_batch_one_is_batch_invariant_and_larger_batches_differ_only_by_rounding(saved_pipeline):
-    """With micro_batch 1 (the Wan default) a sample's record is the same bytes whichever
-    samples share its unit. Larger micro-batches are NOT bit-identical on this CPU: float GEMMs
-    block differently for another batch size (measured: up to 1 ulp of fp16 in states and
-    velocities), so they are checked to rounding only; making them bitwise batch-invariant is
-    open work (NOTES, session 6)."""
-    teacher = build_teacher(f"wan:{saved_pipeline}", **SETTINGS)
+@pytest.mark.parametrize("solver", ["euler", "unipc"])
+def test_a_samples_bytes_do_not_depend_on_the_micro_batch_or_its_neighbours(saved_pipeline, solver):
+    """Micro-batch 1, 3 and 8 give byte-identical records, and a sample recorded alone equals
+    the same sample among seven others. (Before the teacher ran its transformer and text encoder
+    one sample at a time, micro-batch 8 differed from 1 by up to 1 ulp of fp16: on this CPU
+    GEMMs with fewer than 4 rows, like the timestep embedding's, and elementwise tails round
+    differently; session 7 bisected it with per-module hooks.)"""
+    teacher = build_teacher(f"wan:{saved_pipeline}", solver=solver, **SETTINGS)
     prompts = [f"a {c} cat running {d}" for c in ("red", "blue", "green", "white")
                for d in ("left", "right")]
     seeds = list(range(len(prompts)))
+
+    def as_bytes(records):
+        return {r["sample_id"]: {k: np.asarray(v).tobytes() for k, v in r.items()} for r in records}
+
     runs = {}
     for micro_batch in (1, 3, 8):
         records, rejected = record_trajectories(teacher, prompts, seeds, global_seed=0,
                                                 keep_steps=range(6), micro_batch=micro_batch)
-        assert not rejected
-        runs[micro_batch] = {r["sample_id"]: r for r in records}
+        assert not rejected and len(records) == len(prompts)
+        runs[micro_batch] = as_bytes(records)
+    assert runs[3] == runs[1] and runs[8] == runs[1]
     alone, _ = record_trajectories(teacher, prompts[5:6], seeds[5:6], global_seed=0,
                                    keep_steps=range(6), micro_batch=1)
-    sid = alone[0]["sample_id"]
-    assert {k: np.asarray(v).tobytes() for k, v in alone[0].items()} == \
-        {k: np.asarray(v).tobytes() for k, v in runs[1][sid].items()}
-    for micro_batch in (3, 8):
-        assert runs[micro_batch].keys() == runs[1].keys()
-        for sid, rec in runs[micro_batch].items():
-            for field in ("states", "v_cond", "v_uncond", "x0"):
-                np.testing.assert_allclose(rec[field].astype(np.float32),
-                                           runs[1][sid][field].astype(np.float32), atol=2e-3)
+    assert as_bytes(alone).items() <= runs[8].items()
