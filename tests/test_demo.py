@@ -18,7 +18,7 @@ from student_train.config import TrainConfig
 from student_train.self_forcing import ARConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"per_class": 8, "train_steps": 3, "batch_size": 8, "eval_per_class": 2, "ar_steps": 2,
+TINY = {"train_classes": 4, "per_class": 4, "train_steps": 3, "batch_size": 8, "eval_per_class": 1, "ar_steps": 2,
         "ar_causal_steps": 2, "ar_batch_size": 4}
 
 
@@ -49,7 +49,7 @@ def test_demo_runs_every_stage_then_a_stage_2_change_reruns_only_stage_2_onwards
     assert {"generate_s", "verify_s", "train_kd_s", "eval_kd_s", "train_ar_s", "train_ar_causal_s",
             "train_ar_dmd_s", "eval_ar_s", "sample_s"} <= set(report["timings"])
     assert list_tags(str(out / "cache")) == {"train": CacheReader(str(out / "cache")).generation}
-    assert len(CacheReader(f"{out}/cache@train")) == 12 * 8
+    assert len(CacheReader(f"{out}/cache@train")) == 4 * 4
     for scores in report["scores"]["held_out_seeds"].values():
         assert 0.0 <= scores["adherence"] <= 1.0
     # Stage 2 starts from the stage-1 checkpoint and is scored chunk by chunk

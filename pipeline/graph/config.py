@@ -2,7 +2,9 @@
 
 Sections (each optional but ``[corpus]``; a stage's section is part of its fingerprint):
 
-    [run]       out (run folder default), seed (default of every section's ``seed``)
+    [run]       out (run folder default), seed (default of every section's ``seed``),
+                train_workers (Ray Train workers of both training stages, default 1: in
+                process), max_failures (worker-group restarts with train_workers > 1)
     [corpus]    stage corpus:   kind = "analytic" (train_classes) | "inline" (prompts = [...])
                                 | "file" (source = URL of a .txt / .jsonl / .parquet corpus)
     [job]       stage generate: teacher_jobs JobConfig keys, [job.teacher] the teacher's own
@@ -35,7 +37,7 @@ import fsspec
 
 SECTIONS = ("run", "corpus", "job", "verify", "tag", "train", "eval", "train_ar", "sample", "report")
 SEEDED = ("corpus", "job", "train", "eval", "train_ar", "sample")  # sections with a seed key
-RUN_KEYS = {"out", "seed"}
+RUN_KEYS = {"out", "seed", "train_workers", "max_failures"}  # none is fingerprinted
 GRAPH_SET_JOB_KEYS = ("prompts", "output")  # the graph points these into the run folder
 BUNDLED_PACKAGE = "pipeline"  # pipeline/configs is the repository's configs/ (package data)
 

@@ -54,6 +54,13 @@ def _up_to_date(stage: Stage, ctx: StageContext, record: dict[str, Any], fingerp
             and (record["status"] == "skipped" or stage.outputs_present(ctx, record.get("outputs", {}))))
 
 
+def check_config(config: RunConfig, stages: tuple[Stage, ...]) -> None:
+    """Every enabled stage's section parsed into its typed config (errors name the key)."""
+    for stage in stages:
+        if stage.check is not None and config.enabled(stage.section):
+            stage.check(config)
+
+
 def write_run_config(run_dir: str, config: RunConfig) -> None:
     header = f"# The resolved run config (from {config.source}); written by `s2dit run`.\n"
     with fsspec.open(f"{run_dir.rstrip('/')}/run.toml", "w") as handle:
@@ -73,6 +80,7 @@ def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
             raise StageOrderError(f"{flag} {value!r} is not a stage; stages: {', '.join(names)}")
     if from_stage and only:
         raise StageOrderError("give --from or --only, not both")
+    check_config(config, stages)
     fs, root = fsspec.core.url_to_fs(run_dir)
     fs.makedirs(root, exist_ok=True)
     state = RunState.load(run_dir, names)

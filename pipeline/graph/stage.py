@@ -69,6 +69,8 @@ class Stage:
     # Whether recorded outputs are still in place (default: every ``writes`` path exists)
     still_there: Callable[[StageContext, dict[str, Any]], bool] | None = None
     resumable: bool = False  # an interrupted run continues from what it committed
+    # Refuses a bad section before any stage runs (a typo fails in seconds, not after the cache)
+    check: Callable[[RunConfig], None] | None = None
     # Section keys that change how, not what, it computes (left out of the fingerprint)
     volatile: tuple[str, ...] = ()
     upstream: tuple[str, ...] = field(init=False, default=())

@@ -14,6 +14,7 @@ import fsspec
 from teacher_jobs.analytic_corpus import split_classes, write_corpus
 from teacher_jobs.corpus import load_corpus
 
+from ..config import RunConfig
 from ..stage import Stage, StageContext
 
 KEYS = {"analytic": {"kind", "train_classes", "seed"}, "inline": {"kind", "prompts", "seed"},
@@ -21,8 +22,8 @@ KEYS = {"analytic": {"kind", "train_classes", "seed"}, "inline": {"kind", "promp
 SAMPLE_PROMPTS = 8  # prompts recorded for the sample stage's default
 
 
-def _section(ctx: StageContext) -> dict[str, Any]:
-    section = ctx.config.section("corpus")
+def _section(config: RunConfig) -> dict[str, Any]:
+    section = config.section("corpus")
     kind = section.setdefault("kind", "analytic")
     if kind not in KEYS:
         raise ValueError(f"[corpus] kind must be one of {sorted(KEYS)}, got {kind!r}")
@@ -34,7 +35,7 @@ def _section(ctx: StageContext) -> dict[str, Any]:
 
 
 def _source_checksum(ctx: StageContext) -> dict[str, Any]:
-    section = _section(ctx)
+    section = _section(ctx.config)
     if section["kind"] != "file":
         return {}
     fs, path = fsspec.core.url_to_fs(section["source"])
@@ -44,7 +45,7 @@ def _source_checksum(ctx: StageContext) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    section = _section(ctx)
+    section = _section(ctx.config)
     kind, out = section["kind"], ctx.path("prompts.txt")
     held_out: list[str] = []
     if kind == "analytic":
@@ -77,4 +78,4 @@ def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
 
 STAGE = Stage(name="corpus", title="the prompts", section="corpus", run=run,
               writes=("prompts.txt", "prompts.jsonl", "prompts.parquet"),
-              extra_inputs=_source_checksum, still_there=_present)
+              extra_inputs=_source_checksum, still_there=_present, check=_section)

@@ -13,6 +13,7 @@ import fsspec
 
 from pipeline.eval import evaluate_checkpoint, format_report
 
+from ..config import RunConfig
 from ..stage import Stage, StageContext
 
 KEYS = {"per_class", "seed"}
@@ -25,11 +26,16 @@ def _analytic_only(ctx: StageContext) -> str | None:
     return None
 
 
-def _evaluate(ctx: StageContext, train_stage: str, out_name: str) -> dict[str, Any]:
-    section = ctx.config.section("eval")
+def _section(config: RunConfig) -> dict[str, Any]:
+    section = config.section("eval")
     unknown = sorted(set(section) - KEYS)
     if unknown:
         raise ValueError(f"unknown [eval] keys {unknown}; known: {sorted(KEYS)}")
+    return section
+
+
+def _evaluate(ctx: StageContext, train_stage: str, out_name: str) -> dict[str, Any]:
+    section = _section(ctx.config)
     checkpoint = ctx.outputs(train_stage)["checkpoint"]
     scores = evaluate_checkpoint(checkpoint, per_class=section.get("per_class", 24),
                                  seed=section.get("seed", 0))
@@ -49,7 +55,7 @@ def _eval_ar(ctx: StageContext) -> dict[str, Any]:
 
 EVAL_KD = Stage(name="eval_kd", title="score S2DiT-KD with the analytic oracle", section="eval",
                 run=_eval_kd, needs=("train_kd", "generate"), writes=("eval_kd.json",),
-                skip_reason=_analytic_only)
+                skip_reason=_analytic_only, check=_section)
 EVAL_AR = Stage(name="eval_ar", title="score S2DiT-AR chunk by chunk", section="eval",
                 run=_eval_ar, needs=("train_ar", "generate"), writes=("eval_ar.json",),
-                skip_reason=_analytic_only)
+                skip_reason=_analytic_only, check=_section)

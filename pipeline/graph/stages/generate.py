@@ -13,19 +13,24 @@ from cache_schema import load_manifest
 from teacher_jobs.config import JobConfig
 from teacher_jobs.job import run_generation
 
+from ..config import RunConfig
 from ..stage import Stage, StageContext
 
 
-def job_config(ctx: StageContext) -> JobConfig:
-    section = ctx.config.section("job")
+def job_config(config: RunConfig, prompts: str, output: str) -> JobConfig:
+    section = config.section("job")
     teacher = section.pop("teacher", None)
-    return JobConfig.load(None, teacher=teacher, prompts=ctx.outputs("corpus").get("prompts"),
-                          output=ctx.path("cache"), **section)
+    return JobConfig.load(None, teacher=teacher, prompts=prompts, output=output, **section)
+
+
+def _check(config: RunConfig) -> None:
+    job_config(config, "RUN_DIR/prompts.txt", "RUN_DIR/cache")
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    job = run_generation(job_config(ctx), progress=ctx.progress)
+    job = run_generation(job_config(ctx.config, ctx.outputs("corpus")["prompts"], ctx.path("cache")),
+                         progress=ctx.progress)
     if not job.ok:
         raise RuntimeError(f"cache generation failed for units {job.failed_units}; rerun to retry them")
     manifest = job.manifest
@@ -51,4 +56,4 @@ EXECUTION_KEYS = ("ray_address", "num_actors", "num_cpus_per_actor", "placement_
 
 STAGE = Stage(name="generate", title="the teacher cache (Ray)", section="job", run=run,
               needs=("corpus",), writes=("cache",), still_there=_present, resumable=True,
-              volatile=EXECUTION_KEYS)
+              volatile=EXECUTION_KEYS, check=_check)

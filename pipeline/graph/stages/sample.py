@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.text_to_video import SampleConfig, generate
 
+from ..config import RunConfig
 from ..stage import Stage, StageContext
 
 OWN_KEYS = {"prompts", "count"}
@@ -19,12 +20,17 @@ GRAPH_KEYS = {"checkpoint", "out"}  # the run sets these
 PREFIX = "preview/preview"
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
-    section = ctx.config.section("sample")
+def _section(config: RunConfig) -> dict[str, Any]:
+    section = config.section("sample")
     known = {f.name for f in dataclasses.fields(SampleConfig)} - GRAPH_KEYS | OWN_KEYS
     unknown = sorted(set(section) - known)
     if unknown:
         raise ValueError(f"unknown [sample] keys {unknown}; known: {sorted(known)}")
+    return section
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    section = _section(ctx.config)
     count = section.pop("count", 4)
     prompts = section.pop("prompts", None) or ctx.outputs("corpus")["sample_prompts"][:count]
     trained = ctx.outputs("train_ar") or ctx.outputs("train_kd")
@@ -37,4 +43,5 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = Stage(name="sample", title="text to video (the deployed path)", section="sample", run=run,
-              needs=("train_kd", "corpus"), uses=("train_ar",), writes=("preview",))
+              needs=("train_kd", "corpus"), uses=("train_ar",), writes=("preview",),
+              check=_section)

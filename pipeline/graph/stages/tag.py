@@ -7,11 +7,12 @@ from typing import Any
 
 from cache_schema.versioning import list_tags, set_tag
 
+from ..config import RunConfig
 from ..stage import Stage, StageContext
 
 
-def _name(ctx: StageContext) -> str:
-    section = ctx.config.section("tag")
+def _name(config: RunConfig) -> str:
+    section = config.section("tag")
     unknown = sorted(set(section) - {"name"})
     if unknown:
         raise ValueError(f"unknown [tag] keys {unknown}; known: ['name']")
@@ -19,7 +20,7 @@ def _name(ctx: StageContext) -> str:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    cache, name = ctx.outputs("generate"), _name(ctx)
+    cache, name = ctx.outputs("generate"), _name(ctx.config)
     set_tag(cache["cache"], name, cache["generation"])
     ctx.console.print(f"tag {name} -> generation {cache['generation']}; training reads "
                       f"{cache['cache']}@{name}")
@@ -32,4 +33,4 @@ def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
 
 
 STAGE = Stage(name="tag", title="tag the verified generation", section="tag", run=run,
-              needs=("generate", "verify"), still_there=_present)
+              needs=("generate", "verify"), still_there=_present, check=_name)

@@ -9,14 +9,20 @@ import fsspec
 
 from cache_schema import verify_cache
 
+from ..config import RunConfig
 from ..stage import Stage, StageContext
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
-    section = ctx.config.section("verify")
+def _section(config: RunConfig) -> dict[str, Any]:
+    section = config.section("verify")
     unknown = sorted(set(section) - {"deep"})
     if unknown:
         raise ValueError(f"unknown [verify] keys {unknown}; known: ['deep']")
+    return section
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    section = _section(ctx.config)
     cache = ctx.outputs("generate")
     deep = bool(section.get("deep", True))
     report = verify_cache(f"{cache['cache']}@{cache['generation']}", deep=deep)
@@ -32,4 +38,4 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = Stage(name="verify", title="verify the cache", section="verify", run=run,
-              needs=("generate",), writes=("verify.json",))
+              needs=("generate",), writes=("verify.json",), check=_section)
