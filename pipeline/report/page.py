@@ -38,10 +38,11 @@ def _stages(run: RunFolder) -> str:
         seconds = rec.get("seconds")
         if isinstance(seconds, (int, float)):
             total += seconds
+        why = (f'<span class="error">{esc(rec["error"])}</span>' if rec.get("error")
+               else esc(rec.get("reason", "")))
         rows.append([esc(name), status_badge(rec["status"]), fmt(seconds) if seconds is not None else "",
-                     esc(rec.get("started", "")), esc(rec.get("finished", "")),
-                     f'<span class="error">{esc(rec["error"])}</span>' if rec.get("error") else ""])
-    return (note + table(["stage", "status", "seconds", "started", "finished", "error"], rows,
+                     esc(rec.get("started", "")), esc(rec.get("finished", "")), why])
+    return (note + table(["stage", "status", "seconds", "started", "finished", "error or reason"], rows,
                          table_id="stages", raw_cells=True)
             + f'<p class="muted">total recorded stage time {total:.1f} s</p>')
 
@@ -106,7 +107,12 @@ def _videos(run: RunFolder, assets: Assets) -> str:
     if manifest.fingerprint.get("teacher") != "analytic":
         return pending(f"side-by-side stage videos need the analytic teacher (this cache: "
                        f"{manifest.fingerprint.get('teacher')}); the sample stage's videos are below")
-    return stage_videos_html(ref, run.at("student"), run.at("student_ar"), assets)
+    notes = {}
+    for stage, model in (("train_kd", "S2DiT-KD"), ("train_ar", "S2DiT-AR")):
+        rec = run.stage(stage)
+        if rec["status"] in ("skipped", "failed"):
+            notes[model] = f"{rec['status']}: {rec.get('reason') or rec.get('error') or stage}"
+    return stage_videos_html(ref, run.at("student"), run.at("student_ar"), assets, notes)
 
 
 def _sample(run: RunFolder, assets: Assets) -> str:

@@ -62,7 +62,9 @@ def _nearest_class(teacher: AnalyticTeacher, x0: np.ndarray) -> list[str]:
             (teacher.classes[k // teacher.config.modes_per_class] for k in d2.argmin(1))]
 
 
-def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str]) -> tuple[AnalyticTeacher, list[Clip]]:
+def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str],
+                notes: dict[str, str] | None = None) -> tuple[AnalyticTeacher, list[Clip]]:
+    """The teacher's clips and each student's (``notes``: why a student has none, by name)."""
     reader = CacheReader(cache_url)
     fingerprint, digest = reader.fingerprint, reader.manifest.fingerprint_digest
     teacher = analytic_teacher_of(fingerprint)
@@ -78,7 +80,7 @@ def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str]) ->
     few = None
     for name, ckpt in students:
         if ckpt is None:
-            clips.append(Clip(name, None, "pending: no checkpoint yet"))
+            clips.append(Clip(name, None, (notes or {}).get(name, "pending: no checkpoint yet")))
             continue
         model, state = load_student(ckpt)
         sigmas = state["plan"]["schedule_sigmas"]
@@ -100,14 +102,15 @@ def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str]) ->
     return teacher, clips
 
 
-def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets) -> str:
+def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
+                      notes: dict[str, str] | None = None) -> str:
     """A grid: one row per prompt, one column per stage, each cell a video and a frame strip."""
     reader = CacheReader(cache_url)
     trained = sorted(set(reader.index().column("prompt").to_pylist()))
     picked = pick_prompts(analytic_teacher_of(reader.fingerprint), trained)
     if not picked:
         return pending("no prompts in the cache yet")
-    teacher, clips = stage_clips(cache_url, kd_run, ar_run, [p for p, _ in picked])
+    teacher, clips = stage_clips(cache_url, kd_run, ar_run, [p for p, _ in picked], notes)
     decoder = AnalyticSide(reader.fingerprint).decoder
     fps = AnalyticSide.fps
     encode = []  # (cell index, name, frames, title): the encodes run in parallel (ffmpeg processes)
