@@ -138,3 +138,39 @@ def test_a_samples_bytes_do_not_depend_on_the_micro_batch_or_its_neighbours(save
     alone, _ = record_trajectories(teacher, prompts[5:6], seeds[5:6], global_seed=0,
                                    keep_steps=range(6), micro_batch=1)
     assert as_bytes(alone).items() <= runs[8].items()
+
+
+def test_bf16_expert_offload_micro_batch_2_equals_stock_pipeline_and_micro_batch_1(saved_pipeline):
+    """The must-show of issue 14: the teacher in bfloat16 (VAE float32) with offload 'expert'
+    and micro-batch 2 gives stock WanPipeline's x0 in bfloat16 from the cached noise (within
+    bfloat16 rounding: stock runs both prompts in one batch-2 forward), and the same record
+    bytes as micro-batch 1."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    settings = {**SETTINGS, "num_steps": 4}
+    teacher = WanTeacher.from_pretrained(saved_pipeline, solver="euler", dtype="bfloat16",
+                                         offload="expert", **settings)
+    assert teacher.pipe.transformer.dtype == torch.bfloat16 and teacher.pipe.vae.dtype == torch.float32
+    runs = {}
+    for micro_batch in (2, 1):
+        records, rejected = record_trajectories(teacher, PROMPTS, [0, 1], global_seed=3,
+                                                keep_steps=range(4), micro_batch=micro_batch)
+        assert not rejected
+        runs[micro_batch] = records
+    assert [{k: np.asarray(v).tobytes() for k, v in r.items()} for r in runs[2]] == \
+        [{k: np.asarray(v).tobytes() for k, v in r.items()} for r in runs[1]]
+    assert teacher.expert_at(0) == 0 and teacher.expert_at(3) == 1  # both experts ran
+    # the cached noise: regenerated from (global seed, sample id), equal to the stored fp16 copy
+    noise = torch.from_numpy(batch_noise(3, [r["sample_id"] for r in runs[2]], teacher.latent_shape))
+    assert np.array_equal(noise.numpy().astype(np.float16), np.stack([r["noise"] for r in runs[2]]))
+    stock = WanPipeline.from_pretrained(saved_pipeline, dtype={"default": torch.bfloat16,
+                                                               "vae": torch.float32})
+    stock.scheduler = FlowMatchEulerDiscreteScheduler.from_config(stock.scheduler.config, shift=3.0)
+    expected = stock(prompt=PROMPTS, negative_prompt="", height=32, width=32, num_frames=9,
+                     num_inference_steps=4, guidance_scale=4.0, guidance_scale_2=3.0,
+                     latents=noise.clone(), output_type="latent", max_sequence_length=16).frames
+    ours = torch.from_numpy(np.stack([r["x0"] for r in runs[2]]).astype(np.float32))
+    scale = expected.float().abs().max().item()
+    assert scale > 0.1
+    # within bf16 rounding (measured: equal, as stock's Euler step rounds latents to bf16 too)
+    assert (ours - expected.float()).abs().max().item() <= 0.02 * scale
