@@ -65,3 +65,8 @@ class UnknownEncoding(CacheError, ValueError):
 class OperationRefused(CacheError, ValueError):
     """A versioning operation would be wrong or empty (bad filter, overlap, non-empty output);
     nothing was written."""
+
+
+class UnpinnedIndexWarning(UserWarning):
+    """A schema-1 manifest (written before manifests pinned their sample index) is being read:
+    its index cannot be checked against a digest. A new generation of the cache pins it."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import RecordError, StepNotStored
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: manifests pin the index (sha256, bytes) and lineage roots
 
 HalfDtype = Literal["float16", "bfloat16"]
 

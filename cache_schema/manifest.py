@@ -15,20 +15,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .checksum import sha256_bytes
-from .errors import ManifestError, SchemaVersionError
+from .errors import ManifestError, SchemaVersionError, UnpinnedIndexWarning
 from .fields import SCHEMA_VERSION, CacheLayout
 from .fingerprint import canonical_json, fingerprint_digest
+from .paths import INDEX_DIR, SHARD_DIR, check_relative_path, check_root, resolve_root
 from .store import Store, open_store, split_ref
 
 PRODUCER_VERSION = "s2dit-0.1.0"
 MANIFEST_DIR = "manifests"
 TAG_DIR = "tags"
+# Schema 2 pins the sample index (sha256, bytes) and records referenced roots in the lineage.
+# Schema 1 manifests are still read, with an UnpinnedIndexWarning (their index is unchecked).
+PINNED_INDEX_SCHEMA = 2
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,7 +48,7 @@ class ShardInfo:
     samples: int
     # The cache root ``path`` is relative to when the shard lives in another cache on the same
     # store (an append or merge by reference, no bytes copied): relative to this cache's URL
-    # (``../src``) or, in manifests written before relative roots, absolute; None: this cache.
+    # (``../src``, see ``paths``; absolute roots are refused); None: this cache.
     root: str | None = None
     # Index rows (sample_id, shard, offset, prompt, seed, status) of a freshly written shard,
     # carried to the committer; not part of the manifest (the Parquet index holds them).
@@ -73,6 +80,14 @@ class Manifest:
     producer_version: str = PRODUCER_VERSION
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # The index object's sha256 and size: None only in schema-1 manifests (read with a warning).
+    index_sha256: str | None = None
+    index_bytes: int | None = None
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """Referenced cache roots (append/merge by reference), as the lineage records them."""
+        return tuple(sorted({s.root for s in self.shards if s.root is not None}))
 
     @property
     def fingerprint_digest(self) -> str:
@@ -83,7 +98,7 @@ class Manifest:
         return sum(s.bytes for s in self.shards)
 
     def body(self) -> dict[str, Any]:
-        return {
+        body = {
             "schema_version": self.schema_version, "generation": self.generation,
             "cache_id": self.cache_id, "fingerprint": self.fingerprint,
             "fingerprint_digest": self.fingerprint_digest, "layout": self.layout.to_json(),
@@ -93,6 +108,10 @@ class Manifest:
             "created_at": self.created_at, "producer_version": self.producer_version,
             "extra": self.extra,
         }
+        if self.schema_version >= PINNED_INDEX_SCHEMA:  # schema-1 bodies keep their exact bytes
+            body["index_sha256"], body["index_bytes"] = self.index_sha256, self.index_bytes
+            body["lineage"]["roots"] = list(self.roots)
+        return body
 
     def to_bytes(self) -> bytes:
         body = self.body()
@@ -117,7 +136,7 @@ class Manifest:
             raise ManifestError(f"manifest {where} fails its body checksum: it was modified or "
                                 "corrupted after commit")
         try:
-            return cls(
+            manifest = cls(
                 generation=body["generation"], cache_id=body["cache_id"],
                 fingerprint=body["fingerprint"], layout=CacheLayout.from_json(body["layout"]),
                 encoding=body["encoding"],
@@ -126,9 +145,65 @@ class Manifest:
                 operation=body["lineage"]["operation"], parent=body["lineage"]["parent"],
                 created_at=body["created_at"], producer_version=body["producer_version"],
                 schema_version=version, extra=body.get("extra", {}),
+                index_sha256=body.get("index_sha256"), index_bytes=body.get("index_bytes"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"manifest {where} is malformed: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ManifestError(f"manifest {where} is malformed: {type(exc).__name__}: {exc}"
+                                ) from exc
+        check_manifest(manifest, where, lineage_roots=body["lineage"].get("roots"))
+        return manifest
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_manifest(manifest: Manifest, where: str, *, lineage_roots: object = None) -> None:
+    """Everything a reader will follow or trust, checked before anything is opened: paths stay
+    inside the cache root or a referenced root the lineage records (``paths``), no shard is
+    listed twice, the index is pinned (schema >= 2). Raises ManifestError naming what is wrong."""
+    where = f"manifest {where}"
+    if not isinstance(manifest.generation, int) or manifest.generation < 1:
+        raise ManifestError(f"{where}: generation {manifest.generation!r} is not a positive integer")
+    check_relative_path(manifest.index_path, top=INDEX_DIR, where=where, what="index_path")
+    if not _is_count(manifest.num_samples):
+        raise ManifestError(f"{where}: num_samples {manifest.num_samples!r} is not a count")
+    pinned = manifest.schema_version >= PINNED_INDEX_SCHEMA
+    if pinned:
+        if not (isinstance(manifest.index_sha256, str) and _SHA256.match(manifest.index_sha256)
+                and _is_count(manifest.index_bytes)):
+            raise ManifestError(f"{where}: schema {manifest.schema_version} must pin its index "
+                                "(index_sha256, index_bytes); the manifest is malformed")
+        if not isinstance(lineage_roots, list) or sorted(set(map(str, lineage_roots))) != list(
+                manifest.roots):
+            raise ManifestError(f"{where}: its shards reference cache roots {list(manifest.roots)} "
+                                f"but its lineage records {lineage_roots!r}; refusing roots the "
+                                "lineage does not record")
+    names: set[str] = set()
+    places: set[tuple[str | None, str]] = set()
+    for shard in manifest.shards:
+        if not isinstance(shard.name, str) or not shard.name or set(shard.name) & set("/\\\0"):
+            raise ManifestError(f"{where}: bad shard name {shard.name!r}")
+        what = f"shard {shard.name} path"
+        check_relative_path(shard.path, top=SHARD_DIR, where=where, what=what)
+        if shard.root is not None:
+            check_root(shard.root, where=f"{where} (shard {shard.name})")
+        if shard.name in names:
+            raise ManifestError(f"{where}: shard {shard.name} is listed twice; a generation names "
+                                "each shard once (refusing to read it twice)")
+        if (shard.root, shard.path) in places:
+            raise ManifestError(f"{where}: shard path {shard.path} is listed twice (as "
+                                f"{shard.name} too); refusing to read it twice")
+        names.add(shard.name)
+        places.add((shard.root, shard.path))
+        if not (_is_count(shard.bytes) and _is_count(shard.samples)
+                and isinstance(shard.sha256, str) and isinstance(shard.encoding, str)):
+            raise ManifestError(f"{where}: shard {shard.name} has malformed bytes, samples, "
+                                "sha256 or encoding")
+    if not pinned:
+        warnings.warn(f"{where} (schema {manifest.schema_version}) does not pin its sample index: "
+                      "the index is read unchecked; a new generation (e.g. `s2dit cache filter` or "
+                      "`convert`) writes a pinned one", UnpinnedIndexWarning, stacklevel=3)
 
 
 def manifest_rel(generation: int) -> str:
@@ -156,6 +231,18 @@ def read_manifest(store: Store, generation: int) -> Manifest:
     if manifest.generation != generation:
         raise ManifestError(f"{store.url_of(rel)} claims generation {manifest.generation}")
     return manifest
+
+
+def referenced_store(cache: Store, root: str) -> Store:
+    """The store of a cache ``cache``'s manifest references by ``root`` (append/merge by
+    reference): it must resolve by the ``paths`` rules and, where it exists, hold committed
+    manifests itself (a deleted one reads as missing shards, which the reader names)."""
+    ref = open_store(resolve_root(cache.url, root), cache.storage_options)
+    if not list_generations(ref) and ref.exists(""):
+        raise ManifestError(f"cache {cache.url} references shards in {ref.url} (root {root!r}), "
+                            "which holds no committed cache; restore that cache or re-create "
+                            "this one")
+    return ref
 
 
 def resolve_generation(store: Store, ref: str | int | None) -> int:
@@ -207,12 +294,15 @@ def shard_union(parent: Manifest | None, new: Iterable[ShardInfo]) -> tuple[Shar
 
 
 __all__ = [
+    "PINNED_INDEX_SCHEMA",
     "Manifest",
     "ShardInfo",
+    "check_manifest",
     "list_generations",
     "load_manifest",
     "manifest_rel",
     "read_manifest",
+    "referenced_store",
     "resolve_generation",
     "shard_union",
     "write_manifest",

@@ -45,7 +45,7 @@ class _Source:
 
     @property
     def index(self) -> pa.Table:
-        return read_index(self.store, self.manifest.index_path)
+        return read_index(self.store, self.manifest)
 
 
 def _open(url: str, storage_options: dict[str, Any] | None = None) -> _Source:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .checksum import tensor_checksum
+from .checksum import check_record_checksums, tensor_checksum
 from .codecs import get_codec
 from .encodings import get_encoding
 from .encodings.base import Selection
@@ -15,23 +15,16 @@ from .encodings.common import resolve_fields
 from .encodings.meter import ReadMeter
 from .encodings.step_checksums import step_checksum_key
 from .errors import IntegrityError, StepNotStored
-from .fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
+from .fields import CHECKSUMS_KEY, CacheLayout
 from .index import STATUS_OK, read_index
-from .manifest import Manifest, ShardInfo, read_manifest, resolve_generation
-from .store import Store, open_store, resolve_root, split_ref
+from .manifest import Manifest, ShardInfo, read_manifest, referenced_store, resolve_generation
+from .store import Store, open_store, split_ref
 
 
 def check_record(record: dict[str, Any], shard: str) -> None:
-    """Compare each (unsliced) tensor with its stored checksum; IntegrityError names both."""
-    sums = record.get(CHECKSUMS_KEY) or {}
-    for name, value in record.items():
-        spec = FIELD_BY_NAME.get(name)
-        if spec is None or spec.kind is not FieldKind.TENSOR or name not in sums:
-            continue
-        if tensor_checksum(value) != sums[name]:
-            raise IntegrityError(f"shard {shard}: sample {record.get('sample_id')} field {name} "
-                                 "fails its checksum (silent corruption)", shard=shard,
-                                 sample_id=record.get("sample_id"))
+    """Compare each field (tensors, text, ids) with its stored checksum; IntegrityError names
+    shard, sample and field (``checksum.check_record_checksums``)."""
+    check_record_checksums(record, record.get(CHECKSUMS_KEY) or {}, shard)
 
 
 def check_selected(record: dict[str, Any], shard: str, partial: dict[str, Sequence[int]]) -> bool:
@@ -77,7 +70,7 @@ class CacheReader:
 
     def index(self):
         """The generation's sample index as a pyarrow Table."""
-        return read_index(self.store, self.manifest.index_path)
+        return read_index(self.store, self.manifest)
 
     def removed_ids(self) -> set[str]:
         if self._removed is None:
@@ -92,8 +85,7 @@ class CacheReader:
         if shard.root is None:
             return self.store
         if shard.root not in self._stores:
-            self._stores[shard.root] = open_store(resolve_root(self.store.url, shard.root),
-                                                  self.store.storage_options)
+            self._stores[shard.root] = referenced_store(self.store, shard.root)
         return self._stores[shard.root]
 
     def partial_fields(self, shard: ShardInfo) -> tuple[str, ...]:

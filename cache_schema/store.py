@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import random
 import re
 import time
 import tomllib
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from . import paths
 from .errors import AlreadyExists, StoreError
 
 T = TypeVar("T")
@@ -31,6 +33,7 @@ DEFAULT_PROFILES = Path("~/.config/s2dit/storage.toml")
 _REF = re.compile(r"^(?P<base>.+?)@(?P<ref>[A-Za-z0-9_.\-]+)$")
 # Errors worth retrying: connection drops, throttling, 5xx. Missing objects are not.
 _TRANSIENT = (ConnectionError, TimeoutError, OSError)
+_JITTER = random.Random()  # retry timing only; never part of any output
 _PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
               NotADirectoryError)
 
@@ -57,7 +60,12 @@ def load_profile(name: str) -> dict[str, Any]:
     return dict(profiles[name])
 
 
-def with_retries(op: Callable[[], T], what: str, *, attempts: int = 4, base_delay: float = 0.2) -> T:
+def with_retries(op: Callable[[], T], what: str, *, attempts: int = 5, base_delay: float = 0.2,
+                 max_delay: float = 5.0, rng: random.Random | None = None) -> T:
+    """``op()``, retried on transient errors with exponential backoff and jitter (a random
+    50-100% of ``base_delay * 2**attempt``, at most ``max_delay``): writers retrying together
+    after a throttling response spread out instead of arriving at once again."""
+    draw = (rng or _JITTER).uniform
     for attempt in range(attempts):
         try:
             return op()
@@ -66,7 +74,7 @@ def with_retries(op: Callable[[], T], what: str, *, attempts: int = 4, base_dela
         except _TRANSIENT as exc:
             if attempt == attempts - 1:
                 raise StoreError(f"{what} failed after {attempts} attempts: {exc}") from exc
-            time.sleep(base_delay * 2**attempt)
+            time.sleep(min(max_delay, base_delay * 2**attempt) * draw(0.5, 1.0))
     raise AssertionError("unreachable")
 
 
@@ -169,9 +177,7 @@ class Store:
         return stamp.timestamp() if hasattr(stamp, "timestamp") else None
 
 
-def _split_scheme(url: str) -> tuple[str, str]:
-    scheme, sep, path = url.partition("://")
-    return (scheme + sep, path) if sep else ("", url)
+_split_scheme = paths.split_scheme
 
 
 def relative_root(target: str, base: str) -> str:
@@ -188,11 +194,9 @@ def relative_root(target: str, base: str) -> str:
 
 
 def resolve_root(base: str, root: str) -> str:
-    """The URL of ``root`` (absolute, or relative to cache ``base`` as ``relative_root`` wrote)."""
-    if "://" in root or root.startswith("/"):
-        return root  # absolute: also how manifests written before relative roots say it
-    scheme, path = _split_scheme(base)
-    return scheme + posixpath.normpath(posixpath.join(path, root))
+    """The URL of ``root``, relative to cache ``base`` as ``relative_root`` wrote it; an absolute
+    path, another scheme or a climb out of the bucket is a ManifestError (``paths``)."""
+    return paths.resolve_root(base, root)
 
 
 def open_store(url: str, storage_options: dict[str, Any] | None = None, *,

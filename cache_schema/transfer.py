@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .encodings import get_encoding, object_path
 from .errors import IntegrityError
-from .manifest import ShardInfo
-from .store import Store, open_store, relative_root, resolve_root
+from .manifest import ShardInfo, referenced_store
+from .store import Store, relative_root, resolve_root
 from .writer import SHARD_DIR
 
 COPY_BLOCK = 8 * 2**20
@@ -37,7 +37,7 @@ def source_store(cache: Store, shard: ShardInfo) -> Store:
     """The store a shard of ``cache``'s manifest actually lies in."""
     if shard.root is None:
         return cache
-    return open_store(resolve_root(cache.url, shard.root), cache.storage_options)
+    return referenced_store(cache, shard.root)
 
 
 def reference(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:

@@ -52,7 +52,7 @@ def list_tags(url: str) -> dict[str, int]:
 
 
 def _live_ids(store: Store, gen: int) -> set[str]:
-    table = read_index(store, read_manifest(store, gen).index_path)
+    table = read_index(store, read_manifest(store, gen))
     return {sid for sid, st in zip(table.column("sample_id").to_pylist(),
                                    table.column("status").to_pylist()) if st == STATUS_OK}
 

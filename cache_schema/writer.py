@@ -88,7 +88,7 @@ def write_shard(url: str, records: Sequence[dict[str, Any]], *, layout: CacheLay
 
 
 def _index_for(store: Store, parent: Manifest | None, shards: Sequence[ShardInfo]) -> pa.Table:
-    parent_table = read_index(store, parent.index_path) if parent else None
+    parent_table = read_index(store, parent) if parent else None
     parent_names = {s.name for s in parent.shards} if parent else set()
     rows = []
     for shard in shards:
@@ -121,13 +121,14 @@ def commit_manifest(store: Store, *, parent: Manifest | None, shards: Sequence[S
                     encoding: str, operation: str, extra: dict[str, Any] | None = None) -> Manifest:
     """Take generation parent+1 (create-only). Raises GenerationConflict if another writer did."""
     generation = (parent.generation if parent else 0) + 1
-    index_rel = write_index(store, generation, index_table)
+    index_rel, index_sha256, index_size = write_index(store, generation, index_table)
     live = sum(1 for s in index_table.column("status").to_pylist() if s == STATUS_OK)
     manifest = Manifest(
         generation=generation, cache_id=parent.cache_id if parent else uuid.uuid4().hex,
         fingerprint=fingerprint, layout=layout, encoding=encoding, shards=tuple(shards),
         index_path=index_rel, num_samples=live, operation=operation,
-        parent=parent.generation if parent else None, extra=dict(extra or {}))
+        parent=parent.generation if parent else None, extra=dict(extra or {}),
+        index_sha256=index_sha256, index_bytes=index_size)
     try:
         write_manifest(store, manifest)
     except AlreadyExists:

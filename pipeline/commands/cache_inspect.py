@@ -63,9 +63,13 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         for problem in report.problems:
             print(f"CORRUPT {problem}")
+        for warning in report.warnings:
+            print(f"WARNING {warning}")
         state = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
-        print(f"{state}: generation {report.generation}, {report.checked_shards} shards"
-              + (f", {report.checked_samples} samples checksummed" if args.deep else ""))
+        print(f"{state}: generation {report.generation}, {report.checked_shards} shards, index "
+              + ("pinned" if not report.warnings else "unpinned (schema 1)")
+              + (f", {report.checked_samples} samples ({report.checked_fields} fields) checksummed"
+                 if args.deep else ""))
     return 0 if report.ok else 2
 
 
@@ -89,8 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     verify = subparsers.add_parser(
         "verify", help="check a cache is intact (exit 0) or name what is corrupt (exit 2)",
-        description="Check every manifest's checksum and every shard's presence and size; with "
-                    "--deep also every shard's sha256 and every tensor's checksum.")
+        description="Check every manifest's checksum and paths (inside the cache root, no shard "
+                    "twice), the sample index against the sha256 its manifest pins, and every "
+                    "shard's presence and size; with --deep also every shard's sha256 and every "
+                    "record field's checksum (tensors, text, ids) against the index.")
     verify.add_argument("url", help="cache URL; URL@N or URL@tag verifies that generation")
     verify.add_argument("--deep", action="store_true", help="re-hash all bytes (reads everything)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")

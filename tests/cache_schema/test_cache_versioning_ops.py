@@ -331,7 +331,8 @@ def test_relative_roots_resolve_on_each_kind_of_store():
     assert relative_root("/data/b", "s3://bkt/a") == "/data/b"  # another filesystem
     assert relative_root("/data/c/b", "/data/a") == "../c/b"
     assert resolve_root("/data/a", "../c/b") == "/data/c/b"
-    assert resolve_root("/data/a", "s3://bkt/b") == "s3://bkt/b"  # absolute (older manifests)
+    with pytest.raises(ManifestError, match="absolute or another URL"):  # issue 17: refused
+        resolve_root("/data/a", "s3://bkt/b")
 
 
 @pytest.mark.parametrize("source", ["wds", "zarr"])
