@@ -10,21 +10,34 @@ neither on how many prefetch threads read ahead nor on the world size: a run res
 different number of ranks continues the same epoch order with no sample missed or repeated
 (ranks of a data-parallel run consume in lockstep). Tombstoned samples (filter generations) are
 not part of any epoch.
+
+Partial reads (issue 18): the rows a trainer draws from a record (which states, which jump) are a
+function of (seed, epoch, sample id), so a trainer can tell the loader which steps each record's
+rows use (``select_steps``, e.g. ``stage1_selector``). The loader then asks the reader for only
+those steps: on Zarr only those (sample, step) chunks are fetched, by ranged reads; steps not
+read are zero in the record (the rows never look at them), so training is the same, step for
+step. The order, the rank split and the resume state do not change. ``bytes_read`` /
+``bytes_per_sample`` count what the reads moved (the loader's metrics).
 """
 
 from __future__ import annotations
 
 import collections
 import queue
-import time
 import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from cache_schema import CacheReader, IntegrityError, ShardInfo
+from cache_schema.encodings.meter import ReadMeter
+
+# (epoch, sample id) -> {step field: positions along S that the record's rows use}
+StepSelector = Callable[[int, str], Mapping[str, Sequence[int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +52,8 @@ class LoaderConfig:
     world_size: int = 1
     verify_checksums: bool = True
     skip_corrupt_shards: bool = False
+    # With a step selector (CacheStream.select_steps): read only the steps the rows use.
+    partial_reads: bool = True
 
     @classmethod
     def for_training(cls, config: Any, rank: int = 0, world_size: int = 1) -> LoaderConfig:
@@ -100,6 +115,57 @@ class CacheStream:
         self.epoch, self.start, self.position = 0, 0, 0
         self.skipped_shards: list[str] = []
         self.wait_seconds = 0.0
+        self.meter = ReadMeter()  # bytes moved by this stream's shard reads
+        self.yielded = 0  # records this stream has yielded (bytes_per_sample's denominator)
+        self.selector: StepSelector | None = None
+        self._shard_ids: dict[str, list[str]] | None = None
+        self._needed: dict[int, dict[int, set[int]]] = {}  # epoch -> shard -> this rank's k
+
+    # -- partial reads ------------------------------------------------------------------------
+    def select_steps(self, selector: StepSelector | None) -> None:
+        """Read only the steps ``selector(epoch, sample_id)`` names for each record this rank
+        yields (None: whole records). Call before iterating."""
+        self.selector = selector if self.config.partial_reads else None
+
+    @property
+    def bytes_read(self) -> int:
+        return self.meter.bytes
+
+    @property
+    def bytes_per_sample(self) -> float:
+        """Bytes the shard reads moved per record yielded so far (read-ahead included)."""
+        return self.meter.bytes / max(1, self.yielded)
+
+    def metrics(self) -> dict[str, float]:
+        return {"loader_bytes": float(self.meter.bytes), "loader_requests": float(self.meter.requests),
+                "loader_bytes_per_sample": self.bytes_per_sample,
+                "loader_wait_s": self.wait_seconds}
+
+    def _live_ids(self, shard: ShardInfo) -> list[str]:
+        """Sample ids of the live records of ``shard`` in offset order (from the index)."""
+        if self._shard_ids is None:
+            table = self.reader.index()
+            removed = self.reader.removed_ids()
+            rows = sorted(zip(table.column("shard").to_pylist(), table.column("offset").to_pylist(),
+                              table.column("sample_id").to_pylist()))
+            ids: dict[str, list[str]] = {}
+            for name, _, sid in rows:
+                if sid not in removed:
+                    ids.setdefault(name, []).append(sid)
+            self._shard_ids = ids
+        return self._shard_ids.get(shard.name, [])
+
+    def _selection(self, epoch: int, shard_index: int) -> dict[str, Mapping[str, Sequence[int]]]:
+        """{sample id: steps} of the records of a shard this rank yields in ``epoch``."""
+        if epoch not in self._needed:
+            needed: dict[int, set[int]] = {}
+            for s, k in self.rank_order(epoch, 0):
+                needed.setdefault(s, set()).add(k)
+            self._needed = {e: v for e, v in self._needed.items() if e >= epoch - 1}
+            self._needed[epoch] = needed
+        ids = self._live_ids(self.shards[shard_index])
+        return {ids[k]: self.selector(epoch, ids[k])
+                for k in sorted(self._needed[epoch].get(shard_index, ())) if k < len(ids)}
 
     def _set_shard_order(self, order: str) -> None:
         if order == getattr(self, "shard_order", None):
@@ -131,11 +197,19 @@ class CacheStream:
         return order[(self.start if start is None else start) + cfg.rank :: cfg.world_size]
 
     # -- reading ------------------------------------------------------------------------------
-    def _read(self, shard_index: int) -> list[dict[str, Any]] | None:
+    def _fetch(self, epoch: int, shard_index: int) -> list[dict[str, Any]] | None:
+        """What the prefetcher reads: a shard, cut to the steps this rank's rows of ``epoch``
+        use when a selector is set."""
+        if self.selector is None:
+            return self._read(shard_index)
+        return self._read(shard_index, self._selection(epoch, shard_index))
+
+    def _read(self, shard_index: int, select: dict | None = None) -> list[dict[str, Any]] | None:
         shard = self.shards[shard_index]
         try:
             return list(self.reader.read_shard(shard, self.fields, self.steps,
-                                               verify=self.config.verify_checksums))
+                                               verify=self.config.verify_checksums,
+                                               select=select, meter=self.meter))
         except IntegrityError:
             if not self.config.skip_corrupt_shards:
                 raise
@@ -161,7 +235,7 @@ class CacheStream:
             raise ValueError(f"rank {self.config.rank} of {self.config.world_size} gets no samples "
                              f"of {self.reader.url} ({sum(self.live_counts)} live samples): use "
                              "fewer ranks or a larger cache")
-        prefetch = _Prefetcher(self._first_use(), self._read,
+        prefetch = _Prefetcher(self._first_use(), lambda e, i: self._fetch(e, i),
                                workers=max(1, self.config.read_workers),
                                depth=max(1, self.config.prefetch_shards))
         try:
@@ -171,7 +245,7 @@ class CacheStream:
         finally:
             prefetch.close()
 
-    def _epoch(self, order, prefetch: "_Prefetcher") -> Iterator[dict[str, Any]]:
+    def _epoch(self, order, prefetch: _Prefetcher) -> Iterator[dict[str, Any]]:
         epoch = self.epoch
         remaining = collections.Counter(s for s, _ in order[self.position :])
         for shard_index, k in order[self.position :]:
@@ -181,6 +255,7 @@ class CacheStream:
             if remaining[shard_index] == 0:
                 prefetch.release(epoch, shard_index)  # the window moved on: free the shard
             if records is not None:
+                self.yielded += 1
                 yield records[k]  # read_shard yields live records only, in offset order
 
 
@@ -204,13 +279,13 @@ class _Prefetcher:
                 while len(pending) < workers:
                     key = next(plan)
                     try:
-                        pending.append((key, pool.submit(read, key[1])))
+                        pending.append((key, pool.submit(read, *key)))
                     except RuntimeError:  # interpreter shutting down: stop quietly
                         return
                 key, future = pending.popleft()
                 try:
                     item = (key, future.result(), None)
-                except Exception as exc:  # surfaced in the consumer with the shard named
+                except Exception as exc:  # noqa: BLE001  (any read error is raised in the consumer, the shard named)
                     item = (key, None, exc)
                 while not self._stop.is_set():
                     try:
@@ -223,7 +298,7 @@ class _Prefetcher:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def get(self, epoch: int, shard_index: int, stream: "CacheStream"):
+    def get(self, epoch: int, shard_index: int, stream: CacheStream):
         key = (epoch, shard_index)
         while key not in self._loaded:
             t0 = time.perf_counter()
@@ -240,3 +315,27 @@ class _Prefetcher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def stage1_selector(*, seed: int, num_kept: int, schedule: Sequence[int], kd_fraction: float,
+                    uniforms: Callable[[int, int, str], np.ndarray]) -> StepSelector:
+    """The steps stage 1's rows of a record use (``losses.kd_rows`` / ``step_rows``), from the
+    same per-record uniforms (``uniforms(seed, epoch, sample_id)``, widened to float32 as the
+    collate does): the KD row's state and velocities (when the record gives a KD row), the
+    jump's start state and velocities and its end state (x0 after the last start)."""
+    schedule = [int(p) for p in schedule]
+    n, s = len(schedule), np.float32(num_kept)
+
+    def select(epoch: int, sample_id: str) -> dict[str, tuple[int, ...]]:
+        u = np.asarray(uniforms(seed, epoch, sample_id), dtype=np.float32)
+        k = min(int(u[2] * np.float32(n)), n - 1)
+        states, velocities = {schedule[k]}, {schedule[k]}
+        if k + 1 < n:
+            states.add(schedule[k + 1])
+        if kd_fraction >= 1.0 or u[3] < np.float32(kd_fraction):
+            i = min(int(u[0] * s), num_kept - 1)
+            states.add(i)
+            velocities.add(i)
+        v = tuple(sorted(velocities))
+        return {"states": tuple(sorted(states)), "v_cond": v, "v_uncond": v}
+    return select

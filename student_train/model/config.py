@@ -93,14 +93,14 @@ class StudentConfig:
     def chunk_token_frames(self) -> int:
         return self.chunk_frames // self.patch[0]
 
-    def replace(self, **changes: Any) -> "StudentConfig":
+    def replace(self, **changes: Any) -> StudentConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "StudentConfig":
+    def from_json(cls, data: dict[str, Any]) -> StudentConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -113,6 +113,6 @@ class StudentConfig:
             json.dump(self.to_json(), handle, indent=1)
 
     @classmethod
-    def load(cls, url: str) -> "StudentConfig":
+    def load(cls, url: str) -> StudentConfig:
         with fsspec.open(url, "r") as handle:
             return cls.from_json(json.load(handle))

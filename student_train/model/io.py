@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
-def save_pretrained(model: "S2DiT", url: str) -> None:
+def save_pretrained(model: S2DiT, url: str) -> None:
     fs, root = fsspec.core.url_to_fs(url)
     fs.makedirs(root, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -28,7 +28,7 @@ def save_pretrained(model: "S2DiT", url: str) -> None:
     fs.pipe_file(f"{root}/{CONFIG}", json.dumps(model.config.to_json(), indent=1).encode())
 
 
-def load_pretrained(cls: type, url: str, device: str | torch.device = "cpu") -> "S2DiT":
+def load_pretrained(cls: type, url: str, device: str | torch.device = "cpu") -> S2DiT:
     fs, root = fsspec.core.url_to_fs(url)
     try:
         config = StudentConfig.from_json(json.loads(fs.cat_file(f"{root}/{CONFIG}")))
@@ -57,7 +57,7 @@ def example_inputs(config: StudentConfig, batch: int = 1, frames: int | None = N
     return tuple(t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype) for t in out)
 
 
-def block_costs(model: "S2DiT", frames: int | None = None) -> list[dict]:
+def block_costs(model: S2DiT, frames: int | None = None) -> list[dict]:
     """Parameters and forward FLOPs (matmul, conv and attention ops; 2 per multiply-add) of
     each block for one clip of ``frames`` latent frames (default: the configured clip),
     bidirectional. Measured with torch's FlopCounterMode on a real forward pass."""

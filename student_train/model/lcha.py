@@ -48,7 +48,7 @@ def linear_attention(fq_rot: torch.Tensor, fq: torch.Tensor, fk_rot: torch.Tenso
     past: (S, z) sums of earlier tokens, added to this call's (streaming).
     Returns out (B, T, H, d) and this call's total sums (S (B,H,d,d), z (B,H,d)), past included.
     """
-    b, t, h, d = fq.shape
+    b, t, h, _ = fq.shape
     if chunks == 1:
         s = torch.einsum("bthd,bthe->bhde", fk_rot, v)
         z = fk.sum(1)  # (B, H, d)
@@ -57,7 +57,7 @@ def linear_attention(fq_rot: torch.Tensor, fq: torch.Tensor, fk_rot: torch.Tenso
         num = torch.einsum("bthd,bhde->bthe", fq_rot, s)
         den = torch.einsum("bthd,bhd->bth", fq, z)
         return num / (den[..., None] + EPS), (s, z)
-    split = lambda a: a.reshape(b, chunks, t // chunks, h, a.shape[-1])  # noqa: E731  (B, N, t, H, d)
+    split = lambda a: a.reshape(b, chunks, t // chunks, h, a.shape[-1])  # (B, N, t, H, d)
     s = torch.einsum("bnthd,bnthe->bnhde", split(fk_rot), split(v)).cumsum(1)  # inclusive prefix
     z = split(fk).sum(2).cumsum(1)  # (B, N, H, d)
     num = torch.einsum("bnthd,bnhde->bnthe", split(fq_rot), s)

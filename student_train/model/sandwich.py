@@ -147,7 +147,7 @@ class S2DiT(nn.Module):
         io.save_pretrained(self, url)
 
     @classmethod
-    def from_pretrained(cls, url: str, device: str | torch.device = "cpu") -> "S2DiT":
+    def from_pretrained(cls, url: str, device: str | torch.device = "cpu") -> S2DiT:
         return io.load_pretrained(cls, url, device)
 
     def block_costs(self, frames: int | None = None) -> list[dict]:

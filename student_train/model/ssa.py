@@ -46,7 +46,7 @@ class SSA(nn.Module):
 
     def project(self, x: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pooled, normalised, rotated q, k and v: each (B, H, T / stride^2, d)."""
-        b, t, c = x.shape
+        b, _, c = x.shape
         f, h, w = ctx.grid
         s = self.stride
         if s > 1:

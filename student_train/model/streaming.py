@@ -35,7 +35,7 @@ class StreamState:
         return tensors, names
 
     @classmethod
-    def unflatten(cls, tensors, names, num_blocks: int) -> "StreamState":
+    def unflatten(cls, tensors, names, num_blocks: int) -> StreamState:
         blocks: list[dict[str, torch.Tensor]] = [{} for _ in range(num_blocks)]
         offset = None
         for tensor, (i, key) in zip(tensors, names):

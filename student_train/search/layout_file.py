@@ -13,6 +13,7 @@ from typing import Any
 
 import fsspec
 
+
 def load_searched_model(url: str) -> dict[str, Any]:
     """The student config of a search result (or of a plain StudentConfig JSON file)."""
     try:

@@ -8,6 +8,7 @@ freed, which is the activation memory the allocator would have to provide.
 from __future__ import annotations
 
 import weakref
+from typing import Self
 
 import torch
 from torch.utils import _pytree as pytree
@@ -48,7 +49,7 @@ class PeakMemory:
         self.device = torch.device(device)
         self.peak_bytes = 0
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> Self:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

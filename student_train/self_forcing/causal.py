@@ -47,7 +47,7 @@ class CausalBatch:
 
 def collate_causal(records: list[dict], max_text_len: int, *, seed: int, num_chunks: int,
                    device, dtype=torch.float32) -> CausalBatch:
-    tensor = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, dtype)  # noqa: E731
+    tensor = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, dtype)
     text, mask = pad_text(records, max_text_len)
     shape = tuple(records[0]["x0"].shape)
     us, normals = [], []
@@ -73,7 +73,7 @@ def teacher_forcing_loss(model, batch: CausalBatch, *, schedule: list[int], cont
     cf = model.config.chunk_frames
     rows = torch.arange(b, device=batch.x0.device)
     state = model.init_stream_state(b, device=batch.x0.device, dtype=batch.x0.dtype)
-    view = lambda t: t.view(b, 1, 1, 1, 1)  # noqa: E731
+    view = lambda t: t.view(b, 1, 1, 1, 1)
     n = len(schedule)
     sched = torch.tensor(schedule, device=batch.x0.device)
     losses, jump_share = [], []

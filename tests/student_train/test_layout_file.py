@@ -4,6 +4,7 @@ builds exactly that student; a layout searched for other shapes is refused."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from cache_factory import make_cache
@@ -34,7 +35,7 @@ def _search(tmp_path, latent_shape: str) -> str:
 
 def test_training_builds_the_searched_layout(cache, tmp_path):
     layout_file = _search(tmp_path, "4,5,8,8")
-    searched = json.loads(open(layout_file).read())
+    searched = json.loads(Path(layout_file).read_text())
     config = TrainConfig(steps=1, batch_size=4, layout_file=layout_file, model={"dim": 24})
     trainer = Trainer(cache, str(tmp_path / "run"), config)
     assert [b.spec for b in trainer.model.blocks] == searched["layout"]

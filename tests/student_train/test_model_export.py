@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from model_factory import random_model
 
 from student_train.export import export_chunk_step, max_abs_difference, save_exported
-from model_factory import random_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

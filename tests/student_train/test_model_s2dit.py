@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from model_factory import random_model
 
 from student_train.model import S2DiT, StudentConfig
 from student_train.model.blocks import MixContext, text_attention_bias
 from student_train.model.lcha import LCHA, causal_depthwise_conv
 from student_train.model.ssa import SSA
-from model_factory import random_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

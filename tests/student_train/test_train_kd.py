@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from cache_factory import make_cache
 
 from cache_schema import FingerprintMismatch, IntegrityError, load_manifest
 from student_train.config import TrainConfig
 from student_train.data import CacheStream, LoaderConfig
 from student_train.trainer import Trainer
-from cache_factory import make_cache
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +191,8 @@ def test_kd_fraction_loss_splits_over_ranks_like_one_worker(cache):
     plan = make_plan(reader.layout, records[0]["sigmas"], 4)
     torch.manual_seed(0)
     model = S2DiT(student_config_for(reader.layout, {"dim": 32, "heads": 2}))
-    kw = dict(schedule=plan.schedule, adjacent=plan.adjacent, contiguous=plan.contiguous,
-              kd_weight=1.0, step_weight=1.0, jitter=True, kd_fraction=0.5)
+    kw = {"schedule": plan.schedule, "adjacent": plan.adjacent, "contiguous": plan.contiguous,
+          "kd_weight": 1.0, "step_weight": 1.0, "jitter": True, "kd_fraction": 0.5}
 
     def loss(rows, per_rank):
         batch = collate(rows, reader.layout.max_text_len, "cpu", seed=0)
