@@ -19,7 +19,7 @@ import torch
 from cache_schema import CacheReader, load_manifest
 from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id
-from student_train.checkpoint import load_checkpoint, split_prefix
+from student_train.checkpoint import checkpoint_stage, load_checkpoint, split_prefix
 from student_train.model import S2DiT, StudentConfig
 from student_train.sampler import sample, sample_streaming
 from teacher_jobs.sampler import sample_latents
@@ -48,7 +48,7 @@ def load_student(checkpoint_url: str, *, ema: bool = True) -> tuple[S2DiT, dict[
 def trained_context_sigma(state: dict[str, Any]) -> float:
     """The noise level an S2DiT-AR run committed finished chunks at (its ``context_sigma``):
     streaming sampling must commit at the same level. KD checkpoints: clean (0)."""
-    if state.get("stage") != "ar":
+    if checkpoint_stage(state) == "kd":  # stage 2's "causal" and "ar" both commit chunks
         return 0.0
     return float(state.get("config", {}).get("context_sigma", 0.0))
 
@@ -83,7 +83,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     few-step sampler run chunk by chunk with the streaming state: ``student_ar_4step_streaming``
     for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally."""
     model, state = load_student(checkpoint_url)
-    is_ar = state.get("stage") == "ar"
+    stage = checkpoint_stage(state)  # "kd", "causal" or "ar"
+    is_ar = stage == "ar"
     few = len(state["plan"]["schedule_sigmas"]) - 1
     streaming_name = None
     if streaming or (streaming is None and is_ar):
@@ -99,7 +100,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
               if i not in trained_classes]
     rng = np.random.default_rng(seed)
     report: dict[str, Any] = {"checkpoint": checkpoint_url, "step": state["step"],
-                              "stage": "ar" if is_ar else "kd",
+                              "stage": stage,
                               "trained_classes": len(trained_classes), "per_class": per_class}
     sets = {"held_out_seeds": [by_class[c] for c in sorted(by_class)]}
     if unseen:
@@ -115,8 +116,10 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"checkpoint {report['checkpoint']} ({report.get('stage', 'kd').upper()} step {report['step']}, "
-             f"{report['trained_classes']} trained classes, {report['per_class']} samples per class)"]
+    head = (f"checkpoint {report['checkpoint']} ({report.get('stage', 'kd').upper()} step "
+            f"{report['step']}, {report['trained_classes']} trained classes, "
+            f"{report['per_class']} samples per class)")
+    lines = [head]
     for set_name in ("held_out_seeds", "unseen_combinations"):
         if set_name not in report:
             continue

@@ -2,7 +2,7 @@
 
 ``<out>/checkpoints/step_000600/`` holds ``model.safetensors`` (model.*, ema.*, optim.*, and
 for stage 2 also critic.*, real.*, critic_optim.*) and
-``state.json`` (step, RNG states, loader state, resolved configs, manifest id and generation,
+``state.json`` (stage, step, RNG states, loader state, resolved configs, manifest id and generation,
 the sha256 of the tensors file). The tensors are written first, ``state.json`` second (a folder
 without it is an incomplete save) and ``LATEST`` last, so a crash mid-save leaves the previous
 checkpoint as the newest one; loading checks the tensors against their sha256, so a truncated
@@ -116,6 +116,13 @@ def load_checkpoint(url: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     except Exception as exc:
         raise ValueError(f"checkpoint {url}: {TENSORS} is corrupt or unreadable: {exc}") from exc
     return tensors, state
+
+
+def checkpoint_stage(state: dict[str, Any]) -> str:
+    """The stage a checkpoint's ``state.json`` names: "kd" (stage 1), "causal" or "ar"
+    (stage 2). Stage-1 checkpoints written before every checkpoint named its stage have no
+    ``stage`` key: they are "kd"."""
+    return str(state.get("stage", "kd"))
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

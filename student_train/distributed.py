@@ -81,7 +81,7 @@ def train_kd_ray(cache_url: str, out_url: str, config: TrainConfig, *, workers: 
     the worker group after a worker or node dies; each restart resumes from the newest
     checkpoint under ``out_url``, so the run ends as an uninterrupted one would."""
     params = {"stage": "kd", "cache_url": cache_url, "out_url": _absolute(out_url),
-              "config": {**config.to_json(), "betas": tuple(config.betas)}, "progress": progress}
+              "config": config.to_json(), "progress": progress}
     return _fit(params, config.batch_size, workers, config.device, max_failures, storage_path)
 
 
@@ -90,9 +90,7 @@ def train_ar_ray(init_url: str, cache_url: str, out_url: str, config: Any, *, wo
                  storage_path: str | None = None) -> str | None:
     """Run stage 2 (an ``ARConfig``) on ``workers`` Ray Train workers, as ``train_kd_ray``."""
     params = {"stage": "ar", "init_url": _absolute(init_url), "cache_url": cache_url,
-              "out_url": _absolute(out_url),
-              "config": {**config.to_json(), "betas": tuple(config.betas),
-                         "critic_betas": tuple(config.critic_betas)}, "progress": progress}
+              "out_url": _absolute(out_url), "config": config.to_json(), "progress": progress}
     return _fit(params, config.batch_size, workers, config.device, max_failures, storage_path)
 
 

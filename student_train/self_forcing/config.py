@@ -1,19 +1,23 @@
 """Typed configuration of stage 2 (self-forcing -> S2DiT-AR); TOML ``[train_ar]`` in, resolved
-JSON next to every checkpoint."""
+JSON next to every checkpoint. The fields every stage has are ``StageConfig``'s (config.py);
+this adds stage 2's and restates the defaults its recipe needs."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
-from ..config import load_config
-from ..precision import check_autocast_dtype
+from ..config import StageConfig
 
 
 @dataclass(kw_only=True, slots=True)
-class ARConfig:
-    steps: int = 300  # generator steps
+class ARConfig(StageConfig):
+    TABLE: ClassVar[str] = "train_ar"
+    TABLE_REQUIRED: ClassVar[bool] = True
+    EXAMPLE: ClassVar[str] = "configs/ar_demo.toml"
+
+    # Stage 2's values of shared fields.
+    steps: int = 300  # DMD generator steps (after causal_steps)
     batch_size: int = 16  # streaming rollouts per generator step
     # Generator (the block-causal student). Few-step DMD generators are trained with a small lr
     # and beta1 = 0 in DMD2 / Self-Forcing: the critic moves under the generator every step.
@@ -21,9 +25,9 @@ class ARConfig:
     betas: tuple[float, float] = (0.0, 0.99)
     weight_decay: float = 0.0
     warmup_steps: int = 20
-    min_lr_ratio: float = 1.0  # cosine decay to lr * min_lr_ratio (1.0: constant after warm-up)
-    grad_clip: float = 1.0
+    min_lr_ratio: float = 1.0  # constant after warm-up
     ema_decay: float = 0.99
+    checkpoint_every: int = 100
     # Critic (the fake score), trained online with flow matching on detached generated samples.
     critic_lr: float = 2e-4
     critic_betas: tuple[float, float] = (0.0, 0.99)
@@ -49,23 +53,10 @@ class ARConfig:
     chunk_frames: int | None = None  # latent frames per chunk (None: the KD model's config)
     context_sigma: float = 0.0  # noise level a finished chunk is committed at (0: clean)
     exit_per_chunk: bool = False  # one exit step per chunk instead of one per rollout
-    seed: int = 0
-    device: str = "cpu"
-    # Mixed precision as in stage 1 (TrainConfig): unset = fp32; generator and critic each
-    # get their own loss scaler under float16.
-    autocast_dtype: str | None = None
-    loss_scale_init: float = 2.0 ** 16
-    checkpoint_every: int = 100
-    log_every: int = 10
-    buffer_shards: int = 8
-    prefetch_shards: int = 2
-    loader_workers: int = 1
-    skip_corrupt_shards: bool = False
 
     def __post_init__(self) -> None:
-        self.betas, self.critic_betas = tuple(self.betas), tuple(self.critic_betas)
-        self.causal_betas = tuple(self.causal_betas)
-        if self.steps < 0 or self.batch_size < 1 or self.critic_steps < 0 or self.causal_steps < 0:
+        StageConfig.__post_init__(self)  # (zero-argument super() fails in slotted dataclasses)
+        if self.critic_steps < 0 or self.causal_steps < 0:
             raise ValueError("steps, causal_steps and critic_steps must be >= 0, batch_size >= 1")
         if self.steps + self.causal_steps < 1:
             raise ValueError("nothing to train: steps and causal_steps are both 0")
@@ -80,16 +71,3 @@ class ARConfig:
             raise ValueError(f"context_sigma must be in [0, 1), got {self.context_sigma}")
         if self.critic_warmup_steps and not self.critic_steps:
             raise ValueError("critic_warmup_steps needs critic_steps >= 1")
-        check_autocast_dtype(self.autocast_dtype)
-
-    def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["betas"], out["critic_betas"] = list(self.betas), list(self.critic_betas)
-        out["causal_betas"] = list(self.causal_betas)
-        return out
-
-    @classmethod
-    def load(cls, path: str | None = None, **overrides: Any) -> ARConfig:
-        """The ``[train_ar]`` table of a TOML file (or the whole file), then non-None overrides."""
-        return load_config(cls, path, "train_ar", overrides, table_required=True,
-                           example="configs/ar_demo.toml")

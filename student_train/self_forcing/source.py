@@ -10,7 +10,7 @@ import torch
 
 from cache_schema import CacheLayout, FingerprintMismatch
 
-from ..checkpoint import latest_checkpoint, load_checkpoint, split_prefix
+from ..checkpoint import checkpoint_stage, latest_checkpoint, load_checkpoint, split_prefix
 from ..model import StudentConfig
 
 
@@ -32,9 +32,11 @@ def load_kd_source(url: str) -> KDSource:
     """A KD checkpoint folder, or a KD training output URL (its newest checkpoint)."""
     folder = latest_checkpoint(url) or url
     tensors, state = load_checkpoint(folder)
-    if state.get("stage") == "ar":
-        raise ValueError(f"{folder} is an S2DiT-AR (stage 2) checkpoint; --init takes the S2DiT-KD "
-                         "checkpoint (stage 1) to start self-forcing from")
+    stage = checkpoint_stage(state)  # "kd" also for stage-1 checkpoints without the key
+    if stage != "kd":
+        kind = "an S2DiT-AR (stage 2)" if stage == "ar" else f"a stage-2 {stage!r}"
+        raise ValueError(f"{folder} is {kind} checkpoint; --init takes the S2DiT-KD checkpoint "
+                         "(stage 1) to start self-forcing from")
     missing = [k for k in ("model_config", "plan", "manifest") if k not in state]
     if missing:
         raise ValueError(f"{folder} is not an S2DiT-KD training checkpoint (no {missing} in its state)")

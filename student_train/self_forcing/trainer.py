@@ -10,8 +10,12 @@
 5. DMD phase: rollout chunk by chunk (gradient at the exit step) -> DMD + regression ->
    generator step -> EMA; then ``critic_steps`` critic updates (the first on the same, detached
    samples)
-6. checkpoint every N steps and at the end (stage "causal" during the causal phase, "ar" after;
-   numbered by causal + DMD steps); metrics to JSONL (with their ``phase``) and TensorBoard
+6. checkpoint every N steps, at the end of the causal phase and at the end (stage "causal"
+   during the causal phase, "ar" after; numbered by causal + DMD steps); metrics to JSONL (with
+   their ``phase``) and TensorBoard
+
+Steps 3 and 6, the record stream shared by both phases, metrics and progress are the loop
+core's (loop.py), shared with stage 1; this module is stage 2's phases and checkpoint contents.
 
 With ``world_size`` > 1 (``train_ar_ray``) each rank rolls out ``batch_size / world_size`` of
 the global batch, gradients are averaged over ranks before clipping, and rank 0 alone writes.
@@ -21,27 +25,16 @@ the single-process step.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
-import time
+from typing import Any
 
-import fsspec
 import torch
-from tqdm import tqdm
 
-from ..checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    restore_optimizer,
-    save_checkpoint,
-    split_prefix,
-)
-from ..data import CacheStream, LoaderConfig
-from ..distributed import average_gradients
+from ..checkpoint import restore_optimizer, split_prefix
+from ..loop import Parts, Phase, Take, TrainLoop
 from ..model import S2DiT, StudentConfig
+from ..optim import adamw, ema_update, optimiser_step, set_lr
 from ..precision import Precision
-from ..run_log import tensorboard_writer
 from ..schedule import lr_factor
 from .batch import AR_FIELDS, ARBatch, collate_ar
 from .causal import CAUSAL_FIELDS, collate_causal, teacher_forcing_loss
@@ -52,26 +45,22 @@ from .rollout import exit_steps, rollout
 from .source import KDSource, check_fits, load_kd_source
 
 
-class ARTrainer:
+class ARTrainer(TrainLoop):
+    """Stage 2 on the one loop core (loop.py): phases "causal", then "dmd"."""
+
+    DESC, RESUMES = "S2DiT-AR", ("causal", "ar")
+    PROGRESS_KEYS = ("causal_loss", "regression_loss", "critic_loss")
+
     def __init__(self, init_url: str, cache_url: str, out_url: str, config: ARConfig, *,
                  rank: int = 0, world_size: int = 1, storage_options: dict | None = None,
                  real_score: RealScore | None = None):
-        if config.batch_size % world_size:
-            raise ValueError(f"batch_size {config.batch_size} must divide evenly over {world_size} workers")
-        self.cfg, self.out_url, self.rank, self.world = config, out_url.rstrip("/"), rank, world_size
-        self.device = torch.device(config.device)
+        super().__init__(out_url, config, rank=rank, world_size=world_size)
         # 1. the KD checkpoint and the cache
         self.source: KDSource = load_kd_source(init_url)
         fields = AR_FIELDS + tuple(f for f in CAUSAL_FIELDS if f not in AR_FIELDS) \
             if config.causal_steps else AR_FIELDS
-        self.stream = CacheStream(cache_url, fields=fields, storage_options=storage_options,
-                                  config=LoaderConfig.for_training(config, rank, world_size))
-        manifest = self.stream.reader.manifest
-        self.layout = manifest.layout
+        manifest = self.open_cache(cache_url, fields, storage_options)
         check_fits(self.source, self.layout, manifest.fingerprint_digest, cache_url)
-        self.manifest_info = {"cache_url": cache_url, "cache_id": manifest.cache_id,
-                              "generation": manifest.generation,
-                              "fingerprint_digest": manifest.fingerprint_digest}
         self.plan = self.source.plan
         self.sigmas = [float(s) for s in self.plan["schedule_sigmas"]]  # N jumps + final 0
         chunk = config.chunk_frames or self.source.model_config.chunk_frames
@@ -87,13 +76,12 @@ class ARTrainer:
         self.real = self._kd_model().requires_grad_(False).eval()
         # DMD's real score: the frozen KD model, or the caller's (e.g. the exact analytic one)
         self.real_score: RealScore = real_score or KDRealScore(self.real)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=config.betas,
-                                     weight_decay=config.weight_decay)
-        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=config.critic_lr,
-                                            betas=config.critic_betas, weight_decay=config.weight_decay)
+        self.opt = adamw(self.model, config.lr, config.betas, config.weight_decay)
+        self.critic_opt = adamw(self.critic, config.critic_lr, config.critic_betas,
+                                config.weight_decay)
         # the causal phase is plain regression: its own optimiser with the usual beta1
-        self.causal_opt = torch.optim.AdamW(self.model.parameters(), lr=config.causal_lr,
-                                            betas=config.causal_betas, weight_decay=config.weight_decay)
+        self.causal_opt = adamw(self.model, config.causal_lr, config.causal_betas,
+                                config.weight_decay)
         # generator and critic: separate backward passes, so separate fp16 loss scalers
         self.precision = Precision(self.device, config.autocast_dtype,
                                    init_scale=config.loss_scale_init)
@@ -102,22 +90,20 @@ class ARTrainer:
         self.step = 0  # DMD-phase generator steps
         self.causal_step = 0
         # 3. resume
-        latest = latest_checkpoint(self.out_url)
-        if latest:
-            self._resume(latest, manifest.cache_id)
+        self.resume()
 
     def _kd_model(self) -> S2DiT:
         model = S2DiT(self.model_config)
         model.load_state_dict(self.source.weights)
         return model.to(self.device)
 
-    def _resume(self, url: str, cache_id: str) -> None:
-        tensors, state = load_checkpoint(url)
-        if state.get("stage") not in ("ar", "causal"):
-            raise ValueError(f"{self.out_url} holds a run of another stage; use a new --out")
-        if state["manifest"]["cache_id"] != cache_id:
-            raise ValueError(f"{self.out_url} holds a run on cache {state['manifest']['cache_id']}; "
-                             "use a new --out for another cache")
+    def phases(self) -> list[Phase]:
+        cfg = self.cfg
+        return [Phase("causal", cfg.causal_steps, lambda: self.causal_step, self.causal_train_step,
+                      cfg.causal_batch_size or cfg.batch_size),
+                Phase("dmd", cfg.steps, lambda: self.step, self.train_step, cfg.batch_size)]
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         begun = state["init"]
         if (begun["step"], begun["manifest"].get("cache_id")) != (self.source.step,
                                                                    self.source.manifest.get("cache_id")):
@@ -133,53 +119,36 @@ class ARTrainer:
         scalers = state.get("grad_scalers", {})
         self.precision.load_state_dict(scalers.get("generator"))
         self.critic_precision.load_state_dict(scalers.get("critic"))
-        self.stream.load_state_dict(state["loader"])
         self.causal_step = int(state.get("causal_step", 0))
         self.step = int(state.get("dmd_step", state["step"]))
 
-    def _records(self):
-        """One record stream for both phases: (count) -> that many records, in loader order."""
-        it = iter(self.stream)
+    def _batch(self, take: Take) -> ARBatch:
+        return collate_ar(take(self.cfg.batch_size // self.world), self.layout.max_text_len,
+                          seed=self.cfg.seed, sigma_shift=self.cfg.dmd_sigma_shift,
+                          sigma_range=(self.cfg.dmd_sigma_min, self.cfg.dmd_sigma_max),
+                          device=self.device)
 
-        def take(count: int) -> list[dict]:
-            records = []
-            for _ in range(count):
-                record = next(it)
-                record["_epoch"] = self.stream.epoch
-                records.append(record)
-            return records
-        return take
+    def _counters(self) -> dict[str, int]:
+        return {"causal_step": self.causal_step, "dmd_step": self.step}
 
-    def _batches(self, take):
-        while True:
-            yield collate_ar(take(self.cfg.batch_size // self.world), self.layout.max_text_len,
-                             seed=self.cfg.seed, sigma_shift=self.cfg.dmd_sigma_shift,
-                             sigma_range=(self.cfg.dmd_sigma_min, self.cfg.dmd_sigma_max),
-                             device=self.device)
-
-    def causal_train_step(self, take) -> dict[str, float]:
+    def causal_train_step(self, take: Take) -> dict[str, Any]:
         """One teacher-forcing step of the causal phase (causal.py)."""
         cfg = self.cfg
         per_rank = (cfg.causal_batch_size or cfg.batch_size) // self.world
         batch = collate_causal(take(per_rank), self.layout.max_text_len, seed=cfg.seed,
                                num_chunks=self.num_chunks, device=self.device)
-        for group in self.causal_opt.param_groups:  # short linear warm-up, then constant
-            group["lr"] = cfg.causal_lr * min(1.0, (self.causal_step + 1) / max(1, cfg.warmup_steps))
+        # short linear warm-up, then constant
+        set_lr(self.causal_opt, cfg.causal_lr * min(1.0, (self.causal_step + 1) / max(1, cfg.warmup_steps)))
         with self.precision.autocast():
             loss, row = teacher_forcing_loss(
                 self.model, batch, schedule=[int(k) for k in self.plan["schedule"]],
                 context_sigma=cfg.context_sigma, jump_fraction=cfg.causal_jump_fraction,
                 jump_first_chunk=cfg.causal_jump_first_chunk, sigma_shift=cfg.causal_sigma_shift)
-        self.causal_opt.zero_grad(set_to_none=True)
-        self.precision.backward(loss)
-        average_gradients(self.model, self.world)
-        row["grad_norm"] = self.precision.clip_and_step(self.causal_opt, self.model.parameters(),
-                                                        cfg.grad_clip)
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()),
-                                 1 - cfg.ema_decay)
+        row["grad_norm"] = optimiser_step(self.causal_opt, self.precision, loss, self.model,
+                                          cfg.grad_clip, world_size=self.world)
+        ema_update(self.ema, self.model, cfg.ema_decay)
         self.causal_step += 1
-        return row
+        return {**self._counters(), **row, "lr": self.causal_opt.param_groups[0]["lr"]}
 
     @property
     def in_causal_phase(self) -> bool:
@@ -194,13 +163,12 @@ class ARTrainer:
                         grad=grad)
         return x, exits
 
-    def train_step(self, batches) -> dict[str, float]:
-        """One generator step and its critic steps; returns the step's metrics."""
+    def train_step(self, take: Take) -> dict[str, Any]:
+        """One DMD generator step and its critic steps; returns the step's metrics."""
         cfg, row = self.cfg, {}
-        batch = next(batches)
+        batch = self._batch(take)
         update_generator = self.step >= cfg.critic_warmup_steps
-        for group in self.opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(self.step, cfg)
+        set_lr(self.opt, cfg.lr * lr_factor(self.step, cfg))
         x, exits = self._rollout(batch, stream=0, grad=update_generator)
         row["exit_step"] = sum(exits) / len(exits)
         if update_generator:
@@ -213,97 +181,38 @@ class ARTrainer:
                                           batch.text_mask, batch.dmd, batch)
                     loss = loss + cfg.dmd_weight * dmd
                     row.update(dmd_loss=dmd.item(), **parts)
-            self.opt.zero_grad(set_to_none=True)
-            self.precision.backward(loss)
-            average_gradients(self.model, self.world)  # before unscaling: one skip decision
-            row["grad_norm"] = self.precision.clip_and_step(self.opt, self.model.parameters(),
-                                                            cfg.grad_clip)
-            with torch.no_grad():
-                torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()),
-                                     1 - cfg.ema_decay)
+            row["grad_norm"] = optimiser_step(self.opt, self.precision, loss, self.model,
+                                              cfg.grad_clip, world_size=self.world)
+            ema_update(self.ema, self.model, cfg.ema_decay)
             row["loss"] = loss.item()
         critic_losses = []
         for c in range(cfg.critic_steps):
             if c:  # further critic steps see fresh rollouts of the updated generator
-                batch = next(batches)
+                batch = self._batch(take)
                 x, _ = self._rollout(batch, stream=c, grad=False)
             with self.critic_precision.autocast():
                 closs = critic_loss(self.critic, x, batch.text, batch.text_mask, batch.critic)
-            self.critic_opt.zero_grad(set_to_none=True)
-            self.critic_precision.backward(closs)
-            average_gradients(self.critic, self.world)
-            row["critic_grad_norm"] = self.critic_precision.clip_and_step(
-                self.critic_opt, self.critic.parameters(), cfg.critic_grad_clip)
+            row["critic_grad_norm"] = optimiser_step(self.critic_opt, self.critic_precision, closs,
+                                                     self.critic, cfg.critic_grad_clip,
+                                                     world_size=self.world)
             critic_losses.append(closs.item())
         if critic_losses:
             row["critic_loss"] = sum(critic_losses) / len(critic_losses)
         self.step += 1
-        return row
+        return {**self._counters(), **row, "lr": self.opt.param_groups[0]["lr"]}
 
-    def checkpoint(self) -> str:
+    def checkpoint_stage(self) -> str:
         # a checkpoint before the first DMD step holds the causal phase's model
-        causal = bool(self.cfg.causal_steps) and self.step == 0
-        extra = {"stage": "causal" if causal else "ar",
-                 "causal_step": self.causal_step, "dmd_step": self.step, "config": self.cfg.to_json(), "model_config": self.model_config.to_json(),
-                 "manifest": self.manifest_info, "plan": self.plan,
-                 "real_score": self.real_score.name, "init": self.source.describe(),
-                 "loader": self.stream.state_dict(),
+        return "causal" if self.cfg.causal_steps and self.step == 0 else "ar"
+
+    def checkpoint_parts(self) -> Parts:
+        state = {**self._counters(), "real_score": self.real_score.name,
+                 "init": self.source.describe(),
                  "grad_scalers": {"generator": self.precision.state_dict(),
                                   "critic": self.critic_precision.state_dict()}}
-        return save_checkpoint(self.out_url, self.causal_step + self.step, model=self.model, ema=self.ema,
-                               optimizer=self.opt, extra=extra,
-                               modules={"critic": self.critic, "real": self.real},
-                               optimizers={"critic_optim": self.critic_opt,
-                                           "causal_optim": self.causal_opt})
-
-    def run(self, *, progress: bool = True, stop_after: int | None = None) -> str | None:
-        cfg, main = self.cfg, self.rank == 0
-        fs, root = fsspec.core.url_to_fs(self.out_url)
-        fs.makedirs(root, exist_ok=True)
-        tb = tensorboard_writer(self.out_url, root) if main else None
-        total = cfg.causal_steps + cfg.steps
-        bar = tqdm(total=total, initial=self.causal_step + self.step, desc="S2DiT-AR",
-                   disable=not (progress and main))
-        take = self._records()
-        batches = self._batches(take)
-        started, ran, last_ckpt = time.perf_counter(), 0, None
-        self.phase_seconds = {"causal": 0.0, "dmd": 0.0}
-        with fs.open(f"{root}/metrics.jsonl", "a") if main else contextlib.nullcontext() as log:
-            while self.causal_step + self.step < total:
-                wait0, t0 = self.stream.wait_seconds, time.perf_counter()
-                phase = "causal" if self.in_causal_phase else "dmd"
-                row = self.causal_train_step(take) if phase == "causal" else self.train_step(batches)
-                done = self.causal_step + self.step
-                self.phase_seconds[phase] += time.perf_counter() - t0
-                ran += 1
-                bar.update(1)
-                if main and (done % cfg.log_every == 0 or done == total
-                             or (phase == "causal" and not self.in_causal_phase)):
-                    # losses are rank 0's share of the global batch
-                    opt = self.causal_opt if phase == "causal" else self.opt
-                    row = {"step": done, "phase": phase, "causal_step": self.causal_step,
-                           "dmd_step": self.step, **row, "lr": opt.param_groups[0]["lr"],
-                           "step_seconds": time.perf_counter() - t0,
-                           "loader_wait_s": self.stream.wait_seconds - wait0}
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    if tb is not None:
-                        for key, value in row.items():
-                            if isinstance(value, (int, float)):
-                                tb.add_scalar(key, value, done)
-                    shown = {k: f"{row[k]:.4f}" for k in ("causal_loss", "regression_loss",
-                                                          "critic_loss") if k in row}
-                    bar.set_postfix(shown)
-                if main and (done % cfg.checkpoint_every == 0 or done == total
-                             or (phase == "causal" and not self.in_causal_phase)):
-                    last_ckpt = self.checkpoint()
-                if stop_after is not None and ran >= stop_after:
-                    break
-        bar.close()
-        if tb is not None:
-            tb.close()
-        self.train_seconds = time.perf_counter() - started
-        return last_ckpt
+        return Parts(self.model, self.ema, self.opt, state,
+                     modules={"critic": self.critic, "real": self.real},
+                     optimizers={"critic_optim": self.critic_opt, "causal_optim": self.causal_opt})
 
 
 def train_ar(init_url: str, cache_url: str, out_url: str, config: ARConfig, *,
