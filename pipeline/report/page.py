@@ -40,6 +40,8 @@ def _stages(run: RunFolder) -> str:
             total += seconds
         why = (f'<span class="error">{esc(rec["error"])}</span>' if rec.get("error")
                else esc(rec.get("reason", "")))
+        if name == "report" and rec["status"] == "running":
+            why = "writing this page"
         rows.append([esc(name), status_badge(rec["status"]), fmt(seconds) if seconds is not None else "",
                      esc(rec.get("started", "")), esc(rec.get("finished", "")), why])
     return (note + table(["stage", "status", "seconds", "started", "finished", "error or reason"], rows,
@@ -92,7 +94,12 @@ def _training(run: RunFolder) -> str:
 def _quality(run: RunFolder) -> str:
     loaded = {name: run.json(f"{name}.json") for name in ("eval_kd", "eval_ar")}
     errors = "".join(f'<p class="error">{esc(v.error)}</p>' for v in loaded.values() if v.error)
-    return errors + quality_table(loaded["eval_kd"].value, loaded["eval_ar"].value)
+    missing = {}
+    for name in ("eval_kd", "eval_ar"):
+        rec = run.stage(name)
+        if loaded[name].value is None and rec["status"] in ("skipped", "failed"):
+            missing[f"{name}.json"] = f"{rec['status']}: {rec.get('reason') or rec.get('error') or name}"
+    return errors + quality_table(loaded["eval_kd"].value, loaded["eval_ar"].value, missing)
 
 
 def _videos(run: RunFolder, assets: Assets) -> str:

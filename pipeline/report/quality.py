@@ -48,16 +48,21 @@ def quality_rows(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None
     return rows
 
 
-def quality_table(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None) -> str:
-    """The table (id ``quality``), each missing score a 'pending' row, never an error."""
+def quality_table(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None,
+                  missing: dict[str, str] | None = None) -> str:
+    """The table (id ``quality``), each missing score a 'pending' row (or ``missing[file]``,
+    e.g. "skipped: ..."), never an error."""
+    missing = missing or {}
     if eval_kd is None and eval_ar is None:
-        return pending("no evaluation has run yet (stages eval_kd, eval_ar)") + _empty_table()
+        why = "; ".join(f"{k}: {v}" for k, v in missing.items())
+        return pending(f"no evaluation has run yet (stages eval_kd, eval_ar){': ' + why if why else ''}") + _empty_table()
     head = "".join(f"<th>{esc(h)}</th>" for h in ("model", "prompts", *(label for _, label in METRICS)))
     body = []
     for model, source, set_label, scores in quality_rows(eval_kd, eval_ar):
         cells = f"<td>{esc(model)}</td><td>{esc(set_label)}</td>"
         if scores is None:
-            cells += f'<td class="pending" colspan="{len(METRICS)}">pending ({esc(source)})</td>'
+            cells += (f'<td class="pending" colspan="{len(METRICS)}">'
+                      f'{esc(missing.get(source, "pending"))} ({esc(source)})</td>')
         else:
             cells += "".join(f'<td class="num">{fmt(scores.get(k))}</td>' for k, _ in METRICS)
         body.append(f"<tr>{cells}</tr>")

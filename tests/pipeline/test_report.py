@@ -136,6 +136,7 @@ def test_a_partial_run_shows_missing_stages_as_pending(tmp_path):
     run, state, _ = build_partial_run(tmp_path / "run", seeds=1)
     state["stages"]["train_kd"] = {"status": "failed", "error": f"killed: {HOSTILE}"}
     state["stages"]["train_ar"] = {"status": "skipped", "reason": "disabled: [train_ar] steps = 0"}
+    state["stages"]["eval_ar"] = {"status": "skipped", "reason": "stage 2 is off"}
     _write_state(run, state)
     path = write_report(str(run))
     assert path == str(run / "report.html")
@@ -148,6 +149,7 @@ def test_a_partial_run_shows_missing_stages_as_pending(tmp_path):
     assert "no metrics yet" in visible and "no evaluation has run yet" in visible
     assert "the sample stage has not run yet" in visible
     assert f"failed: killed: {HOSTILE}" in visible and "skipped: disabled: [train_ar] steps = 0" in visible
+    assert "eval_ar.json: skipped: stage 2 is off" in visible
     assert {"stages", "quality", "cache-summary", "cache-generations", "cache-step-stats",
             "cache-previews", "verify"} <= set(page.tables)
     # the teacher's own clips are there already, in both containers

@@ -94,3 +94,24 @@ def test_cache_card_of_object_storage_and_refusals(tmp_path, s3_bucket, capsys):
     assert main(["cache", "report", cache, "--out", str(tmp_path / "x.html"), "--stats-samples", "0"]) == 2
     assert "--stats-samples" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.slow
+def test_cache_card_of_a_tiny_wan_cache_decodes_x0_through_the_vae(tmp_path, capsys):
+    from cache_schema import CacheWriter
+
+    teacher = build_teacher("wan-tiny", num_steps=4, shift=3.0, guidance=(4.0, 3.0), height=32,
+                            width=32, frames=9)
+    prompts = ["a red cat running left", "blue ocean wave at night"]
+    keep = tuple(range(4))
+    records, _ = record_trajectories(teacher, prompts, [0, 0], global_seed=0, keep_steps=keep)
+    fp = cache_fingerprint(teacher, keep_steps=keep, global_seed=0, half_dtype="float16", negative_prompt="")
+    cache = str(tmp_path / "cache")
+    with CacheWriter(cache, layout=teacher.layout(keep), fingerprint=fp, samples_per_shard=1) as writer:
+        for record in records:
+            writer.write(record)
+    out = tmp_path / "card.html"
+    assert main(["cache", "report", cache, "--out", str(out)]) == 0
+    pictures = _inline_pngs(out.read_text())
+    # 9 decoded 32x32 frames per prompt (the VAE's x4 in time, x8 in space), gaps of 2 pixels
+    assert [p.shape for p in pictures] == [(32, 9 * 34 - 2, 3)] * 2
