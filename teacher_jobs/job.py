@@ -184,7 +184,9 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
                 failed[unit.name] = f"actor died {attempt + 1} times: {type(exc).__name__}"
             submit(actor_index)
             continue
-        except ray.exceptions.RayTaskError as exc:
+        except (ray.exceptions.RayTaskError, ray.exceptions.UnserializableException) as exc:
+            # (an error Ray cannot rebuild on the driver arrives as UnserializableException,
+            # carrying the actor's traceback: still this unit's failure, not the driver's)
             if attempt < config.max_retries:
                 queue.append((unit, attempt + 1))
             else:
