@@ -1,5 +1,6 @@
-"""Tiny random-weight Wan 2.2 modules built from config with the real diffusers/transformers
-classes (PLATFORM-NOTES): for tests and the offline demo, since no weights can be downloaded."""
+"""Tiny random-weight Wan modules built from config with the real diffusers/transformers
+classes (PLATFORM-NOTES): for tests and the offline demo, since no weights can be downloaded.
+One tiny form per checkpoint kind the Wan teacher runs (A14B, Wan 2.1, TI2V-5B)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,20 @@ def train_tokenizer(vocab_size: int = 256):
                                    unk_token="<unk>")
 
 
-def build_tiny_pipeline(seed: int = 0, shift: float = 3.0):
-    """A two-expert WanPipeline (A14B form) with tiny random weights."""
+VARIANTS = ("t2v-a14b", "t2v-2.1", "ti2v-5b")  # the WanPipeline forms a teacher can take
+
+
+def build_tiny_pipeline(seed: int = 0, shift: float = 3.0, variant: str = "t2v-a14b"):
+    """A WanPipeline with tiny random weights, in the form of one real checkpoint kind:
+    ``t2v-a14b`` two experts split at boundary_ratio 0.875 (Wan 2.2 T2V-A14B); ``t2v-2.1`` one
+    transformer, 16-channel VAE (Wan 2.1 T2V); ``ti2v-5b`` one transformer, 48-channel residual
+    VAE with 2x2 patchify (16x spatial) and one timestep per token (Wan 2.2 TI2V-5B,
+    ``expand_timesteps``)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
+    if variant not in VARIANTS:
+        raise ValueError(f"tiny Wan variant must be one of {VARIANTS}, got {variant!r}")
     tokenizer = train_tokenizer()
     torch.manual_seed(seed)
     text_encoder = UMT5EncoderModel(UMT5Config(
@@ -37,18 +47,27 @@ def build_tiny_pipeline(seed: int = 0, shift: float = 3.0):
         relative_attention_num_buckets=8, relative_attention_max_distance=16,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id))
-    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                           attn_scales=[], temperal_downsample=[False, True, True],
-                           latents_mean=[0.0] * 16, latents_std=[1.0] * 16)
+    if variant == "ti2v-5b":  # the Wan 2.2 VAE: 48 channels, residual, patchified by 2
+        z_dim = 48
+        vae = AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=z_dim, dim_mult=[1, 2, 2, 2],
+                               num_res_blocks=1, attn_scales=[], temperal_downsample=[False, True, True],
+                               is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+                               scale_factor_spatial=16, latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
+    else:
+        z_dim = 16
+        vae = AutoencoderKLWan(base_dim=8, z_dim=z_dim, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                               attn_scales=[], temperal_downsample=[False, True, True],
+                               latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
 
     def expert(expert_seed: int):
         torch.manual_seed(expert_seed)
         return WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
-            out_channels=16, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2,
-            cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=z_dim,
+            out_channels=z_dim, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2,
+            cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
 
+    two = variant == "t2v-a14b"
     return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(),
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
-                       transformer=expert(seed + 1).eval(), transformer_2=expert(seed + 2).eval(),
-                       boundary_ratio=0.875)
+                       transformer=expert(seed + 1), transformer_2=expert(seed + 2) if two else None,
+                       boundary_ratio=0.875 if two else None, expand_timesteps=variant == "ti2v-5b")

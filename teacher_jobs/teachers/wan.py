@@ -228,12 +228,14 @@ class WanTeacher(Teacher):
                    configs=file_configs(ckpt), **config)
 
     @classmethod
-    def tiny(cls, **config: Any) -> WanTeacher:
+    def tiny(cls, variant: str = "t2v-a14b", **config: Any) -> WanTeacher:
+        """Random weights in the form of ``variant`` (tiny_wan.VARIANTS); ti2v-5b needs
+        height/width divisible by 32."""
         from .tiny_wan import build_tiny_pipeline
 
         config = {"height": 32, "width": 32, "frames": 9, "num_steps": 6, "shift": 3.0,
                   "guidance": (4.0, 3.0), "max_text_len": 16, **config}
-        pipe = build_tiny_pipeline(shift=config["shift"])
+        pipe = build_tiny_pipeline(shift=config["shift"], variant=variant)
         return cls(pipe, checkpoint=tiny_checkpoint_record(pipe), **config)
 
     def _make_scheduler(self):

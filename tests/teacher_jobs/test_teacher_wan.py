@@ -174,3 +174,42 @@ def test_bf16_expert_offload_micro_batch_2_equals_stock_pipeline_and_micro_batch
     assert scale > 0.1
     # within bf16 rounding (measured: equal, as stock's Euler step rounds latents to bf16 too)
     assert (ours - expected.float()).abs().max().item() <= 0.02 * scale
+
+
+@pytest.mark.parametrize("variant, size, variant_name", [
+    ("t2v-2.1", 32, "single-expert"), ("ti2v-5b", 64, "single-expert+expand_timesteps")])
+def test_single_expert_checkpoints_are_teachers_equal_to_stock_pipeline(variant, size, variant_name, tmp_path):
+    """Wan 2.1 T2V (one transformer) and Wan 2.2 TI2V-5B (one transformer, 48-channel VAE at
+    16x, one timestep per token) as tiny random checkpoints: planned from files by the driver,
+    loaded and checked by the actor's code, and equal to stock WanPipeline bit for bit (Euler)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    from teacher_jobs.teachers import make_settings
+    from teacher_jobs.teachers.spec import VideoSize
+
+    folder = tmp_path / variant
+    WanTeacher.tiny(variant=variant, height=size, width=size).pipe.save_pretrained(str(folder))
+    settings = make_settings({"kind": "wan", "source": str(folder), "dtype": "float32", "solver": "euler",
+                              "steps": 4, "shift": 3.0, "guidance": [4.0], "max_text_len": 16,
+                              "negative_prompt": ""})
+    video = VideoSize(height=size, width=size, frames=9)
+    plan = settings.driver_plan(video)  # from files
+    teacher = settings.build(video, device="cpu")
+    settings.check_loaded(teacher, plan.fingerprint)  # the actor's check passes
+    assert plan.fingerprint["variant"] == variant_name and plan.fingerprint["guidance"] == [4.0]
+    assert tuple(plan.layout_args["latent_shape"]) == teacher.latent_shape
+    assert teacher.latent_shape[0] == (48 if variant == "ti2v-5b" else 16)
+    assert [teacher.expert_at(i) for i in range(4)] == [0] * 4
+    ours = torch.from_numpy(sample_latents(teacher, PROMPTS, [0, 1], global_seed=5, fingerprint_digest="d"))
+    noise = torch.from_numpy(batch_noise(5, [make_sample_id(p, s, "d") for p, s in zip(PROMPTS, [0, 1])],
+                                         teacher.latent_shape))
+    stock = WanPipeline.from_pretrained(str(folder))
+    assert stock.transformer_2 is None and stock.config.expand_timesteps == (variant == "ti2v-5b")
+    stock.scheduler = FlowMatchEulerDiscreteScheduler.from_config(stock.scheduler.config, shift=3.0)
+    expected = torch.cat([stock(prompt=[p], negative_prompt="", height=size, width=size, num_frames=9,
+                                num_inference_steps=4, guidance_scale=4.0, latents=noise[i:i + 1].clone(),
+                                output_type="latent", max_sequence_length=16).frames
+                          for i, p in enumerate(PROMPTS)])
+    assert torch.equal(ours, expected) and ours.abs().sum() > 0
+    with pytest.raises(ValueError, match="single transformer"):
+        make_settings({"kind": "wan", "source": str(folder), "boundary": 0.9}).driver_plan(video)
