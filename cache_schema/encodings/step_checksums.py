@@ -19,6 +19,15 @@ def step_checksum_key(name: str, position: int) -> str:
     return f"{name}[{position}]"
 
 
+def is_step_key(key: str) -> bool:
+    return key.endswith("]")
+
+
+def without_step_checksums(sums: Mapping[str, str]) -> dict[str, str]:
+    """The per-field checksums only (an encoding without partial reads stores just those)."""
+    return {k: v for k, v in sums.items() if not is_step_key(k)}
+
+
 def step_checksums(record: Mapping[str, Any]) -> dict[str, str]:
     """{"states[3]": crc, ...} for every stored step of the latent step fields of ``record``."""
     out = {}
