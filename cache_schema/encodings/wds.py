@@ -14,7 +14,6 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 
-from ..bounds import bounded_stream, parse_record_meta
 from ..checksum import record_checksums
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
 from ..store import Store
@@ -69,7 +68,7 @@ def _decode_member(suffix: str, data: bytes, npy: Callable[[bytes], np.ndarray]
         return name, npy(data)
     if ext == "txt":
         return name, data.decode("utf-8")
-    return name, parse_record_meta(data, suffix)
+    return name, json.loads(data)
 
 
 def iter_shard(stream: IO[bytes], layout: CacheLayout, fields: Sequence[str],
@@ -128,8 +127,7 @@ class WebDataset(Encoding):
         _raw_only(layout)
         block = STREAM_BLOCK if store.is_local else REMOTE_STREAM_BLOCK
         with store.fs.open(store.path(path), "rb", block_size=block) as stream:
-            yield from iter_shard(bounded_stream(stream, layout, store.url_of(path)), layout,
-                                  fields, steps, parser=self.parser)
+            yield from iter_shard(stream, layout, fields, steps, parser=self.parser)
         if meter is not None:  # a tar is streamed whole: every byte of it moves
             meter.add(store.size(path))
 
