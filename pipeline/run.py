@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from pipeline.graph import STAGES, RunConfig, bundled_config, load_run_config, run_graph
 from pipeline.graph.state import RunState
@@ -72,8 +73,26 @@ def run_config(config: RunConfig, *, out: str | None = None, from_stage: str | N
     if not run_dir:
         raise ValueError(f"no run folder: pass --out URL or set [run] out in {config.source}")
     config.override("run", out=run_dir)
-    return run_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage, only=only,
-                     console=console, progress=progress)
+    console = console or Console()
+    state = run_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage, only=only,
+                      console=console, progress=progress)
+    print_summary(state, console)
+    return state
+
+
+def print_summary(state: RunState, console: Console) -> None:
+    """One line per stage (status, seconds or reason), then where the report is."""
+    table = Table(title="s2dit run", show_edge=False)
+    for column in ("stage", "status", "seconds", "note"):
+        table.add_column(column)
+    for name, record in state.stages.items():
+        seconds = record.get("seconds")
+        table.add_row(name, record["status"], "" if seconds is None else f"{seconds:.1f}",
+                      record.get("reason") or record.get("error") or "")
+    console.print(table)
+    html = state.get("report").get("outputs", {}).get("report_html")
+    if html:
+        console.print(f"report: {html}  (open it in a browser)")
 
 
 def run_demo(console: Console | None = None, progress: bool = True, **flags: Any) -> RunState:

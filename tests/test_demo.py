@@ -4,6 +4,7 @@ section reruns stage 2 and what follows it, nothing before."""
 
 from __future__ import annotations
 
+import io
 import json
 import tomllib
 from pathlib import Path
@@ -39,8 +40,10 @@ def test_the_demo_config_is_the_repository_file_and_includes_the_documented_reci
 
 
 def test_demo_runs_every_stage_then_a_stage_2_change_reruns_only_stage_2_onwards(tmp_path, ray_runtime):
-    out = tmp_path / "demo"
-    run_config(demo_config(out=str(out), **TINY), console=Console(quiet=True), progress=False)
+    out, printed = tmp_path / "demo", io.StringIO()
+    run_config(demo_config(out=str(out), **TINY), console=Console(file=printed, width=200),
+               progress=False)
+    assert f"report: {out}/report.html" in printed.getvalue()  # the last thing the demo says
     stages = _state(out)
     assert [s["status"] for s in stages.values()] == ["done"] * 10
     report = json.loads((out / "report.json").read_text())

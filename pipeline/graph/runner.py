@@ -20,7 +20,7 @@ from rich.console import Console
 
 from .config import RunConfig
 from .fingerprint import digest
-from .stage import Stage, StageContext, StageSkipped
+from .stage import Stage, StageContext
 from .state import RunState, now
 from .toml_out import dumps
 
@@ -122,11 +122,6 @@ def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
         state.set(stage.name, running)
         try:
             outputs = stage.run(ctx)
-        except StageSkipped as skip:
-            state.set(stage.name, {"status": "skipped", "reason": str(skip), "fingerprint": fingerprint,
-                                   "inputs": inputs, "finished": now()})
-            console.print(f"[dim]{title}: skipped ({skip})[/dim]")
-            continue
         except BaseException as exc:  # KeyboardInterrupt too: the record says where it stopped
             failed = {**running, "status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
                       "finished": now(), "seconds": round(time.perf_counter() - t0, 3)}

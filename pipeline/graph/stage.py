@@ -13,10 +13,6 @@ from .config import RunConfig
 from .state import RunState
 
 
-class StageSkipped(Exception):
-    """Raised by a stage that finds at run time it does not apply (the reason is recorded)."""
-
-
 @dataclass(kw_only=True, slots=True)
 class StageContext:
     run_dir: str

@@ -11,6 +11,7 @@ kept in RESULTS for BENCHMARKS."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -29,8 +30,13 @@ from student_train.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[2]
 GPU_CONFIG = str(ROOT / "configs/wan22_student_gpu.toml")
 LATENT, TEXT_DIM, TEXT_LEN, STEPS, SHIFT = (16, 21, 36, 64), 4096, 512, 40, 12.0
-CPU = {"steps": 1, "batch_size": 1, "device": "cpu", "autocast_dtype": None, "checkpoint_every": 1,
-       "log_every": 1, "loader_workers": 1, "buffer_shards": 1, "prefetch_shards": 1}
+CPU = {"steps": 1, "batch_size": 1, "device": "cpu", "checkpoint_every": 1, "log_every": 1,
+       "loader_workers": 1, "buffer_shards": 1, "prefetch_shards": 1}
+
+
+def _fp32(config):
+    """The recipe without its bf16 autocast (an unset key cannot be passed as an override)."""
+    return dataclasses.replace(config, autocast_dtype=None)
 
 
 class PeakRSS:
@@ -81,11 +87,12 @@ def _write_full_shape_cache(url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_cluster_student_stages_take_one_step_each_at_full_shape_on_cpu(tmp_path):
     cache = str(tmp_path / "cache")
     _write_full_shape_cache(cache)
-    kd_config = TrainConfig.load(GPU_CONFIG, **CPU)
-    assert kd_config.model["dim"] == 384  # the cluster recipe's model, not a default
+    kd_config = _fp32(TrainConfig.load(GPU_CONFIG, **CPU))
+    assert kd_config.model["dim"] == 384 and kd_config.autocast_dtype is None  # its model, in fp32
     trainer = Trainer(cache, str(tmp_path / "kd"), kd_config)
     assert trainer.model_config.latent_frames == LATENT[1]
     with PeakRSS() as kd:
@@ -93,7 +100,7 @@ def test_cluster_student_stages_take_one_step_each_at_full_shape_on_cpu(tmp_path
     assert trainer.step == 1 and latest_checkpoint(str(tmp_path / "kd"))
     del trainer
 
-    ar_config = ARConfig.load(GPU_CONFIG, **{**CPU, "causal_steps": 1})
+    ar_config = _fp32(ARConfig.load(GPU_CONFIG, **{**CPU, "causal_steps": 1}))
     ar = ARTrainer(str(tmp_path / "kd"), cache, str(tmp_path / "ar"), ar_config)
     assert ar.num_chunks == LATENT[1] // 3  # 7 streaming chunks of 3 latent frames
     with PeakRSS() as dmd:

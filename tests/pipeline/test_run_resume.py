@@ -37,7 +37,7 @@ checkpoint_every = 5
 log_every = 5
 model = {dim = 16, heads = 2}
 [eval]
-per_class = 1
+enabled = false  # scores are not what this test is about
 [train_ar]
 steps = 1
 causal_steps = 1
@@ -100,4 +100,4 @@ def test_run_killed_during_training_resumes_without_regenerating_the_cache(tmp_p
     events = [json.loads(line) for line in (out / "student" / "metrics.jsonl").read_text().splitlines()]
     resumed = [e for e in events if e.get("event") == "resumed"]
     assert len(resumed) == 1 and resumed[0]["step"] == killed_at and 5 <= killed_at < 60
-    assert [after[s]["status"] for s in after] == ["done"] * 10
+    assert [after[s]["status"] for s in after] == ["done"] * 5 + ["skipped", "done", "skipped", "done", "done"]
