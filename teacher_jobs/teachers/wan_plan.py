@@ -18,6 +18,7 @@ from typing import Any
 SHIPPED = Path(__file__).with_name("wan_configs")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 CUDA_RESERVE_GB = 3.0  # CUDA context, cuBLAS workspace, allocator fragmentation (assumption)
+HOST_RESERVE_GB = 8.0  # Python, torch, CUDA host allocations, Ray worker per actor (assumption)
 TEXT_TOKENS = 512  # UMT5 sequence the pipeline pads to
 
 
@@ -37,6 +38,7 @@ class MemoryPlan:
     offload: str
     activations_gb: float  # one expert forward of one sample + the micro-batch's latents
     peak_gb_per_actor: float
+    host_gb_per_actor: float  # host RAM: every weight while loading, then the offloaded ones
     gpu_memory_gb: float
     fits: bool
     flops_per_forward: float  # one expert forward of one sample
@@ -114,16 +116,22 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
     linear = layers * (8 * dim * dim + 2 * dim * t["ffn_dim"])  # self + cross attn, FFN
     per_forward = (2 * tokens * linear + 4 * tokens * tokens * dim * layers
                    + 4 * tokens * TEXT_TOKENS * dim * layers)
+    # from_pretrained materialises every component in host memory before _place moves them
+    # (diffusers loads to CPU first), then the offloaded expert stays there.
+    host_gb = sum(c.bytes for c in components.values()) / 1e9 + HOST_RESERVE_GB
     fits = peak_gb <= gpu_memory_gb
     plan = MemoryPlan(
         components=components, tokens_per_sample=tokens, micro_batch=batch, offload=offload,
-        activations_gb=activations / 1e9, peak_gb_per_actor=peak_gb, gpu_memory_gb=gpu_memory_gb,
+        activations_gb=activations / 1e9, peak_gb_per_actor=peak_gb, host_gb_per_actor=host_gb,
+        gpu_memory_gb=gpu_memory_gb,
         fits=fits, flops_per_forward=float(per_forward), flops_per_trajectory=float(2 * steps * per_forward),
         assumptions=[
             f"weights: parameters x {dtype} ({vae_dtype} VAE); experts built on the meta device",
             ("activations: one expert forward of one sample (the teacher runs samples one per "
              "forward), no grad, memory-efficient attention, + 8 fp32 latents per micro-batch sample"),
             f"+{CUDA_RESERVE_GB} GB for CUDA context and allocator reserve",
+            (f"host memory: every weight while the pipeline loads (on CPU first), "
+             f"+{HOST_RESERVE_GB} GB per actor for the process"),
             ("FLOPs: 2 x tokens x linear params + 4 x tokens^2 x dim (self-attn) + 4 x tokens x 512 x "
              "dim (cross-attn) per layer; 2 forwards (cond, uncond) per step; text encoder and VAE "
              "excluded")])
