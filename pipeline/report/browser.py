@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -135,7 +136,9 @@ def check_page(html_path: str, *, screenshot: str | None = None, width: int = 12
         raise FileNotFoundError("no chromium found: install Debian's chromium package "
                                 "(`make setup` does as root) or set $CHROMIUM")
     url = Path(html_path).resolve().as_uri()
-    with tempfile.TemporaryDirectory(prefix="s2dit-chromium-") as profile:
+    # the profile is removed only after every chromium process of this visit has exited (its
+    # helpers keep writing there); a leftover file of theirs must not fail the check
+    with tempfile.TemporaryDirectory(prefix="s2dit-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-extensions", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
@@ -147,9 +150,25 @@ def check_page(html_path: str, *, screenshot: str | None = None, width: int = 12
             return asyncio.run(asyncio.wait_for(
                 _drive(port, url, screenshot, width, wait_s, timeout), timeout))
         finally:
-            proc.terminate()
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the chromium started here and its helper processes (its own process group)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # the main process is gone; give its helpers the same bounded moment
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
