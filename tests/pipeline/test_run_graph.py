@@ -9,6 +9,7 @@ import json
 import tomllib
 from pathlib import Path
 
+import fsspec
 import pytest
 from rich.console import Console
 
@@ -25,7 +26,7 @@ def _toy_stages(log: list[str], fail: set[str] | None = None) -> tuple[Stage, ..
             log.append(name)
             if fail and name in fail:
                 raise RuntimeError(f"{name} broke\nsecond line")
-            with open(ctx.path(f"{name}.out"), "w") as handle:
+            with fsspec.open(ctx.path(f"{name}.out"), "w") as handle:
                 handle.write(json.dumps(ctx.config.section(section)))
             return {"file": ctx.path(f"{name}.out")}
         return run
@@ -100,6 +101,18 @@ def test_a_failure_is_recorded_and_a_folder_it_did_not_write_is_refused(tmp_path
     with pytest.raises(FileExistsError, match="does not record"):
         run_graph(_config(tmp_path, BASE), _toy_stages(log), str(other), console=QUIET)
     assert (other / "a.out").read_text() == "someone's file"
+
+
+def test_a_run_folder_on_object_storage(tmp_path, s3_bucket):
+    """--out s3://...: the state, run.toml and outputs live in the bucket; a rerun skips."""
+    log: list[str] = []
+    run = f"{s3_bucket}/runs/toy"
+    run_graph(_config(tmp_path, BASE), _toy_stages(log), run, console=QUIET)
+    state = run_graph(_config(tmp_path, BASE), _toy_stages(log), run, console=QUIET)
+    assert log == ["a", "b", "c", "d"] and state.get("d")["status"] == "done"
+    fs, root = fsspec.core.url_to_fs(run)
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(root)) == \
+        ["a.out", "b.out", "c.out", "d.out", "run.toml", "run_state.json"]
 
 
 def test_run_config_includes_seeds_and_refusals(tmp_path):
