@@ -213,3 +213,20 @@ def test_report_command_writes_elsewhere_with_its_own_assets(tmp_path, capsys):
     assert main(["report", str(tmp_path / "no-run")]) == 2
     err = capsys.readouterr().err
     assert "no-run does not exist" in err and "s2dit run" in err
+
+
+def test_a_run_folder_on_object_storage_gets_its_report_there(tmp_path, s3_bucket):
+    import fsspec
+
+    run, _, _ = build_partial_run(tmp_path / "run", seeds=1)
+    fs, _ = fsspec.core.url_to_fs(s3_bucket)
+    fs.put(str(run), f"{s3_bucket.removeprefix('s3://')}/run", recursive=True)
+    url = f"{s3_bucket}/run"
+    assert write_report(url) == f"{url}/report.html"
+    with fsspec.open(f"{url}/report.html", "r") as handle:
+        page = _Page(handle.read())
+    visible = " ".join(page.text)
+    assert "could not draw" not in visible and "Cache card" in visible
+    assert page.sources and page.images
+    for src in page.images + page.sources:
+        assert fs.size(f"{s3_bucket.removeprefix('s3://')}/run/{src}") > 0, src

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from test_report import build_partial_run, build_tiny_run
 
@@ -45,3 +46,16 @@ def test_tiny_run_report_loads_in_chromium(tmp_path):
     assert len(report.videos) == 4 * 4 + 2  # 4 stages x 4 prompts, the sample stage's 2
     assert len(report.images) == 4 * 4 + 6
     assert {"cache-summary", "cache-step-stats", "verify"} <= set(report.tables)
+
+
+def test_the_check_names_what_did_not_load(tmp_path):
+    (tmp_path / "garbage.mp4").write_bytes(b"\x00not a video" * 64)
+    iio.imwrite(tmp_path / "ok.png", np.full((8, 8, 3), 200, np.uint8))
+    page = tmp_path / "p.html"
+    page.write_text('<html><head><title>t</title></head><body><img src="ok.png"><img src="gone.png">'
+                    '<video src="garbage.mp4"></video><table id="quality"></table></body></html>')
+    report = check_page(str(page), wait_s=10)
+    assert report.images[0]["width"] == 8
+    broken = report.broken()
+    assert len(broken) == 2 and broken[0] == "image gone.png"
+    assert broken[1].startswith("video ") and broken[1].endswith("garbage.mp4 (readyState 0, error 4)")
