@@ -16,7 +16,6 @@ bytes (a failed header checksum, a truncated member) are errors, never a fallbac
 
 from __future__ import annotations
 
-import ast
 import io
 from collections.abc import Iterator
 from functools import lru_cache
@@ -24,6 +23,7 @@ from typing import IO
 
 import numpy as np
 
+from ..bounds import check_npy_payload, parse_npy_header
 from .tar_stock import tarfile_members
 
 BLOCK = 512
@@ -43,9 +43,12 @@ def _octal(field: bytes, what: str) -> int:
     if not text:
         return 0
     try:
-        return int(text, 8)
+        value = int(text, 8)
     except ValueError:
         raise ValueError(f"tar header has a bad {what} field {field!r}") from None
+    if value < 0:
+        raise ValueError(f"tar header has a negative {what} field {field!r}")
+    return value
 
 
 def _checksum_ok(header: bytes) -> bool:
@@ -130,6 +133,8 @@ def _pax_path(data: bytes) -> str | None:
     while pos < len(data):
         space = data.index(b" ", pos)
         length = int(data[pos:space])
+        if length < space - pos + 2 or pos + length > len(data):  # else: an endless loop
+            raise ValueError(f"tar pax record at byte {pos} has a bad length {length}")
         key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
         if key.startswith(_PAX_UNSUPPORTED):
             raise Unsupported(f"pax record {key.decode('utf-8', 'replace')!r}")
@@ -141,12 +146,7 @@ def _pax_path(data: bytes) -> str | None:
 
 @lru_cache(maxsize=256)
 def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    meta = ast.literal_eval(header.decode("latin1"))
-    descr = meta["descr"]
-    dtype = np.dtype([tuple(f) for f in descr]) if isinstance(descr, list) else np.dtype(descr)
-    if dtype.hasobject:
-        raise ValueError("npy member holds Python objects; cache tensors never do (refusing to unpickle)")
-    return dtype, tuple(meta["shape"]), bool(meta["fortran_order"])
+    return parse_npy_header(header)  # bounded, never an ast traceback (issue 17)
 
 
 def npy_from_bytes(data: bytes) -> np.ndarray:
@@ -161,7 +161,7 @@ def npy_from_bytes(data: bytes) -> np.ndarray:
     else:
         raise ValueError(f"unsupported .npy format version {major}")
     dtype, shape, fortran = _npy_header(bytes(data[start : start + length]))
-    count = int(np.prod(shape)) if shape else 1
+    count = check_npy_payload(dtype, shape, len(data) - start - length)
     array = np.frombuffer(data, dtype=dtype, count=count, offset=start + length)
     return array.reshape(shape, order="F" if fortran else "C")
 

@@ -14,13 +14,13 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 
+from ..bounds import bounded_stream, parse_record_meta
 from ..checksum import record_checksums
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
 from ..store import Store
 from .base import SINGLE_OBJECT, Encoding, Selection
 from .common import slice_steps, step_positions
 from .meter import ReadMeter
-from .step_checksums import without_step_checksums
 from .tar_stock import np_load, tarfile_members, webdataset_members
 from .ustar import encode_tar, iter_members, npy_from_bytes, npy_header
 
@@ -46,9 +46,8 @@ def encode_shard(records: Sequence[dict[str, Any]]) -> bytes:
     members: list[tuple[str, list[bytes | memoryview | np.ndarray]]] = []
     for record in records:
         key = record["sample_id"]
-        # Whole tensors only: a tar is read whole, so per-step checksums would be dead weight.
-        sums = without_step_checksums(record.get(CHECKSUMS_KEY) or record_checksums(record))
-        meta = {"sample_id": key, "seed": int(record["seed"]), CHECKSUMS_KEY: sums}
+        meta = {"sample_id": key, "seed": int(record["seed"]),
+                CHECKSUMS_KEY: record.get(CHECKSUMS_KEY) or record_checksums(record)}
         members.append((f"{key}.meta.json", [json.dumps(meta, sort_keys=True).encode()]))
         for name in ("prompt", "negative_prompt"):
             members.append((f"{key}.{name}.txt", [record[name].encode("utf-8")]))
@@ -68,7 +67,7 @@ def _decode_member(suffix: str, data: bytes, npy: Callable[[bytes], np.ndarray]
         return name, npy(data)
     if ext == "txt":
         return name, data.decode("utf-8")
-    return name, json.loads(data)
+    return name, parse_record_meta(data, suffix)
 
 
 def iter_shard(stream: IO[bytes], layout: CacheLayout, fields: Sequence[str],
@@ -127,7 +126,8 @@ class WebDataset(Encoding):
         _raw_only(layout)
         block = STREAM_BLOCK if store.is_local else REMOTE_STREAM_BLOCK
         with store.fs.open(store.path(path), "rb", block_size=block) as stream:
-            yield from iter_shard(stream, layout, fields, steps, parser=self.parser)
+            yield from iter_shard(bounded_stream(stream, layout, store.url_of(path)), layout,
+                                  fields, steps, parser=self.parser)
         if meter is not None:  # a tar is streamed whole: every byte of it moves
             meter.add(store.size(path))
 
