@@ -21,6 +21,7 @@ from ..store import Store
 from .base import SINGLE_OBJECT, Encoding, Selection
 from .common import slice_steps, step_positions
 from .meter import ReadMeter
+from .step_checksums import without_step_checksums
 from .tar_stock import np_load, tarfile_members, webdataset_members
 from .ustar import encode_tar, iter_members, npy_from_bytes, npy_header
 
@@ -46,8 +47,9 @@ def encode_shard(records: Sequence[dict[str, Any]]) -> bytes:
     members: list[tuple[str, list[bytes | memoryview | np.ndarray]]] = []
     for record in records:
         key = record["sample_id"]
-        meta = {"sample_id": key, "seed": int(record["seed"]),
-                CHECKSUMS_KEY: record.get(CHECKSUMS_KEY) or record_checksums(record)}
+        # Whole tensors only: a tar is read whole, so per-step checksums would be dead weight.
+        sums = without_step_checksums(record.get(CHECKSUMS_KEY) or record_checksums(record))
+        meta = {"sample_id": key, "seed": int(record["seed"]), CHECKSUMS_KEY: sums}
         members.append((f"{key}.meta.json", [json.dumps(meta, sort_keys=True).encode()]))
         for name in ("prompt", "negative_prompt"):
             members.append((f"{key}.{name}.txt", [record[name].encode("utf-8")]))

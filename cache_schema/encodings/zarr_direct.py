@@ -32,6 +32,15 @@ class Unsupported(Exception):
     """An array this reader does not parse (the caller reads it with zarr)."""
 
 
+class ChunkError(ValueError):
+    """An inner chunk that does not decode; ``offset`` is the record (first axis) it holds."""
+
+    def __init__(self, name: str, offset: int, exc: Exception):
+        super().__init__(f"field {name}: inner chunk of record {offset} does not decode "
+                         f"({type(exc).__name__}: {exc})")
+        self.name, self.offset = name, offset
+
+
 def _dtype(name: str) -> np.dtype:
     if name == "bfloat16":
         import ml_dtypes
@@ -102,6 +111,11 @@ class GroupReader:
         if meta["chunk_grid"]["configuration"]["chunk_shape"] != list(shape):
             raise Unsupported(f"{name}: more than one chunk")
         key = f"{name}/c/" + "/".join("0" * len(shape))
+        if not self.store.exists(f"{self.path}/{key}"):
+            # zarr leaves out a chunk whose values all equal the fill value (e.g. "" prompts)
+            dtype = object if codecs and codecs[0]["name"] == "vlen-utf8" else _dtype(meta["data_type"])
+            return np.full(shape, meta.get("fill_value") or (0 if dtype is not object else ""),
+                           dtype=dtype)
         if codecs and codecs[0]["name"] == "vlen-utf8":
             if len(codecs) != 1:
                 raise Unsupported(f"{name}: codecs {codecs}")
@@ -120,7 +134,7 @@ class GroupReader:
             index = self._index(data[len(data) - self._index_size(grid, conf):], grid, conf)
             coords = list(np.ndindex(*grid))
             payloads = [data[int(o) : int(o) + int(n)] if o != _EMPTY else None for o, n in index]
-            return self._assemble(meta, conf, coords, payloads, shape)
+            return self._assemble(name, meta, conf, coords, payloads, shape)
         decoder = _decompressor(codecs)
         data = self._read(key)
         raw = decoder.decode(data) if decoder is not None else data
@@ -155,7 +169,13 @@ class GroupReader:
         by_flat = {k: b for (k, _, _), b in zip(found, blobs)}
         payloads = [by_flat.get(k) for k in flat]
         chunk = tuple(conf["chunk_shape"])
-        return [self._decode_chunk(meta, conf, p, chunk) for p in payloads]
+        out = []
+        for coord, payload in zip(coords, payloads):
+            try:
+                out.append(self._decode_chunk(meta, conf, payload, chunk))
+            except Exception as exc:
+                raise ChunkError(name, int(coord[0]), exc) from exc
+        return out
 
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -201,10 +221,13 @@ class GroupReader:
         return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(chunk) \
             .astype(dtype, copy=False)
 
-    def _assemble(self, meta: dict, conf: dict, coords, payloads, shape) -> np.ndarray:
+    def _assemble(self, name: str, meta: dict, conf: dict, coords, payloads, shape) -> np.ndarray:
         chunk = tuple(conf["chunk_shape"])
         out = np.empty(shape, dtype=_dtype(meta["data_type"]))
         for coord, payload in zip(coords, payloads):
             where = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coord, chunk))
-            out[where] = self._decode_chunk(meta, conf, payload, chunk)
+            try:
+                out[where] = self._decode_chunk(meta, conf, payload, chunk)
+            except Exception as exc:
+                raise ChunkError(name, int(coord[0]), exc) from exc
         return out

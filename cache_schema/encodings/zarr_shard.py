@@ -23,12 +23,13 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from ..checksum import record_checksums
 from ..codecs import Codec, get_codec
+from ..errors import IntegrityError
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FIELDS, CacheLayout, FieldKind
 from ..store import Store
 from .base import Encoding, Selection, group_hash
 from .common import step_positions
 from .meter import ReadMeter
-from .zarr_direct import GroupReader, Unsupported
+from .zarr_direct import ChunkError, GroupReader, Unsupported
 from .zarr_fast import read_full_array
 
 TEXT_FIELDS = ("sample_id", "prompt", "negative_prompt")
@@ -227,13 +228,28 @@ def iter_direct(group: GroupReader, layout: CacheLayout, fields: Sequence[str],
     positions = step_positions(layout, steps)
     wanted = codec.needs(tuple(fields))
     n = group.shape("sample_id")[0]
-    columns: dict[str, Any] = {}
+    columns: dict[str, Any] = {"sample_id": group.full("sample_id")}  # errors name samples
     if select is not None:
         if positions is not None:
             raise ValueError("pass steps (the same steps of every record) or select, not both")
-        columns["sample_id"] = group.full("sample_id")
         select = {i: select.get(str(sid), {}) for i, sid in enumerate(columns["sample_id"])}
-    sliced: set[str] = set()  # columns already cut to ``positions``
+    try:
+        _read_columns(group, layout, wanted, positions, select, columns)
+    except ChunkError as exc:
+        sid = columns["sample_id"][exc.offset] if exc.offset < n else None
+        raise IntegrityError(f"shard {group.path}: sample {sid} {exc}; run `s2dit cache verify "
+                             "--deep`", shard=group.path, sample_id=sid) from exc
+    yield from _records(group, layout, fields, wanted, positions, columns, codec, n)
+
+
+def _read_columns(group: GroupReader, layout: CacheLayout, wanted: Sequence[str],
+                  positions: list[int] | None, select: dict | None, columns: dict[str, Any]
+                  ) -> None:
+    """Fill ``columns`` with every ``wanted`` field of the group (and text lengths, codec
+    extras); step-chunked fields only at ``positions`` or at each record's ``select``."""
+    codec = get_codec(layout.codec)
+    n = len(columns["sample_id"])
+    sliced: set[str] = columns.setdefault("_sliced", set())  # columns cut to ``positions``
     for name in wanted:
         spec = FIELD_BY_NAME[name]
         if name in columns:
@@ -261,9 +277,16 @@ def iter_direct(group: GroupReader, layout: CacheLayout, fields: Sequence[str],
             columns[name] = group.full(name)
         if spec.axes and spec.axes[0] == "L":
             columns[name + LEN_SUFFIX] = group.full(name + LEN_SUFFIX)
-    extras = {name: group.full(name) for name in codec.extra} \
-        if any(f in codec.transformed for f in wanted) else {}
-    checks = [json.loads(s) for s in group.full(CHECKSUMS_KEY)]
+    if any(f in codec.transformed for f in wanted):
+        columns["_extras"] = {name: group.full(name) for name in codec.extra}
+    columns["_checks"] = [json.loads(s) for s in group.full(CHECKSUMS_KEY)]
+
+
+def _records(group: GroupReader, layout: CacheLayout, fields: Sequence[str],
+             wanted: Sequence[str], positions: list[int] | None, columns: dict[str, Any],
+             codec: Codec, n: int) -> Iterator[dict[str, Any]]:
+    extras, checks, sliced = columns.get("_extras", {}), \
+        columns["_checks"], columns["_sliced"]
     for i in range(n):
         record: dict[str, Any] = {CHECKSUMS_KEY: checks[i]}
         for name in wanted:
@@ -285,9 +308,10 @@ def iter_direct(group: GroupReader, layout: CacheLayout, fields: Sequence[str],
             stored.update({name: column[i] for name, column in extras.items()})
             try:
                 record.update(codec.untransform(stored, record, layout))
-            except (IndexError, TypeError) as exc:  # a corrupt predictor choice or shape
-                raise ValueError(f"sample {record.get('sample_id')}: cannot decode "
-                                 f"{codec.name} fields ({exc})") from exc
+            except (IndexError, TypeError, ValueError) as exc:  # a corrupt predictor or shape
+                raise IntegrityError(f"shard {group.path}: sample {record.get('sample_id')} "
+                                     f"cannot decode its {codec.name} fields ({exc})",
+                                     shard=group.path, sample_id=record.get("sample_id")) from exc
         if positions is not None:
             for name in wanted:
                 spec = FIELD_BY_NAME[name]
