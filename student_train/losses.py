@@ -19,7 +19,8 @@ from cache_schema import flow
 
 @dataclass
 class Batch:
-    """Collated cache records (float32 tensors on the training device)."""
+    """Collated cache records on the training device: the (B, S, ...) trajectories in their
+    stored dtype (``_pick`` widens the picked steps to float32), the rest float32."""
 
     states: torch.Tensor  # (B, S, C, F, H, W)
     v_cond: torch.Tensor  # (B, S, C, F, H, W)
@@ -43,7 +44,8 @@ class Rows:
 
 
 def _pick(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return t[torch.arange(t.shape[0], device=t.device), idx]
+    """Row b's entry idx[b] of t (B, S, ...), as float32 (exact from the stored fp16/bf16)."""
+    return t[torch.arange(t.shape[0], device=t.device), idx].to(torch.float32)
 
 
 def kd_rows(batch: Batch, jitter: bool, contiguous: torch.Tensor) -> Rows:

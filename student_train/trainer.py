@@ -24,6 +24,7 @@ from cache_schema import CacheLayout, FingerprintMismatch
 
 from .checkpoint import restore_optimizer, split_prefix
 from .config import TrainConfig
+from .data import stage1_selector
 from .loop import Parts, Phase, Take, TrainLoop
 from .losses import Batch, distillation_loss
 from .model import S2DiT, StudentConfig
@@ -77,12 +78,15 @@ def record_uniforms(seed: int, epoch: int, sample_id: str) -> np.ndarray:
 
 
 def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
-    # Stack in the stored dtype, widen in torch (multi-threaded), then move. (B, ...) float32
-    f32 = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, torch.float32)
+    # Stack in the stored dtype and move. The (B, S, ...) trajectories stay in it: a step uses
+    # a few of their S states, which the loss widens to float32 after picking them (the same
+    # values as widening all first, at a fraction of the copies). The rest: (B, ...) float32.
+    stored = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device)
+    f32 = lambda key: stored(key).to(torch.float32)
     text, mask = pad_text(records, max_text_len)
     u = torch.from_numpy(np.stack([record_uniforms(seed, r["_epoch"], r["sample_id"])
                                    for r in records])).float()
-    return Batch(states=f32("states"), v_cond=f32("v_cond"), v_uncond=f32("v_uncond"),
+    return Batch(states=stored("states"), v_cond=stored("v_cond"), v_uncond=stored("v_uncond"),
                  guidance=f32("guidance"), sigmas=f32("sigmas"), x0=f32("x0"),
                  text=text.to(device), text_mask=mask.to(device), u=u.to(device))
 
@@ -119,6 +123,10 @@ class Trainer(TrainLoop):
                 "intended cache or update expect_fingerprint_digest")
         first = next(self.stream.reader.iter_records(fields=["sigmas"]))
         self.plan = make_plan(self.layout, first["sigmas"], config.student_steps)
+        # read only the steps each record's rows use (Zarr: those (sample, step) chunks)
+        self.stream.select_steps(stage1_selector(
+            seed=config.seed, num_kept=self.layout.num_kept, schedule=self.plan.schedule.tolist(),
+            kd_fraction=config.kd_fraction, uniforms=record_uniforms))
         # 2. model, EMA, optimiser
         torch.manual_seed(config.seed)
         self.model_config = student_config_for(self.layout, config.model, config.layout_file)

@@ -36,7 +36,7 @@ _CAUSAL_KEY = 0xCA05  # a stream apart from the DMD rows' and stage 1's draws
 @dataclass
 class CausalBatch:
     x0: torch.Tensor  # (B, C, F, H, W)
-    states: torch.Tensor  # (B, S, C, F, H, W) cached trajectory states
+    states: torch.Tensor  # (B, S, C, F, H, W) cached trajectory states, stored dtype (fp16)
     sigmas: torch.Tensor  # (B, S)
     text: torch.Tensor  # (B, L, D)
     text_mask: torch.Tensor  # (B, L) bool
@@ -56,7 +56,9 @@ def collate_causal(records: list[dict], max_text_len: int, *, seed: int, num_chu
         us.append(rng.random((3, num_chunks)))
         normals.append(rng.standard_normal((2, *shape), dtype=np.float32))
     normal = torch.from_numpy(np.stack(normals)).to(device, dtype)  # (B, 2, C, F, H, W)
-    return CausalBatch(x0=tensor("x0"), states=tensor("states"), sigmas=tensor("sigmas"),
+    # the trajectories stay in their stored dtype: the loss widens the few states it picks
+    states = torch.from_numpy(np.stack([r["states"] for r in records])).to(device)
+    return CausalBatch(x0=tensor("x0"), states=states, sigmas=tensor("sigmas"),
                        text=text.to(device, dtype), text_mask=mask.to(device),
                        u=torch.from_numpy(np.stack(us)).to(device, dtype),
                        eps=normal[:, 0], context_noise=normal[:, 1])
@@ -89,9 +91,9 @@ def teacher_forcing_loss(model, batch: CausalBatch, *, schedule: list[int], cont
         pos_i = sched[k]
         last = k == n - 1
         pos_j = sched[(k + 1).clamp(max=n - 1)]
-        x_i = batch.states[rows, pos_i][:, :, part]
+        x_i = batch.states[rows, pos_i][:, :, part].to(x0.dtype)
         sig_i = batch.sigmas[rows, pos_i]
-        x_j = torch.where(view(last), x0, batch.states[rows, pos_j][:, :, part])
+        x_j = torch.where(view(last), x0, batch.states[rows, pos_j][:, :, part].to(x0.dtype))
         sig_j = torch.where(last, torch.zeros_like(sig_i), batch.sigmas[rows, pos_j])
         jump = batch.u[:, 1, i] < jump_fraction
         if i == 0 and not jump_first_chunk:
