@@ -22,6 +22,7 @@ shape (no Ray), then:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -29,7 +30,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import student_train.trainer as kd_trainer
@@ -37,13 +37,13 @@ from cache_schema import CacheWriter
 from student_train.config import TrainConfig
 from student_train.losses import Batch, distillation_loss
 from student_train.optim import ema_update
-from student_train.text import pad_text
-from student_train.trainer import Trainer, record_uniforms
+from student_train.trainer import Trainer
 from teacher_jobs.analytic_corpus import class_prompts
 from teacher_jobs.sampler import cache_fingerprint, record_trajectories
 from teacher_jobs.teachers import build_teacher
 
 ROOT = Path(__file__).resolve().parent.parent
+COLLATE = kd_trainer.collate  # this tree's
 
 
 def make_cache(path: Path, classes: int, seeds: int) -> str:
@@ -64,13 +64,9 @@ def make_cache(path: Path, classes: int, seeds: int) -> str:
 
 def legacy_collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
     """The collate before the overhead cuts: every stored step widened to float32."""
-    f32 = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, torch.float32)
-    text, mask = pad_text(records, max_text_len)
-    u = torch.from_numpy(np.stack([record_uniforms(seed, r["_epoch"], r["sample_id"])
-                                   for r in records])).float()
-    return Batch(states=f32("states"), v_cond=f32("v_cond"), v_uncond=f32("v_uncond"),
-                 guidance=f32("guidance"), sigmas=f32("sigmas"), x0=f32("x0"),
-                 text=text.to(device), text_mask=mask.to(device), u=u.to(device))
+    batch = COLLATE(records, max_text_len, device, seed)
+    return dataclasses.replace(batch, states=batch.states.float(), v_cond=batch.v_cond.float(),
+                               v_uncond=batch.v_uncond.float())
 
 
 def trainer(cache: str, out: Path, legacy: bool) -> Trainer:
@@ -82,9 +78,6 @@ def trainer(cache: str, out: Path, legacy: bool) -> Trainer:
                                   weight_decay=config.weight_decay, foreach=False)
     t.bench_take = t.take_records()
     return t
-
-
-COLLATE = kd_trainer.collate  # this tree's
 
 
 def timed_step(t: Trainer, legacy: bool) -> float:
