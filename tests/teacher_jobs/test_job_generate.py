@@ -197,6 +197,8 @@ def test_generation_with_the_tiny_wan_teacher(tmp_path, ray_runtime):
     assert all(s.shape == (1, 16, 3, 4, 4) for s in states)
 
 
+@pytest.mark.slow  # three jobs (~90 s on the loaded 2-core machine); the record-level check
+# runs by default (test_teacher_wan.py::test_a_samples_bytes_do_not_depend_on_the_micro_batch...)
 def test_tiny_wan_job_shards_are_byte_identical_at_micro_batch_1_3_and_8(tmp_path, ray_runtime):
     """Batch invariance through the whole job (real local Ray): one unit of 8 samples recorded
     as 8 x 1, 3 + 3 + 2 and 1 x 8 gives the same shard bytes, and one fingerprint (so a job may
