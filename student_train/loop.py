@@ -186,6 +186,7 @@ class TrainLoop:
                         row = {"step": done, "phase": phase.name, **row, "step_seconds": seconds,
                                "samples_per_s": phase.rows / max(seconds, 1e-9),
                                "loader_wait_s": self.stream.wait_seconds - wait0,
+                               "loader_bytes_per_sample": self.stream.bytes_per_sample,
                                "skipped_shards": len(self.stream.skipped_shards)}
                         log.write(json.dumps(row) + "\n")
                         log.flush()
