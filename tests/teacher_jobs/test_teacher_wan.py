@@ -140,7 +140,7 @@ def test_a_samples_bytes_do_not_depend_on_the_micro_batch_or_its_neighbours(save
     assert as_bytes(alone).items() <= runs[8].items()
 
 
-def test_bf16_expert_offload_micro_batch_2_equals_stock_pipeline_and_micro_batch_1(saved_pipeline):
+def test_bf16_expert_offload_micro_batch_2_equals_stock_pipeline_and_micro_batch_1(saved_pipeline, tmp_path):
     """The must-show of issue 14: the teacher in bfloat16 (VAE float32) with offload 'expert'
     and micro-batch 2 gives stock WanPipeline's x0 in bfloat16 from the cached noise (within
     bfloat16 rounding: stock runs both prompts in one batch-2 forward), and the same record
@@ -159,6 +159,12 @@ def test_bf16_expert_offload_micro_batch_2_equals_stock_pipeline_and_micro_batch
         runs[micro_batch] = records
     assert [{k: np.asarray(v).tobytes() for k, v in r.items()} for r in runs[2]] == \
         [{k: np.asarray(v).tobytes() for k, v in r.items()} for r in runs[1]]
+    from cache_schema import write_shard
+
+    layout = teacher.layout(tuple(range(4)))
+    shards = [write_shard(str(tmp_path / f"mb{mb}"), runs[mb], layout=layout, encoding="wds",
+                          shard_name="u0").path for mb in (2, 1)]
+    assert (tmp_path / "mb2" / shards[0]).read_bytes() == (tmp_path / "mb1" / shards[1]).read_bytes()
     assert teacher.expert_at(0) == 0 and teacher.expert_at(3) == 1  # both experts ran
     # the cached noise: regenerated from (global seed, sample id), equal to the stored fp16 copy
     noise = torch.from_numpy(batch_noise(3, [r["sample_id"] for r in runs[2]], teacher.latent_shape))
