@@ -12,7 +12,6 @@ import datetime
 from typing import Any
 
 import numpy as np
-import torch
 
 from cache_schema import (
     CacheError,
@@ -28,6 +27,7 @@ from teacher_jobs.preview import frame_strip
 from .assets import Assets
 from .html import esc, fmt, human_bytes, key_values, pending, table
 from .svg import histogram, line_chart
+from .videos import render_latents
 
 MAX_STRIP_FRAMES = 9  # frames shown per x0 preview (a Wan clip is sub-sampled to these)
 
@@ -98,10 +98,7 @@ def _previews(reader: CacheReader, assets: Assets, n_prompts: int) -> str:
         return f'<p class="error">x0 previews unavailable: {esc(exc)}</p>'
     rows = []
     for k, rec in enumerate(picked.values()):
-        x0 = np.asarray(rec["x0"], dtype=np.float32)[None]  # (1, C, F, H, W)
-        renderer = side.renderer(x0.shape[-2], x0.shape[-1])
-        parts = [renderer.push(torch.from_numpy(x0)), renderer.finish()]
-        frames = np.concatenate([p for p in parts if p is not None], 1)[0]  # (F', H', W', 3)
+        frames = render_latents(side, np.asarray(rec["x0"], dtype=np.float32)[None])[0]  # (F', H', W', 3)
         if len(frames) > MAX_STRIP_FRAMES:
             frames = frames[np.linspace(0, len(frames) - 1, MAX_STRIP_FRAMES).round().astype(int)]
         img = assets.image(f"cache_x0_{k}", frame_strip(frames[None]), alt=f"x0 of {rec['prompt']}")

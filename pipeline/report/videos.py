@@ -1,7 +1,11 @@
-"""The videos of each stage side by side: the teacher (full-step and few-step), S2DiT-KD and
-S2DiT-AR (streaming) for the same prompts from the same noise (held-out seeds, noise drawn as
-the evaluation draws it), painted by the analytic colour decoder. Each clip is also a frame
-strip (readable in a screenshot) and names the class its latent is nearest to."""
+"""The videos of each stage side by side, for the same prompts from the same noise.
+
+Analytic teacher: the teacher (full-step and few-step), S2DiT-KD and S2DiT-AR (streaming) on
+held-out seeds (noise drawn as the evaluation draws it), painted by the colour decoder; each
+clip also as a frame strip (readable in a screenshot), naming the class its latent is nearest
+to. Any other teacher (Wan): cached samples, the teacher's stored x0 next to the students
+sampled from the same stored noise and text embedding, decoded by the teacher side (the VAE).
+"""
 
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ from pipeline.eval import (
     load_student,
     trained_context_sigma,
 )
-from pipeline.teacher_side import AnalyticSide
+from pipeline.teacher_side import AnalyticSide, TeacherSide, open_teacher_side
 from student_train.checkpoint import latest_checkpoint
 from student_train.sampler import sample, sample_streaming
+from student_train.text import pad_text
 from teacher_jobs.analytic_corpus import TEMPLATE
 from teacher_jobs.preview import frame_strip
 from teacher_jobs.sampler import sample_latents
@@ -132,14 +137,89 @@ def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
                 "<figure>{video}"
                 f"{assets.image(name + '_strip', strip, alt=f'frames of {clip.label}: {prompt}')}"
                 f"<figcaption>nearest class: {esc(nearest)} ({verdict})</figcaption></figure>")
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        videos = list(pool.map(lambda job: assets.video(job[1], job[2], fps, job[3]), encode))
-    for (index, *_), video in zip(encode, videos):
-        cells[index] = cells[index].replace("{video}", video, 1)
+    _encode_into(cells, encode, assets, fps)
     grid = (f'<div class="clips" style="grid-template-columns: 180px repeat({len(clips)}, auto)">'
             f'{"".join(cells)}</div>')
     return (grid + f'<p class="muted">Colours: each latent pixel painted in the colour word whose pattern '
             f"explains it (teacher_jobs.preview.ColourDecoder), {decoder.scale}x blocks, {fps:g} fps.</p>")
+
+
+def render_latents(side: TeacherSide, x0: np.ndarray) -> np.ndarray:
+    """(N, C, F, H, W) latents -> (N, F', H', W', 3) uint8 through the teacher side's renderer
+    (the analytic colour decoder, or the Wan VAE)."""
+    renderer = side.renderer(x0.shape[-2], x0.shape[-1])
+    parts = [renderer.push(torch.from_numpy(np.ascontiguousarray(x0, dtype=np.float32))), renderer.finish()]
+    return np.concatenate([p for p in parts if p is not None], 1)
+
+
+def cached_clips(reader: CacheReader, kd_run: str, ar_run: str, n_prompts: int = 3,
+                 notes: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], list[Clip]]:
+    """Any teacher: the first cached sample of ``n_prompts`` prompts (the teacher's x0) and each
+    student sampled from that sample's stored noise and text embedding."""
+    picked: dict[str, dict[str, Any]] = {}
+    for i, rec in enumerate(reader.iter_records(fields=["prompt", "seed", "noise", "x0", "text_emb"])):
+        picked.setdefault(rec["prompt"], rec)
+        if len(picked) >= n_prompts or i >= 512:
+            break
+    records = list(picked.values())
+    if not records:
+        return [], []
+    noise = torch.from_numpy(np.stack([r["noise"] for r in records]).astype(np.float32))
+    text, mask = pad_text(records, reader.layout.max_text_len)
+    clips = [Clip(f"teacher, {reader.layout.num_steps}-step (cached)",
+                  np.stack([r["x0"] for r in records]).astype(np.float32))]
+    for name, run in (("S2DiT-KD", kd_run), ("S2DiT-AR", ar_run)):
+        ckpt = latest_checkpoint(run)
+        if ckpt is None:
+            clips.append(Clip(name, None, (notes or {}).get(name, "pending: no checkpoint yet")))
+            continue
+        model, state = load_student(ckpt)
+        sigmas = state["plan"]["schedule_sigmas"]
+        with torch.no_grad():
+            if state.get("stage") == "ar":
+                x0 = sample_streaming(model, noise, text, mask, sigmas, context_sigma=trained_context_sigma(state))
+                label = f"{name}, {len(sigmas) - 1}-step streaming (step {state['step']})"
+            else:
+                x0 = sample(model, noise, text, mask, sigmas, use_step_size=True)
+                label = f"{name}, {len(sigmas) - 1}-step (step {state['step']})"
+        clips.append(Clip(label, x0.float().numpy()))
+    return records, clips
+
+
+def cached_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
+                       notes: dict[str, str] | None = None) -> str:
+    """The grid for a teacher without an oracle (Wan): cached prompts, seeds and noise."""
+    reader = CacheReader(cache_url)
+    side = open_teacher_side(reader.fingerprint)
+    records, clips = cached_clips(reader, kd_run, ar_run, notes=notes)
+    if not records:
+        return pending("no samples stored yet")
+    cells = ['<div class="muted">prompt (cached seed)</div>'] + [f"<div><b>{esc(c.label)}</b></div>" for c in clips]
+    encode = []
+    for i, rec in enumerate(records):
+        cells.append(f"<div>{esc(rec['prompt'])}<br><span class=\"muted\">seed {esc(rec['seed'])}, "
+                     "trained on</span></div>")
+        for j, clip in enumerate(clips):
+            if clip.x0 is None:
+                cells.append(f'<div class="pending">{esc(clip.note)}</div>')
+                continue
+            frames = render_latents(side, clip.x0[i:i + 1])  # (1, F', H', W', 3)
+            encode.append((len(cells), f"cached{j}_prompt{i}", frames[0], f"{clip.label}: {rec['prompt']}"))
+            cells.append("<figure>{video}</figure>")
+    _encode_into(cells, encode, assets, side.fps)
+    return (f'<div class="clips" style="grid-template-columns: 180px repeat({len(clips)}, auto)">'
+            f'{"".join(cells)}</div><p class="muted">Decoded by the cache\'s teacher side '
+            f"({esc(reader.fingerprint.get('teacher'))}), {side.fps:g} fps; the students start from "
+            "each cached sample's own noise and text embedding.</p>")
+
+
+def _encode_into(cells: list[str], encode: list[tuple[int, str, np.ndarray, str]], assets: Assets,
+                 fps: float) -> None:
+    """Encode the clips in parallel (ffmpeg processes) and put each <video> in its cell."""
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        videos = list(pool.map(lambda job: assets.video(job[1], job[2], fps, job[3]), encode))
+    for (index, *_), video in zip(encode, videos):
+        cells[index] = cells[index].replace("{video}", video, 1)
 
 
 def sample_stage_html(record: dict[str, Any], rel_prefix: str) -> str:

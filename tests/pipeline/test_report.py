@@ -230,3 +230,33 @@ def test_a_run_folder_on_object_storage_gets_its_report_there(tmp_path, s3_bucke
     assert page.sources and page.images
     for src in page.images + page.sources:
         assert fs.size(f"{s3_bucket.removeprefix('s3://')}/run/{src}") > 0, src
+
+
+@pytest.mark.slow
+def test_a_tiny_wan_run_shows_cached_samples_next_to_the_student_through_the_vae(tmp_path):
+    """No oracle for Wan: the stage videos are cached samples (the teacher's x0) next to the
+    student sampled from the same stored noise, all decoded by the Wan VAE."""
+    import imageio.v3 as iio
+
+    run = tmp_path / "run"
+    run.mkdir()
+    teacher = build_teacher("wan-tiny", num_steps=4, shift=3.0, guidance=(4.0, 3.0), height=32,
+                            width=32, frames=9)
+    prompts = ["a red cat running left", "blue ocean wave at night"]
+    keep = tuple(range(4))
+    records, _ = record_trajectories(teacher, prompts * 2, [0, 0, 1, 1], global_seed=0, keep_steps=keep)
+    fp = cache_fingerprint(teacher, keep_steps=keep, global_seed=0, half_dtype="float16", negative_prompt="")
+    with CacheWriter(str(run / "cache"), layout=teacher.layout(keep), fingerprint=fp, samples_per_shard=2) as writer:
+        for record in records:
+            writer.write(record)
+    Trainer(str(run / "cache"), str(run / "student"), TrainConfig(
+        steps=2, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=2,
+        model={"dim": 24, "heads": 2})).run(progress=False)
+    page = _Page(Path(write_report(str(run))).read_text())
+    visible = " ".join(page.text)
+    assert "could not draw" not in visible and "teacher, 4-step (cached)" in visible
+    assert "S2DiT-KD, 4-step (step 2)" in visible and "pending: no checkpoint yet" in visible  # no AR
+    clips = [s for s in page.sources if "cached" in s]
+    assert len(clips) == 2 * 2  # 2 prompts x (teacher, KD)
+    for src in clips:
+        assert iio.imread(run / src, plugin="FFMPEG").shape == (9, 32, 32, 3)  # VAE frames
