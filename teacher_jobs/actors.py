@@ -36,6 +36,7 @@ class TeacherWorker:
         self.layout = dataclasses.replace(self.teacher.layout(config.keep_step_indices,
                                                               config.half_dtype), codec=config.codec)
         self.load_seconds = time.perf_counter() - started
+        self.device_name = _device_name(config.device)
         # Two units run at once so uploads overlap compute, but teachers carry solver state
         # (diffusers schedulers count steps): one unit computes at a time.
         self._compute = threading.Lock()
@@ -56,7 +57,7 @@ class TeacherWorker:
         t2 = time.perf_counter()
         return {"unit": unit.name, "shard": shard, "rejections": rejections,
                 "samples": len(records), "teacher_seconds": t1 - t0, "write_seconds": t2 - t1,
-                "bytes": shard.bytes if shard else 0}
+                "bytes": shard.bytes if shard else 0, "device": self.device_name}
 
     def _record(self, unit: Unit, records: list, rejections: list) -> None:
         cfg = self.config
@@ -71,3 +72,15 @@ class TeacherWorker:
             records += recs
             rejections += [{"line": group[r.index].line, "text": r.prompt, "reason": r.reason}
                            for r in rej]
+
+
+def _device_name(device: str) -> str:
+    """The hardware a unit ran on, for the job report: bf16 kernels differ between GPU models
+    (and CPUs), so a mixed pool makes bytes depend on where a unit ran (one product per job)."""
+    import platform
+
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu {platform.machine()} ({platform.processor() or 'unknown'})"

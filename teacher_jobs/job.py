@@ -197,7 +197,7 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
             uncommitted.append(result["shard"])
         unit_rejections.extend(result["rejections"])
         telemetry.append({k: result[k] for k in ("unit", "samples", "teacher_seconds",
-                                                 "write_seconds", "bytes")})
+                                                 "write_seconds", "bytes", "device")})
         bar.update(len(unit.entries))
         since_commit += 1
         if since_commit >= config.commit_every:

@@ -117,6 +117,7 @@ def test_a_teacher_kind_defined_in_a_test_runs_generate_verify_read(toy_kind, tm
     result = run_generation(config, progress=False)
     assert result.ok, result.report["units_failed"]
     assert [r["line"] for r in result.report["corpus_rejections"]] == [4]  # over MAX_TOKENS
+    assert all(t["device"].startswith("cpu") for t in result.report["telemetry"])  # where units ran
     assert verify_cache(output, deep=True).ok
     manifest = load_manifest(output)
     assert manifest.fingerprint["teacher"] == "toy" and manifest.fingerprint["pull"] == 0.25
