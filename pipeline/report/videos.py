@@ -119,6 +119,7 @@ def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
     decoder = AnalyticSide(reader.fingerprint).decoder
     fps = AnalyticSide.fps
     encode = []  # (cell index, name, frames, title): the encodes run in parallel (ffmpeg processes)
+    right = [0] * len(clips)
     cells = ['<div class="muted">prompt (held-out seed)</div>'] + [f"<div><b>{esc(c.label)}</b></div>" for c in clips]
     for i, (prompt, kind) in enumerate(picked):
         cells.append(f"<div>{esc(prompt)}<br><span class=\"muted\">{esc(kind)} class, seed "
@@ -130,6 +131,7 @@ def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
             frames = decoder.decode(clip.x0[i:i + 1])  # (1, F, H, W, 3)
             nearest = _nearest_class(teacher, clip.x0[i:i + 1])[0]
             verdict = "right" if teacher.class_of(nearest) == teacher.class_of(prompt) else "wrong"
+            right[j] += verdict == "right"
             name = f"stage{j}_prompt{i}"
             strip = frame_strip(frames[:, :, ::4, ::4], gap=1)  # 4x blocks: a row of frames fits
             encode.append((len(cells), name, frames[0], f"{clip.label}: {prompt}"))
@@ -138,6 +140,10 @@ def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
                 f"{assets.image(name + '_strip', strip, alt=f'frames of {clip.label}: {prompt}')}"
                 f"<figcaption>nearest class: {esc(nearest)} ({verdict})</figcaption></figure>")
     _encode_into(cells, encode, assets, fps)
+    for j, clip in enumerate(clips):  # each column's header says how many of its clips are right
+        if clip.x0 is not None:
+            cells[1 + j] = (f"<div><b>{esc(clip.label)}</b><br><span class=\"muted\">{right[j]} of "
+                            f"{len(picked)} nearest the prompt's class</span></div>")
     grid = (f'<div class="clips" style="grid-template-columns: 180px repeat({len(clips)}, auto)">'
             f'{"".join(cells)}</div>')
     return (grid + f'<p class="muted">Colours: each latent pixel painted in the colour word whose pattern '

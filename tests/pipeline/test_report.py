@@ -155,6 +155,7 @@ def test_a_partial_run_shows_missing_stages_as_pending(tmp_path):
     # the teacher's own clips are there already, in both containers
     assert page.sources and all((run / s).stat().st_size > 0 for s in page.sources + page.images)
     assert {Path(s).suffix for s in page.sources} == {".mp4"}
+    assert "4 of 4 nearest the prompt's class" in visible  # the teacher is right (the oracle says)
 
 
 def test_an_empty_folder_and_a_corrupt_file_cost_only_their_sections(tmp_path):
@@ -191,6 +192,7 @@ def test_a_finished_tiny_run_shows_every_section(tiny_run):
     stage_videos = [s for s in page.sources if "stage" in s]
     assert len(stage_videos) == 4 * 4
     assert "S2DiT-AR, 4-step streaming" in visible and "unseen class" in visible
+    assert visible.count("4 of 4 nearest the prompt's class") >= 2  # the teacher's columns
     assert len([s for s in page.sources if "sample_" in s]) == 2  # the sample stage's own MP4s
     for src in page.images + page.sources:
         assert (tiny_run / src).stat().st_size > 0, src
