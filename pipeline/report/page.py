@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
+from cache_schema import list_tags, load_manifest
 from pipeline.video_io import atomic_output
 
 from .assets import Assets
@@ -59,8 +60,6 @@ def _config(run: RunFolder) -> str:
 def _cache_ref(run: RunFolder) -> str | None:
     if not run.exists("cache"):
         return None
-    from cache_schema import list_tags
-
     try:
         tags = list_tags(run.at("cache"))
     except (OSError, ValueError):
@@ -72,6 +71,8 @@ def _cache(run: RunFolder, assets: Assets) -> str:
     ref = _cache_ref(run)
     if ref is None:
         return pending("no cache yet (stage generate)")
+    if load_manifest(ref) is None:
+        return pending("the cache has no committed generation yet (stage generate)")
     body = cache_card(ref, assets, detail=True)
     verify = run.json("verify.json")
     if verify.value is not None:
@@ -106,8 +107,6 @@ def _videos(run: RunFolder, assets: Assets) -> str:
     ref = _cache_ref(run)
     if ref is None:
         return pending("no cache yet: the teacher's videos come with stage generate")
-    from cache_schema import load_manifest
-
     manifest = load_manifest(ref)
     if manifest is None:
         return pending("the cache has no committed generation yet")

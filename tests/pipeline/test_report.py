@@ -163,6 +163,9 @@ def test_an_empty_folder_and_a_corrupt_file_cost_only_their_sections(tmp_path):
     empty.mkdir()
     visible = " ".join(_Page(Path(write_report(str(empty))).read_text()).text)
     assert "no run.toml yet" in visible and "no cache yet" in visible
+    (empty / "cache").mkdir()  # generate has begun, nothing committed yet
+    visible = " ".join(_Page(Path(write_report(str(empty))).read_text()).text)
+    assert "the cache has no committed generation yet" in visible and "could not draw" not in visible
     assert visible.count("pending") >= len(STAGES)
     run, _, _ = build_partial_run(tmp_path / "run", seeds=1)
     (run / "eval_kd.json").write_text('{"held_out_seeds": ')  # a stage killed mid-write
