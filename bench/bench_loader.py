@@ -8,6 +8,9 @@ and, on the local wds cache, the share of S2DiT-KD step time spent waiting for d
 ``--train-steps`` optimiser steps (the model of configs/kd_demo.toml; 0 skips it).
 ``--parser`` chooses the WebDataset tar parser (cache_schema's ustar reader, or stock tarfile /
 webdataset with numpy's .npy reader); ``--latent/--steps/--text-dim/--text-len`` other shapes.
+Issue 18: each line also reads the epoch again with stage 1's step selection (only the steps
+the rows use; Zarr fetches those (sample, step) chunks by range) and prints the loader's bytes
+per sample against the full read's.
 
     .venv/bin/python bench/bench_loader.py --samples 2048 --s3
     .venv/bin/python bench/bench_loader.py --encodings wds --parser tarfile
@@ -38,8 +41,8 @@ from cache_schema import (
 from cache_schema.encodings import object_path
 from cache_schema.encodings.wds import PARSERS, WebDataset
 from student_train.config import TrainConfig
-from student_train.data import CacheStream, LoaderConfig
-from student_train.trainer import FIELDS, Trainer
+from student_train.data import CacheStream, LoaderConfig, stage1_selector
+from student_train.trainer import FIELDS, Trainer, record_uniforms
 
 
 def write_cache(url: str, encoding: str, layout: CacheLayout, n: int, per_shard: int) -> None:
@@ -63,8 +66,18 @@ def loader_vs_raw(url: str, n: int) -> dict:
     count = sum(1 for _ in itertools.islice(iter(stream), n))
     loader_s = time.perf_counter() - t0
     assert count == n
+    # issue 18: the same epoch reading only the steps stage 1's rows use (4-step schedule)
+    part = CacheStream(url, fields=FIELDS, config=LoaderConfig(seed=0))
+    layout = part.reader.layout
+    schedule = sorted({round(k * layout.num_steps / 4) for k in range(4)})
+    part.select_steps(stage1_selector(seed=0, num_kept=layout.num_kept, schedule=schedule,
+                                      kd_fraction=1.0, uniforms=record_uniforms))
+    t0 = time.perf_counter()
+    assert sum(1 for _ in itertools.islice(iter(part), n)) == n
+    part_s = time.perf_counter() - t0
     return {"raw_sps": n / raw_s, "loader_sps": n / loader_s, "ratio": raw_s / loader_s,
-            "MBps": raw_bytes / 2**20 / loader_s}
+            "MBps": raw_bytes / 2**20 / loader_s, "partial_sps": n / part_s,
+            "full_bps": stream.bytes_per_sample, "partial_bps": part.bytes_per_sample}
 
 
 def wait_share(url: str, steps: int) -> dict:
@@ -110,14 +123,17 @@ def main() -> None:
     print(f"{args.samples} trajectories x {args.steps} states of {layout.latent_shape} fp16, "
           f"{args.per_shard} per shard; loader reads {', '.join(FIELDS)} with checksums; "
           f"wds parser {args.parser}")
-    print(f"{'store':6s} {'enc':5s} {'raw samples/s':>13s} {'loader samples/s':>16s} {'loader/raw':>10s} {'MB/s':>6s}")
+    print(f"{'store':6s} {'enc':5s} {'raw samples/s':>13s} {'loader samples/s':>16s} {'loader/raw':>10s} "
+          f"{'MB/s':>6s} | partial reads (stage-1 rows): samples/s, bytes/sample vs full")
     for store, make_url in stores:
         for encoding in args.encodings.split(","):
             url = make_url(encoding)
             write_cache(url, encoding, layout, args.samples, args.per_shard)
             r = loader_vs_raw(url, args.samples)
             print(f"{store:6s} {encoding:5s} {r['raw_sps']:13.0f} {r['loader_sps']:16.0f} "
-                  f"{r['ratio']:10.2f} {r['MBps']:6.0f}")
+                  f"{r['ratio']:10.2f} {r['MBps']:6.0f} | {r['partial_sps']:6.0f} samples/s, "
+                  f"{r['partial_bps']:8.0f} / {r['full_bps']:8.0f} B = "
+                  f"{r['partial_bps'] / r['full_bps']:.3f}")
     first = args.encodings.split(",")[0]
     if args.train_steps > 0:
         w = wait_share(os.path.join(local, first), args.train_steps)

@@ -1,0 +1,154 @@
+"""What each value codec stores and costs, on real trajectories (issue 18).
+
+One line per (teacher, solver, steps, codec) run, on one store (a local folder, or with --s3 a
+moto S3 server on 127.0.0.1 through s3fs), Zarr encoding:
+
+  state x raw   = stored bytes of states + v_cond + v_uncond per stored step, over their raw
+                  half-precision bytes (3 latents of 2 bytes per value)
+  shard x raw   = all shard bytes over the raw half-precision bytes of every tensor field
+  write / put   = cache write MB/s (validate, checksum, code, put; raw-half MB) over a raw put
+                  of the same number of bytes to the same store
+  read / get    = full verified read MB/s (get, decode, checksums) over a raw get of them
+  exact         = every decoded half-precision value equals the recorded one, bit for bit
+
+Trajectories come from the real recorder: the analytic teacher (Euler) and the tiny random
+two-expert Wan 2.2 (Euler, UniPC) at 24 and 40 steps (--steps).
+
+    .venv/bin/python bench/bench_codec.py
+    .venv/bin/python bench/bench_codec.py --s3 --steps 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+import uuid
+
+from loopback_s3 import start_loopback_s3
+
+from cache_schema import CacheReader, CacheWriter, open_store
+from cache_schema.codecs import codec_names
+from cache_schema.fields import FIELDS, FieldKind
+from teacher_jobs.analytic_corpus import class_prompts
+from teacher_jobs.sampler import cache_fingerprint, record_trajectories
+from teacher_jobs.teachers import build_teacher
+
+STEP_FIELDS = ("states", "v_cond", "v_uncond")
+WAN = {"height": 32, "width": 32, "frames": 9, "max_text_len": 16, "shift": 3.0,
+       "guidance": (4.0, 3.0)}
+
+
+def trajectories(source: str, steps: int, samples: int):
+    if source == "analytic":
+        teacher = build_teacher("analytic", num_steps=steps)
+        prompts = (class_prompts() * samples)[:samples]
+    else:
+        teacher = build_teacher("wan-tiny", num_steps=steps, solver=source.split("-")[1], **WAN)
+        words = ["a red cat running left", "blue ocean wave at night", "a green car in the rain",
+                 "camera pan over a city street", "a dog running right", "slow zoom on a ring"]
+        prompts = (words * samples)[:samples]
+    keep = tuple(range(steps))
+    records, _ = record_trajectories(teacher, prompts, list(range(samples)), global_seed=0,
+                                     keep_steps=keep, micro_batch=8)
+    fp = cache_fingerprint(teacher, keep_steps=keep, global_seed=0, half_dtype="float16",
+                           negative_prompt="")
+    return records, teacher.layout(keep), fp
+
+
+def raw_bytes(records, fields) -> int:
+    return sum(r[f].nbytes for r in records for f in fields if f in r)
+
+
+def run(url: str, records, layout, fp, codec: str, per_shard: int) -> dict:
+    import dataclasses
+
+    layout = dataclasses.replace(layout, codec=codec)
+    tensor_fields = [s.name for s in FIELDS if s.kind is FieldKind.TENSOR]
+    logical = raw_bytes(records, tensor_fields)
+    t0 = time.perf_counter()
+    with CacheWriter(url, layout=layout, fingerprint=fp, encoding="zarr",
+                     samples_per_shard=per_shard) as writer:
+        for record in records:
+            writer.write(dict(record))
+    write_s = time.perf_counter() - t0
+    reader = CacheReader(url)
+    t0 = time.perf_counter()
+    got = list(reader.iter_records(verify=True))
+    read_s = time.perf_counter() - t0
+    exact = len(got) == len(records) and all(
+        a[f].tobytes() == b[f].tobytes() for a, b in zip(records, got) for f in tensor_fields
+        if f in a)
+    store = open_store(url)
+    sizes = {}
+    for shard in reader.shards:
+        for rel, size in store.walk_files(shard.path).items():
+            field = rel.removeprefix(shard.path + "/").split("/")[0]
+            sizes[field] = sizes.get(field, 0) + size
+    step_stored = sum(sizes.get(f, 0) for f in STEP_FIELDS)
+    # the raw baseline: the same number of bytes put and got as one opaque object per shard
+    blob = os.urandom(1 << 20) * (logical // (1 << 20) + 1)
+    per = logical // len(reader.shards)
+    names = [f"raw-{uuid.uuid4().hex[:8]}-{i}" for i in range(len(reader.shards))]
+    t0 = time.perf_counter()
+    for name in names:
+        store.put_bytes(name, blob[:per])
+    put_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for name in names:
+        store.read_bytes(name)
+    get_s = time.perf_counter() - t0
+    mb = logical / 1e6
+    return {"state_x_raw": step_stored / raw_bytes(records, STEP_FIELDS),
+            "shard_x_raw": sum(s.bytes for s in reader.shards) / logical,
+            "write_mbs": mb / write_s, "put_mbs": mb / put_s,
+            "read_mbs": mb / read_s, "get_mbs": mb / get_s, "exact": exact}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", default="analytic,wan-euler,wan-unipc",
+                        help="analytic | wan-euler | wan-unipc (comma list)")
+    parser.add_argument("--steps", default="24,40", help="solver steps (comma list), all kept")
+    parser.add_argument("--samples", type=int, default=64, help="trajectories per run")
+    parser.add_argument("--per-shard", type=int, default=16, help="samples per shard")
+    parser.add_argument("--codecs", default=",".join(codec_names()))
+    parser.add_argument("--s3", action="store_true", help="on a moto S3 server on 127.0.0.1")
+    args = parser.parse_args()
+    server = None
+    if args.s3:
+        server = start_loopback_s3("bench-codec")
+        root = "s3://bench-codec"
+    else:
+        root = tempfile.mkdtemp(prefix="bench-codec-")
+    print(f"store {'loopback S3' if args.s3 else 'local folder'}, zarr encoding, "
+          f"{args.samples} trajectories per run, {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}")
+    try:
+        warm, wl, wfp = trajectories("analytic", 4, 4)  # imports and first-call costs, untimed
+        for codec in args.codecs.split(","):
+            run(f"{root}/warmup-{codec}", warm, wl, wfp, codec, 4)
+        for source in args.sources.split(","):
+            for steps in (int(s) for s in args.steps.split(",")):
+                records, layout, fp = trajectories(source, steps, args.samples)
+                for codec in args.codecs.split(","):
+                    r = run(f"{root}/{source}-{steps}-{codec}", records, layout, fp, codec,
+                            args.per_shard)
+                    print(f"{source:9s} {steps:2d} steps latent {'x'.join(map(str, layout.latent_shape))} "
+                          f"{codec:10s} state x raw {r['state_x_raw']:.3f}  shard x raw "
+                          f"{r['shard_x_raw']:.3f}  write {r['write_mbs']:6.1f} MB/s / put "
+                          f"{r['put_mbs']:6.1f} = {r['write_mbs'] / r['put_mbs']:.2f}  read "
+                          f"{r['read_mbs']:6.1f} MB/s / get {r['get_mbs']:6.1f} = "
+                          f"{r['read_mbs'] / r['get_mbs']:.2f}  exact {r['exact']}", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+        elif not args.s3:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
