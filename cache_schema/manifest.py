@@ -126,13 +126,20 @@ class Manifest:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ManifestError(f"manifest {where} is not valid JSON ({exc}); it is corrupt: "
                                 "run `s2dit cache verify` and restore it from a backup") from exc
+        if not isinstance(body, dict):
+            raise ManifestError(f"manifest {where} is not a JSON object; it is corrupt")
         version = body.get("schema_version")
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"manifest {where} has schema version {version!r} but this s2dit reads up to "
                 f"{SCHEMA_VERSION}: upgrade s2dit to read this cache")
         stored = body.pop("body_sha256", None)
-        if stored != sha256_bytes(canonical_json(body).encode()):
+        try:
+            digest = sha256_bytes(canonical_json(body).encode())
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ManifestError(f"manifest {where} holds values that are not canonical JSON "
+                                f"({exc}); it is corrupt") from None
+        if stored != digest:
             raise ManifestError(f"manifest {where} fails its body checksum: it was modified or "
                                 "corrupted after commit")
         try:
@@ -169,16 +176,10 @@ def check_manifest(manifest: Manifest, where: str, *, lineage_roots: object = No
     if not _is_count(manifest.num_samples):
         raise ManifestError(f"{where}: num_samples {manifest.num_samples!r} is not a count")
     pinned = manifest.schema_version >= PINNED_INDEX_SCHEMA
-    if pinned:
-        if not (isinstance(manifest.index_sha256, str) and _SHA256.match(manifest.index_sha256)
-                and _is_count(manifest.index_bytes)):
-            raise ManifestError(f"{where}: schema {manifest.schema_version} must pin its index "
-                                "(index_sha256, index_bytes); the manifest is malformed")
-        if not isinstance(lineage_roots, list) or sorted(set(map(str, lineage_roots))) != list(
-                manifest.roots):
-            raise ManifestError(f"{where}: its shards reference cache roots {list(manifest.roots)} "
-                                f"but its lineage records {lineage_roots!r}; refusing roots the "
-                                "lineage does not record")
+    if pinned and not (isinstance(manifest.index_sha256, str) and
+                       _SHA256.match(manifest.index_sha256) and _is_count(manifest.index_bytes)):
+        raise ManifestError(f"{where}: schema {manifest.schema_version} must pin its index "
+                            "(index_sha256, index_bytes); the manifest is malformed")
     names: set[str] = set()
     places: set[tuple[str | None, str]] = set()
     for shard in manifest.shards:
@@ -200,6 +201,11 @@ def check_manifest(manifest: Manifest, where: str, *, lineage_roots: object = No
                 and isinstance(shard.sha256, str) and isinstance(shard.encoding, str)):
             raise ManifestError(f"{where}: shard {shard.name} has malformed bytes, samples, "
                                 "sha256 or encoding")
+    if pinned and (not isinstance(lineage_roots, list) or sorted(set(map(str, lineage_roots)))
+                   != list(manifest.roots)):  # after the loop: every root is a checked str
+        raise ManifestError(f"{where}: its shards reference cache roots {list(manifest.roots)} "
+                            f"but its lineage records {lineage_roots!r}; refusing roots the "
+                            "lineage does not record")
     if not pinned:
         warnings.warn(f"{where} (schema {manifest.schema_version}) does not pin its sample index: "
                       "the index is read unchecked; a new generation (e.g. `s2dit cache filter` or "
