@@ -8,9 +8,11 @@ shape (no Ray), then:
 
 1. breakdown: median ms of each part of a step (take records, collate, forward, backward,
    clip + AdamW, EMA) on this tree's code;
-2. op categories (--profile): torch.profiler self-CPU time of a few steps grouped into matrix
+2. the fixed cost of a step: the same model at 2 trajectories per step (tensors 32x smaller),
+   as a share of the demo step: an upper bound of what per-step overheads cost;
+3. op categories (--profile): torch.profiler self-CPU time of a few steps grouped into matrix
    products, element-wise ops, copies/cat/fill, reductions, norms and the rest;
-3. before / after: two trainers from the same seed, stepped in alternation (so load changes hit
+4. before / after: two trainers from the same seed, stepped in alternation (so load changes hit
    both). "before" is the step as it was: every stored (B, S, ...) trajectory widened to
    float32 in collate, and the per-parameter (single-tensor) AdamW loop. "after" is this
    tree's trainer (fp16 trajectories, the picked steps widened in the loss; foreach AdamW).
@@ -69,9 +71,9 @@ def legacy_collate(records: list[dict], max_text_len: int, device, seed: int) ->
                                v_uncond=batch.v_uncond.float())
 
 
-def trainer(cache: str, out: Path, legacy: bool) -> Trainer:
+def trainer(cache: str, out: Path, legacy: bool, batch_size: int | None = None) -> Trainer:
     config = TrainConfig.load(str(ROOT / "configs" / "kd_demo.toml"), steps=10**6,
-                              checkpoint_every=10**6, log_every=10**6)
+                              checkpoint_every=10**6, log_every=10**6, batch_size=batch_size)
     t = Trainer(cache, str(out), config)
     if legacy:
         t.opt = torch.optim.AdamW(t.model.parameters(), lr=config.lr, betas=config.betas,
@@ -183,6 +185,12 @@ def main() -> None:
             total = sum(parts.values())
             print("  breakdown (ms, this tree): " + ", ".join(
                 f"{k} {v:.1f} ({v / total:.0%})" for k, v in parts.items()))
+            # the fixed cost of a step (Python, dispatch, optimiser, per-op overheads): the same
+            # model at 2 trajectories per step, where the tensors are 32x smaller
+            tiny = trainer(cache, Path(tmp) / f"tiny{threads}", legacy=False, batch_size=2)
+            timed_step(tiny, False)
+            floor = statistics.median(timed_step(tiny, False) for _ in range(2 * args.steps))
+            print(f"  fixed cost (batch 2): {floor:.3f} s/step = {floor / a_s:.0%} of the batch-64 step")
             if args.profile:
                 shares = op_categories(after, 2)
                 print("  op self-CPU shares: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
