@@ -55,13 +55,15 @@ class Mp4Writer:
     """One H.264 MP4 (or, with ``codec=WEBM_CODEC`` and a .webm path, a VP9 WebM) at a local
     path, fed (F, H, W, 3) uint8 frames as they are decoded."""
 
-    def __init__(self, path: str, fps: float, codec: str = CODEC):
+    def __init__(self, path: str, fps: float, codec: str = CODEC, quality: float = 5):
         import imageio
 
-        # macro_block_size=2: keep the exact size (the default would silently resize to x16)
+        # macro_block_size=2: keep the exact size (the default would silently resize to x16);
+        # quality (1-10) is imageio's: H.264 crf = 51 * (1 - quality / 10), 5 -> crf 25. Not 10:
+        # crf 0 is lossless H.264, a profile browsers do not decode.
         self._writer = imageio.get_writer(path, format="FFMPEG", fps=fps, codec=codec,
                                           pixelformat="yuv420p", macro_block_size=2,
-                                          ffmpeg_log_level="error")
+                                          quality=quality, ffmpeg_log_level="error")
         self.frames = 0
         self.size: tuple[int, int] | None = None  # (height, width)
 
@@ -76,10 +78,11 @@ class Mp4Writer:
         self._writer.close()
 
 
-def write_video(url: str, frames: np.ndarray, fps: float, codec: str = CODEC) -> str:
+def write_video(url: str, frames: np.ndarray, fps: float, codec: str = CODEC,
+                quality: float = 5) -> str:
     """(F, H, W, 3) uint8 frames -> one video at ``url``, atomically."""
     with atomic_output(url) as path:
-        writer = Mp4Writer(path, fps, codec)
+        writer = Mp4Writer(path, fps, codec, quality)
         try:
             writer.append(frames)
         finally:

@@ -16,6 +16,7 @@ from .html import esc
 # H.264 in MP4 plays in Chrome, Safari, Edge, Firefox and Debian's Chromium (the browser test
 # checks it loads); VP9 in WebM is for browsers built with open codecs only (Assets(webm=True)).
 MP4 = ("mp4", "video/mp4", CODEC)
+QUALITY = 9  # crf 5: flat latent blocks stay flat (the default crf 25 smears them); still tiny
 WEBM = ("webm", "video/webm", WEBM_CODEC)
 
 
@@ -56,12 +57,13 @@ class Assets:
         with tempfile.TemporaryDirectory(prefix="s2dit-report-") as tmp:
             for ext, mime, codec in self.formats:
                 local = os.path.join(tmp, f"clip.{ext}")
-                write_video(local, frames, fps, codec)
+                write_video(local, frames, fps, codec, QUALITY)
                 with open(local, "rb") as handle:
                     data = handle.read()
                 src = (f"data:{mime};base64," + base64.b64encode(data).decode()) if self.inline \
                     else self.put(f"{name}.{ext}", data)
                 sources.append(f'<source src="{esc(src)}" type="{mime}">')
         h, w = frames.shape[1:3]
-        return (f'<video width="{w}" height="{h}" autoplay loop muted playsinline controls '
+        # no controls: their overlay would darken the bottom of a 128-pixel clip; it loops
+        return (f'<video width="{w}" height="{h}" autoplay loop muted playsinline '
                 f'preload="auto" title="{esc(title)}">{"".join(sources)}</video>')
