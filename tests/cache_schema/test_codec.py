@@ -167,3 +167,20 @@ def test_a_flipped_byte_in_a_trajectory_shard_is_named_by_verify_and_refused(tmp
     stream = CacheStream(url, fields=fields, config=LoaderConfig(seed=0, skip_corrupt_shards=True))
     seen = {r["sample_id"] for r, _ in zip(stream, range(4))}
     assert sid not in seen and len(seen) == 1 and set(stream.skipped_shards) == {shard}
+
+
+def test_the_job_option_and_flag_carry_the_codec():
+    import argparse
+
+    from teacher_jobs.cli_args import add_generate_args, config_from_args
+    from teacher_jobs.config import JobConfig
+
+    parser = argparse.ArgumentParser()
+    add_generate_args(parser)
+    args = parser.parse_args(["--encoding", "zarr", "--codec", "trajectory"])
+    assert config_from_args(args).codec == "trajectory"
+    assert JobConfig().codec == "raw"
+    with pytest.raises(ValueError, match="zarr encoding only"):
+        JobConfig(codec="zstd")  # the default encoding is wds
+    with pytest.raises(ValueError, match="codec must be one of"):
+        JobConfig(codec="lz4", encoding="zarr")
