@@ -18,7 +18,7 @@ from typing import Any
 import fsspec
 from rich.console import Console
 
-from .config import RunConfig
+from .config import RunConfig, RunConfigError
 from .fingerprint import digest
 from .stage import Stage, StageContext
 from .state import RunState, now
@@ -58,7 +58,11 @@ def check_config(config: RunConfig, stages: tuple[Stage, ...]) -> None:
     """Every enabled stage's section parsed into its typed config (errors name the key)."""
     for stage in stages:
         if stage.check is not None and config.enabled(stage.section):
-            stage.check(config)
+            try:
+                stage.check(config)
+            except (ValueError, TypeError) as exc:  # name the file and section, not "flags"
+                raise RunConfigError(f"{config.source} [{stage.section}] (stage {stage.name}): "
+                                     f"{exc}") from None
 
 
 def write_run_config(run_dir: str, config: RunConfig) -> None:

@@ -13,7 +13,8 @@ import fsspec
 import pytest
 from rich.console import Console
 
-from pipeline.graph import RunConfigError, StageOrderError, load_run_config, run_graph
+from pipeline.graph import STAGES, RunConfigError, StageOrderError, load_run_config, run_graph
+from pipeline.graph.runner import check_config
 from pipeline.graph.stage import Stage, StageContext
 from pipeline.graph.toml_out import dumps
 
@@ -128,6 +129,11 @@ def test_run_config_includes_seeds_and_refusals(tmp_path):
                           ("[corpus]\n[run]\nsteps = 1\n", "unknown \\[run\\] keys")):
         with pytest.raises(RunConfigError, match=message):
             _config(tmp_path, text)
+    # every stage's section is checked before any runs, the error naming file and section
+    with pytest.raises(RunConfigError, match=r"cfg.toml \[train\] \(stage train_kd\): unknown .*'stepz'"):
+        check_config(_config(tmp_path, "[corpus]\nkind = 'analytic'\n[train]\nstepz = 3\n"), STAGES)
+    with pytest.raises(RunConfigError, match=r"\[corpus\] .*kind must be one of"):
+        check_config(_config(tmp_path, "[corpus]\nkind = 'web'\n"), STAGES)
 
 
 def test_toml_writer_round_trips_what_configs_hold():
