@@ -1,9 +1,62 @@
-"""Placeholder while session 7 builds this command (its owner replaces this module)."""
+"""`s2dit cache audit URL (--fraction F | --ids FILE)`: regenerate a sample of a cache's records
+with its fingerprinted teacher and compare them with the cached bytes (teacher_jobs.audit)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from tqdm import tqdm
+
+from cache_schema.operations import read_id_list
+from pipeline.commands.errors import friendly_errors
+from teacher_jobs.audit import GPU_ATOL, audit_cache
+from teacher_jobs.cli_args import add_generate_args, config_from_args
+
+
+def _audit(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    ids = read_id_list(args.ids) if args.ids else None
+    with tqdm(desc="audit", unit="sample", disable=args.json or args.no_progress) as bar:
+        result = audit_cache(args.url, config, fraction=args.fraction, ids=ids,
+                             seed=args.audit_seed, atol=args.atol, progress=bar.update)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+        return 0 if result.ok else 2
+    for mismatch in result.mismatches:
+        fields = "; ".join(f"{name}: {how}" for name, how in mismatch.fields.items())
+        print(f"MISMATCH sample {mismatch.sample_id} (shard {mismatch.shard}): {fields}")
+    for sid in result.missing:
+        print(f"MISSING sample {sid}: not regenerated")
+    rule = "bit-exact" if result.atol == 0 else f"atol {result.atol:g}"
+    print(f"{'OK' if result.ok else 'FAILED'}: {result.checked} samples of generation "
+          f"{result.generation} regenerated ({rule}): {result.exact} bit-exact "
+          f"({100 * result.exact_fraction:.1f}%), {result.within_tolerance} within tolerance, "
+          f"{len(result.mismatches)} differ; teacher {result.teacher_fingerprint[:16]}; "
+          f"recorded in {result.record_path}")
+    return 0 if result.ok else 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    del subparsers  # registers nothing yet
+    audit = subparsers.add_parser(
+        "audit", help="regenerate a sample of records and compare them with the cache",
+        description="Rebuild the cache's teacher from the job settings it was generated with "
+                    "(--config and the generate flags; its fingerprint must equal the "
+                    "manifest's), regenerate a sample of records from their prompt, seed and "
+                    "counter-based noise, and compare every field with the cached bytes: "
+                    f"bit-exact on CPU, within --atol on GPU (default {GPU_ATOL:g}). The audit "
+                    "(ids, result, teacher fingerprint) is written under audits/ beside the "
+                    "manifests; no generation changes. Exit 0 when all match, 2 otherwise.")
+    audit.add_argument("url", help="cache URL; URL@N or URL@tag audits that generation")
+    which = audit.add_mutually_exclusive_group(required=True)
+    which.add_argument("--fraction", type=float, help="audit this fraction of the live samples")
+    which.add_argument("--ids", metavar="FILE", help="file (any fsspec URL) of sample ids")
+    audit.add_argument("--audit-seed", type=int, default=0, dest="audit_seed",
+                       help="seed of the --fraction draw (default 0)")
+    audit.add_argument("--atol", type=float,
+                       help="tolerance per tensor value (default: 0 on CPU, "
+                            f"{GPU_ATOL:g} on GPU)")
+    audit.add_argument("--json", action="store_true", help="print the audit as JSON")
+    audit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_generate_args(audit)
+    audit.set_defaults(func=friendly_errors(_audit))
