@@ -50,7 +50,7 @@ def _raw_items(url: str, storage_options: dict | None) -> list[tuple[int, object
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    if lower.endswith(".jsonl") or lower.endswith(".json"):
+    if lower.endswith((".jsonl", ".json")):
         items: list[tuple[int, object]] = []
         for i, raw in enumerate(lines, 1):
             if not raw.strip():
@@ -62,6 +62,44 @@ def _raw_items(url: str, storage_options: dict | None) -> list[tuple[int, object
                 items.append((i, f"bad JSON line: {exc}"))
         return items
     return [(i, raw.rstrip(b"\r")) for i, raw in enumerate(lines, 1)]
+
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _seed_problem(seed: object) -> str | None:
+    """Why ``seed`` is not an int64 seed (a JSON float with a fraction, a bool, a string, a
+    number beyond int64 all are refused here, never after the shard is written)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, float)):
+        return f"seed {seed!r} is not an integer"
+    if isinstance(seed, float) and not seed.is_integer():
+        return f"seed {seed!r} is not an integer"
+    if not INT64[0] <= int(seed) <= INT64[1]:
+        return f"seed {seed} is outside int64 [{INT64[0]}, {INT64[1]}]"
+    return None
+
+
+def _entry_problem(negative: object, seeds: list) -> str | None:
+    if negative is not None and not isinstance(negative, str):
+        return f"negative_prompt must be a string, got {type(negative).__name__}"
+    if not seeds:
+        return "'seed' is an empty list: no trajectory to record"
+    for seed in seeds:
+        problem = _seed_problem(seed)
+        if problem:
+            return problem
+    return None
+
+
+def require_entries(entries: list[Entry], rejected: list[RejectedEntry], url: str) -> None:
+    """Refuse a corpus with no valid prompt before anything starts (no Ray actor, no empty
+    generation a trainer would then fail on)."""
+    if entries:
+        return
+    shown = "; ".join(f"line {r.line}: {r.reason}" for r in rejected[:3])
+    raise ValueError(f"prompt corpus {url} holds no valid prompt"
+                     + (f" ({len(rejected)} lines rejected: {shown})" if rejected else " (it is empty)")
+                     + "; nothing to generate: give a corpus with at least one prompt")
 
 
 def load_corpus(url: str, *, seeds_per_prompt: int = 1, max_tokens: int | None = None,
@@ -88,6 +126,10 @@ def load_corpus(url: str, *, seeds_per_prompt: int = 1, max_tokens: int | None =
                 seeds = list(range(seeds_per_prompt))
             elif not isinstance(seeds, list):
                 seeds = [seeds]
+            problem = _entry_problem(neg, seeds)
+            if problem:  # this line only: the rest of the corpus (and its unit) goes on
+                rejected.append(RejectedEntry(line, json.dumps(raw, default=str)[:200], problem))
+                continue
         else:
             prompt, seeds, neg = raw, list(range(seeds_per_prompt)), None
             if not raw.strip():
@@ -105,11 +147,7 @@ def load_corpus(url: str, *, seeds_per_prompt: int = 1, max_tokens: int | None =
         for line, text, seeds, neg in rows:
             if k >= len(seeds):
                 continue
-            try:
-                seed = int(seeds[k])
-            except (TypeError, ValueError):
-                rejected.append(RejectedEntry(line, text, f"seed {seeds[k]!r} is not an integer"))
-                continue
+            seed = int(seeds[k])  # checked by _entry_problem: an int64 integer
             if (text, seed) in seen:
                 continue
             seen.add((text, seed))

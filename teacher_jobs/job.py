@@ -25,7 +25,7 @@ from cache_schema import (FingerprintMismatch, Manifest, commit_generation, diff
 from cache_schema.store import split_ref
 from .actors import TeacherWorker
 from .config import JobConfig
-from .corpus import load_corpus
+from .corpus import load_corpus, require_entries
 from .sampler import cache_fingerprint
 from .units import plan_units
 
@@ -113,6 +113,7 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
     # 1. corpus and units
     entries, rejected = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt,
                                     max_tokens=plan.max_tokens, count_tokens=plan.count_tokens)
+    require_entries(entries, rejected, config.prompts)  # before any Ray actor (issue 17)
     units = plan_units(entries, config.samples_per_shard)
     layout = dataclasses.replace(plan.layout(config.keep_step_indices, config.half_dtype),
                                  codec=config.codec)
