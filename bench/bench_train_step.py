@@ -37,7 +37,7 @@ import torch
 import student_train.trainer as kd_trainer
 from cache_schema import CacheWriter
 from student_train.config import TrainConfig
-from student_train.losses import Batch, distillation_loss
+from student_train.losses import Batch, distillation_loss, kd_rows, step_rows
 from student_train.optim import ema_update
 from student_train.trainer import Trainer
 from teacher_jobs.analytic_corpus import class_prompts
@@ -119,6 +119,42 @@ def breakdown(t: Trainer, steps: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in parts.items()}
 
 
+def changed_parts(t: Trainer, repeats: int) -> dict[str, tuple[float, float]]:
+    """The two changed parts alone, before vs after, interleaved: (before ms, after ms) medians
+    of collate (then the loss's picks) and of one AdamW update on the trainer's gradients."""
+    cfg, plan = t.cfg, t.plan
+    records = t.bench_take(cfg.batch_size)
+    loss, _ = distillation_loss(t.model, COLLATE(records, t.layout.max_text_len, t.device, cfg.seed),
+                                schedule=plan.schedule, adjacent=plan.adjacent,
+                                contiguous=plan.contiguous, kd_weight=cfg.kd_weight,
+                                step_weight=cfg.step_weight, jitter=cfg.sigma_jitter,
+                                kd_fraction=cfg.kd_fraction, rows_per_rank=cfg.batch_size)
+    loss.backward()  # gradients for the optimiser timings
+    params = [p.detach().clone().requires_grad_() for p in t.model.parameters()]
+    for p, q in zip(params, t.model.parameters()):
+        p.grad = q.grad.clone()
+    optimisers = {legacy: torch.optim.AdamW(params, lr=1e-9, foreach=not legacy)
+                  for legacy in (True, False)}
+
+    def picks(batch: Batch) -> None:  # what the loss reads of the trajectories
+        kd_rows(batch, cfg.sigma_jitter, plan.contiguous), step_rows(batch, plan.schedule, plan.adjacent)
+
+    times: dict[str, dict[bool, list[float]]] = {"collate + picks": {True: [], False: []},
+                                                 "adamw step": {True: [], False: []}}
+    for _ in range(repeats):
+        for legacy in (True, False):
+            t0 = time.perf_counter()
+            picks((legacy_collate if legacy else COLLATE)(records, t.layout.max_text_len,
+                                                          t.device, cfg.seed))
+            t1 = time.perf_counter()
+            optimisers[legacy].step()
+            t2 = time.perf_counter()
+            times["collate + picks"][legacy].append(1000 * (t1 - t0))
+            times["adamw step"][legacy].append(1000 * (t2 - t1))
+    t.opt.zero_grad(set_to_none=True)
+    return {k: (statistics.median(v[True]), statistics.median(v[False])) for k, v in times.items()}
+
+
 CATEGORIES = {
     "matrix products": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
                         "aten::_scaled_dot_product", "aten::mkldnn_convolution",
@@ -185,6 +221,8 @@ def main() -> None:
             total = sum(parts.values())
             print("  breakdown (ms, this tree): " + ", ".join(
                 f"{k} {v:.1f} ({v / total:.0%})" for k, v in parts.items()))
+            for part, (old, new) in changed_parts(after, 6 * args.steps).items():
+                print(f"  {part} alone: before {old:.1f} ms, after {new:.1f} ms ({new / old:.2f}x)")
             # the fixed cost of a step (Python, dispatch, optimiser, per-op overheads): the same
             # model at 2 trajectories per step, where the tensors are 32x smaller
             tiny = trainer(cache, Path(tmp) / f"tiny{threads}", legacy=False, batch_size=2)
