@@ -143,3 +143,17 @@ def test_toml_writer_round_trips_what_configs_hold():
     back = tomllib.loads(dumps(data))
     del data["job"]["teacher"]["offload"]  # None: left out (TOML has no null)
     assert back == data
+
+
+def test_run_command_refuses_by_name(tmp_path, capsys):
+    from pipeline.cli import main
+
+    config = tmp_path / "run.toml"
+    config.write_text("[corpus]\nkind = 'analytic'\n")
+    for argv, expected in (([str(config)], "no run folder: pass --out URL or set [run] out"),
+                           ([str(config), "--out", str(tmp_path / "r"), "--only", "train_kd"],
+                            "--only train_kd: its input stages ['tag'] have not finished"),
+                           ([str(tmp_path / "missing.toml")], "missing.toml does not exist")):
+        assert main(["run", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err, err
