@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import fsspec
 from rich.console import Console
 from rich.table import Table
 
@@ -74,10 +75,29 @@ def run_config(config: RunConfig, *, out: str | None = None, from_stage: str | N
         raise ValueError(f"no run folder: pass --out URL or set [run] out in {config.source}")
     config.override("run", out=run_dir)
     console = console or Console()
-    state = run_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage, only=only,
-                      console=console, progress=progress)
+    try:
+        state = run_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage, only=only,
+                          console=console, progress=progress)
+    except Exception:
+        _partial_report(run_dir.rstrip("/"), console)
+        raise
     print_summary(state, console)
     return state
+
+
+def _partial_report(run_dir: str, console: Console) -> None:
+    """After a failed stage, the report of what did run (the failure shows in it); a problem
+    writing it must not hide the stage's own error."""
+    from pipeline.graph.state import STATE_FILE
+    from pipeline.report import write_report
+
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    if not fs.exists(f"{root}/{STATE_FILE}"):
+        return  # refused before any stage ran
+    try:
+        console.print(f"partial report: {write_report(run_dir)}", soft_wrap=True)
+    except Exception as exc:  # noqa: BLE001 - best effort; the stage's error follows
+        console.print(f"(no partial report: {type(exc).__name__}: {exc})")
 
 
 def print_summary(state: RunState, console: Console) -> None:
@@ -92,7 +112,7 @@ def print_summary(state: RunState, console: Console) -> None:
     console.print(table)
     html = state.get("report").get("outputs", {}).get("report_html")
     if html:
-        console.print(f"report: {html}  (open it in a browser)")
+        console.print(f"report: {html}  (open it in a browser)", soft_wrap=True)
 
 
 def run_demo(console: Console | None = None, progress: bool = True, **flags: Any) -> RunState:

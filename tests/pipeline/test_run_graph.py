@@ -157,3 +157,17 @@ def test_run_command_refuses_by_name(tmp_path, capsys):
         assert main(["run", *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err, err
+
+
+def test_a_failed_stage_still_leaves_a_report_of_the_partial_run(tmp_path, capsys):
+    from pipeline.cli import main
+
+    config = tmp_path / "run.toml"
+    config.write_text("[corpus]\nkind = 'inline'\nprompts = []\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "needs prompts = ['...', ...]" in captured.err
+    state = json.loads((tmp_path / "r" / "run_state.json").read_text())["stages"]
+    assert state["corpus"]["status"] == "failed" and state["generate"] == {"status": "pending"}
+    assert f"partial report: {tmp_path / 'r' / 'report.html'}" in captured.out
+    assert (tmp_path / "r" / "report.html").stat().st_size > 0

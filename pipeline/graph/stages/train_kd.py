@@ -30,8 +30,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         train_kd_ray(cache, out, config, workers=count, max_failures=failures, progress=ctx.progress)
     else:
         trainer = Trainer(cache, out, config)
-        if trainer.resumed_from:
-            ctx.console.print(f"resuming from {trainer.resumed_from} (step {trainer.step} of {config.steps})")
+        resumed = getattr(trainer, "resumed_from", None)
+        if resumed:
+            ctx.console.print(f"resuming from {resumed} (step {trainer.step} of {config.steps})")
         trainer.run(progress=ctx.progress)
         seconds = round(getattr(trainer, "train_seconds", 0.0), 3)
     checkpoint = finished_checkpoint(out, config.steps, "S2DiT-KD")
