@@ -127,3 +127,18 @@ def test_bad_prompts_are_rejected_with_reasons_not_crashes():
     assert set(reasons) == {1, 2, 3, 4, 5}
     assert "empty" in reasons[1] and "empty" in reasons[2]
     assert "limit of 16" in reasons[3] and "UTF-8" in reasons[4] and "control" in reasons[5]
+
+
+def test_analytic_records_do_not_depend_on_the_micro_batch():
+    """The analytic teacher (the default kind) is batch invariant too: micro-batch 0 (the whole
+    call), 1 and 3 give byte-identical records."""
+    teacher = build_teacher("analytic", num_steps=6, latent_shape=(4, 5, 8, 8))
+    prompts = [f"a {c} {o} moving {m}" for o in ("square", "ring") for c in ("red", "blue")
+               for m in ("left", "right")]
+    runs = []
+    for micro_batch in (0, 1, 3):
+        records, rejected = record_trajectories(teacher, prompts, list(range(8)), global_seed=0,
+                                                keep_steps=range(6), micro_batch=micro_batch)
+        assert not rejected and len(records) == 8
+        runs.append({r["sample_id"]: {k: np.asarray(v).tobytes() for k, v in r.items()} for r in records})
+    assert runs[1] == runs[0] and runs[2] == runs[0]
