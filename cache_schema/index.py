@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .checksum import sha256_bytes
-from .errors import IntegrityError
+from .errors import AlreadyExists, IntegrityError
 from .paths import INDEX_DIR
 from .store import Store
 
@@ -52,7 +52,12 @@ def write_index(store: Store, generation: int, table: pa.Table) -> tuple[str, st
     """Put the index of ``generation`` (create-only); (path, sha256, bytes) for the manifest."""
     data = index_bytes(table)
     rel = f"{INDEX_DIR}/{generation:06d}.{uuid.uuid4().hex[:8]}.parquet"
-    store.put_create_only(rel, data)
+    try:
+        store.put_create_only(rel, data)
+    except AlreadyExists:
+        # A fresh random name already present: our own put whose reply was lost, then retried.
+        if store.read_bytes(rel) != data:
+            raise
     return rel, sha256_bytes(data), len(data)
 
 
