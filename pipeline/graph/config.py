@@ -111,8 +111,18 @@ def _read_toml(url: str) -> dict[str, Any]:
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        both_tables = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both_tables else value
     return out
+
+
+def _beside(url: str, include: str) -> str:
+    """``include`` as written if absolute (a path or URL), else relative to ``url``'s folder."""
+    if "://" in include or include.startswith("/"):
+        return include
+    if "://" in url:
+        return posixpath.join(posixpath.dirname(url), include)
+    return str(Path(url).parent / include)
 
 
 def _resolve_include(url: str, name: str, section: dict[str, Any]) -> dict[str, Any]:
@@ -121,8 +131,7 @@ def _resolve_include(url: str, name: str, section: dict[str, Any]) -> dict[str, 
         return section
     if not isinstance(include, str):
         raise RunConfigError(f"[{name}] include in {url} must be a file name, got {include!r}")
-    target = include if "://" in include or include.startswith("/") else \
-        posixpath.join(posixpath.dirname(url), include) if "://" in url else str(Path(url).parent / include)
+    target = _beside(url, include)
     data = _read_toml(target)
     if name not in data:
         tables = sorted(k for k, v in data.items() if isinstance(v, dict))
