@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache_schema import CacheReader, CacheWriter
+from cache_schema import CacheReader, CacheWriter, merge
 from cache_schema.convert import convert
 from cache_schema.verify import verify_cache
 
@@ -57,6 +57,15 @@ def test_write_read_verify_convert_through_faults(seed, kinds, fault_proxy, s3_b
     converted = list(CacheReader(f"{s3_bucket}/z").iter_records(verify=True))
     assert sorted(r["sample_id"] for r in converted) == sorted(expected)
     assert all(_same(r, expected[r["sample_id"]]) for r in converted)
+    other = f"{s3_bucket}/o"  # merge through the faults: both caches' samples, once each
+    with CacheWriter(other, layout=layout, fingerprint=FINGERPRINT, encoding="wds",
+                     samples_per_shard=3) as writer:
+        for record in make_records(layout, 3, seed=seed, prefix="o"):
+            writer.write(record)
+    merge(url, other, output=f"{s3_bucket}/m")
+    merged = [r["sample_id"] for r in CacheReader(f"{s3_bucket}/m").iter_records(["seed"],
+                                                                                 verify=True)]
+    assert len(merged) == len(set(merged)) == 15 and set(expected) <= set(merged)
     with capsys.disabled():
         print(f"\nfault proxy seed {seed} {'+'.join(kinds)}: "
               f"{json.dumps(fault_proxy.counts, sort_keys=True)}")
