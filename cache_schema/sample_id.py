@@ -21,5 +21,5 @@ def normalise_prompt(prompt: str) -> str:
 
 def make_sample_id(normalised_prompt: str, seed: int, fingerprint_digest: str) -> str:
     """Stable id of one trajectory: hash of (normalised prompt, seed, teacher fingerprint)."""
-    key = f"{normalised_prompt}\x1f{int(seed)}\x1f{fingerprint_digest}".encode("utf-8")
+    key = f"{normalised_prompt}\x1f{int(seed)}\x1f{fingerprint_digest}".encode()
     return hashlib.sha256(key).hexdigest()[:32]
