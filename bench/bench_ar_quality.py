@@ -81,8 +81,8 @@ def long_video(checkpoint: str, per_class: int, factor: int) -> dict:
     analytic teacher's latent frames are fixed by the cache's frame count."""
     import torch
 
-    from pipeline.eval import analytic_teacher_of, load_student, trained_context_sigma
     from cache_schema import load_manifest
+    from pipeline.eval import analytic_teacher_of, load_student, trained_context_sigma
     from student_train.sampler import stream_chunks
 
     model, state = load_student(checkpoint)

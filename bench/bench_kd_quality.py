@@ -40,7 +40,7 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    train, unseen = split_classes(train_classes=args.classes)
+    train, _unseen = split_classes(train_classes=args.classes)
     corpus = write_corpus(str(out / "prompts.txt"), train)
     t0 = time.perf_counter()
     result = run_generation(JobConfig(prompts=corpus, output=str(out / "cache"),

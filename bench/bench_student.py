@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -57,7 +58,7 @@ def bench_token_growth(dim: int, frames: int, side: int, repeats: int) -> dict:
         ctx = MixContext(grid=grid, cond=cond, text_bias=text_attention_bias(torch.ones(1, 1, dtype=torch.bool), cond.dtype),
                          head_dim=dim // heads)
         with torch.no_grad():
-            rows[f] = {name: (timed(lambda m=m: m(x, ctx), repeats), flops(lambda m=m: m(x, ctx)))
+            rows[f] = {name: (timed(functools.partial(m, x, ctx), repeats), flops(functools.partial(m, x, ctx)))
                        for name, m in (("lcha", lcha), ("full", full))}
     t1, t2 = rows[frames], rows[2 * frames]
     tokens = frames * side * side
@@ -89,7 +90,7 @@ def bench_streaming(height: int, width: int, repeats: int) -> dict:
         per_chunk = []
         with torch.no_grad():
             for _ in range(16):
-                per_chunk.append(timed(lambda s=state: model.forward_chunk(x, sigma, d, text, mask, s), repeats))
+                per_chunk.append(timed(functools.partial(model.forward_chunk, x, sigma, d, text, mask, state), repeats))
                 state = model.commit_chunk(x, text, mask, state)
         ratio = per_chunk[15] / per_chunk[0]
         label = f"window {window}" if window is not None else "unbounded cache"
@@ -135,8 +136,8 @@ def bench_train_step(repeats: int) -> dict:
         x, sigma, d = torch.randn(b, 4, 5, 8, 8), torch.rand(b), torch.rand(b)
         text, mask = torch.randn(b, 12, 32), torch.ones(b, 12, dtype=torch.bool)
 
-        def step(causal=False):
-            loss = model(x, sigma, d, text, mask, causal=causal).square().mean()
+        def step(causal=False, model=model, opt=opt, batch=(x, sigma, d, text, mask)):
+            loss = model(*batch, causal=causal).square().mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -13,6 +13,7 @@ from itertools import groupby
 from typing import Any
 
 from cache_schema import write_shard
+
 from .config import JobConfig
 from .sampler import record_trajectories
 from .units import Unit

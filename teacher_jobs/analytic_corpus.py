@@ -17,12 +17,15 @@ from .teachers.analytic import AnalyticConfig
 TEMPLATE = "a {colour} {obj} moving {motion}"
 
 
-def class_prompts(config: AnalyticConfig = AnalyticConfig()) -> list[str]:
+DEFAULT_ANALYTIC = AnalyticConfig()
+
+
+def class_prompts(config: AnalyticConfig = DEFAULT_ANALYTIC) -> list[str]:
     return [TEMPLATE.format(colour=c, obj=o, motion=m)
             for o, c, m in itertools.product(config.objects, config.colours, config.motions)]
 
 
-def split_classes(config: AnalyticConfig = AnalyticConfig(), *, train_classes: int = 12,
+def split_classes(config: AnalyticConfig = DEFAULT_ANALYTIC, *, train_classes: int = 12,
                   seed: int = 0) -> tuple[list[str], list[str]]:
     """(train prompts, unseen-combination prompts): a seeded choice of trained classes."""
     prompts = class_prompts(config)

@@ -9,8 +9,8 @@ import sys
 
 from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names
-from .config import JobConfig
 
+from .config import JobConfig
 
 TEACHER_FLAGS = {  # [job.teacher] key -> (type, help); every teacher key is a flag
     "source": (str, "teacher weights: local diffusers folder or hub id"),

@@ -17,6 +17,7 @@ import fsspec
 from cache_schema import parse_keep_steps
 from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names
+
 from .teachers.registry import make_settings, spec_values
 from .teachers.spec import TeacherSettings, VideoSize
 
@@ -93,7 +94,7 @@ class JobConfig:
 
     @classmethod
     def load(cls, path: str | None = None, *, teacher: dict[str, Any] | None = None,
-             **overrides: Any) -> "JobConfig":
+             **overrides: Any) -> JobConfig:
         """Settings from a TOML file (any fsspec URL), then non-None ``overrides``; ``teacher``
         holds teacher-section overrides (a ``spec`` key is a ``--teacher SPEC``)."""
         data: dict[str, Any] = {}

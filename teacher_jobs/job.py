@@ -20,9 +20,17 @@ from typing import Any
 
 from tqdm import tqdm
 
-from cache_schema import (FingerprintMismatch, Manifest, commit_generation, diff_fingerprints,
-                          fingerprint_digest, load_manifest, open_store)
+from cache_schema import (
+    FingerprintMismatch,
+    Manifest,
+    commit_generation,
+    diff_fingerprints,
+    fingerprint_digest,
+    load_manifest,
+    open_store,
+)
 from cache_schema.store import split_ref
+
 from .actors import TeacherWorker
 from .config import JobConfig
 from .corpus import load_corpus, require_entries

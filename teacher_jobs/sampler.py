@@ -7,19 +7,19 @@ the trimmed text embeddings. Bad prompts become rejections with a reason; the ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
-
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from cache_schema import FIELD_BY_NAME, canonical_json
+from cache_schema import FIELD_BY_NAME, canonical_json, flow
 from cache_schema import fingerprint_digest as digest_of
-from cache_schema import flow
 from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id, normalise_prompt
+
 from .prompts import decode_prompt, validate_prompt
 from .teachers.base import CODE_VERSION, Teacher
 
@@ -133,7 +133,7 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
     for start in range(0, len(batch.prompts), size):
         part = _slice(batch, start, size)
 
-        def record_part(i, x, v_c, v_u, rows=slice(start, start + len(part.prompts))):
+        def record_part(i, x, v_c, v_u, rows=slice(start, start + len(part.prompts))):  # noqa: B008 - binds this part's rows
             k = position.get(i)
             if k is not None:
                 for out, value in ((states, x), (v_cond, v_c), (v_uncond, v_u)):

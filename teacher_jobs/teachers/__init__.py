@@ -26,5 +26,16 @@ def build_teacher(spec: str, **config: Any) -> Teacher:
     return WanTeacher.from_pretrained(values["source"], **config)
 
 
-__all__ = ["DriverPlan", "EncodedText", "TEACHERS", "Teacher", "TeacherSettings", "VideoSize",
-           "build_teacher", "make_settings", "register_teacher", "settings_class", "spec_values"]
+__all__ = [
+    "TEACHERS",
+    "DriverPlan",
+    "EncodedText",
+    "Teacher",
+    "TeacherSettings",
+    "VideoSize",
+    "build_teacher",
+    "make_settings",
+    "register_teacher",
+    "settings_class",
+    "spec_values",
+]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cache_schema import flow
+
 from .base import CODE_VERSION, EncodedText, Teacher
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -174,7 +175,7 @@ class AnalyticTeacher(Teacher):
         all_modes = self.means.reshape(1, -1, flat.shape[1])
         v_c = self.exact_velocity(flat, sigma, cond)
         v_u = self.exact_velocity(flat, sigma, np.broadcast_to(all_modes, (flat.shape[0],) + all_modes.shape[1:]))
-        as_t = lambda v: torch.from_numpy(v.reshape(x.shape)).to(x.device, x.dtype)  # noqa: E731
+        as_t = lambda v: torch.from_numpy(v.reshape(x.shape)).to(x.device, x.dtype)
         return as_t(v_c), as_t(v_u)
 
     # -- exact scoring -----------------------------------------------------------------------

@@ -36,6 +36,6 @@ class AnalyticSettings(TeacherSettings):
     def driver_plan(self, video: VideoSize) -> DriverPlan:
         teacher = self.build(video, device="cpu")
         return DriverPlan(fingerprint=teacher.fingerprint(),
-                          layout_args=dict(latent_shape=teacher.latent_shape, num_steps=teacher.num_steps,
-                                           text_dim=teacher.text_dim, max_text_len=teacher.max_text_len),
+                          layout_args={"latent_shape": teacher.latent_shape, "num_steps": teacher.num_steps,
+                                           "text_dim": teacher.text_dim, "max_text_len": teacher.max_text_len},
                           max_tokens=teacher.max_text_len, count_tokens=teacher.count_tokens)

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache_schema import CacheLayout
-from cache_schema import flow
+from cache_schema import CacheLayout, flow
 
 CODE_VERSION = "teacher-1"
 

@@ -9,10 +9,12 @@ Adding a teacher kind = a file with a subclass of ``TeacherSettings`` + one
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from cache_schema import CacheLayout
+
 from .base import Teacher
 
 

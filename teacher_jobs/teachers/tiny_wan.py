@@ -12,9 +12,7 @@ def train_tokenizer(vocab_size: int = 256):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    words = ("a the red green blue square ring cross bar moving left right up down astronaut "
-             "running through alley city night rain cat dog car street ocean wave slow fast "
-             "camera pan zoom blurry low quality").split()
+    words = ["a", "the", "red", "green", "blue", "square", "ring", "cross", "bar", "moving", "left", "right", "up", "down", "astronaut", "running", "through", "alley", "city", "night", "rain", "cat", "dog", "car", "street", "ocean", "wave", "slow", "fast", "camera", "pan", "zoom", "blurry", "low", "quality"]
     corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -35,7 +33,12 @@ def build_tiny_pipeline(seed: int = 0, shift: float = 3.0, variant: str = "t2v-a
     transformer, 16-channel VAE (Wan 2.1 T2V); ``ti2v-5b`` one transformer, 48-channel residual
     VAE with 2x2 patchify (16x spatial) and one timestep per token (Wan 2.2 TI2V-5B,
     ``expand_timesteps``)."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
     from transformers import UMT5Config, UMT5EncoderModel
 
     if variant not in VARIANTS:

@@ -69,7 +69,7 @@ class Checkpoint:
 
 
 def _is_weight(rel: str) -> bool:
-    return rel.endswith(".safetensors") or rel.endswith(".bin") or rel.endswith(".pth")
+    return rel.endswith((".safetensors", ".bin", ".pth"))
 
 
 def resolve_local(folder: str, *, hash_weights: bool = True) -> Checkpoint:
@@ -80,7 +80,7 @@ def resolve_local(folder: str, *, hash_weights: bool = True) -> Checkpoint:
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if path.is_file() and not rel.startswith("."):
-            if rel.endswith(".bin") or rel.endswith(".pth"):
+            if rel.endswith((".bin", ".pth")):
                 raise ValueError(f"{folder}/{rel}: pickled weights are refused (never unpickled); "
                                  "convert the checkpoint to safetensors")
             if hash_weights or not _is_weight(rel):
@@ -95,7 +95,7 @@ def resolve_hub(repo_id: str, revision: str | None) -> Checkpoint:
     try:
         info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
         folder = snapshot_download(repo_id, revision=info.sha, allow_patterns=list(SMALL_FILES))
-    except Exception as exc:  # offline, unknown repo, network: one readable error
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, network: one readable error
         raise OSError(f"cannot resolve {repo_id}@{revision or 'main'} on the hub "
                       f"({type(exc).__name__}: {str(exc)[:200]})") from None
     files = {}

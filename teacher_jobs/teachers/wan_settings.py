@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cache_schema import diff_fingerprints
+
 from .registry import register_teacher
 from .spec import DriverPlan, TeacherSettings, VideoSize
 from .wan import DTYPES, HUB_ID, OFFLOAD, WanTeacher, solver_of, wan_fingerprint
@@ -76,11 +77,11 @@ class WanSettings(TeacherSettings):
 
     # -- actor side -----------------------------------------------------------------------------
     def teacher_args(self, video: VideoSize, device: str) -> dict[str, Any]:
-        return dict(num_steps=self.steps, shift=self.shift, guidance=self.guidance,
-                    height=video.height, width=video.width, frames=video.frames, solver=self.solver,
-                    device=device, dtype=self.dtype, vae_dtype=self.vae_dtype,
-                    max_text_len=self.max_text_len, offload=self.offload, boundary=self.boundary,
-                    attention_backend=self.attention_backend)
+        return {"num_steps": self.steps, "shift": self.shift, "guidance": self.guidance,
+                    "height": video.height, "width": video.width, "frames": video.frames, "solver": self.solver,
+                    "device": device, "dtype": self.dtype, "vae_dtype": self.vae_dtype,
+                    "max_text_len": self.max_text_len, "offload": self.offload, "boundary": self.boundary,
+                    "attention_backend": self.attention_backend}
 
     def build(self, video: VideoSize, *, device: str) -> WanTeacher:
         if self.source == TINY:
@@ -110,9 +111,9 @@ class WanSettings(TeacherSettings):
         if self.source == TINY:  # random weights defined by code: cheap to build and digest
             teacher = self.build(video, device="cpu")
             return DriverPlan(fingerprint=teacher.fingerprint(),
-                              layout_args=dict(latent_shape=teacher.latent_shape,
-                                               num_steps=teacher.num_steps, text_dim=teacher.text_dim,
-                                               max_text_len=teacher.max_text_len),
+                              layout_args={"latent_shape": teacher.latent_shape,
+                                               "num_steps": teacher.num_steps, "text_dim": teacher.text_dim,
+                                               "max_text_len": teacher.max_text_len},
                               max_tokens=teacher.max_text_len, count_tokens=teacher.count_tokens)
         from .wan import count_wan_tokens, load_error_message
         from .wan_files import file_configs, library_versions, resolve_checkpoint
@@ -136,8 +137,8 @@ class WanSettings(TeacherSettings):
             resolution=(video.height, video.width, video.frames), dtype=self.dtype,
             vae_dtype=self.vae_dtype, max_text_len=self.max_text_len,
             attention_backend=self.attention_backend, libraries=library_versions())
-        return DriverPlan(fingerprint=fp, layout_args=dict(latent_shape=shape, num_steps=self.steps,
-                                                           text_dim=text_dim, max_text_len=self.max_text_len),
+        return DriverPlan(fingerprint=fp, layout_args={"latent_shape": shape, "num_steps": self.steps,
+                                                           "text_dim": text_dim, "max_text_len": self.max_text_len},
                           max_tokens=self.max_text_len,
                           count_tokens=lambda prompt: count_wan_tokens(tokenizer, prompt))
 

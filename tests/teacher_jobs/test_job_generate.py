@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from cache_schema import CacheReader, FingerprintMismatch, list_generations, load_manifest, open_store
+from cache_schema import (
+    CacheReader,
+    FingerprintMismatch,
+    list_generations,
+    load_manifest,
+    open_store,
+)
 from cache_schema.verify import verify_cache
 from teacher_jobs.config import JobConfig
 from teacher_jobs.job import run_generation
@@ -31,9 +37,9 @@ def corpus(tmp_path) -> str:
 
 
 def _config(corpus, output, shift=3.0, **kw) -> JobConfig:
-    base = dict(teacher=make_settings({"kind": "analytic", "steps": 4, "shift": shift}),
-                prompts=corpus, output=output, samples_per_shard=4, seeds_per_prompt=2,
-                num_actors=2, commit_every=3, keep_steps="all")
+    base = {"teacher": make_settings({"kind": "analytic", "steps": 4, "shift": shift}),
+                "prompts": corpus, "output": output, "samples_per_shard": 4, "seeds_per_prompt": 2,
+                "num_actors": 2, "commit_every": 3, "keep_steps": "all"}
     return JobConfig(**{**base, **kw})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cache_schema import CacheReader, CacheWriter, flow, fingerprint_digest, validate_record
+from cache_schema import CacheReader, CacheWriter, fingerprint_digest, flow, validate_record
 from teacher_jobs.sampler import cache_fingerprint, record_trajectories, sample_latents
 from teacher_jobs.teachers import build_teacher
 from teacher_jobs.teachers.analytic import AnalyticConfig, AnalyticTeacher

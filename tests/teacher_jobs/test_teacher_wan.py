@@ -14,8 +14,8 @@ from teacher_jobs.teachers import build_teacher
 from teacher_jobs.teachers.wan import WanTeacher
 
 PROMPTS = ["a red cat running left", "blue ocean wave at night"]
-SETTINGS = dict(height=32, width=32, frames=9, num_steps=6, shift=3.0, guidance=(4.0, 3.0),
-                max_text_len=16)
+SETTINGS = {"height": 32, "width": 32, "frames": 9, "num_steps": 6, "shift": 3.0, "guidance": (4.0, 3.0),
+                "max_text_len": 16}
 
 
 @pytest.fixture(scope="module")

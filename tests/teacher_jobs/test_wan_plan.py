@@ -25,8 +25,8 @@ def configs():
 
 
 def _plan(configs, **kw):
-    args = dict(latent_shape=SHIPPED_SHAPE, steps=40, dtype="bfloat16", vae_dtype="float32",
-                offload="expert", micro_batch=1, gpu_memory_gb=80.0)
+    args = {"latent_shape": SHIPPED_SHAPE, "steps": 40, "dtype": "bfloat16", "vae_dtype": "float32",
+                "offload": "expert", "micro_batch": 1, "gpu_memory_gb": 80.0}
     return plan_actor(configs, **{**args, **kw})
 
 
