@@ -372,7 +372,8 @@ def test_fuzz_index_slow(real_cache, tmp_path_factory, **kw):
 
 # Slow-marked: pyarrow's Parquet reader can SIGSEGV on mutated index bytes and take the whole
 # pytest process with it (seen in the default suite on a clean clone, session 7); RELIABILITY.md.
-@SLOW
+@pytest.mark.slow
+@FAST
 @given(**index_args)
 def test_fuzz_index_pinned(real_cache, tmp_path_factory, **kw):
     pinned_index_property(real_cache[1], real_cache[2], tmp_path_factory.getbasetemp() / "pin",
