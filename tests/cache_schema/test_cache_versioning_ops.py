@@ -429,7 +429,7 @@ def test_cli_commands_succeed_and_refuse_readably(tmp_path, capsys):
         (["filter", a, "--exclude-ids", str(tmp_path / "missing.txt")], "does not exist"),
         (["merge", a, b, "--output", str(tmp_path / "m")], "already holds a cache"),
         (["convert", a, "--to", "wds", "--output", str(tmp_path / "z"), "--no-progress"],
-         "already holds a cache"),
+         "is already wds"),
         (["diff", a, b, other], "one URL (with --from/--to) or two"),
         (["diff", a], "give --from N"),
     ]

@@ -14,9 +14,13 @@ that a change of the cache bytes (teacher or cache code) is told apart from a tr
 from __future__ import annotations
 
 import pytest
+import torch
 from golden_runs import KD_STEPS, cache_digest, checkpoint_digests, make_cache, run_kd, run_stage2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+# The module-scoped runs below start before the function-scoped one_thread fixture: pin the
+# thread count for the whole module (the digests hold for one thread only).
+torch.set_num_threads(1)
 
 CACHE = "7a44e9dbdf24c11568cf24ca9827afd77b94f0884f1a40b1bf8a13f985ea1003"
 KD = {  # checkpoints/step_000030
