@@ -199,17 +199,7 @@ def iter_group(group, layout: CacheLayout, fields: Sequence[str],
         for name in fields:
             if name not in columns:
                 continue
-            value = columns[name][i]
-            spec = FIELD_BY_NAME[name]
-            if spec.kind is FieldKind.TEXT:
-                value = str(value)
-            elif spec.kind is FieldKind.INT:
-                value = int(value)
-            elif spec.axes and spec.axes[0] == "L":
-                value = np.ascontiguousarray(value[: columns[name + LEN_SUFFIX][i]])
-            else:
-                value = np.ascontiguousarray(value)
-            record[name] = value
+            record[name] = _column_value(columns, name, i)
         yield record
 
 
@@ -292,17 +282,7 @@ def _records(group: GroupReader, layout: CacheLayout, fields: Sequence[str],
         for name in wanted:
             if name not in columns:
                 continue
-            value = columns[name][i]
-            spec = FIELD_BY_NAME[name]
-            if spec.kind is FieldKind.TEXT:
-                value = str(value)
-            elif spec.kind is FieldKind.INT:
-                value = int(value)
-            elif spec.axes and spec.axes[0] == "L":
-                value = np.ascontiguousarray(value[: columns[name + LEN_SUFFIX][i]])
-            else:
-                value = np.ascontiguousarray(value)
-            record[name] = value
+            record[name] = _column_value(columns, name, i)
         if extras:
             stored = {f: record[f] for f in codec.transformed}
             stored.update({name: column[i] for name, column in extras.items()})
@@ -362,3 +342,15 @@ class Zarr(Encoding):
 
     def shard_hash(self, object_hashes: dict[str, str]) -> str:
         return group_hash(object_hashes)
+
+
+def _column_value(columns: dict[str, Any], name: str, i: int) -> Any:
+    """Row ``i`` of a decoded column as a record value (text, int, or an array cut to its length)."""
+    value, spec = columns[name][i], FIELD_BY_NAME[name]
+    if spec.kind is FieldKind.TEXT:
+        return str(value)
+    if spec.kind is FieldKind.INT:
+        return int(value)
+    if spec.axes and spec.axes[0] == "L":
+        return np.ascontiguousarray(value[: columns[name + LEN_SUFFIX][i]])
+    return np.ascontiguousarray(value)
