@@ -29,9 +29,9 @@ def test_bad_input_is_one_line_on_stderr_with_exit_code_2(argv, expected, tmp_pa
 
 def test_the_console_script_exits_2_and_debug_shows_the_traceback(tmp_path):
     argv = [sys.executable, "-m", "pipeline.cli", "eval", "--checkpoint", str(tmp_path / "x")]
-    plain = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    plain = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert "error: " in plain.stderr and "not a complete checkpoint" in plain.stderr
     debug = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "S2DIT_DEBUG": "1"})
+                           env={**os.environ, "S2DIT_DEBUG": "1"}, check=False)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
