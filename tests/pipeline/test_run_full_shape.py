@@ -1,8 +1,9 @@
 """The cluster config's student stages at full shape on CPU, one optimiser step each, so a shape
 or memory bug shows here before a GPU is paid for (slow).
 
-A cache of two records at the shape of configs/wan22_student_gpu.toml's cache (latents
-16x21x36x64, UMT5 text 4096-d, 8 stored states of 40 steps) is written with cache_schema's
+A cache of two records at 16x21x36x64 (a 512x288 A14B cache; UMT5 text 4096-d, 8 stored
+states of 40 steps: the shipped 832x480 cache, 16x21x60x104, would need ~15 GiB a sample here;
+its shapes are checked on the meta device by test_cluster_shapes_meta.py) is written with cache_schema's
 writer (random values, real shapes and dtypes). S2DiT-KD then S2DiT-AR (one causal step and one
 DMD step) train on it with that file's [train] / [train_ar] recipes and model, batch 1, fp32 on
 CPU (the GPU recipe autocasts to bf16: activations here are an upper bound). The peak resident
