@@ -4,6 +4,14 @@ A ``Store`` is a cache's root folder on any fsspec URL (plain path, ``file://``,
 ``memory://``). S3 endpoints and credentials come from the standard AWS environment
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws/config``) which s3fs reads itself, or from
 a named storage profile; none of it is ever written into a manifest.
+
+Storage profiles (``--storage-profile NAME``): a profile is fsspec storage options for one
+protocol (``s3`` unless it says ``protocol = "..."``), read from ``$S2DIT_STORAGE_PROFILES`` or
+``~/.config/s2dit/storage.toml``. ``use_profile`` selects one for the whole process: it becomes
+fsspec's default for that protocol, so every filesystem opened without explicit options (stores,
+checkpoints, run folders, corpora) uses it. Ray workers get only ``storage_env()`` (the profile's
+name, the profiles file's path and the non-secret AWS names) and call ``apply_storage_env``.
+Profiles hold endpoints and tuning, never credentials (a credential key is refused).
 """
 
 from __future__ import annotations
@@ -15,12 +23,14 @@ import re
 import time
 import tomllib
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import fsspec
+import fsspec.config
 from fsspec.implementations.local import LocalFileSystem
 
 from . import paths
@@ -28,8 +38,18 @@ from .errors import AlreadyExists, StoreError
 
 T = TypeVar("T")
 
-PROFILES_ENV = "S2DIT_STORAGE_PROFILES"
+PROFILES_ENV = "S2DIT_STORAGE_PROFILES"  # path of the profiles file
+PROFILE_ENV = "S2DIT_STORAGE_PROFILE"  # name of the selected profile
 DEFAULT_PROFILES = Path("~/.config/s2dit/storage.toml")
+# What a Ray worker needs to reach the driver's storage: where it is, which profile, where the
+# credentials live. Never a key, secret or token: Ray records what it is given (runtime_env in
+# its logs), so a worker reads those from its own environment, a credentials file or a role.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+                 "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", PROFILES_ENV, PROFILE_ENV)
+# Option names that carry credentials in fsspec back ends (s3fs, gcsfs, adlfs, botocore).
+CREDENTIAL_KEYS = frozenset({"key", "secret", "token", "password", "aws_access_key_id",
+                             "aws_secret_access_key", "aws_session_token", "session_token",
+                             "account_key", "sas_token", "client_secret", "credentials"})
 _REF = re.compile(r"^(?P<base>.+?)@(?P<ref>[A-Za-z0-9_.\-]+)$")
 # Errors worth retrying: connection drops, throttling, 5xx. Missing objects are not.
 _TRANSIENT = (ConnectionError, TimeoutError, OSError)
@@ -48,16 +68,102 @@ def split_ref(url: str) -> tuple[str, str | None]:
     return base, match["ref"]
 
 
-def load_profile(name: str) -> dict[str, Any]:
-    """Storage options of a named profile from ``$S2DIT_STORAGE_PROFILES`` or the user config."""
-    path = Path(os.environ.get(PROFILES_ENV, DEFAULT_PROFILES)).expanduser()
+def profiles_path() -> Path:
+    return Path(os.environ.get(PROFILES_ENV) or DEFAULT_PROFILES).expanduser()
+
+
+def _credential_keys(options: dict[str, Any], prefix: str = "") -> list[str]:
+    found = []
+    for key, value in options.items():
+        if str(key).lower() in CREDENTIAL_KEYS:
+            found.append(prefix + str(key))
+        if isinstance(value, dict):
+            found += _credential_keys(value, f"{prefix}{key}.")
+    return found
+
+
+def read_profile(name: str) -> tuple[str, dict[str, Any]]:
+    """(protocol, storage options) of a named profile; a missing file, an unknown name or a
+    profile carrying a credential is one StoreError naming the profile and the file."""
+    path = profiles_path()
     if not path.exists():
-        raise StoreError(f"storage profile {name!r} requested but {path} does not exist; "
-                         f"create it (see infra/storage/profiles.toml) or set {PROFILES_ENV}")
-    profiles = tomllib.loads(path.read_text()).get("profiles", {})
-    if name not in profiles:
-        raise StoreError(f"storage profile {name!r} not in {path} (known: {sorted(profiles)})")
-    return dict(profiles[name])
+        raise StoreError(f"storage profile {name!r} requested but the profiles file {path} does "
+                         f"not exist; create it (see infra/storage/profiles.toml) or set "
+                         f"{PROFILES_ENV} to its path")
+    try:
+        profiles = tomllib.loads(path.read_text()).get("profiles", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise StoreError(f"storage profile {name!r}: cannot read profiles file {path}: {exc}") from None
+    if not isinstance(profiles.get(name), dict):
+        raise StoreError(f"storage profile {name!r} is not in {path} (known: {sorted(profiles)}); "
+                         f"add a [profiles.{name}] table or pick a known one")
+    options = dict(profiles[name])
+    protocol = options.pop("protocol", "s3")
+    if secrets := _credential_keys(options):
+        # names only: the values are secrets and must not reach a terminal or a log
+        raise StoreError(f"storage profile {name!r} in {path} carries credentials ({', '.join(secrets)}); "
+                         "profiles hold endpoints and tuning only: keep credentials in the AWS "
+                         "environment, ~/.aws/credentials or an instance role")
+    if not isinstance(protocol, str) or not protocol:
+        raise StoreError(f"storage profile {name!r} in {path}: protocol must be a name like 's3'")
+    return protocol, options
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """Storage options of a named profile (see ``read_profile``)."""
+    return read_profile(name)[1]
+
+
+def _install(name: str) -> None:
+    """Make profile ``name`` fsspec's process-wide default for its protocol."""
+    protocol, options = read_profile(name)
+    fsspec.config.conf[protocol] = {**fsspec.config.conf.get(protocol, {}), **options}
+    os.environ[PROFILE_ENV] = name  # subprocesses and storage_env() carry the name on
+
+
+@contextmanager
+def use_profile(name: str | None = None) -> Iterator[str | None]:
+    """Select storage profile ``name`` (default: ``$S2DIT_STORAGE_PROFILE``) for this process
+    while the block runs; yields the name (None: no profile). The previous fsspec defaults and
+    environment come back afterwards, so one process can run commands with different profiles."""
+    name = name or os.environ.get(PROFILE_ENV) or None
+    if name is None:
+        yield None
+        return
+    saved_conf = {k: dict(v) for k, v in fsspec.config.conf.items()}
+    saved_env = os.environ.get(PROFILE_ENV)
+    try:
+        _install(name)
+        yield name
+    finally:
+        fsspec.config.conf.clear()
+        fsspec.config.conf.update(saved_conf)
+        if saved_env is None:
+            os.environ.pop(PROFILE_ENV, None)
+        else:
+            os.environ[PROFILE_ENV] = saved_env
+
+
+def storage_env() -> dict[str, str]:
+    """The non-secret storage settings of this process, for a Ray worker (``FORWARDED_ENV``)."""
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    if PROFILES_ENV not in env and PROFILE_ENV in env:
+        env[PROFILES_ENV] = str(profiles_path())  # the default path, made explicit
+    return env
+
+
+def apply_storage_env(env: dict[str, str] | None) -> None:
+    """In a Ray worker: adopt the driver's ``storage_env()`` and install its profile (for the
+    worker's lifetime). Anything but the forwarded names is refused, so a caller cannot route
+    a secret through here by mistake."""
+    if not env:
+        return
+    unknown = sorted(set(env) - set(FORWARDED_ENV))
+    if unknown:
+        raise StoreError(f"storage settings for a worker may only name {FORWARDED_ENV}; got {unknown}")
+    os.environ.update(env)
+    if env.get(PROFILE_ENV):
+        _install(env[PROFILE_ENV])
 
 
 def with_retries(op: Callable[[], T], what: str, *, attempts: int = 5, base_delay: float = 0.2,
@@ -85,7 +191,7 @@ class Store:
     fs: fsspec.AbstractFileSystem
     root: str  # protocol-less root path as the filesystem expects it
     url: str  # the user-facing URL of the root
-    storage_options: dict[str, Any]
+    storage_options: dict[str, Any] = field(repr=False)  # never printed: may hold what the caller gave
 
     @property
     def is_local(self) -> bool:

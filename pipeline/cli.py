@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from teacher_jobs.cli_args import add_storage_profile_arg
+
 # (group, module): modules register subcommands into the named group, or at top level (None).
 COMMAND_MODULES: tuple[tuple[str | None, str], ...] = (
     ("cache", "pipeline.commands.cache_inspect"),
@@ -47,17 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
             groups[group] = group_parser.add_subparsers(dest=f"{group}_command", required=True,
                                                         metavar="SUBCOMMAND")
         module.register(groups[group])
+    for leaf in _leaves(parser):
+        add_storage_profile_arg(leaf)
     return parser
 
 
+def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for sub in subs for child in sub.choices.values() for leaf in _leaves(child)]
+
+
 def main(argv: list[str] | None = None) -> int:
+    from cache_schema.store import use_profile
     from pipeline.commands.errors import is_user_error, report
 
     parser = build_parser()
     args = parser.parse_args(argv)
     # Every leaf parser sets ``func`` with set_defaults(func=...); it returns an exit code.
     try:
-        return int(args.func(args) or 0)
+        with use_profile(getattr(args, "storage_profile", None)):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted: committed generations and published checkpoints are intact; "
               "rerun the same command to resume", file=sys.stderr)

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from cache_schema.store import apply_storage_env, storage_env
+
 from .config import TrainConfig
 
 
@@ -112,7 +114,15 @@ def _fit(params: dict[str, Any], batch_size: int, workers: int, device: str, max
     params["use_gpu"] = torch.device(device).type == "cuda"
     storage = storage_path or os.path.join(
         params["out_url"] if "://" not in params["out_url"] else "/tmp", "ray_train")
-    trainer = TorchTrainer(_worker_loop, train_loop_config=params,
+    # Workers get the storage settings in the loop function's closure, not in its config (Ray
+    # records the config) nor in runtime_env (Ray logs it); non-secret names only.
+    storage = storage_env()
+
+    def train_loop(config: dict[str, Any]) -> None:
+        apply_storage_env(storage)
+        _worker_loop(config)
+
+    trainer = TorchTrainer(train_loop, train_loop_config=params,
                            scaling_config=ScalingConfig(num_workers=workers,
                                                         use_gpu=params["use_gpu"]),
                            run_config=RunConfig(storage_path=storage,

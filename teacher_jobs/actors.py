@@ -12,7 +12,8 @@ import time
 from itertools import groupby
 from typing import Any
 
-from cache_schema import write_shard
+from cache_schema import StoreError, write_shard
+from cache_schema.store import apply_storage_env
 
 from .config import JobConfig
 from .sampler import record_trajectories
@@ -22,17 +23,22 @@ from .units import Unit
 class TeacherWorker:
     """Plain class (usable without Ray); ``ray.remote`` wraps it in job.py."""
 
-    def __init__(self, config: JobConfig, fingerprint: dict[str, Any], fingerprint_digest: str):
+    def __init__(self, config: JobConfig, fingerprint: dict[str, Any], fingerprint_digest: str,
+                 storage: dict[str, str] | None = None):
         started = time.perf_counter()
         self.config = config
+        self.load_error: str | None = None
+        try:  # the driver's storage_env(): endpoint, region, profile name, file paths; no secrets
+            apply_storage_env(storage)
+        except StoreError as exc:  # e.g. the profiles file is missing on this node
+            self.load_error = str(exc)
         # Heavy setup here, where the GPU is: load the teacher, then prove it is the one the
         # driver fingerprinted (weight files, configs, library versions).
         self.teacher = config.teacher.build(config.video, device=config.device)
-        self.load_error: str | None = None
         try:
             config.teacher.check_loaded(self.teacher, fingerprint)
         except ValueError as exc:  # every unit of this actor fails with the reason
-            self.load_error = str(exc)
+            self.load_error = self.load_error or str(exc)
         self.digest = fingerprint_digest
         self.layout = dataclasses.replace(self.teacher.layout(config.keep_step_indices,
                                                               config.half_dtype), codec=config.codec)

@@ -9,6 +9,7 @@ import sys
 
 from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names
+from cache_schema.store import use_profile
 
 from .config import JobConfig
 
@@ -30,7 +31,19 @@ TEACHER_FLAGS = {  # [job.teacher] key -> (type, help); every teacher key is a f
 }
 
 
+def add_storage_profile_arg(parser: argparse.ArgumentParser) -> None:
+    """``--storage-profile NAME`` (once per parser): the storage profile every URL of the
+    command is opened with; chosen per run, so never written into a manifest or config."""
+    if "--storage-profile" in parser._option_string_actions:
+        return
+    parser.add_argument("--storage-profile", dest="storage_profile", metavar="NAME",
+                        help="named storage profile (fsspec options such as an S3 endpoint) from "
+                             "$S2DIT_STORAGE_PROFILES or ~/.config/s2dit/storage.toml; default "
+                             "$S2DIT_STORAGE_PROFILE, else none")
+
+
 def add_generate_args(parser: argparse.ArgumentParser) -> None:
+    add_storage_profile_arg(parser)
     add = parser.add_argument
     add("--teacher", help="analytic | wan-tiny | wan:<local dir or hub id> (default analytic); "
                           "the [job.teacher] kind and source")
@@ -77,8 +90,9 @@ def run_generate(args: argparse.Namespace) -> int:
     from .job import run_generation
 
     try:
-        config = config_from_args(args)
-        result = run_generation(config)
+        with use_profile(getattr(args, "storage_profile", None)):
+            config = config_from_args(args)  # (a config file may itself live behind the profile)
+            result = run_generation(config)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from cache_schema import (
     load_manifest,
     open_store,
 )
-from cache_schema.store import split_ref
+from cache_schema.store import split_ref, storage_env, use_profile
 
 from .actors import TeacherWorker
 from .config import JobConfig
@@ -38,9 +38,6 @@ from .sampler import cache_fingerprint
 from .units import plan_units
 
 REPORT_DIR = "reports"
-# Storage settings the actors need to reach the same store as the driver (never persisted).
-STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-               "AWS_DEFAULT_REGION", "AWS_PROFILE", "S2DIT_STORAGE_PROFILES")
 
 
 @dataclass
@@ -108,6 +105,12 @@ def _wait_placed(ray, actors: list, config: JobConfig) -> None:
 
 
 def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
+    # the storage profile a caller selected ($S2DIT_STORAGE_PROFILE), for driver and actors
+    with use_profile():
+        return _run_generation(config, progress=progress)
+
+
+def _run_generation(config: JobConfig, *, progress: bool) -> JobResult:
     if not config.prompts or not config.output:
         raise ValueError("a job needs --prompts (corpus URL) and --output (cache URL)")
     started = time.time()
@@ -141,11 +144,14 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
     # 3. actors
     ray = _init_ray(config)
     _check_gpus(ray, config)
-    env = {k: os.environ[k] for k in STORAGE_ENV if k in os.environ}
+    # Actors get where the storage is and which profile (non-secret names, as an argument: not
+    # runtime_env, which Ray writes to its logs); credentials come from their own environment
+    # (inherited from this driver by an embedded runtime, a Kubernetes secret or an instance
+    # role on a cluster) or a credentials file whose path is forwarded.
+    storage = storage_env()
     remote_cls = ray.remote(num_gpus=config.num_gpus_per_actor, num_cpus=config.num_cpus_per_actor,
-                            max_concurrency=2, runtime_env={"env_vars": env} if env else None
-                            )(TeacherWorker)
-    actors = [remote_cls.remote(config, fingerprint, digest)
+                            max_concurrency=2)(TeacherWorker)
+    actors = [remote_cls.remote(config, fingerprint, digest, storage)
               for _ in range(min(config.num_actors, max(1, len(todo))))]
     _wait_placed(ray, actors, config)
     pending: dict[Any, tuple[Any, int, Any]] = {}  # ref -> (unit, attempt, actor)
@@ -186,7 +192,7 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
         try:
             result = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as exc:
-            actors[actor_index] = remote_cls.remote(config, fingerprint, digest)  # replace the dead one
+            actors[actor_index] = remote_cls.remote(config, fingerprint, digest, storage)  # replace the dead one
             if attempt < config.max_retries:
                 queue.append((unit, attempt + 1))
             else:

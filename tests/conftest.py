@@ -16,7 +16,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def s3_server():
+def s3_server(tmp_path_factory):
     """moto's S3 server on 127.0.0.1; yields its endpoint URL. s3fs reaches it over HTTP."""
     import logging
 
@@ -28,10 +28,17 @@ def s3_server():
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+                                            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                            "AWS_SHARED_CREDENTIALS_FILE")}
+    # Dummy credentials in a credentials file as well: jobs forward only its path to Ray
+    # workers (never a key), and a session Ray runtime started before this fixture has workers
+    # whose environment lacks the variables below.
+    credentials = tmp_path_factory.mktemp("aws") / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
     # The standard AWS variables, exactly as a user's environment would carry them.
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
-                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+                      AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_SHARED_CREDENTIALS_FILE=str(credentials))
     yield endpoint
     server.stop()
     for key, value in saved.items():
