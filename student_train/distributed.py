@@ -116,10 +116,10 @@ def _fit(params: dict[str, Any], batch_size: int, workers: int, device: str, max
         params["out_url"] if "://" not in params["out_url"] else "/tmp", "ray_train")
     # Workers get the storage settings in the loop function's closure, not in its config (Ray
     # records the config) nor in runtime_env (Ray logs it); non-secret names only.
-    storage = storage_env()
+    worker_env = storage_env()
 
     def train_loop(config: dict[str, Any]) -> None:
-        apply_storage_env(storage)
+        apply_storage_env(worker_env)
         _worker_loop(config)
 
     trainer = TorchTrainer(train_loop, train_loop_config=params,
