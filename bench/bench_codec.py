@@ -12,10 +12,15 @@ moto S3 server on 127.0.0.1 through s3fs), Zarr encoding:
   exact         = every decoded half-precision value equals the recorded one, bit for bit
 
 Trajectories come from the real recorder: the analytic teacher (Euler) and the tiny random
-two-expert Wan 2.2 (Euler, UniPC) at 24 and 40 steps (--steps).
+two-expert Wan 2.2 (Euler, UniPC) at 24 and 40 steps (--steps). At Wan latent sizes, where no
+teacher runs here, ``--synthetic 16x21x60x104`` builds trajectories of the shipped Wan 2.2
+recipe's shape (``synthetic.py``: 40 steps, shift 12, guidance 4 / 3, 8 kept steps, 512 x 4096
+text) from a synthetic velocity field, solved in float32 and stored in half precision as the
+recorder does.
 
     .venv/bin/python bench/bench_codec.py
     .venv/bin/python bench/bench_codec.py --s3 --steps 24
+    .venv/bin/python bench/bench_codec.py --synthetic 16x21x60x104,16x21x30x52 --samples 4 --per-shard 2
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import tempfile
 import time
 import uuid
 
+import synthetic
 from loopback_s3 import start_loopback_s3
 
 from cache_schema import CacheReader, CacheWriter, open_store
@@ -39,6 +45,13 @@ from teacher_jobs.teachers import build_teacher
 STEP_FIELDS = ("states", "v_cond", "v_uncond")
 WAN = {"height": 32, "width": 32, "frames": 9, "max_text_len": 16, "shift": 3.0,
        "guidance": (4.0, 3.0)}
+
+
+def synthetic_trajectories(shape: str, samples: int, solver: str):
+    latent = tuple(int(n) for n in shape.split("x"))
+    keep = synthetic.keep_uniform(synthetic.STEPS, 8)
+    records = [synthetic.trajectory(latent, seed, keep, solver=solver) for seed in range(samples)]
+    return records, synthetic.layout(latent, keep), {"teacher": "synthetic", "solver": solver}
 
 
 def trajectories(source: str, steps: int, samples: int):
@@ -117,6 +130,11 @@ def main() -> None:
     parser.add_argument("--per-shard", type=int, default=16, help="samples per shard")
     parser.add_argument("--codecs", default=",".join(codec_names()))
     parser.add_argument("--s3", action="store_true", help="on a moto S3 server on 127.0.0.1")
+    parser.add_argument("--synthetic", default="",
+                        help="latent shapes CxFxHxW (comma list): synthetic Wan-recipe "
+                             "trajectories (synthetic.py) instead of --sources / --steps")
+    parser.add_argument("--solver", default="euler,ab2",
+                        help="synthetic trajectories' solvers (euler | ab2, comma list)")
     args = parser.parse_args()
     server = None
     if args.s3:
@@ -131,18 +149,27 @@ def main() -> None:
         warm, wl, wfp = trajectories("analytic", 4, 4)  # imports and first-call costs, untimed
         for codec in args.codecs.split(","):
             run(f"{root}/warmup-{codec}", warm, wl, wfp, codec, 4)
-        for source in args.sources.split(","):
-            for steps in (int(s) for s in args.steps.split(",")):
-                records, layout, fp = trajectories(source, steps, args.samples)
-                for codec in args.codecs.split(","):
-                    r = run(f"{root}/{source}-{steps}-{codec}", records, layout, fp, codec,
-                            args.per_shard)
-                    print(f"{source:9s} {steps:2d} steps latent {'x'.join(map(str, layout.latent_shape))} "
-                          f"{codec:10s} state x raw {r['state_x_raw']:.3f}  shard x raw "
-                          f"{r['shard_x_raw']:.3f}  write {r['write_mbs']:6.1f} MB/s / put "
-                          f"{r['put_mbs']:6.1f} = {r['write_mbs'] / r['put_mbs']:.2f}  read "
-                          f"{r['read_mbs']:6.1f} MB/s / get {r['get_mbs']:6.1f} = "
-                          f"{r['read_mbs'] / r['get_mbs']:.2f}  exact {r['exact']}", flush=True)
+        if args.synthetic:
+            runs = [(f"synth-{solver}", lambda shape=shape, solver=solver:
+                     synthetic_trajectories(shape, args.samples, solver))
+                    for shape in args.synthetic.split(",") for solver in args.solver.split(",")]
+        else:
+            runs = [(source, lambda source=source, steps=steps:
+                     trajectories(source, steps, args.samples))
+                    for source in args.sources.split(",")
+                    for steps in (int(s) for s in args.steps.split(","))]
+        for source, build in runs:
+            records, layout, fp = build()
+            steps = layout.num_steps
+            for codec in args.codecs.split(","):
+                r = run(f"{root}/{source}-{steps}-{codec}", records, layout, fp, codec,
+                        args.per_shard)
+                print(f"{source:9s} {steps:2d} steps latent {'x'.join(map(str, layout.latent_shape))} "
+                      f"{codec:10s} state x raw {r['state_x_raw']:.3f}  shard x raw "
+                      f"{r['shard_x_raw']:.3f}  write {r['write_mbs']:6.1f} MB/s / put "
+                      f"{r['put_mbs']:6.1f} = {r['write_mbs'] / r['put_mbs']:.2f}  read "
+                      f"{r['read_mbs']:6.1f} MB/s / get {r['get_mbs']:6.1f} = "
+                      f"{r['read_mbs'] / r['get_mbs']:.2f}  exact {r['exact']}", flush=True)
     finally:
         if server is not None:
             server.stop()

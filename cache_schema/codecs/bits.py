@@ -23,32 +23,55 @@ def bits16(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values).view(np.uint16)
 
 
+def _flip_mask(keys: np.ndarray, negative_when_set: bool) -> np.ndarray:
+    """0xffff where the sign bit is set (``negative_when_set``) or clear, else 0x0000, then with
+    the sign bit always set: the XOR mask that maps between bits and ordered keys."""
+    mask = (keys.view(np.int16) >> 15).view(np.uint16)  # arithmetic shift: 0xffff or 0
+    if not negative_when_set:
+        np.invert(mask, out=mask)
+    mask |= _SIGN
+    return mask
+
+
 def ordered(bits: np.ndarray) -> np.ndarray:
-    """Monotone uint16 key of 16-bit float bit patterns: -max..-0 -> 0..0x7fff, +0.. -> 0x8000.."""
-    return np.where(bits & _SIGN, ~bits, bits | _SIGN).astype(np.uint16)
+    """Monotone uint16 key of 16-bit float bit patterns: -max..-0 -> 0..0x7fff, +0.. -> 0x8000..
+    (negatives: ~bits; positives: bits | 0x8000; one XOR, no branch)."""
+    bits = np.ascontiguousarray(bits, dtype=np.uint16)
+    return np.bitwise_xor(bits, _flip_mask(bits, True))
 
 
 def unordered(keys: np.ndarray) -> np.ndarray:
-    """Inverse of ``ordered``."""
-    return np.where(keys & _SIGN, keys & np.uint16(0x7FFF), ~keys).astype(np.uint16)
+    """Inverse of ``ordered`` (keys with the sign bit set: keys & 0x7fff; else ~keys)."""
+    keys = np.ascontiguousarray(keys, dtype=np.uint16)
+    return np.bitwise_xor(keys, _flip_mask(keys, False))
 
 
 def residual(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """uint16 zigzag of ordered(actual) - ordered(predicted) mod 2**16 (same shape)."""
-    diff = (ordered(bits16(actual)) - ordered(bits16(predicted))).view(np.int16)  # wraps mod 2**16
-    wide = diff.astype(np.int32)
-    return ((wide << 1) ^ (wide >> 15)).astype(np.uint16)
+    """uint16 zigzag of ordered(actual) - ordered(predicted) mod 2**16 (same shape): the 16-bit
+    zigzag (d << 1) ^ (d >> 15), in place on one buffer."""
+    diff = ordered(bits16(actual))
+    diff -= ordered(bits16(predicted))  # wraps mod 2**16
+    signed = diff.view(np.int16)
+    sign = signed >> 15  # 0 or -1
+    np.left_shift(signed, 1, out=signed)
+    signed ^= sign
+    return diff
 
 
 def apply_residual(predicted: np.ndarray, zigzag: np.ndarray) -> np.ndarray:
     """The bits of the stored values from the prediction and ``residual``'s output, as
     ``predicted.dtype``; exact by construction."""
-    z = zigzag.astype(np.int32)
-    diff = ((z >> 1) ^ -(z & 1)).astype(np.int16).view(np.uint16)
-    keys = ordered(bits16(predicted)) + diff  # uint16 arithmetic wraps mod 2**16
+    z = np.ascontiguousarray(zigzag, dtype=np.uint16)
+    diff = z >> 1
+    diff ^= np.uint16(0) - (z & np.uint16(1))  # (z >> 1) ^ -(z & 1), mod 2**16
+    keys = ordered(bits16(predicted))
+    keys += diff  # uint16 arithmetic wraps mod 2**16
     return unordered(keys).view(predicted.dtype)
+
+
+_BIT_LENGTH = np.frexp(np.arange(2**16, dtype=np.float32))[1].astype(np.uint8)
 
 
 def cost(zigzag: np.ndarray) -> int:
     """A cheap size proxy of a residual array: its total bit length (to pick a predictor)."""
-    return int(np.frexp(zigzag.astype(np.float32))[1].sum())
+    return int(_BIT_LENGTH[zigzag].sum(dtype=np.int64))

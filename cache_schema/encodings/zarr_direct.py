@@ -21,6 +21,7 @@ import numcodecs
 import numpy as np
 
 from ..bounds import parse_zarr_meta
+from ..codecs.parallel import coded_map
 from ..store import Store, with_retries
 from .meter import ReadMeter
 from .zarr_fast import read_full_array
@@ -224,10 +225,14 @@ class GroupReader:
     def _assemble(self, name: str, meta: dict, conf: dict, coords, payloads, shape) -> np.ndarray:
         chunk = tuple(conf["chunk_shape"])
         out = np.empty(shape, dtype=_dtype(meta["data_type"]))
-        for coord, payload in zip(coords, payloads):
+
+        def place(item) -> None:  # chunks decode on the codec threads, each into its own slice
+            coord, payload = item
             where = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coord, chunk))
             try:
                 out[where] = self._decode_chunk(meta, conf, payload, chunk)
             except Exception as exc:
                 raise ChunkError(name, int(coord[0]), exc) from exc
+
+        coded_map(place, list(zip(coords, payloads)), sum(len(p or b"") for p in payloads))
         return out

@@ -23,6 +23,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from ..checksum import record_checksums
 from ..codecs import Codec, get_codec
+from ..codecs.parallel import coded_map
 from ..errors import IntegrityError
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FIELDS, CacheLayout, FieldKind
 from ..store import Store
@@ -84,7 +85,8 @@ def encode_group(records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict
     sums = group.create_array(CHECKSUMS_KEY, shape=(n,), chunks=(n,), dtype=str, compressors=None)
     sums[:] = np.array([json.dumps(r.get(CHECKSUMS_KEY) or record_checksums(r), sort_keys=True)
                         for r in records], dtype=object)
-    coded = [codec.transform(r, layout) for r in records] if codec.transformed else [{}] * n
+    coded = coded_map(lambda r: codec.transform(r, layout), records,
+                      _step_bytes(records)) if codec.transformed else [{}] * n
     for name, (dtype, shape) in codec.extra.items():
         values = [np.ascontiguousarray(c[name], dtype=dtype) for c in coded]
         _add_array(group, raw, name, values, (1, *shape), get_codec("raw"))
@@ -117,18 +119,24 @@ def encode_group(records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict
     return dict(sorted(out.items()))
 
 
+def _step_bytes(records: Sequence[dict[str, Any]]) -> int:
+    return sum(r[name].nbytes for r in records for name in ("states", "v_cond", "v_uncond")
+               if name in r)
+
+
 def compressed_chunks(values: Sequence[np.ndarray], chunks: Sequence[int], compressor
                       ) -> list[bytes]:
     """Inner chunks in grid order (C order over the stacked ``values``), each compressed.
     Chunks cover whole trailing axes past the chunked ones, as the writer lays them out."""
     per_value = int(np.prod(values[0].shape)) // int(np.prod(chunks[1:]))
-    out = []
+    rows = []
     for value in values:
         flat = value.reshape(per_value, -1)
         if flat.dtype.kind not in "biuf":  # bfloat16: compress its bit patterns
             flat = flat.view(np.uint16)
-        out.extend(compressor.encode(np.ascontiguousarray(row)) for row in flat)
-    return out
+        rows.extend(flat)
+    return coded_map(lambda row: compressor.encode(np.ascontiguousarray(row)), rows,
+                     sum(v.nbytes for v in values))
 
 
 def sharded_object(payloads: Sequence[bytes]) -> bytes:

@@ -88,6 +88,68 @@ def test_every_codec_round_trips_real_trajectories_bit_for_bit(tmp_path, kind, k
     assert sizes["trajectory"] < sizes["zstd"] <= sizes["raw"] * 1.01
 
 
+def test_caches_coded_before_the_fast_coder_still_decode(tmp_path, monkeypatch):
+    """Session 7's caches were coded at Blosc level 5 with automatic blocks; the level and the
+    block size live in each Blosc frame's header, so today's reader decodes them unchanged (and
+    their residuals are the ones today's coder stores: same predictors, same bits)."""
+    from cache_schema.codecs import plain
+
+    records, layout, fp = trajectories("wan-unipc", (0, 2, 5, 6))
+    monkeypatch.setattr(plain, "ZSTD_LEVEL", 5)
+    monkeypatch.setattr(plain, "BLOCK_BYTES", 0)
+    old = {codec: write(str(tmp_path / f"old-{codec}"), records, layout, fp, codec)
+           for codec in ("zstd", "trajectory")}
+    monkeypatch.undo()
+    for codec, url in old.items():
+        shard = CacheReader(url).shards[0]
+        meta = zarr.open_group(f"{url}/{shard.path}", mode="r")["states"].metadata.to_dict()
+        inner = meta["codecs"][0]["configuration"]["codecs"]
+        assert [c["configuration"]["clevel"] for c in inner if c["name"] == "blosc"] == [5]
+        assert_bits_equal(records, list(CacheReader(url).iter_records(verify=True)))
+        new = write(str(tmp_path / f"new-{codec}"), records, layout, fp, codec)
+        assert_bits_equal(list(CacheReader(url).iter_records()),
+                          list(CacheReader(new).iter_records()))
+
+
+def test_trajectory_coding_at_a_large_latent_picks_predictors_on_a_subset_and_is_exact():
+    """Past CHOICE_ELEMENTS latent values the predictor is picked on a strided subset; the
+    coded record still decodes bit for bit, and the subset's pick is the full pick here."""
+    from cache_schema.codecs import trajectory as traj
+    from cache_schema.fields import CacheLayout
+
+    rng = np.random.default_rng(0)
+    shape, keep = (4, 3, 48, 64), (0, 2, 5, 7)  # 36864 latent values
+    sig = np.linspace(1.0, 0.1, 8, dtype=np.float32)
+    target = rng.standard_normal(shape, np.float32)
+    x = noise = rng.standard_normal(shape, np.float32)
+    rec = {"noise": noise.astype(np.float16), "sigmas": sig[list(keep)],
+           "guidance": np.full(len(keep), 3.0, np.float32)}
+    kept = {"states": [], "v_cond": [], "v_uncond": []}
+    for i in range(8):
+        vc = (x - target) / sig[i]
+        vu = vc * np.float32(0.9)
+        if i in keep:
+            for name, v in (("states", x), ("v_cond", vc), ("v_uncond", vu)):
+                kept[name].append(v.astype(np.float16))
+        x = x + ((sig[i + 1] if i < 7 else 0) - sig[i]) * (vu + 3 * (vc - vu))
+    rec.update({k: np.stack(v) for k, v in kept.items()}, x0=x.astype(np.float16))
+    layout = CacheLayout(latent_shape=shape, num_steps=8, keep_steps=keep, text_dim=8,
+                         max_text_len=4, codec="trajectory")
+    monkey = traj.CHOICE_ELEMENTS
+    try:
+        traj.CHOICE_ELEMENTS = 1 << 12  # a stride of 9 on this latent
+        assert traj._subset(rec)["states"].shape == (4, 4096)
+        coded = get_codec("trajectory").transform(rec, layout)
+        traj.CHOICE_ELEMENTS = 1 << 20  # every value
+        assert get_codec("trajectory").transform(rec, layout)[traj.PREDICTORS_KEY].tolist() == \
+            coded[traj.PREDICTORS_KEY].tolist()
+    finally:
+        traj.CHOICE_ELEMENTS = monkey
+    back = get_codec("trajectory").untransform(coded, rec, layout)
+    for name in kept:
+        assert back[name].tobytes() == rec[name].tobytes(), name
+
+
 def test_stock_zarr_reads_plain_arrays_and_sees_the_codec(tmp_path):
     records, layout, fp = trajectories("analytic", tuple(range(8)))
     for codec in ("zstd", "trajectory"):
