@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import fsspec
 import fsspec.config
@@ -66,6 +67,29 @@ def split_ref(url: str) -> tuple[str, str | None]:
         return url.rstrip("/"), None
     base = f"{head}/{match['base']}" if head else match["base"]
     return base, match["ref"]
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password if "://" in url else None
+    except ValueError:  # not a URL fsspec could open either; its own error says so
+        return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user-info part (``scheme://user:PASSWORD@host``) masked."""
+    secret = _password(url)
+    return url.replace(f":{secret}@", ":***@", 1) if secret else url
+
+
+def refuse_url_credentials(url: str, what: str = "URL") -> None:
+    """A URL carrying a password is refused: URLs are recorded (manifests, lineage, job
+    reports, run configs) and printed, so a password in one would end up in all of them."""
+    if _password(url):
+        raise StoreError(f"{what} {redact_url(url)} carries a password; credentials never go in "
+                         "URLs (they are recorded in manifests and reports): put them in the "
+                         "environment, ~/.aws/credentials or an instance role, and the endpoint "
+                         "in a storage profile")
 
 
 def profiles_path() -> Path:
@@ -310,6 +334,7 @@ def open_store(url: str, storage_options: dict[str, Any] | None = None, *,
     """A Store for a cache root URL (refs like ``@3`` must be split off first)."""
     if not url:
         raise StoreError("empty cache URL: give a folder path or an fsspec URL like s3://bucket/cache")
+    refuse_url_credentials(url, "cache URL")
     options = dict(load_profile(profile)) if profile else {}
     options.update(storage_options or {})
     try:

@@ -62,13 +62,17 @@ def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cache_schema.store import use_profile
+    from cache_schema.store import refuse_url_credentials, use_profile
     from pipeline.commands.errors import is_user_error, report
 
     parser = build_parser()
     args = parser.parse_args(argv)
     # Every leaf parser sets ``func`` with set_defaults(func=...); it returns an exit code.
     try:
+        for key, value in vars(args).items():  # before anything records or prints a URL
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    refuse_url_credentials(item, f"--{key.replace('_', '-')}")
         with use_profile(getattr(args, "storage_profile", None)):
             return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -29,7 +29,7 @@ from cache_schema import (
     load_manifest,
     open_store,
 )
-from cache_schema.store import split_ref, storage_env, use_profile
+from cache_schema.store import refuse_url_credentials, split_ref, storage_env, use_profile
 
 from .actors import TeacherWorker
 from .config import JobConfig
@@ -105,6 +105,8 @@ def _wait_placed(ray, actors: list, config: JobConfig) -> None:
 
 
 def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
+    for what, url in (("prompts", config.prompts), ("output", config.output)):
+        refuse_url_credentials(url or "", what)  # both are recorded in the manifest and report
     # the storage profile a caller selected ($S2DIT_STORAGE_PROFILE), for driver and actors
     with use_profile():
         return _run_generation(config, progress=progress)

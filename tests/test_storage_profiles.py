@@ -16,6 +16,7 @@ from cache_schema.store import (
     PROFILE_ENV,
     PROFILES_ENV,
     apply_storage_env,
+    open_store,
     read_profile,
     storage_env,
     use_profile,
@@ -158,3 +159,20 @@ def test_generate_verify_train_through_a_profile_on_s3(ray_runtime, s3_bucket, s
                 if name.encode() in (data := fs.cat_file(o)) or str(profiles).encode() in data]
     assert recorded == []
     assert PROFILE_ENV not in os.environ and "s3" not in fsspec.config.conf
+
+
+def test_a_url_carrying_a_password_is_refused_and_never_echoed(tmp_path, capsys):
+    url = "https://reader:pw-9f3e1@example.invalid/prompts.txt"
+    assert cli(["cache", "generate", "--prompts", url, "--output", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--prompts" in err[0] and "reader:***@example.invalid" in err[0]
+    assert "pw-9f3e1" not in err[0]
+    with pytest.raises(StoreError, match="carries a password") as raised:
+        open_store("s3://AKIAX:sk-4411@bucket/cache")
+    assert "sk-4411" not in str(raised.value)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_store_does_not_print_its_storage_options(tmp_path):
+    store = open_store(str(tmp_path), {"auto_mkdir": True})
+    assert "auto_mkdir" not in repr(store) and store.storage_options == {"auto_mkdir": True}
