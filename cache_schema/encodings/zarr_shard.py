@@ -23,7 +23,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from ..checksum import record_checksums
 from ..codecs import Codec, get_codec
-from ..codecs.parallel import coded_map
+from ..codecs.parallel import coded_map, threads
 from ..errors import IntegrityError
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FIELDS, CacheLayout, FieldKind
 from ..store import Store
@@ -283,14 +283,16 @@ def _read_columns(group: GroupReader, layout: CacheLayout, wanted: Sequence[str]
 def _records(group: GroupReader, layout: CacheLayout, fields: Sequence[str],
              wanted: Sequence[str], positions: list[int] | None, columns: dict[str, Any],
              codec: Codec, n: int) -> Iterator[dict[str, Any]]:
+    """The records of the read columns; a codec's records decode a few at a time on the codec
+    threads (``codecs.parallel``), in order."""
     extras, checks, sliced = columns.get("_extras", {}), \
         columns["_checks"], columns["_sliced"]
-    for i in range(n):
+
+    def build(i: int) -> dict[str, Any]:
         record: dict[str, Any] = {CHECKSUMS_KEY: checks[i]}
         for name in wanted:
-            if name not in columns:
-                continue
-            record[name] = _column_value(columns, name, i)
+            if name in columns:
+                record[name] = _column_value(columns, name, i)
         if extras:
             stored = {f: record[f] for f in codec.transformed}
             stored.update({name: column[i] for name, column in extras.items()})
@@ -307,7 +309,14 @@ def _records(group: GroupReader, layout: CacheLayout, fields: Sequence[str],
                     record[name] = np.ascontiguousarray(record[name][positions])
         for name in wanted[len(fields):]:
             record.pop(name, None)  # read only to decode another field
-        yield record
+        return record
+
+    window = threads() if extras else 1  # decoded records held at once: the pool's width
+    per_record = sum(columns[f][0].nbytes for f in codec.transformed if f in columns) \
+        if extras and n else 0
+    for start in range(0, n, window):
+        batch = range(start, min(n, start + window))
+        yield from coded_map(build, batch, per_record * len(batch))
 
 
 def _step_chunked(group: GroupReader, name: str) -> bool:
