@@ -3,6 +3,11 @@
 Each module in ``pipeline.commands`` owns one group of subcommands and exposes
 ``register(subparsers)``; ``cache`` subcommands come from several modules (inspection,
 versioning, generation) that all register into the one ``s2dit cache`` group.
+
+Command modules import torch, Ray and the cache library (seconds on a busy machine), so ``main``
+imports only the module of the command it runs: every other command is a placeholder carrying
+its help line from ``COMMANDS`` (``s2dit --help`` imports none). A test keeps ``COMMANDS`` equal
+to what the modules register.
 """
 
 from __future__ import annotations
@@ -10,48 +15,104 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 
-from teacher_jobs.cli_args import add_storage_profile_arg
-
-# (group, module): modules register subcommands into the named group, or at top level (None).
-COMMAND_MODULES: tuple[tuple[str | None, str], ...] = (
-    ("cache", "pipeline.commands.cache_inspect"),
-    ("cache", "pipeline.commands.cache_versioning"),
-    ("cache", "pipeline.commands.cache_generate"),
-    ("cache", "pipeline.commands.cache_report"),
-    ("cache", "pipeline.commands.cache_audit"),
-    (None, "pipeline.commands.model"),
-    (None, "pipeline.commands.train"),
-    (None, "pipeline.commands.demo"),
-    (None, "pipeline.commands.run"),
-    (None, "pipeline.commands.report"),
+# (group, command, module, help): group None is top level; one module may register several.
+COMMANDS: tuple[tuple[str | None, str, str, str], ...] = (
+    ("cache", "ls", "cache_inspect", "list generations of a cache"),
+    ("cache", "show", "cache_inspect", "print a manifest"),
+    ("cache", "verify", "cache_inspect",
+     "check a cache is intact (exit 0) or name what is corrupt (exit 2)"),
+    ("cache", "log", "cache_versioning", "lineage of generations, newest first"),
+    ("cache", "tag", "cache_versioning", "name a generation (read it as URL@NAME)"),
+    ("cache", "diff", "cache_versioning", "samples added/removed between two generations"),
+    ("cache", "append", "cache_versioning", "add another cache's shards as a new generation"),
+    ("cache", "filter", "cache_versioning", "a new generation without some samples"),
+    ("cache", "dedup", "cache_versioning", "remove duplicate (prompt, seed) samples"),
+    ("cache", "merge", "cache_versioning", "a new cache holding two caches"),
+    ("cache", "convert", "cache_versioning", ("re-encode a cache: encoding (wds <-> zarr) and/or "
+                                              "value codec (raw <-> zstd <-> trajectory)")),
+    ("cache", "gc", "cache_versioning", "delete objects no generation references"),
+    ("cache", "generate", "cache_generate",
+     "run the teacher over a prompt corpus into a versioned cache (Ray)"),
+    ("cache", "estimate", "cache_generate", "bytes per sample and total for a job config"),
+    ("cache", "report", "cache_report", "write a cache's card as one self-contained HTML file"),
+    ("cache", "audit", "cache_audit",
+     "regenerate a sample of records and compare them with the cache"),
+    (None, "profile", "model",
+     "measure latency and peak memory of each block kind/stride -> lut.json"),
+    (None, "search", "model", "budget-aware DP: best sandwich layout under latency/memory budgets"),
+    (None, "export", "model", "torch.export the streaming chunk step and check it against eager"),
+    (None, "train", "train", "train the student from a frozen cache"),
+    (None, "eval", "train", "score a checkpoint with the analytic teacher"),
+    (None, "sample", "train", "text to video: sample a student checkpoint for prompts"),
+    (None, "demo", "demo", ("end to end on the analytic teacher: cache (Ray) -> verify -> tag -> "
+                            "S2DiT-KD -> S2DiT-AR -> scores -> videos -> report.html")),
+    (None, "run", "run", ("the whole pipeline (cache -> train -> evaluate -> sample -> report) "
+                          "from one config, resumable")),
+    (None, "report", "report", "write the HTML report of a run folder (finished, partial or failed)"),
 )
 
 GROUP_HELP = {
     "cache": "inspect, verify, version and generate teacher caches",
 }
+PACKAGE = "pipeline.commands"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _placeholder(args: argparse.Namespace) -> int:
+    raise AssertionError("a placeholder command ran: main() parses again with the full parser")
+
+
+def modules_for(argv: Sequence[str]) -> list[str]:
+    """The command modules ``argv`` needs: the one registering the command it names (the
+    top-level parser and the groups take no option values, so the first one or two words that
+    are not options name the command); none for ``s2dit --help`` or ``s2dit cache --help``."""
+    words = [a for a in argv if not a.startswith("-")][:2]
+    if not words:
+        return []
+    group = words[0] if words[0] in GROUP_HELP else None
+    name = words[1] if group and len(words) > 1 else (None if group else words[0])
+    return sorted({m for g, c, m, _ in COMMANDS if g == group and c == name})
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command (``argv`` None), or of the command ``argv`` names with the
+    others as help-only placeholders."""
+    load = {m for _, _, m, _ in COMMANDS} if argv is None else set(modules_for(argv))
     parser = argparse.ArgumentParser(
         prog="s2dit",
         description="Teacher-cache distillation of Wan 2.2 into the S2DiT streaming student.",
     )
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    groups: dict[str, argparse._SubParsersAction] = {}
-    for group, module_name in COMMAND_MODULES:
-        module = importlib.import_module(module_name)
-        if group is None:
-            module.register(top)
-            continue
-        if group not in groups:
+    subparsers: dict[str | None, argparse._SubParsersAction] = {None: top}
+    for group, _, _, _ in COMMANDS:
+        if group is not None and group not in subparsers:
             group_parser = top.add_parser(group, help=GROUP_HELP[group], description=GROUP_HELP[group])
-            groups[group] = group_parser.add_subparsers(dest=f"{group}_command", required=True,
-                                                        metavar="SUBCOMMAND")
-        module.register(groups[group])
+            subparsers[group] = group_parser.add_subparsers(dest=f"{group}_command", required=True,
+                                                            metavar="SUBCOMMAND")
+    for group, command, module, text in COMMANDS:
+        target = subparsers[group]
+        if module in load:  # the real parsers of every command of this module
+            load.discard(module)
+            importlib.import_module(f"{PACKAGE}.{module}").register(target)
+        if command not in target.choices:
+            target.add_parser(command, help=text, add_help=False).set_defaults(func=_placeholder)
     for leaf in _leaves(parser):
-        add_storage_profile_arg(leaf)
+        if leaf.get_default("func") is not _placeholder:
+            add_storage_profile_arg(leaf)
     return parser
+
+
+def add_storage_profile_arg(parser: argparse.ArgumentParser) -> None:
+    """``--storage-profile NAME`` (once per parser): the storage profile every URL of the
+    command is opened with; chosen per run, so never written into a manifest or config.
+    (teacher_jobs.cli_args defines the same flag for ``python -m teacher_jobs``.)"""
+    if "--storage-profile" in parser._option_string_actions:
+        return
+    parser.add_argument("--storage-profile", dest="storage_profile", metavar="NAME",
+                        help="named storage profile (fsspec options such as an S3 endpoint) from "
+                             "$S2DIT_STORAGE_PROFILES or ~/.config/s2dit/storage.toml; default "
+                             "$S2DIT_STORAGE_PROFILE, else none")
 
 
 def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -62,11 +123,13 @@ def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    if args.func is _placeholder:  # argv named its command in a way modules_for did not see
+        args = build_parser().parse_args(argv)
     from cache_schema.store import refuse_url_credentials, use_profile
     from pipeline.commands.errors import is_user_error, report
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     # Every leaf parser sets ``func`` with set_defaults(func=...); it returns an exit code.
     try:
         for key, value in vars(args).items():  # before anything records or prints a URL

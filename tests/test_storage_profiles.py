@@ -49,6 +49,9 @@ def test_every_command_takes_a_storage_profile():
             "s2dit train ar", "s2dit run", "s2dit demo", "s2dit sample"} <= set(leaves)
     missing = [n for n, p in leaves.items() if "--storage-profile" not in p._option_string_actions]
     assert missing == []
+    # one flag: teacher_jobs.cli_args (for `python -m teacher_jobs`) and pipeline.cli agree
+    helps = {p._option_string_actions["--storage-profile"].help for p in leaves.values()}
+    assert len(helps) == 1
 
 
 def test_an_unknown_profile_or_a_missing_file_is_one_error_line(tmp_path, monkeypatch, capsys):
@@ -176,3 +179,53 @@ def test_a_url_carrying_a_password_is_refused_and_never_echoed(tmp_path, capsys)
 def test_a_store_does_not_print_its_storage_options(tmp_path):
     store = open_store(str(tmp_path), {"auto_mkdir": True})
     assert "auto_mkdir" not in repr(store) and store.storage_options == {"auto_mkdir": True}
+
+
+# -- the CLI imports only the command it runs (pipeline/cli.py; here as this helper's test file)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.help for a in sub._choices_actions}
+
+
+def test_the_lazy_command_table_matches_what_the_modules_register():
+    from pipeline.cli import COMMANDS, GROUP_HELP
+
+    full = build_parser()
+    registered = [(None, name, text) for name, text in _subcommands(full).items()
+                  if name not in GROUP_HELP]
+    for group in GROUP_HELP:
+        group_parser = next(a for a in full._actions
+                            if isinstance(a, argparse._SubParsersAction)).choices[group]
+        registered += [(group, name, text) for name, text in _subcommands(group_parser).items()]
+    assert sorted(registered, key=str) == sorted(((g, c, t) for g, c, _, t in COMMANDS), key=str)
+    lazy = build_parser(["--help"])
+    assert lazy.format_help() == full.format_help()
+    for argv in (["cache", "ls", "x"], ["train", "kd", "--cache", "c", "--out", "o"],
+                 ["cache", "generate"], ["report", "run"], ["cache", "report", "c", "--out", "o"]):
+        args = build_parser(argv).parse_args(argv)  # the real command, not a placeholder
+        assert args.func.__name__ != "_placeholder" and hasattr(args, "storage_profile")
+
+
+def test_help_imports_no_command_module_and_a_command_only_its_own():
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom pipeline.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print(' '.join(sorted(sys.modules)))")
+
+    def loaded(*argv: str) -> set[str]:
+        done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True,
+                              text=True, check=False, cwd=ROOT)
+        return set(done.stdout.strip().splitlines()[-1].split())
+
+    heavy = {"torch", "ray", "cache_schema", "teacher_jobs", "student_train"}
+    for argv in (["--help"], ["cache", "--help"]):
+        modules = loaded(*argv)
+        assert not modules & heavy and not any(m.startswith("pipeline.commands") for m in modules)
+    modules = loaded("cache", "ls", "--help")
+    assert "pipeline.commands.cache_inspect" in modules and "cache_schema" in modules
+    assert not modules & {"torch", "ray", "pipeline.commands.cache_versioning",
+                          "pipeline.commands.model"}
