@@ -16,7 +16,15 @@ from typing import Any, ClassVar
 
 import fsspec
 
+from cache_schema.typed_config import SEED, ConfigError, Limits, between, check_config, check_values
+
+from .model.config import StudentConfig
 from .precision import check_autocast_dtype
+
+STEPS = between(0, 10_000_000)  # optimiser steps and cadences: an extra zero is refused, not run
+RATE = between(0.0, 10.0)  # learning rates
+BETAS = between(0.0, 1.0, hi_open=True)  # each AdamW beta
+WEIGHT = between(0.0, 1e6)  # loss weights
 
 
 def load_config(cls: type, path: str | None, table: str, overrides: dict[str, Any], *,
@@ -33,6 +41,8 @@ def load_config(cls: type, path: str | None, table: str, overrides: dict[str, An
                 raise ValueError(f"training config {path} is not valid TOML: {exc}") from exc
         if table in data:
             data = data[table]
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: [{table}] must be a table, got {data!r}")
         elif table_required and any(isinstance(v, dict) for v in data.values()):
             tables = sorted(k for k, v in data.items() if isinstance(v, dict))
             raise ValueError(f"{path} has no [{table}] table (it has {tables}); this stage reads "
@@ -53,6 +63,15 @@ class StageConfig:
     TABLE: ClassVar[str] = ""  # the stage's TOML table
     TABLE_REQUIRED: ClassVar[bool] = False  # refuse a file that has other tables but not this
     EXAMPLE: ClassVar[str] = ""
+    LIMITS: ClassVar[Limits] = {
+        "steps": STEPS, "batch_size": between(1, 1_000_000), "seed": SEED,
+        "loss_scale_init": between(1.0, 2.0 ** 64), "lr": RATE, "betas": BETAS,
+        "weight_decay": between(0.0, 10.0), "grad_clip": between(0.0, 1e6, lo_open=True),
+        "ema_decay": between(0.0, 1.0), "warmup_steps": STEPS, "min_lr_ratio": between(0.0, 1.0),
+        "checkpoint_every": between(1, 10_000_000), "log_every": between(1, 10_000_000),
+        "buffer_shards": between(1, 1_000_000), "prefetch_shards": between(0, 1_000_000),
+        "loader_workers": between(1, 256),
+    }
 
     # run
     steps: int = 600  # optimiser steps
@@ -82,13 +101,8 @@ class StageConfig:
     skip_corrupt_shards: bool = False
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # TOML and JSON give lists where tuples are typed
-            if "tuple" in str(f.type) and isinstance(getattr(self, f.name), list):
-                setattr(self, f.name, tuple(getattr(self, f.name)))
-        if self.steps < 0 or self.batch_size < 1:
-            raise ValueError("steps must be >= 0 and batch_size >= 1")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError("checkpoint_every and log_every must be >= 1")
+        # Types and ranges of every field, the stage's own too (TOML and JSON lists -> tuples).
+        check_config(self)
         check_autocast_dtype(self.autocast_dtype)
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +121,10 @@ class TrainConfig(StageConfig):
     """Stage 1 (S2DiT-KD), TOML ``[train]``; the shared fields are StageConfig's."""
 
     TABLE: ClassVar[str] = "train"
+    LIMITS: ClassVar[Limits] = {
+        "steps": between(1, 10_000_000), "kd_weight": WEIGHT, "step_weight": WEIGHT,
+        "kd_fraction": between(0.0, 1.0, lo_open=True), "student_steps": between(1, 1000),
+    }
 
     kd_weight: float = 1.0  # (a) knowledge distillation, step size 0
     step_weight: float = 1.0  # (b) step distillation, step size > 0
@@ -122,7 +140,5 @@ class TrainConfig(StageConfig):
 
     def __post_init__(self) -> None:
         StageConfig.__post_init__(self)  # (zero-argument super() fails in slotted dataclasses)
-        if self.steps < 1 or self.student_steps < 1:
-            raise ValueError("steps, batch_size and student_steps must be >= 1")
-        if not 0.0 < self.kd_fraction <= 1.0:
-            raise ValueError(f"kd_fraction must be in (0, 1], got {self.kd_fraction}")
+        # [train.model] values now, not after the cache is opened (shapes come from the cache).
+        check_values(StudentConfig, self.model, "train.model")

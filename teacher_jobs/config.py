@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import fsspec
 
 from cache_schema import parse_keep_steps
 from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names
+from cache_schema.typed_config import INT64, ConfigError, Limits, between, check_config, one_of
 
 from .teachers.registry import make_settings, spec_values
 from .teachers.spec import TeacherSettings, VideoSize
@@ -28,6 +29,19 @@ def _default_teacher() -> TeacherSettings:
 
 @dataclass(kw_only=True, slots=True)
 class JobConfig:
+    TABLE: ClassVar[str] = "job"
+    # Ranges (cache_schema.typed_config): generous for a real cluster, tight enough that a typo
+    # (an extra zero, a sign) is refused at load instead of growing memory or looping.
+    LIMITS: ClassVar[Limits] = {
+        "samples_per_shard": between(1, 1_000_000), "height": between(1, 8192),
+        "width": between(1, 8192), "frames": between(1, 4097), "seed": INT64,
+        "seeds_per_prompt": between(1, 1_000_000), "half_dtype": one_of("float16", "bfloat16"),
+        "num_actors": between(1, 100_000), "num_gpus_per_actor": between(0.0, 64.0),
+        "num_cpus_per_actor": between(0.0, 1024.0), "gpu_memory_gb": between(0.0, 1e6, lo_open=True),
+        "placement_timeout_s": between(0.0, 7 * 86400.0, lo_open=True),
+        "max_retries": between(0, 1000), "commit_every": between(1, 1_000_000),
+    }
+
     teacher: TeacherSettings = field(default_factory=_default_teacher)  # or a --teacher spec
     prompts: str = ""  # corpus URL: .txt, .jsonl or .parquet
     output: str = ""  # cache URL
@@ -56,15 +70,14 @@ class JobConfig:
             self.teacher = make_settings(spec_values(self.teacher), where="--teacher")
         elif isinstance(self.teacher, dict):
             self.teacher = make_settings(self.teacher)
+        check_config(self)  # types and ranges first: the checks below compare freely
         if self.encoding not in encoding_names():
-            raise ValueError(f"encoding must be one of {', '.join(encoding_names())}, got {self.encoding!r}")
+            raise ValueError(f"[job] encoding must be one of {', '.join(encoding_names())}, got {self.encoding!r}")
         if self.codec not in codec_names():
-            raise ValueError(f"codec must be one of {', '.join(codec_names())}, got {self.codec!r}")
+            raise ValueError(f"[job] codec must be one of {', '.join(codec_names())}, got {self.codec!r}")
         if self.codec != "raw" and self.encoding == "wds":
             raise ValueError(f"codec {self.codec!r} is stored by the zarr encoding only: set "
                              "encoding = 'zarr' (or codec = 'raw' for stock WebDataset members)")
-        if self.samples_per_shard < 1 or self.num_actors < 1:
-            raise ValueError("samples_per_shard and num_actors must be >= 1")
         if self.device.startswith("cuda") and self.num_gpus_per_actor <= 0:
             raise ValueError("device = 'cuda' needs num_gpus_per_actor > 0 (Ray places one teacher "
                              "actor per GPU); set num_gpus_per_actor = 1")
@@ -104,10 +117,16 @@ class JobConfig:
                     data = tomllib.load(handle)
                 except tomllib.TOMLDecodeError as exc:
                     raise ValueError(f"config {path} is not valid TOML: {exc}") from exc
-            data = dict(data.get("job", data))
+            data = data.get("job", data)
+            if not isinstance(data, dict):
+                raise ConfigError(f"config {path}: [job] must be a table, got {data!r}")
+            data = dict(data)
         section = data.pop("teacher", {"kind": "analytic"})
         if isinstance(section, str):  # teacher = "SPEC" in [job]
             section = spec_values(section)
+        if not isinstance(section, dict):
+            raise ConfigError(f"[job] teacher = {section!r}: must be a [job.teacher] table or a "
+                             "--teacher spec string (e.g. 'analytic', 'wan-tiny')")
         section = dict(section)
         flags = {k: v for k, v in (teacher or {}).items() if v is not None}
         if "spec" in flags:  # --teacher SPEC: another kind or source replaces the section

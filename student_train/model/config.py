@@ -19,11 +19,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import fsspec
 
+from cache_schema.typed_config import Limits, between, check_config
+
 BLOCK_KINDS = ("lcha", "ssa")
+SIZE = between(1, 65_536)  # sizes and widths: an extra zero is refused, not allocated
 
 
 def parse_block(spec: str) -> tuple[str, int]:
@@ -39,6 +42,16 @@ def parse_block(spec: str) -> tuple[str, int]:
 
 @dataclass(kw_only=True, slots=True)
 class StudentConfig:
+    TABLE: ClassVar[str] = "train.model"
+    LIMITS: ClassVar[Limits] = {
+        "latent_channels": SIZE, "latent_frames": SIZE, "latent_height": SIZE, "latent_width": SIZE,
+        "patch": between(1, 64), "dim": SIZE, "heads": between(1, 1024),
+        "mlp_ratio": between(0.0, 64.0, lo_open=True), "text_dim": SIZE,
+        "layout": between(None, None, min_len=1, max_len=1024), "chunk_frames": SIZE,
+        "ssa_window": between(0, 1_000_000), "conv_kernel": between(1, 63),
+        "rope_theta": between(0.0, 1e12, lo_open=True), "freq_dim": SIZE,
+    }
+
     latent_channels: int = 4
     latent_frames: int = 5
     latent_height: int = 8
@@ -57,11 +70,7 @@ class StudentConfig:
     freq_dim: int = 128  # sinusoidal features of sigma and d
 
     def __post_init__(self) -> None:
-        self.patch = tuple(int(p) for p in self.patch)
-        self.layout = tuple(self.layout)
-        self.conv_kernel = tuple(int(k) for k in self.conv_kernel)
-        if not self.layout:
-            raise ValueError("layout is empty: give at least one block, e.g. ['lcha', 'ssa:2', 'lcha']")
+        check_config(self)  # types and ranges first (JSON and TOML lists -> tuples)
         if self.dim % self.heads or self.dim // self.heads < 6 or (self.dim // self.heads) % 2:
             raise ValueError(f"dim must split into heads of an even number >= 6 of channels for "
                              f"3D RoPE (got dim {self.dim}, heads {self.heads})")

@@ -7,7 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import StageConfig
+from cache_schema.typed_config import Limits, between
+
+from ..config import BETAS, RATE, STEPS, WEIGHT, StageConfig
+
+SIGMA = between(0.0, 1.0, lo_open=True, hi_open=True)
+SHIFT = between(0.0, 1000.0, lo_open=True)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -15,6 +20,15 @@ class ARConfig(StageConfig):
     TABLE: ClassVar[str] = "train_ar"
     TABLE_REQUIRED: ClassVar[bool] = True
     EXAMPLE: ClassVar[str] = "configs/ar_demo.toml"
+    LIMITS: ClassVar[Limits] = {
+        "critic_lr": RATE, "critic_betas": BETAS, "critic_grad_clip": between(0.0, 1e6, lo_open=True),
+        "critic_steps": between(0, 1000), "critic_warmup_steps": STEPS, "dmd_weight": WEIGHT,
+        "regression_weight": WEIGHT, "dmd_sigma_min": SIGMA, "dmd_sigma_max": SIGMA,
+        "dmd_sigma_shift": SHIFT, "causal_steps": STEPS, "causal_lr": RATE, "causal_betas": BETAS,
+        "causal_batch_size": between(1, 1_000_000), "causal_jump_fraction": between(0.0, 1.0),
+        "causal_sigma_shift": SHIFT, "chunk_frames": between(1, 4096),
+        "context_sigma": between(0.0, 1.0, hi_open=True),
+    }
 
     # Stage 2's values of shared fields.
     steps: int = 300  # DMD generator steps (after causal_steps)
@@ -55,19 +69,11 @@ class ARConfig(StageConfig):
     exit_per_chunk: bool = False  # one exit step per chunk instead of one per rollout
 
     def __post_init__(self) -> None:
-        StageConfig.__post_init__(self)  # (zero-argument super() fails in slotted dataclasses)
-        if self.critic_steps < 0 or self.causal_steps < 0:
-            raise ValueError("steps, causal_steps and critic_steps must be >= 0, batch_size >= 1")
+        StageConfig.__post_init__(self)  # types and ranges (LIMITS) of every field
         if self.steps + self.causal_steps < 1:
-            raise ValueError("nothing to train: steps and causal_steps are both 0")
-        if self.dmd_sigma_shift <= 0 or self.causal_sigma_shift <= 0:
-            raise ValueError("sigma shifts must be > 0")
-        if not 0.0 <= self.causal_jump_fraction <= 1.0:
-            raise ValueError(f"causal_jump_fraction must be in [0, 1], got {self.causal_jump_fraction}")
-        if not 0.0 < self.dmd_sigma_min <= self.dmd_sigma_max < 1.0:
-            raise ValueError(f"need 0 < dmd_sigma_min <= dmd_sigma_max < 1, got "
-                             f"{self.dmd_sigma_min}, {self.dmd_sigma_max}")
-        if not 0.0 <= self.context_sigma < 1.0:
-            raise ValueError(f"context_sigma must be in [0, 1), got {self.context_sigma}")
+            raise ValueError("[train_ar] nothing to train: steps and causal_steps are both 0")
+        if self.dmd_sigma_min > self.dmd_sigma_max:
+            raise ValueError(f"[train_ar] dmd_sigma_min = {self.dmd_sigma_min} is above "
+                             f"dmd_sigma_max = {self.dmd_sigma_max}: need min <= max")
         if self.critic_warmup_steps and not self.critic_steps:
             raise ValueError("critic_warmup_steps needs critic_steps >= 1")

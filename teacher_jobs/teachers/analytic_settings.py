@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cache_schema.typed_config import Limits, between
+
 from .analytic import AnalyticConfig, AnalyticTeacher
 from .registry import register_teacher
 from .spec import DriverPlan, TeacherSettings, VideoSize
@@ -17,6 +19,7 @@ from .spec import DriverPlan, TeacherSettings, VideoSize
 @dataclass(kw_only=True, slots=True)
 class AnalyticSettings(TeacherSettings):
     kind: ClassVar[str] = "analytic"
+    LIMITS: ClassVar[Limits] = {"latent_channels": between(1, 4096)}
     latent_channels: int = 4  # latent (C, (frames-1)/4+1, height/8, width/8)
 
     def validate_video(self, video: VideoSize) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from cache_schema.typed_config import ConfigError
+
 from .spec import TeacherSettings
 
 TEACHERS: dict[str, type[TeacherSettings]] = {}
@@ -35,7 +37,7 @@ def teacher_kinds() -> list[str]:
 
 def settings_class(kind: str) -> type[TeacherSettings]:
     _ensure_builtin()
-    if kind not in TEACHERS:
+    if not isinstance(kind, str) or kind not in TEACHERS:
         raise ValueError(f"unknown teacher kind {kind!r}; registered kinds: {', '.join(teacher_kinds())}")
     return TEACHERS[kind]
 
@@ -53,8 +55,14 @@ def spec_values(spec: str) -> dict[str, Any]:
 
 def make_settings(values: dict[str, Any], *, where: str = "[job.teacher]") -> TeacherSettings:
     """A typed section from plain values (TOML table and flags); unknown keys refused."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a table of teacher settings (or a --teacher spec "
+                         f"string), got {values!r}")
     values = dict(values)
-    cls = settings_class(values.pop("kind", "analytic"))
+    try:
+        cls = settings_class(values.pop("kind", "analytic"))
+    except ValueError as exc:
+        raise ValueError(f"{where} kind: {exc}") from None
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cache_schema import CacheLayout
+from cache_schema.typed_config import Limits, between, check_config
 
 from .base import Teacher
 
@@ -46,6 +47,12 @@ class TeacherSettings(abc.ABC):
     may change the defaults."""
 
     kind: ClassVar[str]  # the registry key: `kind` in [job.teacher] and fingerprint["teacher"]
+    TABLE: ClassVar[str] = "job.teacher"
+    # Ranges (cache_schema.typed_config); a kind's own LIMITS add to these and may override.
+    LIMITS: ClassVar[Limits] = {
+        "steps": between(1, 10_000), "shift": between(0.0, 1000.0, lo_open=True),
+        "guidance": between(0.0, 100.0), "micro_batch": between(0, 1_000_000),
+    }
     steps: int = 24
     shift: float = 3.0
     guidance: tuple[float, float] = (3.0, 3.0)  # (high-noise expert, low-noise expert)
@@ -53,14 +60,13 @@ class TeacherSettings(abc.ABC):
     micro_batch: int = 0  # samples sharing one solver loop; 0: a whole work unit at once
 
     def __post_init__(self) -> None:
-        g = self.guidance if isinstance(self.guidance, (list, tuple)) else (self.guidance,)
-        g = tuple(float(x) for x in g)
-        self.guidance = (g[0], g[0]) if len(g) == 1 else g
-        if len(self.guidance) != 2:
-            raise ValueError(f"guidance takes one value or a (high, low) pair, got {g}")
-        if self.steps < 1 or self.micro_batch < 0:
-            raise ValueError(f"steps must be >= 1 and micro_batch >= 0 "
-                             f"(got steps={self.steps}, micro_batch={self.micro_batch})")
+        g = self.guidance  # one value means both experts: 3.0 or [3.0] -> (3.0, 3.0)
+        if isinstance(g, (int, float)) and not isinstance(g, bool):
+            self.guidance = (g, g)
+        elif isinstance(g, (list, tuple)) and len(g) == 1:
+            self.guidance = (g[0], g[0])
+        check_config(self)  # types and ranges of every field (the kind's own too)
+        self.guidance = tuple(float(x) for x in self.guidance)
 
     @classmethod
     def from_spec(cls, spec: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cache_schema import diff_fingerprints
+from cache_schema.typed_config import Limits, between, one_of
 
 from .registry import register_teacher
 from .spec import DriverPlan, TeacherSettings, VideoSize
@@ -32,6 +33,11 @@ TINY = "tiny-random"  # source of the tiny random-weight teacher (tests, offline
 @dataclass(kw_only=True, slots=True)
 class WanSettings(TeacherSettings):
     kind: ClassVar[str] = "wan"
+    LIMITS: ClassVar[Limits] = {
+        "dtype": one_of(*sorted(DTYPES)), "vae_dtype": one_of(*sorted(DTYPES)),
+        "offload": one_of(*OFFLOAD), "boundary": between(0.0, 1.0, lo_open=True, hi_open=True),
+        "max_text_len": between(1, 65_536),
+    }
     source: str = HUB_ID  # local diffusers folder, hub id, or "tiny-random"
     revision: str | None = None  # hub commit to pin (a branch or tag is resolved to its commit)
     dtype: str = "bfloat16"  # experts and text encoder (the official param_dtype and t5_dtype)
@@ -48,12 +54,7 @@ class WanSettings(TeacherSettings):
     max_text_len: int = 512  # the official text_len
 
     def __post_init__(self) -> None:
-        TeacherSettings.__post_init__(self)
-        for name, value in (("dtype", self.dtype), ("vae_dtype", self.vae_dtype)):
-            if value not in DTYPES:
-                raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
-        if self.offload not in OFFLOAD:
-            raise ValueError(f"offload must be one of {OFFLOAD}, got {self.offload!r}")
+        TeacherSettings.__post_init__(self)  # types and ranges (LIMITS) of every field
         if self.solver != "auto":
             solver_of(self.solver, "")
         if self.attention_backend is not None:
@@ -63,8 +64,6 @@ class WanSettings(TeacherSettings):
             if self.attention_backend not in names:
                 raise ValueError(f"attention_backend {self.attention_backend!r} is not a diffusers "
                                  f"backend; choose one of {', '.join(names)}")
-        if self.boundary is not None and not 0.0 < self.boundary < 1.0:
-            raise ValueError(f"boundary is a ratio of the training timesteps in (0, 1), got {self.boundary}")
 
     @classmethod
     def from_spec(cls, spec: str) -> dict[str, Any] | None:
