@@ -32,8 +32,10 @@ def is_user_error(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if type(exc).__name__ == "NoCredentialsError":
-        text += (" for object storage: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and "
-                 "AWS_ENDPOINT_URL for an S3-compatible store) or use a storage profile")
+        text += (" for object storage: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE "
+                 "or AWS_SHARED_CREDENTIALS_FILE (credentials never go in a storage profile); "
+                 "for an S3-compatible store also its endpoint (AWS_ENDPOINT_URL or "
+                 "--storage-profile)")
     return text
 
 
