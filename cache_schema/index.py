@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from .checksum import sha256_bytes
 from .errors import AlreadyExists, IntegrityError
+from .index_guard import guarded_table, parse_inline, trust
 from .paths import INDEX_DIR
 from .store import Store
 
@@ -51,6 +52,7 @@ def index_bytes(table: pa.Table) -> bytes:
 def write_index(store: Store, generation: int, table: pa.Table) -> tuple[str, str, int]:
     """Put the index of ``generation`` (create-only); (path, sha256, bytes) for the manifest."""
     data = index_bytes(table)
+    trust(data)  # our own bytes: reading them back needs no guarded parse
     rel = f"{INDEX_DIR}/{generation:06d}.{uuid.uuid4().hex[:8]}.parquet"
     try:
         store.put_create_only(rel, data)
@@ -62,9 +64,10 @@ def write_index(store: Store, generation: int, table: pa.Table) -> tuple[str, st
 
 
 def parse_index(data: bytes, where: str) -> pa.Table:
-    """The table in Parquet bytes, with exactly the index schema; IntegrityError otherwise."""
+    """The table in Parquet bytes, with exactly the index schema; IntegrityError otherwise.
+    Bytes not seen before are parsed in a bounded child process (index_guard.py)."""
     try:
-        table = pq.read_table(io.BytesIO(data))
+        table = guarded_table(data, where, INDEX_SCHEMA, parse_inline)
     except (pa.ArrowException, OSError, ValueError, TypeError, IndexError) as exc:
         raise IntegrityError(f"sample index {where} is not readable Parquet "
                              f"({type(exc).__name__}: {exc}); run `s2dit cache verify`") from None

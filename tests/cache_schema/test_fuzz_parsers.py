@@ -61,19 +61,30 @@ def _alarm(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextlib.contextmanager
+def traced_peak():
+    """Yields a callable giving the bytes traced at peak since entry, beyond what was traced at
+    entry. Tracing starts once and is never stopped per example: stopping tracemalloc while
+    pyarrow's reader threads run crashed the interpreter (SIGSEGV, with a valid index too:
+    the crash the slow index fuzz saw in session 7; tests/cache_schema/test_fuzz_parsers.py::
+    test_pyarrow_reads_survive_toggled_tracemalloc)."""
+    if not tracemalloc.is_tracing():
+        tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    yield lambda: tracemalloc.get_traced_memory()[1] - base
+
+
 def bounded(target: str, run: Callable[[], object], allowed: tuple[type[BaseException], ...]) -> None:
     """``run()`` ends in time, within memory, with a result or an ``allowed`` error."""
     TRIED[target] = TRIED.get(target, 0) + 1
-    tracemalloc.start()
-    try:
-        with _alarm(TIME_BOUND):
-            run()
-    except allowed:
-        pass
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    assert peak < MEMORY_BOUND, f"{target}: {peak} bytes traced"
+    with traced_peak() as peak:
+        try:
+            with _alarm(TIME_BOUND):
+                run()
+        except allowed:
+            pass
+        assert peak() < MEMORY_BOUND, f"{target}: {peak()} bytes traced"
 
 
 def _records(n=2):
@@ -256,12 +267,10 @@ def test_zarr_array_with_an_absurd_shape_is_refused_before_allocating(tmp_path):
     meta_path.write_text(json.dumps(meta))
     from cache_schema import CacheReader
 
-    tracemalloc.start()
-    with _alarm(TIME_BOUND), pytest.raises(IntegrityError, match=r"zarr array 'states' has shape"):
+    with traced_peak() as peak, _alarm(TIME_BOUND), pytest.raises(
+            IntegrityError, match=r"zarr array 'states' has shape"):
         list(CacheReader(url).iter_records())
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert peak < MEMORY_BOUND
+    assert peak() < MEMORY_BOUND
 
 
 # -- manifest ----------------------------------------------------------------------------------
@@ -323,33 +332,72 @@ def test_fuzz_manifest_slow(real_cache, **kw):
 
 
 # -- index -------------------------------------------------------------------------------------
-def index_property(index: bytes, manifest, flips, cut):
+def _mutated(index: bytes, flips, cut) -> bytes:
     data = bytearray(index)
     for pos, value in flips:
         data[pos % len(data)] = value
-    data = bytes(data[:cut]) if cut else bytes(data)
+    return bytes(data[:cut]) if cut else bytes(data)
+
+
+def index_property(index: bytes, manifest, flips, cut, *, guard: bool):
+    """A forger who re-pins crafted Parquet reaches the parser: through the guard (bytes never
+    seen before go to a bounded child process) or in process (S2DIT_INDEX_GUARD=inline)."""
+    data = _mutated(index, flips, cut)
 
     def run():
         check_index(parse_index(data, "fuzz.parquet"), manifest, "fuzz.parquet")
-    bounded("index", run, (IntegrityError,))
+    with _guard_mode(guard):
+        bounded("index (guarded child)" if guard else "index (in process)", run, (IntegrityError,))
+
+
+@contextlib.contextmanager
+def _guard_mode(guard: bool):
+    previous = os.environ.pop("S2DIT_INDEX_GUARD", None)
+    if not guard:
+        os.environ["S2DIT_INDEX_GUARD"] = "inline"
+    try:
+        yield
+    finally:
+        os.environ.pop("S2DIT_INDEX_GUARD", None)
+        if previous is not None:
+            os.environ["S2DIT_INDEX_GUARD"] = previous
 
 
 index_args = {"flips": st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6),
                   "cut": st.integers(0, 4096)}
+GUARDED = settings(FAST, max_examples=4)  # a child process per example (about 0.3 s)
+GUARDED_SLOW = settings(SLOW, max_examples=max(1, SLOW.max_examples // 10))
 
 
 @FAST
 @given(**index_args)
 def test_fuzz_index(real_cache, **kw):
-    index_property(real_cache[1], real_cache[2], **kw)
+    index_property(real_cache[1], real_cache[2], **kw, guard=False)
+
+
+@GUARDED
+@given(**index_args)
+def test_fuzz_index_guarded(real_cache, **kw):
+    index_property(real_cache[1], real_cache[2], **kw, guard=True)
+
+
+@pytest.mark.slow
+@SLOW
+@given(**index_args)
+def test_fuzz_index_direct_slow(real_cache, **kw):
+    index_property(real_cache[1], real_cache[2], **kw, guard=False)
+
+
+@pytest.mark.slow
+@GUARDED_SLOW
+@given(**index_args)
+def test_fuzz_index_guarded_slow(real_cache, **kw):
+    index_property(real_cache[1], real_cache[2], **kw, guard=True)
 
 
 def pinned_index_property(index: bytes, manifest, tmp_root, flips, cut):
     """The reader's own path: bytes that differ from the pin are refused before Parquet."""
-    data = bytearray(index)
-    for pos, value in flips:
-        data[pos % len(data)] = value
-    data = bytes(data[:cut]) if cut else bytes(data)
+    data = _mutated(index, flips, cut)
     store = open_store(str(tmp_root))
     path = store.path(manifest.index_path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -358,10 +406,6 @@ def pinned_index_property(index: bytes, manifest, tmp_root, flips, cut):
     bounded("index (pinned)", lambda: read_index(store, manifest), (IntegrityError,))
 
 
-# A forger who re-pins crafted Parquet reaches pyarrow's parser: the slow run of the direct
-# property above crashed the interpreter (SIGSEGV inside pyarrow) on some mutated file, so the
-# slow suite fuzzes the reader's pinned path; parsing re-pinned hostile Parquet in a separate
-# process is left open (RELIABILITY.md).
 @pytest.mark.slow
 @SLOW
 @given(**index_args)
@@ -370,14 +414,87 @@ def test_fuzz_index_slow(real_cache, tmp_path_factory, **kw):
                           **kw)
 
 
-# Slow-marked: pyarrow's Parquet reader can SIGSEGV on mutated index bytes and take the whole
-# pytest process with it (seen in the default suite on a clean clone, session 7); RELIABILITY.md.
-@pytest.mark.slow
 @FAST
 @given(**index_args)
 def test_fuzz_index_pinned(real_cache, tmp_path_factory, **kw):
     pinned_index_property(real_cache[1], real_cache[2], tmp_path_factory.getbasetemp() / "pin",
                           **kw)
+
+
+def test_invalid_utf8_in_the_index_is_an_integrity_error(real_cache):
+    """Found by the fuzz (direct, 20000 inputs): a flipped byte inside a prompt gave invalid
+    UTF-8 that Parquet reads and ``to_pylist`` refuses with UnicodeDecodeError; both parse
+    paths validate the table fully and say IntegrityError."""
+    index = real_cache[1]
+    at = index.index(b"prompt 0")
+    data = index[:at] + b"\xc3" + index[at + 1:]
+    for guard in (False, True):
+        with _guard_mode(guard), pytest.raises(IntegrityError, match="UTF8"):
+            parse_index(data, "utf8.parquet")
+
+
+@pytest.mark.parametrize("child,message", [
+    ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", r"died \(signal 11\)"),
+    ("import os; os.abort()", r"died \(signal 6\)"),
+    ("import time; time.sleep(30)", "no answer within"),
+    (("import resource, sys; n = int(sys.argv[1]); "
+     "resource.setrlimit(resource.RLIMIT_AS, (n, n)); x = bytearray(2 * n)"), r"died \(exit code 1\)"),
+    ("print('not json')", "gave no answer"),
+    (("import json; print(json.dumps({'names': ['sample_id', 'shard', 'offset', 'prompt', 'seed', "
+     "'status'], 'types': ['string', 'string', 'int64', 'string', 'int64', 'string'], "
+     "'columns': [['a'], ['s'], ['1'], ['p'], [1], ['ok']]}))"), "column offset holds values"),
+])
+def test_a_parser_that_dies_hangs_or_lies_is_an_integrity_error_naming_the_index(
+        child, message, monkeypatch):
+    """The guard's contract, with the child replaced by one that crashes, hangs, runs out of
+    memory or answers garbage: one IntegrityError naming the index, this process intact."""
+    from cache_schema import index_guard
+
+    monkeypatch.setattr(index_guard, "CHILD", child)
+    monkeypatch.setattr(index_guard, "TIME_BOUND_S", 2.0)
+    with pytest.raises(IntegrityError, match=message) as caught:
+        parse_index(os.urandom(64), "s3://bucket/cache/index/000001.parquet")
+    assert "sample index s3://bucket/cache/index/000001.parquet" in str(caught.value)
+
+
+def test_unseen_index_bytes_are_parsed_in_a_child_and_known_ones_in_process(real_cache, monkeypatch):
+    """Bytes this process wrote are trusted (no child); bytes new to it go to the child once,
+    then in process; both give the same table as pyarrow itself."""
+    import pyarrow.parquet as pq
+
+    from cache_schema import index_guard
+
+    spawned = []
+    real_run = index_guard.subprocess.run
+    monkeypatch.setattr(index_guard.subprocess, "run", lambda *a, **k: spawned.append(1) or real_run(*a, **k))
+    index = real_cache[1]
+    parse_index(index, "own")  # the fixture wrote it in this process
+    assert spawned == []
+    index_guard._SEEN.discard(index_guard.sha256_bytes(index))  # as if another process wrote it
+    table = parse_index(index, "foreign")
+    again = parse_index(index, "foreign again")
+    assert spawned == [1]
+    assert table.equals(pq.read_table(io.BytesIO(index)).cast(table.schema)) and again.equals(table)
+
+
+@pytest.mark.slow
+def test_pyarrow_reads_survive_toggled_tracemalloc(real_cache, tmp_path):
+    """The session-7 crash, reproduced: tracemalloc started and stopped around each of a few
+    thousand threaded pyarrow reads of the (valid) index crashed with SIGSEGV within ~1500
+    reads; the index's own parse path (single-threaded) survives the same loop."""
+    import subprocess
+    import sys
+
+    (tmp_path / "index.parquet").write_bytes(real_cache[1])
+    loop = ("import io, sys, tracemalloc; sys.path.insert(0, {root!r})\n"
+            "from cache_schema.index_guard import parse_inline\n"
+            "data = open({path!r}, 'rb').read()\n"
+            "for _ in range(5000):\n"
+            "    tracemalloc.start(); parse_inline(data).column(3).to_pylist(); tracemalloc.stop()\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", loop.format(root=root, path=str(tmp_path / "index.parquet"))],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def teardown_module():
