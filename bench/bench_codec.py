@@ -162,7 +162,8 @@ def main() -> None:
             records, layout, fp = build()
             steps = layout.num_steps
             for codec in args.codecs.split(","):
-                r = run(f"{root}/{source}-{steps}-{codec}", records, layout, fp, codec,
+                shape = "x".join(map(str, layout.latent_shape))
+                r = run(f"{root}/{source}-{steps}-{shape}-{codec}", records, layout, fp, codec,
                         args.per_shard)
                 print(f"{source:9s} {steps:2d} steps latent {'x'.join(map(str, layout.latent_shape))} "
                       f"{codec:10s} state x raw {r['state_x_raw']:.3f}  shard x raw "
