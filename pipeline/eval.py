@@ -71,10 +71,24 @@ def _score_set(teacher, model, prompts, seeds, digest, plan, global_seed, *,
             out[streaming] = teacher.score(x0.numpy(), prompts)
     few = len(plan["schedule_sigmas"]) - 1
     for name, steps in ((f"teacher_{few}step", few), ("teacher_fullstep", teacher.num_steps)):
-        t = AnalyticTeacher(AnalyticConfig(**{**teacher.config.__dict__, "num_steps": steps}))
-        x0 = sample_latents(t, prompts, list(seeds), global_seed=global_seed, fingerprint_digest=digest)
-        out[name] = t.score(x0, prompts)
+        out[name] = _teacher_score(teacher, steps, prompts, seeds, digest, global_seed)
     return out
+
+
+# The teacher's rows depend only on the teacher, the prompts, the noise and the step count, not
+# on the student: eval_ar scores the same held-out noise as eval_kd, so in one process (`s2dit
+# run`) the second evaluation reuses the first's teacher scores instead of sampling again.
+_TEACHER_SCORES: dict[tuple, dict[str, Any]] = {}
+
+
+def _teacher_score(teacher, steps, prompts, seeds, digest, global_seed) -> dict[str, Any]:
+    config = AnalyticConfig(**{**teacher.config.__dict__, "num_steps": steps})  # frozen: hashable
+    key = (config, tuple(prompts), tuple(int(s) for s in seeds), digest, int(global_seed))
+    if key not in _TEACHER_SCORES:
+        t = AnalyticTeacher(config)
+        x0 = sample_latents(t, prompts, list(seeds), global_seed=global_seed, fingerprint_digest=digest)
+        _TEACHER_SCORES[key] = t.score(x0, prompts)
+    return dict(_TEACHER_SCORES[key])
 
 
 def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
