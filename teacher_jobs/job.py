@@ -222,6 +222,10 @@ def _run_generation(config: JobConfig, *, progress: bool) -> JobResult:
             since_commit = 0
         submit(actor_index)
     bar.close()
+    # Free the actors' CPUs/GPUs now, not whenever the garbage collector reaches their handles:
+    # a training stage in this process (s2dit run, Ray Train workers) waits for them otherwise.
+    for actor in actors:
+        ray.kill(actor)
     commit(final=True)
     report = {"output": output, "generation": manifest.generation if manifest else None,
               "samples": manifest.num_samples if manifest else 0,
