@@ -58,9 +58,18 @@ def write_index(store: Store, generation: int, table: pa.Table) -> tuple[str, st
         store.put_create_only(rel, data)
     except AlreadyExists:
         # A fresh random name already present: our own put whose reply was lost, then retried.
-        if store.read_bytes(rel) != data:
+        if _read_fresh(store, rel) != data:
             raise
     return rel, sha256_bytes(data), len(data)
+
+
+def _read_fresh(store: Store, rel: str) -> bytes:
+    """The object's bytes, never a cached "missing": s3fs answers FileNotFoundError from a stale
+    listing of the folder (no request) after a create-only put that ended in AlreadyExists,
+    which skips its cache invalidation (a lost reply, then the retry: seen through the fault
+    proxy, tests/faults/test_job_through_faults.py)."""
+    store.fs.invalidate_cache(store.path(rel))
+    return store.read_bytes(rel)
 
 
 def parse_index(data: bytes, where: str) -> pa.Table:
@@ -127,7 +136,7 @@ def read_index(store: Store, source: Manifest | str) -> pa.Table:
     rel = source if isinstance(source, str) else source.index_path
     where = store.url_of(rel)
     try:
-        data = store.read_bytes(rel)
+        data = _read_fresh(store, rel)
     except FileNotFoundError:
         raise IntegrityError(f"sample index {where} named by the manifest is missing; the "
                              "generation cannot be read (restore the object or use another "

@@ -12,7 +12,8 @@ one fault of ``kinds``; otherwise it is forwarded unchanged:
 - ``truncate``: the response's headers promise the whole body, half of it is sent, then the
   connection closes.
 
-``counts`` holds the faults injected by kind (and ``forwarded``). Loopback only.
+``counts`` holds the faults injected by kind (and ``forwarded``), ``requests`` each request's
+(method, path, fault or "forwarded"). Loopback only.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class FaultProxy:
     upstream: str  # http://127.0.0.1:PORT of the real server
     schedule: Schedule = field(default_factory=Schedule)
     counts: dict[str, int] = field(default_factory=dict)
+    requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, fault)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.schedule.seed)
@@ -76,6 +78,8 @@ class FaultProxy:
             def _handle(self) -> None:
                 body = self._body()
                 fault = proxy._draw()
+                with proxy._lock:
+                    proxy.requests.append((self.command, self.path, fault or "forwarded"))
                 if fault in ("503", "500"):
                     code, message = ("SlowDown", "Please reduce your request rate.") \
                         if fault == "503" else ("InternalError", "We encountered an internal error.")
@@ -125,7 +129,7 @@ class FaultProxy:
     def set_schedule(self, schedule: Schedule) -> None:
         """A new seeded schedule, starting now (counts start over)."""
         with self._lock:
-            self.schedule, self.counts = schedule, {}
+            self.schedule, self.counts, self.requests = schedule, {}, []
             self._rng = random.Random(schedule.seed)
             self._started = time.monotonic()
 
