@@ -246,3 +246,30 @@ def test_the_job_option_and_flag_carry_the_codec():
         JobConfig(codec="zstd")  # the default encoding is wds
     with pytest.raises(ValueError, match="codec must be one of"):
         JobConfig(codec="lz4", encoding="zarr")
+
+
+def test_one_pass_checksums_equal_the_field_and_step_checksums():
+    """record_and_step_checksums (each step field's bytes crc'd once, the field's crc combined
+    from its steps') stores exactly the strings of record_checksums + step_checksums."""
+    import zlib
+
+    from cache_schema.checksum import record_checksums
+    from cache_schema.encodings.step_checksums import (
+        crc32_combine,
+        record_and_step_checksums,
+        step_checksums,
+    )
+
+    rng = np.random.default_rng(1)
+    for n1, n2 in [(0, 5), (7, 0), (1, 1), (100, 3333), (4096, 65536)]:
+        a, b = rng.bytes(n1), rng.bytes(n2)
+        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), n2) == zlib.crc32(a + b)
+    records, _, _ = trajectories("wan-unipc", (0, 2, 5, 6))
+    for record in records:
+        want = {**record_checksums(record), **step_checksums(record)}
+        assert record_and_step_checksums(record) == want
+        flipped = dict(record, states=record["states"].copy())
+        flipped["states"].view(np.uint16)[1, 0, 0, 0, 0] ^= 1
+        got = record_and_step_checksums(flipped)
+        assert got["states"] != want["states"] and got["states[1]"] != want["states[1]"]
+        assert got["states[0]"] == want["states[0]"]
