@@ -24,7 +24,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore
 from ..checksum import record_checksums
 from ..codecs import Codec, get_codec
 from ..codecs.parallel import coded_map, threads
-from ..errors import IntegrityError
+from ..errors import IntegrityError, StepNotStored
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, FIELDS, CacheLayout, FieldKind
 from ..store import Store
 from .base import Encoding, Selection, group_hash
@@ -268,6 +268,12 @@ def _read_columns(group: GroupReader, layout: CacheLayout, wanted: Sequence[str]
             column = np.zeros(shape, dtype=layout.numpy_dtype(spec))
             coords = [(i, p, *[0] * (len(shape) - 2)) for i in range(n)
                       for p in sorted({int(p) for p in select[i].get(name, ())})]
+            bad = next((c for c in coords if not 0 <= c[1] < shape[1]), None)
+            if bad is not None:  # the caller's selection, not the shard's bytes
+                raise StepNotStored(
+                    f"sample {columns['sample_id'][bad[0]]}: the selection asks {name} at "
+                    f"position {bad[1]}, the cache stores {shape[1]} steps (positions along S, "
+                    f"0..{shape[1] - 1}, not solver steps: layout.step_position(step) maps one)")
             for coord, part in zip(coords, group.chunks(name, coords) if coords else []):
                 column[coord[0], coord[1]] = part[0, 0]
             columns[name] = column

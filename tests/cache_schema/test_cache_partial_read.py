@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import fsspec
 import numpy as np
+import pytest
 from conftest import FINGERPRINT, make_records
 from fsspec.implementations.memory import MemoryFileSystem
 
 from cache_schema import CacheLayout, CacheReader, CacheWriter
 from cache_schema.encodings.meter import ReadMeter
+from cache_schema.errors import StepNotStored
 
 
 class CountingMemoryFS(MemoryFileSystem):
@@ -93,6 +95,14 @@ def test_per_record_steps_are_read_by_range_and_the_meter_counts_every_byte():
     list(reader.read_shard(reader.shards[0], fields, verify=True, meter=full))
     chunks = 3 * 3 + 2 * 3  # of 4 records x 40 steps x 3 fields
     assert meter.bytes / full.bytes < chunks / (4 * 40 * 3) + 0.05
+
+
+def test_a_selection_past_the_stored_steps_is_named_not_called_corruption():
+    records = _forty_step_cache("memory://select-bad")
+    reader = CacheReader("memory://select-bad")
+    sid = records[1]["sample_id"]
+    with pytest.raises(StepNotStored, match=f"sample {sid}: the selection asks states at position 40"):
+        list(reader.read_shard(reader.shards[0], ["states"], select={sid: {"states": (3, 40)}}))
 
 
 def test_per_record_steps_on_loopback_s3_and_a_trajectory_cache_reads_whole_records(s3_bucket):
