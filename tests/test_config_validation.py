@@ -28,7 +28,7 @@ from teacher_jobs.teachers.wan_settings import WanSettings
 CONFIGS = {"job": JobConfig, "job.teacher": AnalyticSettings, "job.teacher (wan)": WanSettings,
            "train": TrainConfig, "train_ar": ARConfig, "train.model": StudentConfig}
 FIELDS = [(table, cls, name) for table, cls in CONFIGS.items() for name in field_rules(cls)]
-EXAMPLES = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+EXAMPLES = settings(max_examples=15, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
@@ -151,7 +151,7 @@ def test_a_value_outside_its_range_names_the_key_and_the_range(table, cls, name,
 
 
 @pytest.mark.parametrize("table,cls", list(CONFIGS.items()), ids=list(CONFIGS))
-@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_any_value_is_a_value_error_or_a_config(table, cls, data):
