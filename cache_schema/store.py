@@ -290,6 +290,9 @@ class Store:
             with_retries(lambda: self.fs.pipe_file(path, data, mode="create"),
                          f"create {self.url_of(rel)}")
         except FileExistsError:
+            # s3fs skips its cache invalidation on this path: a stale listing would then answer
+            # "missing" for the object that exists (our own put whose reply was lost, retried)
+            self.fs.invalidate_cache(path)
             raise AlreadyExists(f"{self.url_of(rel)} already exists") from None
         except TypeError:  # a filesystem without exclusive create: check, then put
             if self.fs.exists(path):
