@@ -5,8 +5,9 @@ tensor of their final checkpoints as they did before the one-loop-core refactor 
 How the digests were produced: `tests/student_train/golden_runs.py` (see its docstring) run on
 a `git archive` export of 963a454 (the last commit before the refactor; one torch thread)
 printed them; the same digests came out of the refactored tree. They hold for one torch thread
-on this machine's torch build (2.x CPU): more threads, another BLAS or torch version reorder
-float sums and change the last bits. If a change is meant to change the weights, rerun the
+on one CPU capability (GOLDEN's key: AVX2, AVX512) and this torch build (2.13 CPU): more
+threads, another ISA (numpy's SIMD exp/sin differ by a last bit between AVX2 and AVX512, so even
+the analytic cache differs), BLAS or torch version reorder float sums and change the last bits. If a change is meant to change the weights, rerun the
 script and replace the digests, saying why in the commit. The cache digest is checked first so
 that a change of the cache bytes (teacher or cache code) is told apart from a training change.
 """
@@ -22,27 +23,60 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # thread count for the whole module (the digests hold for one thread only).
 torch.set_num_threads(1)
 
-CACHE = "7a44e9dbdf24c11568cf24ca9827afd77b94f0884f1a40b1bf8a13f985ea1003"
-KD = {  # checkpoints/step_000030
-    "model": "e23d20271ab7e50cbe5687f1d66e0cea8f5b1e7336a665edd532c791e3fa6930",
-    "ema": "90c08d783f6ffb7871d057e5a241ae16abb3e4aeba97656c66b0eabcf95cc217",
-    "optim": "9480d430c554c62afcab42e3df746fe41be2f042cd301f09fff2deecffa1ccc4",
+# Per CPU capability (torch's kernel dispatch; numpy's SIMD transcendentals follow the same ISA):
+# AVX2 recorded in session 7 on the machine of the refactor; AVX512 in session 8 from 7b8ec06
+# and from HEAD (both printed the same digests on that machine).
+GOLDEN = {
+    "AVX2": {
+        "cache": "7a44e9dbdf24c11568cf24ca9827afd77b94f0884f1a40b1bf8a13f985ea1003",
+        "kd": {
+            "model": "e23d20271ab7e50cbe5687f1d66e0cea8f5b1e7336a665edd532c791e3fa6930",
+            "ema": "90c08d783f6ffb7871d057e5a241ae16abb3e4aeba97656c66b0eabcf95cc217",
+            "optim": "9480d430c554c62afcab42e3df746fe41be2f042cd301f09fff2deecffa1ccc4",
+        },  # checkpoints/step_000030
+        "stage2": {
+            "model": "e00dbdb9c158a5c79b46ab3e9ebd9a3f96a627c2109a12260bcb6981f1908cc9",
+            "ema": "1f110b34cf276710243f85355ede3c0c2e54e770bec36fda91ae1a011a6fc6f6",
+            "optim": "f4d2ec8c53d4cb07e78ac0edd3b30a69e0fa3c396096341c48b442c7fba6a15e",
+            "critic": "faa051931f7da887f073c3d610a2f8e30d8b3a355c4ac73c13194a596dc1d7b8",
+            "critic_optim": "afe55ba9f420547eec48996b690ec854f333e3e2d8ea31d76973860f3a35c5f0",
+            "causal_optim": "63d59b5b6b2f359363d9e983d767b394bf671cd21eaf69dd55b1f79dda422573",
+            "real": "622179e3b97f073d48ee8cee6aea9d844e424c707ea97b920b97ae29cfcf23e7",
+        },  # checkpoints/step_000006 (3 causal + 3 DMD)
+    },
+    "AVX512": {
+        "cache": "d4c9a005189ff2f3b35cf5e5b0eecfaef38d4c9c8fc8c7c1a35647dafc293565",
+        "kd": {
+            "ema": "4a8861bf9ec5d2a9701d87b97a29016554eed38468d921ca2b871efa45ae99f4",
+            "model": "a81589fd2bef4f0ae0cdeb4e5d7379cda4c9b8706373bc98eecc08468e185339",
+            "optim": "655a3f8e26bd007359e241df793470241bd667fd3dd554f6d8eeda4ca6e3bf76",
+        },  # checkpoints/step_000030
+        "stage2": {
+            "causal_optim": "b548b2cc5b37bbb1f49dbea60d8f2219942d0462783dc1920f907de4c240c47e",
+            "critic": "414bfed108abe4ef799fc1aae94134a05cc1c4b50be74cff1ef561b725e2a2a4",
+            "critic_optim": "958505ac1b33ef84837a085dc493ecb3ca384ce695d676f6dfe0589bd5045f6c",
+            "ema": "e1cbfbd0fd64e613027261f0b459e20ffdbddd331b9a93c6e3195501203d2a3f",
+            "model": "7dc7c0cbf19a91e67d2b6c07647c6d2617aca286888e9fe92d24b21f5364d938",
+            "optim": "912c22938ac9adf43712b7b60d496c16b63f3bd494627c5b60b319823b2e143a",
+            "real": "3ebb01ae90c3e6ffa112b08eb739d8676af583912eac1f82ec223a3ee99c819a",
+        },  # checkpoints/step_000006 (3 causal + 3 DMD)
+    },
 }
-STAGE2 = {  # checkpoints/step_000006 (3 causal + 3 DMD steps)
-    "model": "e00dbdb9c158a5c79b46ab3e9ebd9a3f96a627c2109a12260bcb6981f1908cc9",
-    "ema": "1f110b34cf276710243f85355ede3c0c2e54e770bec36fda91ae1a011a6fc6f6",
-    "optim": "f4d2ec8c53d4cb07e78ac0edd3b30a69e0fa3c396096341c48b442c7fba6a15e",
-    "critic": "faa051931f7da887f073c3d610a2f8e30d8b3a355c4ac73c13194a596dc1d7b8",
-    "critic_optim": "afe55ba9f420547eec48996b690ec854f333e3e2d8ea31d76973860f3a35c5f0",
-    "causal_optim": "63d59b5b6b2f359363d9e983d767b394bf671cd21eaf69dd55b1f79dda422573",
-    "real": "622179e3b97f073d48ee8cee6aea9d844e424c707ea97b920b97ae29cfcf23e7",
-}
+PLATFORM = torch.backends.cpu.get_cpu_capability()
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
+def golden() -> dict:
+    if PLATFORM not in GOLDEN:
+        pytest.skip(f"no golden digests recorded for CPU capability {PLATFORM!r} (have "
+                    f"{sorted(GOLDEN)}): record them with tests/student_train/golden_runs.py")
+    return GOLDEN[PLATFORM]
+
+
+@pytest.fixture(scope="module")
+def cache(golden, tmp_path_factory) -> str:
     url = make_cache(tmp_path_factory.mktemp("golden") / "cache", seeds=2)
-    assert cache_digest(url) == CACHE, "the tiny analytic cache changed: not a training change"
+    assert cache_digest(url) == golden["cache"], "the tiny analytic cache changed: not a training change"
     return url
 
 
@@ -51,17 +85,17 @@ def kd(cache, tmp_path_factory) -> str:
     return run_kd(cache, tmp_path_factory.mktemp("golden_kd") / "run")
 
 
-def test_30_kd_steps_give_the_pinned_weights(kd):
+def test_30_kd_steps_give_the_pinned_weights(kd, golden):
     assert kd.endswith(f"step_{KD_STEPS:06d}")
-    assert checkpoint_digests(kd) == KD
+    assert checkpoint_digests(kd) == golden["kd"]
 
 
-def test_30_kd_steps_killed_and_resumed_give_the_same_bytes(cache, tmp_path):
+def test_30_kd_steps_killed_and_resumed_give_the_same_bytes(cache, golden, tmp_path):
     # stopped after 17 steps: the newest checkpoint is step 10, 7 steps are run again
-    assert checkpoint_digests(run_kd(cache, tmp_path / "run", stop_after=17)) == KD
+    assert checkpoint_digests(run_kd(cache, tmp_path / "run", stop_after=17)) == golden["kd"]
 
 
-def test_stage2_causal_then_dmd_gives_the_pinned_weights(kd, cache, tmp_path):
+def test_stage2_causal_then_dmd_gives_the_pinned_weights(kd, cache, golden, tmp_path):
     last = run_stage2(kd, cache, tmp_path / "ar")
     assert last.endswith("step_000006")
-    assert checkpoint_digests(last) == STAGE2
+    assert checkpoint_digests(last) == golden["stage2"]
