@@ -17,9 +17,9 @@ from typing import Any, Self
 
 import pyarrow as pa
 
-from .checksum import record_checksums, sha256_bytes
+from .checksum import sha256_bytes
 from .encodings import DEFAULT_ENCODING, get_encoding, object_path
-from .encodings.step_checksums import step_checksums
+from .encodings.step_checksums import record_and_step_checksums
 from .errors import AlreadyExists, CacheError, FingerprintMismatch, GenerationConflict
 from .fields import CHECKSUMS_KEY, CacheLayout, validate_record
 from .fingerprint import canonical_json, diff_fingerprints
@@ -42,7 +42,7 @@ def prepare_record(record: dict[str, Any], layout: CacheLayout) -> None:
     """Validate ``record`` and add its per-tensor and per-step checksums (before a single byte
     is written): always over the values, whatever codec stores them."""
     validate_record(record, layout)
-    record[CHECKSUMS_KEY] = {**record_checksums(record), **step_checksums(record)}
+    record[CHECKSUMS_KEY] = record_and_step_checksums(record)  # one crc pass over the step fields
 
 
 def _put_hashed(store: Store, rel: str, data: bytes) -> str:
