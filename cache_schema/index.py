@@ -58,16 +58,16 @@ def write_index(store: Store, generation: int, table: pa.Table) -> tuple[str, st
         store.put_create_only(rel, data)
     except AlreadyExists:
         # A fresh random name already present: our own put whose reply was lost, then retried.
-        if _read_fresh(store, rel) != data:
+        if store.read_bytes(rel) != data:  # put_create_only dropped s3fs's stale entry
             raise
     return rel, sha256_bytes(data), len(data)
 
 
 def _read_fresh(store: Store, rel: str) -> bytes:
     """The object's bytes, never a cached "missing": s3fs answers FileNotFoundError from a stale
-    listing of the folder (no request) after a create-only put that ended in AlreadyExists,
-    which skips its cache invalidation (a lost reply, then the retry: seen through the fault
-    proxy, tests/faults/test_job_through_faults.py)."""
+    listing of the folder (no request) when the listing was cached before the object existed
+    (seen through the fault proxy, tests/faults/test_job_through_faults.py; the create-only put
+    itself drops the entry, Store.put_create_only)."""
     store.fs.invalidate_cache(store.path(rel))
     return store.read_bytes(rel)
 
