@@ -104,7 +104,7 @@ def test_demo_runs_from_an_installed_wheel_without_the_repository(tmp_path):
                     "--ar-batch-size", "2", "--num-actors", "1", "--no-progress"],
                    cwd=tmp_path, env=env, check=True, timeout=1200, capture_output=True)
     report = json.loads((out / "report.json").read_text())
-    assert report["config"]["train"]["lr"] == 1e-3  # kd_demo.toml's, read from the wheel
+    assert report["config"]["train"]["lr"] == 5e-3  # kd_demo.toml's, read from the wheel
     assert report["config"]["train_ar"]["causal_sigma_shift"] == 3.0  # ar_demo.toml's
     assert all(s["status"] == "done" for s in report["stages"].values())
     assert (out / "report.html").stat().st_size > 0
