@@ -28,11 +28,11 @@ from pathlib import Path
 # a cold compile, as a fresh machine has it: inductor's on-disk cache in a new folder
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench_inductor_"))
 
-import torch  # noqa: E402
+import torch
+from bench_train_step import ROOT, make_cache
 
-from bench_train_step import ROOT, make_cache  # noqa: E402
-from student_train.config import TrainConfig  # noqa: E402
-from student_train.trainer import Trainer  # noqa: E402
+from student_train.config import TrainConfig
+from student_train.trainer import Trainer
 
 WARMUP_STEPS = 3  # compile: the static graph, then the dynamic-shape one
 
