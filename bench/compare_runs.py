@@ -4,7 +4,7 @@ For the demo before/after tables (issue 16): each run folder's `run_state.json` 
 stage) and `report.json` (held-out and unseen scores of S2DiT-KD and S2DiT-AR), one column per
 run, and the ratio of each run's total to the first run's.
 
-    .venv/bin/python bench/compare_runs.py runs/base runs/new0 [--markdown]
+    .venv/bin/python bench/compare_runs.py runs/base runs/new0      # a Markdown table
 """
 
 from __future__ import annotations
