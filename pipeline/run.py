@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.graph import STAGES, RunConfig, bundled_config, load_run_config, run_graph
+from pipeline.graph.plan import Step, plan_graph
 from pipeline.graph.state import RunState
 
 DEMO_CONFIG = "demo.toml"
@@ -83,6 +84,24 @@ def run_config(config: RunConfig, *, out: str | None = None, from_stage: str | N
         raise
     print_summary(state, console)
     return state
+
+
+def plan_config(config: RunConfig, *, out: str | None = None, from_stage: str | None = None,
+                only: str | None = None, console: Console | None = None) -> list[Step]:
+    """What ``run_config`` with the same arguments would do, stage by stage, printed as a
+    table; nothing runs and nothing is written."""
+    run_dir = out or config.out
+    if not run_dir:
+        raise ValueError(f"no run folder: pass --out URL or set [run] out in {config.source}")
+    config.override("run", out=run_dir)
+    steps = plan_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage, only=only)
+    table = Table(title=f"s2dit run --plan: {run_dir}", show_edge=False)
+    for column in ("stage", "would", "why"):
+        table.add_column(column)
+    for step in steps:
+        table.add_row(step.stage, step.action, step.why)
+    (console or Console()).print(table)
+    return steps
 
 
 def _partial_report(run_dir: str, console: Console) -> None:

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from pipeline.graph import STAGE_NAMES, load_run_config
-from pipeline.run import run_config
+from pipeline.run import plan_config, run_config
 
 EPILOG = """\
 stages, in order: corpus -> generate -> verify -> tag -> train_kd -> eval_kd -> train_ar ->
@@ -21,12 +21,16 @@ examples:
   s2dit run configs/tiny_wan.toml --out runs/wan    # tiny diffusers Wan teacher, text to MP4
   s2dit run configs/demo.toml --from train_ar       # redo stage 2 and what follows
   s2dit run configs/demo.toml --only report         # rewrite the report only
+  s2dit run configs/demo.toml --plan                # what a run would do now, without running
 """
 
 
 def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     config = load_run_config(args.config)
+    if args.plan:
+        plan_config(config, out=args.out, from_stage=args.from_stage, only=args.only)
+        return 0
     run_config(config, out=args.out, from_stage=args.from_stage, only=args.only,
                progress=not args.no_progress)
     return 0
@@ -50,4 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--only", choices=STAGE_NAMES, metavar="STAGE",
                      help="run only STAGE (its input stages must have finished)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--plan", action="store_true",
+                     help="print what each stage would do (run, resume, up to date, skip) and "
+                          "why, without running or writing anything")
     run.set_defaults(func=_run)

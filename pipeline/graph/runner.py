@@ -54,6 +54,17 @@ def _up_to_date(stage: Stage, ctx: StageContext, record: dict[str, Any], fingerp
             and (record["status"] == "skipped" or stage.outputs_present(ctx, record.get("outputs", {}))))
 
 
+def check_flags(stages: tuple[Stage, ...], from_stage: str | None, only: str | None) -> tuple[str, ...]:
+    """--from / --only name stages, not both; returns the stage names in order."""
+    names = tuple(s.name for s in stages)
+    for flag, value in (("--from", from_stage), ("--only", only)):
+        if value is not None and value not in names:
+            raise StageOrderError(f"{flag} {value!r} is not a stage; stages: {', '.join(names)}")
+    if from_stage and only:
+        raise StageOrderError("give --from or --only, not both")
+    return names
+
+
 def check_config(config: RunConfig, stages: tuple[Stage, ...]) -> None:
     """Every enabled stage's section parsed into its typed config (errors name the key)."""
     for stage in stages:
@@ -78,12 +89,7 @@ def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
     reruns that stage and everything after it; ``only`` runs one stage (its upstream must be
     up to date) and leaves the rest as they are."""
     console = console or Console()
-    names = tuple(s.name for s in stages)
-    for flag, value in (("--from", from_stage), ("--only", only)):
-        if value is not None and value not in names:
-            raise StageOrderError(f"{flag} {value!r} is not a stage; stages: {', '.join(names)}")
-    if from_stage and only:
-        raise StageOrderError("give --from or --only, not both")
+    names = check_flags(stages, from_stage, only)
     check_config(config, stages)
     fs, root = fsspec.core.url_to_fs(run_dir)
     fs.makedirs(root, exist_ok=True)

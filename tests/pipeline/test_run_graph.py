@@ -171,3 +171,63 @@ def test_a_failed_stage_still_leaves_a_report_of_the_partial_run(tmp_path, capsy
     assert state["corpus"]["status"] == "failed" and state["generate"] == {"status": "pending"}
     assert f"partial report: {tmp_path / 'r' / 'report.html'}" in captured.out
     assert (tmp_path / "r" / "report.html").stat().st_size > 0
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_plan_predicts_what_the_run_then_does_and_writes_nothing(tmp_path):
+    """`s2dit run --plan`: for a fresh folder, an unchanged one, a changed section, --from,
+    --only and a failed stage, the stages the plan says would run are exactly the ones the run
+    then runs, and the plan leaves the folder byte for byte as it was."""
+    from pipeline.graph.plan import WOULD_RUN, plan_graph
+
+    run = tmp_path / "run"
+    changed = BASE.replace("[train]\nsteps = 1", "[train]\nsteps = 2")
+    scenarios = [  # (config text, run_graph keywords, stages that fail)
+        (BASE, {}, {"c"}), (BASE, {}, set()), (BASE, {}, set()), (changed, {}, set()),
+        (changed, {"from_stage": "c"}, set()), (changed, {"only": "b"}, set()),
+        (BASE, {}, set()),
+    ]
+    for text, flags, fail in scenarios:
+        config = _config(tmp_path, text)
+        before = _snapshot(run) if run.exists() else None
+        plan = plan_graph(config, _toy_stages([]), str(run), **flags)
+        assert (_snapshot(run) if run.exists() else None) == before
+        log: list[str] = []
+        try:
+            run_graph(_config(tmp_path, text), _toy_stages(log, fail), str(run), console=QUIET, **flags)
+        except RuntimeError:
+            pass
+        expected = [s.stage for s in plan if s.action in WOULD_RUN]
+        assert log == expected[: len(log)] and (fail or log == expected), (text, flags, plan, log)
+    # the last scenario ran again on BASE after `changed`: b's inputs changed
+    assert [(s.stage, s.action) for s in plan] == [("a", "up to date"), ("b", "run"), ("c", "run"),
+                                                  ("d", "run")]
+    assert plan[1].why.startswith("its inputs changed") and plan[2].why == "upstream b reruns"
+
+
+def test_plan_of_a_fresh_folder_says_every_stage_is_not_run_yet(tmp_path):
+    from pipeline.graph.plan import plan_graph
+
+    plan = plan_graph(_config(tmp_path, BASE), _toy_stages([]), str(tmp_path / "new"))
+    assert [(s.action, s.why) for s in plan] == [("run", "not run yet")] * 4
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(StageOrderError, match="--only 'zz' is not a stage"):
+        plan_graph(_config(tmp_path, BASE), _toy_stages([]), str(tmp_path / "new"), only="zz")
+
+
+def test_s2dit_run_plan_prints_the_plan_of_the_real_stages_without_running(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "fresh"
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(root / "configs/demo.toml"),
+                           "--out", str(out), "--plan"], capture_output=True, text=True, timeout=300,
+                          cwd=root, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(stage.name in done.stdout for stage in STAGES)
+    assert done.stdout.count("not run yet") == len(STAGES)
+    assert not out.exists()
