@@ -61,7 +61,8 @@ def plan_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
 
 
 def _decide(stage: Stage, ctx: StageContext, record: dict, fingerprint: str) -> Step:
-    status = record.get("status", "pending")
+    """A stage that has a record (plan_graph handled pending ones), no flag and no rerun upstream."""
+    status = record["status"]
     if _up_to_date(stage, ctx, record, fingerprint):
         return Step(stage.name, "up to date", f"fingerprint {fingerprint[:12]}")
     if record.get("fingerprint") == fingerprint:
@@ -70,6 +71,4 @@ def _decide(stage: Stage, ctx: StageContext, record: dict, fingerprint: str) -> 
         if status == "done":
             return Step(stage.name, "run", "its outputs are missing")
         return Step(stage.name, "run", f"last {status}, same inputs")
-    if status == "pending":
-        return Step(stage.name, "run", "not run yet")
     return Step(stage.name, "run", f"its inputs changed since it was {status}")
