@@ -5,7 +5,7 @@ shared epoch order, the per-rank batch is ``batch_size / workers`` (so the globa
 configured one), gradients are averaged over ranks, and rank 0 alone writes checkpoints and
 metrics. Stage 1 (S2DiT-KD) wraps the model in DDP. Stage 2 (S2DiT-AR) rolls out chunk by chunk
 through ``forward_chunk``/``commit_chunk``, which a DDP wrapper does not proxy, so its trainer
-averages the generator's and the critic's gradients itself (``average_gradients``). Locally
+averages the generator's and the critic's gradients itself (collective.py). Locally
 ``ray.init()`` starts an embedded cluster; on a cluster the same code runs under
 ``ray job submit``.
 """
@@ -20,25 +20,6 @@ import torch
 from cache_schema.store import apply_storage_env, storage_env
 
 from .config import TrainConfig
-
-
-def average_gradients(module: torch.nn.Module, world_size: int) -> None:
-    """Mean of every parameter's gradient over the ranks of the default process group, in one
-    flat all-reduce (a parameter without a gradient on this rank counts as zero)."""
-    if world_size <= 1:
-        return
-    import torch.distributed as dist
-
-    params = [p for p in module.parameters() if p.requires_grad]
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p)
-        offset += n
 
 
 def rank_device(configured: str, assigned: torch.device | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .distributed import average_gradients
+from .collective import average_gradients
 from .precision import Precision
 
 
