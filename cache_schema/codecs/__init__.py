@@ -8,8 +8,7 @@ from .registry import (
                        codec_names,
                        get_codec,
                        register_codec,
-                       unregister_codec,
 )
 
 __all__ = ["DEFAULT_CODEC", "Codec", "UnknownCodec", "codec_names", "get_codec",
-           "register_codec", "unregister_codec"]
+           "register_codec"]

@@ -1,4 +1,4 @@
-"""The value codecs a cache layout may name (as ``encodings/registry.py`` for encodings).
+"""The value codecs a cache layout may name (a ``Registry``, as encodings are).
 
 The one place that lists the built-in codecs; everything else asks ``get_codec(name)`` or
 ``codec_names()`` (the CLI's ``choices``). A new codec is its own file plus one
@@ -8,11 +8,11 @@ The one place that lists the built-in codecs; everything else asks ``get_codec(n
 from __future__ import annotations
 
 from ..errors import CacheError
+from ..registry import Registry
 from .base import Codec
 from .plain import Raw, Zstd
 from .trajectory import Trajectory
 
-_CODECS: dict[str, Codec] = {}
 DEFAULT_CODEC = Raw.name
 
 
@@ -20,37 +20,23 @@ class UnknownCodec(CacheError, ValueError):
     """A layout or a flag names a codec this build does not know."""
 
 
+CODECS: Registry[Codec] = Registry(
+    "cache codec", what="a layout", unknown=UnknownCodec,
+    hint="a new codec is registered with cache_schema.codecs.register_codec")
+
+
 def register_codec(codec: Codec, *, replace: bool = False) -> Codec:
     if not isinstance(codec, Codec):
         raise TypeError(f"register_codec takes a Codec instance, got {codec!r}")
-    name = codec.name
-    if not name or "/" in name or name != name.strip():
-        raise ValueError(f"bad codec name {name!r}: a short word a layout can carry")
-    if name in _CODECS and not replace:
-        raise ValueError(f"codec {name!r} is already registered; pass replace=True to swap it")
-    _CODECS[name] = codec
-    return codec
-
-
-def unregister_codec(name: str) -> None:
-    if _CODECS.pop(name, None) is None:
-        raise UnknownCodec(_unknown(name))
+    return CODECS.register(codec.name, codec, replace=replace)
 
 
 def get_codec(name: str) -> Codec:
-    try:
-        return _CODECS[name]
-    except (KeyError, TypeError):
-        raise UnknownCodec(_unknown(name)) from None
+    return CODECS.get(name)
 
 
 def codec_names() -> tuple[str, ...]:
-    return tuple(_CODECS)
-
-
-def _unknown(name: object) -> str:
-    return (f"unknown cache codec {name!r}: use one of {', '.join(_CODECS)} (a new codec is "
-            "registered with cache_schema.codecs.register_codec)")
+    return CODECS.names()
 
 
 for _builtin in (Raw(), Zstd(), Trajectory()):

@@ -8,12 +8,17 @@ verify, transfer, convert, the CLI's ``choices``) asks ``get_encoding(name)`` or
 from __future__ import annotations
 
 from ..errors import UnknownEncoding
+from ..registry import Registry
 from .base import Encoding
 from .wds import WebDataset
 from .zarr_shard import Zarr
 
-_ENCODINGS: dict[str, Encoding] = {}
 DEFAULT_ENCODING = WebDataset.name
+
+ENCODINGS: Registry[Encoding] = Registry(
+    "encoding", what="a manifest", unknown=UnknownEncoding,
+    hint="a new encoding is registered with cache_schema.register_encoding",
+    describe=lambda encoding: type(encoding).__name__)
 
 
 def register_encoding(encoding: Encoding, *, replace: bool = False) -> Encoding:
@@ -22,38 +27,22 @@ def register_encoding(encoding: Encoding, *, replace: bool = False) -> Encoding:
     A name already taken is refused unless ``replace`` (e.g. a benchmark swapping a parser)."""
     if not isinstance(encoding, Encoding):
         raise TypeError(f"register_encoding takes an Encoding instance, got {encoding!r}")
-    name = encoding.name
-    if not name or "/" in name or name != name.strip():
-        raise ValueError(f"bad encoding name {name!r}: a short word a manifest can carry")
-    if name in _ENCODINGS and not replace:
-        raise ValueError(f"encoding {name!r} is already registered "
-                         f"({type(_ENCODINGS[name]).__name__}); pass replace=True to swap it")
-    _ENCODINGS[name] = encoding
-    return encoding
+    return ENCODINGS.register(encoding.name, encoding, replace=replace)
 
 
 def unregister_encoding(name: str) -> None:
     """Remove a registered encoding (tests and plugins clean up with this)."""
-    if _ENCODINGS.pop(name, None) is None:
-        raise UnknownEncoding(_unknown(name))
+    ENCODINGS.unregister(name)
 
 
 def get_encoding(name: str) -> Encoding:
     """The encoding a manifest or a config names; UnknownEncoding lists the known ones."""
-    try:
-        return _ENCODINGS[name]
-    except (KeyError, TypeError):
-        raise UnknownEncoding(_unknown(name)) from None
+    return ENCODINGS.get(name)
 
 
 def encoding_names() -> tuple[str, ...]:
     """Registered encoding names, in registration order (the CLI's ``choices``)."""
-    return tuple(_ENCODINGS)
-
-
-def _unknown(name: object) -> str:
-    return (f"unknown encoding {name!r}: use one of {', '.join(_ENCODINGS)} (a new encoding is "
-            "registered with cache_schema.register_encoding)")
+    return ENCODINGS.names()
 
 
 for _builtin in (WebDataset(), Zarr()):
