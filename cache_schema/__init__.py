@@ -41,6 +41,7 @@ from .fields import (
                         validate_record,
 )
 from .fingerprint import canonical_json, diff_fingerprints, fingerprint_digest
+from .lease import WriterLease, writer_lease
 from .manifest import Manifest, ShardInfo, list_generations, load_manifest, read_manifest
 from .operations import OpResult, append, dedup, filter_samples, merge
 from .reader import CacheReader
@@ -84,6 +85,7 @@ __all__ = [
                         "StoreError",
                         "UnknownEncoding",
                         "VerifyReport",
+                        "WriterLease",
                         "append",
                         "canonical_json",
                         "commit_generation",
@@ -111,4 +113,5 @@ __all__ = [
                         "validate_record",
                         "verify_cache",
                         "write_shard",
+                        "writer_lease",
 ]

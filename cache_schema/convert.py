@@ -31,6 +31,7 @@ from .encodings.step_checksums import is_step_key, step_checksums, without_step_
 from .errors import IntegrityError, OperationRefused, UnknownEncoding
 from .fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
 from .index import rows_table
+from .lease import WriterLease
 from .manifest import ShardInfo
 from .operations import OpResult, _new_cache, _open
 from .reader import CacheReader, decode_shard
@@ -137,29 +138,30 @@ def convert(url: str, *, to: str | None = None, output: str, codec: str | None =
     bar = tqdm(total=src.manifest.num_samples,
                desc=f"convert {src.manifest.encoding}/{source_codec}->{to}/{layout.codec}",
                unit="sample", disable=not progress)
-    try:
-        for shard in src.manifest.shards:
-            written, count = _convert_shard(reader, shard, dst, to, layout)
-            if written is not None:
-                shards.append(written)
-                rows.extend(written.index)
-                checked += count
-                bar.update(written.samples)
-    except BaseException:
-        for written in shards:  # never referenced: remove rather than leave orphans
-            discard(dst, written.path)
-        raise
-    finally:
-        bar.close()
-    if not shards:
-        raise OperationRefused(f"{src.ref} has no live samples; nothing to convert")
-    manifest = commit_manifest(
-        dst, parent=None, shards=tuple(shards), index_table=rows_table(rows), layout=layout,
-        fingerprint=src.manifest.fingerprint, encoding=to, operation="convert",
-        extra={"args": {"from": src.ref, "source_url": src.store.url,
-                        "source_generation": src.manifest.generation,
-                        "source_cache_id": src.manifest.cache_id,
-                        "source_encoding": src.manifest.encoding, "to": to,
-                        "source_codec": source_codec, "codec": layout.codec,
-                        "checked_tensors": checked}})
+    with WriterLease(dst, what="convert"):  # gc spares the new shards until the commit
+        try:
+            for shard in src.manifest.shards:
+                written, count = _convert_shard(reader, shard, dst, to, layout)
+                if written is not None:
+                    shards.append(written)
+                    rows.extend(written.index)
+                    checked += count
+                    bar.update(written.samples)
+        except BaseException:
+            for written in shards:  # never referenced: remove rather than leave orphans
+                discard(dst, written.path)
+            raise
+        finally:
+            bar.close()
+        if not shards:
+            raise OperationRefused(f"{src.ref} has no live samples; nothing to convert")
+        manifest = commit_manifest(
+            dst, parent=None, shards=tuple(shards), index_table=rows_table(rows), layout=layout,
+            fingerprint=src.manifest.fingerprint, encoding=to, operation="convert",
+            extra={"args": {"from": src.ref, "source_url": src.store.url,
+                            "source_generation": src.manifest.generation,
+                            "source_cache_id": src.manifest.cache_id,
+                            "source_encoding": src.manifest.encoding, "to": to,
+                            "source_codec": source_codec, "codec": layout.codec,
+                            "checked_tensors": checked}})
     return OpResult(manifest, added=len(rows))

@@ -21,6 +21,7 @@ from .checksum import sha256_bytes
 from .errors import OperationRefused
 from .filter_expr import evaluate_where
 from .index import STATUS_OK, STATUS_REMOVED, read_index
+from .lease import WriterLease
 from .manifest import Manifest, ShardInfo, list_generations, read_manifest, resolve_generation
 from .store import Store, open_store, split_ref
 from .transfer import bring
@@ -149,17 +150,18 @@ def append(url: str, other: str, *, storage_options: dict[str, Any] | None = Non
     check_unique_ids(pa.concat_tables([index, src.index]), dst.store.url,
                      hint=f"they are already in {dst.store.url}; filter them out of the source first")
     mover = _Mover(dst.store, {s.name for s in dst.manifest.shards})
-    try:
-        shards, rows = mover.bring_all(src)
-        manifest = commit_manifest(
-            dst.store, parent=dst.manifest, shards=dst.manifest.shards + tuple(shards),
-            index_table=pa.concat_tables([index, rows]), layout=dst.manifest.layout,
-            fingerprint=dst.manifest.fingerprint, encoding=dst.manifest.encoding,
-            operation="append", extra={"args": {"from": src.ref,
-                                                "copied_shards": len(mover.copies)}})
-    except BaseException:
-        mover.discard()
-        raise
+    with WriterLease(dst.store, what="append"):  # gc spares the copies until the commit
+        try:
+            shards, rows = mover.bring_all(src)
+            manifest = commit_manifest(
+                dst.store, parent=dst.manifest, shards=dst.manifest.shards + tuple(shards),
+                index_table=pa.concat_tables([index, rows]), layout=dst.manifest.layout,
+                fingerprint=dst.manifest.fingerprint, encoding=dst.manifest.encoding,
+                operation="append", extra={"args": {"from": src.ref,
+                                                    "copied_shards": len(mover.copies)}})
+        except BaseException:
+            mover.discard()
+            raise
     return OpResult(manifest, added=_live(rows), copied_shards=len(mover.copies),
                     referenced_shards=mover.referenced)
 
@@ -267,17 +269,18 @@ def merge(a: str, b: str, *, output: str, storage_options: dict[str, Any] | None
     check_unique_ids(pa.concat_tables([first.index, second.index]), dst.url,
                      hint="the caches overlap; filter the shared samples out of one of them first")
     mover = _Mover(dst, set())
-    try:
-        shards_a, rows_a = mover.bring_all(first)
-        shards_b, rows_b = mover.bring_all(second)
-        rows = pa.concat_tables([rows_a, rows_b])
-        manifest = commit_manifest(
-            dst, parent=None, shards=tuple(shards_a + shards_b), index_table=rows,
-            layout=first.manifest.layout, fingerprint=first.manifest.fingerprint,
-            encoding=first.manifest.encoding, operation="merge",
-            extra={"args": {"from": [first.ref, second.ref], "copied_shards": len(mover.copies)}})
-    except BaseException:
-        mover.discard()
-        raise
+    with WriterLease(dst, what="merge"):  # gc spares the copies until the commit
+        try:
+            shards_a, rows_a = mover.bring_all(first)
+            shards_b, rows_b = mover.bring_all(second)
+            rows = pa.concat_tables([rows_a, rows_b])
+            manifest = commit_manifest(
+                dst, parent=None, shards=tuple(shards_a + shards_b), index_table=rows,
+                layout=first.manifest.layout, fingerprint=first.manifest.fingerprint,
+                encoding=first.manifest.encoding, operation="merge",
+                extra={"args": {"from": [first.ref, second.ref], "copied_shards": len(mover.copies)}})
+        except BaseException:
+            mover.discard()
+            raise
     return OpResult(manifest, added=_live(rows), copied_shards=len(mover.copies),
                     referenced_shards=mover.referenced)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ManifestError
+from .errors import ManifestError, OperationRefused
 from .fingerprint import diff_fingerprints
 from .index import INDEX_DIR, STATUS_OK, read_index
+from .lease import live_leases
 from .manifest import MANIFEST_DIR, TAG_DIR, list_generations, read_manifest, resolve_generation
 from .store import Store, open_store, split_ref
 from .writer import SHARD_DIR
@@ -85,28 +86,49 @@ def diff_caches(url_a: str, url_b: str) -> dict[str, Any]:
             "cache_id": [ma.cache_id, mb.cache_id]}
 
 
+# Below this an orphan may be a writer's shard that is not committed yet: the lease protects
+# writers that hold one, this covers those that do not (another tool, an older s2dit) and a
+# store whose timestamps lag. ``allow_short_grace`` is for tests and users who know.
+MIN_GRACE_SECONDS = 3600.0
+
+
 @dataclass
 class GcResult:
     orphans: list[str]
     deleted: list[str]
     kept_young: list[str]
+    kept_leased: list[str] = field(default_factory=list)  # not older than a live lease's start
+    live_leases: list[str] = field(default_factory=list)
+    expired_leases: list[str] = field(default_factory=list)  # removed unless dry_run
 
 
-def gc(url: str, *, grace_seconds: float = 24 * 3600, dry_run: bool = False) -> GcResult:
-    """Delete shard and index objects no generation references, older than the grace period.
+def gc(url: str, *, grace_seconds: float = 24 * 3600, dry_run: bool = False,
+       allow_short_grace: bool = False) -> GcResult:
+    """Delete shard and index objects no generation references, older than the grace period
+    and older than the start of every live writer lease (``lease``).
 
     Only this cache's own shards/ and index/ folders are looked at: shards it references in
     another cache (append or merge by reference) are never touched, and its own committed
     shards stay named by its immutable manifests, so caches referencing them stay readable.
+    A grace below ``MIN_GRACE_SECONDS`` is refused unless ``allow_short_grace``.
     """
+    if grace_seconds < MIN_GRACE_SECONDS and not allow_short_grace:
+        raise OperationRefused(
+            f"a gc grace of {grace_seconds:g} s is below the minimum of {MIN_GRACE_SECONDS:g} s "
+            "(1h): a writer that holds no lease may still be about to commit younger orphans; "
+            "pass --allow-short-grace (allow_short_grace=True) if you know none is running")
     store = open_store(split_ref(url)[0])
+    # Leases first: a writer that starts after this read writes objects newer than ``now``,
+    # which the grace period keeps (grace > 0) and the lease check below keeps anyway.
+    now = time.time()
+    leases = live_leases(store, now)
     referenced: set[str] = set()
     for gen in list_generations(store):
         m = read_manifest(store, gen)  # a corrupt manifest stops gc: never guess what it named
         referenced.update(s.path for s in m.shards if s.root is None)  # others live elsewhere
         referenced.add(m.index_path)
-    now = time.time()
-    orphans, deleted, young = [], [], []
+    result = GcResult(orphans=[], deleted=[], kept_young=[], live_leases=leases.live,
+                      expired_leases=leases.expired)
     for top in (SHARD_DIR, INDEX_DIR):
         for rel in store.list(top):
             name = rel.rsplit("/", 1)[-1]
@@ -114,17 +136,23 @@ def gc(url: str, *, grace_seconds: float = 24 * 3600, dry_run: bool = False) -> 
                 pass  # a crashed create-only put's temp file: an orphan too
             elif rel in referenced:
                 continue
-            orphans.append(rel)
+            result.orphans.append(rel)
             objects = store.walk_files(rel) or {rel: 0}
             stamps = [store.modified(o) for o in objects]
             newest = max((s for s in stamps if s is not None), default=None)
             if newest is not None and now - newest < grace_seconds:
-                young.append(rel)
+                result.kept_young.append(rel)
+                continue
+            if leases.protect_from is not None and (newest is None or newest >= leases.protect_from):
+                result.kept_leased.append(rel)
                 continue
             if not dry_run:
                 store.delete(rel)
-                deleted.append(rel)
-    return GcResult(orphans=orphans, deleted=deleted, kept_young=young)
+                result.deleted.append(rel)
+    if not dry_run:
+        for rel in leases.expired:
+            store.delete(rel)
+    return result
 
 
-__all__ = ["MANIFEST_DIR", "GcResult", "diff", "diff_caches", "gc", "lineage", "list_tags", "set_tag"]
+__all__ = ["MANIFEST_DIR", "MIN_GRACE_SECONDS", "GcResult", "diff", "diff_caches", "gc", "lineage", "list_tags", "set_tag"]

@@ -20,10 +20,17 @@ import pyarrow as pa
 from .checksum import sha256_bytes
 from .encodings import DEFAULT_ENCODING, get_encoding, object_path
 from .encodings.step_checksums import record_and_step_checksums
-from .errors import AlreadyExists, CacheError, FingerprintMismatch, GenerationConflict
+from .errors import (
+    AlreadyExists,
+    CacheError,
+    FingerprintMismatch,
+    GenerationConflict,
+    IntegrityError,
+)
 from .fields import CHECKSUMS_KEY, CacheLayout, validate_record
 from .fingerprint import canonical_json, diff_fingerprints
 from .index import STATUS_OK, read_index, rows_table, write_index
+from .lease import DEFAULT_TTL, WriterLease
 from .manifest import (
     Manifest,
     ShardInfo,
@@ -121,6 +128,7 @@ def commit_manifest(store: Store, *, parent: Manifest | None, shards: Sequence[S
                     encoding: str, operation: str, extra: dict[str, Any] | None = None) -> Manifest:
     """Take generation parent+1 (create-only). Raises GenerationConflict if another writer did."""
     generation = (parent.generation if parent else 0) + 1
+    check_shards_stored(store, shards, committed=parent.shards if parent else ())
     index_rel, index_sha256, index_size = write_index(store, generation, index_table)
     live = sum(1 for s in index_table.column("status").to_pylist() if s == STATUS_OK)
     manifest = Manifest(
@@ -139,6 +147,37 @@ def commit_manifest(store: Store, *, parent: Manifest | None, shards: Sequence[S
         raise GenerationConflict(f"generation {generation} of {store.url} was committed by another "
                                  "writer first") from None
     return manifest
+
+
+def check_shards_stored(store: Store, shards: Sequence[ShardInfo],
+                        committed: Sequence[ShardInfo] = ()) -> None:
+    """Every shard of this store a commit adds exists with its recorded size, else IntegrityError
+    naming it (gc or a person may have removed it, or an upload stopped half way).
+
+    Sizes only: the sha256 a ShardInfo carries was computed by the writer from the very bytes it
+    put (never re-read), so re-hashing here would read every shard a second time; ``verify``
+    re-hashes. Shards the parent already names were checked when they were committed, and
+    shards referenced in another cache (``root``) are that cache's committed objects.
+    """
+    known = {s.path for s in committed}
+    for shard in shards:
+        if shard.root is not None or shard.path in known:
+            continue
+        try:
+            objects = get_encoding(shard.encoding).objects(store, shard.path)
+        except FileNotFoundError:
+            objects = {}
+        if not objects:
+            raise IntegrityError(f"shard {shard.name} ({store.url_of(shard.path)}) is missing; "
+                                 "refusing to commit a generation that names it (was it removed "
+                                 "by `s2dit cache gc` or by hand?); rerun the writer",
+                                 shard=shard.path)
+        size = sum(objects.values())
+        if size != shard.bytes:
+            raise IntegrityError(f"shard {shard.name} ({store.url_of(shard.path)}) has {size} "
+                                 f"bytes stored, its writer recorded {shard.bytes} (truncated or "
+                                 "rewritten); refusing to commit it; rerun the writer",
+                                 shard=shard.path)
 
 
 def _committed_bytes(store: Store, manifest: Manifest) -> bytes | None:
@@ -210,7 +249,7 @@ class CacheWriter:
                  encoding: str = DEFAULT_ENCODING, samples_per_shard: int = 256,
                  config: dict[str, Any] | None = None,
                  storage_options: dict[str, Any] | None = None, shard_prefix: str | None = None,
-                 max_pending: int = 2):
+                 max_pending: int = 2, lease_ttl: float = DEFAULT_TTL):
         get_encoding(encoding).check_layout(layout)  # unknown name or codec: fails before any work
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
@@ -227,6 +266,8 @@ class CacheWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-upload")
         self._count = 0
         self.manifest: Manifest | None = None
+        # held from the first shard to the commit, so that gc leaves our uncommitted shards alone
+        self.lease = WriterLease(self.store, what="CacheWriter", ttl=lease_ttl)
         gens = list_generations(self.store)  # refuse a mismatched cache before any work is done
         if gens:
             check_compatible(read_manifest(self.store, gens[-1]), fingerprint, layout, encoding,
@@ -242,6 +283,7 @@ class CacheWriter:
         if not self._buffer:
             return
         records, self._buffer = self._buffer, []
+        self.lease.start()
         name = f"{self.prefix}{self._count:06d}"
         self._count += 1
         # Backpressure: at most max_pending shards in flight, so memory stays bounded.
@@ -252,13 +294,16 @@ class CacheWriter:
             shard_name=name, prepared=True))
 
     def commit(self, operation: str = "append") -> Manifest:
-        self._flush()
-        shards = [f.result() for f in self._pending]
-        self._pool.shutdown(wait=True)
-        extra = {"config": self.config} if self.config is not None else None
-        self.manifest = commit_generation(self.url, shards=shards, layout=self.layout,
-                                          fingerprint=self.fingerprint, operation=operation,
-                                          extra=extra, storage_options=self.storage_options)
+        try:
+            self._flush()
+            shards = [f.result() for f in self._pending]
+            self._pool.shutdown(wait=True)
+            extra = {"config": self.config} if self.config is not None else None
+            self.manifest = commit_generation(self.url, shards=shards, layout=self.layout,
+                                              fingerprint=self.fingerprint, operation=operation,
+                                              extra=extra, storage_options=self.storage_options)
+        finally:
+            self.lease.end()
         return self.manifest
 
     def abort(self) -> None:
@@ -266,6 +311,7 @@ class CacheWriter:
             future.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._buffer.clear()
+        self.lease.end()
 
     def __enter__(self) -> Self:
         return self

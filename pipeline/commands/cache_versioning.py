@@ -136,13 +136,16 @@ def _convert(args):
 
 
 def _gc(args):
-    result = gc(args.url, grace_seconds=parse_duration(args.grace), dry_run=args.dry_run)
+    result = gc(args.url, grace_seconds=parse_duration(args.grace), dry_run=args.dry_run,
+                allow_short_grace=args.allow_short_grace)
     verb = "would delete" if args.dry_run else "deleted"
+    kept = set(result.kept_young) | set(result.kept_leased)
     targets = result.orphans if args.dry_run else result.deleted
     for rel in targets:
-        if rel not in result.kept_young:
+        if rel not in kept:
             print(f"{verb} {rel}")
     print(f"{len(result.orphans)} orphans; {len(result.kept_young)} younger than {args.grace} kept; "
+          f"{len(result.kept_leased)} kept for {len(result.live_leases)} running writer(s); "
           f"{len(result.deleted)} deleted")
     return 0
 
@@ -232,9 +235,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g = subparsers.add_parser("gc", help="delete objects no generation references",
                               description="Delete shard and index objects that no generation "
                                           "references and that are older than the grace period "
-                                          "(e.g. a killed writer's shards). Never touches "
-                                          "anything a generation references.")
+                                          "(e.g. a killed writer's shards), and not younger than "
+                                          "the start of a running writer's lease (leases/). Never "
+                                          "touches anything a generation references.")
     g.add_argument("url", help="cache URL")
-    g.add_argument("--grace", default="24h", help="minimum age of an orphan (default 24h)")
+    g.add_argument("--grace", default="24h",
+                   help="minimum age of an orphan (default 24h; at least 1h unless "
+                        "--allow-short-grace)")
+    g.add_argument("--allow-short-grace", action="store_true",
+                   help="accept a grace below 1h (only when no writer without a lease, such as "
+                        "an older s2dit, may be writing to this cache)")
     g.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     g.set_defaults(func=_guard(_gc))

@@ -26,6 +26,7 @@ from cache_schema import (
     open_store,
     write_shard,
 )
+from cache_schema.lease import LEASE_DIR, live_leases
 from cache_schema.verify import verify_cache
 from cache_schema.versioning import gc
 from pipeline.cli import main as cli
@@ -93,7 +94,7 @@ WRITER_SCRIPT = textwrap.dedent("""
     from cache_schema import CacheWriter
     layout = small_layout()
     with CacheWriter({url!r}, layout=layout, fingerprint=FINGERPRINT, encoding={enc!r},
-                     samples_per_shard=2) as w:
+                     samples_per_shard=2, lease_ttl={ttl}) as w:
         for i, r in enumerate(make_records(layout, 400, seed=7)):
             w.write(r)
             if i == 5:
@@ -113,23 +114,31 @@ def test_writer_killed_mid_write_leaves_nothing_visible_and_gc_takes_exactly_its
     url = str(tmp_path / "c") if where == "local" else request.getfixturevalue("s3_bucket") + "/c"
     _cache(url, encoding, n=4)
     committed = _objects(url)
-    script = WRITER_SCRIPT.format(tests=str(Path(__file__).parent), url=url, enc=encoding)
+    ttl = 5.0
+    script = WRITER_SCRIPT.format(tests=str(Path(__file__).parent), url=url, enc=encoding, ttl=ttl)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    # its lease is still live (it cannot know it died yet): gc keeps what it wrote
+    early = gc(url, grace_seconds=0, allow_short_grace=True)
+    assert early.orphans and early.kept_leased == early.orphans and not early.deleted
+    deadline = time.time() + ttl + 10
+    while live_leases(open_store(url)).live and time.time() < deadline:
+        time.sleep(0.5)
+    assert not live_leases(open_store(url)).live  # no heartbeat for ttl: the lease expired
     assert list_generations(open_store(url)) == [1]
     assert len(list(CacheReader(url).iter_records(fields=["seed"]))) == 4
     assert verify_cache(url, deep=True).ok
     left_behind = _objects(url) - committed
     assert len(left_behind) > 2  # the killed writer's shards exist but no manifest names them
     # --dry-run names the orphans and deletes nothing; gc then deletes exactly them
-    dry = gc(url, grace_seconds=0, dry_run=True)
+    dry = gc(url, grace_seconds=0, allow_short_grace=True, dry_run=True)
     assert dry.orphans and not dry.deleted and _objects(url) == committed | left_behind
-    done = gc(url, grace_seconds=0)
-    assert sorted(done.deleted) == sorted(dry.orphans)
-    assert _objects(url) == committed
+    done = gc(url, grace_seconds=0, allow_short_grace=True)
+    assert sorted(done.deleted) == sorted(dry.orphans) and done.expired_leases == dry.expired_leases
+    assert _objects(url) == committed and not open_store(url).list(LEASE_DIR)
     assert verify_cache(url, deep=True).ok
     assert len(list(CacheReader(url).iter_records(fields=["seed"]))) == 4
 

@@ -37,10 +37,10 @@ def test_tags_pins_diff_and_gc(where, tmp_path, request, capsys):
         CacheReader(f"{url}@9")
     # shards[2] was written but never committed: the only orphan
     orphan = shards[2].path
-    dry = gc(url, grace_seconds=0, dry_run=True)
+    dry = gc(url, grace_seconds=0, allow_short_grace=True, dry_run=True)
     assert dry.orphans == [orphan] and not dry.deleted
     assert gc(url, grace_seconds=3600).deleted == []  # younger than the grace period
-    done = gc(url, grace_seconds=0)
+    done = gc(url, grace_seconds=0, allow_short_grace=True)
     assert done.deleted == [orphan]
     assert verify_cache(url, deep=True).ok and verify_cache(f"{url}@1", deep=True).ok
     assert cli(["cache", "log", url]) == 0

@@ -138,8 +138,8 @@ def test_append_by_reference_copies_nothing_and_keeps_old_generations(root):
     assert ids(a)[6:] == ids(f"{b}@1")
     # gc on either cache takes its own orphan only, never a referenced object
     orphan_a, orphan_b = orphan(a), orphan(b)
-    assert gc(a, grace_seconds=0).deleted == [orphan_a]
-    assert gc(b, grace_seconds=0).deleted == [orphan_b]
+    assert gc(a, grace_seconds=0, allow_short_grace=True).deleted == [orphan_a]
+    assert gc(b, grace_seconds=0, allow_short_grace=True).deleted == [orphan_b]
     for url in (a, f"{a}@1", b, f"{b}@1"):
         assert verify_cache(url, deep=True).ok, url
     assert same(snapshot(f"{a}@1"), before)
@@ -252,7 +252,7 @@ def test_filter_by_ids_and_where_then_dedup(root, tmp_path, capsys):
         assert cli(["cache", "filter", url, "--where", "colour == 1"]) == 2
         assert "error: --where 'colour == 1': unknown column 'colour'" in capsys.readouterr().err
     assert all_same(history, url) and list_generations(open_store(url)) == [1, 2, 3, 4, 5]
-    assert gc(url, grace_seconds=0).deleted == []  # every index and shard is referenced
+    assert gc(url, grace_seconds=0, allow_short_grace=True).deleted == []  # every index and shard is referenced
     for gen in range(1, 6):
         assert verify_cache(f"{url}@{gen}", deep=True).ok
     assert cli(["cache", "log", url]) == 0
@@ -297,7 +297,7 @@ def test_merge_keeps_tombstones_and_refuses_existing_output(root):
     assert diff_caches(a, other)["fingerprint_changes"] == ["shift: 3.0 -> 5.0"]
     for url in (a, b, c):
         orphan_path = orphan(url)
-        assert gc(url, grace_seconds=0).deleted == [orphan_path]
+        assert gc(url, grace_seconds=0, allow_short_grace=True).deleted == [orphan_path]
     assert verify_cache(c, deep=True).ok and verify_cache(f"{a}@1", deep=True).ok
 
 
