@@ -32,6 +32,7 @@ from .optim import adamw, ema_update, optimiser_step, set_lr
 from .precision import Precision
 from .schedule import lr_factor
 from .search.layout_file import model_overrides
+from .stage_spec import TrainingStage
 from .text import pad_text
 
 FIELDS = ("states", "v_cond", "v_uncond", "guidance", "sigmas", "x0", "text_emb")
@@ -182,6 +183,11 @@ class Trainer(TrainLoop):
         return Parts(self.model, self.ema, self.opt, {"grad_scaler": self.precision.state_dict()})
 
 
-def train_kd(cache_url: str, out_url: str, config: TrainConfig, *, progress: bool = True) -> str | None:
-    """Train (or resume) S2DiT-KD on a cache; returns the final checkpoint URL."""
-    return Trainer(cache_url, out_url, config).run(progress=progress)
+def build_kd(config: TrainConfig, out_url: str, *, cache_url: str, rank: int = 0,
+             world_size: int = 1, wrap_model: Callable | None = None) -> Trainer:
+    return Trainer(cache_url, out_url, config, rank=rank, world_size=world_size,
+                   wrap_model=wrap_model)
+
+
+KD_STAGE = TrainingStage(name="kd", title="S2DiT-KD", config=TrainConfig, build=build_kd,
+                         inputs=("cache_url",), checkpoints=Trainer.RESUMES, ddp=True)

@@ -11,38 +11,27 @@ from .errors import friendly_errors
 
 def _train_kd(args: argparse.Namespace) -> int:
     from student_train.config import TrainConfig
+    from student_train.launch import launch
 
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                  "device": args.device, "layout_file": args.layout_file}
     config = TrainConfig.load(args.config, **overrides)
-    if args.workers > 1:
-        from student_train.distributed import train_kd_ray
-
-        checkpoint = train_kd_ray(args.cache, args.out, config, workers=args.workers,
-                                  max_failures=args.max_failures)
-    else:
-        from student_train.trainer import train_kd
-
-        checkpoint = train_kd(args.cache, args.out, config)
-    print(json.dumps({"checkpoint": checkpoint}))
+    done = launch("kd", config, args.workers, out_url=args.out, cache_url=args.cache,
+                  max_failures=args.max_failures)
+    print(json.dumps({"checkpoint": done.checkpoint}))
     return 0
 
 
 def _train_ar(args: argparse.Namespace) -> int:
-    from student_train.self_forcing import ARConfig, train_ar
+    from student_train.launch import launch
+    from student_train.self_forcing import ARConfig
 
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                  "device": args.device, "chunk_frames": args.chunk_frames}
     config = ARConfig.load(args.config, **overrides)
-    if args.workers > 1:
-        from student_train.distributed import train_ar_ray
-
-        checkpoint = train_ar_ray(args.init, args.cache, args.out, config, workers=args.workers,
-                                  max_failures=args.max_failures,
-                                  progress=not args.quiet)
-    else:
-        checkpoint = train_ar(args.init, args.cache, args.out, config, progress=not args.quiet)
-    print(json.dumps({"checkpoint": checkpoint}))
+    done = launch("ar", config, args.workers, out_url=args.out, init_url=args.init,
+                  cache_url=args.cache, max_failures=args.max_failures, progress=not args.quiet)
+    print(json.dumps({"checkpoint": done.checkpoint}))
     return 0
 
 

@@ -7,6 +7,6 @@ gradient at the exit step), losses (DMD, critic flow matching, trajectory regres
 
 from .config import ARConfig
 from .rollout import exit_steps, rollout
-from .trainer import ARTrainer, train_ar
+from .trainer import AR_STAGE, ARTrainer
 
-__all__ = ["ARConfig", "ARTrainer", "exit_steps", "rollout", "train_ar"]
+__all__ = ["AR_STAGE", "ARConfig", "ARTrainer", "exit_steps", "rollout"]

@@ -17,7 +17,7 @@
 Steps 3 and 6, the record stream shared by both phases, metrics and progress are the loop
 core's (loop.py), shared with stage 1; this module is stage 2's phases and checkpoint contents.
 
-With ``world_size`` > 1 (``train_ar_ray``) each rank rolls out ``batch_size / world_size`` of
+With ``world_size`` > 1 (``launch`` on Ray Train workers) each rank rolls out ``batch_size / world_size`` of
 the global batch, gradients are averaged over ranks before clipping, and rank 0 alone writes.
 Exit steps and per-row draws are keyed by step and sample id, so the ranks together compute
 the single-process step.
@@ -36,6 +36,7 @@ from ..model import S2DiT, StudentConfig
 from ..optim import adamw, ema_update, optimiser_step, set_lr
 from ..precision import Precision
 from ..schedule import lr_factor
+from ..stage_spec import TrainingStage, configured_context
 from .batch import AR_FIELDS, ARBatch, collate_ar
 from .causal import CAUSAL_FIELDS, collate_causal, teacher_forcing_loss
 from .config import ARConfig
@@ -215,7 +216,18 @@ class ARTrainer(TrainLoop):
                      optimizers={"critic_optim": self.critic_opt, "causal_optim": self.causal_opt})
 
 
-def train_ar(init_url: str, cache_url: str, out_url: str, config: ARConfig, *,
-             progress: bool = True) -> str | None:
-    """Train (or resume) S2DiT-AR from a KD checkpoint on a cache; returns the final checkpoint URL."""
-    return ARTrainer(init_url, cache_url, out_url, config).run(progress=progress)
+def build_ar(config: ARConfig, out_url: str, *, init_url: str, cache_url: str, rank: int = 0,
+             world_size: int = 1) -> ARTrainer:
+    return ARTrainer(init_url, cache_url, out_url, config, rank=rank, world_size=world_size)
+
+
+def _total_steps(config: ARConfig) -> int:
+    return config.causal_steps + config.steps  # checkpoints count both phases
+
+
+# Its "causal" checkpoints (before the first DMD step) are sampled whole, like KD; "ar" ones
+# stream, committing chunks at the trained context_sigma.
+AR_STAGE = TrainingStage(name="ar", title="S2DiT-AR", config=ARConfig, build=build_ar,
+                         inputs=("init_url", "cache_url"), checkpoints=ARTrainer.RESUMES,
+                         streams=("ar",), context_sigma=configured_context,
+                         total_steps=_total_steps)

@@ -256,12 +256,12 @@ def test_cli_help_and_a_tiny_run_then_streaming_eval(cache, kd, tmp_path, capsys
 
 def test_two_ray_train_workers_match_one_worker(cache, kd, tmp_path, ray_runtime):
     """Each rank rolls out half the global batch; averaged gradients give the one-worker step."""
-    from student_train.distributed import train_ar_ray
+    from student_train.launch import launch
 
     cfg = _cfg(steps=3, checkpoint_every=3)
     ARTrainer(kd, cache, str(tmp_path / "one"), cfg).run(progress=False)
-    train_ar_ray(kd, cache, str(tmp_path / "two"), cfg, workers=2, progress=False,
-                 storage_path=str(tmp_path / "ray_train"))
+    launch("ar", cfg, 2, out_url=str(tmp_path / "two"), init_url=kd, cache_url=cache,
+           progress=False, storage_path=str(tmp_path / "ray_train"))
     one = ARTrainer(kd, cache, str(tmp_path / "one"), cfg)
     two = ARTrainer(kd, cache, str(tmp_path / "two"), cfg)
     assert one.step == two.step == 3
@@ -270,4 +270,4 @@ def test_two_ray_train_workers_match_one_worker(cache, kd, tmp_path, ray_runtime
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="batch_size 4 must divide evenly over 3 workers"):
-        train_ar_ray(kd, cache, str(tmp_path / "three"), cfg, workers=3)
+        launch("ar", cfg, 3, out_url=str(tmp_path / "three"), init_url=kd, cache_url=cache)

@@ -167,12 +167,12 @@ def test_corrupt_shard_stops_training_naming_it_or_is_skipped(tmp_path):
 
 
 def test_two_ray_train_workers_match_one_worker(cache, tmp_path, ray_runtime):
-    from student_train.distributed import train_kd_ray
+    from student_train.launch import launch
 
     cfg = _cfg(steps=3, batch_size=8, checkpoint_every=3)
     Trainer(cache, str(tmp_path / "one"), cfg).run(progress=False)
-    train_kd_ray(cache, str(tmp_path / "two"), cfg, workers=2, progress=False,
-                 storage_path=str(tmp_path / "ray_train"))
+    launch("kd", cfg, 2, out_url=str(tmp_path / "two"), cache_url=cache, progress=False,
+           storage_path=str(tmp_path / "ray_train"))
     one = Trainer(cache, str(tmp_path / "one"), cfg).model.state_dict()
     two = Trainer(cache, str(tmp_path / "two"), cfg).model.state_dict()
     for key in one:
@@ -274,14 +274,14 @@ def test_a_killed_ray_train_worker_is_replaced_and_the_run_ends_as_if_uninterrup
     import time
 
     from student_train.checkpoint import latest_checkpoint, load_checkpoint
-    from student_train.distributed import train_kd_ray
+    from student_train.launch import launch
 
     cfg = _cfg(steps=24, batch_size=8, checkpoint_every=2)
     out = tmp_path / "two"
     done: dict = {}
-    thread = threading.Thread(target=lambda: done.update(ckpt=train_kd_ray(
-        cache, str(out), cfg, workers=2, max_failures=1, progress=False,
-        storage_path=str(tmp_path / "ray_train"))), daemon=True)
+    thread = threading.Thread(target=lambda: done.update(ckpt=launch(
+        "kd", cfg, 2, out_url=str(out), cache_url=cache, max_failures=1, progress=False,
+        storage_path=str(tmp_path / "ray_train")).checkpoint), daemon=True)
     started = time.time() - 1
     thread.start()
     deadline = time.monotonic() + 240

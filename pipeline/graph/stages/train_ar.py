@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from student_train.self_forcing import ARConfig, ARTrainer
+from student_train.launch import launch
+from student_train.self_forcing import ARConfig
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
@@ -23,22 +24,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     config, out = ar_config(ctx.config), ctx.path("student_ar")
     init, cache = ctx.outputs("train_kd")["checkpoint"], ctx.outputs("tag")["cache_url"]
     count, failures = workers(ctx)
-    phases: dict[str, float] = {}
-    if count > 1:
-        from student_train.distributed import train_ar_ray
-
-        train_ar_ray(init, cache, out, config, workers=count, max_failures=failures,
-                     progress=ctx.progress)
-    else:
-        trainer = ARTrainer(init, cache, out, config)
-        trainer.run(progress=ctx.progress)
-        phases = {k: round(v, 3) for k, v in getattr(trainer, "phase_seconds", {}).items()}
-        ctx.console.print(f"causal phase {trainer.causal_step} steps, DMD {trainer.step} steps; "
-                          f"seconds this run {phases}")
+    done = launch("ar", config, count, out_url=out, init_url=init, cache_url=cache,
+                  max_failures=failures, progress=ctx.progress, log=ctx.console.print)
+    if done.phase_steps:
+        ctx.console.print(f"steps per phase {done.phase_steps}; seconds this run "
+                          f"{done.phase_seconds}")
     # checkpoints are numbered by causal + DMD steps
     checkpoint = finished_checkpoint(out, config.causal_steps + config.steps, "S2DiT-AR")
     return {"out": out, "checkpoint": checkpoint, "causal_step": config.causal_steps,
-            "dmd_step": config.steps, "phase_seconds": phases, "workers": count}
+            "dmd_step": config.steps, "phase_seconds": done.phase_seconds, "workers": count}
 
 
 STAGE = Stage(name="train_ar", title="self-force S2DiT-AR (stage 2)", section="train_ar", run=run,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from student_train.config import TrainConfig
-from student_train.trainer import Trainer
+from student_train.launch import launch
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
@@ -23,21 +23,11 @@ def train_config(config: RunConfig) -> TrainConfig:
 def run(ctx: StageContext) -> dict[str, Any]:
     config, out, cache = train_config(ctx.config), ctx.path("student"), ctx.outputs("tag")["cache_url"]
     count, failures = workers(ctx)
-    seconds = None
-    if count > 1:
-        from student_train.distributed import train_kd_ray
-
-        train_kd_ray(cache, out, config, workers=count, max_failures=failures, progress=ctx.progress)
-    else:
-        trainer = Trainer(cache, out, config)
-        resumed = getattr(trainer, "resumed_from", None)
-        if resumed:
-            ctx.console.print(f"resuming from {resumed} (step {trainer.step} of {config.steps})")
-        trainer.run(progress=ctx.progress)
-        seconds = round(getattr(trainer, "train_seconds", 0.0), 3)
+    done = launch("kd", config, count, out_url=out, cache_url=cache, max_failures=failures,
+                  progress=ctx.progress, log=ctx.console.print)
     checkpoint = finished_checkpoint(out, config.steps, "S2DiT-KD")
-    return {"out": out, "checkpoint": checkpoint, "step": config.steps, "train_seconds": seconds,
-            "workers": count}
+    return {"out": out, "checkpoint": checkpoint, "step": config.steps,
+            "train_seconds": done.train_seconds, "workers": count}
 
 
 STAGE = Stage(name="train_kd", title="train S2DiT-KD (stage 1)", section="train", run=run,
