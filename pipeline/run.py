@@ -27,6 +27,7 @@ from rich.table import Table
 
 from pipeline.graph import STAGES, RunConfig, bundled_config, load_run_config, run_graph
 from pipeline.graph.plan import Step, plan_graph
+from pipeline.graph.run_folder import check_run_folder
 from pipeline.graph.state import RunState
 
 DEMO_CONFIG = "demo.toml"
@@ -76,6 +77,7 @@ def run_config(config: RunConfig, *, out: str | None = None, from_stage: str | N
         raise ValueError(f"no run folder: pass --out URL or set [run] out in {config.source}")
     config.override("run", out=run_dir)
     console = console or Console()
+    check_run_folder(run_dir)  # outside the try: a refused folder gets no partial report either
     try:
         state = run_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage, only=only,
                           console=console, progress=progress)

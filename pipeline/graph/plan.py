@@ -12,6 +12,7 @@ from rich.console import Console
 
 from .config import RunConfig
 from .fingerprint import digest
+from .run_folder import check_run_folder
 from .runner import _inputs, _skip_reason, _up_to_date, check_config, check_flags
 from .stage import Stage, StageContext
 from .state import RunState
@@ -31,6 +32,7 @@ def plan_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
     """One Step per stage, in order; reads the run folder, writes nothing."""
     names = check_flags(stages, from_stage, only)
     check_config(config, stages)
+    check_run_folder(run_dir)  # what the run would refuse, --plan refuses too
     state = RunState.load(run_dir, names)  # loading writes nothing; only set() saves
     ctx = StageContext(run_dir=run_dir, config=config, state=state, console=Console(quiet=True),
                        progress=False)

@@ -20,8 +20,9 @@ from rich.console import Console
 
 from .config import RunConfig, RunConfigError
 from .fingerprint import digest
+from .run_folder import check_run_folder
 from .stage import Stage, StageContext
-from .state import RunState, now
+from .state import STATE_FILE, RunState, now
 from .toml_out import dumps
 
 
@@ -91,9 +92,12 @@ def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
     console = console or Console()
     names = check_flags(stages, from_stage, only)
     check_config(config, stages)
+    check_run_folder(run_dir)  # before the first byte: someone's folder stays as it was
     fs, root = fsspec.core.url_to_fs(run_dir)
     fs.makedirs(root, exist_ok=True)
     state = RunState.load(run_dir, names)
+    if not fs.exists(f"{root}/{STATE_FILE}"):
+        state.save()  # first, so that a run killed from here on leaves a run folder
     write_run_config(run_dir, config)
     ctx = StageContext(run_dir=run_dir, config=config, state=state, console=console, progress=progress)
     forced_from = names.index(from_stage) if from_stage else len(names)
