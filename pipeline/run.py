@@ -116,9 +116,20 @@ def _partial_report(run_dir: str, console: Console) -> None:
     if not fs.exists(f"{root}/{STATE_FILE}"):
         return  # refused before any stage ran
     try:
-        console.print(f"partial report: {write_report(run_dir)}", soft_wrap=True)
+        before = _entries(fs, root)
+        html = write_report(run_dir)
+        # recorded, so that the report stage of the rerun replaces these files
+        state = RunState.load(run_dir, tuple(s.name for s in STAGES))
+        state.partial += sorted(_entries(fs, root) - before) + [html.rstrip("/").rsplit("/", 1)[-1]]
+        state.save()
+        console.print(f"partial report: {html}", soft_wrap=True)
     except Exception as exc:  # noqa: BLE001 - best effort; the stage's error follows
         console.print(f"(no partial report: {type(exc).__name__}: {exc})")
+
+
+def _entries(fs: fsspec.AbstractFileSystem, root: str) -> set[str]:
+    fs.invalidate_cache(root)
+    return {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
 
 
 def print_summary(state: RunState, console: Console) -> None:

@@ -152,10 +152,12 @@ def _clear(stage: Stage, ctx: StageContext, record: dict[str, Any]) -> None:
     present = [p for p in stage.writes if ctx.exists(p)]
     if not present:
         return
-    if record.get("status", "pending") == "pending":
-        raise FileExistsError(f"{ctx.path(present[0])} exists but {ctx.state.url} does not record "
-                              f"stage {stage.name} writing it; move it away or use another --out")
+    unrecorded = [p for p in present if p not in ctx.state.partial]
+    if unrecorded and record.get("status", "pending") == "pending":
+        raise FileExistsError(f"{ctx.path(unrecorded[0])} exists but {ctx.state.url} does not "
+                              f"record stage {stage.name} writing it; move it away or use another --out")
     ctx.console.print(f"{stage.name}: inputs changed or rerun asked; removing its old outputs "
                       f"{', '.join(present)}")
     for path in present:
         ctx.remove(path)
+    ctx.state.partial = [p for p in ctx.state.partial if p not in present]  # saved with the stage

@@ -29,12 +29,16 @@ def now() -> str:
 class RunState:
     url: str  # the run_state.json URL
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Folder entries written outside any stage (the report of a failed run): a stage whose
+    # ``writes`` name them replaces them instead of refusing them as someone else's files.
+    partial: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, run_dir: str, stage_names: tuple[str, ...]) -> RunState:
         url = f"{run_dir.rstrip('/')}/{STATE_FILE}"
         fs, path = fsspec.core.url_to_fs(url)
         stages: dict[str, dict[str, Any]] = {}
+        partial: list[str] = []
         if fs.exists(path):
             with fs.open(path, "r") as handle:
                 try:
@@ -46,9 +50,13 @@ class RunState:
                 raise ValueError(f"{url} has run_version {data.get('run_version')!r}; this s2dit "
                                  f"writes {RUN_VERSION}: use a new --out")
             stages = data["stages"]
+            partial = data.get("partial", [])
+            if not isinstance(partial, list) or not all(isinstance(p, str) for p in partial):
+                raise ValueError(f"{url}: 'partial' must be a list of names; move the file away "
+                                 "to start over")
         for name in stage_names:
             stages.setdefault(name, {"status": "pending"})
-        return cls(url=url, stages=stages)
+        return cls(url=url, stages=stages, partial=partial)
 
     def get(self, name: str) -> dict[str, Any]:
         return self.stages[name]
@@ -60,4 +68,7 @@ class RunState:
 
     def save(self) -> None:
         with atomic_output(self.url) as path, open(path, "w") as handle:
-            json.dump({"run_version": RUN_VERSION, "stages": self.stages}, handle, indent=1)
+            body = {"run_version": RUN_VERSION, "stages": self.stages}
+            if self.partial:
+                body["partial"] = sorted(set(self.partial))
+            json.dump(body, handle, indent=1)

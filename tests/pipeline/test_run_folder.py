@@ -111,3 +111,19 @@ def test_a_new_or_empty_folder_and_a_run_folder_still_run(tmp_path, monkeypatch)
     monkeypatch.undo()
     run_graph(load_run_config(str(config)), _stages(log), str(killed), console=QUIET)
     assert log == ["a", "a", "a"]
+
+
+def test_a_rerun_replaces_the_partial_report_of_a_failed_run(tmp_path, capsys):
+    config = tmp_path / "cfg.toml"
+    config.write_text("[corpus]\nkind = 'inline'\nprompts = []\n")  # the corpus stage fails
+    run = tmp_path / "r"
+    assert main(["run", str(config), "--out", str(run), "--no-progress"]) == 2
+    state = json.loads((run / "run_state.json").read_text())
+    assert state["stages"]["corpus"]["status"] == "failed" and "report.html" in state["partial"]
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(run), "--only", "report", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "removing its old outputs" in out and "Traceback" not in out
+    state = json.loads((run / "run_state.json").read_text())
+    assert state["stages"]["report"]["status"] == "done" and "partial" not in state
+    assert (run / "report.html").stat().st_size > 0
