@@ -23,12 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache_schema import FIELD_BY_NAME, CacheError, CacheLayout, Manifest, load_manifest, split_ref
-from pipeline.eval import load_student, trained_context_sigma
+from cache_schema import FIELD_BY_NAME, CacheLayout, split_ref
 from pipeline.teacher_side import TextEncoder, open_teacher_side
 from pipeline.video_io import CODEC, Mp4Writer, atomic_output
-from student_train.checkpoint import latest_checkpoint
-from student_train.sampler import sample, stream_chunks
+from student_train.student import StudentCheckpoint
 from student_train.text import pad_text
 from teacher_jobs.prompts import normalise_prompt, validate_prompt
 from teacher_jobs.teachers.wan import DTYPES
@@ -42,7 +40,7 @@ class SampleConfig:
     seed: int = 0  # noise = torch.randn from a CPU generator seeded with this
     steps: int | None = None  # None: the checkpoint's few-step schedule (full grid with full_step)
     full_step: bool = False  # d = 0 (instantaneous velocity) instead of the jump size
-    streaming: bool | None = None  # chunk by chunk; None: on for S2DiT-AR, off for S2DiT-KD
+    streaming: bool | None = None  # chunk by chunk; None: as the checkpoint's stage samples
     chunk_frames: int | None = None  # latent frames per streaming chunk (None: the model's)
     video: bool = True
     fps: float | None = None  # None: the teacher's (Wan 16, analytic 4)
@@ -63,21 +61,6 @@ class SampleConfig:
             raise ValueError(f"device {self.device!r}: {exc}") from None
         if kind == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r}: no CUDA device is available here (use cpu)")
-
-
-def trained_manifest(state: dict[str, Any]) -> Manifest:
-    """The manifest generation the checkpoint trained on (not whatever a tag names now)."""
-    info = state["manifest"]
-    url = f"{split_ref(info['cache_url'])[0]}@{info['generation']}"
-    try:
-        manifest = load_manifest(url)
-    except (FileNotFoundError, CacheError) as exc:
-        raise FileNotFoundError(f"cannot read {url}, the cache generation this checkpoint trained "
-                                f"on: {exc}") from None
-    if manifest is None or manifest.cache_id != info["cache_id"]:
-        raise ValueError(f"{url} is not the cache this checkpoint trained on (cache id "
-                         f"{info['cache_id']}); it was moved or replaced")
-    return manifest
 
 
 def check_prompts(prompts: list[str], text: TextEncoder) -> list[str]:
@@ -146,9 +129,8 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     ``chunk_s``)."""
     started = time.perf_counter()
     # 1. the student and the cache generation it trained on
-    checkpoint = latest_checkpoint(cfg.checkpoint) or cfg.checkpoint
-    model, state = load_student(checkpoint)
-    manifest = trained_manifest(state)
+    student = StudentCheckpoint.load(cfg.checkpoint)
+    manifest = student.trained_manifest()
     # 2. the teacher side that made the cache
     side = open_teacher_side(manifest.fingerprint, source=cfg.teacher_source, device=cfg.device,
                              dtype=cfg.dtype)
@@ -157,20 +139,16 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
     _, text, mask = student_text(side.text, prompts, manifest.layout)
     text, mask = text.to(device, dtype), mask.to(device)
-    model = model.to(device, dtype)
+    student.to(device, dtype)
     # 4. noise and schedule; noise is drawn on the CPU in fp32 so a seed means one clip anywhere
     shape = (len(prompts), *manifest.layout.latent_shape)  # (B, C, F, H, W)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device, dtype)
-    sigmas = schedule(state["plan"], cfg.steps, cfg.full_step)
-    is_ar = state.get("stage") == "ar"
-    streaming = is_ar if cfg.streaming is None else cfg.streaming
+    sigmas = schedule(student.plan, cfg.steps, cfg.full_step)
+    streaming = student.streams if cfg.streaming is None else cfg.streaming
     jump = not cfg.full_step
     # 5. sample; render each chunk as it is finished
-    if streaming:
-        chunks = stream_chunks(model, noise, text, mask, sigmas, cfg.chunk_frames,
-                               use_step_size=jump, context_sigma=trained_context_sigma(state))
-    else:
-        chunks = iter(sample(model, noise, text, mask, sigmas, use_step_size=jump).split(1, dim=2))
+    chunks = student.chunks(noise, text, mask, sigmas, streaming=streaming, use_step_size=jump,
+                            chunk_frames=cfg.chunk_frames)
     fps = cfg.fps or side.fps
     videos = _video_urls(cfg.out, len(prompts)) if cfg.video else []
     renderer = side.renderer(shape[-2], shape[-1]) if videos else None
@@ -208,18 +186,19 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
         outputs["preview"] = f"{cfg.out}.png"
         with atomic_output(outputs["preview"]) as path:
             side.save_preview(x0, path)  # scores: the analytic side, which has colours
-    info = state["manifest"]
     record = {
-        "checkpoint": checkpoint, "stage": "ar" if is_ar else "kd", "step": state["step"],
-        "manifest": {"cache_url": split_ref(info["cache_url"])[0], "cache_id": manifest.cache_id,
+        "checkpoint": student.url, "stage": student.stage, "step": student.step,
+        "manifest": {"cache_url": split_ref(student.manifest_info["cache_url"])[0],
+                     "cache_id": manifest.cache_id,
                      "generation": manifest.generation,
                      "fingerprint_digest": manifest.fingerprint_digest},
         **side.describe(), "prompts": prompts, "seed": cfg.seed,
         "noise": "torch.randn, CPU generator seeded with seed, fp32",
         "steps": len(sigmas) - 1, "sigmas": sigmas, "step_size": "jump" if jump else "zero",
         "streaming": streaming,
-        "chunk_frames": (cfg.chunk_frames or model.config.chunk_frames) if streaming else None,
-        "context_sigma": trained_context_sigma(state) if streaming else None,
+        "chunk_frames": ((cfg.chunk_frames or student.model.config.chunk_frames) if streaming
+                         else None),
+        "context_sigma": student.context_sigma if streaming else None,
         "device": cfg.device, "dtype": cfg.dtype, "latent_shape": list(x0.shape),
         "outputs": outputs, "scores": scores,
     }

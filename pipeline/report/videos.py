@@ -20,15 +20,10 @@ import torch
 from cache_schema import CacheReader
 from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id
-from pipeline.eval import (
-    HELD_OUT_SEED_BASE,
-    analytic_teacher_of,
-    load_student,
-    trained_context_sigma,
-)
+from pipeline.eval import HELD_OUT_SEED_BASE, analytic_teacher_of
 from pipeline.teacher_side import AnalyticSide, TeacherSide, open_teacher_side
 from student_train.checkpoint import latest_checkpoint
-from student_train.sampler import sample, sample_streaming
+from student_train.student import StudentCheckpoint
 from student_train.text import pad_text
 from teacher_jobs.analytic_corpus import TEMPLATE
 from teacher_jobs.preview import frame_strip
@@ -67,6 +62,15 @@ def _nearest_class(teacher: AnalyticTeacher, x0: np.ndarray) -> list[str]:
             (teacher.classes[k // teacher.config.modes_per_class] for k in d2.argmin(1))]
 
 
+def _student_clip(name: str, student: StudentCheckpoint, noise: torch.Tensor, text: torch.Tensor,
+                  mask: torch.Tensor) -> Clip:
+    """A student's few-step clip, sampled as its stage samples (chunk by chunk or whole)."""
+    sigmas = student.plan["schedule_sigmas"]
+    x0 = student.sample(noise, text, mask, sigmas, use_step_size=True)
+    how = " streaming" if student.streams else ""
+    return Clip(f"{name}, {len(sigmas) - 1}-step{how} (step {student.step})", x0.float().numpy())
+
+
 def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str],
                 notes: dict[str, str] | None = None) -> tuple[AnalyticTeacher, list[Clip]]:
     """The teacher's clips and each student's (``notes``: why a student has none, by name)."""
@@ -87,18 +91,10 @@ def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str],
         if ckpt is None:
             clips.append(Clip(name, None, (notes or {}).get(name, "pending: no checkpoint yet")))
             continue
-        model, state = load_student(ckpt)
-        sigmas = state["plan"]["schedule_sigmas"]
+        student = StudentCheckpoint.load(ckpt)
+        sigmas = student.plan["schedule_sigmas"]
         few = len(sigmas) - 1
-        with torch.no_grad():
-            if state.get("stage") == "ar":
-                x0 = sample_streaming(model, noise, text.emb, text.mask, sigmas,
-                                      context_sigma=trained_context_sigma(state))
-                label = f"{name}, {few}-step streaming (step {state['step']})"
-            else:
-                x0 = sample(model, noise, text.emb, text.mask, sigmas, use_step_size=True)
-                label = f"{name}, {few}-step (step {state['step']})"
-        clips.append(Clip(label, x0.float().numpy()))
+        clips.append(_student_clip(name, student, noise, text.emb, text.mask))
     if few is not None and few != teacher.num_steps:
         short = AnalyticTeacher(AnalyticConfig(**{**teacher.config.__dict__, "num_steps": few}))
         clips.insert(1, Clip(f"teacher, {few}-step",
@@ -179,16 +175,7 @@ def cached_clips(reader: CacheReader, kd_run: str, ar_run: str, n_prompts: int =
         if ckpt is None:
             clips.append(Clip(name, None, (notes or {}).get(name, "pending: no checkpoint yet")))
             continue
-        model, state = load_student(ckpt)
-        sigmas = state["plan"]["schedule_sigmas"]
-        with torch.no_grad():
-            if state.get("stage") == "ar":
-                x0 = sample_streaming(model, noise, text, mask, sigmas, context_sigma=trained_context_sigma(state))
-                label = f"{name}, {len(sigmas) - 1}-step streaming (step {state['step']})"
-            else:
-                x0 = sample(model, noise, text, mask, sigmas, use_step_size=True)
-                label = f"{name}, {len(sigmas) - 1}-step (step {state['step']})"
-        clips.append(Clip(label, x0.float().numpy()))
+        clips.append(_student_clip(name, StudentCheckpoint.load(ckpt), noise, text, mask))
     return records, clips
 
 

@@ -1,0 +1,106 @@
+"""A trained student as its checkpoint describes it: EMA model, plan, stage, context sigma and
+the cache generation it trained on, sampled as its stage says (whole clip, or chunk by chunk).
+
+Whoever samples a student (text to video, the report, evaluation) loads a ``StudentCheckpoint``
+and asks it; the stage's spec (stages.py) answers what a stage name implies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cache_schema import CacheError, Manifest, load_manifest, split_ref
+
+from .checkpoint import checkpoint_stage, latest_checkpoint, load_checkpoint, split_prefix
+from .model import S2DiT, StudentConfig
+from .sampler import sample, sample_streaming, stream_chunks
+from .stage_spec import TrainingStage
+from .stages import stage_of_checkpoint
+
+
+@dataclass
+class StudentCheckpoint:
+    url: str  # the checkpoints/step_N folder
+    model: S2DiT  # eval mode; the EMA weights unless loaded with ema=False
+    state: dict[str, Any]  # its state.json
+    spec: TrainingStage  # the stage that wrote it
+
+    @classmethod
+    def load(cls, url: str, *, ema: bool = True) -> StudentCheckpoint:
+        """A checkpoints/step_N folder, or a training output URL (its newest checkpoint)."""
+        url = latest_checkpoint(url) or url
+        tensors, state = load_checkpoint(url)
+        model = S2DiT(StudentConfig.from_json(state["model_config"]))
+        model.load_state_dict(split_prefix(tensors, "ema" if ema else "model"))
+        return cls(url=url, model=model.eval(), state=state, spec=stage_of_checkpoint(state))
+
+    @property
+    def stage(self) -> str:
+        """The stage name the checkpoint carries (one of ``spec.checkpoints``)."""
+        return checkpoint_stage(self.state)
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        """The few-step schedule (``schedule_sigmas``) and the full grid (``grid_sigmas``)."""
+        return self.state["plan"]
+
+    @property
+    def streams(self) -> bool:
+        """Whether its stage is sampled chunk by chunk unless a caller says otherwise."""
+        return self.stage in self.spec.streams
+
+    @property
+    def context_sigma(self) -> float:
+        """The noise level finished chunks are committed at when it streams (as trained)."""
+        return self.spec.context_sigma(self.state.get("config", {}))
+
+    @property
+    def manifest_info(self) -> dict[str, Any]:
+        """cache_url, cache_id, generation and fingerprint_digest of the cache it trained on."""
+        return self.state["manifest"]
+
+    def trained_manifest(self) -> Manifest:
+        """The manifest generation it trained on (not whatever a tag names now)."""
+        info = self.manifest_info
+        url = f"{split_ref(info['cache_url'])[0]}@{info['generation']}"
+        try:
+            manifest = load_manifest(url)
+        except (FileNotFoundError, CacheError) as exc:
+            raise FileNotFoundError(f"cannot read {url}, the cache generation this checkpoint "
+                                    f"trained on: {exc}") from None
+        if manifest is None or manifest.cache_id != info["cache_id"]:
+            raise ValueError(f"{url} is not the cache this checkpoint trained on (cache id "
+                             f"{info['cache_id']}); it was moved or replaced")
+        return manifest
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> StudentCheckpoint:
+        self.model = self.model.to(device, dtype)
+        return self
+
+    def chunks(self, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+               sigmas: list[float], *, streaming: bool | None = None, use_step_size: bool = True,
+               chunk_frames: int | None = None) -> Iterator[torch.Tensor]:
+        """Finished latents as they come, (B, C, f, H, W) each: chunk by chunk when streaming
+        (default: as its stage samples), else the whole clip sampled at once, one frame each."""
+        if self.streams if streaming is None else streaming:
+            return stream_chunks(self.model, noise, text, text_mask, sigmas, chunk_frames,
+                                 use_step_size=use_step_size, context_sigma=self.context_sigma)
+        x0 = sample(self.model, noise, text, text_mask, sigmas, use_step_size=use_step_size)
+        return iter(x0.split(1, dim=2))
+
+    def sample(self, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+               sigmas: list[float], *, streaming: bool | None = None, use_step_size: bool = True,
+               chunk_frames: int | None = None) -> torch.Tensor:
+        """The whole (B, C, F, H, W) clip, sampled as ``chunks`` says."""
+        if self.streams if streaming is None else streaming:
+            return sample_streaming(self.model, noise, text, text_mask, sigmas, chunk_frames,
+                                    use_step_size=use_step_size, context_sigma=self.context_sigma)
+        return sample(self.model, noise, text, text_mask, sigmas, use_step_size=use_step_size)
