@@ -1,20 +1,8 @@
 """`s2dit run` and `s2dit demo` as functions: a run config through the stage graph.
 
-The stages (pipeline/graph/stages, one module each) and what they read and write:
-
-1. corpus    [corpus]   -> prompts.txt (analytic classes, an inline list, or a corpus file)
-2. generate  [job]      -> cache/ (versioned teacher cache, Ray teacher actors; resumable)
-3. verify    [verify]   -> verify.json (deep integrity report; must pass)
-4. tag       [tag]      -> tag ``train`` on the verified generation
-5. train_kd  [train]    -> student/ (S2DiT-KD checkpoints + metrics; resumable)
-6. eval_kd   [eval]     -> eval_kd.json (analytic-oracle scores; skipped for other teachers)
-7. train_ar  [train_ar] -> student_ar/ (S2DiT-AR: causal phase, then DMD; resumable)
-8. eval_ar   [eval]     -> eval_ar.json (streaming, chunk-by-chunk scores)
-9. sample    [sample]   -> preview/ (text to video: MP4 per prompt, latents, sidecar JSON)
-10. report   [report]   -> report.json, report.html (+ report_assets/)
-
 The demo is configs/demo.toml, shipped inside the package (pipeline/configs); its flags are
-overrides of that config's sections (``DEMO_FLAGS``).
+overrides of that config's sections (``DEMO_FLAGS``). The stages (pipeline/graph/stages, one
+module each), their sections and what they write are listed below, from the stage list.
 """
 
 from __future__ import annotations
@@ -28,7 +16,10 @@ from rich.table import Table
 from pipeline.graph import STAGES, RunConfig, bundled_config, load_run_config, run_graph
 from pipeline.graph.plan import Step, plan_graph
 from pipeline.graph.run_folder import check_run_folder
+from pipeline.graph.stages import stage_lines
 from pipeline.graph.state import RunState
+
+__doc__ += "\n" + "\n".join(stage_lines()) + "\n"
 
 DEMO_CONFIG = "demo.toml"
 
@@ -145,7 +136,3 @@ def print_summary(state: RunState, console: Console) -> None:
     html = state.get("report").get("outputs", {}).get("report_html")
     if html:
         console.print(f"report: {html}  (open it in a browser)", soft_wrap=True)
-
-
-def run_demo(console: Console | None = None, progress: bool = True, **flags: Any) -> RunState:
-    return run_config(demo_config(**flags), console=console, progress=progress)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 
-from pipeline.graph import STAGE_NAMES, load_run_config
+from pipeline.graph import SECTIONS, STAGE_NAMES, load_run_config
 from pipeline.run import plan_config, run_config
 
-EPILOG = """\
-stages, in order: corpus -> generate -> verify -> tag -> train_kd -> eval_kd -> train_ar ->
-eval_ar -> sample -> report. Every stage records the fingerprint of its inputs (its config
-section, its upstream stages) and its outputs in RUN_DIR/run_state.json. Rerunning the same
-command skips what is up to date, resumes a stage that was interrupted (the cache job and the
-trainers continue from what they committed) and reruns what changed and everything after it.
-The report is RUN_DIR/report.html (also `s2dit report RUN_DIR`, for a partial run too).
+EPILOG = textwrap.fill(
+    f"stages, in order: {' -> '.join(STAGE_NAMES)}. Every stage records the fingerprint of its "
+    "inputs (its config section, its upstream stages) and its outputs in RUN_DIR/run_state.json. "
+    "Rerunning the same command skips what is up to date, resumes a stage that was interrupted "
+    "(the cache job and the trainers continue from what they committed) and reruns what changed "
+    "and everything after it. The report is RUN_DIR/report.html (also `s2dit report RUN_DIR`, "
+    "for a partial run too).", 95) + """
 
 examples:
   s2dit run configs/demo.toml                       # the demo (what `s2dit demo` runs)
@@ -45,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "to video and write the HTML report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("config", metavar="CONFIG.toml",
-                     help="run config (sections [run] [corpus] [job] [verify] [tag] [train] "
-                          "[eval] [train_ar] [sample] [report]; see configs/demo.toml)")
+                     help=f"run config (sections {' '.join(f'[{s}]' for s in SECTIONS)}; see "
+                          "configs/demo.toml)")
     run.add_argument("--out", metavar="URL",
                      help="run folder (local path or fsspec URL; default: the config's [run] out)")
     run.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, metavar="STAGE",

@@ -69,6 +69,10 @@ class Stage:
     check: Callable[[RunConfig], None] | None = None
     # Section keys that change how, not what, it computes (left out of the fingerprint)
     volatile: tuple[str, ...] = ()
+    seeded: bool = False  # its section's ``seed`` defaults to ``[run] seed``
+    # The file it leaves in the run folder, by which the report tells it finished in runs
+    # written before run_state.json existed ("": none)
+    artefact: str = ""
     upstream: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:

@@ -10,14 +10,13 @@ from typing import Any
 
 import fsspec
 
-STAGES = ("corpus", "generate", "verify", "tag", "train_kd", "eval_kd", "train_ar", "eval_ar",
-          "sample", "report")
+from pipeline.graph.stages import STAGE_NAMES
+from pipeline.graph.stages import STAGES as GRAPH_STAGES
+
+STAGES = STAGE_NAMES
 STATUSES = ("pending", "running", "done", "failed", "skipped")
 # The artefact each stage leaves (RUN_LAYOUT), for runs written before run_state.json existed.
-ARTEFACTS = {"corpus": "prompts.txt", "generate": "cache", "verify": "verify.json",
-             "train_kd": "student/metrics.jsonl", "eval_kd": "eval_kd.json",
-             "train_ar": "student_ar/metrics.jsonl", "eval_ar": "eval_ar.json",
-             "sample": "preview/preview.json", "report": "report.html"}
+ARTEFACTS = {s.name: s.artefact for s in GRAPH_STAGES if s.artefact}
 
 
 @dataclass

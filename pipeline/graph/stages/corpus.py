@@ -76,6 +76,7 @@ def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
     return fs.exists(path)
 
 
-STAGE = Stage(name="corpus", title="the prompts", section="corpus", run=run,
+STAGE = Stage(name="corpus", title="the prompts", section="corpus", run=run, seeded=True,
+              artefact="prompts.txt",
               writes=("prompts.txt", "prompts.jsonl", "prompts.parquet"),
               extra_inputs=_source_checksum, still_there=_present, check=_section)

@@ -54,8 +54,10 @@ def _eval_ar(ctx: StageContext) -> dict[str, Any]:
 
 
 EVAL_KD = Stage(name="eval_kd", title="score S2DiT-KD with the analytic oracle", section="eval",
+                seeded=True, artefact="eval_kd.json",
                 run=_eval_kd, needs=("train_kd", "generate"), writes=("eval_kd.json",),
                 skip_reason=_analytic_only, check=_section)
 EVAL_AR = Stage(name="eval_ar", title="score S2DiT-AR chunk by chunk", section="eval",
+                seeded=True, artefact="eval_ar.json",
                 run=_eval_ar, needs=("train_ar", "generate"), writes=("eval_ar.json",),
                 skip_reason=_analytic_only, check=_section)

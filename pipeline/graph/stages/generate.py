@@ -55,5 +55,6 @@ EXECUTION_KEYS = ("ray_address", "num_actors", "num_cpus_per_actor", "placement_
                   "max_retries")
 
 STAGE = Stage(name="generate", title="the teacher cache (Ray)", section="job", run=run,
+              seeded=True, artefact="cache",
               needs=("corpus",), writes=("cache",), still_there=_present, resumable=True,
               volatile=EXECUTION_KEYS, check=_check)

@@ -3,14 +3,13 @@ report (pipeline.report.write_report, also `s2dit report RUN_DIR`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import fsspec
 
 from ..stage import Stage, StageContext
-
-UPSTREAM = ("corpus", "generate", "verify", "tag", "train_kd", "eval_kd", "train_ar", "eval_ar", "sample")
 
 
 def _scores(ctx: StageContext, stage: str) -> dict[str, Any] | None:
@@ -21,9 +20,9 @@ def _scores(ctx: StageContext, stage: str) -> dict[str, Any] | None:
         return json.load(handle)
 
 
-def summary(ctx: StageContext) -> dict[str, Any]:
+def summary(ctx: StageContext, upstream: tuple[str, ...]) -> dict[str, Any]:
     """The run in one JSON document: config, cache, checkpoints, scores, preview, stage times."""
-    stages = {name: ctx.state.get(name) for name in UPSTREAM}
+    stages = {name: ctx.state.get(name) for name in upstream}
     cache, tag = ctx.outputs("generate"), ctx.outputs("tag")
     timings = {f"{name}_s": record["seconds"] for name, record in stages.items() if "seconds" in record}
     for phase, seconds in ctx.outputs("train_ar").get("phase_seconds", {}).items():
@@ -44,15 +43,18 @@ def summary(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext, upstream: tuple[str, ...]) -> dict[str, Any]:
     from pipeline.report import write_report  # the HTML report (its own package)
 
     with fsspec.open(ctx.path("report.json"), "w") as handle:
-        json.dump(summary(ctx), handle, indent=1)
+        json.dump(summary(ctx, upstream), handle, indent=1)
     html = write_report(ctx.run_dir)
     ctx.console.print(f"report: {html} (open it in a browser); summary: {ctx.path('report.json')}")
     return {"report_json": ctx.path("report.json"), "report_html": html}
 
 
-STAGE = Stage(name="report", title="the report", section="report", run=run, uses=UPSTREAM,
-              writes=("report.json", "report.html", "report_assets"))
+def stage(upstream: tuple[str, ...]) -> Stage:
+    """The report stage, after (and reading) every stage in ``upstream``."""
+    return Stage(name="report", title="the report", section="report",
+                 run=functools.partial(run, upstream=upstream), uses=upstream,
+                 artefact="report.html", writes=("report.json", "report.html", "report_assets"))

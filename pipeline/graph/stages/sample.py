@@ -43,5 +43,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = Stage(name="sample", title="text to video (the deployed path)", section="sample", run=run,
+              seeded=True, artefact="preview/preview.json",
               needs=("train_kd", "corpus"), uses=("train_ar",), writes=("preview",),
               check=_section)

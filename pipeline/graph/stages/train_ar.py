@@ -36,5 +36,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = Stage(name="train_ar", title="self-force S2DiT-AR (stage 2)", section="train_ar", run=run,
+              seeded=True, artefact="student_ar/metrics.jsonl",
               needs=("train_kd", "tag"), writes=("student_ar",), resumable=True,
               check=ar_config)

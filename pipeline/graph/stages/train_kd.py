@@ -31,5 +31,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = Stage(name="train_kd", title="train S2DiT-KD (stage 1)", section="train", run=run,
+              seeded=True, artefact="student/metrics.jsonl",
               needs=("tag",), writes=("student",), resumable=True,
               check=train_config)

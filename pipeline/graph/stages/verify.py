@@ -38,4 +38,5 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGE = Stage(name="verify", title="verify the cache", section="verify", run=run,
+              artefact="verify.json",
               needs=("generate",), writes=("verify.json",), check=_section)

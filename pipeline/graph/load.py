@@ -1,0 +1,91 @@
+"""Reading a run config: the TOML file, its includes, its sections checked against the stages'.
+
+The sections are ``[run]`` and one per stage of the run graph (``stages.SECTIONS``), so a new
+stage's section is known here without being listed.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from .config import GRAPH_SET_JOB_KEYS, RUN_KEYS, RunConfig, RunConfigError
+from .stages import SECTIONS, SEEDED
+
+
+def _read_toml(url: str) -> dict[str, Any]:
+    try:
+        with fsspec.open(url, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise RunConfigError(f"run config {url} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RunConfigError(f"run config {url} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        both_tables = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both_tables else value
+    return out
+
+
+def _beside(url: str, include: str) -> str:
+    """``include`` as written if absolute (a path or URL), else relative to ``url``'s folder."""
+    if "://" in include or include.startswith("/"):
+        return include
+    if "://" in url:
+        return posixpath.join(posixpath.dirname(url), include)
+    return str(Path(url).parent / include)
+
+
+def _resolve_include(url: str, name: str, section: dict[str, Any]) -> dict[str, Any]:
+    include = section.pop("include", None)
+    if include is None:
+        return section
+    if not isinstance(include, str):
+        raise RunConfigError(f"[{name}] include in {url} must be a file name, got {include!r}")
+    target = _beside(url, include)
+    data = _read_toml(target)
+    if name not in data:
+        tables = sorted(k for k, v in data.items() if isinstance(v, dict))
+        raise RunConfigError(f"[{name}] of {url} includes {target}, which has no [{name}] table "
+                             f"(it has {tables})")
+    base = dict(data[name])
+    if "include" in base:
+        raise RunConfigError(f"{target} [{name}] includes another file: one level only")
+    if name == "job":  # the standalone job's corpus and cache paths; the graph sets its own
+        for key in GRAPH_SET_JOB_KEYS:
+            base.pop(key, None)
+    return _merge(base, section)
+
+
+def load_run_config(url: str) -> RunConfig:
+    data = _read_toml(url)
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise RunConfigError(f"unknown sections {unknown} in run config {url}; known: "
+                             f"{', '.join(SECTIONS)}")
+    sections: dict[str, dict[str, Any]] = {}
+    for name in SECTIONS:
+        section = data.get(name, {})
+        if not isinstance(section, dict):
+            raise RunConfigError(f"{name} in {url} must be a table ([{name}]), got {section!r}")
+        sections[name] = _resolve_include(url, name, dict(section))
+    bad_run = sorted(set(sections["run"]) - RUN_KEYS)
+    if bad_run:
+        raise RunConfigError(f"unknown [run] keys {bad_run} in {url}; known: {sorted(RUN_KEYS)}")
+    for key in GRAPH_SET_JOB_KEYS:
+        if key in data.get("job", {}):
+            raise RunConfigError(f"[job] {key} in {url}: the run sets it (the corpus stage's "
+                                 "prompts and RUN_DIR/cache); give the corpus in [corpus] and the "
+                                 "folder with --out or [run] out")
+    if not data.get("corpus"):
+        raise RunConfigError(f"run config {url} has no [corpus] section: say kind = 'analytic', "
+                             "'inline' (prompts = [...]) or 'file' (source = URL)")
+    return RunConfig(source=url, sections=sections, seeded=SEEDED)
