@@ -10,52 +10,59 @@ import dataclasses
 import threading
 import time
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cache_schema import StoreError, write_shard
-from cache_schema.store import apply_storage_env
-
-from .config import JobConfig
-from .sampler import record_trajectories
-from .units import Unit
+if TYPE_CHECKING:
+    from .config import JobConfig
+    from .units import Unit
 
 
 class TeacherWorker:
-    """Plain class (usable without Ray); ``ray.remote`` wraps it in job.py."""
+    """Plain class (usable without Ray: construct, then ``load(...)``); ``ray.remote`` wraps it
+    in pool.py. The driver sees two phases with two timeouts: placement (the constructor has
+    run: a node had the resources and the process started) and loading (``load`` returned a
+    checked teacher, or raised with its cause while the actor stays reachable). So the
+    constructor takes nothing heavy and this module imports the teacher stack (torch, the
+    teachers) only in ``load``: a placement must not wait for it.
+    """
 
-    def __init__(self, config: JobConfig, fingerprint: dict[str, Any], fingerprint_digest: str,
-                 storage: dict[str, str] | None = None):
-        started = time.perf_counter()
-        self.config = config
-        self.load_error: str | None = None
-        try:  # the driver's storage_env(): endpoint, region, profile name, file paths; no secrets
-            apply_storage_env(storage)
-        except StoreError as exc:  # e.g. the profiles file is missing on this node
-            self.load_error = str(exc)
-        # Heavy setup here, where the GPU is: load the teacher, then prove it is the one the
-        # driver fingerprinted (weight files, configs, library versions).
-        self.teacher = config.teacher.build(config.video, device=config.device)
-        try:
-            config.teacher.check_loaded(self.teacher, fingerprint)
-        except ValueError as exc:  # every unit of this actor fails with the reason
-            self.load_error = self.load_error or str(exc)
-        self.digest = fingerprint_digest
-        self.layout = dataclasses.replace(self.teacher.layout(config.keep_step_indices,
-                                                              config.half_dtype), codec=config.codec)
-        self.load_seconds = time.perf_counter() - started
-        self.device_name = _device_name(config.device)
+    def __init__(self, progress: Any = None):
+        self.progress = progress  # a ProgressBoard actor handle, or None
+        self.teacher = None
+        self.load_seconds = 0.0
+        self.device_name = ""
         # Two units run at once so uploads overlap compute, but teachers carry solver state
         # (diffusers schedulers count steps): one unit computes at a time.
         self._compute = threading.Lock()
 
-    def run_unit(self, unit: Unit) -> dict[str, Any]:
+    def load(self, config: JobConfig, fingerprint: dict[str, Any], fingerprint_digest: str,
+             storage: dict[str, str] | None = None) -> dict[str, Any]:
+        """The heavy setup, here where the GPU is: load the teacher, then prove it is the one
+        the driver fingerprinted (weight files, configs, library versions); raises otherwise."""
+        from cache_schema.store import apply_storage_env
+
+        started = time.perf_counter()
+        self.config, self.digest = config, fingerprint_digest
+        apply_storage_env(storage)  # the driver's storage_env(): no secrets
+        teacher = config.teacher.build(config.video, device=config.device)
+        config.teacher.check_loaded(teacher, fingerprint)
+        self.layout = dataclasses.replace(teacher.layout(config.keep_step_indices, config.half_dtype),
+                                          codec=config.codec)
+        self.teacher = teacher
+        self.load_seconds = time.perf_counter() - started
+        self.device_name = _device_name(config.device)
+        return {"load_seconds": self.load_seconds, "device": self.device_name}
+
+    def run_unit(self, unit: Unit, progress_key: str | None = None) -> dict[str, Any]:
+        from cache_schema import write_shard
+
         cfg = self.config
-        if self.load_error:
-            raise ValueError(f"unit {unit.name} not produced: {self.load_error}")
+        if self.teacher is None:
+            raise RuntimeError(f"unit {unit.name} not produced: the teacher is not loaded")
         t0 = time.perf_counter()
         records, rejections = [], []
         with self._compute:
-            self._record(unit, records, rejections)
+            self._record(unit, records, rejections, progress_key)
         t1 = time.perf_counter()
         shard = None
         if records:
@@ -66,19 +73,30 @@ class TeacherWorker:
                 "samples": len(records), "teacher_seconds": t1 - t0, "write_seconds": t2 - t1,
                 "bytes": shard.bytes if shard else 0, "device": self.device_name}
 
-    def _record(self, unit: Unit, records: list, rejections: list) -> None:
+    def _record(self, unit: Unit, records: list, rejections: list, progress_key: str | None) -> None:
+        """Records of the unit, one micro-batch per call of the recorder so that progress is
+        posted after each (a sample's bytes do not depend on its micro-batch or neighbours)."""
+        from .sampler import record_trajectories
+
         cfg = self.config
         by_negative = groupby(unit.entries, key=lambda e: e.negative_prompt or cfg.negative_prompt)
+        done = 0
         for negative, group in by_negative:
             group = list(group)
-            recs, rej = record_trajectories(
-                self.teacher, [e.prompt for e in group], [e.seed for e in group],
-                global_seed=cfg.seed, keep_steps=cfg.keep_step_indices, negative_prompt=negative,
-                half_dtype=cfg.half_dtype, fingerprint_digest=self.digest,
-                micro_batch=cfg.teacher.micro_batch)
-            records += recs
-            rejections += [{"line": group[r.index].line, "text": r.prompt, "reason": r.reason}
-                           for r in rej]
+            size = cfg.teacher.micro_batch or len(group)
+            for start in range(0, len(group), size):
+                part = group[start : start + size]
+                recs, rej = record_trajectories(
+                    self.teacher, [e.prompt for e in part], [e.seed for e in part],
+                    global_seed=cfg.seed, keep_steps=cfg.keep_step_indices,
+                    negative_prompt=negative, half_dtype=cfg.half_dtype,
+                    fingerprint_digest=self.digest, micro_batch=size)
+                records += recs
+                rejections += [{"line": part[r.index].line, "text": r.prompt, "reason": r.reason}
+                               for r in rej]
+                done += len(part)
+                if self.progress is not None and progress_key is not None:
+                    self.progress.report.remote(progress_key, done)
 
 
 def _device_name(device: str) -> str:

@@ -39,6 +39,9 @@ class JobConfig:
         "num_actors": between(1, 100_000), "num_gpus_per_actor": between(0.0, 64.0),
         "num_cpus_per_actor": between(0.0, 1024.0), "gpu_memory_gb": between(0.0, 1e6, lo_open=True),
         "placement_timeout_s": between(0.0, 7 * 86400.0, lo_open=True),
+        "load_timeout_s": between(0.0, 7 * 86400.0, lo_open=True),
+        "stall_timeout_s": between(0.0, 30 * 86400.0, lo_open=True),
+        "max_init_failures": between(1, 1000), "max_gpu_hours": between(0.0, 1e9, lo_open=True),
         "max_retries": between(0, 1000), "commit_every": between(1, 1_000_000),
     }
 
@@ -60,7 +63,21 @@ class JobConfig:
     num_gpus_per_actor: float = 0.0
     num_cpus_per_actor: float = 1.0
     gpu_memory_gb: float = 80.0  # per GPU; generate refuses a memory plan above it
-    placement_timeout_s: float = 600.0  # wait this long for GPU actors on an autoscaling cluster
+    # An actor is first placed (a node with its resources exists: the autoscaler may be adding
+    # one), then loads its teacher (a cold A14B download and hash takes tens of minutes): two
+    # phases with two bounds. An actor not placed in time is dropped while others work, and
+    # ends the job when none does.
+    placement_timeout_s: float = 600.0
+    load_timeout_s: float = 3600.0  # from placement to a loaded, fingerprint-checked teacher
+    # The job ends with an error when nothing happens for this long (no sample done, no unit
+    # finished, no actor placed or loaded; loading actors are bounded by load_timeout_s
+    # instead): above the time of one micro-batch, which is when actors report progress.
+    stall_timeout_s: float = 3600.0
+    max_init_failures: int = 3  # teacher loads failing in a row before the job stops (each a new load)
+    # Budget cap over all runs of this output: GPU-hours (GPUs x wall time since placement;
+    # actor-hours on a CPU job). Reached: the job commits what is done and stops; rerun with a
+    # larger cap to resume.
+    max_gpu_hours: float | None = None
     max_retries: int = 2  # per unit, after the first attempt
     commit_every: int = 8  # units between intermediate generations (partial progress usable)
     ray_address: str | None = None  # None: embedded local runtime; "auto" inside `ray job submit`

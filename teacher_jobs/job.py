@@ -4,8 +4,11 @@
    when it does not fit gpu_memory_gb)
 1. load and validate the corpus; plan deterministic units (one shard each)
 2. compare with what the output already holds: skip committed units, refuse a new fingerprint
-3. run units on a pool of teacher actors (retry on actor death, bounded)
-4. commit intermediate generations every ``commit_every`` units, and a final one
+3. run units on a pool of teacher actors (pool.py: placement and load timeouts, one
+   replacement per dead actor, fail fast on repeated init failures), retrying units a bounded
+   number of times, with per-sample progress (progress.py), a stall timeout and a budget cap
+4. commit intermediate generations every ``commit_every`` units, and a final one (also when the
+   job stops early: stall, init failures, budget)
 5. write the job report next to the manifests; exit non-zero if any unit failed
 """
 
@@ -15,6 +18,7 @@ import dataclasses
 import json
 import os
 import time
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +37,12 @@ from cache_schema import (
 )
 from cache_schema.store import refuse_url_credentials, split_ref, storage_env, use_profile
 
-from .actors import TeacherWorker
 from .config import JobConfig
-from .corpus import load_corpus, require_entries
+from .corpus import RejectedEntry, load_corpus, require_entries
+from .pool import ActorPool, JobStalled, JobStopped, Slot
+from .progress import ProgressBoard, ProgressView
 from .sampler import cache_fingerprint
-from .units import plan_units
+from .units import Unit, plan_units
 
 REPORT_DIR = "reports"
 
@@ -47,10 +52,15 @@ class JobResult:
     manifest: Manifest | None
     report: dict[str, Any]
     failed_units: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why the job ended before its last unit
 
     @property
     def ok(self) -> bool:
-        return not self.failed_units
+        return not self.failed_units and not self.stopped
+
+
+class BudgetReached(JobStopped):
+    """max_gpu_hours is spent; what was finished is committed."""
 
 
 def _init_ray(config: JobConfig):
@@ -93,19 +103,6 @@ def _check_gpus(ray, config: JobConfig) -> None:
             "with --device cpu --num-gpus-per-actor 0")
 
 
-def _wait_placed(ray, actors: list, config: JobConfig) -> None:
-    """On a cluster, GPU nodes may still be scaling up: wait for the first actor to start."""
-    if config.num_gpus_per_actor <= 0 or not actors:
-        return
-    ready, _ = ray.wait([actors[0].__ray_ready__.remote()], timeout=config.placement_timeout_s)
-    if not ready:
-        raise NoGPUActors(
-            f"no GPU actors can be placed: none started within {config.placement_timeout_s:g} s "
-            f"(each asks for {config.num_gpus_per_actor:g} GPU; the cluster has "
-            f"{ray.cluster_resources().get('GPU', 0.0):g}). Check the GPU worker group "
-            "(infra/kuberay) or raise placement_timeout_s")
-
-
 def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
     for what, url in (("prompts", config.prompts), ("output", config.output)):
         refuse_url_credentials(url or "", what)  # both are recorded in the manifest and report
@@ -114,17 +111,39 @@ def run_generation(config: JobConfig, *, progress: bool = True) -> JobResult:
         return _run_generation(config, progress=progress, lease=lease)
 
 
-def _run_generation(config: JobConfig, *, progress: bool, lease: ExitStack) -> JobResult:
+POLL_S = 1.0  # the main wait wakes at least this often: deadlines, budget, progress
+
+
+@dataclass
+class _Plan:
+    """Steps 0-2: what this run has to do, decided before any actor starts."""
+
+    fingerprint: dict[str, Any]
+    digest: str
+    memory: Any
+    layout: Any
+    output: str
+    existing: Manifest | None
+    entries: list
+    rejected: list[RejectedEntry]
+    units: list[Unit]
+    todo: list[Unit]
+
+    @property
+    def previous(self) -> dict[str, Any]:
+        """The job report of the last committed generation (resume carries it on)."""
+        return self.existing.extra.get("job", {}) if self.existing else {}
+
+
+def _plan(config: JobConfig) -> _Plan:
     if not config.prompts or not config.output:
         raise ValueError("a job needs --prompts (corpus URL) and --output (cache URL)")
-    started = time.time()
     # 0. the teacher, planned from files (the driver loads no model weights)
     memory = check_memory(config)
     plan = config.teacher.driver_plan(config.video)
     fingerprint = cache_fingerprint(plan.fingerprint, keep_steps=config.keep_step_indices,
                                     global_seed=config.seed, half_dtype=config.half_dtype,
                                     negative_prompt=config.negative_prompt)
-    digest = fingerprint_digest(fingerprint)
     # 1. corpus and units
     entries, rejected = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt,
                                     max_tokens=plan.max_tokens, count_tokens=plan.count_tokens)
@@ -141,106 +160,211 @@ def _run_generation(config: JobConfig, *, progress: bool, lease: ExitStack) -> J
             f"{output} already holds a cache with another fingerprint; write to a new --output "
             f"URL instead of mixing them. Differences (cache -> this job):\n  {diff}")
     done = {s.name for s in existing.shards} if existing else set()
-    previous = existing.extra.get("job", {}) if existing else {}
-    unit_rejections: list[dict] = list(previous.get("unit_rejections", []))
-    telemetry: list[dict] = list(previous.get("telemetry", []))
-    todo = [u for u in units if u.name not in done]
-    # held until the final commit, so that gc spares the shards actors write before it
-    lease.enter_context(writer_lease(output, what="cache generate"))
-    # 3. actors
-    ray = _init_ray(config)
-    _check_gpus(ray, config)
-    # Actors get where the storage is and which profile (non-secret names, as an argument: not
-    # runtime_env, which Ray writes to its logs); credentials come from their own environment
-    # (inherited from this driver by an embedded runtime, a Kubernetes secret or an instance
-    # role on a cluster) or a credentials file whose path is forwarded.
-    storage = storage_env()
-    remote_cls = ray.remote(num_gpus=config.num_gpus_per_actor, num_cpus=config.num_cpus_per_actor,
-                            max_concurrency=2)(TeacherWorker)
-    actors = [remote_cls.remote(config, fingerprint, digest, storage)
-              for _ in range(min(config.num_actors, max(1, len(todo))))]
-    _wait_placed(ray, actors, config)
-    pending: dict[Any, tuple[Any, int, Any]] = {}  # ref -> (unit, attempt, actor)
-    queue = [(u, 0) for u in todo]
-    failed: dict[str, str] = {}
-    uncommitted: list[Any] = []
-    manifest = existing
-    bar = tqdm(total=len(entries), initial=sum(len(u.entries) for u in units if u.name in done),
-               unit="sample", desc="teacher cache", disable=not progress)
+    return _Plan(fingerprint=fingerprint, digest=fingerprint_digest(fingerprint), memory=memory,
+                 layout=layout, output=output, existing=existing, entries=entries,
+                 rejected=rejected, units=units, todo=[u for u in units if u.name not in done])
 
-    def commit(final: bool) -> None:
-        nonlocal manifest, uncommitted
-        if not uncommitted and not (final and manifest is None and not todo):
+
+def _run_generation(config: JobConfig, *, progress: bool, lease: ExitStack) -> JobResult:
+    plan = _plan(config)
+    # Shards exist before a manifest names them: the lease tells `gc` they are not orphans.
+    lease.enter_context(writer_lease(plan.output, what="cache generate"))
+    run = _Run(config, plan, progress)
+    try:
+        run.execute()
+    except JobStopped as exc:
+        exc.result = run.finish(stopped=f"{type(exc).__name__}: {exc}")
+        raise
+    except BaseException:
+        run.release()
+        raise
+    return run.finish(stopped=None)
+
+
+class _Run:
+    """Step 3-5 of one run: the units of ``plan.todo`` on a pool of teacher actors."""
+
+    def __init__(self, config: JobConfig, plan: _Plan, progress: bool):
+        self.config, self.plan, self.started = config, plan, time.time()
+        previous = plan.previous
+        self.unit_rejections: list[dict] = list(previous.get("unit_rejections", []))
+        self.telemetry: list[dict] = list(previous.get("telemetry", []))
+        self.previous_hours = _previous_hours(plan)
+        self.failed: dict[str, str] = {}
+        self.uncommitted: list[Any] = []
+        self.manifest = plan.existing
+        self.queue: list[tuple[Unit, int]] = [(u, 0) for u in plan.todo]
+        self.pending: dict[Any, tuple[Unit, int, Slot]] = {}  # ref -> (unit, attempt, slot)
+        self.since_commit = 0
+        self.ray = self.pool = self.board = self.view = None
+        done = sum(len(u.entries) for u in plan.units) - sum(len(u.entries) for u in plan.todo)
+        self.bar = tqdm(total=len(plan.entries), initial=done, unit="sample",
+                        desc="teacher cache", disable=not progress)
+
+    def gpu_hours(self) -> float:
+        return self.previous_hours + (self.pool.gpu_hours() if self.pool else 0.0)
+
+    def execute(self) -> None:
+        if not self.queue:
             return
-        report = {"unit_rejections": unit_rejections, "telemetry": telemetry,
-                  "corpus_rejections": [r.to_json() for r in rejected],
-                  "failed_units": failed, "final": final}
-        manifest = commit_generation(output, shards=uncommitted, layout=layout,
-                                     fingerprint=fingerprint, operation="append",
-                                     extra={"config": config.to_json(), "job": report})
-        uncommitted = []
+        self._check_budget()  # a cap already spent by earlier runs starts no actor
+        self.ray = ray = _init_ray(self.config)
+        _check_gpus(ray, self.config)
+        # Actors get where the storage is and which profile (non-secret names, as an argument:
+        # not runtime_env, which Ray writes to its logs); credentials come from their own
+        # environment (inherited from this driver by an embedded runtime, a Kubernetes secret or
+        # an instance role on a cluster) or a credentials file whose path is forwarded.
+        self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        self.view = ProgressView(ray, self.board, self.bar)
+        load_args = (self.config, self.plan.fingerprint, self.plan.digest, storage_env())
+        self.pool = ActorPool(ray, self.config, load_args, self.board,
+                              size=min(self.config.num_actors, len(self.queue)))
+        self._loop()
 
-    def submit(actor_index: int) -> None:
-        if not queue:
-            return
-        unit, attempt = queue.pop(0)
-        actor = actors[actor_index]
-        pending[actor.run_unit.remote(unit)] = (unit, attempt, actor_index)
+    def _loop(self) -> None:
+        ray, pool = self.ray, self.pool
+        last_activity = last_poll = time.monotonic()
+        while self.queue or self.pending:
+            waits = [*self.pending, *pool.refs()]
+            ready = ray.wait(waits, num_returns=1, timeout=POLL_S)[0] if waits else []
+            if not waits:
+                time.sleep(POLL_S)
+            active = bool(ready)
+            for ref in ready:
+                if ref in self.pending:
+                    self._on_unit(ref)
+                else:
+                    pool.on_ref(ref)
+            self._fill()
+            now = time.monotonic()
+            if now - last_poll >= POLL_S / 2:
+                active |= self.view.poll({_key(u, a) for u, a, _ in self.pending.values()})
+                last_poll = now
+            pool.check_timeouts()
+            self._check_budget()
+            # a loading actor is bounded by load_timeout_s, and reports nothing until it is done
+            if active or pool.loading():
+                last_activity = now
+            elif now - last_activity > self.config.stall_timeout_s:
+                raise JobStalled(
+                    f"the job stalled: nothing happened for {now - last_activity:.0f} s "
+                    f"(stall_timeout_s = {self.config.stall_timeout_s:g}): no sample done, no unit "
+                    f"finished, no actor placed or loaded; {len(self.queue) + len(self.pending)} "
+                    f"units left; {pool.describe_waiting()}")
 
-    for i in range(len(actors)):
-        submit(i)
-        submit(i)  # two in flight per actor: compute overlaps upload
-    since_commit = 0
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        ref = ready[0]
-        unit, attempt, actor_index = pending.pop(ref)
+    def _fill(self) -> None:
+        """Two units in flight per ready actor: compute overlaps upload."""
+        busy = Counter(slot.index for _, _, slot in self.pending.values() if slot.phase == "ready")
+        for slot in self.pool.ready():
+            for _ in range(2 - busy[slot.index]):
+                if not self.queue:
+                    return
+                unit, attempt = self.queue.pop(0)
+                ref = slot.handle.run_unit.remote(unit, _key(unit, attempt))
+                self.pending[ref] = (unit, attempt, slot)
+
+    def _on_unit(self, ref) -> None:
+        ray = self.ray
+        unit, attempt, slot = self.pending.pop(ref)
+        self.view.drop(_key(unit, attempt))
         try:
             result = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as exc:
-            actors[actor_index] = remote_cls.remote(config, fingerprint, digest, storage)  # replace the dead one
-            if attempt < config.max_retries:
-                queue.append((unit, attempt + 1))
-            else:
-                failed[unit.name] = f"actor died {attempt + 1} times: {type(exc).__name__}"
-            submit(actor_index)
-            continue
+            self.pool.died(slot, f"{type(exc).__name__}: {exc}")  # once per actor
+            self._retry(unit, attempt, f"actor died {attempt + 1} times: {type(exc).__name__}")
+            return
         except (ray.exceptions.RayTaskError, ray.exceptions.UnserializableException) as exc:
             # (an error Ray cannot rebuild on the driver arrives as UnserializableException,
             # carrying the actor's traceback: still this unit's failure, not the driver's)
-            if attempt < config.max_retries:
-                queue.append((unit, attempt + 1))
-            else:
-                failed[unit.name] = str(exc.cause if hasattr(exc, "cause") else exc)[-500:]
-            submit(actor_index)
-            continue
+            self._retry(unit, attempt, str(exc.cause if hasattr(exc, "cause") else exc)[-500:])
+            return
         if result["shard"] is not None:
-            uncommitted.append(result["shard"])
-        unit_rejections.extend(result["rejections"])
-        telemetry.append({k: result[k] for k in ("unit", "samples", "teacher_seconds",
-                                                 "write_seconds", "bytes", "device")})
-        bar.update(len(unit.entries))
-        since_commit += 1
-        if since_commit >= config.commit_every:
-            commit(final=False)
-            since_commit = 0
-        submit(actor_index)
-    bar.close()
-    # Free the actors' CPUs/GPUs now, not whenever the garbage collector reaches their handles:
-    # a training stage in this process (s2dit run, Ray Train workers) waits for them otherwise.
-    for actor in actors:
-        ray.kill(actor)
-    commit(final=True)
-    report = {"output": output, "generation": manifest.generation if manifest else None,
-              "samples": manifest.num_samples if manifest else 0,
-              "units_total": len(units), "units_skipped": len(units) - len(todo),
-              "units_failed": failed, "corpus_rejections": [r.to_json() for r in rejected],
-              "prompt_rejections": unit_rejections, "telemetry": telemetry,
-              "wall_seconds": time.time() - started, "fingerprint_digest": digest,
-              "config": config.to_json(),
-              "memory_plan": memory.to_json() if memory is not None else None}
-    if manifest is not None:
-        store = open_store(output)
-        store.put_bytes(f"{REPORT_DIR}/{manifest.generation:06d}.json",
-                        json.dumps(report, indent=1, ensure_ascii=False).encode())
-    return JobResult(manifest=manifest, report=report, failed_units=sorted(failed))
+            self.uncommitted.append(result["shard"])
+        self.unit_rejections.extend(result["rejections"])
+        self.telemetry.append({k: result[k] for k in ("unit", "samples", "teacher_seconds",
+                                                      "write_seconds", "bytes", "device")})
+        self.view.unit_done(_key(unit, attempt), len(unit.entries))
+        self.since_commit += 1
+        if self.since_commit >= self.config.commit_every:
+            self._commit(final=False)
+
+    def _retry(self, unit: Unit, attempt: int, reason: str) -> None:
+        if attempt < self.config.max_retries:
+            self.queue.append((unit, attempt + 1))
+        else:
+            self.failed[unit.name] = reason
+
+    def _check_budget(self) -> None:
+        cap = self.config.max_gpu_hours
+        if cap is not None and self.gpu_hours() >= cap:
+            raise BudgetReached(
+                f"budget cap reached: {self.gpu_hours():.4g} GPU-hours spent on this output "
+                f"(GPUs x time since placement, all runs; actor-hours on CPU) of max_gpu_hours = "
+                f"{cap:g}; what was finished is committed. Rerun with a larger max_gpu_hours to "
+                "resume")
+
+    def _commit(self, final: bool, stopped: str | None = None) -> None:
+        self.since_commit = 0
+        if not self.uncommitted and not (final and self.manifest is None and not self.plan.todo):
+            return
+        report = {"unit_rejections": self.unit_rejections, "telemetry": self.telemetry,
+                  "corpus_rejections": [r.to_json() for r in self.plan.rejected],
+                  "failed_units": self.failed, "final": final, "stopped": stopped,
+                  "gpu_hours": self.gpu_hours()}
+        self.manifest = commit_generation(self.plan.output, shards=self.uncommitted,
+                                          layout=self.plan.layout,
+                                          fingerprint=self.plan.fingerprint, operation="append",
+                                          extra={"config": self.config.to_json(), "job": report})
+        self.uncommitted = []
+
+    def release(self) -> None:
+        """Free the actors' CPUs/GPUs now, not whenever the garbage collector reaches their
+        handles: a training stage in this process (s2dit run, Ray Train workers) waits for them
+        otherwise."""
+        self.bar.close()
+        if self.pool is not None:
+            self.pool.shutdown()
+        if self.board is not None:
+            self.ray.kill(self.board)
+            self.board = None
+
+    def finish(self, stopped: str | None) -> JobResult:
+        self.release()
+        self._commit(final=True, stopped=stopped)
+        plan, pool, manifest = self.plan, self.pool, self.manifest
+        report = {"output": plan.output, "generation": manifest.generation if manifest else None,
+                  "samples": manifest.num_samples if manifest else 0,
+                  "units_total": len(plan.units), "units_skipped": len(plan.units) - len(plan.todo),
+                  "units_failed": self.failed, "stopped": stopped,
+                  "corpus_rejections": [r.to_json() for r in plan.rejected],
+                  "prompt_rejections": self.unit_rejections, "telemetry": self.telemetry,
+                  "gpu_hours": self.gpu_hours(),
+                  "actors_started": pool.actors_started() if pool else 0,
+                  "actor_events": pool.events if pool else [],
+                  "wall_seconds": time.time() - self.started, "fingerprint_digest": plan.digest,
+                  "config": self.config.to_json(),
+                  "memory_plan": plan.memory.to_json() if plan.memory is not None else None}
+        if manifest is not None:
+            store = open_store(plan.output)
+            store.put_bytes(f"{REPORT_DIR}/{manifest.generation:06d}.json",
+                            json.dumps(report, indent=1, ensure_ascii=False).encode())
+        return JobResult(manifest=manifest, report=report, failed_units=sorted(self.failed),
+                         stopped=stopped)
+
+
+def _previous_hours(plan: _Plan) -> float:
+    """GPU-hours of earlier runs of this output: the last commit's count, or the report its run
+    wrote at its end (later: it includes the time after that commit) when there is one."""
+    if plan.existing is None:
+        return 0.0
+    hours = float(plan.previous.get("gpu_hours", 0.0))
+    try:
+        data = open_store(plan.output).read_bytes(f"{REPORT_DIR}/{plan.existing.generation:06d}.json")
+        return max(hours, float(json.loads(data).get("gpu_hours", 0.0)))
+    except (FileNotFoundError, ValueError, TypeError, AttributeError):
+        return hours  # no report (a killed driver) or an unreadable one
+
+
+def _key(unit: Unit, attempt: int) -> str:
+    """A unit attempt's progress key: a retried unit starts again from zero."""
+    return f"{unit.name}#{attempt}"

@@ -1,0 +1,64 @@
+"""Per-sample progress from teacher actors to the driver, while a unit is still running.
+
+A unit can take hours on a GPU; its result arrives only at its end. Actors post "unit attempt
+K has N samples done" to a small board actor (fire and forget, so a slow driver never slows a
+teacher); the driver takes the changes each time its main wait wakes up, shows them on the
+progress bar and counts them as activity for the stall timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProgressBoard:
+    """The latest count per key since the driver last took them (``ray.remote`` in job.py)."""
+
+    def __init__(self) -> None:
+        self._changed: dict[str, int] = {}
+
+    def report(self, key: str, done: int) -> None:
+        self._changed[key] = done
+
+    def take(self) -> dict[str, int]:
+        changed, self._changed = self._changed, {}
+        return changed
+
+
+class ProgressView:
+    """The driver's side: samples of finished units plus the partial counts of running ones."""
+
+    def __init__(self, ray, board: Any, bar: Any):
+        self.ray, self.board, self.bar = ray, board, bar
+        self.finished = bar.n
+        self.partial: dict[str, int] = {}
+
+    def poll(self, running: set[str], timeout: float = 10.0) -> bool:
+        """Take the board's changes (keys of running attempts only: a dead actor's late
+        report for a retried attempt is dropped); True if any sample was reported."""
+        try:
+            changed = self.ray.get(self.board.take.remote(), timeout=timeout)
+        except self.ray.exceptions.GetTimeoutError:
+            return False
+        news = False
+        for key, done in changed.items():
+            if key in running and done > self.partial.get(key, 0):
+                self.partial[key], news = done, True
+        self._show()
+        return news
+
+    def unit_done(self, key: str, samples: int) -> None:
+        self.partial.pop(key, None)
+        self.finished += samples
+        self._show()
+
+    def drop(self, key: str) -> None:
+        """A failed attempt: its partial samples will be redone."""
+        self.partial.pop(key, None)
+        self._show()
+
+    def _show(self) -> None:
+        shown = self.finished + sum(self.partial.values())
+        if shown != self.bar.n:
+            self.bar.n = shown
+            self.bar.refresh()
