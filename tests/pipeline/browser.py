@@ -1,4 +1,4 @@
-"""Open an HTML file in real headless Chromium and ask it what loaded (for tests and checks).
+"""Open an HTML file in real headless Chromium and ask it what loaded (the report tests).
 
 Chromium is driven over the DevTools protocol on a loopback websocket (aiohttp, which s3fs
 already brings): navigate to the file, wait until every <img> has decoded or failed and every

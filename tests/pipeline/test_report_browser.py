@@ -10,10 +10,10 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from browser import check_page, find_chromium
 from test_report import build_partial_run, build_tiny_run
 
 from pipeline.report import write_report
-from pipeline.report.browser import check_page, find_chromium
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(find_chromium() is None, reason=(
