@@ -67,6 +67,17 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
     add("--gpu-memory-gb", type=float, dest="gpu_memory_gb", help="memory of one GPU (default 80)")
     add("--commit-every", type=int, dest="commit_every", help="units between intermediate generations")
     add("--device", help="torch device of the teacher (cpu, cuda)")
+    add("--placement-timeout", type=float, dest="placement_timeout_s",
+        help="seconds an actor may wait for a node with its resources (default 600)")
+    add("--load-timeout", type=float, dest="load_timeout_s",
+        help="seconds from placement to a loaded teacher (default 3600)")
+    add("--stall-timeout", type=float, dest="stall_timeout_s",
+        help="end the job after this many seconds without progress (default 3600)")
+    add("--max-init-failures", type=int, dest="max_init_failures",
+        help="teacher loads failing in a row before the job stops (default 3)")
+    add("--max-gpu-hours", type=float, dest="max_gpu_hours",
+        help="budget cap over all runs of this output (actor-hours on CPU): the job commits "
+             "and stops when it is reached; rerun with a larger cap to resume")
     add("--config", help="TOML job config; flags override it")
     add("--ray-address", dest="ray_address", help="Ray cluster address (default: local runtime; "
                                                   "'auto' inside `ray job submit`)")
@@ -74,7 +85,8 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
 
 JOB_FLAGS = ("prompts", "output", "encoding", "codec", "samples_per_shard", "height", "width", "frames",
              "keep_steps", "seed", "seeds_per_prompt", "num_actors", "num_gpus_per_actor",
-             "gpu_memory_gb", "commit_every", "device", "ray_address")
+             "gpu_memory_gb", "commit_every", "device", "ray_address", "placement_timeout_s",
+             "load_timeout_s", "stall_timeout_s", "max_init_failures", "max_gpu_hours")
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
