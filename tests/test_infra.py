@@ -221,3 +221,28 @@ def test_ray_cluster_launcher_keeps_auth_on_and_the_dashboard_on_localhost():
     assert "~/.ray/auth_token" in cluster["file_mounts"]
     start = " ".join(cluster["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in start
+
+
+# -- launch timeouts, budget cap and deadline (issue 27) ----------------------------------------
+
+A100_BF16_PEAK = 312e12  # FLOP/s, the GPU product the manifests select
+
+
+def test_the_rayjob_sets_launch_timeouts_and_a_budget_cap_that_stops_before_its_deadline(teacher_plan):
+    """The job's config sets every launch bound explicitly (not a default tuned for nobody);
+    the budget cap's clean stop (a commit) comes before the RayJob's hard deadline kills the
+    cluster, even after the longest placement; the stall timeout outlasts one micro-batch at a
+    quarter of the GPU's peak (actors report progress per micro-batch)."""
+    config, plan = teacher_plan
+    doc = yaml.safe_load((ROOT / "infra/kuberay/rayjob.yaml").read_text())
+    (argv,) = _commands(doc["spec"]["entrypoint"])
+    path = _parse_generate(argv[3:]).config
+    job = tomllib.loads((ROOT / path.removeprefix("/app/")).read_text())["job"]
+    for key in ("placement_timeout_s", "load_timeout_s", "stall_timeout_s", "max_init_failures",
+                "max_gpu_hours"):
+        assert key in job, f"{path} leaves {key} to its default"
+    gpus = config.num_actors * config.num_gpus_per_actor
+    budget_wall_s = config.max_gpu_hours / gpus * 3600  # GPU-hours count from placement
+    assert budget_wall_s + config.placement_timeout_s < doc["spec"]["activeDeadlineSeconds"]
+    micro_batch_s = plan.micro_batch * plan.flops_per_trajectory / (0.25 * A100_BF16_PEAK)
+    assert config.stall_timeout_s > micro_batch_s
