@@ -89,33 +89,32 @@ class ActorPool:
         return [s.ready_ref if s.phase == "placing" else s.load_ref
                 for s in self.slots if s.phase in ("placing", "loading")]
 
-    def owns(self, ref) -> bool:
-        return any(ref in (s.ready_ref, s.load_ref) for s in self.slots if s.phase != "ended")
-
     def ready(self) -> list[Slot]:
         return [s for s in self.slots if s.phase == "ready"]
 
     def loading(self) -> bool:
         return any(s.phase == "loading" for s in self.slots)
 
-    def on_ref(self, ref) -> Slot | None:
-        """A placement or load finished (or failed); returns the slot that became ready."""
-        slot = next(s for s in self.slots if s.phase != "ended" and ref in (s.ready_ref, s.load_ref))
+    def on_ref(self, ref) -> None:
+        """A placement or a load finished (or failed): start the load, or mark the slot ready."""
+        slot = next((s for s in self.slots if s.phase != "ended" and ref in (s.ready_ref, s.load_ref)),
+                    None)
+        if slot is None:  # its actor was ended meanwhile
+            return
         try:
             info = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:  # the load raised or the actor died
             self._init_failed(slot, _cause(self.ray, exc))
-            return None
+            return
         now = self.clock()
-        if ref is slot.ready_ref:
+        if ref == slot.ready_ref:
             slot.placed = now
             slot.load_ref = slot.handle.load.remote(*self.load_args)
-            return None
+            return
         slot.loaded = now
         self.init_failures = 0
         self.events.append({"actor": slot.index, "placed_s": round(slot.placed - slot.created, 3),
                             "load_s": round(now - slot.placed, 3), **info})
-        return slot
 
     # -- failures ----------------------------------------------------------------------------
     def died(self, slot: Slot, cause: str) -> None:
