@@ -72,8 +72,8 @@ class SandwichBlock(nn.Module):
         super().__init__()
         self.spec = spec
         self.kind, self.stride = parse_block(spec)
-        self.mixer = (LCHA(dim, heads, conv_kernel) if self.kind == "lcha"
-                      else SSA(dim, heads, self.stride, ssa_window))
+        self.mixer = (SSA(dim, heads, self.stride, ssa_window) if self.kind == "ssa"
+                      else LCHA(dim, heads, conv_kernel, branches=self.kind))
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)

@@ -25,15 +25,19 @@ import fsspec
 
 from cache_schema.typed_config import Limits, between, check_config
 
-BLOCK_KINDS = ("lcha", "ssa")
+# lcha: linear attention || causal conv (the paper's high-resolution mixer); conv and lin: one
+# of its two branches alone (ablations and sanity students); ssa:<stride>: stride attention.
+BLOCK_KINDS = ("lcha", "conv", "lin", "ssa")
 SIZE = between(1, 65_536)  # sizes and widths: an extra zero is refused, not allocated
 
 
 def parse_block(spec: str) -> tuple[str, int]:
-    """``lcha`` -> ("lcha", 1); ``ssa:2`` -> ("ssa", 2) (spatial stride of Q, K, V)."""
+    """``lcha`` -> ("lcha", 1); ``ssa:2`` -> ("ssa", 2) (spatial stride of Q, K, V); ``conv`` and
+    ``lin`` -> LCHA's conv or linear-attention branch alone."""
     kind, _, stride = spec.partition(":")
-    if kind not in BLOCK_KINDS or (stride and not stride.isdigit()) or (kind == "lcha" and stride):
-        raise ValueError(f"unknown block {spec!r}: use 'lcha' or 'ssa:<stride>' (e.g. ssa:2)")
+    if kind not in BLOCK_KINDS or (stride and not stride.isdigit()) or (kind != "ssa" and stride):
+        raise ValueError(f"unknown block {spec!r}: use 'lcha', 'conv', 'lin' or 'ssa:<stride>' "
+                         f"(e.g. ssa:2)")
     value = int(stride or 1)
     if value < 1:
         raise ValueError(f"block {spec!r}: the SSA stride must be >= 1")
@@ -64,7 +68,9 @@ class StudentConfig:
     # The sandwich: high-resolution LCHA slices around low-resolution SSA filling.
     layout: tuple[str, ...] = ("lcha", "ssa:2", "ssa:2", "lcha")
     chunk_frames: int = 1  # latent frames per block-causal / streaming chunk
-    ssa_window: int | None = None  # past chunks SSA attends to (None: all; set for mobile/export)
+    # Chunks SSA attends to on each side (None: all; set for mobile/export). Block-causal and
+    # streaming: the past `ssa_window` chunks; bidirectional: a band of that half-width.
+    ssa_window: int | None = None
     conv_kernel: tuple[int, int, int] = (3, 3, 3)  # depth-wise conv (frames, rows, cols)
     rope_theta: float = 10000.0
     freq_dim: int = 128  # sinusoidal features of sigma and d

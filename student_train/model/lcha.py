@@ -90,18 +90,25 @@ def causal_depthwise_conv(frames: torch.Tensor, past: torch.Tensor, weight: torc
 
 
 class LCHA(nn.Module):
-    def __init__(self, dim: int, heads: int, conv_kernel=(3, 3, 3)):
+    """branches: "lcha" (both, fused by the gate), "conv" (the conv alone: no memory beyond its
+    kernel, a sanity student) or "lin" (linear attention alone)."""
+
+    def __init__(self, dim: int, heads: int, conv_kernel=(3, 3, 3), branches: str = "lcha"):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.qk_norm = nn.Parameter(torch.ones(2, 1, self.head_dim))  # RMSNorm gains of q, k
-        self.phi = nn.Linear(self.head_dim, self.head_dim)  # kernel map, shared by q and k
+        self.use_attn, self.use_conv = branches in ("lcha", "lin"), branches in ("lcha", "conv")
         kt, kh, kw = conv_kernel
-        self.conv_frames = kt - 1  # causal context the conv carries
-        self.conv_weight = nn.Parameter(torch.randn(dim, kt, kh, kw) / (kt * kh * kw) ** 0.5)
-        self.conv_bias = nn.Parameter(torch.zeros(dim))
-        self.channel_mix = nn.Linear(dim, dim)
-        self.gate = FusionGate(dim)
+        self.conv_frames = kt - 1 if self.use_conv else 0  # causal context the conv carries
+        if self.use_attn:
+            self.qkv = nn.Linear(dim, 3 * dim)
+            self.qk_norm = nn.Parameter(torch.ones(2, 1, self.head_dim))  # RMSNorm gains of q, k
+            self.phi = nn.Linear(self.head_dim, self.head_dim)  # kernel map, shared by q and k
+        if self.use_conv:
+            self.conv_weight = nn.Parameter(torch.randn(dim, kt, kh, kw) / (kt * kh * kw) ** 0.5)
+            self.conv_bias = nn.Parameter(torch.zeros(dim))
+            self.channel_mix = nn.Linear(dim, dim)
+        if self.use_attn and self.use_conv:
+            self.gate = FusionGate(dim)
         self.out = nn.Linear(dim, dim)
 
     def features(self, x: torch.Tensor, ctx):
@@ -134,14 +141,24 @@ class LCHA(nn.Module):
         return self.channel_mix(out.reshape(b, t, c)), tail
 
     def forward(self, x: torch.Tensor, ctx, state: dict | None = None):
-        attn, s, z = self.attention(x, ctx, state)
-        conv, tail = self.convolution(x, ctx, state)
-        out = self.out(self.gate(ctx.cond, attn, conv))
-        return out, (None if state is None else {"s": s, "z": z, "conv": tail})
+        new: dict[str, torch.Tensor] = {}
+        if self.use_attn:
+            attn, new["s"], new["z"] = self.attention(x, ctx, state)
+        if self.use_conv:
+            conv, new["conv"] = self.convolution(x, ctx, state)
+        if self.use_attn and self.use_conv:
+            mixed = self.gate(ctx.cond, attn, conv)
+        else:
+            mixed = attn if self.use_attn else conv
+        return self.out(mixed), (None if state is None else new)
 
     def init_state(self, batch: int, grid, device=None, dtype=torch.float32) -> dict:
         _, h, w = grid
         d, dim = self.head_dim, self.heads * self.head_dim
-        return {"s": torch.zeros(batch, self.heads, d, d, device=device, dtype=dtype),
-                "z": torch.zeros(batch, self.heads, d, device=device, dtype=dtype),
-                "conv": torch.zeros(batch, self.conv_frames, h, w, dim, device=device, dtype=dtype)}
+        state = {}
+        if self.use_attn:
+            state["s"] = torch.zeros(batch, self.heads, d, d, device=device, dtype=dtype)
+            state["z"] = torch.zeros(batch, self.heads, d, device=device, dtype=dtype)
+        if self.use_conv:
+            state["conv"] = torch.zeros(batch, self.conv_frames, h, w, dim, device=device, dtype=dtype)
+        return state

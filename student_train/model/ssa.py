@@ -8,6 +8,7 @@ attention output, at 1/stride^2 of the projection cost.
 Block-causal mode: a query chunk sees its own chunk and up to ``window`` past chunks (all when
 None). Streaming keeps a KV cache of past chunks: a growing one when window is None, else a
 fixed ring of ``window`` chunks with a validity mask, so that shapes and cost stay constant.
+Bidirectional mode with a window: a band of ``window`` chunks on either side.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ EPS = 1e-6
 
 
 def block_causal_mask(frames: int, tokens_per_frame: int, chunk_frames: int,
-                      window: int | None, device=None) -> torch.Tensor:
-    """(T, T) bool: query token i may attend to key token j."""
+                      window: int | None, device=None, *, causal: bool = True) -> torch.Tensor:
+    """(T, T) bool: query token i may attend to key token j (causal: chunks up to ``window``
+    back; bidirectional: chunks within ``window`` on either side)."""
     chunk = torch.arange(frames, device=device).repeat_interleave(tokens_per_frame) // chunk_frames
     delta = chunk[:, None] - chunk[None, :]
-    allowed = delta >= 0
+    allowed = delta >= 0 if causal else torch.ones_like(delta, dtype=torch.bool)
     if window is not None:
-        allowed &= delta <= window
+        allowed &= delta.abs() <= window
     return allowed
 
 
@@ -66,9 +68,9 @@ class SSA(nn.Module):
         mask, new_state = None, None
         if state is not None:
             new_state, k, v, mask = self._with_cache(state, k, v)
-        elif ctx.causal:
+        elif ctx.causal or self.window is not None:
             mask = block_causal_mask(f, (h // s) * (w // s), ctx.chunk_token_frames, self.window,
-                                     x.device)
+                                     x.device, causal=ctx.causal)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tr, d)
         out = self.out(out.transpose(1, 2).reshape(b, -1, c))  # (B, Tr, C)
         if s > 1:  # nearest upsampling back to the full token grid

@@ -2,8 +2,9 @@
 
 p(x0 | prompt) is a mixture of K Gaussians N(mu_k, s^2 I) whose means are small procedural
 latent videos: an object shape, a colour (channel pattern), a direction of motion, and K start
-positions (shared by all classes by default). The velocity E[eps - x0 | x] is exact and
-1/sigma-free; scoring of generated latents is exact in fp64.
+positions (shared by all classes by default); the ``memory`` task adds an identity code and a
+bounce (analytic_tasks.py). The velocity E[eps - x0 | x] is exact and 1/sigma-free; scoring of
+generated latents is exact in fp64 (analytic_score.py).
 """
 
 from __future__ import annotations
@@ -20,17 +21,26 @@ import torch
 
 from cache_schema import flow
 
+from . import analytic_score
+from .analytic_tasks import (
+    MOTIONS,
+    SHAPES,
+    TASKS,
+    Period,
+    code_tints,
+    colour_patterns,
+    hash_int,
+    memory_factors,
+    memory_modes,
+    motion_factors,
+    motion_modes,
+)
 from .base import CODE_VERSION, EncodedText, Teacher
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-
-SHAPES = {
-    "square": np.ones((3, 3)),
-    "ring": np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=float),
-    "cross": np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=float),
-    "bar": np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]], dtype=float),
-}
-MOTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0), "still": (0, 0)}
+# Settings of the memory task only: left out of the motion task's fingerprint, so that its
+# caches (and sample ids) stay what they were before the memory task existed.
+MEMORY_KEYS = ("task", "identity_codes", "visible_frames", "gap_frames")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,16 +61,34 @@ class AnalyticConfig:
     max_text_len: int = 16
     vocab_seed: int = 0
     device: str = "cpu"
+    task: str = "motion"  # "motion" (Markov) or "memory" (identity across a gap, a bounce)
+    identity_codes: int = 3  # memory task: tints the object may carry (chance recall 1/codes)
+    visible_frames: int = 3  # memory task: frames the object is seen per period
+    gap_frames: int = 9  # memory task: blank frames between sightings
 
     def __post_init__(self) -> None:
         unknown = [o for o in self.objects if o not in SHAPES] + [m for m in self.motions if m not in MOTIONS]
         if unknown:
             raise ValueError(f"unknown analytic vocabulary words {unknown}; shapes: {sorted(SHAPES)}, "
                              f"motions: {sorted(MOTIONS)}")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown analytic task {self.task!r}; tasks: {', '.join(TASKS)}")
+        if self.task == "memory":
+            if "still" in self.motions:
+                raise ValueError("the memory task bounces the object: 'still' has no bounce "
+                                 "(remove it from motions)")
+            if self.identity_codes < 1 or self.visible_frames < 1 or self.gap_frames < 2:
+                raise ValueError("the memory task needs identity_codes >= 1, visible_frames >= 1 "
+                                 "and gap_frames >= 2")
+            if self.latent_shape[1] <= self.visible_frames + self.gap_frames:
+                raise ValueError(f"the memory task needs more than visible_frames + gap_frames = "
+                                 f"{self.visible_frames + self.gap_frames} latent frames (the object "
+                                 f"must reappear); got {self.latent_shape[1]}")
 
-
-def _hash_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    def at_length(self, frames: int) -> AnalyticConfig:
+        """The same task over a clip of ``frames`` latent frames (the tasks are procedural)."""
+        c, _, h, w = self.latent_shape
+        return dataclasses.replace(self, latent_shape=(c, frames, h, w))
 
 
 class AnalyticTeacher(Teacher):
@@ -76,32 +104,35 @@ class AnalyticTeacher(Teacher):
         self.classes: list[tuple[str, str, str]] = list(itertools.product(
             config.objects, config.colours, config.motions))
         self.class_index = {c: i for i, c in enumerate(self.classes)}
+        self.period = Period(config.visible_frames, config.gap_frames) if config.task == "memory" else None
+        self.factors = (memory_factors(config.modes_per_class, config.identity_codes) if self.period
+                        else motion_factors(config.modes_per_class))
         self.means = self._build_means()  # (classes, K, C*F*H*W) float64
         self._sigmas = flow.euler_sigmas(config.num_steps, config.shift)
 
     # -- the data distribution -------------------------------------------------------------
     def _build_means(self) -> np.ndarray:
         cfg = self.config
-        c, f, h, w = cfg.latent_shape
+        c, _, h, w = cfg.latent_shape
         rng = np.random.default_rng(cfg.vocab_seed)
-        patterns = {}
-        for colour in cfg.colours:  # a fixed channel pattern per colour word, unit norm
-            vec = np.random.default_rng(_hash_int(f"colour:{colour}")).standard_normal(c)
-            patterns[colour] = vec / np.linalg.norm(vec) * np.sqrt(c) / 2
+        patterns = colour_patterns(cfg.colours, c)
+        tints = code_tints(cfg.identity_codes, c)
         shared = rng.integers(0, [h, w], size=(cfg.modes_per_class, 2))
-        means = np.zeros((len(self.classes), cfg.modes_per_class, c, f, h, w))
-        for ci, (obj, colour, motion) in enumerate(self.classes):
+        means = []
+        for obj, colour, motion in self.classes:
             starts = shared if cfg.shared_positions else np.random.default_rng(
-                _hash_int(f"pos:{obj}:{colour}:{motion}:{cfg.vocab_seed}")).integers(
+                hash_int(f"pos:{obj}:{colour}:{motion}:{cfg.vocab_seed}")).integers(
                     0, [h, w], size=(cfg.modes_per_class, 2))
-            dy, dx = MOTIONS[motion]
-            for k, (y0, x0) in enumerate(starts):
-                for t in range(f):
-                    canvas = np.zeros((h, w))
-                    canvas[:3, :3] = SHAPES[obj]
-                    canvas = np.roll(canvas, (y0 + dy * t, x0 + dx * t), axis=(0, 1))
-                    means[ci, k, :, t] = patterns[colour][:, None, None] * canvas
-        return cfg.amplitude * means.reshape(len(self.classes), cfg.modes_per_class, -1)
+            if self.period is None:
+                means.append(motion_modes(obj, patterns[colour], motion, starts, cfg.latent_shape))
+            else:
+                means.append(memory_modes(obj, patterns[colour], motion, starts, self.factors,
+                                          tints, self.period, cfg.latent_shape))
+        return cfg.amplitude * np.stack(means).reshape(len(self.classes), len(self.factors.start), -1)
+
+    def at_length(self, frames: int) -> AnalyticTeacher:
+        """This teacher over a clip of ``frames`` latent frames (streaming longer than trained)."""
+        return AnalyticTeacher(self.config.at_length(frames))
 
     def tokens(self, prompt: str) -> list[str]:
         return [t.casefold() for t in _WORD.findall(prompt)]
@@ -117,7 +148,7 @@ class AnalyticTeacher(Teacher):
         for i, vocab in enumerate((cfg.objects, cfg.colours, cfg.motions)):
             found = next((w for w in words if w in vocab), None)
             if found is None:
-                found = vocab[_hash_int(f"{i}:{' '.join(words)}") % len(vocab)]
+                found = vocab[hash_int(f"{i}:{' '.join(words)}") % len(vocab)]
             picks.append(found)
         return self.class_index[tuple(picks)]
 
@@ -125,6 +156,9 @@ class AnalyticTeacher(Teacher):
     def fingerprint(self) -> dict[str, Any]:
         cfg = dataclasses.asdict(self.config)
         cfg.pop("device")
+        if cfg["task"] == "motion":
+            for key in MEMORY_KEYS:
+                cfg.pop(key)
         return {"teacher": "analytic", "config": cfg, "solver": "euler",
                 "means_sha256": hashlib.sha256(self.means.tobytes()).hexdigest(),
                 "code_version": CODE_VERSION}
@@ -140,7 +174,7 @@ class AnalyticTeacher(Teacher):
         lengths, rows = [], []
         for prompt in prompts:
             words = self.tokens(prompt)[: self.max_text_len] or ["<empty>"]
-            vecs = [np.random.default_rng(_hash_int(f"tok:{w}")).standard_normal(self.text_dim)
+            vecs = [np.random.default_rng(hash_int(f"tok:{w}")).standard_normal(self.text_dim)
                     / np.sqrt(self.text_dim) for w in words]
             rows.append(np.stack(vecs))
             lengths.append(len(words))
@@ -190,37 +224,15 @@ class AnalyticTeacher(Teacher):
         peak = logs.max(axis=1, keepdims=True)
         return (peak[:, 0] + np.log(np.exp(logs - peak).sum(1))) - 0.5 * dim * np.log(2 * np.pi * s2)
 
-    def score(self, x0: np.ndarray, prompts: list[str]) -> dict[str, float]:
-        """Adherence, coverage, dispersion ratio, NLL/dim and temporal consistency (DESIGN 4.3)."""
-        x0 = np.asarray(x0, dtype=np.float64)
-        n, dim = len(prompts), int(np.prod(self.latent_shape))
-        flat = x0.reshape(n, -1)
-        classes = np.array([self.class_of(p) for p in prompts])
-        all_modes = self.means.reshape(-1, dim)  # (classes*K, Dim)
-        d2 = (flat ** 2).sum(1)[:, None] - 2 * flat @ all_modes.T + (all_modes ** 2).sum(1)[None]
-        nearest = d2.argmin(1)
-        k = self.config.modes_per_class
-        adherence = float(np.mean(nearest // k == classes))
-        coverage_per_class = []
-        for c in np.unique(classes):
-            hits = {int(m) % k for m, cl in zip(nearest, classes) if cl == c and m // k == c}
-            coverage_per_class.append(len(hits) / k)
-        rms = np.sqrt(np.maximum(d2.min(1), 0).mean() / dim)
-        nll = float(-self.log_likelihood(x0, prompts).mean() / dim)
-        c_, f, h, w = self.latent_shape
-        vids = x0.reshape(n, c_, f, h, w)
-        modes = all_modes[nearest].reshape(n, c_, f, h, w)
-        dv, dm = np.diff(vids, axis=2).reshape(n, -1), np.diff(modes, axis=2).reshape(n, -1)
-        denom = np.linalg.norm(dv, axis=1) * np.linalg.norm(dm, axis=1) + 1e-12
-        temporal = float(np.mean((dv * dm).sum(1) / denom))
-        return {"adherence": adherence, "coverage": float(np.mean(coverage_per_class)),
-                "dispersion_ratio": float(rms / self.config.s), "nll_per_dim": nll,
-                "temporal_consistency": temporal, "samples": n}
+    def score(self, x0: np.ndarray, prompts: list[str], **options: Any) -> dict[str, Any]:
+        """The oracle's metrics, intervals and gate verdict (analytic_score.score's options:
+        reference, reference_stats, chunk_frames, gate)."""
+        return analytic_score.score(self, x0, prompts, **options)
 
     def sample_true_data(self, prompts: list[str], seed: int = 0) -> np.ndarray:
         """Exact draws from p(x0 | prompt) (for calibrating the scores)."""
         rng = np.random.default_rng(seed)
         classes = np.array([self.class_of(p) for p in prompts])
-        modes = rng.integers(0, self.config.modes_per_class, size=len(prompts))
+        modes = rng.integers(0, self.means.shape[1], size=len(prompts))
         mu = self.means[classes, modes]
         return (mu + self.config.s * rng.standard_normal(mu.shape)).reshape(len(prompts), *self.latent_shape)

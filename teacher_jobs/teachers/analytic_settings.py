@@ -19,8 +19,15 @@ from .spec import DriverPlan, TeacherSettings, VideoSize
 @dataclass(kw_only=True, slots=True)
 class AnalyticSettings(TeacherSettings):
     kind: ClassVar[str] = "analytic"
-    LIMITS: ClassVar[Limits] = {"latent_channels": between(1, 4096)}
+    LIMITS: ClassVar[Limits] = {"latent_channels": between(1, 4096), "modes_per_class": between(1, 64),
+                                "identity_codes": between(1, 64), "visible_frames": between(1, 4096),
+                                "gap_frames": between(2, 4096)}
     latent_channels: int = 4  # latent (C, (frames-1)/4+1, height/8, width/8)
+    task: str = "motion"  # "memory": identity across a gap and a bounce (analytic_tasks.py)
+    modes_per_class: int = 3  # start positions (shared by all classes)
+    identity_codes: int = 3  # memory task
+    visible_frames: int = 3  # memory task: latent frames the object is seen per period
+    gap_frames: int = 9  # memory task: blank latent frames between sightings
 
     def validate_video(self, video: VideoSize) -> None:
         if video.height % 8 or video.width % 8 or (video.frames - 1) % 4:
@@ -31,7 +38,9 @@ class AnalyticSettings(TeacherSettings):
     def config(self, video: VideoSize, device: str = "cpu") -> AnalyticConfig:
         shape = (self.latent_channels, (video.frames - 1) // 4 + 1, video.height // 8, video.width // 8)
         return AnalyticConfig(latent_shape=shape, num_steps=self.steps, shift=self.shift,
-                              guidance=self.guidance, device=device)
+                              guidance=self.guidance, device=device, task=self.task,
+                              modes_per_class=self.modes_per_class, identity_codes=self.identity_codes,
+                              visible_frames=self.visible_frames, gap_frames=self.gap_frames)
 
     def build(self, video: VideoSize, *, device: str) -> AnalyticTeacher:
         return AnalyticTeacher(self.config(video, device))

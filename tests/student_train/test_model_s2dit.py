@@ -111,9 +111,12 @@ def test_block_causal_model_ignores_future_chunks():
     assert not torch.allclose(bidir[:, :, :3], a[:, :, :3], atol=1e-4)  # bidirectional sees them
 
 
-@pytest.mark.parametrize("window,chunk_frames,frames", [(None, 1, 5), (1, 1, 5), (0, 2, 6)])
-def test_streaming_equals_block_causal_forward(window, chunk_frames, frames):
-    model = random_model(ssa_window=window, chunk_frames=chunk_frames, latent_frames=frames)
+@pytest.mark.parametrize("window,chunk_frames,frames,layout", [
+    (None, 1, 5, None), (1, 1, 5, None), (0, 2, 6, None),
+    (None, 1, 5, ("conv", "lin", "ssa:1", "conv")), (2, 1, 5, ("ssa:1", "ssa:2"))])
+def test_streaming_equals_block_causal_forward(window, chunk_frames, frames, layout):
+    kw = {"layout": layout} if layout else {}
+    model = random_model(ssa_window=window, chunk_frames=chunk_frames, latent_frames=frames, **kw)
     x, sigma, d, text, mask = _inputs(f=frames)
     with torch.no_grad():
         full = model(x, sigma, d, text, mask, causal=True)
@@ -172,9 +175,31 @@ def test_save_and_load_round_trip(tmp_path):
         S2DiT.from_pretrained(str(tmp_path / "missing"))
 
 
+@pytest.mark.parametrize("layout,conv_kernel,window,reach", [
+    (("conv",) * 4, (3, 3, 3), None, 8),  # each conv reads kt - 1 = 2 frames back
+    (("ssa:1",) * 4, (3, 3, 3), 2, 8),  # each windowed SSA reads 2 chunks back
+    (("ssa:1",) * 3, (3, 3, 3), 0, 0),  # per frame
+    (("conv", "ssa:1", "ssa:1"), (2, 3, 3), 0, 1),  # previous frame only
+])
+def test_local_mixers_see_exactly_their_stacked_reach(layout, conv_kernel, window, reach):
+    """The sanity students of the memory task: a frame depends on exactly the last ``reach``
+    frames, in block-causal and (for windows) bidirectional-band mode alike."""
+    frames = 12
+    model = random_model(layout=layout, conv_kernel=conv_kernel, ssa_window=window, latent_frames=frames)
+    x, sigma, d, text, mask = _inputs(f=frames)
+    t = frames - 1
+    for dist in (reach, reach + 1):
+        changed = x.clone()
+        changed[:, :, t - dist] += 10.0
+        with torch.no_grad():
+            moved = (model(changed, sigma, d, text, mask, causal=True)
+                     - model(x, sigma, d, text, mask, causal=True))[:, :, t].abs().max()
+        assert (moved > 1e-9) == (dist <= reach), (layout, dist, float(moved))
+
+
 def test_config_rejects_bad_layouts():
     with pytest.raises(ValueError, match="unknown block"):
-        StudentConfig(layout=("lcha", "conv"))
+        StudentConfig(layout=("lcha", "mamba"))
     with pytest.raises(ValueError, match="does not divide"):
         StudentConfig(layout=("lcha", "ssa:3"))
     with pytest.raises(ValueError, match="unknown student config keys"):
