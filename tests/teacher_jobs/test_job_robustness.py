@@ -164,6 +164,14 @@ def test_three_init_failures_in_a_row_stop_the_job_naming_the_cause(slow_kind, t
     assert report["actors_started"] == 3 and report["samples"] == 0
 
 
+def test_a_load_over_the_load_timeout_is_an_init_failure(slow_kind, tmp_path):
+    config = _config(tmp_path, {"init_delay_s": 60.0}, load_timeout_s=2.0, max_init_failures=1)
+    started = time.monotonic()
+    with pytest.raises(TeacherLoadFailed, match="did not load within load_timeout_s = 2 s"):
+        run_generation(config, progress=False)
+    assert time.monotonic() - started < 30  # the stuck actor was killed, not waited for
+
+
 def test_max_gpu_hours_stops_at_a_commit_and_a_resume_with_a_larger_cap_finishes(slow_kind, tmp_path):
     job = {"samples_per_shard": 1, "teacher": {"sample_delay_s": 1.0}}  # 6 units of ~1 s
     config = _config(tmp_path, **job, max_gpu_hours=6.0 / 3600)  # 6 actor-seconds (CPU job)
