@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +58,7 @@ GROUP_HELP = {
     "cache": "inspect, verify, version and generate teacher caches",
 }
 PACKAGE = "pipeline.commands"
+DISTRIBUTION = "s2dit"  # pyproject.toml's [project] name
 
 
 def _placeholder(args: argparse.Namespace) -> int:
@@ -83,6 +85,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="s2dit",
         description="Teacher-cache distillation of Wan 2.2 into the S2DiT streaming student.",
     )
+    parser.add_argument("--version", action="version", version=f"s2dit {installed_version()}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers: dict[str | None, argparse._SubParsersAction] = {None: top}
     for group, _, _, _ in COMMANDS:
@@ -101,6 +104,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         if leaf.get_default("func") is not _placeholder:
             add_storage_profile_arg(leaf)
     return parser
+
+
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's, as pip recorded it)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed: pip install -e .)"
 
 
 def add_storage_profile_arg(parser: argparse.ArgumentParser) -> None:
