@@ -5,7 +5,14 @@ noise), and, reported apart, attribute combinations the cache never saw. Both th
 (4-step with its jump size, and full-step with d = 0 on the cache's sigma grid) and the
 teacher's own few-step and full-step Euler are scored on the same noise. Streaming scores
 (S2DiT-AR by default, a KD model on request) run the few-step sampler chunk by chunk with the
-streaming state, each finished chunk committed clean as the next one's context.
+streaming state, each finished chunk committed clean as the next one's context, at the trained
+clip length and, with ``lengths``, at multiples of it (the tasks are procedural in length).
+
+Every student score carries the gate's verdict against the teacher's own full-step samples
+from the same noise (``reference``: paired fidelity, amplitude, ghost and dispersion bounds).
+
+Two disjoint noise bases: ``noise="report"`` for the figures a run reports, ``noise="tune"``
+for recipe decisions, so that no recipe is ever chosen on the noise it is reported on.
 """
 
 from __future__ import annotations
@@ -16,131 +23,166 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache_schema import CacheReader, load_manifest
+from cache_schema import CacheReader
 from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id
-from student_train.checkpoint import checkpoint_stage, load_checkpoint, split_prefix
-from student_train.model import S2DiT, StudentConfig
-from student_train.sampler import sample, sample_streaming
+from student_train.student import StudentCheckpoint
 from teacher_jobs.sampler import sample_latents
-from teacher_jobs.teachers.analytic import AnalyticConfig, AnalyticTeacher
+from teacher_jobs.teachers.analytic import AnalyticTeacher
+from teacher_jobs.teachers.analytic_score import reference_stats_of
 
-HELD_OUT_SEED_BASE = 1_000_000  # cached seeds are small corpus counters; these never are
+SEED_BASES = {"report": 1_000_000, "tune": 5_000_000}  # cached seeds are small corpus counters
+HELD_OUT_SEED_BASE = SEED_BASES["report"]
+SEED_SPAN = 10**6  # each base draws from [base, base + span): the bases never overlap
 
 
 def analytic_teacher_of(fingerprint: dict[str, Any]) -> AnalyticTeacher:
-    if fingerprint.get("teacher") != "analytic":
-        raise ValueError(f"scoring needs the analytic teacher; this cache was made by "
-                         f"{fingerprint.get('teacher')!r}")
-    cfg = dict(fingerprint["config"])
-    for key in ("latent_shape", "objects", "colours", "motions", "guidance"):
-        cfg[key] = tuple(cfg[key])
-    return AnalyticTeacher(AnalyticConfig(**cfg))
+    return AnalyticTeacher.from_fingerprint(fingerprint)
 
 
-def load_student(checkpoint_url: str, *, ema: bool = True) -> tuple[S2DiT, dict[str, Any]]:
-    tensors, state = load_checkpoint(checkpoint_url)
-    model = S2DiT(StudentConfig.from_json(state["model_config"]))
-    model.load_state_dict(split_prefix(tensors, "ema" if ema else "model"))
-    return model.eval(), state
+def load_student(checkpoint_url: str, *, ema: bool = True):
+    """(model, state) of a checkpoint (StudentCheckpoint for everything else)."""
+    student = StudentCheckpoint.load(checkpoint_url, ema=ema)
+    return student.model, student.state
 
 
 def trained_context_sigma(state: dict[str, Any]) -> float:
-    """The noise level an S2DiT-AR run committed finished chunks at (its ``context_sigma``):
-    streaming sampling must commit at the same level. KD checkpoints: clean (0)."""
-    if checkpoint_stage(state) == "kd":  # stage 2's "causal" and "ar" both commit chunks
+    """The noise level an S2DiT-AR run committed finished chunks at (KD checkpoints: 0)."""
+    if state.get("stage", "kd") == "kd":
         return 0.0
     return float(state.get("config", {}).get("context_sigma", 0.0))
 
 
-def _score_set(teacher, model, prompts, seeds, digest, plan, global_seed, *,
-               streaming: str | None = None, chunk_frames: int | None = None,
-               context_sigma: float = 0.0) -> dict[str, Any]:
+# The teacher's rows depend only on the teacher, the prompts, the noise and the step count, not
+# on the student: eval_ar scores the same held-out noise as eval_kd, so in one process (`s2dit
+# run`) the second evaluation reuses the first's teacher samples instead of sampling again.
+_TEACHER_RUNS: dict[tuple, tuple[np.ndarray, dict[str, Any]]] = {}
+
+
+def _teacher_run(teacher: AnalyticTeacher, steps: int, prompts, seeds, digest, global_seed,
+                 chunk_frames: int) -> tuple[np.ndarray, dict[str, Any]]:
+    config = teacher.config.__class__(**{**teacher.config.__dict__, "num_steps": steps})
+    key = (config, tuple(prompts), tuple(int(s) for s in seeds), digest, int(global_seed), chunk_frames)
+    if key not in _TEACHER_RUNS:
+        t = AnalyticTeacher(config)
+        x0 = sample_latents(t, prompts, list(seeds), global_seed=global_seed, fingerprint_digest=digest)
+        _TEACHER_RUNS[key] = (x0, t.score(x0, prompts, chunk_frames=chunk_frames))
+    x0, scores = _TEACHER_RUNS[key]
+    return x0, json.loads(json.dumps(scores))  # a copy the caller may change
+
+
+def _score_set(teacher, student: StudentCheckpoint, prompts, seeds, digest, global_seed, *,
+               streaming: str | None, chunk_frames: int, lengths: tuple[int, ...]) -> dict[str, Any]:
+    plan = student.plan
     ids = [make_sample_id(p, s, digest) for p, s in zip(prompts, seeds)]
+    few = len(plan["schedule_sigmas"]) - 1
+    out: dict[str, Any] = {}
+    ref_x0, out["teacher_fullstep"] = _teacher_run(teacher, teacher.num_steps, prompts, seeds, digest,
+                                                   global_seed, chunk_frames)
+    out[f"teacher_{few}step"] = _teacher_run(teacher, few, prompts, seeds, digest, global_seed,
+                                             chunk_frames)[1]
+    options = {"reference": ref_x0, "reference_stats": reference_stats_of(out["teacher_fullstep"]),
+               "chunk_frames": chunk_frames}
     noise = torch.from_numpy(batch_noise(global_seed, ids, teacher.latent_shape))
     text = teacher.encode_prompts(prompts)
-    out: dict[str, Any] = {}
     with torch.no_grad():
         for name, sigmas, jump in (("student_4step", plan["schedule_sigmas"], True),
                                    ("student_fullstep_grid", plan["grid_sigmas"], False)):
-            x0 = sample(model, noise, text.emb, text.mask, sigmas, use_step_size=jump)
-            out[name] = teacher.score(x0.numpy(), prompts)
-        if streaming:  # chunk by chunk, each finished chunk committed as the next's context
-            x0 = sample_streaming(model, noise, text.emb, text.mask, plan["schedule_sigmas"],
-                                  chunk_frames, context_sigma=context_sigma)
-            out[streaming] = teacher.score(x0.numpy(), prompts)
-    few = len(plan["schedule_sigmas"]) - 1
-    for name, steps in ((f"teacher_{few}step", few), ("teacher_fullstep", teacher.num_steps)):
-        out[name] = _teacher_score(teacher, steps, prompts, seeds, digest, global_seed)
+            x0 = student.sample(noise, text.emb, text.mask, sigmas, streaming=False, use_step_size=jump)
+            out[name] = teacher.score(x0.numpy(), prompts, **options)
+        if streaming:
+            out.update(_streaming_scores(teacher, student, prompts, seeds, ids, digest, global_seed,
+                                         streaming, chunk_frames, lengths, text))
     return out
 
 
-# The teacher's rows depend only on the teacher, the prompts, the noise and the step count, not
-# on the student: eval_ar scores the same held-out noise as eval_kd, so in one process (`s2dit
-# run`) the second evaluation reuses the first's teacher scores instead of sampling again.
-_TEACHER_SCORES: dict[tuple, dict[str, Any]] = {}
+def _streaming_scores(teacher, student, prompts, seeds, ids, digest, global_seed, name,
+                      chunk_frames, lengths, text) -> dict[str, Any]:
+    """Chunk by chunk, each finished chunk committed as the next's context, at each length;
+    longer clips are scored by the same task at that length (its teacher as the reference)."""
+    out = {}
+    frames = teacher.latent_shape[1]
+    for m in lengths:
+        at = teacher if m == 1 else teacher.at_length(frames * m)
+        ref_x0, ref = _teacher_run(at, at.num_steps, prompts, seeds, digest, global_seed, chunk_frames)
+        noise = torch.from_numpy(batch_noise(global_seed, ids, at.latent_shape))
+        with torch.no_grad():
+            x0 = student.sample(noise, text.emb, text.mask, student.plan["schedule_sigmas"],
+                                streaming=True, chunk_frames=chunk_frames)
+        key = name if m == 1 else f"{name}_{m}x"
+        out[key] = at.score(x0.numpy(), prompts, reference=ref_x0, reference_stats=reference_stats_of(ref),
+                            chunk_frames=chunk_frames)
+        if m != 1:
+            out[f"teacher_fullstep_{m}x"] = ref
+    return out
 
 
-def _teacher_score(teacher, steps, prompts, seeds, digest, global_seed) -> dict[str, Any]:
-    config = AnalyticConfig(**{**teacher.config.__dict__, "num_steps": steps})  # frozen: hashable
-    key = (config, tuple(prompts), tuple(int(s) for s in seeds), digest, int(global_seed))
-    if key not in _TEACHER_SCORES:
-        t = AnalyticTeacher(config)
-        x0 = sample_latents(t, prompts, list(seeds), global_seed=global_seed, fingerprint_digest=digest)
-        _TEACHER_SCORES[key] = t.score(x0, prompts)
-    return dict(_TEACHER_SCORES[key])
-
-
-def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
-                        streaming: bool | None = None, chunk_frames: int | None = None) -> dict[str, Any]:
-    """Scores of a KD or AR checkpoint. ``streaming`` (default: on for S2DiT-AR) adds the
-    few-step sampler run chunk by chunk with the streaming state: ``student_ar_4step_streaming``
-    for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally."""
-    model, state = load_student(checkpoint_url)
-    stage = checkpoint_stage(state)  # "kd", "causal" or "ar"
-    is_ar = stage == "ar"
-    few = len(state["plan"]["schedule_sigmas"]) - 1
-    streaming_name = None
-    if streaming or (streaming is None and is_ar):
-        streaming_name = f"student_{'ar_' if is_ar else ''}{few}step_streaming"
-    manifest = load_manifest(f"{state['manifest']['cache_url'].split('@')[0]}@{state['manifest']['generation']}")
-    teacher = analytic_teacher_of(manifest.fingerprint)
-    trained = sorted(set(CacheReader(state["manifest"]["cache_url"]).index().column("prompt").to_pylist()))
-    trained_classes = {teacher.class_of(p) for p in trained}
+def _prompt_sets(teacher: AnalyticTeacher, cache_url: str) -> tuple[dict[str, list[str]], int]:
+    trained = sorted(set(CacheReader(cache_url).index().column("prompt").to_pylist()))
     by_class: dict[int, str] = {}
     for p in trained:
         by_class.setdefault(teacher.class_of(p), p)
-    unseen = [f"a {c} {o} moving {m}" for i, (o, c, m) in enumerate(teacher.classes)
-              if i not in trained_classes]
-    rng = np.random.default_rng(seed)
-    report: dict[str, Any] = {"checkpoint": checkpoint_url, "step": state["step"],
-                              "stage": stage,
-                              "trained_classes": len(trained_classes), "per_class": per_class}
+    unseen = [f"a {c} {o} moving {m}" for i, (o, c, m) in enumerate(teacher.classes) if i not in by_class]
     sets = {"held_out_seeds": [by_class[c] for c in sorted(by_class)]}
     if unseen:
         sets["unseen_combinations"] = unseen
+    return sets, len(by_class)
+
+
+def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
+                        streaming: bool | None = None, chunk_frames: int | None = None,
+                        lengths: tuple[int, ...] = (1,), noise: str = "report") -> dict[str, Any]:
+    """Scores of a KD or AR checkpoint. ``streaming`` (default: on for a checkpoint whose stage
+    streams, S2DiT-AR) adds the few-step sampler run chunk by chunk: ``student_ar_4step_streaming``
+    for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally, with
+    ``_{m}x`` keys for each longer length m in ``lengths``. ``noise``: "report" or "tune"."""
+    if noise not in SEED_BASES:
+        raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
+    student = StudentCheckpoint.load(checkpoint_url)
+    few = len(student.plan["schedule_sigmas"]) - 1
+    is_ar = student.streams
+    streaming_name = None
+    if streaming or (streaming is None and is_ar):
+        streaming_name = f"student_{'ar_' if is_ar else ''}{few}step_streaming"
+    manifest = student.trained_manifest()
+    teacher = analytic_teacher_of(manifest.fingerprint)
+    sets, trained_classes = _prompt_sets(teacher, student.manifest_info["cache_url"])
+    rng = np.random.default_rng(seed)
+    chunk = chunk_frames or student.model.config.chunk_frames
+    report: dict[str, Any] = {"checkpoint": checkpoint_url, "step": student.step, "stage": student.stage,
+                              "trained_classes": trained_classes, "per_class": per_class,
+                              "noise": noise, "lengths": list(lengths), "task": teacher.config.task}
     for name, class_prompts in sets.items():
         prompts = [p for p in class_prompts for _ in range(per_class)]
-        seeds = list(HELD_OUT_SEED_BASE + rng.permutation(10**6)[: len(prompts)])
-        report[name] = _score_set(teacher, model, prompts, seeds, manifest.fingerprint_digest,
-                                  state["plan"], manifest.fingerprint["global_seed"],
-                                  streaming=streaming_name, chunk_frames=chunk_frames,
-                                  context_sigma=trained_context_sigma(state))
+        seeds = list(SEED_BASES[noise] + rng.permutation(SEED_SPAN)[: len(prompts)])
+        report[name] = _score_set(teacher, student, prompts, seeds, manifest.fingerprint_digest,
+                                  manifest.fingerprint["global_seed"], streaming=streaming_name,
+                                  chunk_frames=chunk, lengths=tuple(lengths))
     return report
+
+
+def _line(model_name: str, s: dict[str, Any]) -> str:
+    line = (f"    {model_name:32s} adherence {s['adherence']:.3f}  coverage {s['coverage']:.3f}"
+            f"  dispersion {s['dispersion_ratio']:.3f}  amp {s['amplitude_bias']:+.3f}"
+            f"  ghost {s['ghost_energy']:.3f}  mode TV {s['mode_tv']:.3f}")
+    if "recall" in s:
+        line += f"  recall {s['recall']:.3f}  bounce {1 - s['branch_rate']:.2f}"
+    gate = s.get("gate", {})
+    if model_name.startswith("student"):
+        line += "  gate " + ("PASS" if gate.get("passed") else f"FAIL ({', '.join(gate.get('failed', []))})")
+    return line
 
 
 def format_report(report: dict[str, Any]) -> str:
     head = (f"checkpoint {report['checkpoint']} ({report.get('stage', 'kd').upper()} step "
             f"{report['step']}, {report['trained_classes']} trained classes, "
-            f"{report['per_class']} samples per class)")
+            f"{report['per_class']} samples per class, {report.get('noise', 'report')} noise)")
     lines = [head]
     for set_name in ("held_out_seeds", "unseen_combinations"):
         if set_name not in report:
             continue
         lines.append(f"  {set_name}:")
-        for model_name, s in report[set_name].items():
-            lines.append(f"    {model_name:28s} adherence {s['adherence']:.3f}  coverage {s['coverage']:.3f}"
-                         f"  dispersion {s['dispersion_ratio']:.3f}  nll/dim {s['nll_per_dim']:.3f}")
+        lines.extend(_line(model_name, s) for model_name, s in report[set_name].items())
     return "\n".join(lines)
 
 

@@ -42,7 +42,8 @@ def _eval(args: argparse.Namespace) -> int:
     checkpoint = latest_checkpoint(args.checkpoint) or args.checkpoint
     report = evaluate_checkpoint(checkpoint, per_class=args.per_class, seed=args.seed,
                                  streaming=True if args.streaming else None,
-                                 chunk_frames=args.chunk_frames)
+                                 chunk_frames=args.chunk_frames, noise=args.noise,
+                                 lengths=tuple(args.lengths))
     print(format_report(report))
     if args.report:
         save_report(report, args.report)
@@ -127,7 +128,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "and for S2DiT-AR (or with --streaming) the 4-step "
                                            "sampler run chunk by chunk.")
     ev.add_argument("--checkpoint", required=True, help="checkpoint folder or training output URL")
-    ev.add_argument("--per-class", type=int, default=24, help="samples per class")
+    ev.add_argument("--per-class", type=int, default=24,
+                    help="samples per class (reported figures: 96 or more)")
+    ev.add_argument("--noise", choices=("report", "tune"), default="report",
+                    help="held-out noise base: 'report' for figures you report, 'tune' for recipe "
+                         "decisions (disjoint seeds; default report)")
+    ev.add_argument("--lengths", type=int, nargs="+", default=[1], metavar="M",
+                    help="stream at these multiples of the trained clip length (e.g. 1 2 4)")
     ev.add_argument("--seed", type=int, default=0, help="held-out seed draw")
     ev.add_argument("--report", help="write the JSON report here")
     ev.add_argument("--streaming", action="store_true",

@@ -130,6 +130,17 @@ class AnalyticTeacher(Teacher):
                                           tints, self.period, cfg.latent_shape))
         return cfg.amplitude * np.stack(means).reshape(len(self.classes), len(self.factors.start), -1)
 
+    @classmethod
+    def from_fingerprint(cls, fingerprint: dict[str, Any], device: str = "cpu") -> AnalyticTeacher:
+        """The teacher a cache's fingerprint describes (the oracle of its samples)."""
+        if fingerprint.get("teacher") != "analytic":
+            raise ValueError(f"scoring needs the analytic teacher; this cache was made by "
+                             f"{fingerprint.get('teacher')!r}")
+        cfg = dict(fingerprint["config"])
+        for key in ("latent_shape", "objects", "colours", "motions", "guidance"):
+            cfg[key] = tuple(cfg[key])
+        return cls(AnalyticConfig(**cfg, device=device))
+
     def at_length(self, frames: int) -> AnalyticTeacher:
         """This teacher over a clip of ``frames`` latent frames (streaming longer than trained)."""
         return AnalyticTeacher(self.config.at_length(frames))

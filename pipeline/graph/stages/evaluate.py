@@ -1,8 +1,10 @@
 """Stages eval_kd / eval_ar: the analytic oracle's scores of a checkpoint against the teacher
 (held-out seeds of the trained classes, unseen combinations; AR chunk by chunk).
 
-Reads ``[eval]``: per_class (held-out samples per class), seed. The oracle exists only for the
-analytic teacher: on another teacher's cache the stage is skipped with that reason."""
+Reads ``[eval]``: per_class (held-out samples per class), seed, lengths (multiples of the
+trained clip length S2DiT-AR streams, e.g. [1, 2, 4]), noise ("report", or "tune" for a run
+that chooses a recipe). The oracle exists only for the analytic teacher: on another teacher's
+cache the stage is skipped with that reason."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pipeline.eval import evaluate_checkpoint, format_report
 from ..config import RunConfig
 from ..stage import Stage, StageContext
 
-KEYS = {"per_class", "seed"}
+KEYS = {"per_class", "seed", "lengths", "noise"}
 
 
 def _analytic_only(ctx: StageContext) -> str | None:
@@ -31,6 +33,13 @@ def _section(config: RunConfig) -> dict[str, Any]:
     unknown = sorted(set(section) - KEYS)
     if unknown:
         raise ValueError(f"unknown [eval] keys {unknown}; known: {sorted(KEYS)}")
+    lengths = section.get("lengths", [1])
+    if not isinstance(lengths, list) or not lengths or not all(
+            isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 64 for m in lengths):
+        raise ValueError(f"[eval] lengths must be a list of whole multiples of the trained clip "
+                         f"length in [1, 64], e.g. [1, 2, 4]; got {lengths!r}")
+    if section.get("noise", "report") not in ("report", "tune"):
+        raise ValueError(f"[eval] noise must be 'report' or 'tune', got {section.get('noise')!r}")
     return section
 
 
@@ -38,7 +47,8 @@ def _evaluate(ctx: StageContext, train_stage: str, out_name: str) -> dict[str, A
     section = _section(ctx.config)
     checkpoint = ctx.outputs(train_stage)["checkpoint"]
     scores = evaluate_checkpoint(checkpoint, per_class=section.get("per_class", 24),
-                                 seed=section.get("seed", 0))
+                                 seed=section.get("seed", 0), noise=section.get("noise", "report"),
+                                 lengths=tuple(section.get("lengths", (1,))))
     with fsspec.open(ctx.path(out_name), "w") as handle:
         json.dump(scores, handle, indent=1)
     ctx.console.print(format_report(scores), soft_wrap=True)

@@ -1,0 +1,138 @@
+"""The memory-task quality bench (issue 24): S2DiT and the sanity students, several seeds.
+
+Every student is trained by the same two stages (S2DiT-KD, then S2DiT-AR) from the same cache
+with the same recipe as `configs/memory.toml`; only `[train.model]` differs. The sanity students
+cannot see the identity across the 9-frame gap (their stacked reach is at most 8 frames,
+tests/student_train/test_model_s2dit.py checks it), so each must fail recall; if one passes,
+the task is broken.
+
+    .venv/bin/s2dit run configs/memory.toml                      # the cache (and S2DiT, seed 0)
+    .venv/bin/python bench/bench_memory.py --cache runs/memory/cache@train \\
+        --students s2dit per_frame prev_frame conv_only ssa_short --seeds 0 1 2
+
+Writes OUT/<student>/seed<k>/{kd,ar} checkpoints, eval_kd.json, eval_ar.json, and OUT/table.md
+(every metric with its 95% Wilson interval). Reporting noise only: recipes are never chosen here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+STUDENTS: dict[str, dict[str, Any]] = {
+    "s2dit": {},  # the layout of configs/memory.toml
+    "per_frame": {"layout": ("ssa:1",) * 4, "ssa_window": 0},
+    "prev_frame": {"layout": ("conv", "ssa:1", "ssa:1", "ssa:1"), "conv_kernel": (2, 3, 3), "ssa_window": 0},
+    "conv_only": {"layout": ("conv",) * 4},
+    "ssa_short": {"layout": ("ssa:1",) * 4, "ssa_window": 2},
+}
+ROWS = (("held_out_seeds", "student_4step", "KD 4-step"),
+        ("held_out_seeds", "student_fullstep_grid", "KD full-step"),
+        ("held_out_seeds", "student_ar_4step_streaming", "AR streaming 1x"),
+        ("held_out_seeds", "student_ar_4step_streaming_2x", "AR streaming 2x"),
+        ("held_out_seeds", "student_ar_4step_streaming_4x", "AR streaming 4x"))
+
+
+def _configs(run_config: str, seed: int, model: dict[str, Any], kd_steps: int | None, ar_steps: int | None):
+    from pipeline.graph import load_run_config
+    from pipeline.graph.stages.train_ar import ar_config
+    from pipeline.graph.stages.train_kd import train_config
+
+    config = load_run_config(run_config)
+    kd, ar = train_config(config), ar_config(config)
+    kd = dataclasses.replace(kd, seed=seed, model=dataclasses.replace(kd.model, **model),
+                             **({"steps": kd_steps} if kd_steps else {}))
+    ar = dataclasses.replace(ar, seed=seed, **({"causal_steps": ar_steps} if ar_steps else {}))
+    return kd, ar, config.section("eval")
+
+
+def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    from pipeline.eval import evaluate_checkpoint, save_report
+    from student_train.launch import launch
+
+    out = Path(args.out) / name / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    kd_cfg, ar_cfg, eval_section = _configs(args.config, seed, STUDENTS[name], args.kd_steps, args.ar_steps)
+    t0 = time.time()
+    kd = launch("kd", kd_cfg, out_url=str(out / "kd"), cache_url=args.cache, progress=False)
+    t1 = time.time()
+    ar = launch("ar", ar_cfg, out_url=str(out / "ar"), init_url=str(out / "kd"), cache_url=args.cache,
+                progress=False)
+    t2 = time.time()
+    per_class = args.per_class or eval_section.get("per_class", 96)
+    lengths = tuple(args.lengths or eval_section.get("lengths", [1]))
+    reports = {}
+    for stage, done, kwargs in (("kd", kd, {}), ("ar", ar, {"lengths": lengths})):
+        if done.checkpoint is None:  # already trained: evaluate the newest checkpoint
+            from student_train.checkpoint import latest_checkpoint
+            checkpoint = latest_checkpoint(str(out / stage))
+        else:
+            checkpoint = done.checkpoint
+        reports[stage] = evaluate_checkpoint(checkpoint, per_class=per_class, noise="report", **kwargs)
+        save_report(reports[stage], str(out / f"eval_{stage}.json"))
+    return {"student": name, "seed": seed, "kd_seconds": t1 - t0, "ar_seconds": t2 - t1,
+            "eval_seconds": time.time() - t2, "kd": reports["kd"], "ar": reports["ar"]}
+
+
+def _cell(s: dict[str, Any], key: str) -> str:
+    if key not in s:
+        return "-"
+    ci = s.get(f"{key}_ci")
+    return f"{s[key]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = ("| student | seed | model | gate | adherence | recall | bounce rate | mode TV (floor) | "
+            "amp. bias | ghost | r / teacher r |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in results:
+        for set_key, key, label in ROWS:
+            report = r["kd"] if key.startswith("student_4step") or "fullstep" in key else r["ar"]
+            s = report.get(set_key, {}).get(key)
+            if s is None:
+                continue
+            gate = "pass" if s["gate"]["passed"] else "FAIL: " + ", ".join(s["gate"]["failed"])
+            lines.append(
+                f"| {r['student']} | {r['seed']} | {label} | {gate} | {_cell(s, 'adherence')} | "
+                f"{_cell(s, 'recall')} | {_cell(s, 'branch_rate')} | {s['mode_tv']:.3f} ({s['mode_tv_floor']:.3f}) | "
+                f"{s['amplitude_bias']:+.3f} | {s['ghost_energy']:.4f} | {s.get('dispersion_vs_reference', float('nan')):.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", required=True, help="the memory-task cache, e.g. runs/memory/cache@train")
+    parser.add_argument("--config", default="configs/memory.toml", help="run config whose recipes are used")
+    parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--out", default="runs/memory_bench")
+    parser.add_argument("--kd-steps", type=int, help="override S2DiT-KD steps (default: the config's)")
+    parser.add_argument("--ar-steps", type=int, help="override the causal-phase steps")
+    parser.add_argument("--per-class", type=int, help="held-out samples per class (default: [eval])")
+    parser.add_argument("--lengths", type=int, nargs="+", help="streaming lengths (default: [eval])")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    results_path = Path(args.out) / "results.jsonl"
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["student"], r["seed"]): r for r in map(json.loads, results_path.read_text().splitlines())} \
+        if results_path.exists() else {}
+    for seed in args.seeds:
+        for name in args.students:
+            if (name, seed) in done:
+                continue
+            result = train_and_score(name, seed, args)
+            done[(name, seed)] = result
+            with results_path.open("a") as handle:
+                handle.write(json.dumps(result) + "\n")
+            print(f"{name} seed {seed}: KD {result['kd_seconds']:.0f} s, AR {result['ar_seconds']:.0f} s", flush=True)
+    (Path(args.out) / "table.md").write_text(table(list(done.values())) + "\n")
+    print(table(list(done.values())))
+
+
+if __name__ == "__main__":
+    main()
