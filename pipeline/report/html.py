@@ -20,7 +20,7 @@ pre { background: #fff; border: 1px solid #d8dde3; padding: 8px; overflow-x: aut
 .status { display: inline-block; padding: 0 7px; border-radius: 9px; font-size: 12px; color: #fff; }
 .s-done { background: #2c8a4b; } .s-running { background: #2f6fd0; } .s-pending { background: #8a939c; }
 .s-failed { background: #c8372d; } .s-skipped { background: #b58a1b; }
-.pending { color: #6b7580; font-style: italic; } .error { color: #b3261e; }
+.pending { color: #6b7580; font-style: italic; } .error { color: #b3261e; } .ok { color: #2c8a4b; }
 .muted { color: #6b7580; } .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 .clips { display: grid; gap: 8px 14px; align-items: start; }
 .clips figure { margin: 0; } .clips figcaption { font-size: 12px; color: #46505a; }

@@ -20,7 +20,7 @@ from .assets import Assets
 from .cache_card import cache_card
 from .curves import stage_curves
 from .html import document, esc, fmt, key_values, pending, section, status_badge, table
-from .quality import quality_table
+from .quality import chunk_curves, quality_table
 from .run_folder import STAGES, RunFolder
 from .videos import cached_videos_html, sample_stage_html, stage_videos_html
 
@@ -100,7 +100,8 @@ def _quality(run: RunFolder) -> str:
         rec = run.stage(name)
         if loaded[name].value is None and rec["status"] in ("skipped", "failed"):
             missing[f"{name}.json"] = f"{rec['status']}: {rec.get('reason') or rec.get('error') or name}"
-    return errors + quality_table(loaded["eval_kd"].value, loaded["eval_ar"].value, missing)
+    return (errors + quality_table(loaded["eval_kd"].value, loaded["eval_ar"].value, missing)
+            + "<h3>Streaming, chunk by chunk</h3>" + chunk_curves(loaded["eval_ar"].value))
 
 
 def _videos(run: RunFolder, assets: Assets) -> str:
