@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from cache_schema import encoding_names
-from pipeline.graph import STAGE_NAMES, bundled_config, load_run_config
-from pipeline.run import DEMO_CONFIG, DEMO_FLAGS, demo_config, run_config
+from pipeline.commands.run import add_graph_flags, execute
+from pipeline.graph import bundled_config, load_run_config
+from pipeline.graph.load import apply_overrides
+from pipeline.run import DEMO_CONFIG, DEMO_FLAGS, demo_config
 
 
 def _demo(args: argparse.Namespace) -> int:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     config = demo_config(**{flag: getattr(args, flag) for flag in DEMO_FLAGS})
-    run_config(config, from_stage=args.from_stage, progress=not args.no_progress)
-    return 0
+    apply_overrides(config, args.overrides)  # after the named flags: --set has the last word
+    return execute(config, args)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "student by 2-in-1 distillation (S2DiT-KD), self-force it into the streaming "
                     "S2DiT-AR, score both with the analytic oracle against the teacher (AR chunk "
                     "by chunk), sample text to video, and write RUN_DIR/report.html and "
-                    "report.json. Rerunning resumes; each flag overrides one key of the config.")
+                    "report.json. Rerunning resumes; each flag overrides one key of the config, "
+                    "--set any key, and every `s2dit run` flag works here (--plan, --only, "
+                    "--from).")
     demo.add_argument("--out", help=f"run folder or URL (default {default('out')})")
     demo.add_argument("--train-classes", type=int, dest="train_classes",
                       help=f"trained attribute combinations (default {default('train_classes')})")
@@ -56,7 +58,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--eval-per-class", type=int, dest="eval_per_class",
                       help=f"held-out samples per class (default {default('eval_per_class')})")
     demo.add_argument("--seed", type=int, help=f"seed of everything (default {default('seed')})")
-    demo.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, metavar="STAGE",
-                      help="rerun STAGE and every stage after it")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_graph_flags(demo)
     demo.set_defaults(func=_demo)

@@ -6,7 +6,7 @@ import argparse
 import os
 import textwrap
 
-from pipeline.graph import SECTIONS, STAGE_NAMES, load_run_config
+from pipeline.graph import SECTIONS, STAGE_NAMES, RunConfig, load_run_config
 from pipeline.run import plan_config, run_config
 
 EPILOG = textwrap.fill(
@@ -23,18 +23,41 @@ examples:
   s2dit run configs/demo.toml --from train_ar       # redo stage 2 and what follows
   s2dit run configs/demo.toml --only report         # rewrite the report only
   s2dit run configs/demo.toml --plan                # what a run would do now, without running
+  s2dit run configs/demo.toml --set train.lr=3e-3 --set train_ar.causal_steps=50
+                                                    # override any key of any section
 """
 
 
-def _run(args: argparse.Namespace) -> int:
+def execute(config: RunConfig, args: argparse.Namespace, out: str | None = None) -> int:
+    """Run ``config`` with the graph flags of ``args`` (``add_graph_flags``), or plan it."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    config = load_run_config(args.config)
     if args.plan:
-        plan_config(config, out=args.out, from_stage=args.from_stage, only=args.only)
+        plan_config(config, out=out, from_stage=args.from_stage, only=args.only)
         return 0
-    run_config(config, out=args.out, from_stage=args.from_stage, only=args.only,
+    run_config(config, out=out, from_stage=args.from_stage, only=args.only,
                progress=not args.no_progress)
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return execute(load_run_config(args.config, args.overrides), args, out=args.out)
+
+
+def add_graph_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags `s2dit run` and `s2dit demo` share: which stages, plan or run, overrides."""
+    parser.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, metavar="STAGE",
+                        help=f"rerun STAGE and every stage after it ({', '.join(STAGE_NAMES)})")
+    parser.add_argument("--only", choices=STAGE_NAMES, metavar="STAGE",
+                        help="run only STAGE (its input stages must have finished)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="override one key of any section (repeatable), the value read as "
+                             "TOML and checked like the file's: --set train.lr=3e-3 --set "
+                             "train.model.dim=64 --set train_ar.enabled=false")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what each stage would do (run, resume, up to date, skip) and "
+                             "why, without running or writing anything")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,12 +73,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "configs/demo.toml)")
     run.add_argument("--out", metavar="URL",
                      help="run folder (local path or fsspec URL; default: the config's [run] out)")
-    run.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, metavar="STAGE",
-                     help=f"rerun STAGE and every stage after it ({', '.join(STAGE_NAMES)})")
-    run.add_argument("--only", choices=STAGE_NAMES, metavar="STAGE",
-                     help="run only STAGE (its input stages must have finished)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--plan", action="store_true",
-                     help="print what each stage would do (run, resume, up to date, skip) and "
-                          "why, without running or writing anything")
+    add_graph_flags(run)
     run.set_defaults(func=_run)

@@ -6,15 +6,21 @@ stage's section is known here without being listed.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import fsspec
 
-from .config import GRAPH_SET_JOB_KEYS, RUN_KEYS, RunConfig, RunConfigError
-from .stages import SECTIONS, SEEDED
+from teacher_jobs.config import JobConfig
+from teacher_jobs.teachers.registry import make_settings
+
+from .config import GRAPH_SET_JOB_KEYS, RUN_KEYS, RunConfig, RunConfigError, refuse_unknown_keys
+from .overrides import set_override
+from .stages import SECTIONS, SEEDED, STAGES
 
 
 def _read_toml(url: str) -> dict[str, Any]:
@@ -65,7 +71,9 @@ def _resolve_include(url: str, name: str, section: dict[str, Any]) -> dict[str, 
     return _merge(base, section)
 
 
-def load_run_config(url: str) -> RunConfig:
+def load_run_config(url: str, overrides: Sequence[str] = ()) -> RunConfig:
+    """The run config at ``url``, includes resolved, then ``--set SECTION.KEY=VALUE``
+    ``overrides`` (each checked on its own, so an error names it)."""
     data = _read_toml(url)
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
@@ -77,15 +85,60 @@ def load_run_config(url: str) -> RunConfig:
         if not isinstance(section, dict):
             raise RunConfigError(f"{name} in {url} must be a table ([{name}]), got {section!r}")
         sections[name] = _resolve_include(url, name, dict(section))
-    bad_run = sorted(set(sections["run"]) - RUN_KEYS)
-    if bad_run:
-        raise RunConfigError(f"unknown [run] keys {bad_run} in {url}; known: {sorted(RUN_KEYS)}")
     for key in GRAPH_SET_JOB_KEYS:
         if key in data.get("job", {}):
             raise RunConfigError(f"[job] {key} in {url}: the run sets it (the corpus stage's "
                                  "prompts and RUN_DIR/cache); give the corpus in [corpus] and the "
                                  "folder with --out or [run] out")
+    config = RunConfig(source=url, sections=sections, seeded=SEEDED)
+    try:
+        check_keys(config, ("run", "job"))
+    except ValueError as exc:
+        raise RunConfigError(f"run config {url}: {exc}") from None
     if not data.get("corpus"):
         raise RunConfigError(f"run config {url} has no [corpus] section: say kind = 'analytic', "
                              "'inline' (prompts = [...]) or 'file' (source = URL)")
-    return RunConfig(source=url, sections=sections, seeded=SEEDED)
+    apply_overrides(config, overrides)
+    return config
+
+
+def apply_overrides(config: RunConfig, overrides: Sequence[str]) -> None:
+    """``--set SECTION.KEY=VALUE`` overrides (``overrides``) applied to ``config`` in order, each
+    checked by the validators of its section's stages at once: an error names the override.
+    A section that was wrong before the override is blamed on the config, as the run would."""
+    checked: set[str] = set()
+    for text in overrides:
+        section = _section_of(text)
+        if section in SECTIONS and section not in checked:
+            _check_section(config, section, f"{config.source} [{section}]")
+            checked.add(section)
+        _check_section(config, set_override(config, text, SECTIONS), f"--set {text}")
+
+
+def _section_of(text: str) -> str:
+    return text.partition("=")[0].partition(".")[0].strip()
+
+
+def _check_section(config: RunConfig, section: str, blame: str) -> None:
+    try:
+        check_keys(config, (section,))
+        enabled = config.sections.get(section, {}).get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise RunConfigError(f"[{section}] enabled must be true or false, got {enabled!r}")
+        for check in dict.fromkeys(s.check for s in STAGES if s.section == section and s.check):
+            check(config)
+    except (ValueError, TypeError) as exc:
+        raise RunConfigError(f"{blame}: {exc}") from None
+
+
+def check_keys(config: RunConfig, sections: Sequence[str]) -> None:
+    """The keys of ``[run]`` and ``[job]`` (with ``[job.teacher]``) by name; the stages' checks
+    (``Stage.check``, run before any stage) parse the sections into their typed configs."""
+    if "run" in sections:
+        refuse_unknown_keys("run", config.run, RUN_KEYS)
+    if "job" in sections:
+        job = config.section("job")
+        refuse_unknown_keys("job", job, (f.name for f in dataclasses.fields(JobConfig)
+                                         if f.name not in GRAPH_SET_JOB_KEYS))
+        if isinstance(job.get("teacher"), dict):
+            make_settings(job["teacher"], where="[job.teacher]")

@@ -126,7 +126,7 @@ def test_run_config_includes_seeds_and_refusals(tmp_path):
                           ("[job]\nencoding = 'wds'\n", "no \\[corpus\\] section"),
                           ("[corpus]\n[job]\noutput = 'x'\n", "\\[job\\] output .* the run sets it"),
                           ("[corpus]\n[train_ar]\ninclude = 'recipe.toml'\n", "has no \\[train_ar\\] table"),
-                          ("[corpus]\n[run]\nsteps = 1\n", "unknown \\[run\\] keys")):
+                          ("[corpus]\n[run]\nsteps = 1\n", "unknown \\[run\\] key 'steps'")):
         with pytest.raises(RunConfigError, match=message):
             _config(tmp_path, text)
     # every stage's section is checked before any runs, the error naming file and section

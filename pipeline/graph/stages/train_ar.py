@@ -13,11 +13,11 @@ from student_train.self_forcing import ARConfig
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
-from .training import finished_checkpoint, workers
+from .training import finished_checkpoint, typed_section, workers
 
 
 def ar_config(config: RunConfig) -> ARConfig:
-    return ARConfig.load(None, **config.section("train_ar"))
+    return typed_section(ARConfig, config, "train_ar")
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from student_train.launch import launch
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
-from .training import finished_checkpoint, workers
+from .training import finished_checkpoint, typed_section, workers
 
 
 def train_config(config: RunConfig) -> TrainConfig:
-    return TrainConfig.load(None, **config.section("train"))
+    return typed_section(TrainConfig, config, "train")
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from student_train.checkpoint import latest_checkpoint
+import dataclasses
+from typing import Any, TypeVar
 
+from student_train.checkpoint import latest_checkpoint
+from student_train.config import StageConfig
+
+from ..config import RunConfig, refuse_unknown_keys
 from ..stage import StageContext
+
+T = TypeVar("T", bound=StageConfig)
+
+
+def typed_section(cls: type[T], config: RunConfig, name: str) -> T:
+    """Section ``name`` as the training stage's typed config (keys and types checked)."""
+    section: dict[str, Any] = config.section(name)
+    refuse_unknown_keys(name, section, (f.name for f in dataclasses.fields(cls)))
+    return cls.load(None, **section)
 
 
 def workers(ctx: StageContext) -> tuple[int, int]:

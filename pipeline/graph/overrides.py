@@ -1,0 +1,56 @@
+"""``--set SECTION.KEY=VALUE``: any key of any run-config section from the command line.
+
+The value is read as a TOML value (``3e-3``, ``true``, ``"text"``, ``[0.9, 0.99]``); a bare word
+that is not one is a string (``--set train.device=cuda``). A dotted key reaches into sub-tables
+(``--set train.model.dim=64``, ``--set job.teacher.steps=12``). An override replaces the value
+the file (and its includes) gave; ``load.apply_overrides`` checks each one with the validators
+the stages use, so an error names the override.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from typing import Any
+
+from .config import RunConfig, RunConfigError, did_you_mean
+
+FORM = "SECTION.KEY=VALUE"
+EXAMPLE = "--set train.lr=3e-3"
+
+
+def parse_value(raw: str) -> Any:
+    """A TOML value (``3e-3`` a float, ``[1, 2]`` a list, ``'x'`` a string); else the text."""
+    try:
+        parsed = tomllib.loads(f"value = {raw}")
+    except tomllib.TOMLDecodeError:
+        return raw
+    return parsed["value"] if list(parsed) == ["value"] else raw
+
+
+def parse_override(text: str, sections: Sequence[str]) -> tuple[str, tuple[str, ...], Any]:
+    """``train.model.dim=64`` -> (``train``, (``model``, ``dim``), 64); the section must be one
+    of ``sections``."""
+    name, sep, raw = text.partition("=")
+    section, _, key = name.strip().partition(".")
+    keys = tuple(k.strip() for k in key.split(".")) if key else ()
+    if not sep or not section or not keys or not all(keys):
+        raise RunConfigError(f"--set {text}: give {FORM}, e.g. {EXAMPLE}")
+    if section not in sections:
+        raise RunConfigError(f"--set {text}: no section [{section}]{did_you_mean(section, sections)}"
+                             f"; sections: {', '.join(sections)}")
+    return section, keys, parse_value(raw.strip())
+
+
+def set_override(config: RunConfig, text: str, sections: Sequence[str]) -> str:
+    """Apply one override to ``config``; returns its section."""
+    section, keys, value = parse_override(text, sections)
+    table = config.sections.setdefault(section, {})
+    for depth, key in enumerate(keys[:-1], 1):
+        inner = table.setdefault(key, {})
+        if not isinstance(inner, dict):
+            where = ".".join((section, *keys[:depth]))
+            raise RunConfigError(f"--set {text}: {where} is a value ({inner!r}), not a table")
+        table = inner
+    table[keys[-1]] = value
+    return section
