@@ -16,6 +16,7 @@ from rich.table import Table
 from pipeline.graph import STAGES, RunConfig, bundled_config, load_run_config, run_graph
 from pipeline.graph.plan import Step, plan_graph
 from pipeline.graph.run_folder import check_run_folder
+from pipeline.graph.run_lock import RunLock
 from pipeline.graph.stages import stage_lines
 from pipeline.graph.state import RunState
 
@@ -69,12 +70,15 @@ def run_config(config: RunConfig, *, out: str | None = None, from_stage: str | N
     config.override("run", out=run_dir)
     console = console or Console()
     check_run_folder(run_dir)  # outside the try: a refused folder gets no partial report either
-    try:
-        state = run_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage, only=only,
-                          console=console, progress=progress)
-    except Exception:
-        _partial_report(run_dir.rstrip("/"), console)
-        raise
+    # held over the partial report too (it writes into the folder); a folder in use by another
+    # run is refused here, before anything is written
+    with RunLock(run_dir, log=console.print) as lock:
+        try:
+            state = run_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage,
+                              only=only, console=console, progress=progress, lock=lock)
+        except Exception:
+            _partial_report(run_dir.rstrip("/"), console)
+            raise
     print_summary(state, console)
     return state
 

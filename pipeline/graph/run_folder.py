@@ -2,7 +2,8 @@
 
 A run folder is one of:
 
-- a folder that does not exist yet, or an empty one (the run creates it);
+- a folder that does not exist yet, or an empty one (the run creates it), or one holding only
+  a run's lock (``run_lock.LOCK_FILE``: a run killed right after it took the lock);
 - a folder holding ``run_state.json`` as ``s2dit run`` writes it: a JSON object (at most
   ``MAX_STATE_BYTES``) with a ``run_version`` and a ``stages`` object. A fresh run writes this
   file before anything else (``runner.run_graph``), so a run killed at any point leaves a
@@ -21,6 +22,7 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from .run_lock import LOCK_FILE
 from .state import STATE_FILE
 
 MAX_STATE_BYTES = 64 << 20
@@ -75,7 +77,8 @@ def check_run_folder(run_dir: str) -> None:
         raise RunFolderRefused(f"--out {run_dir} is a file, not a folder; give a new or empty "
                                "folder, or an existing run folder")
     entries = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
-    entries = [e for e in entries if e]
+    # a run's lock alone: a run that was killed right after taking it (it writes nothing first)
+    entries = [e for e in entries if e and e != LOCK_FILE]
     if not entries:
         return
     if STATE_FILE not in entries:

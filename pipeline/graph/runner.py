@@ -21,6 +21,7 @@ from rich.console import Console
 from .config import RunConfig, RunConfigError
 from .fingerprint import digest
 from .run_folder import check_run_folder
+from .run_lock import RunLock
 from .stage import Stage, StageContext
 from .state import STATE_FILE, RunState, now
 from .toml_out import dumps
@@ -85,14 +86,20 @@ def write_run_config(run_dir: str, config: RunConfig) -> None:
 
 def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
               from_stage: str | None = None, only: str | None = None,
-              console: Console | None = None, progress: bool = True) -> RunState:
+              console: Console | None = None, progress: bool = True,
+              lock: RunLock | None = None) -> RunState:
     """Bring every stage of ``run_dir`` up to date; returns the final state. ``from_stage``
     reruns that stage and everything after it; ``only`` runs one stage (its upstream must be
-    up to date) and leaves the rest as they are."""
+    up to date) and leaves the rest as they are. ``lock``: the run folder's lock, when the
+    caller holds it already (it writes there after this returns); else taken here."""
     console = console or Console()
     names = check_flags(stages, from_stage, only)
     check_config(config, stages)
     check_run_folder(run_dir)  # before the first byte: someone's folder stays as it was
+    if lock is None:
+        with RunLock(run_dir, log=console.print) as own:
+            return run_graph(config, stages, run_dir, from_stage=from_stage, only=only,
+                             console=console, progress=progress, lock=own)
     fs, root = fsspec.core.url_to_fs(run_dir)
     fs.makedirs(root, exist_ok=True)
     state = RunState.load(run_dir, names)
