@@ -51,6 +51,10 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PR
 CREDENTIAL_KEYS = frozenset({"key", "secret", "token", "password", "aws_access_key_id",
                              "aws_secret_access_key", "aws_session_token", "session_token",
                              "account_key", "sas_token", "client_secret", "credentials"})
+# The URL schemes s2dit reads and writes (caches, run folders, checkpoints, corpora); a plain
+# path is local. Others fsspec knows (ftp://, hf://, http://) are refused by the CLI up front.
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "memory")
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
 _REF = re.compile(r"^(?P<base>.+?)@(?P<ref>[A-Za-z0-9_.\-]+)$")
 # Errors worth retrying: connection drops, throttling, 5xx. Missing objects are not.
 _TRANSIENT = (ConnectionError, TimeoutError, OSError)
@@ -90,6 +94,15 @@ def refuse_url_credentials(url: str, what: str = "URL") -> None:
                          "URLs (they are recorded in manifests and reports): put them in the "
                          "environment, ~/.aws/credentials or an instance role, and the endpoint "
                          "in a storage profile")
+
+
+def refuse_unsupported_scheme(url: str, what: str = "URL") -> None:
+    """A URL whose scheme is none of ``STORAGE_SCHEMES`` is refused, naming the supported ones."""
+    match = _SCHEME.match(url)
+    if match and match["scheme"].lower() not in STORAGE_SCHEMES:
+        supported = ", ".join(f"{s}://" for s in STORAGE_SCHEMES)
+        raise StoreError(f"{what} {redact_url(url)}: {match['scheme']}:// is not a supported "
+                         f"storage scheme; use a local path or one of {supported}")
 
 
 def profiles_path() -> Path:

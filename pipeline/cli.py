@@ -13,8 +13,10 @@ to what the modules register.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.metadata
+import os
 import sys
 from collections.abc import Sequence
 
@@ -58,7 +60,44 @@ GROUP_HELP = {
     "cache": "inspect, verify, version and generate teacher caches",
 }
 PACKAGE = "pipeline.commands"
+# Option values that may look like URLs but name no storage (ray://HEAD:10001, a prompt's text)
+NOT_STORAGE = {"ray_address", "prompt"}
 DISTRIBUTION = "s2dit"  # pyproject.toml's [project] name
+
+
+# Exit codes besides 0 (success) and 1 (a command's own "no" answer, e.g. nothing to list)
+EXIT_CODES = {2: "bad input (one `error:` line says what, and what to do; usage errors too)",
+              130: "interrupted (Ctrl-C: rerun the same command to resume)",
+              141: "the reader of the output went away (`| head`)"}
+
+
+class Parser(argparse.ArgumentParser):
+    """A command's unknown option is reported by that command (its usage, and the closest of its
+    options), not by ``s2dit`` with the top-level usage as argparse does."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:  # a leaf command: nobody below to take them
+            hints = [self.did_you_mean(a) for a in extras if a.startswith("-")]
+            self.error(f"unrecognized arguments: {' '.join(extras)}"
+                       + "".join(f" ({h})" for h in hints if h))
+        return namespace, extras
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        # argparse's hook for a value outside ``choices`` (a mistyped command or choice)
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as exc:
+            close = difflib.get_close_matches(str(value), [str(c) for c in action.choices or ()], n=1)
+            if not close:
+                raise
+            raise argparse.ArgumentError(action, f"{exc.message} (did you mean {close[0]!r}?)") from None
+
+    def did_you_mean(self, arg: str) -> str:
+        close = difflib.get_close_matches(arg.split("=", 1)[0],
+                                          [o for o in self._option_string_actions if o.startswith("--")],
+                                          n=1, cutoff=0.6)
+        return f"did you mean {close[0]}?" if close else ""
 
 
 def _placeholder(args: argparse.Namespace) -> int:
@@ -81,9 +120,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser of every command (``argv`` None), or of the command ``argv`` names with the
     others as help-only placeholders."""
     load = {m for _, _, m, _ in COMMANDS} if argv is None else set(modules_for(argv))
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="s2dit",
         description="Teacher-cache distillation of Wan 2.2 into the S2DiT streaming student.",
+        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
     )
     parser.add_argument("--version", action="version", version=f"s2dit {installed_version()}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -134,11 +174,23 @@ def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        try:
+            return _main(sys.argv[1:] if argv is None else argv)
+        finally:  # inside the try: a reader gone away shows here, not as a traceback at exit
+            sys.stdout.flush()
+    except BrokenPipeError:  # `s2dit cache show URL | head`: the reader has what it wanted
+        # stdout's buffer cannot be flushed any more: point it at /dev/null so that the flush at
+        # exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser(argv).parse_args(argv)
     if args.func is _placeholder:  # argv named its command in a way modules_for did not see
         args = build_parser().parse_args(argv)
-    from cache_schema.store import refuse_url_credentials, use_profile
+    from cache_schema.store import refuse_unsupported_scheme, refuse_url_credentials, use_profile
     from pipeline.commands.errors import is_user_error, report
 
     # Every leaf parser sets ``func`` with set_defaults(func=...); it returns an exit code.
@@ -146,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in vars(args).items():  # before anything records or prints a URL
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, str):
-                    refuse_url_credentials(item, f"--{key.replace('_', '-')}")
+                    what = f"--{key.replace('_', '-')}"
+                    refuse_url_credentials(item, what)
+                    if key not in NOT_STORAGE:
+                        refuse_unsupported_scheme(item, what)
         with use_profile(getattr(args, "storage_profile", None)):
             return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -3,13 +3,21 @@ traceback (S2DIT_DEBUG=1 adds it)."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli import NOT_STORAGE, build_parser, main
+
+_spec = importlib.util.spec_from_file_location(
+    "cli_cache_factory", Path(__file__).parent / "student_train" / "cache_factory.py")
+factory = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(factory)
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -17,7 +25,7 @@ from pipeline.cli import main
     (["eval", "--checkpoint", "{tmp}/nothing"], "is not a complete checkpoint"),
     (["train", "kd", "--cache", "{tmp}", "--out", "{tmp}/run", "--config", "{tmp}/bad.toml"],
      "is not valid TOML"),
-    (["cache", "show", "nosuch://bucket/cache"], "cannot open cache URL 'nosuch://bucket/cache'"),
+    (["cache", "show", "nosuch://bucket/cache"], "nosuch:// is not a supported storage scheme"),
 ])
 def test_bad_input_is_one_line_on_stderr_with_exit_code_2(argv, expected, tmp_path, capsys):
     (tmp_path / "bad.toml").write_text("steps = = 3\n")
@@ -35,3 +43,87 @@ def test_the_console_script_exits_2_and_debug_shows_the_traceback(tmp_path):
     debug = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                            env={**os.environ, "S2DIT_DEBUG": "1"}, check=False)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+        return
+    for name, child in subs[0].choices.items():
+        yield from _leaves(child, (*path, name))
+
+
+LEAVES = dict(_leaves(build_parser()))
+
+
+def _is_text(action: argparse.Action) -> bool:
+    return (action.type is None and action.choices is None and action.nargs in (None, "+")
+            and not isinstance(action, argparse._StoreConstAction | argparse._HelpAction))
+
+
+def _argv(path: tuple[str, ...], value: str) -> list[str]:
+    """``path`` with its required arguments, every text one ``value``; with ``value`` given to
+    its first text option too when none is required (demo, cache generate)."""
+    leaf, argv = LEAVES[path], list(path)
+    required = [a for a in leaf._actions if (not a.option_strings or a.required) and a.dest != "help"]
+    required += [g._group_actions[0] for g in leaf._mutually_exclusive_groups if g.required]
+    for action in required:
+        argv += [*action.option_strings[:1], value if _is_text(action) else "1"]
+    if not any(_is_text(a) for a in required):
+        option = next(a for a in leaf._actions if a.option_strings and _is_text(a)
+                      and a.dest not in NOT_STORAGE | {"help", "storage_profile"})
+        argv += [option.option_strings[0], value]
+    return argv
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("path", list(LEAVES), ids=" ".join)
+def test_every_command_refuses_an_unknown_flag_with_its_own_usage(path, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*_argv(path, str(tmp_path / "x")), "--no-such-flag"])
+    err = capsys.readouterr().err
+    line = _one_error_line(err)
+    assert exited.value.code == 2 and "unrecognized arguments: --no-such-flag" in line
+    assert err.startswith(f"usage: s2dit {' '.join(path)} ") and line.startswith(f"s2dit {' '.join(path)}: ")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "hf"])
+@pytest.mark.parametrize("path", list(LEAVES), ids=" ".join)
+def test_every_command_refuses_an_unsupported_url_scheme_in_one_line(path, scheme, capsys):
+    assert main(_argv(path, f"{scheme}://host/x")) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: ") and f"{scheme}:// is not a supported storage scheme" in line
+    assert "s3://" in line and "local path" in line
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["cache", "verify", "x", "--deeep"], "did you mean --deep?"),
+    (["cache", "lss", "x"], "did you mean 'ls'?"),
+    (["cahce", "ls", "x"], "did you mean 'cache'?"),
+    (["run", "c.toml", "--pln"], "did you mean --plan?"),
+    (["demo", "--encoding", "zar"], "did you mean 'zarr'?"),
+])
+def test_a_near_miss_is_told_what_was_meant(argv, hint, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert hint in _one_error_line(capsys.readouterr().err)
+
+
+# argparse's help output ignores a closed stdout itself (exit 0)
+@pytest.mark.parametrize("command,code", [(["cache", "show", "{cache}"], 141),
+                                          (["cache", "generate", "--help"], 0)])
+def test_a_reader_that_goes_away_ends_the_command_quietly(command, code, tmp_path):
+    cache = factory.make_cache(tmp_path / "cache", seeds=1) if "{cache}" in command else ""
+    # stdout's read end closed before the command writes: what `| head` does once it has its lines
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *(a.format(cache=cache) for a in command)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == code and err == ""
