@@ -19,6 +19,7 @@ from pipeline.graph.run_folder import check_run_folder
 from pipeline.graph.run_lock import RunLock
 from pipeline.graph.stages import stage_lines
 from pipeline.graph.state import RunState
+from pipeline.graph.state_schema import RunStateError
 
 __doc__ += "\n" + "\n".join(stage_lines()) + "\n"
 
@@ -76,6 +77,8 @@ def run_config(config: RunConfig, *, out: str | None = None, from_stage: str | N
         try:
             state = run_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage,
                               only=only, console=console, progress=progress, lock=lock)
+        except RunStateError:
+            raise  # its run_state.json is not to be trusted: no report is built from it
         except Exception:
             _partial_report(run_dir.rstrip("/"), console)
             raise
@@ -114,7 +117,8 @@ def _partial_report(run_dir: str, console: Console) -> None:
         before = _entries(fs, root)
         html = write_report(run_dir)
         # recorded, so that the report stage of the rerun replaces these files
-        state = RunState.load(run_dir, tuple(s.name for s in STAGES))
+        state = RunState.load(run_dir, tuple(s.name for s in STAGES),
+                              {s.name: s.recorded for s in STAGES})
         state.partial += sorted(_entries(fs, root) - before) + [html.rstrip("/").rsplit("/", 1)[-1]]
         state.save()
         console.print(f"partial report: {html}", soft_wrap=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from typing import Any
 
 import fsspec
@@ -24,6 +25,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 TENSORS, STATE, LATEST = "model.safetensors", "state.json", "LATEST"
+STEP_NAME = re.compile(r"step_\d{6,12}")  # what save_checkpoint names a checkpoint folder
+MAX_LATEST_BYTES = 64
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str = "optim"
@@ -87,11 +90,19 @@ def save_checkpoint(out_url: str, step: int, *, model, ema, optimizer, extra: di
 
 
 def latest_checkpoint(out_url: str) -> str | None:
+    """The checkpoint ``checkpoints/LATEST`` names (None: no published one). LATEST is data: it
+    may name only a ``step_N`` folder beside it, never a path elsewhere."""
     fs, root = fsspec.core.url_to_fs(out_url)
     try:
-        name = fs.cat_file(f"{root}/checkpoints/{LATEST}").decode().strip()
+        raw = fs.cat_file(f"{root}/checkpoints/{LATEST}", start=0, end=MAX_LATEST_BYTES + 1)
     except FileNotFoundError:
         return None
+    name = raw.decode("utf-8", "replace").strip()
+    if len(raw) > MAX_LATEST_BYTES or not STEP_NAME.fullmatch(name):
+        shown = name[:40] + ("..." if len(name) > 40 else "")
+        raise ValueError(f"{out_url.rstrip('/')}/checkpoints/{LATEST} names {shown!r}, not a "
+                         "checkpoint folder beside it (step_NNNNNN); restore it with the name "
+                         "of the newest complete checkpoints/step_N, or delete it to start over")
     return f"{out_url.rstrip('/')}/checkpoints/{name}"
 
 

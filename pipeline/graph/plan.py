@@ -33,9 +33,10 @@ def plan_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
     names = check_flags(stages, from_stage, only)
     check_config(config, stages)
     check_run_folder(run_dir)  # what the run would refuse, --plan refuses too
-    state = RunState.load(run_dir, names)  # loading writes nothing; only set() saves
+    recorded = {s.name: s.recorded for s in stages}
+    state = RunState.load(run_dir, names, recorded)  # loading writes nothing; only set() saves
     ctx = StageContext(run_dir=run_dir, config=config, state=state, console=Console(quiet=True),
-                       progress=False)
+                       progress=False, recorded=recorded)
     forced_from = names.index(from_stage) if from_stage else len(names)
     reruns: set[str] = set()
     steps = []

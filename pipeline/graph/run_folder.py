@@ -23,9 +23,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from .run_lock import LOCK_FILE
-from .state import STATE_FILE
+from .state import MAX_STATE_BYTES, STATE_FILE
 
-MAX_STATE_BYTES = 64 << 20
 _BUCKETED = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
 
 

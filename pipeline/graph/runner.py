@@ -102,11 +102,13 @@ def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
                              console=console, progress=progress, lock=own)
     fs, root = fsspec.core.url_to_fs(run_dir)
     fs.makedirs(root, exist_ok=True)
-    state = RunState.load(run_dir, names)
+    recorded = {s.name: s.recorded for s in stages}
+    state = RunState.load(run_dir, names, recorded)
     if not fs.exists(f"{root}/{STATE_FILE}"):
         state.save()  # first, so that a run killed from here on leaves a run folder
     write_run_config(run_dir, config)
-    ctx = StageContext(run_dir=run_dir, config=config, state=state, console=console, progress=progress)
+    ctx = StageContext(run_dir=run_dir, config=config, state=state, console=console,
+                       progress=progress, recorded=recorded)
     forced_from = names.index(from_stage) if from_stage else len(names)
     for index, stage in enumerate(stages, 1):
         title = f"{index}/{len(stages)} {stage.name}: {stage.title}"

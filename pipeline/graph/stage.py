@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +11,7 @@ from rich.console import Console
 
 from .config import RunConfig
 from .state import RunState
+from .state_schema import check_paths, recorded_paths
 
 
 @dataclass(kw_only=True, slots=True)
@@ -20,14 +21,20 @@ class StageContext:
     state: RunState
     console: Console
     progress: bool = True
+    # Each stage's typed output keys (``Stage.recorded``): the paths among them are checked
+    # inside the run folder whenever a stage reads another's outputs
+    recorded: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def path(self, relative: str) -> str:
         return f"{self.run_dir.rstrip('/')}/{relative}"
 
     def outputs(self, stage: str) -> dict[str, Any]:
-        """The recorded outputs of a finished stage ({} when it did not finish or was skipped)."""
+        """The recorded outputs of a finished stage ({} when it did not finish or was skipped);
+        a recorded path outside the run folder is refused (state_schema.RunStateError)."""
         record = self.state.get(stage)
-        return record.get("outputs", {}) if record.get("status") == "done" else {}
+        outputs = record.get("outputs", {}) if record.get("status") == "done" else {}
+        check_paths(self.run_dir, stage, outputs, self.recorded.get(stage, {}))
+        return outputs
 
     def exists(self, relative: str) -> bool:
         fs, path = fsspec.core.url_to_fs(self.path(relative))
@@ -73,12 +80,22 @@ class Stage:
     # The file it leaves in the run folder, by which the report tells it finished in runs
     # written before run_state.json existed ("": none)
     artefact: str = ""
+    # Output keys other stages or the up-to-date check read, and what they hold
+    # (state_schema kinds: path, path@ref, paths, int, str, ...): run_state.json is checked
+    # against them on load, and every recorded path must lie in the run folder and exist for
+    # the stage to be up to date
+    recorded: Mapping[str, str] = field(default_factory=dict)
     upstream: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upstream", self.needs + tuple(u for u in self.uses if u not in self.needs))
 
     def outputs_present(self, ctx: StageContext, outputs: dict[str, Any]) -> bool:
+        check_paths(ctx.run_dir, self.name, outputs, self.recorded)
+        for _, path in recorded_paths(outputs, self.recorded):
+            fs, local = fsspec.core.url_to_fs(path)
+            if not fs.exists(local):
+                return False
         if self.still_there is not None:
             return self.still_there(ctx, outputs)
         return all(ctx.exists(p) for p in self.writes)

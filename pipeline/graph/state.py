@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,11 @@ import fsspec
 
 from pipeline.video_io import atomic_output
 
+from .state_schema import STATUSES, RunStateError, short, validate_state
+
 RUN_VERSION = 1
 STATE_FILE = "run_state.json"
-STATUSES = ("pending", "running", "done", "failed", "skipped")
+MAX_STATE_BYTES = 64 << 20  # far above any real run's; a bound on what a load reads
 
 
 def now() -> str:
@@ -34,26 +37,30 @@ class RunState:
     partial: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, run_dir: str, stage_names: tuple[str, ...]) -> RunState:
+    def load(cls, run_dir: str, stage_names: tuple[str, ...],
+             recorded: Mapping[str, Mapping[str, str]] | None = None) -> RunState:
+        """The state of ``run_dir`` (pending stages when it has none), checked against the
+        schema (state_schema; ``recorded``: each stage's typed output keys): RunStateError."""
         url = f"{run_dir.rstrip('/')}/{STATE_FILE}"
         fs, path = fsspec.core.url_to_fs(url)
         stages: dict[str, dict[str, Any]] = {}
         partial: list[str] = []
         if fs.exists(path):
-            with fs.open(path, "r") as handle:
-                try:
-                    data = json.load(handle)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{url} is not valid JSON ({exc}); it is written atomically, "
-                                     "so something else wrote it: move it away to start over") from None
-            if data.get("run_version") != RUN_VERSION:
-                raise ValueError(f"{url} has run_version {data.get('run_version')!r}; this s2dit "
-                                 f"writes {RUN_VERSION}: use a new --out")
-            stages = data["stages"]
-            partial = data.get("partial", [])
-            if not isinstance(partial, list) or not all(isinstance(p, str) for p in partial):
-                raise ValueError(f"{url}: 'partial' must be a list of names; move the file away "
-                                 "to start over")
+            if fs.isdir(path) or fs.size(path) > MAX_STATE_BYTES:
+                raise RunStateError(f"{url} is a folder or larger than {MAX_STATE_BYTES >> 20} MiB; "
+                                    "move it away and start over in a new --out")
+            try:
+                data = json.loads(fs.cat_file(path))
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                raise RunStateError(f"{url} is not valid JSON ({type(exc).__name__}); it is written "
+                                    "atomically, so something else wrote it: move it away to "
+                                    "start over") from None
+            if not isinstance(data, dict) or data.get("run_version") != RUN_VERSION:
+                version = data.get("run_version") if isinstance(data, dict) else None
+                raise RunStateError(f"{url} has run_version {short(version)}; this s2dit writes "
+                                    f"{RUN_VERSION}: use a new --out")
+            validate_state(data, url, recorded or {})
+            stages, partial = data["stages"], data.get("partial", [])
         for name in stage_names:
             stages.setdefault(name, {"status": "pending"})
         return cls(url=url, stages=stages, partial=partial)

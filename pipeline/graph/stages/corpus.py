@@ -16,6 +16,7 @@ from teacher_jobs.corpus import load_corpus
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
+from ..state_schema import PATH, STRS
 
 KEYS = {"analytic": {"kind", "train_classes", "seed"}, "inline": {"kind", "prompts", "seed"},
         "file": {"kind", "source", "seed"}}
@@ -79,4 +80,5 @@ def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
 STAGE = Stage(name="corpus", title="the prompts", section="corpus", run=run, seeded=True,
               artefact="prompts.txt",
               writes=("prompts.txt", "prompts.jsonl", "prompts.parquet"),
-              extra_inputs=_source_checksum, still_there=_present, check=_section)
+              extra_inputs=_source_checksum, still_there=_present, check=_section,
+              recorded={"prompts": PATH, "sample_prompts": STRS})

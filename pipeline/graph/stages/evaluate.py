@@ -17,6 +17,7 @@ from pipeline.eval import evaluate_checkpoint, format_report
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
+from ..state_schema import PATH, optional
 
 KEYS = {"per_class", "seed", "lengths", "noise"}
 
@@ -55,6 +56,9 @@ def _evaluate(ctx: StageContext, train_stage: str, out_name: str) -> dict[str, A
     return {"scores": ctx.path(out_name), "checkpoint": checkpoint}
 
 
+RECORDED = {"scores": PATH, "checkpoint": optional(PATH)}
+
+
 def _eval_kd(ctx: StageContext) -> dict[str, Any]:
     return _evaluate(ctx, "train_kd", "eval_kd.json")
 
@@ -66,8 +70,8 @@ def _eval_ar(ctx: StageContext) -> dict[str, Any]:
 EVAL_KD = Stage(name="eval_kd", title="score S2DiT-KD with the analytic oracle", section="eval",
                 seeded=True, artefact="eval_kd.json",
                 run=_eval_kd, needs=("train_kd", "generate"), writes=("eval_kd.json",),
-                skip_reason=_analytic_only, check=_section)
+                skip_reason=_analytic_only, check=_section, recorded=RECORDED)
 EVAL_AR = Stage(name="eval_ar", title="score S2DiT-AR chunk by chunk", section="eval",
                 seeded=True, artefact="eval_ar.json",
                 run=_eval_ar, needs=("train_ar", "generate"), writes=("eval_ar.json",),
-                skip_reason=_analytic_only, check=_section)
+                skip_reason=_analytic_only, check=_section, recorded=RECORDED)

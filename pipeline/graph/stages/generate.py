@@ -15,6 +15,7 @@ from teacher_jobs.job import run_generation
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
+from ..state_schema import INT, OPT_STR, PATH, STR, optional
 
 
 def job_config(config: RunConfig, prompts: str, output: str) -> JobConfig:
@@ -58,4 +59,6 @@ EXECUTION_KEYS = ("ray_address", "num_actors", "num_cpus_per_actor", "placement_
 STAGE = Stage(name="generate", title="the teacher cache (Ray)", section="job", run=run,
               seeded=True, artefact="cache",
               needs=("corpus",), writes=("cache",), still_there=_present, resumable=True,
-              volatile=EXECUTION_KEYS, check=_check)
+              volatile=EXECUTION_KEYS, check=_check,
+              recorded={"cache": PATH, "generation": INT, "fingerprint_digest": STR,
+                        "teacher": optional(OPT_STR)})

@@ -10,6 +10,7 @@ from typing import Any
 import fsspec
 
 from ..stage import Stage, StageContext
+from ..state_schema import PATH
 
 
 def _scores(ctx: StageContext, stage: str) -> dict[str, Any] | None:
@@ -57,4 +58,5 @@ def stage(upstream: tuple[str, ...]) -> Stage:
     """The report stage, after (and reading) every stage in ``upstream``."""
     return Stage(name="report", title="the report", section="report",
                  run=functools.partial(run, upstream=upstream), uses=upstream,
-                 artefact="report.html", writes=("report.json", "report.html", "report_assets"))
+                 artefact="report.html", writes=("report.json", "report.html", "report_assets"),
+                 recorded={"report_json": PATH, "report_html": PATH})

@@ -14,6 +14,7 @@ from pipeline.text_to_video import SampleConfig, generate
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
+from ..state_schema import PATH, PATHS, STR, STRS, optional
 
 OWN_KEYS = {"prompts", "count"}
 GRAPH_KEYS = {"checkpoint", "out"}  # the run sets these
@@ -45,4 +46,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
 STAGE = Stage(name="sample", title="text to video (the deployed path)", section="sample", run=run,
               seeded=True, artefact="preview/preview.json",
               needs=("train_kd", "corpus"), uses=("train_ar",), writes=("preview",),
-              check=_section)
+              check=_section, recorded={"sidecar": PATH, "outputs": optional(PATHS),
+                                        "prompts": optional(STRS), "stage": optional(STR),
+                                        "checkpoint": optional(PATH)})

@@ -9,6 +9,7 @@ from cache_schema.versioning import list_tags, set_tag
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
+from ..state_schema import INT, REF, STR
 
 
 def _name(config: RunConfig) -> str:
@@ -33,4 +34,5 @@ def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
 
 
 STAGE = Stage(name="tag", title="tag the verified generation", section="tag", run=run,
-              needs=("generate", "verify"), still_there=_present, check=_name)
+              needs=("generate", "verify"), still_there=_present, check=_name,
+              recorded={"cache_url": REF, "tag": STR, "generation": INT})

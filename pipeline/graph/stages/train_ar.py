@@ -13,7 +13,15 @@ from student_train.self_forcing import ARConfig
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
-from .training import finished_checkpoint, typed_section, workers
+from ..state_schema import NUMBERS, optional
+from .training import (
+    RECORDED,
+    checkpoint_intact,
+    finished_checkpoint,
+    tensors_sha256,
+    typed_section,
+    workers,
+)
 
 
 def ar_config(config: RunConfig) -> ARConfig:
@@ -31,11 +39,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
                           f"{done.phase_seconds}")
     # checkpoints are numbered by causal + DMD steps
     checkpoint = finished_checkpoint(out, config.causal_steps + config.steps, "S2DiT-AR")
-    return {"out": out, "checkpoint": checkpoint, "causal_step": config.causal_steps,
+    return {"out": out, "checkpoint": checkpoint, "tensors_sha256": tensors_sha256(checkpoint),
+            "causal_step": config.causal_steps,
             "dmd_step": config.steps, "phase_seconds": done.phase_seconds, "workers": count}
 
 
 STAGE = Stage(name="train_ar", title="self-force S2DiT-AR (stage 2)", section="train_ar", run=run,
               seeded=True, artefact="student_ar/metrics.jsonl",
               needs=("train_kd", "tag"), writes=("student_ar",), resumable=True,
-              check=ar_config)
+              check=ar_config,
+              still_there=checkpoint_intact, recorded={**RECORDED, "phase_seconds": optional(NUMBERS)})

@@ -13,7 +13,14 @@ from student_train.launch import launch
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
-from .training import finished_checkpoint, typed_section, workers
+from .training import (
+    RECORDED,
+    checkpoint_intact,
+    finished_checkpoint,
+    tensors_sha256,
+    typed_section,
+    workers,
+)
 
 
 def train_config(config: RunConfig) -> TrainConfig:
@@ -26,11 +33,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     done = launch("kd", config, count, out_url=out, cache_url=cache, max_failures=failures,
                   progress=ctx.progress, log=ctx.console.print)
     checkpoint = finished_checkpoint(out, config.steps, "S2DiT-KD")
-    return {"out": out, "checkpoint": checkpoint, "step": config.steps,
+    return {"out": out, "checkpoint": checkpoint, "tensors_sha256": tensors_sha256(checkpoint),
+            "step": config.steps,
             "train_seconds": done.train_seconds, "workers": count}
 
 
 STAGE = Stage(name="train_kd", title="train S2DiT-KD (stage 1)", section="train", run=run,
               seeded=True, artefact="student/metrics.jsonl",
               needs=("tag",), writes=("student",), resumable=True,
-              check=train_config)
+              check=train_config,
+              still_there=checkpoint_intact, recorded={**RECORDED})

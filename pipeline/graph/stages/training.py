@@ -1,15 +1,24 @@
-"""What both training stages share: in process or on Ray Train workers, and the step check."""
+"""What both training stages share: in process or on Ray Train workers, the step check, and
+what they record of their checkpoint (and check before calling it up to date)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, TypeVar
 
-from student_train.checkpoint import latest_checkpoint
+import fsspec
+
+from student_train.checkpoint import STATE, TENSORS, latest_checkpoint
 from student_train.config import StageConfig
 
 from ..config import RunConfig, refuse_unknown_keys
 from ..stage import StageContext
+from ..state_schema import PATH, STR, optional
+
+# What a training stage records of its result (its checkpoint, and the digest of its tensors)
+RECORDED = {"out": PATH, "checkpoint": PATH, "tensors_sha256": optional(STR)}
+MAX_CHECKPOINT_STATE = 64 << 20
 
 T = TypeVar("T", bound=StageConfig)
 
@@ -37,3 +46,27 @@ def finished_checkpoint(out: str, steps: int, what: str) -> str:
     if checkpoint is None or step < steps:
         raise RuntimeError(f"{what} stopped at step {step} of {steps} ({out}); rerun to resume")
     return checkpoint
+
+
+def tensors_sha256(checkpoint: str) -> str:
+    """The sha256 of a checkpoint's tensors, as its state.json records it ("" if it has none)."""
+    fs, root = fsspec.core.url_to_fs(f"{checkpoint}/{STATE}")
+    if fs.size(root) > MAX_CHECKPOINT_STATE:
+        return ""
+    return str(json.loads(fs.cat_file(root)).get("tensors_sha256", ""))
+
+
+def checkpoint_intact(ctx: StageContext, outputs: dict[str, Any]) -> bool:
+    """The recorded checkpoint still holds its tensors and state, and they are the ones
+    recorded: a deleted or replaced checkpoint makes its stage rerun, not up to date."""
+    del ctx
+    checkpoint = outputs["checkpoint"]
+    fs, root = fsspec.core.url_to_fs(checkpoint)
+    if not (fs.isfile(f"{root}/{TENSORS}") and fs.isfile(f"{root}/{STATE}")):
+        return False
+    if "tensors_sha256" not in outputs:  # recorded by an earlier s2dit
+        return True
+    try:
+        return tensors_sha256(checkpoint) == outputs["tensors_sha256"]
+    except (OSError, ValueError):  # an unreadable state.json: not the recorded checkpoint
+        return False

@@ -11,6 +11,7 @@ from cache_schema import verify_cache
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
+from ..state_schema import PATH
 
 
 def _section(config: RunConfig) -> dict[str, Any]:
@@ -39,4 +40,5 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 STAGE = Stage(name="verify", title="verify the cache", section="verify", run=run,
               artefact="verify.json",
-              needs=("generate",), writes=("verify.json",), check=_section)
+              needs=("generate",), writes=("verify.json",), check=_section,
+              recorded={"verify": PATH})
