@@ -135,7 +135,7 @@ class _Scorer:
         went_on = int(branches[:, 1].sum()) if len(phases) > 1 else 0
         consistent = (branches[:, 2:] == branches[:, 1:2]).all(1) if len(phases) > 2 else np.ones(self.n, bool)
         return {"recall": float(recalled.mean()), "recall_ci": wilson(recalled.sum(), self.n),
-                "recall_chance": 1 / factors.codes,
+                "recall_chance": (1 / factors.codes) ** max(len(phases) - 1, 1),  # a memoryless guess at every later sighting
                 "recall_per_sighting": later.mean(0).tolist(),
                 "branch_rate": went_on / self.n, "branch_rate_ci": wilson(went_on, self.n),
                 "branch_p": binomial_p(went_on, self.n),
