@@ -16,6 +16,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import fsspec
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from .checkpoint_check import check_finite, check_modules, read_header
 
 TENSORS, STATE, LATEST = "model.safetensors", "state.json", "LATEST"
 STEP_NAME = re.compile(r"step_\d{6,12}")  # what save_checkpoint names a checkpoint folder
@@ -106,7 +109,12 @@ def latest_checkpoint(out_url: str) -> str | None:
     return f"{out_url.rstrip('/')}/checkpoints/{name}"
 
 
-def load_checkpoint(url: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(url: str, expect: Callable[[dict[str, Any]], Mapping[str, torch.nn.Module]]
+                    | None = None, fix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, state) of a checkpoint folder. ``expect(state)``: the modules its tensors must
+    fit, by prefix ({"ema": model}); their names, shapes and dtypes are checked from the
+    safetensors header before any tensor is made, their values after (finite), each mismatch
+    one CheckpointMismatch naming the tensor and ending with ``fix``."""
     fs, root = fsspec.core.url_to_fs(url)
     try:
         state = json.loads(fs.cat_file(f"{root}/{STATE}"))
@@ -115,18 +123,37 @@ def load_checkpoint(url: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise FileNotFoundError(f"{url} is not a complete checkpoint ({TENSORS} + {STATE}); pass "
                                 "a published checkpoints/step_N folder or a training output URL "
                                 "(its checkpoints/LATEST names the newest complete one)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"checkpoint {url}: {STATE} is corrupt ({exc}); use an earlier "
-                         "checkpoints/step_N") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"checkpoint {url}: {STATE} is corrupt ({type(exc).__name__}); use an "
+                         "earlier checkpoints/step_N") from None
     expected = state.get("tensors_sha256")  # absent in checkpoints of older versions
     if expected and hashlib.sha256(payload).hexdigest() != expected:
         raise ValueError(f"checkpoint {url}: {TENSORS} does not match the sha256 in {STATE} "
                          "(truncated or altered); use an earlier checkpoints/step_N")
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {url}: {STATE} is not a JSON object; use an earlier "  # noqa: TRY004
+                         "checkpoints/step_N")
+    header = read_header(payload, url)  # bounded, before anything is allocated for a tensor
+    modules = expect(state) if expect is not None else {}
+    check_modules(header, modules, url, fix or "use a checkpoint of this model")
     try:
         tensors = st_load(payload)
     except Exception as exc:
         raise ValueError(f"checkpoint {url}: {TENSORS} is corrupt or unreadable: {exc}") from exc
+    check_finite(tensors, tuple(modules), url)
     return tensors, state
+
+
+def model_config(state: dict[str, Any], url: str):
+    """The StudentConfig a checkpoint's state.json records (ValueError naming it if absent or
+    invalid)."""
+    from .model import StudentConfig  # the model package imports torch modules; only here
+
+    try:
+        return StudentConfig.from_json(state["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint {url}: {STATE} has no valid model_config ({type(exc).__name__}: "
+                         f"{str(exc)[:120]}); use a checkpoint written by s2dit train") from None
 
 
 def checkpoint_stage(state: dict[str, Any]) -> str:

@@ -47,6 +47,11 @@ class Phase:
     rows: int  # global batch per step (samples/s)
 
 
+# what a refused resume tells the user
+RESUME_FIX = ("resume with the model config it was trained with (model_config in its "
+              "state.json) or train into a new --out")
+
+
 @dataclass
 class Parts:
     """What a checkpoint holds besides the loop's own state (see save_checkpoint)."""
@@ -113,14 +118,21 @@ class TrainLoop:
         latest = self.resumed_from = latest_checkpoint(self.out_url)
         if not latest:
             return
-        tensors, state = load_checkpoint(latest)
-        stage = checkpoint_stage(state)
-        if stage not in self.RESUMES:
-            raise ValueError(f"{self.out_url} holds a run of stage {stage!r} ({latest}); this is "
-                             f"stage {'/'.join(self.RESUMES)}: use a new --out")
-        if state["manifest"]["cache_id"] != self.manifest_info["cache_id"]:
-            raise ValueError(f"{self.out_url} holds a run on cache {state['manifest']['cache_id']}; "
-                             "use a new --out for another cache")
+
+        def expect(state: dict[str, Any]) -> dict[str, torch.nn.Module]:
+            stage = checkpoint_stage(state)
+            if stage not in self.RESUMES:
+                raise ValueError(f"{self.out_url} holds a run of stage {stage!r} ({latest}); this "
+                                 f"is stage {'/'.join(self.RESUMES)}: use a new --out")
+            if state["manifest"]["cache_id"] != self.manifest_info["cache_id"]:
+                raise ValueError(f"{self.out_url} holds a run on cache "
+                                 f"{state['manifest']['cache_id']}; use a new --out for another cache")
+            parts = self.checkpoint_parts()
+            return {"model": parts.model, "ema": parts.ema, **(parts.modules or {})}
+
+        # checked against this config's modules before any is touched: a run resumed under
+        # another [train.model] is one line naming the first tensor that differs
+        tensors, state = load_checkpoint(latest, expect, fix=RESUME_FIX)
         self.restore(tensors, state)
         loader = state["loader"]
         self.stream.load_state_dict(loader[str(self.rank)] if "0" in loader else loader)

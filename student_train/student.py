@@ -15,8 +15,14 @@ import torch
 
 from cache_schema import CacheError, Manifest, load_manifest, split_ref
 
-from .checkpoint import checkpoint_stage, latest_checkpoint, load_checkpoint, split_prefix
-from .model import S2DiT, StudentConfig
+from .checkpoint import (
+    checkpoint_stage,
+    latest_checkpoint,
+    load_checkpoint,
+    model_config,
+    split_prefix,
+)
+from .model import S2DiT
 from .sampler import sample, sample_streaming, stream_chunks
 from .stage_spec import TrainingStage
 from .stages import stage_of_checkpoint
@@ -33,9 +39,17 @@ class StudentCheckpoint:
     def load(cls, url: str, *, ema: bool = True) -> StudentCheckpoint:
         """A checkpoints/step_N folder, or a training output URL (its newest checkpoint)."""
         url = latest_checkpoint(url) or url
-        tensors, state = load_checkpoint(url)
-        model = S2DiT(StudentConfig.from_json(state["model_config"]))
-        model.load_state_dict(split_prefix(tensors, "ema" if ema else "model"))
+        prefix, built = "ema" if ema else "model", []
+
+        def expect(state: dict[str, Any]) -> dict[str, torch.nn.Module]:
+            built.append(S2DiT(model_config(state, url)))
+            return {prefix: built[0]}
+
+        tensors, state = load_checkpoint(url, expect, fix="the file does not hold the model its "
+                                                          "state.json describes (altered or not "
+                                                          "an s2dit checkpoint)")
+        model = built[0]
+        model.load_state_dict(split_prefix(tensors, prefix))  # checked: names, shapes, dtypes
         return cls(url=url, model=model.eval(), state=state, spec=stage_of_checkpoint(state))
 
     @property

@@ -29,18 +29,29 @@ def save_pretrained(model: S2DiT, url: str) -> None:
 
 
 def load_pretrained(cls: type, url: str, device: str | torch.device = "cpu") -> S2DiT:
+    """The S2DiT of a save_pretrained folder; its weights are checked against its config.json
+    (names, shapes, dtypes from the safetensors header, then finite values) before loading."""
+    from student_train.checkpoint_check import check_finite, check_modules, read_header
+
     fs, root = fsspec.core.url_to_fs(url)
     try:
         config = StudentConfig.from_json(json.loads(fs.cat_file(f"{root}/{CONFIG}")))
-        weights = load_safetensors(fs.cat_file(f"{root}/{WEIGHTS}"))
+        payload = fs.cat_file(f"{root}/{WEIGHTS}")
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{url} holds no S2DiT ({CONFIG} + {WEIGHTS}); save one with "
                                 f"S2DiT.save_pretrained: {exc}") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{url}/{CONFIG} is not an S2DiT config ({type(exc).__name__}: "
+                         f"{str(exc)[:120]})") from None
     model = cls(config)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{url}: weights do not fit its config (missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]})")
+    check_modules(read_header(payload, url), {"": model}, url,
+                  f"the weights do not fit its {CONFIG} (save it again with S2DiT.save_pretrained)")
+    try:
+        weights = load_safetensors(payload)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+        raise ValueError(f"{url}/{WEIGHTS} is corrupt or unreadable: {exc}") from None
+    check_finite(weights, ("",), url)
+    model.load_state_dict(weights)
     return model.to(device)
 
 

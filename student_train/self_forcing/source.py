@@ -10,8 +10,14 @@ import torch
 
 from cache_schema import CacheLayout, FingerprintMismatch
 
-from ..checkpoint import checkpoint_stage, latest_checkpoint, load_checkpoint, split_prefix
-from ..model import StudentConfig
+from ..checkpoint import (
+    checkpoint_stage,
+    latest_checkpoint,
+    load_checkpoint,
+    model_config,
+    split_prefix,
+)
+from ..model import S2DiT, StudentConfig
 
 
 @dataclass
@@ -31,15 +37,22 @@ class KDSource:
 def load_kd_source(url: str) -> KDSource:
     """A KD checkpoint folder, or a KD training output URL (its newest checkpoint)."""
     folder = latest_checkpoint(url) or url
-    tensors, state = load_checkpoint(folder)
-    stage = checkpoint_stage(state)  # "kd" also for stage-1 checkpoints without the key
-    if stage != "kd":
-        kind = "an S2DiT-AR (stage 2)" if stage == "ar" else f"a stage-2 {stage!r}"
-        raise ValueError(f"{folder} is {kind} checkpoint; --init takes the S2DiT-KD checkpoint "
-                         "(stage 1) to start self-forcing from")
-    missing = [k for k in ("model_config", "plan", "manifest") if k not in state]
-    if missing:
-        raise ValueError(f"{folder} is not an S2DiT-KD training checkpoint (no {missing} in its state)")
+
+    def expect(state: dict[str, Any]) -> dict[str, torch.nn.Module]:
+        stage = checkpoint_stage(state)  # "kd" also for stage-1 checkpoints without the key
+        if stage != "kd":
+            kind = "an S2DiT-AR (stage 2)" if stage == "ar" else f"a stage-2 {stage!r}"
+            raise ValueError(f"{folder} is {kind} checkpoint; --init takes the S2DiT-KD "
+                             "checkpoint (stage 1) to start self-forcing from")
+        missing = [k for k in ("model_config", "plan", "manifest") if k not in state]
+        if missing:
+            raise ValueError(f"{folder} is not an S2DiT-KD training checkpoint (no {missing} in "
+                             "its state)")
+        with torch.device("meta"):  # shapes and dtypes only: nothing allocated
+            return {"ema": S2DiT(model_config(state, folder))}
+
+    tensors, state = load_checkpoint(folder, expect, fix="the file does not hold the model its "
+                                                         "state.json describes")
     weights = split_prefix(tensors, "ema")
     if not weights:
         raise ValueError(f"{folder} holds no EMA weights (ema.*)")
