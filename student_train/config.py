@@ -10,12 +10,10 @@ keys stay flat (``lr``, not ``optimiser.lr``), so configs and flags read as befo
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import fsspec
-
+from cache_schema.config_file import load_toml
 from cache_schema.typed_config import SEED, ConfigError, Limits, between, check_config, check_values
 
 from .model.config import StudentConfig
@@ -34,11 +32,7 @@ def load_config(cls: type, path: str | None, table: str, overrides: dict[str, An
     that has other tables but not this one is refused (it belongs to another stage)."""
     data: dict[str, Any] = {}
     if path:
-        with fsspec.open(path, "rb") as handle:
-            try:
-                data = tomllib.load(handle)
-            except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"training config {path} is not valid TOML: {exc}") from exc
+        data = load_toml(path, "training config")  # a regular file, at most 1 MiB
         if table in data:
             data = data[table]
             if not isinstance(data, dict):

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import fsspec
-
+from cache_schema.config_file import ConfigFileError, load_toml
 from teacher_jobs.config import JobConfig
 from teacher_jobs.teachers.registry import make_settings
 
@@ -24,13 +22,13 @@ from .stages import SECTIONS, SEEDED, STAGES
 
 
 def _read_toml(url: str) -> dict[str, Any]:
+    """A run config or include: a regular file of at most 1 MiB (cache_schema.config_file)."""
     try:
-        with fsspec.open(url, "rb") as handle:
-            return tomllib.load(handle)
+        return load_toml(url, "run config")
     except FileNotFoundError:
         raise RunConfigError(f"run config {url} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RunConfigError(f"run config {url} is not valid TOML: {exc}") from None
+    except ConfigFileError as exc:
+        raise RunConfigError(str(exc)) from None
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
