@@ -12,22 +12,28 @@ from rich.table import Table
 from cache_schema import CacheError, list_generations, load_manifest, open_store, read_manifest
 from cache_schema.store import split_ref
 from cache_schema.verify import verify_cache
+from cache_schema.versioning import list_tags
 from pipeline.commands.errors import friendly_errors
+from pipeline.commands.output import count, fixed, size, table, when, wrapping
 
 
 def _ls(args: argparse.Namespace) -> int:
     base, _ = split_ref(args.url)
     store = open_store(base)
+    tags: dict[int, list[str]] = {}
+    for name, gen in sorted(list_tags(base).items()):
+        tags.setdefault(gen, []).append(name)
     rows = []
     for gen in list_generations(store):
         try:
             m = read_manifest(store, gen)
         except CacheError as exc:
-            rows.append({"generation": gen, "error": str(exc)})
+            rows.append({"generation": gen, "tags": tags.get(gen, []), "error": str(exc)})
             continue
-        rows.append({"generation": gen, "operation": m.operation, "parent": m.parent,
-                     "samples": m.num_samples, "shards": len(m.shards), "encoding": m.encoding,
-                     "bytes": m.total_bytes, "fingerprint": m.fingerprint_digest[:16],
+        rows.append({"generation": gen, "tags": tags.get(gen, []), "operation": m.operation,
+                     "parent": m.parent, "samples": m.num_samples, "shards": len(m.shards),
+                     "encoding": m.encoding, "codec": m.layout.codec, "bytes": m.total_bytes,
+                     "fingerprint": m.fingerprint_digest[:16],
                      "created": datetime.datetime.fromtimestamp(m.created_at).isoformat(timespec="seconds")})
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -35,15 +41,34 @@ def _ls(args: argparse.Namespace) -> int:
     if not rows:
         print(f"{store.url}: no committed generation")
         return 1
-    table = Table(title=store.url)
-    for col in ("generation", "operation", "samples", "shards", "encoding", "bytes", "fingerprint", "created"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*(str(row.get(c, row.get("error", ""))) for c in
-                        ("generation", "operation", "samples", "shards", "encoding", "bytes",
-                         "fingerprint", "created")))
-    Console().print(table)
+    Console().print(ls_table(store.url, rows))
     return 0
+
+
+def ls_table(url: str, rows: list[dict]) -> Table:
+    """``cache ls``'s rows for people: one line per generation, newest last; the fingerprint
+    (one per cache unless a generation differs) in the caption; shard counts in ``cache log``
+    and ``--json``."""
+    fingerprints = sorted({r["fingerprint"] for r in rows if "fingerprint" in r})
+    notes = [count(len(rows), "generation")]
+    if len(fingerprints) == 1:
+        notes.append(f"teacher fingerprint {fingerprints[0]}")
+    notes += [f"generation {r['generation']} is unreadable: {r['error']}" for r in rows if "error" in r]
+    columns = [fixed("gen", right=True), wrapping("tags"), wrapping("operation"),
+               fixed("samples", right=True), fixed("size", right=True),
+               fixed("format"), wrapping("created", len("2026-12-06"))]
+    if len(fingerprints) > 1:
+        columns.append(fixed("fingerprint"))
+    out = table(url, columns, caption="; ".join(notes))
+    for r in rows:
+        tags = ", ".join(r["tags"])
+        if "error" in r:
+            out.add_row(str(r["generation"]), tags, "unreadable")
+            continue
+        cells = [str(r["generation"]), tags, r["operation"], f"{r['samples']:,}", size(r["bytes"]), f"{r['encoding']}/{r['codec']}",
+                 when(datetime.datetime.fromisoformat(r["created"]))]
+        out.add_row(*cells, *([r["fingerprint"]] if len(fingerprints) > 1 else []))
+    return out
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -66,10 +91,10 @@ def _verify(args: argparse.Namespace) -> int:
         for warning in report.warnings:
             print(f"WARNING {warning}")
         state = "OK" if report.ok else f"FAILED ({len(report.problems)} problems)"
-        print(f"{state}: generation {report.generation}, {report.checked_shards} shards, index "
-              + ("pinned" if not report.warnings else "unpinned (schema 1)")
-              + (f", {report.checked_samples} samples ({report.checked_fields} fields) checksummed"
-                 if args.deep else ""))
+        print(f"{state}: generation {report.generation}, {count(report.checked_shards, 'shard')}, "
+              "index " + ("pinned" if not report.warnings else "unpinned (schema 1)")
+              + (f", {count(report.checked_samples, 'sample')} "
+                 f"({count(report.checked_fields, 'field')}) checksummed" if args.deep else ""))
     return 0 if report.ok else 2
 
 
@@ -79,8 +104,10 @@ def _guard(func):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     ls = subparsers.add_parser("ls", help="list generations of a cache",
-                               description="List every generation: operation, samples, shards, "
-                                           "encoding, bytes and fingerprint digest.")
+                               description="List every generation: tags, operation, samples, "
+                                           "size, encoding/codec, time, and the teacher "
+                                           "fingerprint's digest; --json for machines (bytes, "
+                                           "ISO times).")
     ls.add_argument("url", help="cache folder or fsspec URL (s3://bucket/cache)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_guard(_ls))

@@ -5,16 +5,21 @@ readable byte for byte."""
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import re
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from cache_schema import encoding_names
 from cache_schema.codecs import codec_names
 from cache_schema.convert import convert
 from cache_schema.operations import OpResult, append, dedup, filter_samples, merge, read_id_list
+from cache_schema.store import split_ref
 from cache_schema.versioning import diff, diff_caches, gc, lineage, list_tags, set_tag
 from pipeline.commands.errors import friendly_errors
+from pipeline.commands.output import count, fixed, table, when, wrapping
 
 WHERE_HELP = """\
 A new generation that tombstones samples in the sample index; shards are not
@@ -57,19 +62,28 @@ def _log(args):
     if args.json:
         print(json.dumps({"generations": rows, "tags": tags}, indent=1))
         return 0
-    by_gen: dict[int, list[str]] = {}
-    for name, gen in tags.items():
-        by_gen.setdefault(gen, []).append(name)
-    for r in rows:
-        when = datetime.datetime.fromtimestamp(r["created_at"]).isoformat(timespec="seconds")
-        tag = f" ({', '.join(sorted(by_gen[r['generation']]))})" if r["generation"] in by_gen else ""
-        # "from" first: where the generation's samples came from, then the rest of its arguments
-        items = sorted(r["args"].items(), key=lambda kv: kv[0] != "from")
-        args = ", ".join(f"{k}={v}" for k, v in items)
-        print(f"generation {r['generation']}{tag}: {r['operation']} from {r['parent']}, {when}, "
-              f"{r['samples']} samples in {r['shards']} shards, {r['producer_version']}"
-              + (f"\n    {args}" if args else ""))
+    Console().print(log_table(split_ref(args.url)[0], rows, tags))
     return 0
+
+
+def log_table(url: str, rows: list[dict], tags: dict[str, int]) -> Table:
+    """``cache log``'s rows for people, newest first: under each operation its arguments ("from"
+    first: where the samples came from); a generation with no parent was created, not derived."""
+    by_gen: dict[int, list[str]] = {}
+    for name, gen in sorted(tags.items()):
+        by_gen.setdefault(gen, []).append(name)
+    out = table(url, [fixed("gen", right=True), wrapping("tags"), wrapping("operation"),
+                      fixed("samples", right=True), fixed("shards", right=True),
+                      wrapping("created", len("2026-12-06"))],
+                caption=count(len(rows), "generation"))
+    for r in rows:
+        derived = "" if r["parent"] is None else f" of gen {r['parent']}"
+        items = sorted(r["args"].items(), key=lambda kv: kv[0] != "from")
+        details = ", ".join(f"{k}={v}" for k, v in items)
+        out.add_row(str(r["generation"]), ", ".join(by_gen.get(r["generation"], [])),
+                    r["operation"] + derived + (f"\n[dim]{escape(details)}[/dim]" if details else ""),
+                    f"{r['samples']:,}", f"{r['shards']:,}", when(r["created_at"]))
+    return out
 
 
 def _tag(args):
@@ -101,10 +115,10 @@ def _report(result: OpResult, what: str) -> int:
     m = result.manifest
     moved = ""
     if result.copied_shards or result.referenced_shards:
-        moved = (f"; {result.referenced_shards} shards referenced in place, "
+        moved = (f"; {count(result.referenced_shards, 'shard')} referenced in place, "
                  f"{result.copied_shards} copied")
-    print(f"generation {m.generation} ({m.operation}): {m.num_samples} live samples in "
-          f"{len(m.shards)} shards; {result.added} added, {result.removed} removed{moved}")
+    print(f"generation {m.generation} ({m.operation}): {count(m.num_samples, 'live sample')} in "
+          f"{count(len(m.shards), 'shard')}; {result.added} added, {result.removed} removed{moved}")
     if result.unknown_ids:
         print(f"{len(result.unknown_ids)} listed ids are not in the cache, e.g. "
               f"{', '.join(result.unknown_ids[:3])}")

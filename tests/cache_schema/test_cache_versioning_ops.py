@@ -7,6 +7,7 @@ the complete object listing (path and size of every object) of every cache invol
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 
 import pytest
@@ -197,7 +198,7 @@ def test_append_from_a_cache_missing_a_shard_is_refused(dst_where, tmp_path, s3_
         append(dst, src)  # by reference (local) or by copy (s3): either way nothing is committed
 
 
-def test_filter_by_ids_and_where_then_dedup(root, tmp_path, capsys):
+def test_filter_by_ids_and_where_then_dedup(root, tmp_path, capsys, monkeypatch):
     layout = small_layout()
     records = make_records(layout, 6, seed=3, prefix="f")
     records[4]["prompt"] = "  F PROMPT 0 –   ÜNÏCODE "  # record 0's prompt, spelled differently
@@ -255,9 +256,10 @@ def test_filter_by_ids_and_where_then_dedup(root, tmp_path, capsys):
     assert gc(url, grace_seconds=0, allow_short_grace=True).deleted == []  # every index and shard is referenced
     for gen in range(1, 6):
         assert verify_cache(f"{url}@{gen}", deep=True).ok
+    monkeypatch.setenv("COLUMNS", "250")  # the log's table wraps nothing at this width
     assert cli(["cache", "log", url]) == 0
     log = capsys.readouterr().out
-    assert "generation 3: filter from 2" in log and "where=seed != 1005" in log
+    assert re.search(r"^ +3 +filter of gen 2 ", log, re.MULTILINE) and "where=seed != 1005" in log
     assert "filter=dedup" in log and "filter=exclude_ids" in log
 
 
@@ -403,7 +405,8 @@ def test_convert_mismatch_aborts_and_commits_nothing(where, target, tmp_path, re
     assert listing(url) == src_listing
 
 
-def test_cli_commands_succeed_and_refuse_readably(tmp_path, capsys):
+def test_cli_commands_succeed_and_refuse_readably(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # the log's table wraps nothing at this width
     a, b = make_cache(str(tmp_path / "a"), "a"), make_cache(str(tmp_path / "b"), "b")
     other = make_cache(str(tmp_path / "o"), "o", fingerprint=OTHER_FINGERPRINT)
     capsys.readouterr()

@@ -1,0 +1,47 @@
+"""Output meant for people: rich tables that fit the terminal (rich's Console: the terminal's
+width, else $COLUMNS, else 80), sizes in human units, counted nouns, short times. Each command
+that prints one also takes ``--json``, the same rows for machines (raw numbers, ISO times)."""
+
+from __future__ import annotations
+
+import datetime
+
+from rich.filesize import decimal
+from rich.markup import escape
+from rich.table import Column, Table
+
+
+def table(title: str | None, columns: list[Column], *, caption: str | None = None) -> Table:
+    """A compact table of ``columns`` (``fixed`` and ``wrapping`` ones), title and caption
+    left-aligned (plain text, not rich markup), no box: two spaces between columns."""
+    return Table(*columns, title=title and escape(title), caption=caption and escape(caption),
+                 box=None, pad_edge=False, header_style="bold", title_style="bold",
+                 title_justify="left", caption_justify="left")
+
+
+def fixed(header: str, *, right: bool = False) -> Column:
+    """A column whose cells keep to one line (numbers, names, short codes)."""
+    return Column(header, justify="right" if right else "left", no_wrap=True)
+
+
+def wrapping(header: str, min_width: int | None = None) -> Column:
+    """A column that wraps (then folds) its cells when the terminal is narrow; never narrower
+    than ``min_width`` (default its header)."""
+    return Column(header, overflow="fold", min_width=min_width or len(header))
+
+
+def size(n: int) -> str:
+    """Bytes in human units (``1.2 MB``)."""
+    return decimal(n)
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 shard``, ``2 shards`` (``plural`` for irregular nouns)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def when(moment: datetime.datetime | float) -> str:
+    """A time (or a Unix timestamp, local time) to the minute: ``2026-12-06 16:33``."""
+    if not isinstance(moment, datetime.datetime):
+        moment = datetime.datetime.fromtimestamp(moment)
+    return moment.strftime("%Y-%m-%d %H:%M")
