@@ -71,6 +71,9 @@ class StudentConfig:
     # Chunks SSA attends to on each side (None: all; set for mobile/export). Block-causal and
     # streaming: the past `ssa_window` chunks; bidirectional: a band of that half-width.
     ssa_window: int | None = None
+    # With a window: the clip's first chunk stays visible to every later chunk (an attention
+    # sink, as StreamingLLM and Rolling Forcing keep), at the cost of one chunk of KV cache.
+    ssa_sink: bool = False
     conv_kernel: tuple[int, int, int] = (3, 3, 3)  # depth-wise conv (frames, rows, cols)
     rope_theta: float = 10000.0
     freq_dim: int = 128  # sinusoidal features of sigma and d
@@ -89,6 +92,8 @@ class StudentConfig:
                              f"temporal patch {pf}")
         if self.ssa_window is not None and self.ssa_window < 0:
             raise ValueError("ssa_window must be >= 0 past chunks (or None for all)")
+        if self.ssa_sink and self.ssa_window is None:
+            raise ValueError("ssa_sink keeps the first chunk beside a window: set ssa_window too")
         if any(k % 2 == 0 for k in self.conv_kernel[1:]):
             raise ValueError(f"conv_kernel {self.conv_kernel}: spatial sizes must be odd ('same' padding)")
         _, gh, gw = self.grid

@@ -8,7 +8,8 @@ attention output, at 1/stride^2 of the projection cost.
 Block-causal mode: a query chunk sees its own chunk and up to ``window`` past chunks (all when
 None). Streaming keeps a KV cache of past chunks: a growing one when window is None, else a
 fixed ring of ``window`` chunks with a validity mask, so that shapes and cost stay constant.
-Bidirectional mode with a window: a band of ``window`` chunks on either side.
+Bidirectional mode with a window: a band of ``window`` chunks on either side. ``sink``: the
+clip's first chunk stays visible to every chunk (kept apart from the ring while streaming).
 """
 
 from __future__ import annotations
@@ -23,21 +24,26 @@ EPS = 1e-6
 
 
 def block_causal_mask(frames: int, tokens_per_frame: int, chunk_frames: int,
-                      window: int | None, device=None, *, causal: bool = True) -> torch.Tensor:
+                      window: int | None, device=None, *, causal: bool = True,
+                      sink: bool = False) -> torch.Tensor:
     """(T, T) bool: query token i may attend to key token j (causal: chunks up to ``window``
     back; bidirectional: chunks within ``window`` on either side)."""
     chunk = torch.arange(frames, device=device).repeat_interleave(tokens_per_frame) // chunk_frames
     delta = chunk[:, None] - chunk[None, :]
     allowed = delta >= 0 if causal else torch.ones_like(delta, dtype=torch.bool)
     if window is not None:
-        allowed &= delta.abs() <= window
+        band = delta.abs() <= window
+        if sink:
+            band |= (chunk == 0)[None, :]
+        allowed &= band
     return allowed
 
 
 class SSA(nn.Module):
-    def __init__(self, dim: int, heads: int, stride: int, window: int | None = None):
+    def __init__(self, dim: int, heads: int, stride: int, window: int | None = None, *, sink: bool = False):
         super().__init__()
         self.heads, self.head_dim, self.stride, self.window = heads, dim // heads, stride, window
+        self.sink = sink and window is not None
         self.qkv = nn.Linear(dim, 3 * dim)
         self.qk_norm = nn.Parameter(torch.ones(2, 1, self.head_dim))
         self.out = nn.Linear(dim, dim)
@@ -70,7 +76,7 @@ class SSA(nn.Module):
             new_state, k, v, mask = self._with_cache(state, k, v)
         elif ctx.causal or self.window is not None:
             mask = block_causal_mask(f, (h // s) * (w // s), ctx.chunk_token_frames, self.window,
-                                     x.device, causal=ctx.causal)
+                                     x.device, causal=ctx.causal, sink=self.sink)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tr, d)
         out = self.out(out.transpose(1, 2).reshape(b, -1, c))  # (B, Tr, C)
         if s > 1:  # nearest upsampling back to the full token grid
@@ -87,7 +93,18 @@ class SSA(nn.Module):
         keep = state["k"].shape[2]  # a ring of `window` chunks: drop the oldest chunk
         new = {"k": keys[:, :, keys.shape[2] - keep:], "v": values[:, :, values.shape[2] - keep:],
                "valid": valid[valid.shape[0] - keep:]}
-        return new, keys, values, valid[None, :]
+        if not self.sink:
+            return new, keys, values, valid[None, :]
+        # The sink is the first chunk ever committed: empty until then, fixed after. It never
+        # enters the ring, so that no chunk sees it twice.
+        first = ~state["sink_valid"][0]
+        for key in ("k", "v", "valid"):
+            new[key] = torch.where(first, state[key], new[key])
+        new["sink_k"] = torch.where(first, k, state["sink_k"])
+        new["sink_v"] = torch.where(first, v, state["sink_v"])
+        new["sink_valid"] = state["sink_valid"] | True
+        keys, values = torch.cat([state["sink_k"], keys], 2), torch.cat([state["sink_v"], values], 2)
+        return new, keys, values, torch.cat([state["sink_valid"], valid])[None, :]
 
     def init_state(self, batch: int, grid, device=None, dtype=torch.float32) -> dict:
         f, h, w = self.reduced_grid(grid)
@@ -96,4 +113,9 @@ class SSA(nn.Module):
         state = {"k": empty, "v": empty.clone()}
         if self.window is not None:
             state["valid"] = torch.zeros(slots, dtype=torch.bool, device=device)
+        if self.sink:
+            chunk = f * h * w
+            state["sink_k"] = torch.zeros(batch, self.heads, chunk, self.head_dim, device=device, dtype=dtype)
+            state["sink_v"] = torch.zeros_like(state["sink_k"])
+            state["sink_valid"] = torch.zeros(chunk, dtype=torch.bool, device=device)
         return state

@@ -113,9 +113,12 @@ def test_block_causal_model_ignores_future_chunks():
 
 @pytest.mark.parametrize("window,chunk_frames,frames,layout", [
     (None, 1, 5, None), (1, 1, 5, None), (0, 2, 6, None),
-    (None, 1, 5, ("conv", "lin", "ssa:1", "conv")), (2, 1, 5, ("ssa:1", "ssa:2"))])
+    (None, 1, 5, ("conv", "lin", "ssa:1", "conv")), (2, 1, 5, ("ssa:1", "ssa:2")),
+    (1, 1, 6, ("ssa:1", "sink")), (1, 2, 8, ("lcha", "ssa:2", "sink"))])
 def test_streaming_equals_block_causal_forward(window, chunk_frames, frames, layout):
-    kw = {"layout": layout} if layout else {}
+    sink = bool(layout) and layout[-1] == "sink"  # a window plus the first chunk as a sink
+    layout = layout[:-1] if sink else layout
+    kw = {"layout": layout, "ssa_sink": sink} if layout else {}
     model = random_model(ssa_window=window, chunk_frames=chunk_frames, latent_frames=frames, **kw)
     x, sigma, d, text, mask = _inputs(f=frames)
     with torch.no_grad():
