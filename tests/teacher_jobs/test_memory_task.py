@@ -13,6 +13,7 @@ from scipy import stats
 
 from teacher_jobs.sampler import sample_latents
 from teacher_jobs.teachers.analytic import AnalyticConfig, AnalyticTeacher
+from teacher_jobs.teachers.analytic_reference import degenerate_student, stream_oracle
 from teacher_jobs.teachers.analytic_score import reference_stats_of
 from teacher_jobs.teachers.analytic_stats import binomial_p, chi_square_uniform, tv_floor, wilson
 
@@ -58,42 +59,13 @@ def oracle():
 
 
 # -- 1. degenerate students pass the legacy gate and fail the new one -------------------------
-def _degenerate(teacher: AnalyticTeacher, prompts: list[str], kind: str, seed: int = 0) -> np.ndarray:
-    """Students built from the oracle's means and its noise s, every class, every mode:
-
-    - ``scaled``: every sample at 0.6 x its mode, no noise (modes assigned evenly);
-    - ``ghost``: 0.7 x its mode + 0.3 x another mode of the same class (chosen at random);
-    - ``skewed``: the first mode with frequency 0.8, the others sharing 0.2, plus noise s. The
-      counts are allocated exactly (round(0.8 n) to mode 0, the rest in turn to the others) and
-      shuffled, so that every mode is hit (at 6 modes and 48 samples per class random draws would
-      miss some of the 0.04-modes and fail even the legacy coverage check, for an unrelated reason).
-    """
-    rng = np.random.default_rng(seed)
-    classes = _classes(teacher, prompts)
-    n, k = len(prompts), teacher.means.shape[1]
-    own = (np.arange(n) // len(teacher.classes)) % k
-    if kind == "scaled":
-        x = 0.6 * teacher.means[classes, own]
-    elif kind == "ghost":
-        other = (own + 1 + rng.integers(0, k - 1, n)) % k
-        x = 0.7 * teacher.means[classes, own] + 0.3 * teacher.means[classes, other]
-    else:
-        modes = np.zeros(n, int)
-        for c in np.unique(classes):
-            idx = np.flatnonzero(classes == c)
-            first = round(0.8 * len(idx))
-            modes[idx] = rng.permutation([0] * first + [1 + i % (k - 1) for i in range(len(idx) - first)])
-        x = teacher.means[classes, modes] + teacher.config.s * rng.standard_normal((n, teacher.means.shape[2]))
-    return x.reshape(n, *teacher.latent_shape)
-
-
 @pytest.mark.parametrize("task", ["memory", "motion"])
 @pytest.mark.parametrize("kind,check", [("scaled", "amplitude_bias"), ("ghost", "ghost_energy"),
                                         ("skewed", "mode_tv")])
 def test_degenerate_students_pass_the_legacy_gate_and_fail_the_new_one(oracle, task, kind, check):
     teacher, ref = oracle(task)
     prompts = _prompts(teacher, PER_CLASS)
-    s = teacher.score(_degenerate(teacher, prompts, kind), prompts, reference_stats=ref)
+    s = teacher.score(degenerate_student(teacher, prompts, kind), prompts, reference_stats=ref)
     assert s["legacy_gate"], (kind, s["adherence"], s["coverage"], s["dispersion_ratio"])
     assert not s["gate"]["passed"]
     assert check in s["gate"]["failed"], s["gate"]["failed"]
@@ -209,42 +181,6 @@ def test_memory_task_is_procedural_in_length():
 
 
 # -- 4. memory is needed -------------------------------------------------------------------
-def stream_oracle(teacher: AnalyticTeacher, prompts: list[str], *, reach: int | None,
-                  chunk_frames: int = 1, seed: int = 0) -> np.ndarray:
-    """Exact streaming from the oracle, chunk by chunk, seeing only the last ``reach`` frames.
-
-    Under the mixture p(x) = 1/K sum_k N(x; mu_k, s^2 I) the frames are independent given the
-    mode k, so for any window W of past frames and the next chunk X:
-        p(X | W) = sum_k p(k | W) N(X; mu_k[X], s^2 I),   p(k | W) ∝ N(W; mu_k[W], s^2 I),
-    the mixture posterior restricted to the window (an empty window gives equal weights). Each
-    chunk is drawn from it: a mode by the Gumbel-max trick on log p(k | W), then its frames with
-    noise s. With ``reach=None`` the window is the whole past, and by the chain rule the clips are
-    exact draws from p. With a bounded reach it is the exact conditional given what a model of
-    that reach can see, so it is the best such a model can do: once the window holds only blank
-    gap frames, every code is equally likely again.
-    """
-    rng = np.random.default_rng(seed)
-    shape = teacher.latent_shape
-    frames, s = shape[1], teacher.config.s
-    classes = _classes(teacher, prompts)
-    k = teacher.means.shape[1]
-    out = np.zeros((len(prompts), *shape))
-    for c in np.unique(classes):
-        idx = np.flatnonzero(classes == c)
-        modes = teacher.means[c].reshape(k, *shape)
-        x = np.zeros((len(idx), *shape))
-        for start in range(0, frames, chunk_frames):
-            stop = min(start + chunk_frames, frames)
-            lo = 0 if reach is None else max(0, start - reach)
-            win = x[:, :, lo:start].reshape(len(idx), 1, -1)
-            logp = -((win - modes[:, :, lo:start].reshape(1, k, -1)) ** 2).sum(2) / (2 * s * s)
-            pick = (logp + rng.gumbel(size=logp.shape)).argmax(1)
-            x[:, :, start:stop] = modes[pick, :, start:stop] + s * rng.standard_normal(
-                (len(idx), shape[0], stop - start, *shape[2:]))
-        out[idx] = x
-    return out
-
-
 def test_memory_is_needed_a_bounded_reach_oracle_is_at_chance(oracle):
     """If an exact sampler that sees only the last REACH frames recalled the identity, the
     task would not test memory and the sanity students could pass it: it must be at chance,
