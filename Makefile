@@ -3,14 +3,27 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# torch first, pinned, as a CPU build: an unpinned torch from PyPI is a multi-GB CUDA build.
+# PyTorch's CPU wheel index is used explicitly (PyPI as the extra index). Where that index cannot
+# be reached (an offline machine whose pip finds the pinned wheel on disk through its find-links
+# or a mirror, as this project's build machines do: pip would retry the index for ~10 s and
+# warn, then take the local wheel anyway), the pinned install runs with pip's own configuration.
+TORCH_PIN := torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+PYPI_INDEX ?= https://pypi.org/simple
 
 .PHONY: setup browser demo test test-all bench clean lint
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	@if $(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=10)" 2>/dev/null; then \
+	  echo "$(TORCH_PIN) from $(TORCH_INDEX)"; \
+	  $(BIN)/python -m pip install --quiet $(TORCH_PIN) --index-url $(TORCH_INDEX) --extra-index-url $(PYPI_INDEX); \
+	else \
+	  echo "note: $(TORCH_INDEX) is unreachable: $(TORCH_PIN) from pip's configured indexes and find-links"; \
+	  $(BIN)/python -m pip install --quiet $(TORCH_PIN); \
+	fi
 	$(BIN)/python -m pip install --quiet -e '.[teacher,student,dev]'
 	touch $(STAMP)
 

@@ -12,6 +12,7 @@ from cache_schema.encodings import encoding_names
 from cache_schema.store import use_profile
 
 from .config import JobConfig
+from .gpus import GPUS
 
 TEACHER_FLAGS = {  # [job.teacher] key -> (type, help); every teacher key is a flag
     "source": (str, "teacher weights: local diffusers folder or hub id"),
@@ -65,6 +66,7 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
     add("--num-actors", type=int, dest="num_actors", help="teacher actors (one per GPU on a cluster)")
     add("--num-gpus-per-actor", type=float, dest="num_gpus_per_actor", help="GPUs per teacher actor")
     add("--gpu-memory-gb", type=float, dest="gpu_memory_gb", help="memory of one GPU (default 80)")
+    add("--gpu", choices=list(GPUS), help="GPU type of the job's nodes: the cost estimate and unit size")
     add("--commit-every", type=int, dest="commit_every", help="units between intermediate generations")
     add("--device", help="torch device of the teacher (cpu, cuda)")
     add("--placement-timeout", type=float, dest="placement_timeout_s",
@@ -85,7 +87,7 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
 
 JOB_FLAGS = ("prompts", "output", "encoding", "codec", "samples_per_shard", "height", "width", "frames",
              "keep_steps", "seed", "seeds_per_prompt", "num_actors", "num_gpus_per_actor",
-             "gpu_memory_gb", "commit_every", "device", "ray_address", "placement_timeout_s",
+             "gpu_memory_gb", "gpu", "commit_every", "device", "ray_address", "placement_timeout_s",
              "load_timeout_s", "stall_timeout_s", "max_init_failures", "max_gpu_hours")
 
 

@@ -19,6 +19,7 @@ from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names
 from cache_schema.typed_config import INT64, ConfigError, Limits, between, check_config, one_of
 
+from .gpus import gpu_type
 from .teachers.registry import make_settings, spec_values
 from .teachers.spec import TeacherSettings, VideoSize
 
@@ -63,6 +64,9 @@ class JobConfig:
     num_gpus_per_actor: float = 0.0
     num_cpus_per_actor: float = 1.0
     gpu_memory_gb: float = 80.0  # per GPU; generate refuses a memory plan above it
+    # GPU type of the job's nodes (teacher_jobs/gpus.py; the product infra/kuberay selects): the
+    # cost estimate's seconds per sample and the plan's unit size follow it. None: not sized.
+    gpu: str | None = None
     # An actor is first placed (a node with its resources exists: the autoscaler may be adding
     # one), then loads its teacher (a cold A14B download and hash takes tens of minutes): two
     # phases with two bounds. An actor not placed in time is dropped while others work, and
@@ -99,6 +103,8 @@ class JobConfig:
             raise ValueError("device = 'cuda' needs num_gpus_per_actor > 0 (Ray places one teacher "
                              "actor per GPU); set num_gpus_per_actor = 1")
         self.teacher.validate_video(self.video)
+        if self.gpu is not None:
+            gpu_type(self.gpu)  # one of the known types, else an error naming them
         parse_keep_steps(self.keep_steps, self.steps)  # fail early on a bad spec
 
     @property

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pipeline.cli import build_parser
+from teacher_jobs.gpus import gpu_type
 
 ROOT = Path(__file__).resolve().parents[1]
 YAMLS = sorted((ROOT / "infra").rglob("*.yaml"))
@@ -77,7 +78,8 @@ KUBERAY = sorted((ROOT / "infra" / "kuberay").glob("*.yaml"))
 # Public hardware facts the manifests select: GPU memory of a GPU product label (NVIDIA GPU
 # feature discovery) and the AWS instance types of infra/ray/cluster.yaml.
 GPU_PRODUCT_GB = {"NVIDIA-A100-SXM4-80GB": 80, "NVIDIA-H100-80GB-HBM3": 80}
-AWS_GPU_NODES = {"p4de.24xlarge": {"gpus": 8, "gpu_gb": 80, "host_gib": 1152, "vcpus": 96}}
+AWS_GPU_NODES = {"p4de.24xlarge": {"gpus": 8, "gpu_gb": 80, "host_gib": 1152, "vcpus": 96,
+                                   "gpu": "NVIDIA-A100-SXM4-80GB"}}
 AWS_CPU_NODES = {"m6i.2xlarge"}
 
 
@@ -139,6 +141,9 @@ def test_kuberay_gpu_workers_follow_the_a14b_memory_plan(name, teacher_plan):
     actors = gpus / config.num_gpus_per_actor  # teacher actors one pod holds
     product = group["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"]
     assert GPU_PRODUCT_GB[product] >= config.gpu_memory_gb >= plan.peak_gb_per_actor
+    # the GPU the job's estimate is sized for is the one the pods select (issue 27)
+    assert config.gpu is not None and gpu_type(config.gpu).product == product, \
+        f"{name} selects {product}, configs/wan22_a14b.toml estimates gpu = {config.gpu!r}"
     assert _gib(limits["memory"]) * 2**30 / 1e9 >= actors * plan.host_gb_per_actor, \
         f"{name}: {limits['memory']} host memory for {actors:g} actors of {plan.host_gb_per_actor:.0f} GB"
     assert float(limits["cpu"]) >= actors * config.num_cpus_per_actor
@@ -165,6 +170,7 @@ def test_ray_cluster_launcher_sizes_follow_the_a14b_memory_plan(teacher_plan):
     worker = types["gpu_worker"]
     node = AWS_GPU_NODES[worker["node_config"]["InstanceType"]]
     assert worker["resources"]["GPU"] == node["gpus"]
+    assert gpu_type(config.gpu).product == node["gpu"]
     actors = node["gpus"] / config.num_gpus_per_actor
     assert node["gpu_gb"] >= config.gpu_memory_gb >= plan.peak_gb_per_actor
     assert node["host_gib"] * 2**30 / 1e9 >= actors * plan.host_gb_per_actor
@@ -225,14 +231,11 @@ def test_ray_cluster_launcher_keeps_auth_on_and_the_dashboard_on_localhost():
 
 # -- launch timeouts, budget cap and deadline (issue 27) ----------------------------------------
 
-A100_BF16_PEAK = 312e12  # FLOP/s, the GPU product the manifests select
-
-
 def test_the_rayjob_sets_launch_timeouts_and_a_budget_cap_that_stops_before_its_deadline(teacher_plan):
     """The job's config sets every launch bound explicitly (not a default tuned for nobody);
     the budget cap's clean stop (a commit) comes before the RayJob's hard deadline kills the
-    cluster, even after the longest placement; the stall timeout outlasts one micro-batch at a
-    quarter of the GPU's peak (actors report progress per micro-batch)."""
+    cluster, even after the longest placement; the stall timeout outlasts twice the estimated
+    time of one micro-batch on the selected GPU (actors report progress per micro-batch)."""
     config, plan = teacher_plan
     doc = yaml.safe_load((ROOT / "infra/kuberay/rayjob.yaml").read_text())
     (argv,) = _commands(doc["spec"]["entrypoint"])
@@ -244,5 +247,14 @@ def test_the_rayjob_sets_launch_timeouts_and_a_budget_cap_that_stops_before_its_
     gpus = config.num_actors * config.num_gpus_per_actor
     budget_wall_s = config.max_gpu_hours / gpus * 3600  # GPU-hours count from placement
     assert budget_wall_s + config.placement_timeout_s < doc["spec"]["activeDeadlineSeconds"]
-    micro_batch_s = plan.micro_batch * plan.flops_per_trajectory / (0.25 * A100_BF16_PEAK)
-    assert config.stall_timeout_s > micro_batch_s
+    micro_batch_s = plan.micro_batch * plan.cost(config.gpu).seconds_per_sample
+    assert config.stall_timeout_s > 2 * micro_batch_s
+
+
+def test_benchmarks_state_the_cost_of_the_gpu_the_manifests_select(teacher_plan):
+    """BENCHMARKS' cost section names the shipped config's GPU and the estimate's figure."""
+    config, plan = teacher_plan
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    section = text[text.index("## Cost model for the A14B job"):]
+    seconds = plan.cost(config.gpu).seconds_per_sample
+    assert f"--gpu {config.gpu}" in section and f"{seconds:.1f} s" in section

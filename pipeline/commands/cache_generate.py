@@ -5,20 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
-from cache_schema import FIELDS, FieldKind
+from cache_schema import CacheLayout
 from teacher_jobs.cli_args import add_generate_args, config_from_args, run_generate
-
-
-def bytes_per_sample(layout, text_len: int) -> int:
-    total = 0
-    for spec in FIELDS:
-        if spec.kind is not FieldKind.TENSOR:
-            continue
-        shape = layout.shape_of(spec.name, text_len)
-        total += int(np.prod(shape)) * layout.numpy_dtype(spec).itemsize
-    return total
 
 
 def _estimate(args: argparse.Namespace) -> int:
@@ -29,17 +17,9 @@ def _estimate(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     memory = config.teacher.memory_plan(config.video, gpu_memory_gb=config.gpu_memory_gb)
-    plan = config.teacher.driver_plan(config.video) if memory is None else None
-    if plan is not None:
-        layout = plan.layout(config.keep_step_indices, config.half_dtype)
-    else:  # real checkpoints: layout from the planned architecture, no hub access needed
-        from cache_schema import CacheLayout
-
-        shape = config.teacher.check_checkpoint(_plan_configs(config), config.video)
-        layout = CacheLayout(latent_shape=shape[0], num_steps=config.steps,
-                             keep_steps=config.keep_step_indices, text_dim=shape[1],
-                             max_text_len=config.teacher.max_text_len, half_dtype=config.half_dtype)
-    per_sample = bytes_per_sample(layout, layout.max_text_len)
+    layout = CacheLayout(**config.teacher.layout_estimate(config.video),
+                         keep_steps=config.keep_step_indices, half_dtype=config.half_dtype)
+    per_sample = layout.raw_bytes_per_sample(layout.max_text_len)
     count = None
     if config.prompts and "://" not in config.prompts:
         entries, _ = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt)
@@ -62,17 +42,6 @@ def _estimate(args: argparse.Namespace) -> int:
         print(f"error: {memory.advice}", file=sys.stderr)
         return 2
     return 0
-
-
-def _plan_configs(config):
-    from pathlib import Path
-
-    from teacher_jobs.teachers.wan_files import file_configs, resolve_local
-    from teacher_jobs.teachers.wan_plan import shipped_configs
-
-    if Path(config.teacher.source).is_dir():
-        return file_configs(resolve_local(config.teacher.source, hash_weights=False))
-    return shipped_configs("t2v-a14b")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -43,6 +43,7 @@ class MemoryPlan:
     fits: bool
     flops_per_forward: float  # one expert forward of one sample
     flops_per_trajectory: float  # steps x 2 (cond + uncond) forwards
+    attention_flops_per_trajectory: float  # its self-attention part (quadratic in tokens)
     assumptions: list[str] = field(default_factory=list)
     advice: str = ""  # which knob to turn when it does not fit
 
@@ -51,8 +52,12 @@ class MemoryPlan:
         out["components"] = {k: asdict(v) for k, v in self.components.items()}
         return out
 
-    def gpu_hours(self, trajectories: int, tflops: float) -> float:
-        return trajectories * self.flops_per_trajectory / (tflops * 1e12) / 3600
+    def cost(self, gpu: str):
+        """Seconds per sample on one GPU of this type (wan_cost: calibrated on official timings)."""
+        from .wan_cost import estimate
+
+        attention = self.attention_flops_per_trajectory
+        return estimate(self.flops_per_trajectory - attention, attention, gpu)
 
 
 def shipped_configs(variant: str = "t2v-a14b") -> dict[str, dict[str, Any]]:
@@ -81,6 +86,24 @@ def count_params(configs: dict[str, dict[str, Any]]) -> dict[str, int]:
     if has_two_experts(configs["model_index"]):
         out["transformer_2"] = expert  # both experts share one architecture
     return {**out, "text_encoder": text, "vae": vae}
+
+
+def forward_flops(transformer: dict[str, Any], latent_shape: tuple[int, int, int, int]
+                  ) -> tuple[float, float]:
+    """FLOPs of one expert forward of one sample from the transformer's config JSON alone (no
+    torch): (the part linear in the video tokens, the self-attention part quadratic in them).
+    Matmuls count 2 FLOPs a multiply-add; cross-attention keys and values are projections of the
+    512 text tokens, not of the video tokens (issue 27: counting them per video token was +8%)."""
+    _, f, h, w = latent_shape
+    pt, ph, pw = transformer["patch_size"]
+    tokens = (f // pt) * (h // ph) * (w // pw)
+    dim = transformer["num_attention_heads"] * transformer["attention_head_dim"]
+    layers = transformer["num_layers"]
+    per_token = 6 * dim * dim + 2 * dim * transformer["ffn_dim"]  # self q/k/v/o, cross q/o, FFN
+    linear = layers * (2 * tokens * per_token + 2 * TEXT_TOKENS * 2 * dim * dim  # + text k/v
+                       + 4 * tokens * TEXT_TOKENS * dim)  # cross-attention scores and values
+    attention = layers * 4 * tokens * tokens * dim  # q k^T and p v over the video tokens
+    return float(linear), float(attention)
 
 
 def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, int, int, int],
@@ -112,10 +135,8 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
     activations = tokens * (8 * dim + 4 * dim * e + t["ffn_dim"] * e) + 8 * batch * latent_bytes
     peak = sum(c.bytes for c in components.values() if c.on_gpu_at_peak) + activations
     peak_gb = peak / 1e9 + CUDA_RESERVE_GB
-    layers = t["num_layers"]
-    linear = layers * (8 * dim * dim + 2 * dim * t["ffn_dim"])  # self + cross attn, FFN
-    per_forward = (2 * tokens * linear + 4 * tokens * tokens * dim * layers
-                   + 4 * tokens * TEXT_TOKENS * dim * layers)
+    linear_flops, attention_flops = forward_flops(t, latent_shape)
+    per_forward = linear_flops + attention_flops
     # from_pretrained materialises every component in host memory before _place moves them
     # (diffusers loads to CPU first), then the offloaded expert stays there.
     host_gb = sum(c.bytes for c in components.values()) / 1e9 + HOST_RESERVE_GB
@@ -125,6 +146,7 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
         activations_gb=activations / 1e9, peak_gb_per_actor=peak_gb, host_gb_per_actor=host_gb,
         gpu_memory_gb=gpu_memory_gb,
         fits=fits, flops_per_forward=float(per_forward), flops_per_trajectory=float(2 * steps * per_forward),
+        attention_flops_per_trajectory=float(2 * steps * attention_flops),
         assumptions=[
             f"weights: parameters x {dtype} ({vae_dtype} VAE); experts built on the meta device",
             ("activations: one expert forward of one sample (the teacher runs samples one per "
@@ -132,7 +154,8 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
             f"+{CUDA_RESERVE_GB} GB for CUDA context and allocator reserve",
             (f"host memory: every weight while the pipeline loads (on CPU first), "
              f"+{HOST_RESERVE_GB} GB per actor for the process"),
-            ("FLOPs: 2 x tokens x linear params + 4 x tokens^2 x dim (self-attn) + 4 x tokens x 512 x "
+            ("FLOPs: 2 x tokens x (self-attn q/k/v/o, cross-attn q/o, FFN) params + 2 x 512 text "
+             "tokens x cross-attn k/v params + 4 x tokens^2 x dim (self-attn) + 4 x tokens x 512 x "
              "dim (cross-attn) per layer; 2 forwards (cond, uncond) per step; text encoder and VAE "
              "excluded")])
     if not fits:
