@@ -15,13 +15,22 @@ def _prompts(teacher, per_class):
     return [f"a {c} {o} moving {m}" for (o, c, m) in teacher.classes] * per_class
 
 
+TASKS = {  # (config, the mode the noisy point comes from)
+    "motion": (AnalyticConfig(latent_shape=(2, 2, 4, 4)), 1),
+    # 13 frames: seen 0-2, gap 3-11, seen 12; 2 starts x 3 codes x 2 branches = 12 modes
+    "memory": (AnalyticConfig(task="memory", latent_shape=(4, 13, 4, 4), modes_per_class=2), 3),
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
 @pytest.mark.parametrize("sigma", [0.95, 0.6, 0.3, 0.05])
-def test_exact_velocity_matches_monte_carlo(sigma):
-    teacher = AnalyticTeacher(AnalyticConfig(latent_shape=(2, 2, 4, 4)))
+def test_exact_velocity_matches_monte_carlo(sigma, task):
+    config, mode = TASKS[task]
+    teacher = AnalyticTeacher(config)
     rng = np.random.default_rng(0)
     s, a = teacher.config.s, 1 - sigma
     modes = teacher.means[teacher.class_of("a red square moving left")]  # (K, Dim)
-    x0_true = modes[1] + s * rng.standard_normal(modes.shape[1])
+    x0_true = modes[mode] + s * rng.standard_normal(modes.shape[1])
     x = a * x0_true + sigma * rng.standard_normal(modes.shape[1])
     exact = teacher.exact_velocity(x[None], sigma, modes[None])[0]
     n = 20000
