@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -143,6 +144,12 @@ class CacheLayout:
         if text_len is not None:
             sizes["L"] = text_len
         return tuple(sizes[a] for a in FIELD_BY_NAME[name].axes)
+
+    def raw_bytes_per_sample(self, text_len: int) -> int:
+        """Bytes of one sample's tensors stored raw, with ``text_len`` tokens (codecs other than
+        raw store less: this is their upper bound)."""
+        return sum(math.prod(self.shape_of(spec.name, text_len)) * self.numpy_dtype(spec).itemsize
+                   for spec in FIELDS if spec.kind is FieldKind.TENSOR)
 
     def step_position(self, step: int) -> int:
         """Index along S of solver step ``step``; a step that is not stored is an error."""

@@ -1,12 +1,12 @@
 """Text in, video out: sample a trained student (S2DiT-KD or S2DiT-AR) for prompts.
 
 1. the checkpoint and the cache generation it trained on (its manifest's fingerprint)
-2. the teacher side that made that cache: analytic, or Wan 2.2's text encoder and VAE
+2. the sampling side of the teacher that made that cache (its text encoder and renderer)
 3. prompts -> the student's text input exactly as the cache stored ``text_emb``
 4. noise from the seed; the checkpoint's few-step schedule (or the full grid, or N steps)
 5. sample, chunk by chunk when streaming (default for S2DiT-AR); each finished chunk is
    decoded and its frames appended to the MP4s while the next one is sampled
-6. latents (.npy), for analytic a PNG preview and oracle scores, then the JSON sidecar last
+6. latents (.npy), with an oracle a PNG preview and its scores, then the JSON sidecar last
 
 Every output is written atomically; the sidecar (``OUT.json``) records the resolved settings.
 """
@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from cache_schema import FIELD_BY_NAME, CacheLayout, split_ref
-from pipeline.teacher_side import TextEncoder, open_teacher_side
 from pipeline.video_io import CODEC, Mp4Writer, atomic_output
 from student_train.student import StudentCheckpoint
 from student_train.text import pad_text
 from teacher_jobs.prompts import normalise_prompt, validate_prompt
+from teacher_jobs.teachers import open_sampling_side
+from teacher_jobs.teachers.sampling import TextEncoder
 from teacher_jobs.teachers.wan import DTYPES
 
 
@@ -132,8 +133,8 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     student = StudentCheckpoint.load(cfg.checkpoint)
     manifest = student.trained_manifest()
     # 2. the teacher side that made the cache
-    side = open_teacher_side(manifest.fingerprint, source=cfg.teacher_source, device=cfg.device,
-                             dtype=cfg.dtype)
+    side = open_sampling_side(manifest.fingerprint, source=cfg.teacher_source, device=cfg.device,
+                              dtype=cfg.dtype)
     # 3. prompts -> the student's text input
     prompts = check_prompts(cfg.prompts, side.text)
     device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
@@ -177,7 +178,7 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
             _append(writers, renderer.finish())
             render_s += time.perf_counter() - t0
     x0 = torch.cat(latents, dim=2).numpy()  # (B, C, F, H, W) float32
-    # 6. latents, preview and scores (analytic), the sidecar last: its presence means complete
+    # 6. latents, preview and scores (an oracle's), the sidecar last: its presence means complete
     outputs: dict[str, Any] = {"latents": f"{cfg.out}.npy", "videos": videos}
     with atomic_output(outputs["latents"]) as path:
         np.save(path, x0)
@@ -185,7 +186,7 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     if scores is not None:
         outputs["preview"] = f"{cfg.out}.png"
         with atomic_output(outputs["preview"]) as path:
-            side.save_preview(x0, path)  # scores: the analytic side, which has colours
+            side.save_preview(x0, path)  # scores: a side with an oracle draws a preview
     record = {
         "checkpoint": student.url, "stage": student.stage, "step": student.step,
         "manifest": {"cache_url": split_ref(student.manifest_info["cache_url"])[0],

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
-import torch
 from fsspec.implementations.local import LocalFileSystem
 
 CODEC = "libx264"  # H.264 in yuv420p: plays everywhere; needs even frame sizes
@@ -42,13 +41,6 @@ def atomic_output(url: str) -> Iterator[str]:
         tmp = os.path.join(folder, f"out{suffix}")
         yield tmp
         fs.put_file(tmp, path)
-
-
-def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """(B, 3, F, H, W) in [-1, 1] -> (B, F, H, W, 3) uint8, rounded as diffusers' video
-    post-processing does."""
-    unit = (video.float() / 2 + 0.5).clamp(0, 1)
-    return (unit.permute(0, 2, 3, 4, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 class Mp4Writer:

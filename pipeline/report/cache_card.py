@@ -21,13 +21,12 @@ from cache_schema import (
     read_manifest,
     split_ref,
 )
-from pipeline.teacher_side import open_teacher_side
 from teacher_jobs.preview import frame_strip
+from teacher_jobs.teachers import open_sampling_side
 
 from .assets import Assets
 from .html import esc, fmt, human_bytes, key_values, pending, table
 from .svg import histogram, line_chart
-from .videos import render_latents
 
 MAX_STRIP_FRAMES = 9  # frames shown per x0 preview (a Wan clip is sub-sampled to these)
 
@@ -93,12 +92,12 @@ def _previews(reader: CacheReader, assets: Assets, n_prompts: int) -> str:
     if not picked:
         return pending("no samples stored yet")
     try:
-        side = open_teacher_side(reader.fingerprint)
+        side = open_sampling_side(reader.fingerprint)
     except (ValueError, OSError, ImportError, RuntimeError) as exc:  # e.g. Wan weights not here
         return f'<p class="error">x0 previews unavailable: {esc(exc)}</p>'
     rows = []
     for k, rec in enumerate(picked.values()):
-        frames = render_latents(side, np.asarray(rec["x0"], dtype=np.float32)[None])[0]  # (F', H', W', 3)
+        frames = side.render(np.asarray(rec["x0"], dtype=np.float32)[None])[0]  # (F', H', W', 3)
         if len(frames) > MAX_STRIP_FRAMES:
             frames = frames[np.linspace(0, len(frames) - 1, MAX_STRIP_FRAMES).round().astype(int)]
         img = assets.image(f"cache_x0_{k}", frame_strip(frames[None]), alt=f"x0 of {rec['prompt']}")

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 
 from cache_schema import list_tags, load_manifest
 from pipeline.video_io import atomic_output
+from teacher_jobs.teachers import has_oracle
 
 from .assets import Assets
 from .cache_card import cache_card
@@ -116,7 +117,7 @@ def _videos(run: RunFolder, assets: Assets) -> str:
         rec = run.stage(stage)
         if rec["status"] in ("skipped", "failed"):
             notes[model] = f"{rec['status']}: {rec.get('reason') or rec.get('error') or stage}"
-    if manifest.fingerprint.get("teacher") != "analytic":  # no oracle: the cached samples' noise
+    if not has_oracle(manifest.fingerprint):  # no oracle: the cached samples' noise
         return cached_videos_html(ref, run.at("student"), run.at("student_ar"), assets, notes)
     return stage_videos_html(ref, run.at("student"), run.at("student_ar"), assets, notes)
 

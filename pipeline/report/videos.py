@@ -1,10 +1,11 @@
 """The videos of each stage side by side, for the same prompts from the same noise.
 
-Analytic teacher: the teacher (full-step and few-step), S2DiT-KD and S2DiT-AR (streaming) on
-held-out seeds (noise drawn as the evaluation draws it), painted by the colour decoder; each
-clip also as a frame strip (readable in a screenshot), naming the class its latent is nearest
-to. Any other teacher (Wan): cached samples, the teacher's stored x0 next to the students
-sampled from the same stored noise and text embedding, decoded by the teacher side (the VAE).
+A teacher with an oracle (the analytic one): the teacher (full-step and few-step), S2DiT-KD and
+S2DiT-AR (streaming) on held-out seeds (noise drawn as the evaluation draws it), rendered by its
+sampling side; each clip also as a frame strip (readable in a screenshot), naming the class its
+latent is nearest to. Any other teacher (Wan): cached samples, the teacher's stored x0 next to
+the students sampled from the same stored noise and text embedding, rendered by its sampling
+side (the VAE).
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ import torch
 from cache_schema import CacheReader
 from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id
-from pipeline.eval import HELD_OUT_SEED_BASE, analytic_teacher_of
-from pipeline.teacher_side import AnalyticSide, TeacherSide, open_teacher_side
+from pipeline.eval import HELD_OUT_SEED_BASE
 from student_train.checkpoint import latest_checkpoint
 from student_train.student import StudentCheckpoint
 from student_train.text import pad_text
-from teacher_jobs.analytic_corpus import TEMPLATE
 from teacher_jobs.preview import frame_strip
 from teacher_jobs.sampler import sample_latents
-from teacher_jobs.teachers.analytic import AnalyticConfig, AnalyticTeacher
+from teacher_jobs.teachers import OracleSide, open_sampling_side
 
 from .assets import Assets
 from .html import esc, pending
@@ -41,27 +40,6 @@ class Clip:
     note: str = ""
 
 
-def pick_prompts(teacher: AnalyticTeacher, trained: list[str], n_trained: int = 3) -> list[tuple[str, str]]:
-    """(prompt, "trained" | "unseen"): a few trained classes and one combination never cached."""
-    classes, chosen = set(), []
-    for p in trained:
-        if teacher.class_of(p) not in classes and len(chosen) < n_trained:
-            classes.add(teacher.class_of(p))
-            chosen.append((p, "trained"))
-    trained_classes = {teacher.class_of(p) for p in trained}
-    unseen = [TEMPLATE.format(obj=o, colour=c, motion=m) for i, (o, c, m) in enumerate(teacher.classes)
-              if i not in trained_classes]
-    return chosen + [(unseen[0], "unseen")] if unseen else chosen
-
-
-def _nearest_class(teacher: AnalyticTeacher, x0: np.ndarray) -> list[str]:
-    flat = np.asarray(x0, dtype=np.float64).reshape(len(x0), -1)
-    modes = teacher.means.reshape(-1, flat.shape[1])
-    d2 = (flat ** 2).sum(1)[:, None] - 2 * flat @ modes.T + (modes ** 2).sum(1)[None]
-    return [TEMPLATE.format(obj=o, colour=c, motion=m) for o, c, m in
-            (teacher.classes[k // teacher.config.modes_per_class] for k in d2.argmin(1))]
-
-
 def _student_clip(name: str, student: StudentCheckpoint, noise: torch.Tensor, text: torch.Tensor,
                   mask: torch.Tensor) -> Clip:
     """A student's few-step clip, sampled as its stage samples (chunk by chunk or whole)."""
@@ -71,12 +49,12 @@ def _student_clip(name: str, student: StudentCheckpoint, noise: torch.Tensor, te
     return Clip(f"{name}, {len(sigmas) - 1}-step{how} (step {student.step})", x0.float().numpy())
 
 
-def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str],
-                notes: dict[str, str] | None = None) -> tuple[AnalyticTeacher, list[Clip]]:
-    """The teacher's clips and each student's (``notes``: why a student has none, by name)."""
+def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str], side: OracleSide,
+                notes: dict[str, str] | None = None) -> list[Clip]:
+    """The oracle teacher's clips and each student's (``notes``: why a student has none)."""
     reader = CacheReader(cache_url)
     fingerprint, digest = reader.fingerprint, reader.manifest.fingerprint_digest
-    teacher = analytic_teacher_of(fingerprint)
+    teacher = side.oracle
     global_seed = fingerprint["global_seed"]
     seeds = [HELD_OUT_SEED_BASE + i for i in range(len(prompts))]
     ids = [make_sample_id(p, s, digest) for p, s in zip(prompts, seeds)]
@@ -96,24 +74,25 @@ def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str],
         few = len(sigmas) - 1
         clips.append(_student_clip(name, student, noise, text.emb, text.mask))
     if few is not None and few != teacher.num_steps:
-        short = AnalyticTeacher(AnalyticConfig(**{**teacher.config.__dict__, "num_steps": few}))
         clips.insert(1, Clip(f"teacher, {few}-step",
-                             sample_latents(short, prompts, seeds, global_seed=global_seed,
+                             sample_latents(side.at_steps(few), prompts, seeds, global_seed=global_seed,
                                             fingerprint_digest=digest)))
-    return teacher, clips
+    return clips
 
 
 def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
                       notes: dict[str, str] | None = None) -> str:
-    """A grid: one row per prompt, one column per stage, each cell a video and a frame strip."""
+    """A grid: one row per prompt, one column per stage, each cell a video and a frame strip
+    (a teacher with an oracle, which samples itself on held-out seeds)."""
     reader = CacheReader(cache_url)
+    side = open_sampling_side(reader.fingerprint)
+    if not isinstance(side, OracleSide):
+        raise TypeError(f"the {side.kind} teacher has no oracle: show its cached samples instead")
     trained = sorted(set(reader.index().column("prompt").to_pylist()))
-    picked = pick_prompts(analytic_teacher_of(reader.fingerprint), trained)
+    picked = side.report_prompts(trained)
     if not picked:
         return pending("no prompts in the cache yet")
-    teacher, clips = stage_clips(cache_url, kd_run, ar_run, [p for p, _ in picked], notes)
-    decoder = AnalyticSide(reader.fingerprint).decoder
-    fps = AnalyticSide.fps
+    clips = stage_clips(cache_url, kd_run, ar_run, [p for p, _ in picked], side, notes)
     encode = []  # (cell index, name, frames, title): the encodes run in parallel (ffmpeg processes)
     right = [0] * len(clips)
     cells = ['<div class="muted">prompt (held-out seed)</div>'] + [f"<div><b>{esc(c.label)}</b></div>" for c in clips]
@@ -124,9 +103,9 @@ def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
             if clip.x0 is None:
                 cells.append(f'<div class="pending">{esc(clip.note)}</div>')
                 continue
-            frames = decoder.decode(clip.x0[i:i + 1])  # (1, F, H, W, 3)
-            nearest = _nearest_class(teacher, clip.x0[i:i + 1])[0]
-            verdict = "right" if teacher.class_of(nearest) == teacher.class_of(prompt) else "wrong"
+            frames = side.render(clip.x0[i:i + 1])  # (1, F, H, W, 3)
+            nearest = side.nearest_prompts(clip.x0[i:i + 1])[0]
+            verdict = "right" if side.same_class(nearest, prompt) else "wrong"
             right[j] += verdict == "right"
             name = f"stage{j}_prompt{i}"
             strip = frame_strip(frames[:, :, ::4, ::4], gap=1)  # 4x blocks: a row of frames fits
@@ -135,23 +114,14 @@ def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
                 "<figure>{video}"
                 f"{assets.image(name + '_strip', strip, alt=f'frames of {clip.label}: {prompt}')}"
                 f"<figcaption>nearest class: {esc(nearest)} ({verdict})</figcaption></figure>")
-    _encode_into(cells, encode, assets, fps)
+    _encode_into(cells, encode, assets, side.fps)
     for j, clip in enumerate(clips):  # each column's header says how many of its clips are right
         if clip.x0 is not None:
             cells[1 + j] = (f"<div><b>{esc(clip.label)}</b><br><span class=\"muted\">{right[j]} of "
                             f"{len(picked)} nearest the prompt's class</span></div>")
     grid = (f'<div class="clips" style="grid-template-columns: 180px repeat({len(clips)}, auto)">'
             f'{"".join(cells)}</div>')
-    return (grid + f'<p class="muted">Colours: each latent pixel painted in the colour word whose pattern '
-            f"explains it (teacher_jobs.preview.ColourDecoder), {decoder.scale}x blocks, {fps:g} fps.</p>")
-
-
-def render_latents(side: TeacherSide, x0: np.ndarray) -> np.ndarray:
-    """(N, C, F, H, W) latents -> (N, F', H', W', 3) uint8 through the teacher side's renderer
-    (the analytic colour decoder, or the Wan VAE)."""
-    renderer = side.renderer(x0.shape[-2], x0.shape[-1])
-    parts = [renderer.push(torch.from_numpy(np.ascontiguousarray(x0, dtype=np.float32))), renderer.finish()]
-    return np.concatenate([p for p in parts if p is not None], 1)
+    return grid + f'<p class="muted">{esc(side.rendering_note())}</p>'
 
 
 def cached_clips(reader: CacheReader, kd_run: str, ar_run: str, n_prompts: int = 3,
@@ -183,7 +153,7 @@ def cached_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
                        notes: dict[str, str] | None = None) -> str:
     """The grid for a teacher without an oracle (Wan): cached prompts, seeds and noise."""
     reader = CacheReader(cache_url)
-    side = open_teacher_side(reader.fingerprint)
+    side = open_sampling_side(reader.fingerprint)
     records, clips = cached_clips(reader, kd_run, ar_run, notes=notes)
     if not records:
         return pending("no samples stored yet")
@@ -196,13 +166,13 @@ def cached_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
             if clip.x0 is None:
                 cells.append(f'<div class="pending">{esc(clip.note)}</div>')
                 continue
-            frames = render_latents(side, clip.x0[i:i + 1])  # (1, F', H', W', 3)
+            frames = side.render(clip.x0[i:i + 1])  # (1, F', H', W', 3)
             encode.append((len(cells), f"cached{j}_prompt{i}", frames[0], f"{clip.label}: {rec['prompt']}"))
             cells.append("<figure>{video}</figure>")
     _encode_into(cells, encode, assets, side.fps)
     return (f'<div class="clips" style="grid-template-columns: 180px repeat({len(clips)}, auto)">'
             f'{"".join(cells)}</div><p class="muted">Decoded by the cache\'s teacher side '
-            f"({esc(reader.fingerprint.get('teacher'))}), {side.fps:g} fps; the students start from "
+            f"({esc(side.kind)}), {side.fps:g} fps; the students start from "
             "each cached sample's own noise and text embedding.</p>")
 
 

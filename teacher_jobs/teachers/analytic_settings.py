@@ -6,7 +6,7 @@ It has no weights, so the driver builds it to fingerprint (a few kB of procedura
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cache_schema.typed_config import Limits, between
 
@@ -19,6 +19,7 @@ from .spec import DriverPlan, TeacherSettings, VideoSize
 @dataclass(kw_only=True, slots=True)
 class AnalyticSettings(TeacherSettings):
     kind: ClassVar[str] = "analytic"
+    has_oracle: ClassVar[bool] = True
     LIMITS: ClassVar[Limits] = {"latent_channels": between(1, 4096), "modes_per_class": between(1, 64),
                                 "identity_codes": between(1, 64), "visible_frames": between(1, 4096),
                                 "gap_frames": between(2, 4096)}
@@ -51,3 +52,16 @@ class AnalyticSettings(TeacherSettings):
                           layout_args={"latent_shape": teacher.latent_shape, "num_steps": teacher.num_steps,
                                            "text_dim": teacher.text_dim, "max_text_len": teacher.max_text_len},
                           max_tokens=teacher.max_text_len, count_tokens=teacher.count_tokens)
+
+    @classmethod
+    def sampling_side(cls, fingerprint: dict[str, Any], *, source: str | None = None,
+                      device: str = "cpu", dtype: str = "float32"):
+        if source:
+            raise ValueError("--teacher-source is for Wan caches; this cache's teacher is analytic")
+        from .analytic_sampling import AnalyticSamplingSide
+
+        return AnalyticSamplingSide(cls.kind, fingerprint)
+
+    @classmethod
+    def build_direct(cls, values: dict[str, Any], **config: Any) -> AnalyticTeacher:
+        return AnalyticTeacher(AnalyticConfig(**config))

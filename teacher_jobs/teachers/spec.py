@@ -1,6 +1,8 @@
 """What every teacher kind supplies: a typed ``[job.teacher]`` section that knows, without
 loading any weights, how to fingerprint and lay out the cache its teacher will write (the Ray
-driver's side), and how to build that teacher where the work runs (the actor's side).
+driver's side), how to build that teacher where the work runs (the actor's side), and, from a
+cache's fingerprint alone, the teacher's sampling side (sampling.py: text encoder, renderer,
+oracle or none) that sampling and reporting a student need.
 
 Adding a teacher kind = a file with a subclass of ``TeacherSettings`` + one
 ``register_teacher`` call (registry.py). Nothing else branches on the kind.
@@ -11,12 +13,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cache_schema import CacheLayout
 from cache_schema.typed_config import Limits, between, check_config
 
 from .base import Teacher
+
+if TYPE_CHECKING:
+    from .sampling import SamplingSide
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -47,6 +52,8 @@ class TeacherSettings(abc.ABC):
     may change the defaults."""
 
     kind: ClassVar[str]  # the registry key: `kind` in [job.teacher] and fingerprint["teacher"]
+    # True: the sampling side has an oracle (a known data distribution that scores samples)
+    has_oracle: ClassVar[bool] = False
     TABLE: ClassVar[str] = "job.teacher"
     # Ranges (cache_schema.typed_config); a kind's own LIMITS add to these and may override.
     LIMITS: ClassVar[Limits] = {
@@ -90,6 +97,26 @@ class TeacherSettings(abc.ABC):
     def memory_plan(self, video: VideoSize, *, gpu_memory_gb: float) -> Any | None:
         """Per-actor memory and cost plan (kinds with GPU-sized models); None: negligible."""
         return None
+
+    def layout_estimate(self, video: VideoSize) -> dict[str, Any]:
+        """CacheLayout arguments except keep_steps and half_dtype, for sizing a job before it
+        runs; kinds whose driver plan needs files or the hub estimate without them."""
+        return self.driver_plan(video).layout_args
+
+    # -- sampling side (from a cache's fingerprint; no settings instance) -----------------------
+    @classmethod
+    def sampling_side(cls, fingerprint: dict[str, Any], *, source: str | None = None,
+                      device: str = "cpu", dtype: str = "float32") -> SamplingSide:
+        """The side of this teacher that sampling a student of its cache needs; ``source``
+        relocates weights, ``dtype`` is the decoder's."""
+        raise ValueError(f"the {cls.kind} teacher has no sampling side: students of its caches "
+                         "cannot be sampled or shown")
+
+    @classmethod
+    def build_direct(cls, values: dict[str, Any], **config: Any) -> Teacher:
+        """The teacher from ``--teacher SPEC`` values and the teacher class's own keyword
+        arguments (tests, benchmarks), without a job."""
+        raise ValueError(f"the {cls.kind} teacher is built through its [job.teacher] section only")
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict

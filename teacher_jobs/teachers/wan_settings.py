@@ -173,21 +173,49 @@ class WanSettings(TeacherSettings):
     def memory_plan(self, video: VideoSize, *, gpu_memory_gb: float):
         """From the checkpoint's configs when it is a local folder, else the shipped public A14B
         configs (a hub id is planned offline; generate re-plans from the resolved files)."""
-        from pathlib import Path
-
-        from .wan_files import file_configs, resolve_local
-        from .wan_plan import plan_actor, shipped_configs
+        from .wan_plan import plan_actor
 
         if self.source == TINY:
             return None
-        if Path(self.source).is_dir():
-            configs = file_configs(resolve_local(self.source, hash_weights=False))
-        elif self.source == HUB_ID:
-            configs = shipped_configs("t2v-a14b")
-        else:
-            raise ValueError(f"no shipped architecture for {self.source!r}: plan it from a local "
-                             "copy (source = DIR)")
+        configs = self._offline_configs()
         shape, _ = self.check_checkpoint(configs, video)
         return plan_actor(configs, latent_shape=shape, steps=self.steps, dtype=self.dtype,
                           vae_dtype=self.vae_dtype, offload=self.offload, micro_batch=self.micro_batch,
                           gpu_memory_gb=gpu_memory_gb)
+
+    def _offline_configs(self) -> dict[str, Any]:
+        """The checkpoint's configs without the hub: a local folder's files, or the shipped
+        public A14B configs for its hub id."""
+        from pathlib import Path
+
+        from .wan_files import file_configs, resolve_local
+        from .wan_plan import shipped_configs
+
+        if Path(self.source).is_dir():
+            return file_configs(resolve_local(self.source, hash_weights=False))
+        if self.source != HUB_ID:
+            raise ValueError(f"no shipped architecture for {self.source!r}: plan it from a local "
+                             "copy (source = DIR)")
+        return shipped_configs("t2v-a14b")
+
+    def layout_estimate(self, video: VideoSize) -> dict[str, Any]:
+        """Real checkpoints: the layout from the planned architecture, no hub access needed."""
+        if self.source == TINY:
+            return self.driver_plan(video).layout_args
+        shape, text_dim = self.check_checkpoint(self._offline_configs(), video)
+        return {"latent_shape": shape, "num_steps": self.steps, "text_dim": text_dim,
+                "max_text_len": self.max_text_len}
+
+    # -- sampling side --------------------------------------------------------------------------
+    @classmethod
+    def sampling_side(cls, fingerprint: dict[str, Any], *, source: str | None = None,
+                      device: str = "cpu", dtype: str = "float32"):
+        from .wan_sampling import WanSamplingSide
+
+        return WanSamplingSide(cls.kind, fingerprint, source=source, device=device, dtype=dtype)
+
+    @classmethod
+    def build_direct(cls, values: dict[str, Any], **config: Any) -> WanTeacher:
+        if values.get("source") == TINY:
+            return WanTeacher.tiny(**config)
+        return WanTeacher.from_pretrained(values["source"], **config)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.teacher_side import open_teacher_side
 from teacher_jobs.preview import SCALE, ColourDecoder, colour_of_word
 from teacher_jobs.sampler import cache_fingerprint, sample_latents
+from teacher_jobs.teachers import open_sampling_side
 from teacher_jobs.teachers.analytic import MOTIONS, AnalyticTeacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,7 +87,7 @@ def test_sample_renderer_paints_each_chunk_as_it_comes(teacher_x0, tmp_path):
     teacher, x0 = teacher_x0
     fingerprint = cache_fingerprint(teacher, keep_steps=(0,), global_seed=0, half_dtype="float16",
                                     negative_prompt="")
-    side = open_teacher_side(fingerprint)
+    side = open_sampling_side(fingerprint)
     renderer = side.renderer(*teacher.latent_shape[-2:])
     latents = torch.from_numpy(x0)
     chunks = [renderer.push(chunk) for chunk in latents.split(2, dim=2)]  # streaming order

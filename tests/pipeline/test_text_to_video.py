@@ -16,14 +16,13 @@ import torch
 from cache_schema import CacheReader, CacheWriter, load_manifest
 from pipeline.cli import main
 from pipeline.eval import load_student
-from pipeline.teacher_side import open_teacher_side
 from pipeline.text_to_video import student_text
 from student_train.checkpoint import latest_checkpoint
 from student_train.sampler import sample, sample_streaming
 from student_train.text import pad_text
 from teacher_jobs.analytic_corpus import class_prompts
 from teacher_jobs.sampler import cache_fingerprint, record_trajectories
-from teacher_jobs.teachers import build_teacher
+from teacher_jobs.teachers import build_teacher, open_sampling_side
 from teacher_jobs.teachers.tiny_wan import build_tiny_pipeline
 from teacher_jobs.teachers.wan_codec import WanCodec
 
@@ -226,4 +225,4 @@ def test_bad_input_is_refused_by_name(wan_kd, tmp_path, capsys, monkeypatch):
     assert "is not the one that made this cache" in capsys.readouterr().err
     assert not list(tmp_path.glob("x*"))  # nothing written by any refused request
     with pytest.raises(ValueError, match="teacher 'sora'"):
-        open_teacher_side({"teacher": "sora"})
+        open_sampling_side({"teacher": "sora"})

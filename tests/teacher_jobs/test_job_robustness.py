@@ -92,7 +92,7 @@ def slow_kind(ray_runtime):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # actors cannot import tests
     yield SlowSettings
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    TEACHERS.pop(SlowSettings.kind)
+    TEACHERS.unregister(SlowSettings.kind)
 
 
 PROMPTS = ["a red cat", "a blue dog", "one green bird", "two tall trees", "the wide sea", "a small car"]

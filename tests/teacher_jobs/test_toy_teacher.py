@@ -100,7 +100,7 @@ def toy_kind():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield ToySettings
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    TEACHERS.pop("toy-test")
+    TEACHERS.unregister("toy-test")
 
 
 def test_a_teacher_kind_defined_in_a_test_runs_generate_verify_read(toy_kind, tmp_path, ray_runtime):

@@ -3,8 +3,8 @@
 
 Reads ``[eval]``: per_class (held-out samples per class), seed, lengths (multiples of the
 trained clip length S2DiT-AR streams, e.g. [1, 2, 4]), noise ("report", or "tune" for a run
-that chooses a recipe). The oracle exists only for the analytic teacher: on another teacher's
-cache the stage is skipped with that reason."""
+that chooses a recipe). Only a teacher with an oracle (the analytic one) can score: on another
+teacher's cache the stage is skipped with that reason."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import fsspec
 
 from pipeline.eval import evaluate_checkpoint, format_report
+from teacher_jobs.teachers import has_oracle
 
 from ..config import RunConfig
 from ..stage import Stage, StageContext
@@ -22,10 +23,11 @@ from ..state_schema import PATH, optional
 KEYS = {"per_class", "seed", "lengths", "noise"}
 
 
-def _analytic_only(ctx: StageContext) -> str | None:
+def _oracle_only(ctx: StageContext) -> str | None:
     teacher = ctx.outputs("generate").get("teacher")
-    if teacher is not None and teacher != "analytic":
-        return f"scores need the analytic teacher's oracle; this cache was made by {teacher!r}"
+    if teacher is not None and not has_oracle(teacher):
+        return (f"scores need a teacher with an oracle (e.g. the analytic teacher); this cache was "
+                f"made by {teacher!r}, which has none")
     return None
 
 
@@ -70,8 +72,8 @@ def _eval_ar(ctx: StageContext) -> dict[str, Any]:
 EVAL_KD = Stage(name="eval_kd", title="score S2DiT-KD with the analytic oracle", section="eval",
                 seeded=True, artefact="eval_kd.json",
                 run=_eval_kd, needs=("train_kd", "generate"), writes=("eval_kd.json",),
-                skip_reason=_analytic_only, check=_section, recorded=RECORDED)
+                skip_reason=_oracle_only, check=_section, recorded=RECORDED)
 EVAL_AR = Stage(name="eval_ar", title="score S2DiT-AR chunk by chunk", section="eval",
                 seeded=True, artefact="eval_ar.json",
                 run=_eval_ar, needs=("train_ar", "generate"), writes=("eval_ar.json",),
-                skip_reason=_analytic_only, check=_section, recorded=RECORDED)
+                skip_reason=_oracle_only, check=_section, recorded=RECORDED)
