@@ -16,7 +16,7 @@ import fsspec
 
 from cache_schema import parse_keep_steps
 from cache_schema.codecs import codec_names
-from cache_schema.encodings import encoding_names
+from cache_schema.encodings import encoding_names, get_encoding
 from cache_schema.typed_config import INT64, ConfigError, Limits, between, check_config, one_of
 
 from .gpus import gpu_type
@@ -96,9 +96,7 @@ class JobConfig:
             raise ValueError(f"[job] encoding must be one of {', '.join(encoding_names())}, got {self.encoding!r}")
         if self.codec not in codec_names():
             raise ValueError(f"[job] codec must be one of {', '.join(codec_names())}, got {self.codec!r}")
-        if self.codec != "raw" and self.encoding == "wds":
-            raise ValueError(f"codec {self.codec!r} is stored by the zarr encoding only: set "
-                             "encoding = 'zarr' (or codec = 'raw' for stock WebDataset members)")
+        get_encoding(self.encoding).check_codec(self.codec)  # the encoding owns its rules
         if self.device.startswith("cuda") and self.num_gpus_per_actor <= 0:
             raise ValueError("device = 'cuda' needs num_gpus_per_actor > 0 (Ray places one teacher "
                              "actor per GPU); set num_gpus_per_actor = 1")

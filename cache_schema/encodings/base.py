@@ -54,6 +54,11 @@ class Encoding(ABC):
     def check_layout(self, layout: CacheLayout) -> None:
         """Raise ValueError (saying what to use instead) if this encoding cannot store a cache
         of ``layout`` (e.g. its codec)."""
+        self.check_codec(layout.codec)
+
+    def check_codec(self, codec: str) -> None:
+        """Raise ValueError (saying what to use instead) if this encoding cannot store tensor
+        values of ``codec`` (a job config asks this before it knows its layout)."""
 
     @abstractmethod
     def encode(self, records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict[str, bytes]:

@@ -115,17 +115,17 @@ class WebDataset(Encoding):
             raise ValueError(f"unknown tar parser {parser!r}: use one of {', '.join(PARSERS)}")
         self.parser = parser
 
-    def check_layout(self, layout: CacheLayout) -> None:
-        _raw_only(layout)
+    def check_codec(self, codec: str) -> None:
+        _raw_only(codec)
 
     def encode(self, records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict[str, bytes]:
-        _raw_only(layout)
+        _raw_only(layout.codec)
         return {SINGLE_OBJECT: encode_shard(records)}
 
     def iter_records(self, store: Store, path: str, layout: CacheLayout, fields: Sequence[str],
                      steps: Sequence[int] | None = None, *, select: Selection | None = None,
                      meter: ReadMeter | None = None) -> Iterator[dict[str, Any]]:
-        _raw_only(layout)
+        _raw_only(layout.codec)
         block = STREAM_BLOCK if store.is_local else REMOTE_STREAM_BLOCK
         with store.fs.open(store.path(path), "rb", block_size=block) as stream:
             yield from iter_shard(bounded_stream(stream, layout, store.url_of(path)), layout,
@@ -134,8 +134,8 @@ class WebDataset(Encoding):
             meter.add(store.size(path))
 
 
-def _raw_only(layout: CacheLayout) -> None:
-    if layout.codec != "raw":
+def _raw_only(codec: str) -> None:
+    if codec != "raw":
         raise ValueError(f"the wds encoding stores plain .npy members only (codec raw), not "
-                         f"codec {layout.codec!r}: use --encoding zarr for {layout.codec}, or "
-                         "--codec raw")
+                         f"codec {codec!r}: set encoding = 'zarr' (--encoding zarr) for {codec}, or "
+                         "codec = 'raw' (--codec raw)")

@@ -118,20 +118,6 @@ def resolve_checkpoint(source: str, revision: str | None) -> Checkpoint:
     return resolve_hub(source, revision)
 
 
-def loaded_files_mismatch(expected: dict[str, str], folder: Path) -> list[str]:
-    """Weight files of ``expected`` whose bytes under ``folder`` differ (or are missing)."""
-    bad = []
-    for rel, digest in sorted(expected.items()):
-        if not _is_weight(rel):
-            continue
-        path = folder / rel
-        if not path.exists():
-            bad.append(f"{rel} (missing in {folder})")
-        elif sha256_file(path) != digest:
-            bad.append(f"{rel} (sha256 differs from the job's fingerprint)")
-    return bad
-
-
 _DROP = {"transformers_version", "dtype", "torch_dtype", "_name_or_path", "_diffusers_version",
          "_commit_hash", "_use_default_values", "_attn_implementation_autoset"}
 CONFIG_PARTS = ("model_index", "scheduler", "transformer", "transformer_2", "text_encoder", "vae")
