@@ -54,7 +54,9 @@ class TeacherWorker:
         return {"load_seconds": self.load_seconds, "device": self.device_name}
 
     def run_unit(self, unit: Unit, progress_key: str | None = None) -> dict[str, Any]:
-        from cache_schema import write_shard
+        from cache_schema import open_store, write_shard
+        from cache_schema.adopt import write_receipt
+        from cache_schema.store import split_ref
 
         cfg = self.config
         if self.teacher is None:
@@ -69,9 +71,13 @@ class TeacherWorker:
             shard = write_shard(cfg.output, records, layout=self.layout, encoding=cfg.encoding,
                                 shard_name=unit.name)
         t2 = time.perf_counter()
-        return {"unit": unit.name, "shard": shard, "rejections": rejections,
-                "samples": len(records), "teacher_seconds": t1 - t0, "write_seconds": t2 - t1,
-                "bytes": shard.bytes if shard else 0, "device": self.device_name}
+        result = {"unit": unit.name, "shard": shard, "rejections": rejections,
+                  "samples": len(records), "teacher_seconds": t1 - t0, "write_seconds": t2 - t1,
+                  "bytes": shard.bytes if shard else 0, "device": self.device_name}
+        if shard is not None:  # a driver that dies before committing: the next run adopts it
+            extra = {k: v for k, v in result.items() if k != "shard"}
+            write_receipt(open_store(split_ref(cfg.output)[0]), shard, self.digest, extra)
+        return result
 
     def _record(self, unit: Unit, records: list, rejections: list, progress_key: str | None) -> None:
         """Records of the unit, one micro-batch per call of the recorder so that progress is

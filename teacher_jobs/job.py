@@ -3,7 +3,8 @@
 0. plan the teacher without weights: fingerprint from its files, layout, memory plan (refused
    when it does not fit gpu_memory_gb)
 1. load and validate the corpus; plan deterministic units (one shard each)
-2. compare with what the output already holds: skip committed units, refuse a new fingerprint
+2. compare with what the output already holds: skip committed units, refuse a new fingerprint;
+   adopt shards a killed run wrote but never committed, after a deep verify (cache_schema.adopt)
 3. run units on a pool of teacher actors (pool.py: placement and load timeouts, one
    replacement per dead actor, fail fast on repeated init failures), retrying units a bounded
    number of times, with per-sample progress (progress.py), a stall timeout and a budget cap
@@ -35,12 +36,15 @@ from cache_schema import (
     open_store,
     writer_lease,
 )
+from cache_schema.adopt import Adoption, drop_receipts, find_adoptable
+from cache_schema.sample_id import make_sample_id, normalise_prompt
 from cache_schema.store import refuse_url_credentials, split_ref, storage_env, use_profile
 
 from .config import JobConfig
 from .corpus import RejectedEntry, load_corpus, require_entries
 from .pool import ActorPool, JobStalled, JobStopped, Slot
 from .progress import ProgressBoard, ProgressView
+from .prompts import decode_prompt
 from .sampler import cache_fingerprint
 from .units import Unit, plan_units
 
@@ -128,6 +132,7 @@ class _Plan:
     rejected: list[RejectedEntry]
     units: list[Unit]
     todo: list[Unit]
+    adopted: Adoption = field(default_factory=Adoption)
 
     @property
     def previous(self) -> dict[str, Any]:
@@ -160,9 +165,25 @@ def _plan(config: JobConfig) -> _Plan:
             f"{output} already holds a cache with another fingerprint; write to a new --output "
             f"URL instead of mixing them. Differences (cache -> this job):\n  {diff}")
     done = {s.name for s in existing.shards} if existing else set()
-    return _Plan(fingerprint=fingerprint, digest=fingerprint_digest(fingerprint), memory=memory,
-                 layout=layout, output=output, existing=existing, entries=entries,
-                 rejected=rejected, units=units, todo=[u for u in units if u.name not in done])
+    digest = fingerprint_digest(fingerprint)
+    todo = [u for u in units if u.name not in done]
+    adopted = find_adoptable(open_store(output), layout=layout, fingerprint_digest=digest,
+                             wanted={u.name: _sample_ids(u, digest) for u in todo})
+    taken = {s.name for s in adopted.shards}
+    return _Plan(fingerprint=fingerprint, digest=digest, memory=memory, layout=layout,
+                 output=output, existing=existing, entries=entries, rejected=rejected,
+                 units=units, todo=[u for u in todo if u.name not in taken], adopted=adopted)
+
+
+def _sample_ids(unit: Unit, digest: str) -> list[str]:
+    """The sample ids a unit's shard holds, in order, as the sampler derives them (entries it
+    would reject are skipped by the check: a shard lacks them, never reorders them)."""
+    ids = []
+    for entry in unit.entries:
+        text, _ = decode_prompt(entry.prompt)
+        if text is not None:
+            ids.append(make_sample_id(normalise_prompt(text), int(entry.seed), digest))
+    return ids
 
 
 def _run_generation(config: JobConfig, *, progress: bool, lease: ExitStack) -> JobResult:
@@ -191,7 +212,13 @@ class _Run:
         self.telemetry: list[dict] = list(previous.get("telemetry", []))
         self.previous_hours = _previous_hours(plan)
         self.failed: dict[str, str] = {}
-        self.uncommitted: list[Any] = []
+        # shards a killed run wrote and this one verified: committed before any actor starts
+        self.uncommitted: list[Any] = list(plan.adopted.shards)
+        for extra in plan.adopted.extra.values():
+            self.unit_rejections.extend(extra.get("rejections", []))
+            self.telemetry.append({**{k: extra.get(k) for k in ("unit", "samples", "teacher_seconds",
+                                                               "write_seconds", "bytes", "device")},
+                                   "adopted": True})
         self.manifest = plan.existing
         self.queue: list[tuple[Unit, int]] = [(u, 0) for u in plan.todo]
         self.pending: dict[Any, tuple[Unit, int, Slot]] = {}  # ref -> (unit, attempt, slot)
@@ -205,6 +232,8 @@ class _Run:
         return self.previous_hours + (self.pool.gpu_hours() if self.pool else 0.0)
 
     def execute(self) -> None:
+        if self.uncommitted:
+            self._commit(final=False)  # adopted work is safe before anything can fail
         if not self.queue:
             return
         self._check_budget()  # a cap already spent by earlier runs starts no actor
@@ -315,6 +344,7 @@ class _Run:
                                           layout=self.plan.layout,
                                           fingerprint=self.plan.fingerprint, operation="append",
                                           extra={"config": self.config.to_json(), "job": report})
+        drop_receipts(open_store(self.plan.output), self.uncommitted)  # adopted or not, named now
         self.uncommitted = []
 
     def release(self) -> None:
@@ -334,7 +364,10 @@ class _Run:
         plan, pool, manifest = self.plan, self.pool, self.manifest
         report = {"output": plan.output, "generation": manifest.generation if manifest else None,
                   "samples": manifest.num_samples if manifest else 0,
-                  "units_total": len(plan.units), "units_skipped": len(plan.units) - len(plan.todo),
+                  "units_total": len(plan.units),
+                  "units_skipped": len(plan.units) - len(plan.todo) - len(plan.adopted.shards),
+                  "units_adopted": sorted(s.name for s in plan.adopted.shards),
+                  "orphans_not_adopted": plan.adopted.rejected,
                   "units_failed": self.failed, "stopped": stopped,
                   "corpus_rejections": [r.to_json() for r in plan.rejected],
                   "prompt_rejections": self.unit_rejections, "telemetry": self.telemetry,
