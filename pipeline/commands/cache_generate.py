@@ -31,8 +31,9 @@ def _estimate(args: argparse.Namespace) -> int:
            "bytes_per_sample": per_sample, "samples": count}
     if memory is not None:
         out.update(memory.to_json())
-        out["gpu_hours_per_10k_at_tflops"] = {"tflops": args.assumed_tflops,
-                                              "hours": memory.gpu_hours(10_000, args.assumed_tflops)}
+    cost = _cost(args, config, memory)
+    if cost is not None:  # GPU-hours: one GPU per actor, samples one after another
+        out["cost"] = {**cost.to_json(), "gpu_hours": None if count is None else round(cost.gpu_hours(count), 1)}
     if args.json:
         print(json.dumps(out, indent=1))
     else:
@@ -42,6 +43,18 @@ def _estimate(args: argparse.Namespace) -> int:
         print(f"error: {memory.advice}", file=sys.stderr)
         return 2
     return 0
+
+
+def _cost(args: argparse.Namespace, config, memory):
+    """Seconds per sample: measured (--throughput), else the teacher's model for the GPU type."""
+    from teacher_jobs.gpus import CostEstimate
+
+    if args.throughput is not None:
+        return CostEstimate(gpu=config.gpu or "measured", seconds_per_sample=args.throughput,
+                            basis="measured: --throughput")
+    if config.gpu is None or memory is None or not hasattr(memory, "cost"):
+        return None
+    return memory.cost(config.gpu)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +68,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 description="Print the cache size a job config would produce.")
     add_generate_args(est)
     est.add_argument("--json", action="store_true", help="print the plan as JSON")
-    est.add_argument("--assumed-tflops", type=float, default=400.0, dest="assumed_tflops",
-                     help="sustained bf16 TFLOP/s per GPU for the GPU-hour estimate (default 400)")
+    est.add_argument("--throughput", type=float, metavar="SECONDS",
+                     help="measured seconds per sample on one GPU (instead of the --gpu model)")
     est.set_defaults(func=_estimate)
