@@ -51,7 +51,9 @@ class JobConfig:
     output: str = ""  # cache URL
     encoding: str = "wds"
     codec: str = "raw"  # value codec of the tensors: raw | zstd | trajectory (zarr for the last two)
-    samples_per_shard: int = 64
+    # None: chosen by the plan (sizing.py): at most 15 GPU-minutes a unit on a job with a GPU
+    # cost estimate ([job] gpu), else 64 samples
+    samples_per_shard: int | None = None
     height: int = 64
     width: int = 64
     frames: int = 17
@@ -83,7 +85,9 @@ class JobConfig:
     # larger cap to resume.
     max_gpu_hours: float | None = None
     max_retries: int = 2  # per unit, after the first attempt
-    commit_every: int = 8  # units between intermediate generations (partial progress usable)
+    # units between intermediate generations (partial progress usable); None: chosen by the plan
+    # (a commit about every 15 minutes of a GPU job with a cost estimate, else 8)
+    commit_every: int | None = None
     ray_address: str | None = None  # None: embedded local runtime; "auto" inside `ray job submit`
 
     def __post_init__(self) -> None:

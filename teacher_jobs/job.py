@@ -8,7 +8,8 @@
 3. run units on a pool of teacher actors (pool.py: placement and load timeouts, one
    replacement per dead actor, fail fast on repeated init failures), retrying units a bounded
    number of times, with per-sample progress (progress.py), a stall timeout and a budget cap
-4. commit intermediate generations every ``commit_every`` units, and a final one (also when the
+4. commit intermediate generations every ``commit_every`` units (units and cadence sized from
+   the GPU cost estimate unless configured: sizing.py), and a final one (also when the
    job stops early: stall, init failures, budget)
 5. write the job report next to the manifests; exit non-zero if any unit failed
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -46,6 +48,7 @@ from .pool import ActorPool, JobStalled, JobStopped, Slot
 from .progress import ProgressBoard, ProgressView
 from .prompts import decode_prompt
 from .sampler import cache_fingerprint
+from .sizing import UnitPlan, job_cost, size_units
 from .units import Unit, plan_units
 
 REPORT_DIR = "reports"
@@ -132,6 +135,7 @@ class _Plan:
     rejected: list[RejectedEntry]
     units: list[Unit]
     todo: list[Unit]
+    sizing: UnitPlan
     adopted: Adoption = field(default_factory=Adoption)
 
     @property
@@ -153,7 +157,10 @@ def _plan(config: JobConfig) -> _Plan:
     entries, rejected = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt,
                                     max_tokens=plan.max_tokens, count_tokens=plan.count_tokens)
     require_entries(entries, rejected, config.prompts)  # before any Ray actor (issue 17)
-    units = plan_units(entries, config.samples_per_shard)
+    sizing = size_units(samples_per_shard=config.samples_per_shard, commit_every=config.commit_every,
+                        actors=config.num_actors,
+                        cost=job_cost(config, memory) if config.device.startswith("cuda") else None)
+    units = plan_units(entries, sizing.samples_per_shard)
     layout = dataclasses.replace(plan.layout(config.keep_step_indices, config.half_dtype),
                                  codec=config.codec)
     # 2. resume: what is committed already
@@ -172,7 +179,8 @@ def _plan(config: JobConfig) -> _Plan:
     taken = {s.name for s in adopted.shards}
     return _Plan(fingerprint=fingerprint, digest=digest, memory=memory, layout=layout,
                  output=output, existing=existing, entries=entries, rejected=rejected,
-                 units=units, todo=[u for u in todo if u.name not in taken], adopted=adopted)
+                 units=units, todo=[u for u in todo if u.name not in taken], sizing=sizing,
+                 adopted=adopted)
 
 
 def _sample_ids(unit: Unit, digest: str) -> list[str]:
@@ -188,6 +196,8 @@ def _sample_ids(unit: Unit, digest: str) -> list[str]:
 
 def _run_generation(config: JobConfig, *, progress: bool, lease: ExitStack) -> JobResult:
     plan = _plan(config)
+    if progress:
+        print(f"cache generate: {plan.sizing.describe()}", file=sys.stderr)
     # Shards exist before a manifest names them: the lease tells `gc` they are not orphans.
     lease.enter_context(writer_lease(plan.output, what="cache generate"))
     run = _Run(config, plan, progress)
@@ -314,7 +324,7 @@ class _Run:
                                                       "write_seconds", "bytes", "device")})
         self.view.unit_done(_key(unit, attempt), len(unit.entries))
         self.since_commit += 1
-        if self.since_commit >= self.config.commit_every:
+        if self.since_commit >= self.plan.sizing.commit_every:
             self._commit(final=False)
 
     def _retry(self, unit: Unit, attempt: int, reason: str) -> None:
@@ -364,7 +374,7 @@ class _Run:
         plan, pool, manifest = self.plan, self.pool, self.manifest
         report = {"output": plan.output, "generation": manifest.generation if manifest else None,
                   "samples": manifest.num_samples if manifest else 0,
-                  "units_total": len(plan.units),
+                  "units_total": len(plan.units), "unit_plan": plan.sizing.to_json(),
                   "units_skipped": len(plan.units) - len(plan.todo) - len(plan.adopted.shards),
                   "units_adopted": sorted(s.name for s in plan.adopted.shards),
                   "orphans_not_adopted": plan.adopted.rejected,

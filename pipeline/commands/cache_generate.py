@@ -7,6 +7,7 @@ import sys
 
 from cache_schema import CacheLayout
 from teacher_jobs.cli_args import add_generate_args, config_from_args, run_generate
+from teacher_jobs.sizing import job_cost, size_units
 
 
 def _estimate(args: argparse.Namespace) -> int:
@@ -31,9 +32,13 @@ def _estimate(args: argparse.Namespace) -> int:
            "bytes_per_sample": per_sample, "samples": count}
     if memory is not None:
         out.update(memory.to_json())
-    cost = _cost(args, config, memory)
+    cost = job_cost(config, memory, args.throughput)
     if cost is not None:  # GPU-hours: one GPU per actor, samples one after another
         out["cost"] = {**cost.to_json(), "gpu_hours": None if count is None else round(cost.gpu_hours(count), 1)}
+    # the driver's plan of units and commits (sized from the cost on a GPU job)
+    units = size_units(samples_per_shard=config.samples_per_shard, commit_every=config.commit_every,
+                       actors=config.num_actors, cost=cost if config.device.startswith("cuda") else None)
+    out["units"] = units.to_json()
     if args.json:
         print(json.dumps(out, indent=1))
     else:
@@ -43,18 +48,6 @@ def _estimate(args: argparse.Namespace) -> int:
         print(f"error: {memory.advice}", file=sys.stderr)
         return 2
     return 0
-
-
-def _cost(args: argparse.Namespace, config, memory):
-    """Seconds per sample: measured (--throughput), else the teacher's model for the GPU type."""
-    from teacher_jobs.gpus import CostEstimate
-
-    if args.throughput is not None:
-        return CostEstimate(gpu=config.gpu or "measured", seconds_per_sample=args.throughput,
-                            basis="measured: --throughput")
-    if config.gpu is None or memory is None or not hasattr(memory, "cost"):
-        return None
-    return memory.cost(config.gpu)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

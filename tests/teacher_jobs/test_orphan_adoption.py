@@ -49,6 +49,7 @@ def test_verified_orphans_are_adopted_on_resume_and_none_is_regenerated(tmp_path
     assert len(_receipts(config.output)) == 4
     result = job.run_generation(config, progress=False)
     assert result.ok and len(result.report["units_adopted"]) == 4
+    assert result.report["unit_plan"]["samples_per_shard"] == 2  # as configured (a CPU job)
     assert result.report["actors_started"] == 0  # no teacher ran: nothing was regenerated
     assert all(t.get("adopted") for t in result.report["telemetry"])
     assert verify_cache(config.output, deep=True).ok
