@@ -105,6 +105,15 @@ def refuse_unsupported_scheme(url: str, what: str = "URL") -> None:
                          f"storage scheme; use a local path or one of {supported}")
 
 
+def absolute_url(url: str) -> str:
+    """A local path made absolute (``~`` expanded, an ``@ref`` kept); a URL with a scheme as it
+    is. What reaches Ray actors, Ray Train workers and recorded state goes through this: a
+    worker's working directory is not the driver's (Ray Train runs each in its trial folder)."""
+    if not url or _SCHEME.match(url):
+        return url
+    return os.path.abspath(os.path.expanduser(url))
+
+
 def profiles_path() -> Path:
     return Path(os.environ.get(PROFILES_ENV) or DEFAULT_PROFILES).expanduser()
 

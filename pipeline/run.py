@@ -13,6 +13,7 @@ import fsspec
 from rich.console import Console
 from rich.table import Table
 
+from cache_schema.store import absolute_url
 from pipeline.graph import STAGES, RunConfig, bundled_config, load_run_config, run_graph
 from pipeline.graph.plan import Step, plan_graph
 from pipeline.graph.run_folder import check_run_folder
@@ -60,15 +61,22 @@ def demo_config(**flags: Any) -> RunConfig:
     return config
 
 
+def _run_dir(config: RunConfig, out: str | None) -> str:
+    """The run folder, absolute when local: run_state.json records the paths under it, and
+    stages hand them to Ray actors and Ray Train workers (which run in other folders)."""
+    run_dir = absolute_url(out or config.out)
+    if not run_dir:
+        raise ValueError(f"no run folder: pass --out URL or set [run] out in {config.source}")
+    config.override("run", out=run_dir)
+    return run_dir
+
+
 def run_config(config: RunConfig, *, out: str | None = None, from_stage: str | None = None,
                only: str | None = None, console: Console | None = None,
                progress: bool = True) -> RunState:
     """Run (or bring up to date) the whole graph of ``config`` in ``out`` (default its
     ``[run] out``)."""
-    run_dir = out or config.out
-    if not run_dir:
-        raise ValueError(f"no run folder: pass --out URL or set [run] out in {config.source}")
-    config.override("run", out=run_dir)
+    run_dir = _run_dir(config, out)
     console = console or Console()
     check_run_folder(run_dir)  # outside the try: a refused folder gets no partial report either
     # held over the partial report too (it writes into the folder); a folder in use by another
@@ -90,10 +98,7 @@ def plan_config(config: RunConfig, *, out: str | None = None, from_stage: str | 
                 only: str | None = None, console: Console | None = None) -> list[Step]:
     """What ``run_config`` with the same arguments would do, stage by stage, printed as a
     table; nothing runs and nothing is written."""
-    run_dir = out or config.out
-    if not run_dir:
-        raise ValueError(f"no run folder: pass --out URL or set [run] out in {config.source}")
-    config.override("run", out=run_dir)
+    run_dir = _run_dir(config, out)
     steps = plan_graph(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage, only=only)
     table = Table(title=f"s2dit run --plan: {run_dir}", show_edge=False)
     for column in ("stage", "would", "why"):

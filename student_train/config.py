@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cache_schema.config_file import load_toml
+from cache_schema.store import absolute_url
 from cache_schema.typed_config import SEED, ConfigError, Limits, between, check_config, check_values
 
 from .model.config import StudentConfig
@@ -57,6 +58,7 @@ class StageConfig:
     TABLE: ClassVar[str] = ""  # the stage's TOML table
     TABLE_REQUIRED: ClassVar[bool] = False  # refuse a file that has other tables but not this
     EXAMPLE: ClassVar[str] = ""
+    PATHS: ClassVar[tuple[str, ...]] = ()  # fields naming local files (absolute for workers)
     LIMITS: ClassVar[Limits] = {
         "steps": STEPS, "batch_size": between(1, 1_000_000), "seed": SEED,
         "loss_scale_init": between(1.0, 2.0 ** 64), "lr": RATE, "betas": BETAS,
@@ -103,6 +105,11 @@ class StageConfig:
         """Plain JSON (tuples as lists); ``type(self)(**to_json())`` gives the config back."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def with_absolute_paths(self):
+        """This config with its ``PATHS`` fields absolute (Ray Train workers, recorded configs)."""
+        paths = {k: absolute_url(getattr(self, k)) for k in self.PATHS if getattr(self, k)}
+        return dataclasses.replace(self, **paths) if paths else self
+
     @classmethod
     def load(cls, path: str | None = None, **overrides: Any):
         """The stage's table of a TOML file (or the whole file), then non-None overrides."""
@@ -115,6 +122,7 @@ class TrainConfig(StageConfig):
     """Stage 1 (S2DiT-KD), TOML ``[train]``; the shared fields are StageConfig's."""
 
     TABLE: ClassVar[str] = "train"
+    PATHS: ClassVar[tuple[str, ...]] = ("layout_file",)
     LIMITS: ClassVar[Limits] = {
         "steps": between(1, 10_000_000), "kd_weight": WEIGHT, "step_weight": WEIGHT,
         "kd_fraction": between(0.0, 1.0, lo_open=True), "student_steps": between(1, 1000),

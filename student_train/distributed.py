@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from cache_schema.store import apply_storage_env, storage_env
+from cache_schema.store import absolute_url, apply_storage_env, storage_env
 
 from .checkpoint import latest_checkpoint
 from .config import StageConfig
@@ -46,11 +46,6 @@ def _worker_loop(stage: TrainingStage, params: dict[str, Any]) -> None:
     trainer.run(progress=rank == 0 and params["progress"])
 
 
-def _absolute(url: str) -> str:
-    # Ray Train workers do not share the driver's working directory
-    return os.path.abspath(url) if "://" not in url else url
-
-
 def fit_on_ray(stage: TrainingStage, config: StageConfig, out_url: str, inputs: dict[str, str], *,
                workers: int, max_failures: int = 0, progress: bool = True,
                storage_path: str | None = None) -> str | None:
@@ -70,11 +65,14 @@ def fit_on_ray(stage: TrainingStage, config: StageConfig, out_url: str, inputs: 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(include_dashboard=False, log_to_driver=False)
-    out_url = _absolute(out_url)
+    # Ray Train runs each worker in its trial folder: local paths must be absolute here
+    out_url, inputs = absolute_url(out_url), {k: absolute_url(v) for k, v in inputs.items()}
+    config = config.with_absolute_paths()
     use_gpu = torch.device(config.device).type == "cuda"
     params = {"config": config.to_json(), "out_url": out_url, "use_gpu": use_gpu,
-              "inputs": {k: _absolute(v) for k, v in inputs.items()}, "progress": progress}
-    storage = storage_path or os.path.join(out_url if "://" not in out_url else "/tmp", "ray_train")
+              "inputs": inputs, "progress": progress}
+    storage = absolute_url(storage_path) if storage_path else \
+        os.path.join(out_url if "://" not in out_url else "/tmp", "ray_train")
     # Workers get the storage settings in the loop function's closure, not in its config (Ray
     # records the config) nor in runtime_env (Ray logs it); non-secret names only. The stage
     # spec travels the same way (its classes and functions by reference).

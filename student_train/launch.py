@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cache_schema.store import absolute_url
+
 from .config import StageConfig
 from .stage_spec import TrainingStage
 from .stages import get_stage
@@ -48,6 +50,10 @@ def launch(stage: str | TrainingStage, config: StageConfig, workers: int = 1, *,
                         f"{sorted(inputs)}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    # local paths absolute: checkpoints record the cache URL, and Ray Train workers do not run
+    # in the driver's working directory
+    out_url, inputs = absolute_url(out_url), {k: absolute_url(v) for k, v in inputs.items()}
+    config = config.with_absolute_paths()
     if workers > 1:
         from .distributed import fit_on_ray
 

@@ -17,6 +17,7 @@ import fsspec
 from cache_schema import parse_keep_steps
 from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names, get_encoding
+from cache_schema.store import absolute_url
 from cache_schema.typed_config import INT64, ConfigError, Limits, between, check_config, one_of
 
 from .gpus import gpu_type
@@ -96,6 +97,8 @@ class JobConfig:
         elif isinstance(self.teacher, dict):
             self.teacher = make_settings(self.teacher)
         check_config(self)  # types and ranges first: the checks below compare freely
+        # local paths absolute: the teacher actors (Ray) read and write them from other folders
+        self.prompts, self.output = absolute_url(self.prompts), absolute_url(self.output)
         if self.encoding not in encoding_names():
             raise ValueError(f"[job] encoding must be one of {', '.join(encoding_names())}, got {self.encoding!r}")
         if self.codec not in codec_names():

@@ -1,0 +1,40 @@
+"""Relative paths on the command line (issue 29): Ray Train workers run in their trial folders,
+so `s2dit train kd --workers 2` hands them absolute paths (cache, output, config files)."""
+
+from __future__ import annotations
+
+import json
+
+from cache_factory import make_cache
+
+from pipeline.cli import main
+
+TINY_KD = """[train]
+warmup_steps = 1
+checkpoint_every = 2
+log_every = 1
+
+[train.model]
+dim = 48
+heads = 4
+"""
+
+
+def test_train_kd_on_two_workers_from_relative_paths_trains_and_resumes(
+        tmp_path, monkeypatch, capsys, ray_runtime):
+    make_cache(tmp_path / "cache", seeds=1)
+    (tmp_path / "tiny.toml").write_text(TINY_KD)
+    monkeypatch.chdir(tmp_path)
+    flags = ["train", "kd", "--cache", "cache", "--out", "out", "--workers", "2",
+             "--batch-size", "8", "--config", "tiny.toml"]
+    assert main([*flags, "--steps", "2"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["checkpoint"] == str(tmp_path / "out/checkpoints/step_000002")
+    assert main([*flags, "--steps", "4"]) == 0  # resumes from step 2
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert second["checkpoint"] == str(tmp_path / "out/checkpoints/step_000004")
+    rows = [json.loads(line) for line in (tmp_path / "out/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("event") == "resumed"] == [2]
+    assert [r["step"] for r in rows if "event" not in r] == [1, 2, 3, 4]
+    state = json.loads((tmp_path / "out/checkpoints/step_000004/state.json").read_text())
+    assert state["manifest"]["cache_url"] == str(tmp_path / "cache")
