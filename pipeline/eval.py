@@ -30,6 +30,7 @@ from student_train.student import StudentCheckpoint
 from teacher_jobs.sampler import sample_latents
 from teacher_jobs.teachers.analytic import AnalyticTeacher
 from teacher_jobs.teachers.analytic_score import reference_stats_of
+from teacher_jobs.teachers.registry import open_sampling_side
 
 SEED_BASES = {"report": 1_000_000, "tune": 5_000_000}  # cached seeds are small corpus counters
 HELD_OUT_SEED_BASE = SEED_BASES["report"]
@@ -37,7 +38,13 @@ SEED_SPAN = 10**6  # each base draws from [base, base + span): the bases never o
 
 
 def analytic_teacher_of(fingerprint: dict[str, Any]) -> AnalyticTeacher:
-    return AnalyticTeacher.from_fingerprint(fingerprint)
+    """The oracle of the teacher that made a cache (the registry's sampling side); a teacher
+    without one cannot be scored."""
+    oracle = open_sampling_side(fingerprint).oracle
+    if oracle is None:
+        raise ValueError(f"scoring needs a teacher with an oracle (the analytic teacher); this "
+                         f"cache was made by {fingerprint.get('teacher')!r}")
+    return oracle
 
 
 def load_student(checkpoint_url: str, *, ema: bool = True):
