@@ -179,15 +179,25 @@ class CacheLayout:
                       "keep_steps": tuple(data["keep_steps"])})
 
 
-def parse_keep_steps(spec: str | None, num_steps: int) -> tuple[int, ...]:
+def parse_keep_steps(spec: str | None, num_steps: int, shift: float | None = None) -> tuple[int, ...]:
     """Resolve a --keep-steps spec to sorted solver-step indices.
 
     ``all`` (default), ``0,4,8`` (explicit), ``every:K`` (0, K, 2K, ...), ``uniform:N`` (N states
-    evenly spread along the trajectory, always including step 0: a student's N-step schedule).
+    evenly spread along the trajectory's steps, always including step 0: a student's N-step
+    schedule), ``sigma-uniform:N`` (the N states nearest to sigma 1, 1 - 1/N, ..., 1/N on the
+    shifted grid ``shift s / (1 + (shift - 1) s)``, s uniform: at a large shift ``uniform:N``
+    keeps only high-noise states, Wan's shift 12 and 40 steps give sigma 1.00 ... 0.63 for
+    ``uniform:8``; this keeps the low-noise regime supervised too; it needs the teacher's
+    ``shift``), and unions of these joined by ``+`` (``uniform:4+sigma-uniform:5``).
     """
     spec = (spec or "all").strip()
+    if "+" in spec:
+        return tuple(sorted({i for part in spec.split("+")
+                             for i in parse_keep_steps(part, num_steps, shift)}))
     if spec == "all":
         return tuple(range(num_steps))
+    if spec.startswith("sigma-uniform:") and shift is None:
+        raise ValueError(f"keep-steps {spec!r} needs the teacher's shift (its sigma grid)")
     try:
         if spec.startswith("every:"):
             k = int(spec.split(":", 1)[1])
@@ -199,14 +209,32 @@ def parse_keep_steps(spec: str | None, num_steps: int) -> tuple[int, ...]:
             if not 1 <= n <= num_steps:
                 raise ValueError
             return tuple(sorted({round(i * num_steps / n) for i in range(n)}))
+        if spec.startswith("sigma-uniform:"):
+            n = int(spec.split(":", 1)[1])
+            if not 1 <= n <= num_steps:
+                raise ValueError
+            return _sigma_uniform(n, num_steps, shift)
         steps = tuple(sorted({int(s) for s in spec.split(",") if s.strip()}))
     except ValueError:
         raise ValueError(
-            f"bad keep-steps spec {spec!r}: use 'all', 'every:K', 'uniform:N' or a list like '0,4,8'"
+            f"bad keep-steps spec {spec!r}: use 'all', 'every:K', 'uniform:N', 'sigma-uniform:N', "
+            "a list like '0,4,8', or a union of them joined by '+'"
         ) from None
     if not steps or steps[0] < 0 or steps[-1] >= num_steps:
         raise ValueError(f"keep-steps {spec!r} must name steps in [0, {num_steps})")
     return steps
+
+
+def _sigma_uniform(n: int, num_steps: int, shift: float | None) -> tuple[int, ...]:
+    """For each target sigma 1 - k/n (k = 0..n-1), the step of nearest sigma not yet taken."""
+    assert shift is not None
+    s = 1.0 - np.arange(num_steps) / num_steps  # the state before step i, unshifted
+    sigmas = shift * s / (1 + (shift - 1) * s)  # flow.shift_sigma (DESIGN 4.1)
+    taken: set[int] = set()
+    for k in range(n):
+        order = np.argsort(np.abs(sigmas - (1.0 - k / n)), kind="stable")
+        taken.add(next(int(i) for i in order if int(i) not in taken))
+    return tuple(sorted(taken))
 
 
 def _check_text(name: str, value: Any, sample_id: str | None) -> None:

@@ -60,7 +60,8 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
     add("--height", type=int, help="video height in pixels")
     add("--width", type=int, help="video width in pixels")
     add("--frames", type=int, help="video frames (4k+1)")
-    add("--keep-steps", dest="keep_steps", help="stored states: all | every:K | uniform:N | 0,4,8")
+    add("--keep-steps", dest="keep_steps",
+        help="stored states: all | every:K | uniform:N | sigma-uniform:N | 0,4,8, or a union joined by +")
     add("--seed", type=int, help="global seed; noise = f(seed, sample id)")
     add("--seeds-per-prompt", type=int, dest="seeds_per_prompt", help="trajectories per txt line")
     add("--num-actors", type=int, dest="num_actors", help="teacher actors (one per GPU on a cluster)")

@@ -110,7 +110,7 @@ class JobConfig:
         self.teacher.validate_video(self.video)
         if self.gpu is not None:
             gpu_type(self.gpu)  # one of the known types, else an error naming them
-        parse_keep_steps(self.keep_steps, self.steps)  # fail early on a bad spec
+        parse_keep_steps(self.keep_steps, self.steps, self.teacher.shift)  # fail early on a bad spec
 
     @property
     def video(self) -> VideoSize:
@@ -126,7 +126,7 @@ class JobConfig:
 
     @property
     def keep_step_indices(self) -> tuple[int, ...]:
-        return parse_keep_steps(self.keep_steps, self.steps)
+        return parse_keep_steps(self.keep_steps, self.steps, self.teacher.shift)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cache_schema.fields import parse_keep_steps
 from student_train.config import TrainConfig
 from student_train.model import StudentConfig
 from student_train.self_forcing import ARConfig
@@ -45,7 +44,7 @@ def test_gpu_student_recipe_fits_the_wan_cache():
               "latent_height": job.height // 8, "latent_width": job.width // 8, "text_dim": 4096}
     student = StudentConfig(**kd.model, **shapes)
     assert student.latent_frames % student.chunk_frames == 0  # whole streaming chunks
-    keep = parse_keep_steps(job.keep_steps, job.steps)
+    keep = job.keep_step_indices
     layout = SimpleNamespace(num_steps=job.steps, keep_steps=keep)
     plan = make_plan(layout, np.linspace(1.0, 0.1, len(keep)), kd.student_steps)  # stored states suffice
     assert len(plan.schedule) == kd.student_steps
