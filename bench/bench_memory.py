@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def _configs(run_config: str, seed: int, model: dict[str, Any], kd_steps: int | 
 
     config = load_run_config(run_config)
     kd, ar = train_config(config), ar_config(config)
-    kd = dataclasses.replace(kd, seed=seed, model=dataclasses.replace(kd.model, **model),
+    kd = dataclasses.replace(kd, seed=seed, model={**kd.model, **model},
                              **({"steps": kd_steps} if kd_steps else {}))
     ar = dataclasses.replace(ar, seed=seed, **({"causal_steps": ar_steps} if ar_steps else {}))
     return kd, ar, config.section("eval")
@@ -76,7 +77,47 @@ def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str,
         reports[stage] = evaluate_checkpoint(checkpoint, per_class=per_class, noise="report", **kwargs)
         save_report(reports[stage], str(out / f"eval_{stage}.json"))
     return {"student": name, "seed": seed, "kd_seconds": t1 - t0, "ar_seconds": t2 - t1,
-            "eval_seconds": time.time() - t2, "kd": reports["kd"], "ar": reports["ar"]}
+            "eval_seconds": time.time() - t2, "kd": reports["kd"], "ar": reports["ar"],
+            "chunk_costs": chunk_costs(str(out / "ar"))}
+
+
+def chunk_costs(ar_folder: str, lengths: tuple[int, ...] = (1, 4), batch: int = 16) -> dict[str, Any]:
+    """Seconds per streamed chunk of the AR checkpoint at each length (one run, same process):
+    the mean of the last 5 chunks over the first 5 says whether a chunk's cost stays flat."""
+    import torch
+
+    from student_train.checkpoint import latest_checkpoint
+    from student_train.student import StudentCheckpoint
+
+    student = StudentCheckpoint.load(latest_checkpoint(ar_folder))
+    cfg = student.model.config
+    out = {}
+    for m in lengths:
+        shape = (batch, cfg.latent_channels, cfg.latent_frames * m, cfg.latent_height, cfg.latent_width)
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        text, mask = torch.randn(batch, 8, cfg.text_dim), torch.ones(batch, 8, dtype=torch.bool)
+        seconds, start = [], time.perf_counter()
+        for _ in student.chunks(noise, text, mask, student.plan["schedule_sigmas"], streaming=True):
+            now = time.perf_counter()
+            seconds.append(now - start)
+            start = now
+        out[f"{m}x"] = {"chunks": len(seconds), "first5_s": sum(seconds[1:6]) / 5,
+                        "last5_s": sum(seconds[-5:]) / 5, "flat_ratio": sum(seconds[-5:]) / max(sum(seconds[1:6]), 1e-9)}
+    return out
+
+
+def adopt_run(run: str) -> dict[str, Any]:
+    """The s2dit row of a finished run folder: its eval_kd.json, eval_ar.json and stage times."""
+    folder = Path(run)
+    state = json.loads((folder / "run_state.json").read_text())
+    stages = state["stages"]
+    seconds = {name: stages.get(name, {}).get("seconds") for name in ("train_kd", "train_ar", "eval_ar")}
+    seed = tomllib.loads((folder / "run.toml").read_text()).get("run", {}).get("seed", 0)
+    return {"student": "s2dit", "seed": int(seed), "kd_seconds": seconds["train_kd"],
+            "ar_seconds": seconds["train_ar"], "eval_seconds": seconds["eval_ar"], "from_run": run,
+            "kd": json.loads((folder / "eval_kd.json").read_text()),
+            "ar": json.loads((folder / "eval_ar.json").read_text()),
+            "chunk_costs": chunk_costs(str(folder / "student_ar"))}
 
 
 def _cell(s: dict[str, Any], key: str) -> str:
@@ -115,12 +156,17 @@ def main() -> None:
     parser.add_argument("--ar-steps", type=int, help="override the causal-phase steps")
     parser.add_argument("--per-class", type=int, help="held-out samples per class (default: [eval])")
     parser.add_argument("--lengths", type=int, nargs="+", help="streaming lengths (default: [eval])")
+    parser.add_argument("--run", help="a finished `s2dit run` folder of the same config: its scores are "
+                                      "the s2dit row of its [run] seed (not trained twice)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     results_path = Path(args.out) / "results.jsonl"
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["student"], r["seed"]): r for r in map(json.loads, results_path.read_text().splitlines())} \
         if results_path.exists() else {}
+    if args.run:
+        adopted = adopt_run(args.run)
+        done.setdefault((adopted["student"], adopted["seed"]), adopted)
     for seed in args.seeds:
         for name in args.students:
             if (name, seed) in done:
