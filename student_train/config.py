@@ -42,13 +42,23 @@ def load_config(cls: type, path: str | None, table: str, overrides: dict[str, An
             tables = sorted(k for k, v in data.items() if isinstance(v, dict))
             raise ValueError(f"{path} has no [{table}] table (it has {tables}); this stage reads "
                              f"[{table}]{f' (see {example})' if example else ''}")
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    data = merged(data, {k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown [{table}] config keys {unknown} (in {path or 'flags'}); "
                          f"known: {', '.join(sorted(known))}")
     return cls(**data)
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s values, tables merged key by key (``--set model.dim=64`` keeps
+    the file's other ``[train.model]`` keys)."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out
 
 
 @dataclass(kw_only=True, slots=True)
@@ -64,7 +74,8 @@ class StageConfig:
         "loss_scale_init": between(1.0, 2.0 ** 64), "lr": RATE, "betas": BETAS,
         "weight_decay": between(0.0, 10.0), "grad_clip": between(0.0, 1e6, lo_open=True),
         "ema_decay": between(0.0, 1.0), "warmup_steps": STEPS, "min_lr_ratio": between(0.0, 1.0),
-        "checkpoint_every": between(1, 10_000_000), "log_every": between(1, 10_000_000),
+        "checkpoint_every": between(1, 10_000_000), "checkpoint_every_s": between(0.0, 1e9),
+        "log_every": between(1, 10_000_000),
         "buffer_shards": between(1, 1_000_000), "prefetch_shards": between(0, 1_000_000),
         "loader_workers": between(1, 256),
     }
@@ -89,6 +100,9 @@ class StageConfig:
     min_lr_ratio: float = 0.05
     # checkpoint and log cadence, in steps (and always at the end and at a phase boundary)
     checkpoint_every: int = 200
+    # and a checkpoint at the first step this many seconds after the last one (0: steps only),
+    # so an interruption loses minutes, not up to checkpoint_every steps
+    checkpoint_every_s: float = 300.0
     log_every: int = 10
     # loader (student_train.data.LoaderConfig)
     buffer_shards: int = 8  # shuffle window, in shards

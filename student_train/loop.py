@@ -12,7 +12,8 @@ A stage (stage 1's ``Trainer``: KD; stage 2's ``ARTrainer``: causal, then DMD) s
 The loop owns the rest, the same for every stage: the cache stream and the manifest it records,
 the resume checks (same stage, same cache), one record stream shared by all phases, metrics
 (metrics.jsonl with the phase of every row, TensorBoard), the progress bar, checkpoints every
-``checkpoint_every`` steps, at a phase's end and at the end (numbered by the steps of all
+``checkpoint_every`` steps, at the first step ``checkpoint_every_s`` seconds after the last one
+(an interruption loses minutes), at a phase's end and at the end (numbered by the steps of all
 phases), ``stop_after`` (a "killed" run, for tests), ``phase_seconds`` and ``train_seconds``.
 Under Ray Train every rank runs the same loop; rank 0 alone writes.
 """
@@ -68,6 +69,8 @@ class TrainLoop:
     DESC: ClassVar[str] = ""  # progress bar label
     RESUMES: ClassVar[tuple[str, ...]] = ()  # checkpoint stages this stage continues
     PROGRESS_KEYS: ClassVar[tuple[str, ...]] = ()  # metrics shown on the progress bar
+    # the clock of the time-based checkpoint cadence (a test sets a fake one)
+    clock: Callable[[], float] = staticmethod(time.monotonic)
 
     cfg: StageConfig
     stream: CacheStream
@@ -179,6 +182,7 @@ class TrainLoop:
                    disable=not (progress and main))
         take = self.take_records()
         started, ran, last_ckpt = time.perf_counter(), 0, None
+        saved_at = self.clock()  # (or resumed from) a checkpoint, as far as the cadence goes
         self.phase_seconds = {p.name: 0.0 for p in phases}
         with fs.open(f"{root}/metrics.jsonl", "a") if main else contextlib.nullcontext() as log:
             if log and self.resumed_from:  # a restart (by hand or by Ray Train) shows
@@ -207,8 +211,12 @@ class TrainLoop:
                                 if isinstance(value, (int, float)):
                                     tb.add_scalar(key, value, done)
                         bar.set_postfix({k: f"{row[k]:.4f}" for k in self.PROGRESS_KEYS if k in row})
-                    if main and (done % cfg.checkpoint_every == 0 or phase_end):
+                    # rank 0 alone decides and writes (a checkpoint involves no other rank)
+                    by_time = cfg.checkpoint_every_s > 0 and \
+                        self.clock() - saved_at >= cfg.checkpoint_every_s
+                    if main and (done % cfg.checkpoint_every == 0 or phase_end or by_time):
                         last_ckpt = self.checkpoint()
+                        saved_at = self.clock()
         bar.close()
         if tb is not None:
             tb.close()

@@ -98,7 +98,11 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     teacher["spec"] = getattr(args, "teacher", None)
     if teacher["guidance"]:
         teacher["guidance"] = tuple(float(g) for g in str(teacher["guidance"]).split(","))
-    return JobConfig.load(getattr(args, "config", None), teacher=teacher, **overrides)
+    # --set KEY=VALUE, parsed by the command (s2dit cache generate): after the file and flags
+    sets = dict(getattr(args, "job_sets", None) or {})
+    section = sets.pop("teacher", {})
+    teacher.update({"spec": section} if isinstance(section, str) else section)
+    return JobConfig.load(getattr(args, "config", None), teacher=teacher, **{**overrides, **sets})
 
 
 def run_generate(args: argparse.Namespace) -> int:

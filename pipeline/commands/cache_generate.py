@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from cache_schema import CacheLayout
@@ -16,6 +17,7 @@ def _estimate(args: argparse.Namespace) -> int:
 
     from teacher_jobs.corpus import load_corpus
 
+    _parse_sets(args)
     config = config_from_args(args)
     memory = config.teacher.memory_plan(config.video, gpu_memory_gb=config.gpu_memory_gb)
     layout = CacheLayout(**config.teacher.layout_estimate(config.video),
@@ -50,16 +52,38 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="any [job] key (repeatable; teacher.KEY for [job.teacher]), the value "
+                             "read as TOML and checked like the file's, after the file and the "
+                             "flags: --set seeds_per_prompt=2 --set teacher.steps=12")
+
+
+def _parse_sets(args: argparse.Namespace) -> None:
+    """``--set`` into ``args.job_sets`` (what config_from_args applies last)."""
+    from pipeline.graph.overrides import table_overrides
+    from teacher_jobs.config import JobConfig
+
+    args.job_sets = table_overrides(args.overrides, "job", (f.name for f in dataclasses.fields(JobConfig)))
+
+
+def _generate(args: argparse.Namespace) -> int:
+    _parse_sets(args)
+    return run_generate(args)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser(
         "generate", help="run the teacher over a prompt corpus into a versioned cache (Ray)",
         description="Run the teacher over a prompt corpus on Ray actors and write trajectories, "
                     "scores and embeddings to a cache; rerunning the same command resumes.")
     add_generate_args(gen)
-    gen.set_defaults(func=run_generate)
+    _add_set(gen)
+    gen.set_defaults(func=_generate)
     est = subparsers.add_parser("estimate", help="bytes per sample and total for a job config",
                                 description="Print the cache size a job config would produce.")
     add_generate_args(est)
+    _add_set(est)
     est.add_argument("--json", action="store_true", help="print the plan as JSON")
     est.add_argument("--throughput", type=float, metavar="SECONDS",
                      help="measured seconds per sample on one GPU (instead of the --gpu model)")

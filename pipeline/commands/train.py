@@ -4,9 +4,34 @@ analytic scoring."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from typing import Any
 
 from .errors import friendly_errors
+
+
+def _knobs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"lr": args.lr, "checkpoint_every": args.checkpoint_every}
+
+
+def _sets(args: argparse.Namespace, config: type) -> dict[str, Any]:
+    """``--set KEY=VALUE`` of the stage's table (after the file and the flags)."""
+    from pipeline.graph.overrides import table_overrides
+
+    return table_overrides(args.overrides, config.TABLE, (f.name for f in dataclasses.fields(config)))
+
+
+def _add_knobs(parser: argparse.ArgumentParser, table: str, lr: str, example: str) -> None:
+    """The training flags both stages take: learning rate, checkpoint cadence, --set."""
+    parser.add_argument("--lr", type=float, help=f"learning rate ({lr})")
+    parser.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", metavar="STEPS",
+                        help="checkpoint every STEPS steps (besides one every checkpoint_every_s "
+                             "seconds, default 300, at a phase's end and at the end)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"any [{table}] key (repeatable), the value read as TOML and checked "
+                             f"like the file's, after the file and the flags: --set "
+                             f"checkpoint_every_s=60 --set {example} (or {table}.KEY=VALUE)")
 
 
 def _train_kd(args: argparse.Namespace) -> int:
@@ -14,8 +39,8 @@ def _train_kd(args: argparse.Namespace) -> int:
     from student_train.launch import launch
 
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-                 "device": args.device, "layout_file": args.layout_file}
-    config = TrainConfig.load(args.config, **overrides)
+                 "device": args.device, "layout_file": args.layout_file, **_knobs(args)}
+    config = TrainConfig.load(args.config, **{**overrides, **_sets(args, TrainConfig)})
     done = launch("kd", config, args.workers, out_url=args.out, cache_url=args.cache,
                   max_failures=args.max_failures)
     print(json.dumps({"checkpoint": done.checkpoint}))
@@ -27,8 +52,9 @@ def _train_ar(args: argparse.Namespace) -> int:
     from student_train.self_forcing import ARConfig
 
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-                 "device": args.device, "chunk_frames": args.chunk_frames}
-    config = ARConfig.load(args.config, **overrides)
+                 "device": args.device, "chunk_frames": args.chunk_frames,
+                 "causal_steps": args.causal_steps, **_knobs(args)}
+    config = ARConfig.load(args.config, **{**overrides, **_sets(args, ARConfig)})
     done = launch("ar", config, args.workers, out_url=args.out, init_url=args.init,
                   cache_url=args.cache, max_failures=args.max_failures, progress=not args.quiet)
     print(json.dumps({"checkpoint": done.checkpoint}))
@@ -87,6 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kd.add_argument("--max-failures", type=int, default=0, dest="max_failures",
                     help="with --workers: restarts of the worker group after a worker or node "
                          "dies, each resuming from the newest checkpoint (default 0)")
+    _add_knobs(kd, "train", "default 1e-3", "model.dim=64")
     kd.set_defaults(func=_train_kd)
 
     ar = stages.add_parser(
@@ -113,13 +140,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ar.add_argument("--max-failures", type=int, default=0, dest="max_failures",
                     help="with --workers: restarts after a worker or node dies, each resuming "
                          "from the newest checkpoint (default 0)")
-    ar.add_argument("--steps", type=int, help="generator steps")
+    ar.add_argument("--steps", type=int,
+                    help="DMD generator steps, after the --causal-steps of the causal phase "
+                         "(checkpoints are numbered by both)")
+    ar.add_argument("--causal-steps", type=int, dest="causal_steps",
+                    help="steps of the causal phase first (teacher forcing on the cache; 0: none, "
+                         "DMD starts from the bidirectional KD model)")
     ar.add_argument("--batch-size", type=int, dest="batch_size", help="rollouts per generator step")
     ar.add_argument("--chunk-frames", type=int, dest="chunk_frames",
                     help="latent frames per streaming chunk (default: the KD model's)")
     ar.add_argument("--seed", type=int, help="training seed (data order, exits, re-noising)")
     ar.add_argument("--device", help="torch device (cpu, cuda)")
     ar.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_knobs(ar, "train_ar", "of the DMD generator; causal_lr is the causal phase's",
+               "critic_steps=2")
     ar.set_defaults(func=friendly_errors(_train_ar, ValueError, FileNotFoundError))
 
     ev = subparsers.add_parser("eval", help="score a checkpoint with the analytic teacher",

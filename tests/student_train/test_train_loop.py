@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from cache_factory import make_cache
 
 from student_train.checkpoint import checkpoint_stage, latest_checkpoint
@@ -114,3 +115,39 @@ def test_shared_fields_are_declared_once_and_configs_round_trip_through_json():
     with pytest.raises(ValueError, match="log_every"):
         ARConfig(log_every=0)
     assert TrainConfig.load(None, lr=0.5, seed=None).lr == 0.5  # None: not overridden
+
+
+class _Clock:
+    """A fake clock that advances ``tick`` seconds each time it is read."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_checkpoint_is_written_by_time_before_its_step_and_resumes_like_an_uninterrupted_run(
+        cache, tmp_path):
+    # read once at the start, once after each step, once after each save: 100 s a read, a
+    # checkpoint at least 250 s after the last -> one after step 3 (300 s), none by steps (1000)
+    cfg = _kd(steps=6, checkpoint_every=1000, checkpoint_every_s=250.0)
+    whole = Trainer(cache, str(tmp_path / "whole"), cfg)
+    whole.clock = _Clock(100.0)
+    whole.run(progress=False)
+    assert sorted(p.name for p in (tmp_path / "whole/checkpoints").glob("step_*")) == \
+        ["step_000003", "step_000006"]
+    killed = Trainer(cache, str(tmp_path / "killed"), cfg)
+    killed.clock = _Clock(100.0)
+    killed.run(progress=False, stop_after=5)  # "killed" at step 5: minutes lost, not 1000 steps
+    resumed = Trainer(cache, str(tmp_path / "killed"), cfg)
+    assert resumed.position == 3
+    resumed.run(progress=False)
+    a = whole.model.state_dict()
+    b = Trainer(cache, str(tmp_path / "killed"), cfg).model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    # a real clock with the default cadence (300 s) adds nothing to a run of seconds
+    Trainer(cache, str(tmp_path / "plain"), _kd(steps=3, checkpoint_every=1000)).run(progress=False)
+    assert [p.name for p in (tmp_path / "plain/checkpoints").glob("step_*")] == ["step_000003"]
