@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from cache_schema.store import absolute_url
 
+from .checkpoint import latest_checkpoint
 from .config import StageConfig
 from .stage_spec import TrainingStage
 from .stages import get_stage
@@ -25,7 +26,7 @@ class Launched:
     """What a training call did. Timings and the resume point are known in process only."""
 
     stage: TrainingStage
-    checkpoint: str | None  # the final checkpoint (in process: None when nothing was left)
+    checkpoint: str | None  # the newest checkpoint (a finished run's own when nothing was left)
     workers: int
     resumed_from: str | None = None
     train_seconds: float | None = None
@@ -65,7 +66,8 @@ def launch(stage: str | TrainingStage, config: StageConfig, workers: int = 1, *,
     if trainer.resumed_from and log is not None:
         log(f"resuming from {trainer.resumed_from} (step {trainer.position} of "
             f"{spec.total_steps(config)})")
-    checkpoint = trainer.run(progress=progress)
+    # a finished run trains nothing: its newest checkpoint is still the answer
+    checkpoint = trainer.run(progress=progress) or latest_checkpoint(out_url)
     return Launched(stage=spec, checkpoint=checkpoint, workers=1,
                     resumed_from=trainer.resumed_from,
                     train_seconds=round(trainer.train_seconds, 3),

@@ -1,5 +1,5 @@
-"""Relative paths on the command line (issue 29): Ray Train workers run in their trial folders,
-so `s2dit train kd --workers 2` hands them absolute paths (cache, output, config files)."""
+"""`s2dit train kd` as a user runs it (issue 29): from relative paths on two Ray Train workers
+(which run in their trial folders, so they get absolute paths), and again on a finished run."""
 
 from __future__ import annotations
 
@@ -38,3 +38,15 @@ def test_train_kd_on_two_workers_from_relative_paths_trains_and_resumes(
     assert [r["step"] for r in rows if "event" not in r] == [1, 2, 3, 4]
     state = json.loads((tmp_path / "out/checkpoints/step_000004/state.json").read_text())
     assert state["manifest"]["cache_url"] == str(tmp_path / "cache")
+
+
+def test_train_kd_on_a_finished_run_prints_its_checkpoint(tmp_path, capsys):
+    cache = make_cache(tmp_path / "cache", seeds=1)
+    flags = ["train", "kd", "--cache", cache, "--out", str(tmp_path / "kd"), "--steps", "2",
+             "--batch-size", "4", "--set", "model.dim=24", "--set", "model.heads=2",
+             "--set", "warmup_steps=1"]
+    assert main(flags) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint"]
+    assert first == str(tmp_path / "kd/checkpoints/step_000002")
+    assert main(flags) == 0  # nothing left to train
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"checkpoint": first}
