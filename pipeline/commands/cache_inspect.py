@@ -9,8 +9,15 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from cache_schema import CacheError, list_generations, load_manifest, open_store, read_manifest
-from cache_schema.store import split_ref
+from cache_schema import (
+    CacheError,
+    CacheReader,
+    list_generations,
+    load_manifest,
+    open_store,
+    read_manifest,
+)
+from cache_schema.store import absolute_url, split_ref
 from cache_schema.verify import verify_cache
 from cache_schema.versioning import list_tags
 from pipeline.commands.errors import friendly_errors
@@ -18,6 +25,8 @@ from pipeline.commands.output import count, fixed, size, table, when, wrapping
 
 
 def _ls(args: argparse.Namespace) -> int:
+    if args.shards:
+        return _shard_urls(args)
     base, _ = split_ref(args.url)
     store = open_store(base)
     tags: dict[int, list[str]] = {}
@@ -42,6 +51,16 @@ def _ls(args: argparse.Namespace) -> int:
         print(f"{store.url}: no committed generation")
         return 1
     Console().print(ls_table(store.url, rows))
+    return 0
+
+
+def _shard_urls(args: argparse.Namespace) -> int:
+    """The committed shard URLs of a generation (URL@N or URL@tag; else the newest), one a
+    line, for other readers (stock webdataset over a wds cache); local paths absolute."""
+    reader = CacheReader(args.url)
+    rows = [{"url": absolute_url(reader.store_for(s).url_of(s.path)), "samples": s.samples,
+             "bytes": s.bytes, "encoding": s.encoding, "sha256": s.sha256} for s in reader.shards]
+    print(json.dumps(rows, indent=1) if args.json else "\n".join(r["url"] for r in rows))
     return 0
 
 
@@ -110,6 +129,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "ISO times).")
     ls.add_argument("url", help="cache folder or fsspec URL (s3://bucket/cache)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.add_argument("--shards", action="store_true",
+                    help="print the committed shard URLs of a generation instead (URL@N or "
+                         "URL@tag; default the newest), one a line (--json: with samples, bytes, "
+                         "encoding, sha256), e.g. for stock webdataset")
     ls.set_defaults(func=_guard(_ls))
 
     show = subparsers.add_parser("show", help="print a manifest",
