@@ -7,10 +7,12 @@ and asks it; the stage's spec (stages.py) answers what a stage name implies.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import fsspec
 import torch
 
 from cache_schema import CacheError, Manifest, load_manifest, split_ref
@@ -26,6 +28,8 @@ from .model import S2DiT
 from .sampler import sample, sample_streaming, stream_chunks
 from .stage_spec import TrainingStage
 from .stages import stage_of_checkpoint
+
+SAMPLING = "sampling.json"  # beside an exported folder's config.json and model.safetensors
 
 
 @dataclass
@@ -94,6 +98,21 @@ class StudentCheckpoint:
             raise ValueError(f"{url} is not the cache this checkpoint trained on (cache id "
                              f"{info['cache_id']}); it was moved or replaced")
         return manifest
+
+    def sampling(self) -> dict[str, Any]:
+        """What sampling it as trained needs besides the weights (``SAMPLING`` of an export)."""
+        return {"stage": self.stage, "model": self.spec.title, "step": self.step,
+                "streams": self.streams, "context_sigma": self.context_sigma,
+                "few_step_sigmas": self.plan.get("schedule_sigmas"), "plan": self.plan,
+                "trained_on": self.manifest_info, "checkpoint": self.url}
+
+    def save_pretrained(self, url: str) -> None:
+        """A folder others load without s2dit's training code: ``config.json`` +
+        ``model.safetensors`` (the model's own, ``S2DiT.from_pretrained(url)``) and
+        ``SAMPLING`` (stage, few-step sigmas, streaming, context sigma, the cache it trained on)."""
+        self.model.save_pretrained(url)
+        fs, root = fsspec.core.url_to_fs(url)
+        fs.pipe_file(f"{root}/{SAMPLING}", json.dumps(self.sampling(), indent=1).encode())
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> StudentCheckpoint:
         self.model = self.model.to(device, dtype)

@@ -171,19 +171,56 @@ def _trained_model(url: str):
                                 f"a checkpoint folder ({STATE}) nor a save_pretrained folder") from None
 
 
+def _with_window(model, window: int | None):
+    """``model`` streaming with an SSA window of ``window`` latent frames (None: as trained)."""
+    if window is not None:
+        model.config.ssa_window = window
+        for block in model.blocks:
+            if block.kind == "ssa":
+                block.mixer.window = window
+    return model
+
+
+def _export_pretrained(args: argparse.Namespace) -> int:
+    """A safetensors + config.json folder (S2DiT.from_pretrained) with its sampling.json, read
+    back and compared tensor by tensor."""
+    import torch
+
+    from student_train.checkpoint import STATE, latest_checkpoint
+    from student_train.model import S2DiT
+    from student_train.student import SAMPLING, StudentCheckpoint
+
+    if not args.model:
+        raise ValueError("--format pretrained exports a trained student: give --model (a training "
+                         "output, a checkpoints/step_N folder or a save_pretrained folder)")
+    checkpoint = latest_checkpoint(args.model)
+    fs, root = fsspec.core.url_to_fs(args.model)
+    if checkpoint or fs.exists(f"{root}/{STATE}"):
+        student = StudentCheckpoint.load(checkpoint or args.model)
+        _with_window(student.model, args.ssa_window)
+        student.save_pretrained(args.out)
+        model, what = student.model, f"config.json, model.safetensors, {SAMPLING}"
+    else:
+        model, what = _with_window(_trained_model(args.model), args.ssa_window), "config.json, model.safetensors"
+        model.save_pretrained(args.out)
+    loaded = S2DiT.from_pretrained(args.out).state_dict()
+    if any(not torch.equal(v.cpu(), loaded[k]) for k, v in model.state_dict().items()):
+        raise ValueError(f"{args.out} does not read back as the exported weights")
+    print(f"wrote {args.out} ({what}); load it with "
+          f"student_train.model.S2DiT.from_pretrained({args.out!r})")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     import torch
 
     from student_train.export import export_chunk_step, max_abs_difference, save_exported
     from student_train.model import S2DiT
 
+    if args.format == "pretrained":
+        return _export_pretrained(args)
     if args.model:
-        model = _trained_model(args.model)
-        if args.ssa_window is not None:
-            model.config.ssa_window = args.ssa_window
-            for block in model.blocks:
-                if block.kind == "ssa":
-                    block.mixer.window = args.ssa_window
+        model = _with_window(_trained_model(args.model), args.ssa_window)
     else:
         torch.manual_seed(0)
         model = S2DiT(_student_config(args))
@@ -251,12 +288,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export S2DiT's chunk step (x_chunk, sigma, step_size, text, mask, *state) -> "
                     "(v_chunk, *next_state) with torch.export, save it as .pt2 (+ .json describing "
                     "the state tensors) and compare it with the eager model over several chunks.",
-        epilog="example: s2dit export --model runs/demo/student_ar --ssa-window 4 --out student.pt2")
+        epilog="examples:\n  s2dit export --model runs/demo/student_ar --ssa-window 4 --out student.pt2\n"
+               "  s2dit export --model runs/demo/student_ar --format pretrained --out s2dit_ar",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _student_args(p)
     p.add_argument("--model", help="a training output (its newest checkpoint's EMA weights), a "
                                    "checkpoints/step_N folder or a save_pretrained folder (any "
                                    "fsspec URL); default: random weights of --config/flags")
-    p.add_argument("--out", required=True, help="the .pt2 program to write")
+    p.add_argument("--out", required=True,
+                   help="the .pt2 program to write (--format pretrained: a folder)")
+    p.add_argument("--format", choices=("pt2", "pretrained"), default="pt2",
+                   help="pt2: the torch.export program of the chunk step (default); pretrained: "
+                        "a folder of config.json + model.safetensors (EMA weights) + "
+                        "sampling.json that S2DiT.from_pretrained loads")
     p.add_argument("--batch", type=int, default=1, help="batch size baked into the program")
     p.add_argument("--text-len", type=int, default=16, help="text tokens baked into the program")
     p.add_argument("--check-chunks", type=int, default=4, help="chunks to compare with eager")
