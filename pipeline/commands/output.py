@@ -5,9 +5,13 @@ that prints one also takes ``--json``, the same rows for machines (raw numbers, 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+from rich.console import Console
 from rich.filesize import decimal
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 
@@ -45,3 +49,24 @@ def when(moment: datetime.datetime | float) -> str:
     if not isinstance(moment, datetime.datetime):
         moment = datetime.datetime.fromtimestamp(moment)
     return moment.strftime("%Y-%m-%d %H:%M")
+
+
+Step = Callable[[int, int, str], None]  # (parts done, parts in all (0: unknown), what now)
+
+
+@contextmanager
+def working(what: str) -> Iterator[Step]:
+    """A progress line on stderr while a command works (a terminal only; gone when it ends):
+    spinner, ``what``, the part it is at, a bar once the parts are counted, time elapsed.
+    Yields ``step(done, total, part)``."""
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task(escape(what), total=None)
+
+        def step(done: int, total: int, part: str) -> None:
+            bar.update(task, completed=done, total=total or None,
+                       description=escape(f"{what}: {part}"))
+
+        yield step

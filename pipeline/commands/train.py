@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from .errors import friendly_errors
+from .output import working
 
 
 def _knobs(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,10 +67,12 @@ def _eval(args: argparse.Namespace) -> int:
     from student_train.checkpoint import latest_checkpoint
 
     checkpoint = latest_checkpoint(args.checkpoint) or args.checkpoint
-    report = evaluate_checkpoint(checkpoint, per_class=args.per_class, seed=args.seed,
-                                 streaming=True if args.streaming else None,
-                                 chunk_frames=args.chunk_frames, noise=args.noise,
-                                 lengths=tuple(args.lengths))
+    with working("eval") as step:
+        step(0, 0, f"teacher and student samples, {args.per_class} per class")
+        report = evaluate_checkpoint(checkpoint, per_class=args.per_class, seed=args.seed,
+                                     streaming=True if args.streaming else None,
+                                     chunk_frames=args.chunk_frames, noise=args.noise,
+                                     lengths=tuple(args.lengths))
     print(format_report(report))
     if args.report:
         save_report(report, args.report)

@@ -12,6 +12,7 @@ import datetime
 import traceback
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import Any
 
 from cache_schema import list_tags, load_manifest
 from pipeline.video_io import atomic_output
@@ -144,8 +145,10 @@ def _guarded(build: Callable[[], str]) -> str:
                 f"({esc(PurePosixPath(where.filename).name)}:{where.lineno})</p>")
 
 
-def write_report(run_dir: str, out: str | None = None) -> str:
+def write_report(run_dir: str, out: str | None = None,
+                 progress: Callable[[int, int, str], None] | None = None) -> str:
     """Write ``RUN_DIR/report.html`` (or ``out``) with its assets beside it; returns its path.
+    ``progress(done, total, section)`` is told before each section is built.
 
     Works on a finished, partial or failed run; never raises on a missing stage."""
     run = RunFolder(run_dir)
@@ -161,20 +164,27 @@ def write_report(run_dir: str, out: str | None = None) -> str:
               f"{done}/{len(STAGES)} stages done or skipped"
               + (f" \u00b7 <span class=\"error\">failed: {esc(', '.join(failed))}</span>" if failed else "")
               + "</p>")
-    sections = [
-        section("Stages and timings", _guarded(lambda: _stages(run)), section_id="stages-section"),
-        section("Config", _guarded(lambda: _config(run)), section_id="config"),
-        section("Cache card", _guarded(lambda: _cache(run, assets)), section_id="cache",
-                status=statuses["generate"]),
-        section("Training curves", _guarded(lambda: _training(run)), section_id="training",
-                status=statuses["train_ar"] if statuses["train_kd"] == "done" else statuses["train_kd"]),
-        section("Quality (analytic oracle)", _guarded(lambda: _quality(run)), section_id="quality-section",
-                status=statuses["eval_ar"] if statuses["eval_kd"] == "done" else statuses["eval_kd"]),
-        section("Each stage's videos, same prompts and noise", _guarded(lambda: _videos(run, assets)),
-                section_id="videos"),
-        section("Text to video (the sample stage)", _guarded(lambda: _sample(run, assets)),
-                section_id="sample", status=statuses["sample"]),
+    parts: list[tuple[str, Callable[[], str], dict[str, Any]]] = [
+        ("Stages and timings", lambda: _stages(run), {"section_id": "stages-section"}),
+        ("Config", lambda: _config(run), {"section_id": "config"}),
+        ("Cache card", lambda: _cache(run, assets),
+         {"section_id": "cache", "status": statuses["generate"]}),
+        ("Training curves", lambda: _training(run),
+         {"section_id": "training",
+          "status": statuses["train_ar"] if statuses["train_kd"] == "done" else statuses["train_kd"]}),
+        ("Quality (analytic oracle)", lambda: _quality(run),
+         {"section_id": "quality-section",
+          "status": statuses["eval_ar"] if statuses["eval_kd"] == "done" else statuses["eval_kd"]}),
+        ("Each stage's videos, same prompts and noise", lambda: _videos(run, assets),
+         {"section_id": "videos"}),
+        ("Text to video (the sample stage)", lambda: _sample(run, assets),
+         {"section_id": "sample", "status": statuses["sample"]}),
     ]
+    sections = []
+    for index, (title, body, kwargs) in enumerate(parts):
+        if progress is not None:
+            progress(index, len(parts), title)
+        sections.append(section(title, _guarded(body), **kwargs))
     page = document(f"s2dit report: {run.url}", header + "".join(sections))
     with atomic_output(target) as path, open(path, "w", encoding="utf-8") as handle:
         handle.write(page)
