@@ -119,6 +119,24 @@ def check_npy_payload(dtype: np.dtype, shape: tuple[int, ...], payload: int) -> 
     return count
 
 
+_UNCOMPRESSED = {"bytes", "crc32c", "sharding_indexed", "vlen-utf8", "vlen-bytes", "transpose"}
+
+
+def _codec_names(codecs: Any, depth: int = 0) -> list[str]:
+    """Every codec name of a zarr.json codec list, sharding's inner and index codecs included."""
+    if not isinstance(codecs, list) or depth > 4:
+        return [] if codecs is None else ["<not a codec list>"]
+    names = []
+    for codec in codecs:
+        conf = codec.get("configuration") if isinstance(codec, dict) else None
+        names.append(codec.get("name") if isinstance(codec, dict) else "<not a codec>")
+        if isinstance(conf, dict):
+            for key in ("codecs", "index_codecs"):
+                if key in conf:
+                    names += _codec_names(conf[key], depth + 1)
+    return [str(n) for n in names]
+
+
 def check_zarr_meta(name: str, meta: Any, layout: CacheLayout, where: str) -> None:
     """A Zarr array's metadata (its ``zarr.json``) within the layout: a dict whose shape (and
     chunk shape) is a list of at most 8 sizes, at most ``MAX_SHARD_SAMPLES`` samples, and per
@@ -129,6 +147,11 @@ def check_zarr_meta(name: str, meta: Any, layout: CacheLayout, where: str) -> No
     if meta.get("node_type") == "group":
         return
     per_sample = max(_largest_field_bytes(layout), MAX_TEXT_BYTES)  # bytes >= elements
+    if layout.codec == "raw":  # stock zarr reads these unbounded: a raw cache compresses nothing
+        coded = [c for c in _codec_names(meta.get("codecs")) if c not in _UNCOMPRESSED]
+        if coded:
+            raise ValueError(f"{where}: zarr array {name!r} uses codec {coded[0]!r}, but this "
+                             "cache's layout stores raw values (no compressor)")
     shapes = [("shape", meta.get("shape"))]
     grid = meta.get("chunk_grid")
     if isinstance(grid, dict) and isinstance(grid.get("configuration"), dict):
@@ -180,6 +203,58 @@ def parse_record_meta(data: bytes, member: str) -> dict[str, Any]:
     return meta
 
 
-__all__ = ["MAX_NPY_HEADER", "BoundedStream", "bounded_stream", "check_npy_payload",
-           "check_zarr_meta", "max_member_bytes", "parse_json_object", "parse_npy_header",
-           "parse_record_meta", "parse_zarr_meta"]
+# Frame headers of the compressed chunks a codec stores (``Codec.compressor``): the decoded size
+# a frame claims is checked against what the layout's chunk holds before any output buffer is
+# allocated, and decoding then writes into a buffer of exactly that size (a frame that decodes
+# to more is refused by the decompressor, not grown into).
+BLOSC_HEADER = 16
+ZSTD_MAGIC = 0xFD2FB528
+_ZSTD_FCS_BYTES = (0, 2, 4, 8)
+
+
+def frame_decoded_size(compressor: str, payload: bytes, where: str) -> tuple[str, int | None]:
+    """(header field, decoded size) a ``blosc`` or ``zstd`` frame's header claims (size None: a
+    zstd frame without its optional content size); ValueError for a header that is not one."""
+    data = bytes(payload[:BLOSC_HEADER])
+    if compressor == "blosc":
+        if len(data) < BLOSC_HEADER:
+            raise ValueError(f"{where}: blosc frame of {len(payload)} bytes, shorter than its "
+                             f"{BLOSC_HEADER}-byte header")
+        nbytes, blocksize, cbytes = (int.from_bytes(data[i : i + 4], "little") for i in (4, 8, 12))
+        if cbytes != len(payload):
+            raise ValueError(f"{where}: blosc frame header's cbytes field claims {cbytes} bytes "
+                             f"but the chunk holds {len(payload)}")
+        if blocksize > max(nbytes, 1):
+            raise ValueError(f"{where}: blosc frame header's blocksize field ({blocksize}) is "
+                             f"larger than its nbytes field ({nbytes})")
+        return "nbytes", nbytes
+    if compressor == "zstd":
+        if len(data) < 5 or int.from_bytes(data[:4], "little") != ZSTD_MAGIC:
+            raise ValueError(f"{where}: chunk does not start with a zstd frame header")
+        descriptor = data[4]
+        single_segment = bool(descriptor & 0x20)
+        size_bytes = _ZSTD_FCS_BYTES[descriptor >> 6] or (1 if single_segment else 0)
+        if not size_bytes:
+            return "Frame_Content_Size", None
+        start = 5 + (not single_segment) + (0, 1, 2, 4)[descriptor & 3]
+        if len(data) < start + size_bytes:
+            raise ValueError(f"{where}: zstd frame header truncated")
+        size = int.from_bytes(data[start : start + size_bytes], "little")
+        return "Frame_Content_Size", size + 256 * (size_bytes == 2)
+    raise ValueError(f"{where}: no frame header parser for compressor {compressor!r}")
+
+
+def check_frame_size(compressor: str, payload: bytes, expected: int, where: str) -> None:
+    """ValueError naming the header field unless the frame claims exactly ``expected`` decoded
+    bytes (the layout's chunk size); a zstd frame that does not say is decoded into a buffer of
+    ``expected`` bytes and refused by the decompressor if it holds more."""
+    field, size = frame_decoded_size(compressor, payload, where)
+    if size is not None and size != expected:
+        raise ValueError(f"{where}: {compressor} frame header's {field} field claims {size} "
+                         f"decoded bytes, the layout's chunk holds {expected} (refused before "
+                         "decoding)")
+
+
+__all__ = ["MAX_NPY_HEADER", "BoundedStream", "bounded_stream", "check_frame_size",
+           "check_npy_payload", "check_zarr_meta", "frame_decoded_size", "max_member_bytes",
+           "parse_json_object", "parse_npy_header", "parse_record_meta", "parse_zarr_meta"]

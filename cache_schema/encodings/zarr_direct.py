@@ -20,7 +20,7 @@ import google_crc32c
 import numcodecs
 import numpy as np
 
-from ..bounds import parse_zarr_meta
+from ..bounds import check_frame_size, parse_zarr_meta
 from ..codecs.parallel import coded_map
 from ..store import Store, with_retries
 from .meter import ReadMeter
@@ -66,6 +66,15 @@ def _decompressor(codecs: Sequence[dict]) -> Any:
     if len(rest) == 1 and rest[0]["name"] == "zstd":
         return numcodecs.Zstd()
     raise Unsupported(f"codecs {codecs}")
+
+
+def _decode_bounded(decoder: Any, payload: bytes, nbytes: int, where: str) -> Any:
+    """``payload`` decoded into exactly ``nbytes`` (the layout's chunk size): the frame header's
+    decoded size is checked first (cache_schema.bounds), so a forged frame allocates nothing."""
+    if decoder is None:
+        return payload
+    check_frame_size(decoder.codec_id, payload, nbytes, where)
+    return decoder.decode(payload, out=np.empty(nbytes, dtype=np.uint8))
 
 
 class GroupReader:
@@ -138,7 +147,9 @@ class GroupReader:
             return self._assemble(name, meta, conf, coords, payloads, shape)
         decoder = _decompressor(codecs)
         data = self._read(key)
-        raw = decoder.decode(data) if decoder is not None else data
+        dtype = _dtype(meta["data_type"])
+        raw = _decode_bounded(decoder, data, int(np.prod(shape)) * dtype.itemsize,
+                              f"{self.store.url_of(self.path)}: field {name}")
         return np.frombuffer(raw, dtype=_dtype(meta["data_type"]).newbyteorder("<")) \
             .reshape(shape).astype(_dtype(meta["data_type"]), copy=False)
 
@@ -215,8 +226,8 @@ class GroupReader:
         if payload is None:
             return np.full(chunk, meta.get("fill_value") or 0, dtype=dtype)
         decoder = _decompressor(conf.get("codecs") or [])
-        raw = decoder.decode(payload) if decoder is not None else payload
         items = int(np.prod(chunk))
+        raw = _decode_bounded(decoder, payload, items * dtype.itemsize, "inner chunk")
         if len(raw) != items * dtype.itemsize:
             raise ValueError(f"inner chunk holds {len(raw)} bytes, expected {items * dtype.itemsize}")
         return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(chunk) \
