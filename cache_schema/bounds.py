@@ -27,6 +27,12 @@ MAX_NPY_HEADER = 4096
 MAX_TEXT_BYTES = 1 << 20
 # Samples in one shard: far above any writer's samples_per_shard.
 MAX_SHARD_SAMPLES = 1 << 20
+# A sample id names its tar members ("<id>.<field>.npy" within ustar's 100-byte name field) and
+# is a WebDataset key (cut at its first "."): content hashes (32 hex digits) fit easily.
+MAX_SAMPLE_ID_BYTES = 64
+_ID_FORBIDDEN = "./\\"
+# The largest tar member ustar's 11 octal digits of size can say.
+MAX_TAR_MEMBER_BYTES = 8**11 - 1
 _NPY_KEYS = {"descr", "fortran_order", "shape"}
 
 
@@ -45,6 +51,34 @@ def max_member_bytes(layout: CacheLayout) -> int:
     """The largest tar member a shard of ``layout`` can hold: its largest tensor with its .npy
     header, or a text member (each with slack for other writers' headers)."""
     return max(_largest_field_bytes(layout) + MAX_NPY_HEADER, MAX_TEXT_BYTES)
+
+
+def text_problem(name: str, text: str) -> str | None:
+    """Why a text field's value is beyond what every reader accepts (the writer asks this
+    before anything is written, a job before any teacher runs), or None."""
+    if name == "sample_id":
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_SAMPLE_ID_BYTES:
+            return f"{size} bytes, more than the {MAX_SAMPLE_ID_BYTES} a sample id may have"
+        bad = next((c for c in text if c in _ID_FORBIDDEN or c.isspace() or not c.isprintable()),
+                   None)
+        if bad is not None:
+            return (f"contains {bad!r}: a sample id names tar members and WebDataset keys (no "
+                    "'.', '/', '\\', spaces or control characters)")
+        return None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_BYTES:
+        return f"{size} bytes of UTF-8, more than the {MAX_TEXT_BYTES} every reader accepts"
+    return None
+
+
+def layout_problem(layout: CacheLayout) -> str | None:
+    """Why a shard of ``layout`` could hold a member no tar reader accepts, or None."""
+    largest = _largest_field_bytes(layout) + MAX_NPY_HEADER
+    if largest > MAX_TAR_MEMBER_BYTES:
+        return (f"its largest field takes {largest} bytes, more than a tar member's size field "
+                f"holds ({MAX_TAR_MEMBER_BYTES}); use encoding 'zarr' or a smaller latent")
+    return None
 
 
 class BoundedStream:
@@ -255,6 +289,8 @@ def check_frame_size(compressor: str, payload: bytes, expected: int, where: str)
                          "decoding)")
 
 
-__all__ = ["MAX_NPY_HEADER", "BoundedStream", "bounded_stream", "check_frame_size",
-           "check_npy_payload", "check_zarr_meta", "frame_decoded_size", "max_member_bytes",
-           "parse_json_object", "parse_npy_header", "parse_record_meta", "parse_zarr_meta"]
+__all__ = ["MAX_NPY_HEADER", "MAX_SAMPLE_ID_BYTES", "MAX_SHARD_SAMPLES", "MAX_TEXT_BYTES",
+           "BoundedStream", "bounded_stream", "check_frame_size", "check_npy_payload",
+           "check_zarr_meta", "frame_decoded_size", "layout_problem", "max_member_bytes",
+           "parse_json_object", "parse_npy_header", "parse_record_meta", "parse_zarr_meta",
+           "text_problem"]

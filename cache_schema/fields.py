@@ -279,6 +279,11 @@ def validate_record(record: Mapping[str, Any], layout: CacheLayout) -> None:
         value = record[spec.name]
         if spec.kind is FieldKind.TEXT:
             _check_text(spec.name, value, sample_id)
+            from .bounds import text_problem  # bounds reads the layout of this module
+
+            problem = text_problem(spec.name, value if isinstance(value, str) else value.decode())
+            if problem:  # what every reader accepts, refused before a byte is written
+                raise RecordError(spec.name, problem, sample_id=sample_id)
             if spec.name == "sample_id" and not value:
                 raise RecordError(spec.name, "is empty", sample_id=sample_id)
             continue

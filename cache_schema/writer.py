@@ -17,6 +17,7 @@ from typing import Any, Self
 
 import pyarrow as pa
 
+from .bounds import MAX_SHARD_SAMPLES
 from .checksum import sha256_bytes
 from .encodings import DEFAULT_ENCODING, get_encoding, object_path
 from .encodings.step_checksums import record_and_step_checksums
@@ -71,6 +72,9 @@ def write_shard_to_store(store: Store, records: Sequence[dict[str, Any]], *, lay
     codec.check_layout(layout)
     if not records:
         raise ValueError(f"shard {shard_name!r} has no records")
+    if len(records) > MAX_SHARD_SAMPLES:
+        raise ValueError(f"shard {shard_name!r} has {len(records)} records, more than the "
+                         f"{MAX_SHARD_SAMPLES} a reader accepts")
     if "." in shard_name or "/" in shard_name:
         raise ValueError(f"shard name {shard_name!r} may not contain '.' or '/'")
     if not prepared:
@@ -251,8 +255,9 @@ class CacheWriter:
                  storage_options: dict[str, Any] | None = None, shard_prefix: str | None = None,
                  max_pending: int = 2, lease_ttl: float = DEFAULT_TTL):
         get_encoding(encoding).check_layout(layout)  # unknown name or codec: fails before any work
-        if samples_per_shard < 1:
-            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        if not 1 <= samples_per_shard <= MAX_SHARD_SAMPLES:
+            raise ValueError(f"samples_per_shard must be in [1, {MAX_SHARD_SAMPLES}] (what a "
+                             f"reader accepts), got {samples_per_shard}")
         self.url = split_ref(url)[0]
         self.store = open_store(self.url, storage_options)
         self.storage_options = storage_options

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import fsspec
 
 from cache_schema import parse_keep_steps
+from cache_schema.bounds import text_problem
 from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names, get_encoding
 from cache_schema.store import absolute_url
@@ -111,6 +112,9 @@ class JobConfig:
         if self.gpu is not None:
             gpu_type(self.gpu)  # one of the known types, else an error naming them
         parse_keep_steps(self.keep_steps, self.steps, self.teacher.shift)  # fail early on a bad spec
+        problem = text_problem("negative_prompt", self.negative_prompt)  # in every record
+        if problem:
+            raise ValueError(f"[job.teacher] negative_prompt: {problem}")
 
     @property
     def video(self) -> VideoSize:

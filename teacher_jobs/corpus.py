@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import fsspec
 import pyarrow.parquet as pq
 
+from cache_schema.bounds import text_problem
+
 from .prompts import normalise_prompt, validate_prompt
 
 
@@ -82,6 +84,8 @@ def _seed_problem(seed: object) -> str | None:
 def _entry_problem(negative: object, seeds: list) -> str | None:
     if negative is not None and not isinstance(negative, str):
         return f"negative_prompt must be a string, got {type(negative).__name__}"
+    if negative is not None and text_problem("negative_prompt", negative):
+        return f"negative_prompt: {text_problem('negative_prompt', negative)}"
     if not seeds:
         return "'seed' is an empty list: no trajectory to record"
     for seed in seeds:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import unicodedata
 
+from cache_schema.bounds import text_problem
 from cache_schema.sample_id import normalise_prompt
 
 
@@ -31,6 +32,9 @@ def validate_prompt(raw: str | bytes, *, max_tokens: int | None = None,
         return "contains lone surrogates (not valid Unicode text)"
     if not text.strip():
         return "empty or whitespace only"
+    too_long = text_problem("prompt", normalise_prompt(text))  # what every cache reader accepts
+    if too_long:
+        return too_long
     if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text):
         return "contains control characters"
     if max_tokens is not None and count_tokens is not None:

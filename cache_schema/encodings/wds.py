@@ -14,7 +14,7 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 
-from ..bounds import bounded_stream, parse_record_meta
+from ..bounds import bounded_stream, layout_problem, parse_record_meta
 from ..checksum import record_checksums
 from ..fields import CHECKSUMS_KEY, FIELD_BY_NAME, CacheLayout, FieldKind
 from ..store import Store
@@ -117,6 +117,12 @@ class WebDataset(Encoding):
 
     def check_codec(self, codec: str) -> None:
         _raw_only(codec)
+
+    def check_layout(self, layout: CacheLayout) -> None:
+        super().check_layout(layout)
+        problem = layout_problem(layout)  # what a tar reader accepts, refused before any work
+        if problem:
+            raise ValueError(f"the wds encoding cannot store this layout: {problem}")
 
     def encode(self, records: Sequence[dict[str, Any]], layout: CacheLayout) -> dict[str, bytes]:
         _raw_only(layout.codec)
