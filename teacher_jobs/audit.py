@@ -2,9 +2,10 @@
 the counter-based noise, and compare them with the cached bytes (issue 17).
 
 Checksums prove the bytes are the ones the writer wrote; only regeneration proves they are
-what the teacher computes. The teacher is built from the job settings given (the same ones the
-cache was generated with) and must have the manifest's fingerprint exactly, so the same code,
-weights, seed and settings; each sampled record is then recorded again from its prompt,
+what the teacher computes. The teacher is built from the job config the manifest records (the
+resolved config `s2dit cache generate` commits with every generation), flags over it, or from
+the job settings given (``config``: a cache that records none), and must have the manifest's
+fingerprint exactly, so the same code, weights, seed and settings; each sampled record is then recorded again from its prompt,
 negative prompt and seed (noise = f(global seed, sample id)) and compared field by field:
 bit-exact on a CPU (deterministic kernels), within ``atol`` on a GPU (kernels differ between
 GPU models and runs), where ``atol`` is stated in the audit. The audit is written as JSON under
@@ -13,6 +14,7 @@ GPU models and runs), where ``atol`` is stated in the audit. The audit is writte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -32,6 +34,7 @@ from cache_schema import (
     fingerprint_digest,
 )
 from cache_schema.index import STATUS_OK
+from cache_schema.manifest import Manifest
 
 from .config import JobConfig
 from .sampler import cache_fingerprint, record_trajectories
@@ -127,13 +130,34 @@ def compare_records(cached: dict[str, Any], fresh: dict[str, Any], atol: float
     return differences, exact
 
 
-def _teacher_for(config: JobConfig, manifest_fingerprint: dict[str, Any]):
+def recorded_config(manifest: Manifest, *, teacher: dict[str, Any] | None = None,
+                    **overrides: Any) -> JobConfig | None:
+    """The job config ``manifest`` records (``extra.config``: `s2dit cache generate` writes the
+    resolved one), with ``teacher`` section and job ``overrides`` over it (None values: not
+    given); None when it records none (a cache written by another tool)."""
+    data = (manifest.extra or {}).get("config")
+    if not isinstance(data, dict):
+        return None
+    known = {f.name for f in dataclasses.fields(JobConfig)}
+    data = {k: v for k, v in data.items() if k in known}  # keys another version recorded
+    return JobConfig.from_table(data, teacher=teacher,
+                                where=f"the job config recorded in generation "
+                                      f"{manifest.generation}", **overrides)
+
+
+def _teacher_for(config: JobConfig, manifest_fingerprint: dict[str, Any], *,
+                 recorded: bool = False):
     plan = config.teacher.driver_plan(config.video)
     fingerprint = cache_fingerprint(plan.fingerprint, keep_steps=config.keep_step_indices,
                                     global_seed=config.seed, half_dtype=config.half_dtype,
                                     negative_prompt=config.negative_prompt)
     if canonical_json(fingerprint) != canonical_json(manifest_fingerprint):
         diff = "\n  ".join(diff_fingerprints(manifest_fingerprint, fingerprint))
+        if recorded:
+            raise FingerprintMismatch("the flags given change the teacher this cache was made "
+                                      "with (its recorded job config): audit without them, or "
+                                      "only with ones that keep its fingerprint (--device). "
+                                      f"Differences (cache -> given):\n  {diff}")
         raise FingerprintMismatch("the teacher and settings given are not the ones this cache "
                                   "was made with; pass the job's config (--config) or flags. "
                                   f"Differences (cache -> given):\n  {diff}")
@@ -142,14 +166,22 @@ def _teacher_for(config: JobConfig, manifest_fingerprint: dict[str, Any]):
     return teacher
 
 
-def audit_cache(url: str, config: JobConfig, *, fraction: float | None = None,
+def audit_cache(url: str, config: JobConfig | None = None, *, fraction: float | None = None,
                 ids: Sequence[str] | None = None, seed: int = 0, atol: float | None = None,
+                settings: dict[str, Any] | None = None,
                 storage_options: dict[str, Any] | None = None, write: bool = True,
                 progress: Any = None) -> AuditResult:
-    """Audit ``url[@ref]`` (module docstring); ``progress(n)`` is called per regenerated record."""
+    """Audit ``url[@ref]`` (module docstring) with the job's ``config``, or (None) the one its
+    manifest records with ``settings`` over it (``JobConfig.load`` keywords: ``teacher`` and job
+    keys; a cache that records none: ``settings`` alone); ``progress(n)`` is called per
+    regenerated record."""
     reader = CacheReader(url, storage_options)
     manifest = reader.manifest
-    teacher = _teacher_for(config, manifest.fingerprint)
+    recorded = None
+    if config is None:
+        recorded = recorded_config(manifest, **(settings or {}))
+        config = recorded or JobConfig.load(None, **(settings or {}))
+    teacher = _teacher_for(config, manifest.fingerprint, recorded=recorded is not None)
     index = reader.index()
     rows = [r for r in index.to_pylist() if r["status"] == STATUS_OK]
     chosen = choose_ids([r["sample_id"] for r in rows], fraction=fraction, ids=ids, seed=seed)
@@ -210,4 +242,4 @@ def _write_audit(reader: CacheReader, result: AuditResult, *, teacher_fingerprin
 
 
 __all__ = ["AUDIT_DIR", "GPU_ATOL", "AuditResult", "Mismatch", "audit_cache", "choose_ids",
-           "compare_records"]
+           "compare_records", "recorded_config"]

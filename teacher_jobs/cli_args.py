@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names
@@ -93,6 +94,12 @@ JOB_FLAGS = ("prompts", "output", "encoding", "codec", "samples_per_shard", "hei
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
+    return JobConfig.load(getattr(args, "config", None), **flag_settings(args))
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The job settings the flags (and --set) give, as ``JobConfig.load`` keywords: ``teacher``
+    (section overrides, ``spec`` for --teacher) and job keys (None: not given)."""
     overrides = {k: getattr(args, k, None) for k in JOB_FLAGS}
     teacher = {k: getattr(args, f"teacher_{k}", None) for k in TEACHER_FLAGS}
     teacher["spec"] = getattr(args, "teacher", None)
@@ -102,7 +109,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     sets = dict(getattr(args, "job_sets", None) or {})
     section = sets.pop("teacher", {})
     teacher.update({"spec": section} if isinstance(section, str) else section)
-    return JobConfig.load(getattr(args, "config", None), teacher=teacher, **{**overrides, **sets})
+    return {"teacher": teacher, **overrides, **sets}
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -153,6 +153,14 @@ class JobConfig:
             if not isinstance(data, dict):
                 raise ConfigError(f"config {path}: [job] must be a table, got {data!r}")
             data = dict(data)
+        return cls.from_table(data, teacher=teacher, where=path or "flags", **overrides)
+
+    @classmethod
+    def from_table(cls, data: dict[str, Any], *, teacher: dict[str, Any] | None = None,
+                   where: str = "flags", **overrides: Any) -> JobConfig:
+        """Settings from a ``[job]`` table (a TOML file's, or a manifest's recorded config), then
+        non-None ``overrides`` and ``teacher`` section overrides, as ``load``."""
+        data = dict(data)
         section = data.pop("teacher", {"kind": "analytic"})
         if isinstance(section, str):  # teacher = "SPEC" in [job]
             section = spec_values(section)
@@ -169,6 +177,6 @@ class JobConfig:
         known = {f.name for f in dataclasses.fields(cls)} - {"teacher"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown job config keys {unknown} (in {path or 'flags'}); known keys: "
+            raise ValueError(f"unknown job config keys {unknown} (in {where}); known keys: "
                              f"{', '.join(sorted(known))}; teacher settings go in [job.teacher]")
-        return cls(teacher=make_settings(section, where=f"[job.teacher] of {path or 'flags'}"), **data)
+        return cls(teacher=make_settings(section, where=f"[job.teacher] of {where}"), **data)

@@ -11,15 +11,17 @@ from tqdm import tqdm
 from cache_schema.operations import read_id_list
 from pipeline.commands.errors import friendly_errors
 from teacher_jobs.audit import GPU_ATOL, audit_cache
-from teacher_jobs.cli_args import add_generate_args, config_from_args
+from teacher_jobs.cli_args import add_generate_args, config_from_args, flag_settings
 
 
 def _audit(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    # --config: the job's settings as given; else the manifest's recorded config, flags over it
+    config = config_from_args(args) if args.config else None
     ids = read_id_list(args.ids) if args.ids else None
     with tqdm(desc="audit", unit="sample", disable=args.json or args.no_progress) as bar:
         result = audit_cache(args.url, config, fraction=args.fraction, ids=ids,
-                             seed=args.audit_seed, atol=args.atol, progress=bar.update)
+                             seed=args.audit_seed, atol=args.atol, settings=flag_settings(args),
+                             progress=bar.update)
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
         return 0 if result.ok else 2
@@ -40,9 +42,10 @@ def _audit(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     audit = subparsers.add_parser(
         "audit", help="regenerate a sample of records and compare them with the cache",
-        description="Rebuild the cache's teacher from the job settings it was generated with "
-                    "(--config and the generate flags; its fingerprint must equal the "
-                    "manifest's), regenerate a sample of records from their prompt, seed and "
+        description="Rebuild the cache's teacher from the job config its manifest records "
+                    "(the generate flags override it; --config FILE replaces it; a cache that "
+                    "records none needs the job's settings as flags); its fingerprint must "
+                    "equal the manifest's. Regenerate a sample of records from their prompt, seed and "
                     "counter-based noise, and compare every field with the cached bytes: "
                     f"bit-exact on CPU, within --atol on GPU (default {GPU_ATOL:g}). The audit "
                     "(ids, result, teacher fingerprint) is written under audits/ beside the "

@@ -32,9 +32,10 @@ def _config(**kw) -> JobConfig:
                      seed=3, **kw)
 
 
-def make_analytic_cache(url: str, config: JobConfig) -> None:
+def make_analytic_cache(url: str, config: JobConfig, *, record_config: bool = False) -> None:
     """What the job's actors do, in one process: the job's fingerprint, its sample ids and
-    noise, one shard per 4 samples."""
+    noise, one shard per 4 samples; ``record_config``: the manifest records the job's resolved
+    config, as the job's commits do."""
     plan = config.teacher.driver_plan(config.video)
     fingerprint = cache_fingerprint(plan.fingerprint, keep_steps=config.keep_step_indices,
                                     global_seed=config.seed, half_dtype=config.half_dtype,
@@ -48,7 +49,8 @@ def make_analytic_cache(url: str, config: JobConfig) -> None:
         half_dtype=config.half_dtype, fingerprint_digest=fingerprint_digest(fingerprint))
     assert not rejected
     with CacheWriter(url, layout=teacher.layout(config.keep_step_indices, config.half_dtype),
-                     fingerprint=fingerprint, samples_per_shard=4) as writer:
+                     fingerprint=fingerprint, samples_per_shard=4,
+                     config=config.to_json() if record_config else None) as writer:
         for record in records:
             writer.write(record)
 
@@ -133,3 +135,28 @@ def test_audit_refuses_another_teacher_or_unknown_ids(cache, capsys):
     assert "Traceback" not in err
     with pytest.raises(ValueError, match="not live samples"):
         audit_cache(cache, _config(), ids=["nope"])
+
+
+def test_audit_rebuilds_the_teacher_from_the_recorded_config_and_flags_override(tmp_path, capsys):
+    """Issue 28: a cache that records its job config is audited without repeating the job's
+    settings; flags override it, and one that changes the fingerprint is still refused."""
+    url = str(tmp_path / "c")
+    make_analytic_cache(url, _config(), record_config=True)
+    assert CacheReader(url).manifest.extra["config"]["seed"] == 3
+    result = audit_cache(url, fraction=1.0)
+    assert result.ok and result.exact == 12
+    assert cli(["cache", "audit", url, "--fraction", "0.25", "--no-progress"]) == 0
+    assert "OK: 3 samples of generation 1 regenerated (bit-exact)" in capsys.readouterr().out
+    assert cli(["cache", "audit", url, "--fraction", "0.25", "--device", "cpu",
+                "--no-progress"]) == 0  # a flag that keeps the fingerprint
+    capsys.readouterr()
+    for flags, change in ((["--seed", "4"], "global_seed: 3 -> 4"),
+                          (["--steps", "6"], "steps"), (["--teacher", "wan-tiny"], "teacher")):
+        assert cli(["cache", "audit", url, "--fraction", "1", *flags, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: the flags given change the teacher this cache was made "
+                              "with"), err
+        assert change in err and "Traceback" not in err
+    with pytest.raises(FingerprintMismatch, match="global_seed: 3 -> 4"):
+        audit_cache(url, settings={"seed": 4}, fraction=1.0)
+    assert len(open_store(url).list("audits")) == 3
