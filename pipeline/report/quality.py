@@ -50,9 +50,9 @@ def quality_rows(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None
         ar_key = _few_key(ar or {}, "student_ar_", "_streaming")
         rows.append(("S2DiT-AR, streaming", "eval_ar.json", set_label,
                      (ar or {}).get(ar_key) if ar_key else None))
-        for length in (ar or {}).get("lengths", [1])[1:] if ar_key and set_key in (ar or {}) else ():
+        for length in (eval_ar or {}).get("lengths", [1])[1:] if ar_key else ():
             rows.append((f"S2DiT-AR, streaming {length}x", "eval_ar.json", set_label,
-                         ar[set_key].get(f"{ar_key}_{length}x")))
+                         ar.get(f"{ar_key}_{length}x")))
     return rows
 
 
