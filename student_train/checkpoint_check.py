@@ -70,7 +70,8 @@ def read_header(payload: bytes, where: str) -> dict[str, TensorInfo]:
         if name == "__metadata__":
             continue
         shown = name if len(name) <= 80 else name[:77] + "..."
-        if not isinstance(entry, dict) or entry.get("dtype") not in DTYPES:
+        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str) \
+                or entry["dtype"] not in DTYPES:
             raise _fail(where, f"tensor {shown!r}: no known dtype in its header entry")
         dtype, itemsize = DTYPES[entry["dtype"]]
         shape, offsets = entry.get("shape"), entry.get("data_offsets")

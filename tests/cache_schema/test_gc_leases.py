@@ -85,13 +85,15 @@ def test_distributed_writers_keep_their_shards_and_old_orphans_still_go(tmp_path
 
 def test_a_dead_writers_lease_expires_and_no_longer_protects(url):
     layout, store = small_layout(), open_store(url)
-    dead = WriterLease(store, what="killed writer", ttl=1.0)
-    dead.renew()  # a lease written once and never renewed: its writer died
+    dead = WriterLease(store, what="killed writer", ttl=4.0)
+    dead.started_at = time.time()  # started like start() does, without its heartbeat thread
+    dead.renew()
     orphan = write_shard(url, make_records(layout, 2), layout=layout, encoding="wds",
                          shard_name="unit0").path
+    dead.renew()  # its last heartbeat (the shard write may take seconds on a loaded machine)
     first = gc(url, **SHORT)
     assert first.kept_leased == [orphan] and first.live_leases == [dead.rel]
-    time.sleep(2.5)  # > ttl (and S3's one-second timestamps)
+    time.sleep(5.5)  # > ttl (and S3's one-second timestamps): the writer died
     second = gc(url, **SHORT)
     assert second.deleted == [orphan] and second.expired_leases == [dead.rel]
     assert not store.list(LEASE_DIR)  # gc removed the expired lease

@@ -109,9 +109,10 @@ def test_a_lock_from_another_host_is_held_while_it_beats_and_taken_over_after_it
         RunLock(run_url).acquire()
     time.sleep(2.5)  # no heartbeat for longer than its ttl (store timestamps: 1 s resolution)
     messages: list[str] = []
-    with RunLock(run_url, ttl=1.0, log=messages.append) as lock:
+    # ttl 4 s: the heartbeat (every ttl / 4) has 3 s of slack on a loaded machine
+    with RunLock(run_url, ttl=4.0, log=messages.append) as lock:
         assert messages and "has not renewed it" in messages[0] and "host elsewhere" in messages[0]
-        time.sleep(2.5)  # our heartbeat (every ttl / 4) keeps it held past its ttl
+        time.sleep(5.0)  # our heartbeat keeps it held past its ttl
         with pytest.raises(RunLocked, match=f"pid {os.getpid()}"):
             RunLock(run_url).acquire()
         assert lock.started_at is not None
