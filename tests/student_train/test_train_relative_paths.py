@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from cache_factory import make_cache
 
 from pipeline.cli import main
@@ -20,6 +21,7 @@ heads = 4
 """
 
 
+@pytest.mark.slow  # two Ray Train workers (~50 s): the default suite keeps test_train_kd's two-worker test
 def test_train_kd_on_two_workers_from_relative_paths_trains_and_resumes(
         tmp_path, monkeypatch, capsys, ray_runtime):
     make_cache(tmp_path / "cache", seeds=1)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from cache_schema import CacheReader, open_store
 from cache_schema.lease import LEASE_DIR
 from cache_schema.verify import verify_cache
@@ -17,6 +19,7 @@ from teacher_jobs.teachers import make_settings
 PROMPTS = [f"a {c} ring moving {m}" for c in ("red", "green", "blue") for m in ("left", "right")]
 
 
+@pytest.mark.slow  # a real Ray job with gc before each commit (~40 s); tests/cache_schema/test_gc_leases.py covers the rule in process
 def test_gc_before_every_commit_of_a_running_job_deletes_nothing(tmp_path, ray_runtime,
                                                                   monkeypatch, capsys):
     corpus, output = tmp_path / "prompts.txt", str(tmp_path / "cache")
