@@ -83,7 +83,7 @@ def loader_vs_raw(url: str, n: int) -> dict:
 def wait_share(url: str, steps: int) -> dict:
     out = tempfile.mkdtemp(prefix="bl-run")
     config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "kd_demo.toml")
-    cfg = TrainConfig.load(config, steps=steps, checkpoint_every=10**9)
+    cfg = TrainConfig.load(config, steps=steps, checkpoint_every=10**9, checkpoint_every_s=0)
     trainer = Trainer(url, out, cfg)
     trainer.run(progress=False, stop_after=3)  # warm-up: first shards, allocator
     wait0, t0 = trainer.stream.wait_seconds, time.perf_counter()

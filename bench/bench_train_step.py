@@ -73,7 +73,8 @@ def legacy_collate(records: list[dict], max_text_len: int, device, seed: int) ->
 
 def trainer(cache: str, out: Path, legacy: bool, batch_size: int | None = None) -> Trainer:
     config = TrainConfig.load(str(ROOT / "configs" / "kd_demo.toml"), steps=10**6,
-                              checkpoint_every=10**6, log_every=10**6, batch_size=batch_size)
+                              checkpoint_every=10**6, checkpoint_every_s=0, log_every=10**6,
+                              batch_size=batch_size)
     t = Trainer(cache, str(out), config)
     if legacy:
         t.opt = torch.optim.AdamW(t.model.parameters(), lr=config.lr, betas=config.betas,

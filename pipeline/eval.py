@@ -17,6 +17,7 @@ for recipe decisions, so that no recipe is ever chosen on the noise it is report
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -68,7 +69,7 @@ _TEACHER_RUNS: dict[tuple, tuple[np.ndarray, dict[str, Any]]] = {}
 
 def _teacher_run(teacher: AnalyticTeacher, steps: int, prompts, seeds, digest, global_seed,
                  chunk_frames: int) -> tuple[np.ndarray, dict[str, Any]]:
-    config = teacher.config.__class__(**{**teacher.config.__dict__, "num_steps": steps})
+    config = dataclasses.replace(teacher.config, num_steps=steps)  # frozen: a hashable key
     key = (config, tuple(prompts), tuple(int(s) for s in seeds), digest, int(global_seed), chunk_frames)
     if key not in _TEACHER_RUNS:
         t = AnalyticTeacher(config)
