@@ -104,10 +104,12 @@ def run_url(request, tmp_path) -> str:
 
 
 def test_a_lock_from_another_host_is_held_while_it_beats_and_taken_over_after_its_ttl(run_url):
-    _forge(run_url, host="elsewhere", pid=1, ttl=1.0)
+    # ttl 5 s: the store's timestamps have 1 s resolution and a loaded CI machine took over a
+    # 1 s lock before the first acquire (seen on S3 in CI)
+    _forge(run_url, host="elsewhere", pid=1, ttl=5.0)
     with pytest.raises(RunLocked, match=r"in use by another s2dit run \(host elsewhere, pid 1,"):
         RunLock(run_url).acquire()
-    time.sleep(2.5)  # no heartbeat for longer than its ttl (store timestamps: 1 s resolution)
+    time.sleep(6.5)  # no heartbeat for longer than its ttl (store timestamps: 1 s resolution)
     messages: list[str] = []
     # ttl 4 s: the heartbeat (every ttl / 4) has 3 s of slack on a loaded machine
     with RunLock(run_url, ttl=4.0, log=messages.append) as lock:
