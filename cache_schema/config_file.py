@@ -4,13 +4,20 @@ A config path comes from the user or from another file (``include = "..."``), so
 folder, a device (``/dev/zero`` grows without end), a FIFO (blocks forever) or a huge file.
 ``read_config`` checks what the path is before opening it and never reads more than the cap
 plus one byte; each refusal is one ``ConfigFileError`` (a ValueError) naming the file.
+
+``load_table`` is the one reader of a config file's table for every command (run configs, the
+job, the training stages): ``include = "FILE"`` in a table is resolved here, so a recipe file
+serves `s2dit run`, `s2dit cache generate` and `s2dit train` alike.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 import tomllib
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -75,3 +82,67 @@ def load_toml(url: str, what: str = "config") -> dict[str, Any]:
         raise ConfigFileError(f"{what} {url} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(f"{what} {url} is not valid TOML: {exc}") from None
+
+
+def load_table(url: str, table: str, what: str = "config", *,
+               drop: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The ``[table]`` of config file ``url`` with its include resolved (``resolve_include``),
+    or None if the file has no such table."""
+    data = load_toml(url, what)
+    if table not in data:
+        return None
+    section = data[table]
+    if not isinstance(section, dict):
+        raise ConfigFileError(f"{what} {url}: [{table}] must be a table, got {section!r}")
+    return resolve_include(url, table, section, drop=drop)
+
+
+def resolve_include(url: str, table: str, section: dict[str, Any], *,
+                    drop: Iterable[str] = ()) -> dict[str, Any]:
+    """``section`` (the ``[table]`` of file ``url``) with ``include = "FILE"`` resolved: FILE's
+    ``[table]`` is the base (less its ``drop`` keys) and this section's keys override it,
+    sub-tables merged key by key. One level only: the base may not include again."""
+    section = dict(section)
+    include = section.pop("include", None)
+    if include is None:
+        return section
+    if not isinstance(include, str):
+        raise ConfigFileError(f"[{table}] include in {url} must be a file name, got {include!r}")
+    target = beside(url, include)
+    try:
+        data = load_toml(target, "include")
+    except (FileNotFoundError, ConfigFileError) as exc:  # name the including file and table too
+        raise type(exc)(f"[{table}] of {url}: {exc}") from None
+    if table not in data:
+        tables = sorted(k for k, v in data.items() if isinstance(v, dict))
+        raise ConfigFileError(f"[{table}] of {url} includes {target}, which has no [{table}] "
+                              f"table (it has {tables})")
+    base = data[table]
+    if not isinstance(base, dict):
+        raise ConfigFileError(f"[{table}] of {url} includes {target}, whose {table} is not a "
+                              f"table: {base!r}")
+    if "include" in base:  # a chain of recipes would hide where a value comes from
+        raise ConfigFileError(f"[{table}] of {url} includes {target}, whose [{table}] includes "
+                              "another file: one level only")
+    for key in drop:
+        base.pop(key, None)
+    return merged(base, section)
+
+
+def beside(url: str, include: str) -> str:
+    """``include`` as written if absolute (a path or URL), else relative to ``url``'s folder."""
+    if "://" in include or include.startswith("/"):
+        return include
+    if "://" in url:
+        return posixpath.join(posixpath.dirname(url), include)
+    return str(Path(url).parent / include)
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s values, tables merged key by key (an include's ``[train.model]``
+    keeps the keys this file does not set; so does ``--set train.model.dim=64``)."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out

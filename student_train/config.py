@@ -13,9 +13,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from cache_schema.config_file import load_toml
+from cache_schema.config_file import load_table, load_toml, merged
 from cache_schema.store import absolute_url
-from cache_schema.typed_config import SEED, ConfigError, Limits, between, check_config, check_values
+from cache_schema.typed_config import SEED, Limits, between, check_config, check_values
 
 from .model.config import StudentConfig
 from .precision import check_autocast_dtype
@@ -28,20 +28,21 @@ WEIGHT = between(0.0, 1e6)  # loss weights
 
 def load_config(cls: type, path: str | None, table: str, overrides: dict[str, Any], *,
                 table_required: bool = False, example: str = "") -> Any:
-    """A typed training config: the ``[table]`` of a TOML file (or the whole file), then the
+    """A typed training config: the ``[table]`` of a TOML file, its ``include = "FILE"``
+    resolved (cache_schema.config_file, as `s2dit run` does), or the whole file; then the
     non-None ``overrides``; unknown keys are refused by name. With ``table_required`` a file
     that has other tables but not this one is refused (it belongs to another stage)."""
     data: dict[str, Any] = {}
     if path:
-        data = load_toml(path, "training config")  # a regular file, at most 1 MiB
-        if table in data:
-            data = data[table]
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: [{table}] must be a table, got {data!r}")
-        elif table_required and any(isinstance(v, dict) for v in data.values()):
-            tables = sorted(k for k, v in data.items() if isinstance(v, dict))
-            raise ValueError(f"{path} has no [{table}] table (it has {tables}); this stage reads "
-                             f"[{table}]{f' (see {example})' if example else ''}")
+        table_data = load_table(path, table, "training config")  # a regular file, at most 1 MiB
+        if table_data is not None:
+            data = table_data
+        else:  # no [table]: a file of flat keys, or another stage's
+            data = load_toml(path, "training config")
+            if table_required and any(isinstance(v, dict) for v in data.values()):
+                tables = sorted(k for k, v in data.items() if isinstance(v, dict))
+                raise ValueError(f"{path} has no [{table}] table (it has {tables}); this stage "
+                                 f"reads [{table}]{f' (see {example})' if example else ''}")
     data = merged(data, {k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
@@ -49,16 +50,6 @@ def load_config(cls: type, path: str | None, table: str, overrides: dict[str, An
         raise ValueError(f"unknown [{table}] config keys {unknown} (in {path or 'flags'}); "
                          f"known: {', '.join(sorted(known))}")
     return cls(**data)
-
-
-def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``over``'s values, tables merged key by key (``--set model.dim=64`` keeps
-    the file's other ``[train.model]`` keys)."""
-    out = dict(base)
-    for key, value in over.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = merged(out[key], value) if both else value
-    return out
 
 
 @dataclass(kw_only=True, slots=True)

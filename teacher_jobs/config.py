@@ -8,15 +8,13 @@ is the teacher's own typed section, chosen by its ``kind`` from the teacher regi
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-import fsspec
 
 from cache_schema import parse_keep_steps
 from cache_schema.bounds import text_problem
 from cache_schema.codecs import codec_names
+from cache_schema.config_file import load_table, load_toml
 from cache_schema.encodings import encoding_names, get_encoding
 from cache_schema.store import absolute_url
 from cache_schema.typed_config import INT64, ConfigError, Limits, between, check_config, one_of
@@ -140,19 +138,13 @@ class JobConfig:
     @classmethod
     def load(cls, path: str | None = None, *, teacher: dict[str, Any] | None = None,
              **overrides: Any) -> JobConfig:
-        """Settings from a TOML file (any fsspec URL), then non-None ``overrides``; ``teacher``
-        holds teacher-section overrides (a ``spec`` key is a ``--teacher SPEC``)."""
+        """Settings from a TOML file's ``[job]`` (or its flat keys; any fsspec URL), then
+        non-None ``overrides``; ``teacher`` holds teacher-section overrides (a ``spec`` key is a
+        ``--teacher SPEC``)."""
         data: dict[str, Any] = {}
-        if path:
-            with fsspec.open(path, "rb") as handle:
-                try:
-                    data = tomllib.load(handle)
-                except tomllib.TOMLDecodeError as exc:
-                    raise ValueError(f"config {path} is not valid TOML: {exc}") from exc
-            data = data.get("job", data)
-            if not isinstance(data, dict):
-                raise ConfigError(f"config {path}: [job] must be a table, got {data!r}")
-            data = dict(data)
+        if path:  # a regular file of at most 1 MiB; [job] include resolved as `s2dit run` does
+            table = load_table(path, cls.TABLE, "job config")
+            data = table if table is not None else load_toml(path, "job config")  # flat keys
         return cls.from_table(data, teacher=teacher, where=path or "flags", **overrides)
 
     @classmethod

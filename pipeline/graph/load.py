@@ -7,12 +7,10 @@ stage's section is known here without being listed.
 from __future__ import annotations
 
 import dataclasses
-import posixpath
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from cache_schema.config_file import ConfigFileError, load_toml
+from cache_schema.config_file import ConfigFileError, load_toml, resolve_include
 from teacher_jobs.config import JobConfig
 from teacher_jobs.teachers.registry import make_settings
 
@@ -22,51 +20,22 @@ from .stages import SECTIONS, SEEDED, STAGES
 
 
 def _read_toml(url: str) -> dict[str, Any]:
-    """A run config or include: a regular file of at most 1 MiB (cache_schema.config_file)."""
+    """A run config: a regular file of at most 1 MiB (cache_schema.config_file)."""
     try:
         return load_toml(url, "run config")
-    except FileNotFoundError:
-        raise RunConfigError(f"run config {url} does not exist") from None
-    except ConfigFileError as exc:
+    except (FileNotFoundError, ConfigFileError) as exc:
         raise RunConfigError(str(exc)) from None
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        both_tables = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if both_tables else value
-    return out
-
-
-def _beside(url: str, include: str) -> str:
-    """``include`` as written if absolute (a path or URL), else relative to ``url``'s folder."""
-    if "://" in include or include.startswith("/"):
-        return include
-    if "://" in url:
-        return posixpath.join(posixpath.dirname(url), include)
-    return str(Path(url).parent / include)
-
-
 def _resolve_include(url: str, name: str, section: dict[str, Any]) -> dict[str, Any]:
-    include = section.pop("include", None)
-    if include is None:
-        return section
-    if not isinstance(include, str):
-        raise RunConfigError(f"[{name}] include in {url} must be a file name, got {include!r}")
-    target = _beside(url, include)
-    data = _read_toml(target)
-    if name not in data:
-        tables = sorted(k for k, v in data.items() if isinstance(v, dict))
-        raise RunConfigError(f"[{name}] of {url} includes {target}, which has no [{name}] table "
-                             f"(it has {tables})")
-    base = dict(data[name])
-    if "include" in base:
-        raise RunConfigError(f"{target} [{name}] includes another file: one level only")
-    if name == "job":  # the standalone job's corpus and cache paths; the graph sets its own
-        for key in GRAPH_SET_JOB_KEYS:
-            base.pop(key, None)
-    return _merge(base, section)
+    """``[name]`` with its include resolved (cache_schema.config_file, as `s2dit train` and
+    `s2dit cache generate` do); an included [job]'s corpus and cache paths are dropped: the graph
+    sets its own."""
+    drop = GRAPH_SET_JOB_KEYS if name == "job" else ()
+    try:
+        return resolve_include(url, name, section, drop=drop)
+    except (FileNotFoundError, ConfigFileError) as exc:
+        raise RunConfigError(str(exc)) from None
 
 
 def load_run_config(url: str, overrides: Sequence[str] = ()) -> RunConfig:
