@@ -133,8 +133,7 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = [head]
     for r in results:
         for set_key, key, label in ROWS:
-            report = r["kd"] if key.startswith("student_4step") or "fullstep" in key else r["ar"]
-            s = report.get(set_key, {}).get(key)
+            s = _report_of(r, key).get(set_key, {}).get(key)
             if s is None:
                 continue
             gate = "pass" if s["gate"]["passed"] else "FAIL: " + ", ".join(s["gate"]["failed"])
@@ -143,6 +142,46 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{_cell(s, 'recall')} | {_cell(s, 'branch_rate')} | {s['mode_tv']:.3f} ({s['mode_tv_floor']:.3f}) | "
                 f"{s['amplitude_bias']:+.3f} | {s['ghost_energy']:.4f} | {s.get('dispersion_vs_reference', float('nan')):.2f} |")
     return "\n".join(lines)
+
+
+SUMMARY_KEYS = (("adherence", "adherence"), ("recall", "recall"), ("branch_rate", "bounce rate"),
+                ("mode_tv", "mode TV"), ("amplitude_bias", "amp. bias"), ("ghost_energy", "ghost"))
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def seed_interval(values: list[float]) -> str:
+    """Mean over training seeds with its 95% Student-t interval (the spread the seeds show; the
+    per-seed Wilson intervals above are the evaluation noise alone)."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return f"{v.mean():.3f} (1 seed)"
+    half = T95.get(len(v) - 1, 1.96) * v.std(ddof=1) / np.sqrt(len(v))
+    return f"{v.mean():.3f} ± {half:.3f}"
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    """One row per student and model over its training seeds: gate passes k/n, then each
+    metric's mean ± 95% t half-width over seeds."""
+    head = ("| student | model | seeds | gate passes | " + " | ".join(label for _, label in SUMMARY_KEYS)
+            + " |\n|---|---|---|---|" + "---|" * len(SUMMARY_KEYS))
+    lines = [head]
+    for name in dict.fromkeys(r["student"] for r in results):
+        runs = sorted((r for r in results if r["student"] == name), key=lambda r: r["seed"])
+        for set_key, key, label in ROWS:
+            scores = [s for r in runs if (s := _report_of(r, key).get(set_key, {}).get(key)) is not None]
+            if not scores:
+                continue
+            passes = sum(s["gate"]["passed"] for s in scores)
+            cells = [seed_interval([s[k] for s in scores]) if all(k in s for s in scores) else "-"
+                     for k, _ in SUMMARY_KEYS]
+            lines.append(f"| {name} | {label} | {len(scores)} | {passes}/{len(scores)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _report_of(result: dict[str, Any], key: str) -> dict[str, Any]:
+    return result["kd"] if key.startswith("student_4step") or "fullstep" in key else result["ar"]
 
 
 def main() -> None:
@@ -158,6 +197,9 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", help="streaming lengths (default: [eval])")
     parser.add_argument("--run", help="a finished `s2dit run` folder of the same config: its scores are "
                                       "the s2dit row of its [run] seed (not trained twice)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: write OUT/table.md from OUT/results.jsonl (e.g. after "
+                             "several bench processes, one per core, appended to it)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     results_path = Path(args.out) / "results.jsonl"
@@ -167,7 +209,7 @@ def main() -> None:
     if args.run:
         adopted = adopt_run(args.run)
         done.setdefault((adopted["student"], adopted["seed"]), adopted)
-    for seed in args.seeds:
+    for seed in [] if args.table_only else args.seeds:
         for name in args.students:
             if (name, seed) in done:
                 continue
@@ -176,8 +218,10 @@ def main() -> None:
             with results_path.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
             print(f"{name} seed {seed}: KD {result['kd_seconds']:.0f} s, AR {result['ar_seconds']:.0f} s", flush=True)
-    (Path(args.out) / "table.md").write_text(table(list(done.values())) + "\n")
-    print(table(list(done.values())))
+    results = list(done.values())
+    text = f"{summary(results)}\n\nPer seed (95% Wilson intervals: evaluation noise only):\n\n{table(results)}\n"
+    (Path(args.out) / "table.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
