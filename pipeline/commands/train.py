@@ -24,7 +24,8 @@ def _sets(args: argparse.Namespace, config: type) -> dict[str, Any]:
 
 
 def _add_knobs(parser: argparse.ArgumentParser, table: str, lr: str, example: str) -> None:
-    """The training flags both stages take: learning rate, checkpoint cadence, --set."""
+    """The training flags both stages take: learning rate, checkpoint cadence, --set, --quiet."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--lr", type=float, help=f"learning rate ({lr})")
     parser.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", metavar="STEPS",
                         help="checkpoint every STEPS steps (besides one every checkpoint_every_s "
@@ -43,7 +44,7 @@ def _train_kd(args: argparse.Namespace) -> int:
                  "device": args.device, "layout_file": args.layout_file, **_knobs(args)}
     config = TrainConfig.load(args.config, **{**overrides, **_sets(args, TrainConfig)})
     done = launch("kd", config, args.workers, out_url=args.out, cache_url=args.cache,
-                  max_failures=args.max_failures)
+                  max_failures=args.max_failures, progress=not args.quiet)
     print(json.dumps({"checkpoint": done.checkpoint}))
     return 0
 
@@ -154,7 +155,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="latent frames per streaming chunk (default: the KD model's)")
     ar.add_argument("--seed", type=int, help="training seed (data order, exits, re-noising)")
     ar.add_argument("--device", help="torch device (cpu, cuda)")
-    ar.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_knobs(ar, "train_ar", "of the DMD generator; causal_lr is the causal phase's",
                "critic_steps=2")
     ar.set_defaults(func=friendly_errors(_train_ar, ValueError, FileNotFoundError))

@@ -80,10 +80,19 @@ def causal_depthwise_conv(frames: torch.Tensor, past: torch.Tensor, weight: torc
     kt, kh, kw = weight.shape[1:]
     padded = torch.cat([past, frames], dim=1)  # (B, F + kt - 1, H, W, C)
     fp = padded.shape[1]
-    planes = padded.view(b * fp, h, w, c).permute(0, 3, 1, 2)  # (B*F', C, H, W), channels-last
+    ph, pw = kh // 2, kw // 2
+    # A grid smaller than the kernel (2x2 tokens, 3x3 taps) sends conv2d's own padding down a
+    # path whose backward was 6x slower on CPU (bench/bench_conv.py); padding first gives the
+    # same bytes. Larger grids keep conv2d's padding, which is 2x faster there.
+    prepad = h < kh or w < kw
+    if prepad:
+        padded_hw = F.pad(padded, (0, 0, pw, pw, ph, ph))  # (B, F', H + 2ph, W + 2pw, C)
+        planes = padded_hw.view(b * fp, h + 2 * ph, w + 2 * pw, c).permute(0, 3, 1, 2)
+    else:
+        planes = padded.view(b * fp, h, w, c).permute(0, 3, 1, 2)  # (B*F', C, H, W), channels-last
     out = None
     for i in range(kt):
-        y = F.conv2d(planes, weight[:, i, None], None, padding=(kh // 2, kw // 2), groups=c)
+        y = F.conv2d(planes, weight[:, i, None], None, padding=0 if prepad else (ph, pw), groups=c)
         y = y.permute(0, 2, 3, 1).view(b, fp, h, w, c)[:, i : i + f]  # tap i reads frame f + i
         out = y if out is None else out + y
     return out + bias, padded[:, fp - (kt - 1):]

@@ -98,6 +98,25 @@ def test_depthwise_conv_matches_conv3d_and_is_causal():
     assert not torch.allclose(out2[:, 32:], out[:, 32:])
 
 
+@pytest.mark.parametrize("grid", [(2, 2), (1, 3), (6, 6)])
+def test_depthwise_conv_on_grids_smaller_than_its_kernel_matches_conv3d_with_gradients(grid):
+    # grids below the 3x3 kernel take the pre-padded path (the memory task's 2x2 tokens)
+    torch.manual_seed(1)
+    h, w = grid
+    x = torch.randn(3, 5, h, w, 4, requires_grad=True)
+    wt, b = torch.randn(4, 3, 3, 3, requires_grad=True), torch.randn(4)
+    out, _ = causal_depthwise_conv(x, torch.zeros(3, 2, h, w, 4), wt, b)
+    vol = x.permute(0, 4, 1, 2, 3)
+    ref = F.conv3d(F.pad(vol, (0, 0, 0, 0, 2, 0)), wt[:, None], b, padding=(0, 1, 1), groups=4)
+    ref = ref.permute(0, 2, 3, 4, 1)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, wt), grad)
+    want = torch.autograd.grad(ref, (x, wt), grad)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
 def test_block_causal_model_ignores_future_chunks():
     model = random_model(chunk_frames=1)
     x, sigma, d, text, mask = _inputs()
