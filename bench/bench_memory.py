@@ -55,6 +55,7 @@ def _configs(run_config: str, seed: int, model: dict[str, Any], kd_steps: int | 
 def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.eval import evaluate_checkpoint, save_report
     from student_train.launch import launch
+    from student_train.streaming_cost import chunk_costs  # seconds per streamed chunk
 
     out = Path(args.out) / name / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
@@ -81,33 +82,10 @@ def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str,
             "chunk_costs": chunk_costs(str(out / "ar"))}
 
 
-def chunk_costs(ar_folder: str, lengths: tuple[int, ...] = (1, 4), batch: int = 16) -> dict[str, Any]:
-    """Seconds per streamed chunk of the AR checkpoint at each length (one run, same process):
-    the mean of the last 5 chunks over the first 5 says whether a chunk's cost stays flat."""
-    import torch
-
-    from student_train.checkpoint import latest_checkpoint
-    from student_train.student import StudentCheckpoint
-
-    student = StudentCheckpoint.load(latest_checkpoint(ar_folder))
-    cfg = student.model.config
-    out = {}
-    for m in lengths:
-        shape = (batch, cfg.latent_channels, cfg.latent_frames * m, cfg.latent_height, cfg.latent_width)
-        noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-        text, mask = torch.randn(batch, 8, cfg.text_dim), torch.ones(batch, 8, dtype=torch.bool)
-        seconds, start = [], time.perf_counter()
-        for _ in student.chunks(noise, text, mask, student.plan["schedule_sigmas"], streaming=True):
-            now = time.perf_counter()
-            seconds.append(now - start)
-            start = now
-        out[f"{m}x"] = {"chunks": len(seconds), "first5_s": sum(seconds[1:6]) / 5,
-                        "last5_s": sum(seconds[-5:]) / 5, "flat_ratio": sum(seconds[-5:]) / max(sum(seconds[1:6]), 1e-9)}
-    return out
-
-
 def adopt_run(run: str) -> dict[str, Any]:
     """The s2dit row of a finished run folder: its eval_kd.json, eval_ar.json and stage times."""
+    from student_train.streaming_cost import chunk_costs
+
     folder = Path(run)
     state = json.loads((folder / "run_state.json").read_text())
     stages = state["stages"]
@@ -146,24 +124,14 @@ def table(results: list[dict[str, Any]]) -> str:
 
 SUMMARY_KEYS = (("adherence", "adherence"), ("recall", "recall"), ("branch_rate", "bounce rate"),
                 ("mode_tv", "mode TV"), ("amplitude_bias", "amp. bias"), ("ghost_energy", "ghost"))
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def seed_interval(values: list[float]) -> str:
-    """Mean over training seeds with its 95% Student-t interval (the spread the seeds show; the
-    per-seed Wilson intervals above are the evaluation noise alone)."""
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return f"{v.mean():.3f} (1 seed)"
-    half = T95.get(len(v) - 1, 1.96) * v.std(ddof=1) / np.sqrt(len(v))
-    return f"{v.mean():.3f} ± {half:.3f}"
 
 
 def summary(results: list[dict[str, Any]]) -> str:
     """One row per student and model over its training seeds: gate passes k/n, then each
-    metric's mean ± 95% t half-width over seeds."""
+    metric's mean ± 95% t half-width over seeds (pipeline.compare.seed_summary; the per-seed
+    Wilson intervals of `table` are the evaluation noise alone)."""
+    from pipeline.compare import seed_summary
+
     head = ("| student | model | seeds | gate passes | " + " | ".join(label for _, label in SUMMARY_KEYS)
             + " |\n|---|---|---|---|" + "---|" * len(SUMMARY_KEYS))
     lines = [head]
@@ -173,10 +141,10 @@ def summary(results: list[dict[str, Any]]) -> str:
             scores = [s for r in runs if (s := _report_of(r, key).get(set_key, {}).get(key)) is not None]
             if not scores:
                 continue
-            passes = sum(s["gate"]["passed"] for s in scores)
-            cells = [seed_interval([s[k] for s in scores]) if all(k in s for s in scores) else "-"
-                     for k, _ in SUMMARY_KEYS]
-            lines.append(f"| {name} | {label} | {len(scores)} | {passes}/{len(scores)} | " + " | ".join(cells) + " |")
+            agg = seed_summary(scores, [k for k, _ in SUMMARY_KEYS])
+            cells = [agg["metrics"][k].text() if k in agg["metrics"] else "-" for k, _ in SUMMARY_KEYS]
+            lines.append(f"| {name} | {label} | {agg['n']} | {agg['gate_passes']}/{agg['n']} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -25,6 +25,8 @@ examples:
   s2dit run configs/demo.toml --plan                # what a run would do now, without running
   s2dit run configs/demo.toml --set train.lr=3e-3 --set train_ar.causal_steps=50
                                                     # override any key of any section
+  s2dit run configs/compare.toml --out runs/memory  # students side by side on that run's cache:
+                                                    # RUN/compare/index.html (the compare stage)
 """
 
 

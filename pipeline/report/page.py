@@ -1,7 +1,8 @@
 """``write_report(run_dir)``: the run's HTML report, from whatever the run folder holds.
 
 Sections: stages and timings, config, cache card, training curves of both stages, the quality
-table, the videos of each stage side by side, the sample stage's own outputs. A stage that has
+table, the videos of each stage side by side, the sample stage's own outputs, and the students
+compared when the run has a ``[compare]`` section (pipeline/compare/page.py draws it). A stage that has
 not run shows as pending; a section that cannot be drawn (a corrupt file) shows its error and
 the rest of the page still renders.
 """
@@ -135,6 +136,19 @@ def _sample(run: RunFolder, assets: Assets) -> str:
     return sample_stage_html(record.value, f"{assets.prefix}/sample_" if assets.prefix else "sample_")
 
 
+def _compare(run: RunFolder, link_prefix: str) -> str:
+    from pipeline.compare.page import comparison_html  # (it draws with this package's helpers)
+
+    rec = run.stage("compare")
+    if rec["status"] in ("skipped", "failed"):
+        return pending(f"{rec['status']}: {rec.get('reason') or rec.get('error') or 'compare'}")
+    results = run.json("compare/results.json")
+    if results.value is None:
+        return pending("the compare stage has not run yet") if results.missing else f'<p class="error">{esc(results.error)}</p>'
+    return (f'<p><a href="{esc(link_prefix)}index.html">the comparison page</a> (compare/index.html)</p>'
+            + comparison_html(results.value, link_prefix=link_prefix))
+
+
 def _guarded(build: Callable[[], str]) -> str:
     """A section's HTML, or its error: a report of a broken run must still render."""
     try:
@@ -179,6 +193,8 @@ def write_report(run_dir: str, out: str | None = None,
          {"section_id": "videos"}),
         ("Text to video (the sample stage)", lambda: _sample(run, assets),
          {"section_id": "sample", "status": statuses["sample"]}),
+        ("Students compared", lambda: _compare(run, "compare/" if out is None else run.at("compare/")),
+         {"section_id": "compare-section", "status": statuses["compare"]}),
     ]
     sections = []
     for index, (title, body, kwargs) in enumerate(parts):

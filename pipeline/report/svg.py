@@ -1,10 +1,12 @@
-"""Inline SVG charts (no script, no library): line charts of training metrics and bar
-histograms. A value that is not a finite number is left out, never drawn as zero."""
+"""Inline SVG charts (no script, no library): line charts of training metrics, bar
+histograms and labelled scatter plots with error bars (the student comparison). A value that
+is not a finite number is left out, never drawn as zero."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .html import esc
 
@@ -98,4 +100,87 @@ def histogram(title: str, values: Sequence[float], *, bins: int = 12, unit: str 
     parts.append(f'<text x="{LEFT - 4}" y="{TOP + ph}" text-anchor="end">0</text>')
     parts.append(f'<text x="{LEFT}" y="{H - 10}">{esc(_label(lo))}{esc(unit)}</text>')
     parts.append(f'<text x="{LEFT + pw}" y="{H - 10}" text-anchor="end">{esc(_label(hi))}{esc(unit)}</text>')
+    return "".join(parts) + "</svg>"
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One labelled point of a scatter chart, with optional error half-widths."""
+
+    label: str
+    x: float
+    y: float
+    x_half: float | None = None
+    y_half: float | None = None
+    marked: bool = False  # drawn filled and joined by the chart's line (e.g. a Pareto front)
+
+
+def _point_label(label: str, cx: float, cy: float, colour: str, *, right: bool) -> str:
+    """A point's name above it, to its left near the right edge (so it stays in the chart)."""
+    x, anchor = (cx - 7, "end") if right else (cx + 7, "start")
+    return f'<text x="{x:.1f}" y="{cy - 6:.1f}" text-anchor="{anchor}" fill="{colour}">{esc(label)}</text>'
+
+
+def scatter_chart(title: str, points: Sequence[Point], *, x_label: str, y_label: str,
+                  marked_label: str = "", chart_id: str | None = None,
+                  width: int = 680, height: int = 380) -> str:
+    """Labelled points with error bars (each a ``<g data-point="LABEL">``); the ``marked``
+    points filled and joined by a dashed line in x order. Points without finite x and y are
+    left out."""
+    pts = [p for p in points if _finite(p.x) and _finite(p.y)]
+    ident = f' id="{esc(chart_id)}"' if chart_id else ""
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg"{ident} width="{width}" height="{height}" '
+            f'role="img" aria-label="{esc(title)}"><text x="{LEFT}" y="14" font-weight="600">{esc(title)}</text>')
+    if not pts:
+        return head + f'<text x="{LEFT}" y="{height // 2}">no values</text></svg>'
+
+    def span(lo_hi: list[float]) -> tuple[float, float]:
+        lo, hi = min(lo_hi), max(lo_hi)
+        pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 0.5
+        return lo - pad, hi + pad
+
+    half = lambda h: h if _finite(h) else 0.0
+    x0, x1 = span([v for p in pts for v in (p.x - half(p.x_half), p.x + half(p.x_half))])
+    y0, y1 = span([v for p in pts for v in (p.y - half(p.y_half), p.y + half(p.y_half))])
+    pw, ph = width - LEFT - RIGHT - 10, height - TOP - BOTTOM - 14  # room for the x axis title
+    px = lambda x: LEFT + (x - x0) / (x1 - x0) * pw
+    py = lambda y: TOP + ph - (y - y0) / (y1 - y0) * ph
+    parts = [head, f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fff" stroke="#d8dde3"/>']
+    for t in _ticks(y0, y1):
+        parts.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#eef1f4"/>'
+                     f'<text x="{LEFT - 4}" y="{py(t) + 4:.1f}" text-anchor="end">{esc(_label(t))}</text>')
+    for t in _ticks(x0, x1):
+        parts.append(f'<text x="{px(t):.1f}" y="{TOP + ph + 14}" text-anchor="middle">{esc(_label(t))}</text>')
+    parts.append(f'<text x="{LEFT + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">{esc(x_label)}</text>'
+                 f'<text x="12" y="{TOP + ph / 2:.1f}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {TOP + ph / 2:.1f})">{esc(y_label)}</text>')
+    marked = sorted((p for p in pts if p.marked), key=lambda p: (p.x, -p.y))
+    if len(marked) > 1:
+        coords = " ".join(f"{px(p.x):.1f},{py(p.y):.1f}" for p in marked)
+        parts.append(f'<polyline class="front" fill="none" stroke="{PALETTE[1]}" stroke-width="1.5" '
+                     f'stroke-dasharray="5 3" points="{coords}"/>')
+    for i, p in enumerate(pts):
+        colour = PALETTE[i % len(PALETTE)]
+        cx, cy = px(p.x), py(p.y)
+        bars = []
+        if _finite(p.x_half) and p.x_half > 0:
+            a, b = px(p.x - p.x_half), px(p.x + p.x_half)
+            bars.append(f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{colour}"/>')
+        if _finite(p.y_half) and p.y_half > 0:
+            a, b = py(p.y - p.y_half), py(p.y + p.y_half)
+            bars.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{a:.1f}" y2="{b:.1f}" stroke="{colour}"/>'
+                        f'<line x1="{cx - 3:.1f}" x2="{cx + 3:.1f}" y1="{a:.1f}" y2="{a:.1f}" stroke="{colour}"/>'
+                        f'<line x1="{cx - 3:.1f}" x2="{cx + 3:.1f}" y1="{b:.1f}" y2="{b:.1f}" stroke="{colour}"/>')
+        fill = colour if p.marked else "#fff"
+        tip = f"{p.label}: {x_label} {_label(p.x)}, {y_label} {_label(p.y)}"
+        parts.append(f'<g class="point{" marked" if p.marked else ""}" data-point="{esc(p.label)}">'
+                     f'<title>{esc(tip)}</title>{"".join(bars)}'
+                     f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="{fill}" stroke="{colour}" stroke-width="2"/>'
+                     f'{_point_label(p.label, cx, cy, colour, right=cx > LEFT + pw * 0.7)}</g>')
+    if marked_label:  # in the title row, right-aligned: never over a point
+        x = LEFT + pw
+        parts.append(f'<circle cx="{x - 150}" cy="10" r="4" fill="{PALETTE[1]}"/>'
+                     f'<text x="{x - 142}" y="14">{esc(marked_label)}</text>'
+                     f'<circle cx="{x - 40}" cy="10" r="4" fill="#fff" stroke="{PALETTE[0]}" stroke-width="2"/>'
+                     f'<text x="{x - 32}" y="14">others</text>')
     return "".join(parts) + "</svg>"

@@ -40,6 +40,10 @@ PROBE = """
         error: v.error ? v.error.code : null, width: v.videoWidth, height: v.videoHeight,
         duration: v.duration})),
     tables: [...document.querySelectorAll('table')].map(t => t.id).filter(Boolean),
+    svgs: [...document.querySelectorAll('svg')].map(s => ({id: s.id, label: s.getAttribute('aria-label'),
+        width: s.getBoundingClientRect().width, height: s.getBoundingClientRect().height,
+        points: [...s.querySelectorAll('[data-point]')].map(p => ({label: p.dataset.point,
+            marked: p.classList.contains('marked'), width: p.getBoundingClientRect().width}))})),
     height: document.documentElement.scrollHeight,
   });
 })()
@@ -59,6 +63,8 @@ class PageReport:
     images: list[dict[str, Any]] = field(default_factory=list)
     videos: list[dict[str, Any]] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)  # ids of the page's tables
+    # each <svg>: id, aria-label, rendered size, and its [data-point] marks (label, marked, width)
+    svgs: list[dict[str, Any]] = field(default_factory=list)
     height: int = 0
     screenshot: str | None = None
 

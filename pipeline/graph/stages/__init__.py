@@ -7,11 +7,11 @@ choices and epilog, the report's stage table and artefacts, pipeline/run.py's do
 from __future__ import annotations
 
 from ..stage import Stage
-from . import corpus, evaluate, generate, report, sample, tag, train_ar, train_kd, verify
+from . import compare, corpus, evaluate, generate, report, sample, tag, train_ar, train_kd, verify
 
 _WORK: tuple[Stage, ...] = (corpus.STAGE, generate.STAGE, verify.STAGE, tag.STAGE,
                             train_kd.STAGE, evaluate.EVAL_KD, train_ar.STAGE, evaluate.EVAL_AR,
-                            sample.STAGE)
+                            sample.STAGE, compare.STAGE)
 STAGES: tuple[Stage, ...] = (*_WORK, report.stage(tuple(s.name for s in _WORK)))
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 # The run config's sections: [run], then each stage's in stage order (stages may share one)

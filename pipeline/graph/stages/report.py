@@ -38,6 +38,7 @@ def summary(ctx: StageContext, upstream: tuple[str, ...]) -> dict[str, Any]:
         "ar_checkpoint": ctx.outputs("train_ar").get("checkpoint"),
         "ar_scores": _scores(ctx, "eval_ar"),
         "preview": sample.get("outputs"), "preview_prompts": sample.get("prompts"),
+        "compare": ctx.outputs("compare").get("results"),  # results.json of a [compare] grid
         "timings": timings,
         "stages": {name: {k: record[k] for k in ("status", "reason", "seconds", "error") if k in record}
                    for name, record in stages.items()},
