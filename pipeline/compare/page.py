@@ -1,0 +1,155 @@
+"""The comparison page (RUN/compare/index.html) from results.json, and the same body as a
+section of the run's report.
+
+The Pareto plot: x = per-chunk latency at the longest length (mean of the last 5 chunks, the
+steady state of that length), y = recall there (adherence for a task without recall), one point
+per variant at its mean over training seeds with the seeds' 95% t half-widths as error bars,
+the front filled and joined. Then the table, one row per variant and length, every figure
+mean ± half-width over seeds; the unseen attribute combinations apart; each seed's row; each
+variant's videos when ``[compare] samples`` wrote some.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.report.html import document, esc, pending, table
+from pipeline.report.svg import Point, scatter_chart
+from pipeline.video_io import atomic_output
+
+from .stats import SeedMean
+
+LABELS = {"recall": "recall \u2191", "adherence": "adherence \u2191"}
+SCORE_COLUMNS = (("adherence", "adherence \u2191", 3), ("recall", "recall \u2191", 3),
+                 ("mode_tv", "mode TV \u2193", 3), ("amplitude_bias", "amp. bias (0)", 3),
+                 ("ghost_energy", "ghost \u2193", 4))
+
+
+def _mean(data: Mapping[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:
+    if not data:
+        return '<span class="muted">-</span>'
+    m = SeedMean.from_json(data)
+    return esc(SeedMean(mean=m.mean * scale, half=None if m.half is None else m.half * scale, n=m.n).text(digits))
+
+
+def pareto_plot(results: Mapping[str, Any]) -> str:
+    p = results.get("pareto") or {}
+    summary = results.get("summary", {})
+    length, y_key = p.get("length"), p.get("y", "recall")
+    points = []
+    for variant in p.get("points", {}):
+        cost = SeedMean.from_json(summary[variant]["cost"][length]["last5_s"])
+        quality = SeedMean.from_json(summary[variant]["sets"][p["set"]][length]["metrics"][y_key])
+        points.append(Point(label=variant, x=cost.mean * 1e3, y=quality.mean,
+                            x_half=None if cost.half is None else cost.half * 1e3, y_half=quality.half,
+                            marked=variant in p.get("front", [])))
+    batch = results.get("cost_setup", {}).get("latency_batch")
+    return scatter_chart(f"Quality against per-chunk latency, {length} the trained length",
+                         points, x_label=f"ms per chunk (last 5 chunks, batch {batch})",
+                         y_label=LABELS.get(y_key, y_key), marked_label="Pareto front",
+                         chart_id="pareto")
+
+
+def _gate(row: Mapping[str, Any]) -> str:
+    k, n = row["gate_passes"], row["n"]
+    return f'<span class="{"ok" if k == n else "error" if k == 0 else ""}">{k}/{n}</span>'
+
+
+def _videos(results: Mapping[str, Any], variant: str, link_prefix: str) -> str:
+    links = [f'<a href="{esc(link_prefix + v)}">{i + 1}</a>'
+             for c in results["cells"] if c["variant"] == variant for i, v in enumerate(c.get("samples", []))]
+    return " ".join(links) or '<span class="muted">-</span>'
+
+
+def summary_table(results: Mapping[str, Any], set_key: str, *, link_prefix: str, cost: bool) -> str:
+    """One row per variant and length: seeds, gate passes k/n, the oracle's figures, and (for
+    the held-out seeds) latency, GFLOPs per chunk, training wall time and videos."""
+    front = set((results.get("pareto") or {}).get("front", []))
+    head = ["variant", "length", "seeds", "gate passes"] + [label for _, label, _ in SCORE_COLUMNS]
+    if cost:
+        head += ["ms per chunk", "GFLOPs per chunk", "train wall (min)", "videos"]
+    rows = []
+    for variant, s in results.get("summary", {}).items():
+        for i, (length, row) in enumerate(s["sets"].get(set_key, {}).items()):
+            name = esc(variant) + (" \u2605" if variant in front and cost else "")
+            cells = [name, esc(length), esc(row["n"]), _gate(row)]
+            cells += [_mean(row["metrics"].get(k), d) for k, _, d in SCORE_COLUMNS]
+            if cost:
+                c = s["cost"][length]
+                wall = ("\u2265 " if s["resumed"] else "") + _mean(s["train_s"], 1, 1 / 60)
+                cells += [_mean(c["last5_s"], 2, 1e3), _mean(c["gflops"], 4), wall,
+                          _videos(results, variant, link_prefix) if i == 0 else ""]
+            rows.append(cells)
+    return table(head, rows, table_id=f"compare-{set_key.replace('_', '-')}", raw_cells=True)
+
+
+def seeds_table(results: Mapping[str, Any], *, link_prefix: str) -> str:
+    """Each cell: its gate verdict and recall (or adherence) per length, cost, train time."""
+    lengths = [f"{m}x" for m in results["lengths"]]
+    y_key = (results.get("pareto") or {}).get("y", "recall")
+    head = ["variant", "seed"] + [f"gate {m}" for m in lengths] + [f"{LABELS.get(y_key, y_key)} {m}" for m in lengths]
+    head += ["ms per chunk " + lengths[-1], "train wall (min)", "scores"]
+    rows = []
+    for c in results["cells"]:
+        held = c["scores"].get("held_out_seeds", {})
+        gates = [("pass" if held[m]["gate"]["passed"] else "fail: " + ", ".join(held[m]["gate"]["failed"]))
+                 if m in held else "-" for m in lengths]
+        recalls = [f"{held[m][y_key]:.3f}" if y_key in held.get(m, {}) else "-" for m in lengths]
+        wall = ("\u2265 " if c["resumed"] else "") + f"{c['train_seconds']['total'] / 60:.1f}"
+        link = f'<a href="{esc(link_prefix + c["folder"] + "/eval_ar.json")}">eval_ar.json</a>'
+        rows.append([esc(c["variant"]), esc(c["seed"]), *map(esc, gates), *map(esc, recalls),
+                     esc(f"{c['cost'][lengths[-1]]['last5_s'] * 1e3:.2f}"), esc(wall), link])
+    return table(head, rows, table_id="compare-seeds", raw_cells=True)
+
+
+def variants_table(results: Mapping[str, Any]) -> str:
+    rows = []
+    for name, v in results.get("variants", {}).items():
+        model = v.get("model") or v.get("train_model") or {}
+        rows.append([esc(name), esc(", ".join(f"{k} = {val}" for k, val in v["overrides"].items()) or "(the run's model)"),
+                     esc(" / ".join(model.get("layout", []))), esc(model.get("dim", "")),
+                     esc("unbounded" if model.get("ssa_window") is None else model["ssa_window"]),
+                     esc(model.get("ssa_sink", False))])
+    return table(["variant", "[train.model] overrides", "layout", "dim", "ssa_window", "ssa_sink"],
+                 rows, table_id="compare-variants", raw_cells=True)
+
+
+def comparison_html(results: Mapping[str, Any] | None, *, link_prefix: str = "") -> str:
+    """The page's body; ``link_prefix`` leads from where the HTML is to the compare folder."""
+    if not results or not results.get("cells"):
+        return pending("no comparison yet: a run config with a [compare] section "
+                       "(configs/compare.toml) trains one")
+    setup = results.get("cost_setup", {})
+    p = results.get("pareto") or {}
+    note = (f"Every figure is the mean over training seeds {results['seeds']} \u00b1 the 95% t "
+            f"half-width of the seeds' spread ({results['per_class']} held-out samples per class "
+            f"per seed, {results['noise']} noise). Latency: mean seconds of the last 5 chunks of a "
+            f"stream (median of {setup.get('latency_repeats')} passes, batch "
+            f"{setup.get('latency_batch')}, {setup.get('torch_threads')} torch threads, measured in "
+            f"one process after all training); GFLOPs: one chunk at the clip's end for one stream "
+            f"(torch's FlopCounterMode: matmuls, convolutions, attention). \u2605: on the Pareto "
+            f"front at {p.get('length')}. \u2265: a training was interrupted, its wall time is a "
+            "lower bound.")
+    body = (pareto_plot(results) + f'<p class="muted">{esc(note)}</p>'
+            + "<h3>Held-out seeds of the trained classes</h3>"
+            + summary_table(results, "held_out_seeds", link_prefix=link_prefix, cost=True))
+    if any("unseen_combinations" in s["sets"] for s in results.get("summary", {}).values()):
+        body += ("<h3>Unseen attribute combinations (reported apart, never gated)</h3>"
+                 + summary_table(results, "unseen_combinations", link_prefix=link_prefix, cost=False))
+    body += "<h3>Each seed</h3>" + seeds_table(results, link_prefix=link_prefix)
+    body += "<h3>Variants</h3>" + variants_table(results)
+    body += (f'<p class="muted">cache {esc(results["cache"])} (generation {esc(results["generation"])}); '
+             f'<a href="{esc(link_prefix + "results.json")}">results.json</a> holds every figure, the '
+             "resolved recipes and variants.</p>")
+    return body
+
+
+def write_page(results: Mapping[str, Any], url: str) -> str:
+    """RUN/compare/index.html (links relative to the compare folder it sits in)."""
+    header = (f"<h1>Students compared</h1><p class=\"muted\">{len(results.get('variants', {}))} variants "
+              f"\u00d7 seeds {esc(results.get('seeds'))}, written {esc(results.get('written'))}</p>")
+    page = document("s2dit: students compared", header + comparison_html(results))
+    with atomic_output(url) as path, open(path, "w", encoding="utf-8") as handle:
+        handle.write(page)
+    return url

@@ -1,0 +1,64 @@
+"""Aggregation over training seeds, and the Pareto front of a cost-quality plot.
+
+Each training seed is one draw of "train this student with this recipe": the spread between
+seeds is the noise a claim about a student has to beat (the per-seed Wilson intervals of the
+oracle's scores are evaluation noise only). A figure over seeds is their mean with the 95%
+Student-t half-width, t(0.975, n - 1) * sd / sqrt(n); one seed has no spread to show.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class SeedMean:
+    """Mean over training seeds and the t half-width of its interval (None for one seed)."""
+
+    mean: float
+    half: float | None
+    n: int
+
+    def text(self, digits: int = 3) -> str:
+        """``0.812 ± 0.031``, or ``0.812 (1 seed)``."""
+        if self.half is None:
+            return f"{self.mean:.{digits}f} (1 seed)"
+        return f"{self.mean:.{digits}f} \u00b1 {self.half:.{digits}f}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "half": self.half, "n": self.n}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SeedMean:
+        return cls(mean=float(data["mean"]), half=None if data["half"] is None else float(data["half"]),
+                   n=int(data["n"]))
+
+
+def seed_mean(values: Sequence[float], confidence: float = CONFIDENCE) -> SeedMean:
+    """Mean of one value per training seed, with the half-width of its ``confidence`` t
+    interval (the seeds' sample standard deviation, n - 1 degrees of freedom)."""
+    v = [float(x) for x in values]
+    if not v or not all(math.isfinite(x) for x in v):
+        raise ValueError(f"seed_mean needs finite values, one per seed; got {list(values)!r}")
+    n, mean = len(v), sum(v) / len(v)
+    if n == 1:
+        return SeedMean(mean=mean, half=None, n=1)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
+    t = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+    return SeedMean(mean=mean, half=t * sd / math.sqrt(n), n=n)
+
+
+def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """The names of the points (cost, quality) that no other point beats: none has a cost as
+    low and a quality as high with one of them strictly better. Sorted by cost."""
+    front = [name for name, (x, y) in points.items()
+             if not any(ox <= x and oy >= y and (ox < x or oy > y)
+                        for other, (ox, oy) in points.items() if other != name)]
+    return sorted(front, key=lambda name: points[name])

@@ -1,0 +1,70 @@
+"""A grid's cells summarised per variant over its training seeds, and its Pareto front.
+
+``seed_summary`` is the one aggregation of oracle scores over seeds (gate passes k/n, each
+metric's mean with its 95% t half-width); the comparison page and bench/bench_memory.py use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .stats import SeedMean, pareto_front, seed_mean
+
+METRICS = ("adherence", "recall", "branch_rate", "mode_tv", "amplitude_bias", "ghost_energy",
+           "dispersion_ratio", "coverage")
+COST_KEYS = ("last5_s", "mean_s", "first5_s", "flat_ratio", "gflops")
+PARETO_SET = "held_out_seeds"
+
+
+def seed_summary(scores: Sequence[Mapping[str, Any]], keys: Sequence[str] = METRICS) -> dict[str, Any]:
+    """One oracle score dict per training seed -> ``n``, ``gate_passes`` (seeds whose scores
+    pass the gate) and ``metrics``: key -> SeedMean, for the keys every seed has."""
+    metrics = {k: seed_mean([s[k] for s in scores]) for k in keys
+               if scores and all(isinstance(s.get(k), (int, float)) for s in scores)}
+    return {"n": len(scores), "gate_passes": sum(bool(s.get("gate", {}).get("passed")) for s in scores),
+            "metrics": metrics}
+
+
+def _json(summary: dict[str, Any]) -> dict[str, Any]:
+    return {**summary, "metrics": {k: v.to_json() for k, v in summary["metrics"].items()}}
+
+
+def summarise_grid(results: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary`` (per variant: seeds, train seconds, scores per set and length, cost per
+    length, each over seeds) and ``pareto`` (at the longest length: x = the per-chunk latency,
+    y = recall, or adherence for a task without recall; the variants on the front)."""
+    lengths = [f"{m}x" for m in results["lengths"]]
+    summary: dict[str, Any] = {}
+    for variant in results["variants"]:
+        cells = sorted((c for c in results["cells"] if c["variant"] == variant), key=lambda c: c["seed"])
+        if not cells:
+            continue
+        sets = {}
+        for set_key in dict.fromkeys(k for c in cells for k in c["scores"]):
+            sets[set_key] = {m: _json(seed_summary(rows)) for m in lengths
+                             if len(rows := [c["scores"].get(set_key, {}).get(m) for c in cells]) == len(cells)
+                             and all(rows)}
+        cost = {m: {k: seed_mean([c["cost"][m][k] for c in cells]).to_json() for k in COST_KEYS}
+                for m in lengths}
+        summary[variant] = {"seeds": [c["seed"] for c in cells],
+                            "train_s": seed_mean([c["train_seconds"]["total"] for c in cells]).to_json(),
+                            "resumed": any(c["resumed"] for c in cells), "sets": sets, "cost": cost}
+    return {"summary": summary, "pareto": pareto(summary, lengths[-1] if lengths else "1x")}
+
+
+def pareto(summary: Mapping[str, Any], length: str) -> dict[str, Any]:
+    """The cost-quality plane at ``length``: each variant's (latency, quality) means and the
+    front (lowest latency for its quality)."""
+    rows = {v: s["sets"].get(PARETO_SET, {}).get(length) for v, s in summary.items()}
+    rows = {v: r for v, r in rows.items() if r}
+    y_key = "recall" if rows and all("recall" in r["metrics"] for r in rows.values()) else "adherence"
+    points = {v: (summary[v]["cost"][length]["last5_s"]["mean"], r["metrics"][y_key]["mean"])
+              for v, r in rows.items() if y_key in r["metrics"]}
+    return {"length": length, "set": PARETO_SET, "x": "last5_s", "y": y_key,
+            "points": {v: list(p) for v, p in points.items()}, "front": pareto_front(points)}
+
+
+def seed_mean_of(data: Mapping[str, Any]) -> SeedMean:
+    """A SeedMean back from results.json."""
+    return SeedMean.from_json(data)

@@ -1,0 +1,91 @@
+"""Stage compare: a grid of students side by side on the run's cache -> RUN_DIR/compare/
+(results.json, index.html; pipeline/compare). Runs only when the config has a ``[compare]``
+section (configs/compare.toml); skipped otherwise, and on a cache without an oracle.
+
+Why a stage of the run graph and not a command of its own: the grid needs what the graph
+already makes and checks (the cache, verified and tagged; the ``[train]`` and ``[train_ar]``
+recipes; the held-out noise of ``[eval]``), so one ``s2dit run configs/compare.toml`` goes from
+nothing to the comparison page, and the graph's fingerprints, run lock, ``--only compare``,
+``--plan`` and report come with it. ``s2dit run configs/compare.toml --out RUN`` on a finished
+run of the same sections (configs/memory.toml's) finds those stages up to date and runs the
+grid alone on that run's cache. The grid keeps its own finer bookkeeping per (variant, seed)
+(pipeline/compare/grid.py): the stage lists nothing in ``writes``, so that a changed section
+never makes the runner delete trained cells; a cell is retrained only when its own recipe
+changed, and adding a variant or a seed trains only the new cells.
+
+Reads ``[compare]`` (CompareConfig: variants, seeds, lengths, per_class, noise, latency_batch,
+latency_repeats, samples), ``[train]``, ``[train_ar]`` (every variant's recipe), ``[eval]
+seed``; ``[run] train_workers`` as the training stages do."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pipeline.compare import CompareConfig, Grid, run_grid
+from pipeline.compare.grid import PAGE, RESULTS
+
+from ..config import RunConfig, refuse_unknown_keys
+from ..stage import Stage, StageContext
+from ..state_schema import PATH
+from .evaluate import _oracle_only
+from .train_ar import ar_config
+from .train_kd import train_config
+from .training import workers
+
+SECTION = "compare"
+
+
+def _present(config: RunConfig) -> bool:
+    return bool({k for k in config.sections.get(SECTION, {}) if k != "enabled"})
+
+
+def compare_config(config: RunConfig) -> CompareConfig | None:
+    """``[compare]`` as its typed config (None when the run config has none)."""
+    if not _present(config):
+        return None
+    section = config.section(SECTION)
+    refuse_unknown_keys(SECTION, section, (f.name for f in dataclasses.fields(CompareConfig)))
+    return CompareConfig(**section)
+
+
+def _check(config: RunConfig) -> None:
+    if compare_config(config) is not None:  # the variants' recipes must parse too
+        train_config(config), ar_config(config)
+
+
+def _skip(ctx: StageContext) -> str | None:
+    if not _present(ctx.config):
+        return "the run config has no compare section (configs/compare.toml has one)"
+    return _oracle_only(ctx)
+
+
+def _recipes(ctx: StageContext) -> dict[str, Any]:
+    """What every cell is trained and scored with besides [compare] (nothing without it)."""
+    if not _present(ctx.config):
+        return {}
+    return {name: ctx.config.section(name) for name in ("train", "train_ar")} | \
+        {"eval_seed": ctx.config.section("eval").get("seed", 0)}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    compare = compare_config(ctx.config)
+    assert compare is not None  # _skip
+    tag = ctx.outputs("tag")
+    count, failures = workers(ctx)
+    grid = Grid(compare=compare, kd=train_config(ctx.config), ar=ar_config(ctx.config),
+                cache_url=tag["cache_url"], generation=tag["generation"], out=ctx.path(SECTION),
+                eval_seed=_recipes(ctx)["eval_seed"], workers=count, max_failures=failures,
+                sample_prompts=tuple(ctx.outputs("corpus").get("sample_prompts", ())),
+                progress=ctx.progress, log=ctx.console.print)
+    results = run_grid(grid)
+    front = ", ".join(results["pareto"]["front"])
+    ctx.console.print(f"{len(results['cells'])} students compared: {ctx.path(f'{SECTION}/{PAGE}')} "
+                      f"(Pareto front at {results['pareto']['length']}: {front})")
+    return {"results": ctx.path(f"{SECTION}/{RESULTS}"), "page": ctx.path(f"{SECTION}/{PAGE}")}
+
+
+STAGE = Stage(name="compare", title="students side by side -> compare/ (with [compare])", section=SECTION,
+              run=run, needs=("tag", "generate", "corpus"), resumable=True, check=_check,
+              skip_reason=_skip, extra_inputs=_recipes, artefact=f"{SECTION}/{RESULTS}",
+              recorded={"results": PATH, "page": PATH})

@@ -1,0 +1,98 @@
+"""What one streamed chunk of a student costs: seconds measured on this machine, FLOPs counted.
+
+A chunk's cost is the work between two finished chunks of ``StudentCheckpoint.chunks``: the
+previous chunk committed to the streaming state, then the few-step denoising of this one (what
+a phone does per chunk). It depends on the chunk's position when a mixer keeps an unbounded
+state (SSA's KV cache without ``ssa_window``) and not when the state is bounded (LCHA's sums,
+the conv's last frames, a window), so seconds are kept per position and summarised as the mean
+of chunks 1-5 (chunk 0 pays for allocations) and of the last 5 (the steady state a clip of that
+length reaches; ``last5_s`` is what the comparison calls the per-chunk latency).
+
+Clip lengths are multiples of the trained one (``length`` 4: 4x the latent frames). Inputs are
+random (the cost of a dense network does not depend on the values); text is ``TEXT_TOKENS``
+tokens. FLOPs are torch's FlopCounterMode count of one chunk for one stream (batch 1) at the
+clip's last position: matmuls, convolutions and attention; elementwise work (norms,
+activations, linear attention's feature maps, softmax) is not counted; attention is counted as
+torch counts it on a GPU (its two matmuls), also for the CPU kernel torch leaves out.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from .student import StudentCheckpoint
+
+TEXT_TOKENS = 8
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    del args, out_shape, kwargs
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch's counter has formulas for the GPU attention kernels only: SDPA on a CPU runs this one,
+# which it would count as zero (the whole cost of SSA's growing KV cache)
+CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+SUMMARY_CHUNKS = 5  # chunks averaged at the start and at the end of a stream
+
+
+def _stream(student: StudentCheckpoint, length: int, batch: int, seed: int = 0) -> Iterator[torch.Tensor]:
+    """The chunks of a ``length``x clip for ``batch`` streams, sampled lazily."""
+    cfg = student.model.config
+    shape = (batch, cfg.latent_channels, cfg.latent_frames * length, cfg.latent_height, cfg.latent_width)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(shape, generator=generator)  # (B, C, F * length, H, W)
+    text = torch.randn(batch, TEXT_TOKENS, cfg.text_dim, generator=generator)  # (B, L, D)
+    mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.bool)
+    return student.chunks(noise, text, mask, student.plan["schedule_sigmas"], streaming=True)
+
+
+def chunk_seconds(student: StudentCheckpoint, length: int, *, batch: int = 16) -> list[float]:
+    """Seconds of each chunk of one ``length``x stream of ``batch`` clips, in order."""
+    seconds, start = [], time.perf_counter()
+    for _ in _stream(student, length, batch):
+        now = time.perf_counter()
+        seconds.append(now - start)
+        start = now
+    return seconds
+
+
+def summarise(passes: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """Several passes of ``chunk_seconds`` over the same stream -> the median per position,
+    then the means of its first and last ``SUMMARY_CHUNKS`` (the first chunk left out of the
+    start), their ratio (about 1 when the cost stays flat) and the mean over every chunk."""
+    per_chunk = [statistics.median(values) for values in zip(*passes, strict=True)]
+    n = SUMMARY_CHUNKS
+    first = per_chunk[1:n + 1] or per_chunk
+    last = per_chunk[-n:]
+    first_s, last_s = sum(first) / len(first), sum(last) / len(last)
+    return {"chunks": len(per_chunk), "passes": len(passes), "mean_s": sum(per_chunk) / len(per_chunk),
+            "first5_s": first_s, "last5_s": last_s, "flat_ratio": last_s / max(first_s, 1e-9)}
+
+
+def chunk_costs(checkpoint: str | StudentCheckpoint, lengths: Sequence[int] = (1, 4), *,
+                batch: int = 16, repeats: int = 1) -> dict[str, dict[str, Any]]:
+    """``summarise`` of ``repeats`` passes at each length, keyed ``"{length}x"``, for a
+    checkpoint (a training folder: its newest) or a loaded student."""
+    student = checkpoint if isinstance(checkpoint, StudentCheckpoint) else StudentCheckpoint.load(checkpoint)
+    return {f"{m}x": summarise([chunk_seconds(student, m, batch=batch) for _ in range(repeats)])
+            for m in lengths}
+
+
+def chunk_flops(student: StudentCheckpoint, length: int) -> int:
+    """FLOPs of the last chunk of one ``length``x stream (batch 1): its commit of the chunk
+    before it and its few-step denoising."""
+    chunks = _stream(student, length, batch=1)
+    cfg = student.model.config
+    count = cfg.latent_frames * length // cfg.chunk_frames
+    for _ in range(count - 1):
+        next(chunks)
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
+        next(chunks)
+    return int(counter.get_total_flops())

@@ -1,0 +1,323 @@
+"""Students side by side (pipeline/compare, the run graph's compare stage): the aggregation over
+seeds and the Pareto front on hand-made numbers; [compare] refusals by name; the grid on a tiny
+analytic cache trains every (variant, seed), writes results.json and the page, reruns without
+retraining, resumes an interrupted training, retrains a cell whose recipe changed; the stage in
+a real `s2dit run` (up to date on a rerun, a new seed trains only its cells); configs/compare.toml is configs/memory.toml's run plus [compare]. The page in
+Chromium is tests/pipeline/test_compare_browser.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from test_report import build_partial_run
+
+from cache_schema.typed_config import ConfigError
+from pipeline.compare import CompareConfig, Grid, pareto_front, run_grid, seed_mean, seed_summary
+from pipeline.compare.grid import CELL, prepare_cell
+from pipeline.compare.page import write_page
+from pipeline.compare.summary import summarise_grid
+from pipeline.graph import RunConfigError, load_run_config
+from student_train.config import TrainConfig
+from student_train.self_forcing import ARConfig
+from student_train.stages import get_stage
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- over seeds, and the front -------------------------------------------------------------------
+
+def test_seed_mean_is_the_mean_with_the_95_percent_t_half_width():
+    m = seed_mean([1.0, 2.0, 3.0])  # sd 1, n 3: t(0.975, 2) = 4.3027
+    assert m.mean == 2.0 and m.n == 3 and m.half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert m.text() == "2.000 \u00b1 2.484"
+    two = seed_mean([0.5, 0.7])  # sd 0.1414, t(0.975, 1) = 12.706
+    assert two.half == pytest.approx(12.706205 * math.sqrt(0.02) / math.sqrt(2), rel=1e-6)
+    one = seed_mean([0.25])
+    assert one.half is None and one.text() == "0.250 (1 seed)"
+    assert seed_mean([0.4] * 5).half == 0.0
+    with pytest.raises(ValueError, match="finite"):
+        seed_mean([0.1, float("nan")])
+
+
+def test_pareto_front_keeps_what_nothing_beats_on_both_cost_and_quality():
+    points = {"cheap_bad": (1.0, 0.2), "mid": (2.0, 0.8), "dominated": (2.5, 0.7),
+              "same_cost_worse": (2.0, 0.6), "dear_best": (4.0, 0.95), "dear_tie": (5.0, 0.95)}
+    assert pareto_front(points) == ["cheap_bad", "mid", "dear_best"]
+    assert pareto_front({"a": (1.0, 0.5), "b": (1.0, 0.5)}) == ["a", "b"]  # equal: both stay
+
+
+def test_seed_summary_counts_gate_passes_and_averages_the_metrics_every_seed_has():
+    scores = [{"adherence": 0.9, "recall": 0.8, "gate": {"passed": True}},
+              {"adherence": 0.7, "gate": {"passed": False}},
+              {"adherence": 0.8, "recall": 0.6, "gate": {"passed": True}}]
+    out = seed_summary(scores, ("adherence", "recall"))
+    assert out["n"] == 3 and out["gate_passes"] == 2 and set(out["metrics"]) == {"adherence"}
+    assert out["metrics"]["adherence"].mean == pytest.approx(0.8)
+
+
+def _scores(recall: float, jitter: float) -> dict:
+    return {"adherence": 0.9 + jitter, "recall": recall + jitter, "mode_tv": 0.05, "amplitude_bias": -0.1,
+            "ghost_energy": 0.002, "gate": {"passed": recall > 0.5, "failed": [] if recall > 0.5 else ["recall"]}}
+
+
+def fake_results(variants: dict[str, tuple[float, float]], seeds=(0, 1, 2), lengths=(1, 4)) -> dict:
+    """results.json of a grid that never trained: per variant (ms per chunk, recall) at the
+    longest lengths (0.99 at 1x), seeds spread by +-0.01 around them."""
+    cells = []
+    for v, (ms, recall) in variants.items():
+        for i, seed in enumerate(seeds):
+            jitter = (i - 1) * 0.01
+            cost = {f"{m}x": {"last5_s": ms / 1e3 * (1 + jitter), "mean_s": ms / 1e3, "first5_s": ms / 1e3,
+                              "flat_ratio": 1.0, "gflops": 0.01 * ms, "chunks": 15 * m, "passes": 3}
+                    for m in lengths}
+            cells.append({"variant": v, "seed": seed, "folder": f"{v}/seed{seed}", "resumed": v == "b",
+                          "train_seconds": {"kd": 60.0, "ar": 30.0, "total": 90.0 + seed},
+                          "scores": {"held_out_seeds": {f"{m}x": _scores(recall if m > 1 else 0.99, jitter)
+                                                        for m in lengths}},
+                          "cost": cost, "samples": [f"{v}/seed{seed}/samples/sample.0.mp4"] if seed == 0 else []})
+    results = {"version": 1, "written": "now", "cache": "memory://c@train", "generation": 1,
+               "seeds": list(seeds), "lengths": list(lengths), "per_class": 96, "noise": "report",
+               "variants": {v: {"overrides": {"dim": 64}, "train_model": {"layout": ["lcha"], "dim": 64},
+                                "model": None} for v in variants},
+               "cost_setup": {"latency_batch": 16, "latency_repeats": 3, "torch_threads": 1},
+               "cells": cells}
+    results.update(summarise_grid(results))
+    return results
+
+
+def test_the_summary_is_over_seeds_and_the_pareto_plot_has_one_point_per_variant(tmp_path):
+    results = fake_results({"s2dit": (5.0, 0.9), "full": (9.0, 0.95), "narrow": (6.0, 0.7), "conv": (2.0, 0.3)})
+    s = results["summary"]["s2dit"]
+    assert s["seeds"] == [0, 1, 2] and s["train_s"]["mean"] == 91.0
+    recall = s["sets"]["held_out_seeds"]["4x"]["metrics"]["recall"]
+    assert recall["mean"] == pytest.approx(0.9) and recall["half"] == pytest.approx(4.302653 * 0.01 / math.sqrt(3), rel=1e-5)
+    assert results["pareto"]["y"] == "recall" and results["pareto"]["length"] == "4x"
+    assert results["pareto"]["front"] == ["conv", "s2dit", "full"]  # narrow: dearer and worse than s2dit
+
+    class Marks(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.points, self.links = [], []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if "data-point" in attrs:
+                self.points.append((attrs["data-point"], "marked" in attrs.get("class", "")))
+            if tag == "a":
+                self.links.append(attrs["href"])
+
+    page = Marks()
+    page.feed(Path(write_page(results, str(tmp_path / "index.html"))).read_text())
+    assert sorted(page.points) == [("conv", True), ("full", True), ("narrow", False), ("s2dit", True)]
+    assert "s2dit/seed0/samples/sample.0.mp4" in page.links and "results.json" in page.links
+
+
+# -- [compare] refusals -------------------------------------------------------------------------
+
+def test_an_unknown_variant_key_is_refused_naming_the_variant_and_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"compare\.variants\.full_attention\] keys \['layuot'\]"):
+        CompareConfig(variants={"s2dit": {}, "full_attention": {"layuot": ["ssa:1"]}})
+    with pytest.raises(ConfigError, match="needs variants"):
+        CompareConfig(variants={})
+    with pytest.raises(ConfigError, match="folder"):
+        CompareConfig(variants={"../up": {}})
+    config = tmp_path / "run.toml"
+    config.write_text("[corpus]\nkind = 'analytic'\n[compare]\nseeds = [0]\n"
+                      "[compare.variants]\ns2dit = {}\nwide = {dimm = 128}\n")
+    with pytest.raises(RunConfigError, match=r"\[compare\].*compare\.variants\.wide\] keys \['dimm'\]"):
+        from pipeline.graph import STAGES
+        from pipeline.graph.runner import check_config
+        check_config(load_run_config(str(config)), STAGES)
+    config.write_text("[corpus]\nkind = 'analytic'\n[compare]\nseed = [0]\n[compare.variants]\ns2dit = {}\n")
+    with pytest.raises(RunConfigError, match="unknown \\[compare\\] key 'seed' \\(did you mean 'seeds'\\?\\)"):
+        load_run_config(str(config), overrides=["compare.per_class=2"])
+
+
+def test_compare_toml_is_the_memory_run_plus_its_grid():
+    compare, memory = (load_run_config(str(ROOT / "configs" / n)) for n in ("compare.toml", "memory.toml"))
+    for name in compare.sections:
+        if name not in ("run", "compare"):
+            assert compare.section(name) == memory.section(name), name  # --out runs/memory reuses it
+    from pipeline.graph.stages.compare import compare_config
+
+    grid = compare_config(compare)
+    assert grid is not None and len(grid.seeds) >= 3 and grid.lengths == (1, 4) and grid.per_class >= 96
+    assert {"s2dit", "full_attention", "full_attention_window", "full_attention_narrow", "lcha_only",
+            "conv_only"} <= set(grid.variants)
+    assert grid.variants["full_attention_window"]["ssa_sink"] is True
+    assert compare_config(memory) is None  # no [compare]: the stage is skipped
+
+
+# -- the grid on a tiny cache -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    run, _, prompts = build_partial_run(tmp_path_factory.mktemp("compare") / "run", train_classes=3, seeds=2)
+    return run, prompts
+
+
+def _grid(run: Path, prompts, log: list[str], **compare) -> Grid:
+    kd = TrainConfig(steps=4, batch_size=4, warmup_steps=1, lr=3e-3, log_every=1, checkpoint_every=2,
+                     checkpoint_every_s=0, model={"dim": 16, "heads": 2})
+    ar = ARConfig(steps=1, causal_steps=1, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=4,
+                  checkpoint_every_s=0)
+    settings = {"variants": {"s2dit": {}, "conv_only": {"layout": ["conv", "conv"]}}, "seeds": (0,),
+                "lengths": (1, 2), "per_class": 2, "latency_batch": 2, "latency_repeats": 2, **compare}
+    return Grid(compare=CompareConfig(**settings), kd=kd, ar=ar, cache_url=str(run / "cache@train"),
+                generation=1, out=str(run / "compare"), sample_prompts=tuple(prompts), log=log.append)
+
+
+def _metrics_lines(run: Path) -> dict[str, int]:
+    return {str(p.relative_to(run)): len(p.read_text().splitlines())
+            for p in sorted((run / "compare").glob("*/seed*/*/metrics.jsonl"))}
+
+
+def test_the_grid_trains_scores_and_costs_every_cell_then_reruns_without_training(tiny_cache):
+    run, prompts = tiny_cache
+    log: list[str] = []
+    results = run_grid(_grid(run, prompts, log, samples=1))
+    assert [line for line in log if "training" in line] == [
+        "s2dit seed 0: training KD", "s2dit seed 0: training AR",
+        "conv_only seed 0: training KD", "conv_only seed 0: training AR"]
+    on_disk = json.loads((run / "compare" / "results.json").read_text())
+    assert on_disk["cells"] == results["cells"] and (run / "compare" / "index.html").stat().st_size > 0
+    assert on_disk["variants"]["conv_only"]["model"]["layout"] == ["conv", "conv"]  # resolved
+    assert on_disk["variants"]["s2dit"]["model"]["dim"] == 16 and on_disk["seeds"] == [0]
+    assert on_disk["recipes"]["train"]["steps"] == 4
+    for cell in results["cells"]:
+        assert cell["ar_checkpoint"].endswith("step_000002")  # causal + DMD
+        assert set(cell["scores"]["held_out_seeds"]) == {"1x", "2x"} and cell["train_seconds"]["total"] > 0
+        for length, cost in cell["cost"].items():
+            assert cost["passes"] == 2 and cost["chunks"] == 5 * int(length[0]) and cost["last5_s"] > 0
+            assert cost["gflops"] > 0
+        assert cell["samples"] == [f"{cell['variant']}/seed0/samples/sample.mp4"]  # one prompt
+        assert (run / "compare" / cell["samples"][0]).stat().st_size > 0
+    s2dit, conv = (c["cost"] for c in results["cells"])
+    assert s2dit["2x"]["gflops"] > s2dit["1x"]["gflops"]  # SSA's KV cache grows (CPU attention counted)
+    assert conv["2x"]["gflops"] == conv["1x"]["gflops"] < s2dit["1x"]["gflops"]  # a bounded state
+    assert set(results["summary"]) == {"s2dit", "conv_only"} and results["pareto"]["y"] == "adherence"
+    assert results["pareto"]["front"]
+
+    before, log[:] = _metrics_lines(run), []
+    again = run_grid(_grid(run, prompts, log, samples=1))
+    assert not [line for line in log if "training" in line or "scoring" in line]
+    assert _metrics_lines(run) == before
+    assert [c["scores"] for c in again["cells"]] == [c["scores"] for c in results["cells"]]
+
+
+
+def test_a_variant_that_does_not_fit_the_cache_is_refused_before_any_cell_trains(tiny_cache):
+    run, prompts = tiny_cache
+    log: list[str] = []
+    grid = _grid(run, prompts, log, variants={"fine": {}, "odd_heads": {"dim": 18, "heads": 2}})
+    with pytest.raises(ValueError, match=r"\[compare.variants\] odd_heads: dim must split into heads"):
+        run_grid(grid)
+    assert log == [] and not (run / "compare" / "fine").exists()
+
+
+def test_an_interrupted_cell_resumes_and_a_changed_recipe_retrains(tiny_cache, tmp_path):
+    run, prompts = tiny_cache
+    log: list[str] = []
+    grid = _grid(run, prompts, log, variants={"wide": {"layout": ["lcha", "lcha"]}}, lengths=(1,),
+                 latency_repeats=1)
+    record = prepare_cell(grid, "wide", 0)
+    kd, _ = grid.configs("wide", 0)
+    folder = Path(grid.folder("wide", 0))
+    # a KD run killed after 2 of its 4 steps (its checkpoint at step 2 written)
+    get_stage("kd").build(kd, str(folder / "kd"), cache_url=grid.cache_url).run(progress=False, stop_after=2)
+    results = run_grid(grid)
+    events = [json.loads(line) for line in (folder / "kd" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.get("event") for e in events if "event" in e] == ["resumed"]
+    assert [e["step"] for e in events if "event" not in e] == [1, 2, 3, 4]  # no step twice
+    assert results["cells"][0]["resumed"] and results["summary"]["wide"]["resumed"]
+    assert json.loads((folder / CELL).read_text())["identity"] == record["identity"]
+
+    # another [train] recipe: the cell is removed and trained again from step 0
+    log[:] = []
+    grid.kd = TrainConfig(**{**grid.kd.to_json(), "steps": 3})
+    run_grid(grid)
+    assert "wide seed 0: its recipe changed since it was trained; training it again" in log
+    rows = [json.loads(line) for line in (folder / "kd" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+
+    # a folder the grid did not write is refused, not deleted
+    stranger = Path(grid.folder("wide", 7))
+    stranger.mkdir(parents=True)
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="has no cell.json"):
+        prepare_cell(grid, "wide", 7)
+    assert (stranger / "notes.txt").read_text() == "mine"
+
+
+# -- the stage in a real run ---------------------------------------------------------------------
+
+STAGE_CONFIG = """
+[run]
+seed = 0
+[corpus]
+kind = "analytic"
+train_classes = 2
+[job]
+seeds_per_prompt = 4
+samples_per_shard = 8
+num_actors = 1
+[job.teacher]
+kind = "analytic"
+steps = 8
+[train]
+enabled = false  # the run's own student is not what this test is about; the grid uses the recipe
+steps = 3
+batch_size = 4
+warmup_steps = 1
+checkpoint_every = 3
+checkpoint_every_s = 0
+model = {dim = 16, heads = 2}
+[train_ar]
+steps = 1
+causal_steps = 1
+batch_size = 2
+warmup_steps = 1
+checkpoint_every_s = 0
+[compare]
+seeds = [0]
+lengths = [1]
+per_class = 2
+latency_batch = 1
+latency_repeats = 1
+[compare.variants]
+lcha_only = {layout = ["lcha", "lcha"]}
+"""
+
+
+def test_the_compare_stage_in_a_run_and_its_report_section(tmp_path, ray_runtime):
+    from pipeline.run import run_config
+
+    config_path, out = tmp_path / "compare.toml", tmp_path / "run"
+    config_path.write_text(STAGE_CONFIG)
+    quiet = Console(quiet=True)
+    state = run_config(load_run_config(str(config_path)), out=str(out), console=quiet, progress=False)
+    record = state.get("compare")
+    kd_log = (out / "compare/lcha_only/seed0/kd/metrics.jsonl").read_text()
+    assert record["status"] == "done" and state.get("train_kd")["status"] == "skipped"
+    results = json.loads(Path(record["outputs"]["results"]).read_text())
+    assert [c["variant"] for c in results["cells"]] == ["lcha_only"]
+    assert results["recipes"]["train"]["steps"] == 3 and results["cache"].endswith("cache@train")
+    report = (out / "report.html").read_text()
+    assert 'id="compare-section"' in report and 'href="compare/index.html"' in report
+    assert 'data-point="lcha_only"' in report
+
+    # nothing changed: up to date; one more seed: the stage reruns and trains that seed only
+    state = run_config(load_run_config(str(config_path)), out=str(out), console=quiet, progress=False)
+    assert state.get("compare")["finished"] == record["finished"]
+    state = run_config(load_run_config(str(config_path), ["compare.seeds=[0, 1]"]), out=str(out),
+                       console=quiet, progress=False)
+    results = json.loads((out / "compare" / "results.json").read_text())
+    assert [(c["variant"], c["seed"]) for c in results["cells"]] == [("lcha_only", 0), ("lcha_only", 1)]
+    assert (out / "compare/lcha_only/seed0/kd/metrics.jsonl").read_text() == kd_log  # not retrained
+    assert results["summary"]["lcha_only"]["seeds"] == [0, 1]
