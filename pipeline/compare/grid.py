@@ -98,21 +98,31 @@ def _write(url: str, data: dict[str, Any]) -> None:
     fs.mv(tmp, path)
 
 
+def _exists(checkpoint: str) -> bool:
+    fs, path = _fs(checkpoint)
+    return fs.exists(f"{path}/state.json")
+
+
 def _identity(grid: Grid, variant: str, seed: int) -> dict[str, Any]:
     kd, ar = grid.configs(variant, seed)
     return {"kd": kd.to_json(), "ar": ar.to_json(), "cache": grid.cache_url, "generation": grid.generation}
 
 
 def prepare_cell(grid: Grid, variant: str, seed: int) -> dict[str, Any]:
-    """The cell's record, new or as left; a cell trained under another recipe is removed."""
+    """The cell's record, new or as left; a cell trained under another recipe, or whose
+    recorded checkpoint was removed, is removed (and so trained again)."""
     folder = grid.folder(variant, seed)
     fs, root = _fs(folder)
     identity = _identity(grid, variant, seed)
     record = _read(f"{folder}/{CELL}")
-    if record is not None and record.get("identity") != identity:
-        grid.log(f"{variant} seed {seed}: its recipe changed since it was trained; training it again")
-        fs.rm(root, recursive=True)
-        record = None
+    if record is not None:
+        gone = [c for c in (record.get("kd_checkpoint"), record.get("ar_checkpoint")) if c and not _exists(c)]
+        why = ("its recipe changed since it was trained" if record.get("identity") != identity
+               else f"its checkpoint {gone[0]} is gone" if gone else None)
+        if why:
+            grid.log(f"{variant} seed {seed}: {why}; training it again")
+            fs.rm(root, recursive=True)
+            record = None
     if record is None:
         if fs.exists(root) and fs.ls(root):
             raise FileExistsError(f"{folder} exists but has no {CELL}: the compare stage did not "

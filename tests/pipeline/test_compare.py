@@ -1,14 +1,16 @@
 """Students side by side (pipeline/compare, the run graph's compare stage): the aggregation over
 seeds and the Pareto front on hand-made numbers; [compare] refusals by name; the grid on a tiny
 analytic cache trains every (variant, seed), writes results.json and the page, reruns without
-retraining, resumes an interrupted training, retrains a cell whose recipe changed; the stage in
-a real `s2dit run` (up to date on a rerun, a new seed trains only its cells); configs/compare.toml is configs/memory.toml's run plus [compare]. The page in
-Chromium is tests/pipeline/test_compare_browser.py."""
+retraining, resumes an interrupted training, retrains a cell whose recipe changed or whose
+checkpoint was removed, refuses a variant that does not fit the cache first; the stage in a
+real `s2dit run` (up to date on a rerun, a new seed trains only its cells); configs/compare.toml
+is configs/memory.toml's run plus [compare]. The page in Chromium: test_compare_browser.py."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -245,6 +247,13 @@ def test_an_interrupted_cell_resumes_and_a_changed_recipe_retrains(tiny_cache, t
     assert "wide seed 0: its recipe changed since it was trained; training it again" in log
     rows = [json.loads(line) for line in (folder / "kd" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
+
+    # a recorded checkpoint removed by hand: the cell is trained again, not scored from nothing
+    log[:] = []
+    shutil.rmtree(folder / "ar")
+    again = run_grid(grid)
+    assert any("is gone; training it again" in line for line in log)
+    assert Path(again["cells"][0]["ar_checkpoint"]).is_dir()
 
     # a folder the grid did not write is refused, not deleted
     stranger = Path(grid.folder("wide", 7))
