@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .stats import SeedMean, pareto_front, seed_mean
+from .stats import pareto_front, seed_mean
 
 METRICS = ("adherence", "recall", "branch_rate", "mode_tv", "amplitude_bias", "ghost_energy",
            "dispersion_ratio", "coverage")
@@ -64,7 +64,3 @@ def pareto(summary: Mapping[str, Any], length: str) -> dict[str, Any]:
     return {"length": length, "set": PARETO_SET, "x": "last5_s", "y": y_key,
             "points": {v: list(p) for v, p in points.items()}, "front": pareto_front(points)}
 
-
-def seed_mean_of(data: Mapping[str, Any]) -> SeedMean:
-    """A SeedMean back from results.json."""
-    return SeedMean.from_json(data)
