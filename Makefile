@@ -42,7 +42,7 @@ demo: $(STAMP)
 
 ## test: set up and run the default test suite (well under 20 minutes on 2 cores)
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25  # the slowest tests, printed for the suite-time budget
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
