@@ -1,9 +1,12 @@
-"""Persistence (safetensors weights + JSON config on any fsspec URL) and per-block costs."""
+"""Persistence (safetensors weights + JSON config on any fsspec URL) and per-block costs.
+
+The functions take the model (or its class) as an argument and never import ``sandwich``,
+which imports this module: an S2DiT here is any module with ``config`` (and ``blocks``)."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import fsspec
 import torch
@@ -14,13 +17,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import StudentConfig
 
-if TYPE_CHECKING:
-    from .sandwich import S2DiT
+Model = TypeVar("Model", bound=torch.nn.Module)
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
-def save_pretrained(model: S2DiT, url: str) -> None:
+def save_pretrained(model: torch.nn.Module, url: str) -> None:
     fs, root = fsspec.core.url_to_fs(url)
     fs.makedirs(root, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -28,7 +30,7 @@ def save_pretrained(model: S2DiT, url: str) -> None:
     fs.pipe_file(f"{root}/{CONFIG}", json.dumps(model.config.to_json(), indent=1).encode())
 
 
-def load_pretrained(cls: type, url: str, device: str | torch.device = "cpu") -> S2DiT:
+def load_pretrained(cls: type[Model], url: str, device: str | torch.device = "cpu") -> Model:
     """The S2DiT of a save_pretrained folder; its weights are checked against its config.json
     (names, shapes, dtypes from the safetensors header, then finite values) before loading."""
     from student_train.checkpoint_check import check_finite, check_modules, read_header
@@ -68,7 +70,7 @@ def example_inputs(config: StudentConfig, batch: int = 1, frames: int | None = N
     return tuple(t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype) for t in out)
 
 
-def block_costs(model: S2DiT, frames: int | None = None) -> list[dict]:
+def block_costs(model: torch.nn.Module, frames: int | None = None) -> list[dict]:
     """Parameters and forward FLOPs (matmul, conv and attention ops; 2 per multiply-add) of
     each block for one clip of ``frames`` latent frames (default: the configured clip),
     bidirectional. Measured with torch's FlopCounterMode on a real forward pass."""
