@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache_schema import FIELD_BY_NAME, CacheLayout, split_ref
+from cache_schema import FIELD_BY_NAME, CacheLayout, Manifest, split_ref
 from pipeline.video_io import CODEC, Mp4Writer, atomic_output
 from student_train.student import StudentCheckpoint
 from student_train.text import pad_text
 from teacher_jobs.prompts import normalise_prompt, validate_prompt
 from teacher_jobs.teachers import open_sampling_side
-from teacher_jobs.teachers.sampling import TextEncoder
+from teacher_jobs.teachers.sampling import Renderer, SamplingSide, TextEncoder
 from teacher_jobs.teachers.wan import DTYPES
 
 
@@ -146,15 +146,46 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device, dtype)
     sigmas = schedule(student.plan, cfg.steps, cfg.full_step)
     streaming = student.streams if cfg.streaming is None else cfg.streaming
-    jump = not cfg.full_step
     # 5. sample; render each chunk as it is finished
-    chunks = student.chunks(noise, text, mask, sigmas, streaming=streaming, use_step_size=jump,
-                            chunk_frames=cfg.chunk_frames)
+    chunks = student.chunks(noise, text, mask, sigmas, streaming=streaming,
+                            use_step_size=not cfg.full_step, chunk_frames=cfg.chunk_frames)
     fps = cfg.fps or side.fps
     videos = _video_urls(cfg.out, len(prompts)) if cfg.video else []
     renderer = side.renderer(shape[-2], shape[-1]) if videos else None
+    sampled = _sample_and_render(chunks, videos, fps, renderer, log)
+    # 6. latents, preview and scores (an oracle's), the sidecar last: its presence means complete
+    outputs, scores = _save_latents(cfg.out, sampled.x0, videos, side, prompts)
+    record = _record(cfg, student, manifest, side, prompts=prompts, sigmas=sigmas,
+                     streaming=streaming, x0=sampled.x0, outputs=outputs, scores=scores)
+    if renderer is not None:
+        height, width = sampled.writers[0].size or (0, 0)
+        record["video"] = {"fps": fps, "frames": sampled.writers[0].frames, "height": height,
+                           "width": width, "codec": CODEC, "decoded": renderer.mode}
+    record["seconds"] = {"render": round(sampled.render_s, 3),
+                         "total": round(time.perf_counter() - started, 3)}
+    # time to the first finished chunk (its latent, then its decoded frames; frames only
+    # appear with a video) and each chunk's time (sampling + decode), in order
+    record["first_chunk_s"], record["chunk_s"] = sampled.first, sampled.chunk_s
+    outputs["sidecar"] = f"{cfg.out}.json"
+    with atomic_output(outputs["sidecar"]) as path, open(path, "w") as handle:
+        json.dump(record, handle, indent=1, ensure_ascii=False)
+    return record
+
+
+@dataclass(kw_only=True, slots=True)
+class _Sampled:
+    x0: np.ndarray  # (B, C, F, H, W) float32, the chunks joined
+    writers: list[Mp4Writer]  # closed (each MP4 published); their frame counts and sizes
+    render_s: float  # seconds spent decoding and writing frames
+    chunk_s: list[float]  # per chunk: sampling (+ render) seconds
+    first: dict[str, float]  # the first chunk's latent and decoded times since sampling began
+
+
+def _sample_and_render(chunks: Iterator[torch.Tensor], videos: list[str], fps: float,
+                       renderer: Renderer | None, log: Callable[[str], None] | None) -> _Sampled:
+    """Draw the student's chunks; each is rendered into the MP4s as soon as it is finished."""
     latents, render_s = [], 0.0
-    chunk_s, first = [], {}  # per chunk: sampling (+ render) seconds; the first chunk's times
+    chunk_s, first = [], {}
     sampling_began = last = time.perf_counter()
     with _mp4_writers(videos, fps) as writers:
         for i, chunk in enumerate(chunks):
@@ -177,17 +208,31 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
             t0 = time.perf_counter()
             _append(writers, renderer.finish())
             render_s += time.perf_counter() - t0
-    x0 = torch.cat(latents, dim=2).numpy()  # (B, C, F, H, W) float32
-    # 6. latents, preview and scores (an oracle's), the sidecar last: its presence means complete
-    outputs: dict[str, Any] = {"latents": f"{cfg.out}.npy", "videos": videos}
+    return _Sampled(x0=torch.cat(latents, dim=2).numpy(), writers=writers, render_s=render_s,
+                    chunk_s=chunk_s, first=first)
+
+
+def _save_latents(out: str, x0: np.ndarray, videos: list[str], side: SamplingSide,
+                  prompts: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the outputs written so far, the oracle's scores or None): OUT.npy, and with an oracle
+    a PNG preview beside it."""
+    outputs: dict[str, Any] = {"latents": f"{out}.npy", "videos": videos}
     with atomic_output(outputs["latents"]) as path:
         np.save(path, x0)
     scores = side.scores(x0, prompts)
     if scores is not None:
-        outputs["preview"] = f"{cfg.out}.png"
+        outputs["preview"] = f"{out}.png"
         with atomic_output(outputs["preview"]) as path:
             side.save_preview(x0, path)  # scores: a side with an oracle draws a preview
-    record = {
+    return outputs, scores
+
+
+def _record(cfg: SampleConfig, student: StudentCheckpoint, manifest: Manifest,
+            side: SamplingSide, *, prompts: list[str], sigmas: list[float], streaming: bool,
+            x0: np.ndarray, outputs: dict[str, Any], scores: dict[str, Any] | None
+            ) -> dict[str, Any]:
+    """The sidecar's resolved settings and outputs (``generate`` adds video and timings)."""
+    return {
         "checkpoint": student.url, "stage": student.stage, "step": student.step,
         "manifest": {"cache_url": split_ref(student.manifest_info["cache_url"])[0],
                      "cache_id": manifest.cache_id,
@@ -195,7 +240,8 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
                      "fingerprint_digest": manifest.fingerprint_digest},
         **side.describe(), "prompts": prompts, "seed": cfg.seed,
         "noise": "torch.randn, CPU generator seeded with seed, fp32",
-        "steps": len(sigmas) - 1, "sigmas": sigmas, "step_size": "jump" if jump else "zero",
+        "steps": len(sigmas) - 1, "sigmas": sigmas,
+        "step_size": "zero" if cfg.full_step else "jump",
         "streaming": streaming,
         "chunk_frames": ((cfg.chunk_frames or student.model.config.chunk_frames) if streaming
                          else None),
@@ -203,16 +249,3 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
         "device": cfg.device, "dtype": cfg.dtype, "latent_shape": list(x0.shape),
         "outputs": outputs, "scores": scores,
     }
-    if renderer is not None:
-        height, width = writers[0].size or (0, 0)
-        record["video"] = {"fps": fps, "frames": writers[0].frames, "height": height,
-                           "width": width, "codec": CODEC, "decoded": renderer.mode}
-    record["seconds"] = {"render": round(render_s, 3),
-                         "total": round(time.perf_counter() - started, 3)}
-    # time to the first finished chunk (its latent, then its decoded frames; frames only
-    # appear with a video) and each chunk's time (sampling + decode), in order
-    record["first_chunk_s"], record["chunk_s"] = first, chunk_s
-    outputs["sidecar"] = f"{cfg.out}.json"
-    with atomic_output(outputs["sidecar"]) as path, open(path, "w") as handle:
-        json.dump(record, handle, indent=1, ensure_ascii=False)
-    return record
