@@ -95,12 +95,12 @@ def find_adoptable(store: Store, *, layout: CacheLayout, fingerprint_digest: str
 
 def _deep_verify(store: Store, shard: ShardInfo, layout: CacheLayout,
                  wanted: Sequence[str]) -> tuple:
-    codec = get_encoding(shard.encoding)
-    objects = codec.objects(store, shard.path)
+    encoding = get_encoding(shard.encoding)
+    objects = encoding.objects(store, shard.path)
     if not objects or sum(objects.values()) != shard.bytes:
         raise CacheError(f"{sum(objects.values())} bytes stored, the receipt says {shard.bytes}")
-    digest = codec.shard_hash({key: sha256_bytes(store.read_bytes(object_path(shard.path, key)))
-                               for key in objects})
+    digest = encoding.shard_hash({key: sha256_bytes(store.read_bytes(object_path(shard.path, key)))
+                                  for key in objects})
     if digest != shard.sha256:
         raise CacheError("sha256 mismatch (corrupt bytes)")
     rows, position = [], 0

@@ -69,15 +69,15 @@ def discard(store: Store, rel: str) -> None:
 def copy(cache: Store, shard: ShardInfo, dst: Store, *, name: str) -> ShardInfo:
     """Stream ``shard``'s objects into ``dst``'s shards/ under a fresh path; sha256 checked."""
     src = source_store(cache, shard)
-    codec = get_encoding(shard.encoding)
-    dst_rel = f"{SHARD_DIR}/{name}.{uuid.uuid4().hex[:8]}{codec.suffix}"
+    encoding = get_encoding(shard.encoding)
+    dst_rel = f"{SHARD_DIR}/{name}.{uuid.uuid4().hex[:8]}{encoding.suffix}"
     try:
-        objects = codec.objects(src, shard.path)
+        objects = encoding.objects(src, shard.path)
         if not objects:
             raise FileNotFoundError(f"{src.url_of(shard.path)} does not exist")
-        digest = codec.shard_hash({key: _copy_object(src, object_path(shard.path, key),
-                                                     dst, object_path(dst_rel, key))
-                                   for key in objects})
+        digest = encoding.shard_hash({key: _copy_object(src, object_path(shard.path, key),
+                                                        dst, object_path(dst_rel, key))
+                                      for key in objects})
     except FileNotFoundError as exc:
         discard(dst, dst_rel)
         raise IntegrityError(f"shard {src.url_of(shard.path)} named by the source's manifest is "

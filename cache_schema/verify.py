@@ -88,12 +88,12 @@ def _verify_shard(report: VerifyReport, reader: CacheReader, shard: ShardInfo,
     store = reader.store_for(shard)  # appended shards may live in another cache
     name = shard.path if shard.root is None else f"{shard.path} (in {store.url})"
     try:
-        codec = get_encoding(shard.encoding)
+        encoding = get_encoding(shard.encoding)
     except CacheError as exc:
         report.problems.append(f"shard {name}: {exc}")
         return
     try:
-        objects = codec.objects(store, shard.path)
+        objects = encoding.objects(store, shard.path)
     except FileNotFoundError:
         objects = {}
     if not objects:
@@ -108,8 +108,8 @@ def _verify_shard(report: VerifyReport, reader: CacheReader, shard: ShardInfo,
         return
     if not deep:
         return
-    digest = codec.shard_hash({key: sha256_bytes(store.read_bytes(object_path(shard.path, key)))
-                               for key in objects})
+    digest = encoding.shard_hash({key: sha256_bytes(store.read_bytes(object_path(shard.path, key)))
+                                  for key in objects})
     if digest != shard.sha256:
         report.problems.append(f"shard {name}: sha256 mismatch (corrupt bytes)")
         # decode on: the record whose bytes changed fails its checksums and is named
@@ -129,7 +129,7 @@ def _verify_shard(report: VerifyReport, reader: CacheReader, shard: ShardInfo,
     except IntegrityError as exc:
         report.problems.append(str(exc))
         return
-    except codec.read_errors as exc:
+    except encoding.read_errors as exc:
         report.problems.append(f"shard {name} is unreadable ({type(exc).__name__}: {exc})")
         return
     if count != shard.samples:

@@ -68,8 +68,8 @@ def write_shard_to_store(store: Store, records: Sequence[dict[str, Any]], *, lay
                          encoding: str, shard_name: str, prepared: bool = False) -> ShardInfo:
     """``prepared``: every record already went through ``prepare_record`` (CacheWriter does it
     in the producer's thread, so the upload thread only encodes, writes and hashes)."""
-    codec = get_encoding(encoding)
-    codec.check_layout(layout)
+    encoder = get_encoding(encoding)  # the Encoding named ``encoding``
+    encoder.check_layout(layout)
     if not records:
         raise ValueError(f"shard {shard_name!r} has no records")
     if len(records) > MAX_SHARD_SAMPLES:
@@ -81,10 +81,10 @@ def write_shard_to_store(store: Store, records: Sequence[dict[str, Any]], *, lay
         for record in records:  # everything is validated before a single byte is written
             prepare_record(record, layout)
     nonce = uuid.uuid4().hex[:8]  # a retried unit never overwrites an earlier attempt's objects
-    objects = codec.encode(records, layout)
-    rel = f"{SHARD_DIR}/{shard_name}.{nonce}{codec.suffix}"
+    objects = encoder.encode(records, layout)
+    rel = f"{SHARD_DIR}/{shard_name}.{nonce}{encoder.suffix}"
     hashes = {key: _put_hashed(store, object_path(rel, key), data) for key, data in objects.items()}
-    digest, size = codec.shard_hash(hashes), sum(len(d) for d in objects.values())
+    digest, size = encoder.shard_hash(hashes), sum(len(d) for d in objects.values())
     rows = tuple((r["sample_id"], shard_name, i, r["prompt"], int(r["seed"]), STATUS_OK)
                  for i, r in enumerate(records))
     return ShardInfo(name=shard_name, path=rel, encoding=encoding, bytes=size, sha256=digest,
