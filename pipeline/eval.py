@@ -27,6 +27,7 @@ import torch
 from cache_schema import CacheReader
 from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id
+from student_train.stages import stage_of_checkpoint
 from student_train.student import StudentCheckpoint
 from teacher_jobs.sampler import sample_latents
 from teacher_jobs.teachers.analytic import AnalyticTeacher
@@ -55,10 +56,9 @@ def load_student(checkpoint_url: str, *, ema: bool = True):
 
 
 def trained_context_sigma(state: dict[str, Any]) -> float:
-    """The noise level an S2DiT-AR run committed finished chunks at (KD checkpoints: 0)."""
-    if state.get("stage", "kd") == "kd":
-        return 0.0
-    return float(state.get("config", {}).get("context_sigma", 0.0))
+    """The noise level the checkpoint's stage committed finished chunks at (its registered
+    TrainingStage says: S2DiT-AR's configured ``context_sigma``, KD's 0)."""
+    return stage_of_checkpoint(state).context_sigma(state.get("config", {}))
 
 
 # The teacher's rows depend only on the teacher, the prompts, the noise and the step count, not
