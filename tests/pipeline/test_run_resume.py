@@ -100,4 +100,5 @@ def test_run_killed_during_training_resumes_without_regenerating_the_cache(tmp_p
     events = [json.loads(line) for line in (out / "student" / "metrics.jsonl").read_text().splitlines()]
     resumed = [e for e in events if e.get("event") == "resumed"]
     assert len(resumed) == 1 and resumed[0]["step"] == killed_at and 5 <= killed_at < 60
-    assert [after[s]["status"] for s in after] == ["done"] * 5 + ["skipped", "done", "skipped", "done", "done"]
+    skipped = {"eval_kd", "eval_ar", "compare"}  # scores disabled by the config; no [compare]
+    assert {s: after[s]["status"] for s in after} == {s: "skipped" if s in skipped else "done" for s in after}

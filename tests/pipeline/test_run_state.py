@@ -58,6 +58,7 @@ def _valid_state(run: str) -> dict:
         "sample": {"sidecar": f"{run}/preview/preview.json",
                    "outputs": {"videos": [f"{run}/preview/preview.0.mp4"], "sidecar": f"{run}/preview/preview.json"},
                    "prompts": ["a red ring moving left"], "stage": "ar", "checkpoint": f"{run}/student_ar"},
+        "compare": {"results": f"{run}/compare/results.json", "page": f"{run}/compare/index.html"},
         "report": {"report_json": f"{run}/report.json", "report_html": f"{run}/report.html"},
     }
     stages = {name: {"status": "done", "fingerprint": "f" * 64, "inputs": {}, "outputs": outputs[name],
