@@ -106,7 +106,7 @@ def _cell(s: dict[str, Any], key: str) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = ("| student | seed | model | gate | adherence | recall | bounce rate | mode TV (floor) | "
+    head = ("| student | seed | model | gate | adherence | recall | went on (0.5) | mode TV (floor) | "
             "amp. bias | ghost | r / teacher r |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in results:
@@ -122,7 +122,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-SUMMARY_KEYS = (("adherence", "adherence"), ("recall", "recall"), ("branch_rate", "bounce rate"),
+SUMMARY_KEYS = (("adherence", "adherence"), ("recall", "recall"), ("branch_rate", "went on (0.5)"),
                 ("mode_tv", "mode TV"), ("amplitude_bias", "amp. bias"), ("ghost_energy", "ghost"))
 
 

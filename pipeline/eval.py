@@ -174,7 +174,7 @@ def _line(model_name: str, s: dict[str, Any]) -> str:
             f"  dispersion {s['dispersion_ratio']:.3f}  amp {s['amplitude_bias']:+.3f}"
             f"  ghost {s['ghost_energy']:.3f}  mode TV {s['mode_tv']:.3f}")
     if "recall" in s:
-        line += f"  recall {s['recall']:.3f}  bounce {1 - s['branch_rate']:.2f}"
+        line += f"  recall {s['recall']:.3f}  went on {s['branch_rate']:.2f}"
     gate = s.get("gate", {})
     if model_name.startswith("student"):
         line += "  gate " + ("PASS" if gate.get("passed") else f"FAIL ({', '.join(gate.get('failed', []))})")
