@@ -15,6 +15,10 @@ class ManifestError(CacheError):
     """A manifest is missing, malformed, or a reference (@N / @tag) does not resolve."""
 
 
+class NoCache(ManifestError):
+    """A URL holds no committed generation: nothing is there, or its job has not committed."""
+
+
 class SchemaVersionError(ManifestError):
     """A manifest was written by a newer schema than this code understands."""
 

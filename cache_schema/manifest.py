@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .checksum import sha256_bytes
-from .errors import ManifestError, SchemaVersionError, UnpinnedIndexWarning
+from .errors import ManifestError, NoCache, SchemaVersionError, UnpinnedIndexWarning
 from .fields import SCHEMA_VERSION, CacheLayout
 from .fingerprint import canonical_json, fingerprint_digest
 from .paths import INDEX_DIR, SHARD_DIR, check_relative_path, check_root, resolve_root
+from .reachability import check_reachable
 from .store import Store, open_store, split_ref
 
 PRODUCER_VERSION = "s2dit-0.1.0"
@@ -225,6 +226,30 @@ def list_generations(store: Store) -> list[int]:
     return sorted(gens)
 
 
+def require_generations(store: Store) -> list[int]:
+    """The committed generations of ``store``; none is an error saying why: its endpoint or
+    bucket (StoreError: a missing bucket lists as empty), nothing at the URL, or a cache whose
+    job has not committed (NoCache)."""
+    gens = list_generations(store)
+    if gens:
+        return gens
+    check_location(store)
+    if store.exists(MANIFEST_DIR) or store.exists(SHARD_DIR):
+        raise NoCache(f"{store.url} holds no committed generation yet (no {MANIFEST_DIR}/*.json): "
+                      "the job writing it has not committed; rerun that job to finish it")
+    raise NoCache(f"no cache at {store.url} (no {MANIFEST_DIR}/): run `s2dit cache generate` to "
+                  "make one, or check the path")
+
+
+def check_location(store: Store) -> None:
+    """Something is at ``store``'s URL: else a StoreError for an unreachable endpoint or a
+    missing bucket, or NoCache for a path with nothing there."""
+    check_reachable(store.url)
+    if not store.exists(""):
+        raise NoCache(f"no cache at {store.url} (nothing there): run `s2dit cache generate` to "
+                      "make one, or check the path")
+
+
 def read_manifest(store: Store, generation: int) -> Manifest:
     rel = manifest_rel(generation)
     try:
@@ -253,10 +278,7 @@ def referenced_store(cache: Store, root: str) -> Store:
 
 def resolve_generation(store: Store, ref: str | int | None) -> int:
     """A generation number from None (newest), an int, ``"3"`` or a tag name."""
-    gens = list_generations(store)
-    if not gens:
-        raise ManifestError(f"{store.url} holds no committed generation (no {MANIFEST_DIR}/*.json); "
-                            "is the URL right, and did the writing job commit?")
+    gens = require_generations(store)
     if ref is None:
         return gens[-1]
     if isinstance(ref, int) or str(ref).isdigit():

@@ -14,7 +14,15 @@ from .errors import ManifestError, OperationRefused
 from .fingerprint import diff_fingerprints
 from .index import INDEX_DIR, STATUS_OK, read_index
 from .lease import live_leases
-from .manifest import MANIFEST_DIR, TAG_DIR, list_generations, read_manifest, resolve_generation
+from .manifest import (
+    MANIFEST_DIR,
+    TAG_DIR,
+    check_location,
+    list_generations,
+    read_manifest,
+    require_generations,
+    resolve_generation,
+)
 from .store import Store, open_store, split_ref
 from .writer import SHARD_DIR
 
@@ -26,7 +34,7 @@ def lineage(url: str) -> list[dict[str, Any]]:
     samples, producer version."""
     store = open_store(split_ref(url)[0])
     rows = []
-    for gen in reversed(list_generations(store)):
+    for gen in reversed(require_generations(store)):
         m = read_manifest(store, gen)
         rows.append({"generation": gen, "operation": m.operation, "parent": m.parent,
                      "args": m.extra.get("args", {}),
@@ -118,6 +126,7 @@ def gc(url: str, *, grace_seconds: float = 24 * 3600, dry_run: bool = False,
             "(1h): a writer that holds no lease may still be about to commit younger orphans; "
             "pass --allow-short-grace (allow_short_grace=True) if you know none is running")
     store = open_store(split_ref(url)[0])
+    check_location(store)  # a job's uncommitted shards are gc's to clean; a wrong URL is not
     # Leases first: a writer that starts after this read writes objects newer than ``now``,
     # which the grace period keeps (grace > 0) and the lease check below keeps anyway.
     now = time.time()

@@ -65,7 +65,7 @@ NOT_STORAGE = {"ray_address", "prompt"}
 DISTRIBUTION = "s2dit"  # pyproject.toml's [project] name
 
 
-# Exit codes besides 0 (success) and 1 (a command's own "no" answer, e.g. nothing to list)
+# Exit codes besides 0 (success) and 1 (a command's own "no" answer, e.g. no layout fits)
 EXIT_CODES = {2: "bad input (one `error:` line says what, and what to do; usage errors too)",
               130: "interrupted (Ctrl-C: rerun the same command to resume)",
               141: "the reader of the output went away (`| head`)"}
@@ -190,11 +190,13 @@ def _main(argv: list[str]) -> int:
     args = build_parser(argv).parse_args(argv)
     if args.func is _placeholder:  # argv named its command in a way modules_for did not see
         args = build_parser().parse_args(argv)
+    from cache_schema.reachability import check_reachable
     from cache_schema.store import refuse_unsupported_scheme, refuse_url_credentials, use_profile
     from pipeline.commands.errors import is_user_error, report
 
     # Every leaf parser sets ``func`` with set_defaults(func=...); it returns an exit code.
     try:
+        urls = []
         for key, value in vars(args).items():  # before anything records or prints a URL
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, str):
@@ -202,7 +204,10 @@ def _main(argv: list[str]) -> int:
                     refuse_url_credentials(item, what)
                     if key not in NOT_STORAGE:
                         refuse_unsupported_scheme(item, what)
+                        urls.append(item)
         with use_profile(getattr(args, "storage_profile", None)):
+            for url in urls:  # a wrong endpoint or bucket in seconds, before any work starts
+                check_reachable(url)
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted: committed generations and published checkpoints are intact; "

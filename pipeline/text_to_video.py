@@ -25,6 +25,7 @@ import torch
 
 from cache_schema import FIELD_BY_NAME, CacheLayout, Manifest, split_ref
 from pipeline.video_io import CODEC, Mp4Writer, atomic_output
+from student_train.device import check_device
 from student_train.student import StudentCheckpoint
 from student_train.text import pad_text
 from teacher_jobs.prompts import normalise_prompt, validate_prompt
@@ -56,12 +57,7 @@ class SampleConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
-        try:
-            kind = torch.device(self.device).type
-        except RuntimeError as exc:
-            raise ValueError(f"device {self.device!r}: {exc}") from None
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r}: no CUDA device is available here (use cpu)")
+        check_device(self.device, "--device (or [sample] device)")
 
 
 def check_prompts(prompts: list[str], text: TextEncoder) -> list[str]:

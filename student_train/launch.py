@@ -17,6 +17,7 @@ from cache_schema.store import absolute_url
 
 from .checkpoint import latest_checkpoint
 from .config import StageConfig
+from .device import check_device
 from .stage_spec import TrainingStage
 from .stages import get_stage
 
@@ -62,6 +63,8 @@ def launch(stage: str | TrainingStage, config: StageConfig, workers: int = 1, *,
                                 max_failures=max_failures, progress=progress,
                                 storage_path=storage_path)
         return Launched(stage=spec, checkpoint=checkpoint, workers=workers)
+    # here, not on Ray Train workers: their GPUs are theirs, the driver may have none
+    check_device(config.device, f"[{spec.config.TABLE}] device (--device)")
     trainer = spec.build(config, out_url, **inputs)
     if trainer.resumed_from and log is not None:
         log(f"resuming from {trainer.resumed_from} (step {trainer.position} of "

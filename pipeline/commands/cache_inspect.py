@@ -9,14 +9,8 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from cache_schema import (
-    CacheError,
-    CacheReader,
-    list_generations,
-    load_manifest,
-    open_store,
-    read_manifest,
-)
+from cache_schema import CacheError, CacheReader, open_store, read_manifest
+from cache_schema.manifest import require_generations, resolve_generation
 from cache_schema.store import absolute_url, split_ref
 from cache_schema.verify import verify_cache
 from cache_schema.versioning import list_tags
@@ -29,11 +23,12 @@ def _ls(args: argparse.Namespace) -> int:
         return _shard_urls(args)
     base, _ = split_ref(args.url)
     store = open_store(base)
+    generations = require_generations(store)  # none: why (endpoint, bucket, path, no commit)
     tags: dict[int, list[str]] = {}
     for name, gen in sorted(list_tags(base).items()):
         tags.setdefault(gen, []).append(name)
     rows = []
-    for gen in list_generations(store):
+    for gen in generations:
         try:
             m = read_manifest(store, gen)
         except CacheError as exc:
@@ -47,9 +42,6 @@ def _ls(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    if not rows:
-        print(f"{store.url}: no committed generation")
-        return 1
     Console().print(ls_table(store.url, rows))
     return 0
 
@@ -91,16 +83,16 @@ def ls_table(url: str, rows: list[dict]) -> Table:
 
 
 def _show(args: argparse.Namespace) -> int:
-    url = f"{split_ref(args.url)[0]}@{args.generation}" if args.generation is not None else args.url
-    manifest = load_manifest(url)
-    if manifest is None:
-        print(f"{args.url}: no committed generation")
-        return 1
+    base, ref = split_ref(args.url)
+    store = open_store(base)
+    manifest = read_manifest(store, resolve_generation(
+        store, args.generation if args.generation is not None else ref))
     print(json.dumps(manifest.body(), indent=1, ensure_ascii=False))
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
+    require_generations(open_store(split_ref(args.url)[0]))  # nothing to verify: say why
     report = verify_cache(args.url, deep=args.deep)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))

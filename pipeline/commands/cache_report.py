@@ -14,7 +14,9 @@ import argparse
 def _cache_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from cache_schema import load_manifest
+    from cache_schema import open_store
+    from cache_schema.manifest import require_generations
+    from cache_schema.store import split_ref
     from pipeline.report import cache_card
     from pipeline.report.assets import Assets
     from pipeline.report.html import document, esc, section
@@ -22,8 +24,7 @@ def _cache_report(args: argparse.Namespace) -> int:
 
     if args.prompts < 0 or args.stats_samples < 1:
         raise ValueError("--prompts must be >= 0 and --stats-samples >= 1")
-    if load_manifest(args.url) is None:
-        raise FileNotFoundError(f"{args.url}: no committed generation (is this a cache URL?)")
+    require_generations(open_store(split_ref(args.url)[0]))  # none: say why (URL, bucket...)
     with Console(stderr=True).status(f"reading {args.url}"):
         body = cache_card(args.url, Assets(None, inline=True) if args.prompts else None,
                           detail=True, preview_prompts=args.prompts, stats_samples=args.stats_samples)

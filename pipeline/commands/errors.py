@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 
 from cache_schema import CacheError
+from cache_schema.reachability import unreachable_message
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -30,7 +31,7 @@ def is_user_error(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = unreachable_message(exc) or str(exc) or type(exc).__name__
     if type(exc).__name__ == "NoCredentialsError":
         text += (" for object storage: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE "
                  "or AWS_SHARED_CREDENTIALS_FILE (credentials never go in a storage profile); "

@@ -26,9 +26,12 @@ def _student_args(p: argparse.ArgumentParser) -> None:
 
 
 def _triple(text: str, n: int, flag: str) -> list[int]:
-    values = [int(v) for v in text.split(",")]
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
     if len(values) != n:
-        raise SystemExit(f"{flag} takes {n} comma-separated integers, got {text!r}")
+        raise ValueError(f"{flag} takes {n} comma-separated integers, got {text!r}")
     return values
 
 
@@ -50,7 +53,7 @@ def _student_config(args: argparse.Namespace):
     try:
         return StudentConfig.from_json(data)
     except (TypeError, ValueError) as exc:
-        raise SystemExit(f"bad student config: {exc}") from None
+        raise ValueError(f"bad student config: {exc}") from None
 
 
 # -- profile ---------------------------------------------------------------------------------
@@ -87,11 +90,19 @@ def _profile(args: argparse.Namespace) -> int:
 def _load_scores(spec: str | None) -> dict[str, float]:
     if not spec:
         return {}
-    text = spec if spec.lstrip().startswith("{") else fsspec.open(spec, "r").open().read()
+    if spec.lstrip().startswith("{"):
+        text = spec
+    else:
+        try:
+            with fsspec.open(spec, "r") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--scores file {spec} does not exist (or pass the JSON "
+                                    "itself)") from None
     try:
         scores = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"--scores must be JSON like '{{\"lcha\": 1.0, \"ssa:2\": 0.9}}' or a file "
+        raise ValueError(f"--scores must be JSON like '{{\"lcha\": 1.0, \"ssa:2\": 0.9}}' or a file "
                          f"holding it: {exc}") from None
     return {str(k): float(v) for k, v in scores.items()}
 
@@ -109,7 +120,8 @@ def _search(args: argparse.Namespace) -> int:
     try:
         lut = load_lut(args.lut)
     except FileNotFoundError:
-        raise SystemExit(f"no look-up table at {args.lut}: make one with `s2dit profile --out {args.lut}`") from None
+        raise FileNotFoundError(f"no look-up table at {args.lut}: make one with `s2dit profile "
+                                f"--out {args.lut}`") from None
     scores = _load_scores(args.scores)
     options, costs = options_from_lut(lut, scores)
     if args.exclude:
@@ -225,10 +237,7 @@ def _export(args: argparse.Namespace) -> int:
         torch.manual_seed(0)
         model = S2DiT(_student_config(args))
         print("no --model: exporting randomly initialised weights (a toolchain check)")
-    try:
-        step = export_chunk_step(model.eval(), batch=args.batch, text_len=args.text_len)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+    step = export_chunk_step(model.eval(), batch=args.batch, text_len=args.text_len)
     diff = max_abs_difference(step, model, chunks=args.check_chunks)
     meta = save_exported(step, args.out)
     print(f"wrote {args.out} (+ .json: {len(meta['state'])} state tensors); exported vs eager over "

@@ -6,6 +6,7 @@ import argparse
 import os
 import textwrap
 
+from cache_schema.reachability import check_reachable
 from pipeline.graph import SECTIONS, STAGE_NAMES, RunConfig, load_run_config
 from pipeline.run import plan_config, run_config
 
@@ -33,12 +34,22 @@ examples:
 def execute(config: RunConfig, args: argparse.Namespace, out: str | None = None) -> int:
     """Run ``config`` with the graph flags of ``args`` (``add_graph_flags``), or plan it."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    for url in [out or "", *_strings(config.resolved())]:  # the config's URLs, as the flags'
+        check_reachable(url)
     if args.plan:
         plan_config(config, out=out, from_stage=args.from_stage, only=args.only)
         return 0
     run_config(config, out=out, from_stage=args.from_stage, only=args.only,
                progress=not args.no_progress)
     return 0
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import fsspec
 
+from cache_schema.config_file import read_config
 from cache_schema.typed_config import Limits, between, check_config
 
 # lcha: linear attention || causal conv (the paper's high-resolution mixer); conv and lin: one
@@ -134,5 +135,9 @@ class StudentConfig:
 
     @classmethod
     def load(cls, url: str) -> StudentConfig:
-        with fsspec.open(url, "r") as handle:
-            return cls.from_json(json.load(handle))
+        """``save``'s JSON file, read with a bound; errors name the file."""
+        try:
+            data = json.loads(read_config(url, "student config"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"student config {url} is not JSON: {exc}") from None
+        return cls.from_json(data)

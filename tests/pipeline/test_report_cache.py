@@ -90,7 +90,7 @@ def test_cache_card_of_object_storage_and_refusals(tmp_path, s3_bucket, capsys):
     assert "cache-step-stats" in text and "cache-previews" not in text
     capsys.readouterr()
     assert main(["cache", "report", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.html")]) == 2
-    assert "no committed generation" in capsys.readouterr().err
+    assert "no cache at" in capsys.readouterr().err
     assert main(["cache", "report", cache, "--out", str(tmp_path / "x.html"), "--stats-samples", "0"]) == 2
     assert "--stats-samples" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
