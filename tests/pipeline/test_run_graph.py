@@ -208,6 +208,44 @@ def test_plan_predicts_what_the_run_then_does_and_writes_nothing(tmp_path):
     assert plan[1].why.startswith("its inputs changed") and plan[2].why == "upstream b reruns"
 
 
+def test_plan_names_the_keys_that_changed_with_their_old_and_new_values(tmp_path):
+    from pipeline.graph.plan import plan_graph
+
+    run = str(tmp_path / "run")
+    first = BASE.replace("[train]\nsteps = 1", "[train]\nsteps = 1\nlr = 5e-3\n[train.model]\ndim = 8")
+    run_graph(_config(tmp_path, first), _toy_stages([]), run, console=QUIET)
+    edited = first.replace("lr = 5e-3", "lr = 3e-3\nkd_fraction = 0.5").replace("dim = 8", "dim = 16")
+    plan = {s.stage: s for s in plan_graph(_config(tmp_path, edited), _toy_stages([]), run)}
+    assert plan["b"].action == "run" and plan["b"].why == (
+        "its inputs changed since it was done: [train] kd_fraction (unset) -> 0.5, "
+        "lr 0.005 -> 0.003, model.dim 8 -> 16")
+    assert plan["c"].why == "upstream b reruns"
+    # b rerun alone: c's recorded inputs name b's earlier run
+    run_graph(_config(tmp_path, edited), _toy_stages([]), run, only="b", console=QUIET)
+    plan = {s.stage: s for s in plan_graph(_config(tmp_path, edited), _toy_stages([]), run)}
+    assert plan["c"].why == "its inputs changed since it was done: upstream b ran again"
+
+
+def test_plan_predicts_the_skips_a_disabled_stage_brings_and_ends(tmp_path):
+    """A stage that needs a newly disabled one is skipped by the run, and runs again once it is
+    enabled again: the plan says so, not "up to date" or "skip" from the old records."""
+    from pipeline.graph.plan import WOULD_RUN, plan_graph
+
+    run = str(tmp_path / "run")
+    disabled = BASE.replace("[train]\n", "[train]\nenabled = false\n")
+    for text, expected in ((BASE, None), (disabled, [("b", "skip"), ("c", "skip"), ("d", "run")]),
+                           (BASE, [("b", "run"), ("c", "run"), ("d", "run")])):
+        plan = plan_graph(_config(tmp_path, text), _toy_stages([]), run)
+        log: list[str] = []
+        state = run_graph(_config(tmp_path, text), _toy_stages(log), run, console=QUIET)
+        assert log == [s.stage for s in plan if s.action in WOULD_RUN]
+        assert [s.stage for s in plan if s.action == "skip"] == \
+            [n for n, r in state.stages.items() if r["status"] == "skipped"]
+        if expected:
+            assert [(s.stage, s.action) for s in plan][1:] == expected, plan
+    assert plan[1].why.startswith("its inputs changed since it was skipped: [train] enabled false -> true")
+
+
 def test_plan_of_a_fresh_folder_says_every_stage_is_not_run_yet(tmp_path):
     from pipeline.graph.plan import plan_graph
 
