@@ -42,6 +42,8 @@ COMMANDS: tuple[tuple[str | None, str, str, str], ...] = (
     ("cache", "report", "cache_report", "write a cache's card as one self-contained HTML file"),
     ("cache", "audit", "cache_audit",
      "regenerate a sample of records and compare them with the cache"),
+    ("teacher", "stage", "teacher_stage",
+     "copy teacher weights once (hub id at a commit, or a folder) for actors to load"),
     (None, "profile", "model",
      "measure latency and peak memory of each block kind/stride -> lut.json"),
     (None, "search", "model", "budget-aware DP: best sandwich layout under latency/memory budgets"),
@@ -58,6 +60,7 @@ COMMANDS: tuple[tuple[str | None, str, str, str], ...] = (
 
 GROUP_HELP = {
     "cache": "inspect, verify, version and generate teacher caches",
+    "teacher": "stage teacher weights where the cache job's actors load them",
 }
 PACKAGE = "pipeline.commands"
 # Option values that may look like URLs but name no storage (ray://HEAD:10001, a prompt's text)

@@ -18,6 +18,8 @@ from .gpus import GPUS
 TEACHER_FLAGS = {  # [job.teacher] key -> (type, help); every teacher key is a flag
     "source": (str, "teacher weights: local diffusers folder or hub id"),
     "revision": (str, "hub commit (or branch/tag, pinned to its commit) of the teacher weights"),
+    "staged": (str, ("copy of the weights made by `s2dit teacher stage` (URL or shared folder): "
+                     "actors load only from it, at --revision (a commit sha); '' loads from source")),
     "dtype": (str, "teacher compute dtype: bfloat16 (Wan default) | float16 | float32"),
     "vae_dtype": (str, "VAE dtype (default float32, as WanPipeline)"),
     "solver": (str, "auto (the checkpoint's own scheduler) | euler | unipc"),

@@ -13,6 +13,7 @@ import yaml
 
 from pipeline.cli import build_parser
 from teacher_jobs.gpus import gpu_type
+from teacher_jobs.staging import CACHE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 YAMLS = sorted((ROOT / "infra").rglob("*.yaml"))
@@ -151,6 +152,8 @@ def test_kuberay_gpu_workers_follow_the_a14b_memory_plan(name, teacher_plan):
     volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
     mount = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
     assert _env(worker)["HF_HOME"]["value"].startswith(mount["model-cache"])
+    # staged weights (teacher_jobs/staging.py) are fetched and checked once per pod, there too
+    assert _env(worker)[CACHE_ENV]["value"].startswith(mount["model-cache"])
     params = sum(c.params for c in plan.components.values())
     assert _gib(volumes["model-cache"]["emptyDir"]["sizeLimit"]) * 2**30 >= 4 * params
     if doc["kind"] == "RayJob":  # exactly the GPUs the job's actors take: none idle, none waiting

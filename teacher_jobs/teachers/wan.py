@@ -212,19 +212,34 @@ class WanTeacher(Teacher):
         dtype, vae_dtype = config.get("dtype", "float32"), config.get("vae_dtype", "float32")
         try:
             ckpt = resolve_checkpoint(path_or_id, revision)
-            pipe = WanPipeline.from_pretrained(
-                str(ckpt.folder) if ckpt.revision is None else path_or_id, revision=ckpt.revision,
-                dtype={"default": DTYPES[dtype], "vae": DTYPES[vae_dtype]})
+            if ckpt.revision is None:  # a local folder, hashed by resolve_checkpoint
+                return cls.from_checkpoint(ckpt, **config)
+            pipe = WanPipeline.from_pretrained(path_or_id, revision=ckpt.revision,
+                                               dtype={"default": DTYPES[dtype], "vae": DTYPES[vae_dtype]})
         except (OSError, ValueError) as exc:
             raise RuntimeError(load_error_message(path_or_id, exc)) from None
-        loaded = ckpt.files
-        if ckpt.revision is not None:  # hub: hash the snapshot the weights were read from
-            from huggingface_hub import snapshot_download
+        # hub: hash the snapshot the weights were read from
+        from huggingface_hub import snapshot_download
 
-            folder = snapshot_download(path_or_id, revision=ckpt.revision)
-            loaded = {rel: sha256_file(Path(folder) / rel) for rel in ckpt.files
-                      if (Path(folder) / rel).exists()}
+        folder = snapshot_download(path_or_id, revision=ckpt.revision)
+        loaded = {rel: sha256_file(Path(folder) / rel) for rel in ckpt.files
+                  if (Path(folder) / rel).exists()}
         return cls(pipe, checkpoint=checkpoint_record(ckpt), loaded_files=loaded,
+                   configs=file_configs(ckpt), **config)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt, **config: Any) -> WanTeacher:
+        """From a local folder whose file digests ``ckpt.files`` already holds (hashed by
+        resolve_local, or checked against a staged copy's digest file): nothing is hashed
+        again and the hub is never asked."""
+        from diffusers import WanPipeline
+
+        from .wan_files import file_configs
+
+        dtype, vae_dtype = config.get("dtype", "float32"), config.get("vae_dtype", "float32")
+        pipe = WanPipeline.from_pretrained(str(ckpt.folder), local_files_only=True,
+                                           dtype={"default": DTYPES[dtype], "vae": DTYPES[vae_dtype]})
+        return cls(pipe, checkpoint=checkpoint_record(ckpt), loaded_files=dict(ckpt.files),
                    configs=file_configs(ckpt), **config)
 
     @classmethod
@@ -332,7 +347,11 @@ def pipeline_configs(pipe) -> dict[str, Any]:
 
 
 def checkpoint_record(ckpt) -> dict[str, Any]:
-    return {"source": ckpt.source, "revision": ckpt.revision, "files": dict(ckpt.files)}
+    """The fingerprint's record of a checkpoint; a staged copy adds its digest file's sha256."""
+    record = {"source": ckpt.source, "revision": ckpt.revision, "files": dict(ckpt.files)}
+    if ckpt.staged is not None:
+        record["staged"] = ckpt.staged
+    return record
 
 
 def tiny_checkpoint_record(pipe) -> dict[str, Any]:

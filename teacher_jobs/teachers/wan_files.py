@@ -56,6 +56,7 @@ class Checkpoint:
     revision: str | None  # the pinned hub commit (None for a local folder)
     folder: Path  # local folder holding at least the configs and the tokenizer
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    staged: str | None = None  # sha256 of the digest file of the staged copy it was loaded from
 
     def config(self, component: str) -> dict[str, Any] | None:
         name = "model_index.json" if component == "" else f"{component}/config.json"
@@ -68,7 +69,7 @@ class Checkpoint:
         return {k: v for k, v in self.files.items() if k.startswith(f"{component}/")}
 
 
-def _is_weight(rel: str) -> bool:
+def is_weight(rel: str) -> bool:
     return rel.endswith((".safetensors", ".bin", ".pth"))
 
 
@@ -83,7 +84,7 @@ def resolve_local(folder: str, *, hash_weights: bool = True) -> Checkpoint:
             if rel.endswith((".bin", ".pth")):
                 raise ValueError(f"{folder}/{rel}: pickled weights are refused (never unpickled); "
                                  "convert the checkpoint to safetensors")
-            if hash_weights or not _is_weight(rel):
+            if hash_weights or not is_weight(rel):
                 files[rel] = sha256_file(path)
     return Checkpoint(source=folder, revision=None, folder=root, files=files)
 
@@ -102,7 +103,7 @@ def resolve_hub(repo_id: str, revision: str | None) -> Checkpoint:
     for sibling in info.siblings:
         if sibling.lfs is not None:
             files[sibling.rfilename] = sibling.lfs.sha256
-        elif not _is_weight(sibling.rfilename) and (Path(folder) / sibling.rfilename).exists():
+        elif not is_weight(sibling.rfilename) and (Path(folder) / sibling.rfilename).exists():
             files[sibling.rfilename] = sha256_file(Path(folder) / sibling.rfilename)
     return Checkpoint(source=repo_id, revision=info.sha, folder=Path(folder), files=files)
 

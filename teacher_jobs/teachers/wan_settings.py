@@ -40,6 +40,10 @@ class WanSettings(TeacherSettings):
     }
     source: str = HUB_ID  # local diffusers folder, hub id, or "tiny-random"
     revision: str | None = None  # hub commit to pin (a branch or tag is resolved to its commit)
+    # A copy made by `s2dit teacher stage` (object-store URL or shared folder): when set, the
+    # driver and every actor load from it alone (never the hub), at `revision`, a commit sha;
+    # `source` then only says what was staged. "" (the flag's way to unset it) means None.
+    staged: str | None = None
     dtype: str = "bfloat16"  # experts and text encoder (the official param_dtype and t5_dtype)
     vae_dtype: str = "float32"  # as WanPipeline keeps it
     solver: str = "auto"  # auto: the checkpoint's own scheduler; euler | unipc
@@ -55,6 +59,11 @@ class WanSettings(TeacherSettings):
 
     def __post_init__(self) -> None:
         TeacherSettings.__post_init__(self)  # types and ranges (LIMITS) of every field
+        self.staged = self.staged or None
+        if self.staged is not None:
+            from ..staging import check_commit
+
+            check_commit(self.revision, "[job.teacher] revision (staged weights)")
         if self.solver != "auto":
             solver_of(self.solver, "")
         if self.attention_backend is not None:
@@ -85,6 +94,11 @@ class WanSettings(TeacherSettings):
     def build(self, video: VideoSize, *, device: str) -> WanTeacher:
         if self.source == TINY:
             return WanTeacher.tiny(**self.teacher_args(video, device))
+        if self.staged is not None:  # downloaded and checked once per node, then loaded
+            from ..staging import materialize
+
+            copy = materialize(self.staged, revision=self.revision)
+            return WanTeacher.from_checkpoint(_staged_checkpoint(copy), **self.teacher_args(video, device))
         return WanTeacher.from_pretrained(self.source, revision=self.revision,
                                           **self.teacher_args(video, device))
 
@@ -114,13 +128,20 @@ class WanSettings(TeacherSettings):
                                                "num_steps": teacher.num_steps, "text_dim": teacher.text_dim,
                                                "max_text_len": teacher.max_text_len},
                               max_tokens=teacher.max_text_len, count_tokens=teacher.count_tokens)
-        from .wan import count_wan_tokens, load_error_message
+        from .wan import checkpoint_record, count_wan_tokens, load_error_message
         from .wan_files import file_configs, library_versions, resolve_checkpoint
 
-        try:
-            ckpt = resolve_checkpoint(self.source, self.revision)
-        except (OSError, ValueError) as exc:
-            raise RuntimeError(load_error_message(self.source, exc)) from None
+        if self.staged is not None:  # configs and tokenizer only: no weights, no hub
+            from ..staging import small_files
+            from .wan_files import is_weight
+
+            ckpt = _staged_checkpoint(small_files(self.staged, revision=self.revision,
+                                                  is_weight=is_weight))
+        else:
+            try:
+                ckpt = resolve_checkpoint(self.source, self.revision)
+            except (OSError, ValueError) as exc:
+                raise RuntimeError(load_error_message(self.source, exc)) from None
         configs = file_configs(ckpt)
         shape, text_dim = self.check_checkpoint(configs, video)
         from transformers import AutoTokenizer
@@ -128,7 +149,7 @@ class WanSettings(TeacherSettings):
         tokenizer = AutoTokenizer.from_pretrained(str(ckpt.folder / "tokenizer"))
         index = configs["model_index"]
         fp = wan_fingerprint(
-            checkpoint={"source": ckpt.source, "revision": ckpt.revision, "files": dict(ckpt.files)},
+            checkpoint=checkpoint_record(ckpt),
             configs=configs, solver=solver_of(self.solver, configs["scheduler"]["_class_name"]),
             shift=self.shift, steps=self.steps, guidance=self.guidance,
             boundary_ratio=self.boundary if self.boundary is not None else index.get("boundary_ratio"),
@@ -219,3 +240,12 @@ class WanSettings(TeacherSettings):
         if values.get("source") == TINY:
             return WanTeacher.tiny(**config)
         return WanTeacher.from_pretrained(values["source"], **config)
+
+
+def _staged_checkpoint(copy):
+    """A staged copy (staging.StagedCopy) as the checkpoint the fingerprint records: the
+    digest file's source, revision and file digests, and the digest file's own sha256."""
+    from .wan_files import Checkpoint
+
+    return Checkpoint(source=copy.record.source, revision=copy.record.revision, folder=copy.folder,
+                      files=copy.record.sha256s(), staged=copy.digest)

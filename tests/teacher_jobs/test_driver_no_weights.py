@@ -70,15 +70,22 @@ def saved_pipeline(tmp_path_factory) -> Path:
 
 
 def test_cuda_job_without_gpus_stops_at_gpu_placement_and_the_driver_builds_no_model(saved_pipeline, tmp_path):
+    from teacher_jobs.staging import stage
+
     corpus = tmp_path / "prompts.txt"
     corpus.write_text("a red cat running left\nblue ocean wave at night\n")
     script, log = tmp_path / "driver.py", tmp_path / "log.json"
     script.write_text(DRIVER)
+    revision = "ab" * 20
+    staged = stage(str(saved_pipeline), str(tmp_path / "staged"), revision=revision, log=lambda _: None)
+    # the shipped config's path: weights staged, the config's placeholder revision replaced
     args = ["generate", "--config", str(ROOT / "configs/wan22_a14b.toml"),
-            "--source", str(saved_pipeline), "--prompts", str(corpus), "--output", str(tmp_path / "cache"),
+            "--staged", staged.url, "--revision", revision, "--prompts", str(corpus),
+            "--output", str(tmp_path / "cache"),
             "--height", "32", "--width", "32", "--frames", "9", "--steps", "4", "--max-text-len", "16",
             "--keep-steps", "all", "--num-actors", "1"]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "RAY_AUTH_MODE": "disabled",
+           "S2DIT_STAGED_CACHE": str(tmp_path / "node")}
     out = subprocess.run([sys.executable, str(script), str(log), *args], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300, check=False)
     result = json.loads(log.read_text())
@@ -92,5 +99,6 @@ def test_cuda_job_without_gpus_stops_at_gpu_placement_and_the_driver_builds_no_m
     for rel in ("transformer/diffusion_pytorch_model.safetensors",
                 "transformer_2/diffusion_pytorch_model.safetensors"):
         assert files[rel] == hashlib.sha256((saved_pipeline / rel).read_bytes()).hexdigest()
+    assert result["fingerprint"]["checkpoint"]["staged"] == staged.digest
     assert result["fingerprint"]["model_dtype"] == "bfloat16"  # the A14B config's dtype
     assert not (tmp_path / "cache" / "manifests").exists()  # nothing committed
