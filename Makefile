@@ -14,7 +14,11 @@ PYPI_INDEX ?= https://pypi.org/simple
 
 .PHONY: setup browser demo test test-all bench clean lint
 
-$(STAMP): pyproject.toml
+# The project installs with the image's lock as constraints (infra/requirements.lock): a venv, CI
+# and the image run the same versions (tests/test_image_lock.py).
+LOCK := infra/requirements.lock
+
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@if $(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=10)" 2>/dev/null; then \
@@ -24,7 +28,7 @@ $(STAMP): pyproject.toml
 	  echo "note: $(TORCH_INDEX) is unreachable: $(TORCH_PIN) from pip's configured indexes and find-links"; \
 	  $(BIN)/python -m pip install --quiet $(TORCH_PIN); \
 	fi
-	$(BIN)/python -m pip install --quiet -e '.[teacher,student,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[teacher,student,dev]' -c $(LOCK)
 	touch $(STAMP)
 
 ## browser: Debian's chromium for the report's browser test, installed as root where missing
