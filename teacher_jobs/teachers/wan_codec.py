@@ -35,6 +35,17 @@ def _torch_dtype(name: str) -> torch.dtype:
     return DTYPES[short]
 
 
+def _is_staged(source: str) -> bool:
+    """True for a URL or folder holding a digest file of `s2dit teacher stage`."""
+    from cache_schema.store import open_store
+
+    from ..staging import DIGEST_FILE
+
+    if "://" not in source and not os.path.isdir(source):
+        return False  # a hub id
+    return open_store(source).exists(DIGEST_FILE)
+
+
 class WanCodec:
     """Tokenizer + UMT5 text encoder + AutoencoderKLWan of one Wan 2.2 pipeline."""
 
@@ -81,6 +92,10 @@ class WanCodec:
         machine); the text encoder must be the one the cache's fingerprint names."""
         ckpt = fingerprint.get("checkpoint", {})
         source = source or ckpt.get("source")
+        if source and source != TINY_SOURCE and _is_staged(source):  # a `s2dit teacher stage` copy
+            return cls._from_staged(source, ckpt, max_text_len=int(fingerprint["max_text_len"]),
+                                    device=device, text_dtype=fingerprint.get("model_dtype", "float32"),
+                                    vae_dtype=vae_dtype)
         codec = cls.load(source, max_text_len=int(fingerprint["max_text_len"]), device=device,
                          text_dtype=fingerprint.get("model_dtype", "float32"), vae_dtype=vae_dtype)
         expected = ckpt.get("weights", {}).get("text_encoder")
@@ -102,6 +117,22 @@ class WanCodec:
                              f"(weight digest {found[:12]}, cache {expected[:12]}): pass the Wan "
                              "2.2 weights the cache was generated with")
         return codec
+
+    @classmethod
+    def _from_staged(cls, url: str, ckpt: dict[str, Any], **config: Any) -> WanCodec:
+        """From a staged copy (downloaded and checked once per node, as the teacher actors do),
+        at the cache's revision; its text encoder files must be the ones the cache records."""
+        from ..staging import materialize
+
+        copy = materialize(url, revision=ckpt.get("revision"))
+        have = copy.record.sha256s()
+        bad = sorted(k for k, v in ckpt.get("files", {}).items()
+                     if k.startswith("text_encoder/") and have.get(k) != v)
+        if bad:
+            raise ValueError(f"the staged copy at {url!r} is not the one that made this cache "
+                             f"({', '.join(bad)} differ): pass the staged weights the cache was "
+                             "generated with")
+        return cls.load(str(copy.folder), **config)
 
     def count_tokens(self, prompt: str) -> int:
         return count_wan_tokens(self.pipe.tokenizer, prompt)

@@ -220,6 +220,26 @@ def test_a_hub_id_needs_a_commit_and_offline_is_one_line(tmp_path, no_hub, capsy
     assert err.count("\n") == 1 and not (tmp_path / "w").exists()
 
 
+def test_sampling_a_student_reads_the_text_encoder_and_vae_from_the_staged_copy(
+        tiny_folder, tmp_path, node, no_hub, capsys):
+    """`s2dit sample --teacher-source URL` / [sample] teacher_source for a cache of staged
+    weights: the copy is materialized as the actors do, and must hold the cache's text encoder."""
+    import copy
+
+    from teacher_jobs.teachers.wan_codec import WanCodec
+
+    url = str(tmp_path / "staged")
+    assert _stage(capsys, tiny_folder, url)[0] == 0
+    fingerprint = make_settings({**TINY, "staged": url, "revision": REV}).driver_plan(VIDEO).fingerprint
+    codec = WanCodec.for_cache(fingerprint, source=url)
+    assert codec.encode_prompts(["a red cat"]).emb.shape == (1, 16, 32)
+    assert list(node.glob("*.verified")) and no_hub == []
+    other = copy.deepcopy(fingerprint)
+    other["checkpoint"]["files"]["text_encoder/model.safetensors"] = "0" * 64
+    with pytest.raises(ValueError, match="text_encoder/model.safetensors differ"):
+        WanCodec.for_cache(other, source=url)
+
+
 @pytest.mark.slow  # a Ray job in its own process (its workers inherit the node's environment): ~60 s
 def test_a_cache_job_loads_from_the_staged_copy_with_the_hub_unreachable(tiny_folder, s3_bucket, tmp_path, capsys):
     """`python -m teacher_jobs generate` (the RayJob entry point) with two actors on one node,
