@@ -27,6 +27,8 @@ from .errors import (
                         UnknownEncoding,
 )
 from .fields import (
+                        CAUSAL_CHUNK_KEY,
+                        CAUSAL_PAIR_FIELDS,
                         CHECKSUMS_KEY,
                         FIELD_BY_NAME,
                         FIELD_NAMES,
@@ -38,6 +40,7 @@ from .fields import (
                         CacheLayout,
                         FieldKind,
                         FieldSpec,
+                        causal_chunk_frames,
                         parse_keep_steps,
                         validate_record,
 )
@@ -54,6 +57,8 @@ from .versioning import diff, diff_caches, gc, lineage, list_tags, set_tag
 from .writer import CacheWriter, commit_generation, write_shard
 
 __all__ = [
+                        "CAUSAL_CHUNK_KEY",
+                        "CAUSAL_PAIR_FIELDS",
                         "CHECKSUMS_KEY",
                         "DEFAULT_ENCODING",
                         "FIELDS",
@@ -90,6 +95,7 @@ __all__ = [
                         "WriterLease",
                         "append",
                         "canonical_json",
+                        "causal_chunk_frames",
                         "commit_generation",
                         "dedup",
                         "diff",

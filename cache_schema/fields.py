@@ -38,6 +38,9 @@ class FieldSpec:
     axes: tuple[str, ...] = ()  # symbolic: S steps, C channels, F frames, H, W, L tokens, D width
     finite: bool = True  # NaN / Inf refused
     optional: bool = False
+    # Optional fields of one group are written together, and only when the job asks for them
+    # (``CAUSAL_PAIR_FIELDS``); "" for the fields every record of a teacher job holds.
+    group: str = ""
     doc: str = ""
 
     @property
@@ -77,6 +80,18 @@ FIELDS: tuple[FieldSpec, ...] = (
               doc="text-encoder output trimmed to the real token count"),
     FieldSpec(name="neg_text_emb", kind=FieldKind.TENSOR, dtype="half", axes=("L", "D"),
               optional=True, doc="negative-prompt text embedding"),
+    # Causal ODE pairs (``[job.teacher] causal_chunk_frames = N``, recorded in the fingerprint):
+    # the autoregressive teacher's trajectory of each chunk of N frames, conditioned on the
+    # record's own clean x0 of the chunks before it and started from the record's own initial
+    # noise of that chunk, solved with the teacher's solver on its sigma grid (Causal Forcing,
+    # arXiv 2602.02214). The frames of chunk c hold chunk c's ODE; the states sit at ``sigmas``.
+    FieldSpec(name="causal_states", kind=FieldKind.TENSOR, dtype="half", axes=("S", *LATENT),
+              optional=True, group="causal",
+              doc="each chunk's autoregressive-teacher ODE state before each kept step, given "
+                  "the clean x0 of the chunks before it"),
+    FieldSpec(name="causal_x0", kind=FieldKind.TENSOR, dtype="half", axes=LATENT,
+              optional=True, group="causal",
+              doc="each chunk's autoregressive-teacher ODE end state (sigma 0)"),
 )
 
 FIELD_BY_NAME: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}
@@ -86,6 +101,14 @@ TENSOR_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if s.kind is Field
 REQUIRED_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if not s.optional)
 # Written by the writer, never by a producer: {field: checksum} of each tensor's bytes.
 CHECKSUMS_KEY = "checksums"
+# The causal ODE pairs and the fingerprint key of their chunk size (absent: no pairs).
+CAUSAL_PAIR_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if s.group == "causal")
+CAUSAL_CHUNK_KEY = "causal_chunk_frames"
+
+
+def causal_chunk_frames(fingerprint: Mapping[str, Any]) -> int:
+    """Latent frames per chunk of a cache's causal ODE pairs; 0 when it holds none."""
+    return int(fingerprint.get(CAUSAL_CHUNK_KEY, 0) or 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,11 +168,13 @@ class CacheLayout:
             sizes["L"] = text_len
         return tuple(sizes[a] for a in FIELD_BY_NAME[name].axes)
 
-    def raw_bytes_per_sample(self, text_len: int) -> int:
+    def raw_bytes_per_sample(self, text_len: int, groups: tuple[str, ...] = ()) -> int:
         """Bytes of one sample's tensors stored raw, with ``text_len`` tokens (codecs other than
-        raw store less: this is their upper bound)."""
+        raw store less: this is their upper bound); field ``groups`` written on request (e.g.
+        "causal") are counted only when named."""
         return sum(math.prod(self.shape_of(spec.name, text_len)) * self.numpy_dtype(spec).itemsize
-                   for spec in FIELDS if spec.kind is FieldKind.TENSOR)
+                   for spec in FIELDS if spec.kind is FieldKind.TENSOR
+                   and (not spec.group or spec.group in groups))
 
     def step_position(self, step: int) -> int:
         """Index along S of solver step ``step``; a step that is not stored is an error."""
@@ -274,6 +299,12 @@ def validate_record(record: Mapping[str, Any], layout: CacheLayout) -> None:
     for spec in FIELDS:
         if spec.name not in record:
             if spec.optional:
+                together = [s.name for s in FIELDS if spec.group and s.group == spec.group
+                            and s.name in record]
+                if together:
+                    raise RecordError(spec.name, f"is missing: the {spec.group} fields come "
+                                      f"together and {together[0]} is present",
+                                      sample_id=sample_id)
                 continue
             raise RecordError(spec.name, "is missing", sample_id=sample_id)
         value = record[spec.name]

@@ -2,7 +2,8 @@
 
 For every prompt: initial noise from the counter-based RNG, the state before each kept step
 with its sigma and timestep, v_cond and v_uncond, guidance and expert per step, the final x0 and
-the trimmed text embeddings. Bad prompts become rejections with a reason; the batch goes on.
+the trimmed text embeddings; with a teacher's ``causal_chunk_frames`` set, its causal ODE pairs
+too (``Teacher.causal_trajectories``). Bad prompts become rejections with a reason; the batch goes on.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache_schema import FIELD_BY_NAME, canonical_json, flow
+from cache_schema import CAUSAL_PAIR_FIELDS, FIELD_BY_NAME, canonical_json, flow
 from cache_schema import fingerprint_digest as digest_of
 from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id, normalise_prompt
@@ -127,6 +128,9 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
     shape = (len(batch.prompts), len(keep), *teacher.latent_shape)
     states, v_cond, v_uncond = (np.empty(shape, half) for _ in range(3))
     position = {step: k for k, step in enumerate(keep)}
+    # causal ODE pairs (cache_schema CAUSAL_PAIR_FIELDS), when the teacher is asked for them
+    pairs = (np.empty(shape, half), np.empty((len(batch.prompts), *teacher.latent_shape), half)) \
+        if teacher.causal_chunk_frames else None
 
     size = micro_batch or len(batch.prompts)
     noise, x0, emb, neg_emb, lengths, neg_lengths = [], [], [], [], [], []
@@ -141,6 +145,11 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
 
         n, x, text, neg = _run(teacher, part, global_seed=global_seed,
                                negative_prompt=negative_prompt, on_step=record_part)
+        if pairs is not None:  # given the clean x0 as cached: the context stage 2 commits
+            rows = slice(start, start + len(part.prompts))
+            clean = x.numpy().astype(half).astype(np.float64)
+            pair_states, pair_x0 = teacher.causal_trajectories(n, clean, text, neg, keep)
+            pairs[0][rows], pairs[1][rows] = pair_states, pair_x0
         noise.append(n)
         x0.append(x)
         emb += list(text.emb.float().cpu().numpy())
@@ -164,6 +173,8 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
             "text_emb": emb[b][: lengths[b]].astype(half),
             "neg_text_emb": neg_emb[b][: neg_lengths[b]].astype(half),
         })
+        if pairs is not None:
+            records[-1].update(zip(CAUSAL_PAIR_FIELDS, (pairs[0][b], pairs[1][b])))
     return records, batch.rejections
 
 

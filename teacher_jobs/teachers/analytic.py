@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache_schema import flow
+from cache_schema import CAUSAL_CHUNK_KEY, causal_chunk_frames, flow
 
 from . import analytic_score
 from .analytic_tasks import (
@@ -94,8 +94,10 @@ class AnalyticConfig:
 class AnalyticTeacher(Teacher):
     name = "analytic"
 
-    def __init__(self, config: AnalyticConfig | None = None):
+    def __init__(self, config: AnalyticConfig | None = None, *, causal_chunk_frames: int = 0):
         self.config = config = config or AnalyticConfig()
+        # > 0: the recorder also writes causal ODE pairs of chunks this long (analytic_causal.py)
+        self.causal_chunk_frames = int(causal_chunk_frames)
         self.latent_shape = tuple(config.latent_shape)
         self.text_dim, self.max_text_len = config.text_dim, config.max_text_len
         self.num_steps = config.num_steps
@@ -139,7 +141,8 @@ class AnalyticTeacher(Teacher):
         cfg = dict(fingerprint["config"])
         for key in ("latent_shape", "objects", "colours", "motions", "guidance"):
             cfg[key] = tuple(cfg[key])
-        return cls(AnalyticConfig(**cfg, device=device))
+        return cls(AnalyticConfig(**cfg, device=device),
+                   causal_chunk_frames=causal_chunk_frames(fingerprint))
 
     def at_length(self, frames: int) -> AnalyticTeacher:
         """This teacher over a clip of ``frames`` latent frames (streaming longer than trained)."""
@@ -170,9 +173,12 @@ class AnalyticTeacher(Teacher):
         if cfg["task"] == "motion":
             for key in MEMORY_KEYS:
                 cfg.pop(key)
-        return {"teacher": "analytic", "config": cfg, "solver": "euler",
-                "means_sha256": hashlib.sha256(self.means.tobytes()).hexdigest(),
-                "code_version": CODE_VERSION}
+        out = {"teacher": "analytic", "config": cfg, "solver": "euler",
+               "means_sha256": hashlib.sha256(self.means.tobytes()).hexdigest(),
+               "code_version": CODE_VERSION}
+        if self.causal_chunk_frames:  # only when set: caches without pairs keep their ids
+            out[CAUSAL_CHUNK_KEY] = self.causal_chunk_frames
+        return out
 
     def sigmas(self) -> np.ndarray:
         return self._sigmas
@@ -195,21 +201,35 @@ class AnalyticTeacher(Teacher):
         return EncodedText(emb=torch.from_numpy(emb).to(self.device), lengths=lengths,
                            prompts=list(prompts))
 
-    def exact_velocity(self, x: np.ndarray, sigma: float, means: np.ndarray) -> np.ndarray:
+    def exact_velocity(self, x: np.ndarray, sigma: float, means: np.ndarray,
+                       log_prior: np.ndarray | None = None) -> np.ndarray:
         """v = ((sigma - a s^2) x - sigma m) / tau^2 with posterior-mean mixture m (fp64).
 
-        x: (B, Dim); means: (B, K, Dim) modes per sample with equal weights.
+        x: (B, Dim); means: (B, K, Dim) modes per sample, with equal weights or the (B, K) log
+        weights ``log_prior`` (up to a constant per sample: the causal teacher's past evidence).
         """
         s2 = self.config.s ** 2
         a = 1.0 - sigma
         tau2 = a * a * s2 + sigma * sigma
         logits = (a * np.einsum("bd,bkd->bk", x, means)
                   - 0.5 * a * a * np.einsum("bkd,bkd->bk", means, means)) / tau2
+        if log_prior is not None:
+            logits = logits + log_prior
         logits -= logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
         weights /= weights.sum(axis=1, keepdims=True)
         m = np.einsum("bk,bkd->bd", weights, means)
         return ((sigma - a * s2) * x - sigma * m) / tau2
+
+    def causal_trajectories(self, noise: torch.Tensor, x0: np.ndarray, text: EncodedText,
+                            neg_text: EncodedText, keep_steps: list[int]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """The exact autoregressive teacher's ODE of every chunk (analytic_causal.py)."""
+        from .analytic_causal import causal_trajectories
+
+        assert text.prompts is not None, "analytic teacher needs EncodedText.prompts"
+        return causal_trajectories(self, noise, x0, text.prompts, self.causal_chunk_frames,
+                                   keep_steps)
 
     def velocity(self, x: torch.Tensor, step: int, text: EncodedText, neg_text: EncodedText
                  ) -> tuple[torch.Tensor, torch.Tensor]:

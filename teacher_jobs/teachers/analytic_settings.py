@@ -20,6 +20,7 @@ from .spec import DriverPlan, TeacherSettings, VideoSize
 class AnalyticSettings(TeacherSettings):
     kind: ClassVar[str] = "analytic"
     has_oracle: ClassVar[bool] = True
+    causal_pairs: ClassVar[bool] = True  # the exact autoregressive teacher (analytic_causal.py)
     LIMITS: ClassVar[Limits] = {"latent_channels": between(1, 4096), "modes_per_class": between(1, 64),
                                 "identity_codes": between(1, 64), "visible_frames": between(1, 4096),
                                 "gap_frames": between(2, 4096)}
@@ -35,6 +36,10 @@ class AnalyticSettings(TeacherSettings):
             raise ValueError(f"the analytic teacher maps pixels to latents by 8 and frames by 4: "
                              f"height/width must be multiples of 8 and frames 4k+1 (got "
                              f"{video.height}x{video.width}, {video.frames} frames)")
+        latent_frames = (video.frames - 1) // 4 + 1
+        if self.causal_chunk_frames > latent_frames:
+            raise ValueError(f"[job.teacher] causal_chunk_frames = {self.causal_chunk_frames} is "
+                             f"more than the clip's {latent_frames} latent frames")
 
     def config(self, video: VideoSize, device: str = "cpu") -> AnalyticConfig:
         shape = (self.latent_channels, (video.frames - 1) // 4 + 1, video.height // 8, video.width // 8)
@@ -44,7 +49,8 @@ class AnalyticSettings(TeacherSettings):
                               visible_frames=self.visible_frames, gap_frames=self.gap_frames)
 
     def build(self, video: VideoSize, *, device: str) -> AnalyticTeacher:
-        return AnalyticTeacher(self.config(video, device))
+        return AnalyticTeacher(self.config(video, device),
+                               causal_chunk_frames=self.causal_chunk_frames)
 
     def driver_plan(self, video: VideoSize) -> DriverPlan:
         teacher = self.build(video, device="cpu")
@@ -64,4 +70,5 @@ class AnalyticSettings(TeacherSettings):
 
     @classmethod
     def build_direct(cls, values: dict[str, Any], **config: Any) -> AnalyticTeacher:
-        return AnalyticTeacher(AnalyticConfig(**config))
+        chunk = config.pop("causal_chunk_frames", 0)  # a recording setting, not the distribution
+        return AnalyticTeacher(AnalyticConfig(**config), causal_chunk_frames=chunk)

@@ -71,6 +71,20 @@ class Teacher(abc.ABC):
         return 0
 
     guidance: tuple[float, ...] = (1.0,)
+    # Latent frames per chunk of the causal ODE pairs the recorder writes (0: none); a teacher
+    # that sets it implements ``causal_trajectories``.
+    causal_chunk_frames: int = 0
+
+    def causal_trajectories(self, noise: torch.Tensor, x0: np.ndarray, text: EncodedText,
+                            neg_text: EncodedText, keep_steps: list[int]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Causal ODE pairs (cache_schema's ``causal_states``, ``causal_x0``): for each chunk of
+        ``causal_chunk_frames`` frames, the autoregressive teacher's ODE from that chunk of
+        ``noise`` (B, C, F, H, W) given the clean ``x0`` (B, C, F, H, W, as cached) of the
+        chunks before it; (states (B, S, C, F, H, W) at ``keep_steps``, end states (B, C, F,
+        H, W)), float32."""
+        raise NotImplementedError(f"the {self.name} teacher has no autoregressive teacher: it "
+                                  "cannot write causal ODE pairs")
 
     def reset_solver(self) -> None:
         """Called before each batch; multistep solvers clear their history."""

@@ -54,17 +54,24 @@ class TeacherSettings(abc.ABC):
     kind: ClassVar[str]  # the registry key: `kind` in [job.teacher] and fingerprint["teacher"]
     # True: the sampling side has an oracle (a known data distribution that scores samples)
     has_oracle: ClassVar[bool] = False
+    # True: the teacher can write causal ODE pairs (``causal_chunk_frames``): its
+    # autoregressive teacher (a chunk given the clean chunks before it) is at hand.
+    causal_pairs: ClassVar[bool] = False
     TABLE: ClassVar[str] = "job.teacher"
     # Ranges (cache_schema.typed_config); a kind's own LIMITS add to these and may override.
     LIMITS: ClassVar[Limits] = {
         "steps": between(1, 10_000), "shift": between(0.0, 1000.0, lo_open=True),
         "guidance": between(0.0, 100.0), "micro_batch": between(0, 1_000_000),
+        "causal_chunk_frames": between(0, 4096),
     }
     steps: int = 24
     shift: float = 3.0
     guidance: tuple[float, float] = (3.0, 3.0)  # (high-noise expert, low-noise expert)
     negative_prompt: str = ""
     micro_batch: int = 0  # samples sharing one solver loop; 0: a whole work unit at once
+    # > 0: also record causal ODE pairs of chunks of this many latent frames (cache fields
+    # causal_states / causal_x0, for stage 2's causal phase); 0: none, the cache as before.
+    causal_chunk_frames: int = 0
 
     def __post_init__(self) -> None:
         g = self.guidance  # one value means both experts: 3.0 or [3.0] -> (3.0, 3.0)
@@ -74,6 +81,13 @@ class TeacherSettings(abc.ABC):
             self.guidance = (g[0], g[0])
         check_config(self)  # types and ranges of every field (the kind's own too)
         self.guidance = tuple(float(x) for x in self.guidance)
+        if self.causal_chunk_frames and not self.causal_pairs:
+            raise ValueError(
+                f"[job.teacher] causal_chunk_frames = {self.causal_chunk_frames}: the {self.kind} "
+                "teacher cannot write causal ODE pairs (not supported: its autoregressive teacher "
+                "has no closed form; it would need trajectories sampled from the causal phase's "
+                "own model). Leave causal_chunk_frames at 0 (stage 2 then uses the cached "
+                "bidirectional trajectories), or use the analytic teacher")
 
     @classmethod
     def from_spec(cls, spec: str) -> dict[str, Any] | None:
@@ -121,4 +135,7 @@ class TeacherSettings(abc.ABC):
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {"kind": self.kind, **asdict(self), "guidance": list(self.guidance)}
+        out = {"kind": self.kind, **asdict(self), "guidance": list(self.guidance)}
+        if not self.causal_chunk_frames:  # off: the resolved config of every job before it
+            del out["causal_chunk_frames"]
+        return out
