@@ -11,9 +11,13 @@ with their own keyed noise), and the current chunk is a training row of one of t
   flow (tower property), so it is correct for the first chunk too.
 - a cached jump, d = sigma_i - sigma_j > 0: the trajectory's chunk at the student's schedule
   state i, target the average velocity to state j (x0 after the last one), as stage 1's step
-  rows. For the first chunk this target is a blend of modes (the bidirectional teacher chose
-  its mode with the future frames' noise too), so ``jump_first_chunk`` can leave chunk 0 to
-  flow matching only.
+  rows. From the bidirectional teacher's trajectory (``states``) this target is a blend of
+  modes for a causal student (the teacher chose chunk c with the later chunks' noise too), so
+  ``jump_first_chunk`` can leave chunk 0 to flow matching only. A cache with causal ODE pairs
+  (cache_schema ``causal_states`` / ``causal_x0``, ``[job.teacher] causal_chunk_frames``: Causal
+  Forcing, arXiv 2602.02214) gives every chunk, chunk 0 included, its jumps from the
+  autoregressive teacher's ODE of that chunk given the same clean past chunks the student is
+  given here, so they are used instead, for every chunk (their chunk size must be the student's).
 
 Every draw (sigma, row kind, jump, noises) is keyed by (seed, epoch, sample id), as elsewhere.
 """
@@ -25,18 +29,29 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cache_schema import flow
+from cache_schema import CAUSAL_PAIR_FIELDS, flow
 
 from ..text import pad_text
 
 CAUSAL_FIELDS = ("x0", "text_emb", "states", "sigmas")
+# A cache with causal ODE pairs: the jumps read them, never the bidirectional states.
+PAIR_FIELDS = ("x0", "text_emb", "sigmas", *CAUSAL_PAIR_FIELDS)
 _CAUSAL_KEY = 0xCA05  # a stream apart from the DMD rows' and stage 1's draws
+
+
+def causal_fields(pairs: bool) -> tuple[str, ...]:
+    """The cache fields the causal phase reads, with or without causal ODE pairs."""
+    return PAIR_FIELDS if pairs else CAUSAL_FIELDS
 
 
 @dataclass
 class CausalBatch:
-    x0: torch.Tensor  # (B, C, F, H, W)
-    states: torch.Tensor  # (B, S, C, F, H, W) cached trajectory states, stored dtype (fp16)
+    x0: torch.Tensor  # (B, C, F, H, W) the clean clips: context and flow-matching targets
+    # (B, S, C, F, H, W) the jumps' trajectories, stored dtype (fp16): the cached bidirectional
+    # states, or each chunk's causal ODE states (``pairs``)
+    states: torch.Tensor
+    jump_x0: torch.Tensor  # (B, C, F, H, W) where the last jump lands: x0, or causal_x0
+    pairs: bool  # the jumps come from causal ODE pairs (every chunk, chunk 0 included)
     sigmas: torch.Tensor  # (B, S)
     text: torch.Tensor  # (B, L, D)
     text_mask: torch.Tensor  # (B, L) bool
@@ -46,8 +61,15 @@ class CausalBatch:
 
 
 def collate_causal(records: list[dict], max_text_len: int, *, seed: int, num_chunks: int,
-                   device, dtype=torch.float32) -> CausalBatch:
+                   device, dtype=torch.float32, pairs: bool = False) -> CausalBatch:
+    """``pairs``: the cache holds causal ODE pairs (its fingerprint says so): jumps from them."""
     tensor = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, dtype)
+    missing = [r["sample_id"] for r in records if pairs and CAUSAL_PAIR_FIELDS[0] not in r]
+    if missing:
+        raise ValueError(f"sample {missing[0]} holds no {' / '.join(CAUSAL_PAIR_FIELDS)}, yet "
+                         "its cache's fingerprint records causal_chunk_frames: a damaged cache; "
+                         "run `s2dit cache verify --deep`")
+    trajectory, end = CAUSAL_PAIR_FIELDS if pairs else ("states", "x0")
     text, mask = pad_text(records, max_text_len)
     shape = tuple(records[0]["x0"].shape)
     us, normals = [], []
@@ -57,8 +79,10 @@ def collate_causal(records: list[dict], max_text_len: int, *, seed: int, num_chu
         normals.append(rng.standard_normal((2, *shape), dtype=np.float32))
     normal = torch.from_numpy(np.stack(normals)).to(device, dtype)  # (B, 2, C, F, H, W)
     # the trajectories stay in their stored dtype: the loss widens the few states it picks
-    states = torch.from_numpy(np.stack([r["states"] for r in records])).to(device)
-    return CausalBatch(x0=tensor("x0"), states=states, sigmas=tensor("sigmas"),
+    states = torch.from_numpy(np.stack([r[trajectory] for r in records])).to(device)
+    x0 = tensor("x0")
+    return CausalBatch(x0=x0, states=states, jump_x0=tensor(end) if pairs else x0, pairs=pairs,
+                       sigmas=tensor("sigmas"),
                        text=text.to(device, dtype), text_mask=mask.to(device),
                        u=torch.from_numpy(np.stack(us)).to(device, dtype),
                        eps=normal[:, 0], context_noise=normal[:, 1])
@@ -70,6 +94,7 @@ def teacher_forcing_loss(model, batch: CausalBatch, *, schedule: list[int], cont
     """Mean squared velocity error over every chunk of the batch (one streaming pass).
 
     schedule: positions along S of the student's few-step start states (the KD plan's).
+    jump_first_chunk: chunk 0 gets jump rows too (always with causal ODE pairs).
     """
     b, _, frames, _, _ = batch.x0.shape
     cf = model.config.chunk_frames
@@ -93,10 +118,11 @@ def teacher_forcing_loss(model, batch: CausalBatch, *, schedule: list[int], cont
         pos_j = sched[(k + 1).clamp(max=n - 1)]
         x_i = batch.states[rows, pos_i][:, :, part].to(x0.dtype)
         sig_i = batch.sigmas[rows, pos_i]
-        x_j = torch.where(view(last), x0, batch.states[rows, pos_j][:, :, part].to(x0.dtype))
+        x_j = torch.where(view(last), batch.jump_x0[:, :, part],
+                          batch.states[rows, pos_j][:, :, part].to(x0.dtype))
         sig_j = torch.where(last, torch.zeros_like(sig_i), batch.sigmas[rows, pos_j])
         jump = batch.u[:, 1, i] < jump_fraction
-        if i == 0 and not jump_first_chunk:
+        if i == 0 and not (jump_first_chunk or batch.pairs):
             jump = torch.zeros_like(jump)
         x = torch.where(view(jump), x_i, x_fm)
         sigma = torch.where(jump, sig_i, sig_fm)
@@ -112,4 +138,6 @@ def teacher_forcing_loss(model, batch: CausalBatch, *, schedule: list[int], cont
     loss = torch.stack(losses).mean()
     parts = {"causal_loss": loss.item(), "causal_first_chunk_loss": losses[0].item(),
              "causal_jump_share": sum(jump_share) / len(jump_share)}
+    if batch.pairs:  # which jumps this run learns (rows without the key: the cached states)
+        parts["causal_ode_pairs"] = 1.0
     return loss, parts

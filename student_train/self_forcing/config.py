@@ -61,7 +61,9 @@ class ARConfig(StageConfig):
     causal_betas: tuple[float, float] = (0.9, 0.99)
     causal_batch_size: int | None = None  # None: batch_size
     causal_jump_fraction: float = 0.5  # share of chunk rows with a cached d > 0 jump target
-    causal_jump_first_chunk: bool = False  # chunk 0's jump targets blend modes (see causal.py)
+    # chunk 0's jump targets from the cached bidirectional states blend modes (causal.py); a
+    # cache with causal ODE pairs gives every chunk, chunk 0 included, jumps from them instead
+    causal_jump_first_chunk: bool = False
     causal_sigma_shift: float = 3.0  # flow-matching sigma draw (the teacher's shift)
     # Rollout.
     chunk_frames: int | None = None  # latent frames per chunk (None: the KD model's config)

@@ -6,7 +6,8 @@
    frozen KD (the real score, bidirectional, d = 0); one AdamW each for generator and critic
 3. resume from the newest checkpoint under the output URL, if any
 4. causal phase (``causal_steps``, causal.py): teacher forcing of the block-causal generator on
-   the cached clean videos -> generator step -> EMA
+   the cached clean videos (jumps from the cache's causal ODE pairs when it holds them, of the
+   student's chunk size) -> generator step -> EMA
 5. DMD phase: rollout chunk by chunk (gradient at the exit step) -> DMD + regression ->
    generator step -> EMA; then ``critic_steps`` critic updates (the first on the same, detached
    samples)
@@ -30,6 +31,8 @@ from typing import Any
 
 import torch
 
+from cache_schema import causal_chunk_frames
+
 from ..checkpoint import restore_optimizer, split_prefix
 from ..loop import Parts, Phase, Take, TrainLoop
 from ..model import S2DiT, StudentConfig
@@ -38,7 +41,7 @@ from ..precision import Precision
 from ..schedule import lr_factor
 from ..stage_spec import TrainingStage, configured_context
 from .batch import AR_FIELDS, ARBatch, collate_ar
-from .causal import CAUSAL_FIELDS, collate_causal, teacher_forcing_loss
+from .causal import causal_fields, collate_causal, teacher_forcing_loss
 from .config import ARConfig
 from .losses import critic_loss, dmd_loss, regression_loss
 from .real_score import KDRealScore, RealScore
@@ -58,13 +61,28 @@ class ARTrainer(TrainLoop):
         super().__init__(out_url, config, rank=rank, world_size=world_size)
         # 1. the KD checkpoint and the cache
         self.source: KDSource = load_kd_source(init_url)
-        fields = AR_FIELDS + tuple(f for f in CAUSAL_FIELDS if f not in AR_FIELDS) \
-            if config.causal_steps else AR_FIELDS
+        # chunk frames of the cache's causal ODE pairs the causal phase learns from (0: none)
+        self.pair_chunk = 0
+
+        def fields(manifest) -> tuple[str, ...]:
+            if not config.causal_steps:
+                return AR_FIELDS
+            self.pair_chunk = causal_chunk_frames(manifest.fingerprint)
+            return AR_FIELDS + tuple(f for f in causal_fields(bool(self.pair_chunk))
+                                     if f not in AR_FIELDS)
+
         manifest = self.open_cache(cache_url, fields, storage_options)
         check_fits(self.source, self.layout, manifest.fingerprint_digest, cache_url)
         self.plan = self.source.plan
         self.sigmas = [float(s) for s in self.plan["schedule_sigmas"]]  # N jumps + final 0
         chunk = config.chunk_frames or self.source.model_config.chunk_frames
+        if self.pair_chunk and self.pair_chunk != chunk:
+            raise ValueError(
+                f"the cache {cache_url} holds causal ODE pairs of {self.pair_chunk}-frame chunks "
+                f"([job.teacher] causal_chunk_frames = {self.pair_chunk}), but the student "
+                f"streams {chunk}-frame chunks (chunk_frames = {chunk}): train with "
+                f"[train_ar] chunk_frames = {self.pair_chunk}, or regenerate the cache with "
+                f"causal_chunk_frames = {chunk}")
         self.model_config: StudentConfig = self.source.model_config.replace(chunk_frames=chunk)
         if self.model_config.latent_frames % chunk:
             raise ValueError(f"chunk_frames {chunk} does not divide the cache's "
@@ -137,7 +155,8 @@ class ARTrainer(TrainLoop):
         cfg = self.cfg
         per_rank = (cfg.causal_batch_size or cfg.batch_size) // self.world
         batch = collate_causal(take(per_rank), self.layout.max_text_len, seed=cfg.seed,
-                               num_chunks=self.num_chunks, device=self.device)
+                               num_chunks=self.num_chunks, device=self.device,
+                               pairs=bool(self.pair_chunk))
         # short linear warm-up, then constant
         set_lr(self.causal_opt, cfg.causal_lr * min(1.0, (self.causal_step + 1) / max(1, cfg.warmup_steps)))
         with self.precision.autocast():

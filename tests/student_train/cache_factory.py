@@ -11,9 +11,12 @@ from teacher_jobs.teachers import build_teacher
 
 
 def analytic_records(*, keep: tuple[int, ...] = tuple(range(8)), seeds: int = 4,
-                     latent_shape: tuple[int, int, int, int] = (4, 5, 8, 8)):
-    """(records, layout, fingerprint): ``seeds`` trajectories of every class prompt."""
-    teacher = build_teacher("analytic", num_steps=8, latent_shape=latent_shape)
+                     latent_shape: tuple[int, int, int, int] = (4, 5, 8, 8),
+                     causal_chunk_frames: int = 0):
+    """(records, layout, fingerprint): ``seeds`` trajectories of every class prompt (with causal
+    ODE pairs of ``causal_chunk_frames``-frame chunks when > 0)."""
+    pairs = {"causal_chunk_frames": causal_chunk_frames} if causal_chunk_frames else {}
+    teacher = build_teacher("analytic", num_steps=8, latent_shape=latent_shape, **pairs)
     prompts = [p for p in class_prompts() for _ in range(seeds)]
     records, _ = record_trajectories(teacher, prompts, [i % seeds for i in range(len(prompts))],
                                      global_seed=0, keep_steps=keep)
@@ -23,9 +26,11 @@ def analytic_records(*, keep: tuple[int, ...] = tuple(range(8)), seeds: int = 4,
 
 
 def make_cache(path: Path | str, *, keep: tuple[int, ...] = tuple(range(8)), seeds: int = 4,
-               latent_shape: tuple[int, int, int, int] = (4, 5, 8, 8)) -> str:
+               latent_shape: tuple[int, int, int, int] = (4, 5, 8, 8),
+               causal_chunk_frames: int = 0) -> str:
     """A cache of ``analytic_records``, 8 records per shard, one generation."""
-    records, layout, fp = analytic_records(keep=keep, seeds=seeds, latent_shape=latent_shape)
+    records, layout, fp = analytic_records(keep=keep, seeds=seeds, latent_shape=latent_shape,
+                                           causal_chunk_frames=causal_chunk_frames)
     with CacheWriter(str(path), layout=layout, fingerprint=fp, samples_per_shard=8) as writer:
         for rec in records:
             writer.write(rec)
