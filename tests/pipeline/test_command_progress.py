@@ -37,5 +37,5 @@ def test_report_progress_goes_to_a_terminal_s_stderr_only(run_dir, capsys, monke
     captured = capsys.readouterr()
     assert captured.out == f"report: {run_dir}/report.html\n"
     # drawn at the last section, then cleared (transient): nothing is left on the terminal
-    assert "report: Text to video" in captured.err and captured.err.endswith("\x1b[2K")
+    assert "report: Students compared" in captured.err and captured.err.endswith("\x1b[2K")
 
