@@ -36,6 +36,7 @@ def test_export_needs_a_fixed_size_ssa_cache():
         export_chunk_step(random_model())
 
 
+@pytest.mark.slow  # 21 s: torch.export again; the chunk step's export equals eager in the default suite
 def test_cli_exports_a_trained_checkpoint_with_its_ema_weights(tmp_path, capsys):
     from cache_factory import make_cache
 
