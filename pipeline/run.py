@@ -11,6 +11,7 @@ from typing import Any
 
 import fsspec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cache_schema.store import absolute_url
@@ -103,8 +104,8 @@ def plan_config(config: RunConfig, *, out: str | None = None, from_stage: str | 
     table = Table(title=f"s2dit run --plan: {run_dir}", show_edge=False)
     for column in ("stage", "would", "why"):
         table.add_column(column)
-    for step in steps:
-        table.add_row(step.stage, step.action, step.why)
+    for step in steps:  # reasons name sections ("[train] lr ..."): not rich markup
+        table.add_row(step.stage, step.action, escape(step.why))
     (console or Console()).print(table)
     return steps
 

@@ -270,3 +270,16 @@ def test_s2dit_run_plan_prints_the_plan_of_the_real_stages_without_running(tmp_p
     assert done.stdout.count("not run yet") == len(STAGES) - 1  # all but compare: no section
     assert "has no compare section" in done.stdout
     assert not out.exists()
+
+
+def test_the_printed_plan_keeps_the_section_names_of_its_reasons(tmp_path, monkeypatch):
+    # rich reads "[train]" as markup and would drop it from the table
+    import pipeline.run
+    from pipeline.graph.plan import Step
+    from rich.console import Console
+
+    why = "its inputs changed since it was done: [train] lr 0.005 -> 0.003"
+    monkeypatch.setattr(pipeline.run, "plan_graph", lambda *a, **k: [Step("train_kd", "run", why)])
+    console = Console(record=True, width=200)
+    pipeline.run.plan_config(_config(tmp_path, BASE), out=str(tmp_path / "run"), console=console)
+    assert "[train] lr 0.005 -> 0.003" in console.export_text()
