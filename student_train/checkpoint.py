@@ -109,6 +109,15 @@ def latest_checkpoint(out_url: str) -> str | None:
     return f"{out_url.rstrip('/')}/checkpoints/{name}"
 
 
+def finished_checkpoint(out: str, steps: int, what: str) -> str:
+    """The newest checkpoint in ``out``, which must be the last step (else the run stopped)."""
+    checkpoint = latest_checkpoint(out)
+    step = int(checkpoint.rsplit("step_", 1)[1]) if checkpoint else 0
+    if checkpoint is None or step < steps:
+        raise RuntimeError(f"{what} stopped at step {step} of {steps} ({out}); rerun to resume")
+    return checkpoint
+
+
 def load_checkpoint(url: str, expect: Callable[[dict[str, Any]], Mapping[str, torch.nn.Module]]
                     | None = None, fix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, state) of a checkpoint folder. ``expect(state)``: the modules its tensors must

@@ -32,7 +32,7 @@ import fsspec
 import torch
 
 from cache_schema import load_manifest
-from student_train.checkpoint import latest_checkpoint
+from student_train.checkpoint import finished_checkpoint
 from student_train.config import TrainConfig
 from student_train.launch import launch
 from student_train.self_forcing import ARConfig
@@ -133,14 +133,6 @@ def prepare_cell(grid: Grid, variant: str, seed: int) -> dict[str, Any]:
     return record
 
 
-def _finished(out: str, steps: int, what: str) -> str:
-    checkpoint = latest_checkpoint(out)
-    step = int(checkpoint.rsplit("step_", 1)[1]) if checkpoint else 0
-    if checkpoint is None or step < steps:
-        raise RuntimeError(f"{what} stopped at step {step} of {steps} ({out}); rerun to resume")
-    return checkpoint
-
-
 def train_cell(grid: Grid, record: dict[str, Any]) -> None:
     """Both stages of a cell, each unless its record holds its finished checkpoint."""
     variant, seed = record["variant"], record["seed"]
@@ -160,7 +152,7 @@ def train_cell(grid: Grid, record: dict[str, Any]) -> None:
         # ``resumed`` marks the figure as a lower bound)
         record[f"{stage}_seconds"] += time.perf_counter() - t0
         record["resumed"] = record["resumed"] or done.resumed_from is not None
-        record[f"{stage}_checkpoint"] = _finished(f"{folder}/{stage}", get_stage(stage).total_steps(config),
+        record[f"{stage}_checkpoint"] = finished_checkpoint(f"{folder}/{stage}", get_stage(stage).total_steps(config),
                                                   f"{variant} seed {seed} {stage.upper()}")
         _write(f"{folder}/{CELL}", record)
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import fsspec
 
-from student_train.checkpoint import STATE, TENSORS, latest_checkpoint
+from student_train.checkpoint import STATE, TENSORS, finished_checkpoint
 from student_train.config import StageConfig
 from student_train.launch import Launched, launch
 from student_train.stages import get_stage
@@ -41,15 +41,6 @@ def workers(ctx: StageContext) -> tuple[int, int]:
     if count < 1 or failures < 0:
         raise ValueError(f"[run] train_workers must be >= 1 and max_failures >= 0, got {count}, {failures}")
     return count, failures
-
-
-def finished_checkpoint(out: str, steps: int, what: str) -> str:
-    """The newest checkpoint in ``out``, which must be the last step (else the run stopped)."""
-    checkpoint = latest_checkpoint(out)
-    step = int(checkpoint.rsplit("step_", 1)[1]) if checkpoint else 0
-    if checkpoint is None or step < steps:
-        raise RuntimeError(f"{what} stopped at step {step} of {steps} ({out}); rerun to resume")
-    return checkpoint
 
 
 def tensors_sha256(checkpoint: str) -> str:
