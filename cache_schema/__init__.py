@@ -28,6 +28,7 @@ from .errors import (
 )
 from .fields import (
                         CAUSAL_CHUNK_KEY,
+                        CAUSAL_GROUP,
                         CAUSAL_PAIR_FIELDS,
                         CHECKSUMS_KEY,
                         FIELD_BY_NAME,
@@ -58,6 +59,7 @@ from .writer import CacheWriter, commit_generation, write_shard
 
 __all__ = [
                         "CAUSAL_CHUNK_KEY",
+                        "CAUSAL_GROUP",
                         "CAUSAL_PAIR_FIELDS",
                         "CHECKSUMS_KEY",
                         "DEFAULT_ENCODING",

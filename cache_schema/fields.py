@@ -50,6 +50,8 @@ class FieldSpec:
 
 
 LATENT = ("C", "F", "H", "W")
+# The field group of the causal ODE pairs (a job writes it, and a size estimate counts it, on request).
+CAUSAL_GROUP = "causal"
 
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(name="sample_id", kind=FieldKind.TEXT, dtype="str",
@@ -86,11 +88,11 @@ FIELDS: tuple[FieldSpec, ...] = (
     # noise of that chunk, solved with the teacher's solver on its sigma grid (Causal Forcing,
     # arXiv 2602.02214). The frames of chunk c hold chunk c's ODE; the states sit at ``sigmas``.
     FieldSpec(name="causal_states", kind=FieldKind.TENSOR, dtype="half", axes=("S", *LATENT),
-              optional=True, group="causal",
+              optional=True, group=CAUSAL_GROUP,
               doc="each chunk's autoregressive-teacher ODE state before each kept step, given "
                   "the clean x0 of the chunks before it"),
     FieldSpec(name="causal_x0", kind=FieldKind.TENSOR, dtype="half", axes=LATENT,
-              optional=True, group="causal",
+              optional=True, group=CAUSAL_GROUP,
               doc="each chunk's autoregressive-teacher ODE end state (sigma 0)"),
 )
 
@@ -102,7 +104,7 @@ REQUIRED_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if not s.optiona
 # Written by the writer, never by a producer: {field: checksum} of each tensor's bytes.
 CHECKSUMS_KEY = "checksums"
 # The causal ODE pairs and the fingerprint key of their chunk size (absent: no pairs).
-CAUSAL_PAIR_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if s.group == "causal")
+CAUSAL_PAIR_FIELDS: tuple[str, ...] = tuple(s.name for s in FIELDS if s.group == CAUSAL_GROUP)
 CAUSAL_CHUNK_KEY = "causal_chunk_frames"
 
 

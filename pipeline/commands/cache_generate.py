@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from cache_schema import CacheLayout
+from cache_schema import CAUSAL_GROUP, CacheLayout
 from teacher_jobs.cli_args import add_generate_args, config_from_args, run_generate
 from teacher_jobs.sizing import job_cost, size_units
 
@@ -22,7 +22,9 @@ def _estimate(args: argparse.Namespace) -> int:
     memory = config.teacher.memory_plan(config.video, gpu_memory_gb=config.gpu_memory_gb)
     layout = CacheLayout(**config.teacher.layout_estimate(config.video),
                          keep_steps=config.keep_step_indices, half_dtype=config.half_dtype)
-    per_sample = layout.raw_bytes_per_sample(layout.max_text_len)
+    # a job with causal_chunk_frames also writes the causal ODE pairs (as large as the states + x0)
+    groups = (CAUSAL_GROUP,) if config.teacher.causal_chunk_frames else ()
+    per_sample = layout.raw_bytes_per_sample(layout.max_text_len, groups)
     count = None
     if config.prompts and "://" not in config.prompts:
         entries, _ = load_corpus(config.prompts, seeds_per_prompt=config.seeds_per_prompt)
@@ -31,7 +33,7 @@ def _estimate(args: argparse.Namespace) -> int:
     # bench/bench_codec.py), so this is the upper bound a non-raw codec stays under.
     out = {"latent_shape": list(layout.latent_shape), "kept_steps": layout.num_kept,
            "steps": layout.num_steps, "half_dtype": layout.half_dtype, "codec": config.codec,
-           "bytes_per_sample": per_sample, "samples": count}
+           "bytes_per_sample": per_sample, "causal_pairs": bool(groups), "samples": count}
     if memory is not None:
         out.update(memory.to_json())
     cost = job_cost(config, memory, args.throughput)
