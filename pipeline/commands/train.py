@@ -98,6 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train the student from a frozen cache",
                                   description="Student training stages.")
     stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    _register_kd(stages)
+    _register_ar(stages)
+    _register_eval(subparsers)
+    _register_sample(subparsers)
+
+
+def _register_kd(stages: argparse._SubParsersAction) -> None:
     kd = stages.add_parser("kd", help="stage 1: 2-in-1 distillation -> S2DiT-KD",
                            description="Knowledge distillation (d = 0) plus step distillation "
                                        "(d > 0) from a teacher cache; resumes from the newest "
@@ -120,6 +127,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_knobs(kd, "train", "default 1e-3", "model.dim=64")
     kd.set_defaults(func=_train_kd)
 
+
+def _register_ar(stages: argparse._SubParsersAction) -> None:
     ar = stages.add_parser(
         "ar", help="stage 2: self-forcing -> S2DiT-AR (streaming, few-step)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -159,6 +168,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "critic_steps=2")
     ar.set_defaults(func=friendly_errors(_train_ar, ValueError, FileNotFoundError))
 
+
+def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser("eval", help="score a checkpoint with the analytic teacher",
                                description="Held-out seeds of trained classes and unseen attribute "
                                            "combinations; student 4-step and full-step vs teacher, "
@@ -181,6 +192,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="latent frames per streaming chunk (default: the model's)")
     ev.set_defaults(func=_eval)
 
+
+def _register_sample(subparsers: argparse._SubParsersAction) -> None:
     sa = subparsers.add_parser(
         "sample", help="text to video: sample a student checkpoint for prompts",
         formatter_class=argparse.RawDescriptionHelpFormatter,
