@@ -64,6 +64,9 @@ class ARConfig(StageConfig):
     # chunk 0's jump targets from the cached bidirectional states blend modes (causal.py); a
     # cache with causal ODE pairs gives every chunk, chunk 0 included, jumps from them instead
     causal_jump_first_chunk: bool = False
+    # false: ignore a cache's causal ODE pairs and learn the jumps from its bidirectional states,
+    # as on a cache without them (same draws and data order: the pairs-or-not ablation)
+    use_causal_pairs: bool = True
     causal_sigma_shift: float = 3.0  # flow-matching sigma draw (the teacher's shift)
     # Rollout.
     chunk_frames: int | None = None  # latent frames per chunk (None: the KD model's config)

@@ -7,7 +7,7 @@
 3. resume from the newest checkpoint under the output URL, if any
 4. causal phase (``causal_steps``, causal.py): teacher forcing of the block-causal generator on
    the cached clean videos (jumps from the cache's causal ODE pairs when it holds them, of the
-   student's chunk size) -> generator step -> EMA
+   student's chunk size, unless ``use_causal_pairs`` is false) -> generator step -> EMA
 5. DMD phase: rollout chunk by chunk (gradient at the exit step) -> DMD + regression ->
    generator step -> EMA; then ``critic_steps`` critic updates (the first on the same, detached
    samples)
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from cache_schema import causal_chunk_frames
+from cache_schema import causal_chunk_frames, teacher_digest
 
 from ..checkpoint import restore_optimizer, split_prefix
 from ..loop import Parts, Phase, Take, TrainLoop
@@ -61,18 +61,21 @@ class ARTrainer(TrainLoop):
         super().__init__(out_url, config, rank=rank, world_size=world_size)
         # 1. the KD checkpoint and the cache
         self.source: KDSource = load_kd_source(init_url)
-        # chunk frames of the cache's causal ODE pairs the causal phase learns from (0: none)
+        # chunk frames of the cache's causal ODE pairs the causal phase learns from (0: none,
+        # or ignored with use_causal_pairs = false)
         self.pair_chunk = 0
 
         def fields(manifest) -> tuple[str, ...]:
             if not config.causal_steps:
                 return AR_FIELDS
-            self.pair_chunk = causal_chunk_frames(manifest.fingerprint)
+            if config.use_causal_pairs:
+                self.pair_chunk = causal_chunk_frames(manifest.fingerprint)
             return AR_FIELDS + tuple(f for f in causal_fields(bool(self.pair_chunk))
                                      if f not in AR_FIELDS)
 
         manifest = self.open_cache(cache_url, fields, storage_options)
-        check_fits(self.source, self.layout, manifest.fingerprint_digest, cache_url)
+        check_fits(self.source, self.layout, manifest.fingerprint_digest, cache_url,
+                   teacher_digest(manifest.fingerprint))
         self.plan = self.source.plan
         self.sigmas = [float(s) for s in self.plan["schedule_sigmas"]]  # N jumps + final 0
         chunk = config.chunk_frames or self.source.model_config.chunk_frames

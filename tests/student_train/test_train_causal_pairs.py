@@ -105,3 +105,34 @@ def test_a_cache_without_pairs_reads_what_it_read(caches, tmp_path):
                         str(tmp_path / "d"), _cfg())
     assert trainer.pair_chunk == 0
     assert trainer.stream.fields == ("noise", "x0", "text_emb", "prompt", "states", "sigmas")
+
+
+def _rows(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_use_causal_pairs_false_ignores_the_pairs(caches, kd, tmp_path):
+    off = ARTrainer(kd, caches["pairs"], str(tmp_path / "off"), _cfg(use_causal_pairs=False))
+    assert off.pair_chunk == 0
+    assert off.stream.fields == ("noise", "x0", "text_emb", "prompt", "states", "sigmas")
+    off.run(progress=False)
+    # jump fraction 1 from the bidirectional states: chunk 0 is flow matching again (4 of 5 chunks jump)
+    rows = _rows(tmp_path / "off")
+    assert [r["phase"] for r in rows] == ["causal"] * 3
+    assert all("causal_ode_pairs" not in r and r["causal_jump_share"] == pytest.approx(0.8) for r in rows)
+    # pairs of another chunk size than the student's do not matter when they are not read
+    ARTrainer(kd, caches["pairs"], str(tmp_path / "off5"), _cfg(use_causal_pairs=False, chunk_frames=5))
+
+
+def test_with_or_without_pairs_the_draws_are_the_same(caches, kd, tmp_path):
+    """No jump rows (jump fraction 0): the pairs are read or not, every other draw (records,
+    sigmas, noises) is the same, so the weights are equal to the bit; with jumps they differ."""
+    weights = {}
+    for use, fraction in ((True, 0.0), (False, 0.0), (True, 1.0), (False, 1.0)):
+        trainer = ARTrainer(kd, caches["pairs"], str(tmp_path / f"{use}{fraction}"),
+                            _cfg(use_causal_pairs=use, causal_jump_fraction=fraction))
+        trainer.run(progress=False)
+        weights[use, fraction] = trainer.model.state_dict()
+    same, differ = (weights[True, 0.0], weights[False, 0.0]), (weights[True, 1.0], weights[False, 1.0])
+    assert all(torch.equal(same[0][k], same[1][k]) for k in same[0])
+    assert any(not torch.equal(differ[0][k], differ[1][k]) for k in differ[0])
