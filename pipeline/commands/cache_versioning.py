@@ -165,18 +165,31 @@ def _gc(args):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # the order of `s2dit cache --help`
+    for add in (_add_log, _add_tag, _add_diff, _add_append, _add_filter, _add_dedup, _add_merge,
+                _add_convert, _add_gc):
+        add(subparsers)
+
+
+def _add_log(subparsers: argparse._SubParsersAction) -> None:
     log = subparsers.add_parser("log", help="lineage of generations, newest first",
                                 description="Operation and its arguments, parent, time, "
                                             "samples and producer of every generation, with tags.")
     log.add_argument("url", help="cache URL")
     log.add_argument("--json", action="store_true", help="print JSON")
     log.set_defaults(func=_guard(_log))
+
+
+def _add_tag(subparsers: argparse._SubParsersAction) -> None:
     tag = subparsers.add_parser("tag", help="name a generation (read it as URL@NAME)",
                                 description="Point a tag at a generation (default newest).")
     tag.add_argument("url", help="cache URL")
     tag.add_argument("name", help="tag name (letters, digits, _ - .)")
     tag.add_argument("--generation", type=int, help="generation to tag (default newest)")
     tag.set_defaults(func=_guard(_tag))
+
+
+def _add_diff(subparsers: argparse._SubParsersAction) -> None:
     df = subparsers.add_parser("diff", help="samples added/removed between two generations",
                                description="Samples added and removed, fingerprint, layout and "
                                            "schema changes: `diff URL --from N [--to M]` within "
@@ -185,6 +198,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     df.add_argument("--from", dest="from_ref", help="generation number or tag")
     df.add_argument("--to", dest="to_ref", help="generation number or tag (default newest)")
     df.set_defaults(func=_guard(_diff))
+
+
+def _add_append(subparsers: argparse._SubParsersAction) -> None:
     ap = subparsers.add_parser("append", help="add another cache's shards as a new generation",
                                description="A new generation of URL holding its samples plus "
                                            "those of --from (same fingerprint, layout and "
@@ -199,6 +215,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ap.add_argument("url", help="cache URL to extend")
     ap.add_argument("--from", dest="source", required=True, help="cache URL[@ref] to add")
     ap.set_defaults(func=_guard(_append))
+
+
+def _add_filter(subparsers: argparse._SubParsersAction) -> None:
     fl = subparsers.add_parser("filter", help="a new generation without some samples",
                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                description=WHERE_HELP)
@@ -207,6 +226,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--exclude-ids", metavar="FILE", help="file (any fsspec URL) of sample ids, one per line")
     which.add_argument("--where", metavar="EXPR", help="keep only samples where EXPR holds")
     fl.set_defaults(func=_guard(_filter))
+
+
+def _add_dedup(subparsers: argparse._SubParsersAction) -> None:
     dd = subparsers.add_parser("dedup", help="remove duplicate (prompt, seed) samples",
                                description="A filter generation that tombstones every later "
                                            "sample with the same normalised prompt (NFKC, case- "
@@ -215,6 +237,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "duplicate.")
     dd.add_argument("url", help="cache URL")
     dd.set_defaults(func=_guard(_dedup))
+
+
+def _add_merge(subparsers: argparse._SubParsersAction) -> None:
     mg = subparsers.add_parser("merge", help="a new cache holding two caches",
                                description="A new cache --output (empty or absent) whose first "
                                            "generation holds the samples of A and B (same "
@@ -227,6 +252,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mg.add_argument("b", help="second cache URL[@ref]")
     mg.add_argument("--output", required=True, help="URL of the new (empty) cache")
     mg.set_defaults(func=_guard(_merge))
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     cv = subparsers.add_parser("convert", help="re-encode a cache: encoding (wds <-> zarr) and/or "
                                                "value codec (raw <-> zstd <-> trajectory)",
                                description="Re-encode the live samples of URL[@ref] into a new "
@@ -246,6 +274,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cv.add_argument("--output", required=True, help="URL of the new (empty) cache")
     cv.add_argument("--no-progress", action="store_true", help="no progress bar")
     cv.set_defaults(func=_guard(_convert))
+
+
+def _add_gc(subparsers: argparse._SubParsersAction) -> None:
     g = subparsers.add_parser("gc", help="delete objects no generation references",
                               description="Delete shard and index objects that no generation "
                                           "references and that are older than the grace period "
