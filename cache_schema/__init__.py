@@ -43,6 +43,7 @@ from .fields import (
                         FieldSpec,
                         causal_chunk_frames,
                         parse_keep_steps,
+                        teacher_digest,
                         validate_record,
 )
 from .fingerprint import canonical_json, diff_fingerprints, fingerprint_digest
@@ -120,6 +121,7 @@ __all__ = [
                         "set_tag",
                         "split_ref",
                         "unregister_encoding",
+                        "teacher_digest",
                         "validate_record",
                         "verify_cache",
                         "write_shard",

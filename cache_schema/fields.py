@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import RecordError, StepNotStored
+from .fingerprint import fingerprint_digest
 
 SCHEMA_VERSION = 2  # 2: manifests pin the index (sha256, bytes) and lineage roots
 
@@ -111,6 +112,13 @@ CAUSAL_CHUNK_KEY = "causal_chunk_frames"
 def causal_chunk_frames(fingerprint: Mapping[str, Any]) -> int:
     """Latent frames per chunk of a cache's causal ODE pairs; 0 when it holds none."""
     return int(fingerprint.get(CAUSAL_CHUNK_KEY, 0) or 0)
+
+
+def teacher_digest(fingerprint: Mapping[str, Any]) -> str:
+    """Digest of the teacher alone: the fingerprint without the keys that only add recorded
+    fields (the causal pairs' chunk size). A KD model distilled from a cache without pairs fits
+    a cache of the same teacher that has them: its real score describes the same distribution."""
+    return fingerprint_digest({k: v for k, v in fingerprint.items() if k != CAUSAL_CHUNK_KEY})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -61,9 +61,12 @@ def load_kd_source(url: str) -> KDSource:
                     plan=state["plan"], manifest=state["manifest"])
 
 
-def check_fits(source: KDSource, layout: CacheLayout, fingerprint_digest: str, cache_url: str) -> None:
+def check_fits(source: KDSource, layout: CacheLayout, fingerprint_digest: str, cache_url: str,
+               teacher_digest: str | None = None) -> None:
     """Refuse a KD model that cannot read this cache's latents and text, or that was distilled
-    from another teacher setup (its real score would describe another distribution)."""
+    from another teacher setup (its real score would describe another distribution).
+    teacher_digest: the cache's fingerprint without recording-only keys (its causal pairs): a KD
+    model distilled from the same teacher's cache without pairs fits it."""
     c, f, h, w = layout.latent_shape
     cfg = source.model_config
     wanted = {"latent_channels": c, "latent_frames": f, "latent_height": h, "latent_width": w,
@@ -75,7 +78,7 @@ def check_fits(source: KDSource, layout: CacheLayout, fingerprint_digest: str, c
                          f"model was built for {got}. Initialise from a KD checkpoint trained on "
                          "this teacher's latents, or point --cache at its cache")
     kd_digest = source.manifest.get("fingerprint_digest")
-    if kd_digest and kd_digest != fingerprint_digest:
+    if kd_digest and kd_digest not in (fingerprint_digest, teacher_digest):
         raise FingerprintMismatch(
             f"the KD checkpoint {source.url} was distilled from a cache with fingerprint "
             f"{kd_digest[:16]}, the cache {cache_url} has {fingerprint_digest[:16]}: its real score "
