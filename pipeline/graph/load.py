@@ -1,7 +1,7 @@
 """Reading a run config: the TOML file, its includes, its sections checked against the stages'.
 
-The sections are ``[run]`` and one per stage of the run graph (``stages.SECTIONS``), so a new
-stage's section is known here without being listed.
+The sections are ``[run]`` and one per stage of the run graph (``stages.sections()``, read at
+each load), so a new stage's section is known here without being listed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from teacher_jobs.teachers.registry import make_settings
 
 from .config import GRAPH_SET_JOB_KEYS, RUN_KEYS, RunConfig, RunConfigError, refuse_unknown_keys
 from .overrides import set_override
-from .stages import SECTIONS, SEEDED, STAGES
+from .stages import graph_stages, sections, seeded_sections
 
 
 def _read_toml(url: str) -> dict[str, Any]:
@@ -42,22 +42,23 @@ def load_run_config(url: str, overrides: Sequence[str] = ()) -> RunConfig:
     """The run config at ``url``, includes resolved, then ``--set SECTION.KEY=VALUE``
     ``overrides`` (each checked on its own, so an error names it)."""
     data = _read_toml(url)
-    unknown = sorted(set(data) - set(SECTIONS))
+    known = sections()
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise RunConfigError(f"unknown sections {unknown} in run config {url}; known: "
-                             f"{', '.join(SECTIONS)}")
-    sections: dict[str, dict[str, Any]] = {}
-    for name in SECTIONS:
+                             f"{', '.join(known)}")
+    tables: dict[str, dict[str, Any]] = {}
+    for name in known:
         section = data.get(name, {})
         if not isinstance(section, dict):
             raise RunConfigError(f"{name} in {url} must be a table ([{name}]), got {section!r}")
-        sections[name] = _resolve_include(url, name, dict(section))
+        tables[name] = _resolve_include(url, name, dict(section))
     for key in GRAPH_SET_JOB_KEYS:
         if key in data.get("job", {}):
             raise RunConfigError(f"[job] {key} in {url}: the run sets it (the corpus stage's "
                                  "prompts and RUN_DIR/cache); give the corpus in [corpus] and the "
                                  "folder with --out or [run] out")
-    config = RunConfig(source=url, sections=sections, seeded=SEEDED)
+    config = RunConfig(source=url, sections=tables, seeded=seeded_sections())
     try:
         check_keys(config, ("run", "job"))
     except ValueError as exc:
@@ -74,12 +75,13 @@ def apply_overrides(config: RunConfig, overrides: Sequence[str]) -> None:
     checked by the validators of its section's stages at once: an error names the override.
     A section that was wrong before the override is blamed on the config, as the run would."""
     checked: set[str] = set()
+    known = sections()
     for text in overrides:
         section = _section_of(text)
-        if section in SECTIONS and section not in checked:
+        if section in known and section not in checked:
             _check_section(config, section, f"{config.source} [{section}]")
             checked.add(section)
-        _check_section(config, set_override(config, text, SECTIONS), f"--set {text}")
+        _check_section(config, set_override(config, text, known), f"--set {text}")
 
 
 def _section_of(text: str) -> str:
@@ -92,7 +94,7 @@ def _check_section(config: RunConfig, section: str, blame: str) -> None:
         enabled = config.sections.get(section, {}).get("enabled", True)
         if not isinstance(enabled, bool):
             raise RunConfigError(f"[{section}] enabled must be true or false, got {enabled!r}")
-        for check in dict.fromkeys(s.check for s in STAGES if s.section == section and s.check):
+        for check in dict.fromkeys(s.check for s in graph_stages() if s.section == section and s.check):
             check(config)
     except (ValueError, TypeError) as exc:
         raise RunConfigError(f"{blame}: {exc}") from None

@@ -7,6 +7,7 @@ their inputs."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,10 @@ class Step:
     why: str
 
 
-def plan_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
+def plan_graph(config: RunConfig, stages: Sequence[Stage], run_dir: str, *,
                from_stage: str | None = None, only: str | None = None) -> list[Step]:
     """One Step per stage, in order; reads the run folder, writes nothing."""
+    stages = tuple(stages)  # the registry's list as of now, as the run would take it
     names = check_flags(stages, from_stage, only)
     check_config(config, stages)
     check_run_folder(run_dir)  # what the run would refuse, --plan refuses too

@@ -13,6 +13,7 @@ one whose inputs changed starts over (its old outputs are removed first).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import fsspec
@@ -56,7 +57,7 @@ def _up_to_date(stage: Stage, ctx: StageContext, record: dict[str, Any], fingerp
             and (record["status"] == "skipped" or stage.outputs_present(ctx, record.get("outputs", {}))))
 
 
-def check_flags(stages: tuple[Stage, ...], from_stage: str | None, only: str | None) -> tuple[str, ...]:
+def check_flags(stages: Sequence[Stage], from_stage: str | None, only: str | None) -> tuple[str, ...]:
     """--from / --only name stages, not both; returns the stage names in order."""
     names = tuple(s.name for s in stages)
     for flag, value in (("--from", from_stage), ("--only", only)):
@@ -67,7 +68,7 @@ def check_flags(stages: tuple[Stage, ...], from_stage: str | None, only: str | N
     return names
 
 
-def check_config(config: RunConfig, stages: tuple[Stage, ...]) -> None:
+def check_config(config: RunConfig, stages: Sequence[Stage]) -> None:
     """Every enabled stage's section parsed into its typed config (errors name the key)."""
     for stage in stages:
         if stage.check is not None and config.enabled(stage.section):
@@ -84,7 +85,7 @@ def write_run_config(run_dir: str, config: RunConfig) -> None:
         handle.write(header + dumps(config.resolved()))
 
 
-def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
+def run_graph(config: RunConfig, stages: Sequence[Stage], run_dir: str, *,
               from_stage: str | None = None, only: str | None = None,
               console: Console | None = None, progress: bool = True,
               lock: RunLock | None = None) -> RunState:
@@ -93,6 +94,7 @@ def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
     up to date) and leaves the rest as they are. ``lock``: the run folder's lock, when the
     caller holds it already (it writes there after this returns); else taken here."""
     console = console or Console()
+    stages = tuple(stages)  # one list for the whole run, whatever registers meanwhile
     names = check_flags(stages, from_stage, only)
     check_config(config, stages)
     check_run_folder(run_dir)  # before the first byte: someone's folder stays as it was
@@ -100,59 +102,80 @@ def run_graph(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, *,
         with RunLock(run_dir, log=console.print) as own:
             return run_graph(config, stages, run_dir, from_stage=from_stage, only=only,
                              console=console, progress=progress, lock=own)
+    ctx = _open_run(config, stages, run_dir, console, progress)
+    forced_from = names.index(from_stage) if from_stage else len(names)
+    for index, stage in enumerate(stages):
+        if only and stage.name != only:
+            continue
+        if only:
+            _check_finished_inputs(stage, ctx, only)
+        title = f"{index + 1}/{len(stages)} {stage.name}: {stage.title}"
+        _bring_up_to_date(stage, ctx, title, forced=stage.name == only or index >= forced_from)
+    return ctx.state
+
+
+def _open_run(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, console: Console,
+              progress: bool) -> StageContext:
+    """The run folder's state (saved at once when new) and run.toml, as the stages see them."""
     fs, root = fsspec.core.url_to_fs(run_dir)
     fs.makedirs(root, exist_ok=True)
     recorded = {s.name: s.recorded for s in stages}
-    state = RunState.load(run_dir, names, recorded)
+    state = RunState.load(run_dir, tuple(s.name for s in stages), recorded)
     if not fs.exists(f"{root}/{STATE_FILE}"):
         state.save()  # first, so that a run killed from here on leaves a run folder
     write_run_config(run_dir, config)
-    ctx = StageContext(run_dir=run_dir, config=config, state=state, console=console,
-                       progress=progress, recorded=recorded)
-    forced_from = names.index(from_stage) if from_stage else len(names)
-    for index, stage in enumerate(stages, 1):
-        title = f"{index}/{len(stages)} {stage.name}: {stage.title}"
-        if only and stage.name != only:
-            continue
-        inputs = _inputs(stage, ctx)
-        fingerprint = digest(inputs)
-        record = state.get(stage.name)
-        if only:
-            stale = [u for u in stage.needs if state.get(u)["status"] != "done"]
-            if stale:
-                raise StageOrderError(f"--only {only}: its input stages {stale} have not finished; "
-                                      f"run without --only first")
-        forced = stage.name == only or index - 1 >= forced_from
-        reason = _skip_reason(stage, ctx)
-        if reason:
-            if record.get("status") != "skipped" or record.get("fingerprint") != fingerprint:
-                state.set(stage.name, {"status": "skipped", "reason": reason, "fingerprint": fingerprint,
-                                       "inputs": inputs, "finished": now()})
-            console.print(f"[dim]{title}: skipped ({reason})[/dim]")
-            continue
-        if not forced and _up_to_date(stage, ctx, record, fingerprint):
-            console.print(f"[dim]{title}: up to date (fingerprint {fingerprint[:12]})[/dim]")
-            continue
-        resume = (not forced and stage.resumable and record.get("fingerprint") == fingerprint
-                  and record["status"] in ("running", "failed"))
-        if not resume:
-            _clear(stage, ctx, record)
-        console.rule(f"{title}{' (resuming)' if resume else ''}")
-        started, t0 = now(), time.perf_counter()
-        running = {"status": "running", "fingerprint": fingerprint, "inputs": inputs, "started": started}
-        if resume:
-            running["resumed"] = record.get("resumed", 0) + 1
-        state.set(stage.name, running)
-        try:
-            outputs = stage.run(ctx)
-        except BaseException as exc:  # KeyboardInterrupt too: the record says where it stopped
-            failed = {**running, "status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
-                      "finished": now(), "seconds": round(time.perf_counter() - t0, 3)}
-            state.set(stage.name, failed)
-            raise
-        state.set(stage.name, {**running, "status": "done", "outputs": outputs, "finished": now(),
+    return StageContext(run_dir=run_dir, config=config, state=state, console=console,
+                        progress=progress, recorded=recorded)
+
+
+def _check_finished_inputs(stage: Stage, ctx: StageContext, only: str) -> None:
+    stale = [u for u in stage.needs if ctx.state.get(u)["status"] != "done"]
+    if stale:
+        raise StageOrderError(f"--only {only}: its input stages {stale} have not finished; "
+                              f"run without --only first")
+
+
+def _bring_up_to_date(stage: Stage, ctx: StageContext, title: str, *, forced: bool) -> None:
+    """Skip, leave, resume or (re)run one stage, recording what it did."""
+    inputs = _inputs(stage, ctx)
+    fingerprint = digest(inputs)
+    record = ctx.state.get(stage.name)
+    reason = _skip_reason(stage, ctx)
+    if reason:
+        if record.get("status") != "skipped" or record.get("fingerprint") != fingerprint:
+            ctx.state.set(stage.name, {"status": "skipped", "reason": reason,
+                                       "fingerprint": fingerprint, "inputs": inputs,
+                                       "finished": now()})
+        ctx.console.print(f"[dim]{title}: skipped ({reason})[/dim]")
+        return
+    if not forced and _up_to_date(stage, ctx, record, fingerprint):
+        ctx.console.print(f"[dim]{title}: up to date (fingerprint {fingerprint[:12]})[/dim]")
+        return
+    resume = (not forced and stage.resumable and record.get("fingerprint") == fingerprint
+              and record["status"] in ("running", "failed"))
+    if not resume:
+        _clear(stage, ctx, record)
+    ctx.console.rule(f"{title}{' (resuming)' if resume else ''}")
+    running = {"status": "running", "fingerprint": fingerprint, "inputs": inputs, "started": now()}
+    if resume:
+        running["resumed"] = record.get("resumed", 0) + 1
+    _run_stage(stage, ctx, running)
+
+
+def _run_stage(stage: Stage, ctx: StageContext, running: dict[str, Any]) -> None:
+    """Run ``stage`` between its ``running`` record and its ``done`` or ``failed`` one."""
+    t0 = time.perf_counter()
+    ctx.state.set(stage.name, running)
+    try:
+        outputs = stage.run(ctx)
+    except BaseException as exc:  # KeyboardInterrupt too: the record says where it stopped
+        ctx.state.set(stage.name, {**running, "status": "failed",
+                                   "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
+                                   "finished": now(),
+                                   "seconds": round(time.perf_counter() - t0, 3)})
+        raise
+    ctx.state.set(stage.name, {**running, "status": "done", "outputs": outputs, "finished": now(),
                                "seconds": round(time.perf_counter() - t0, 3)})
-    return state
 
 
 def _clear(stage: Stage, ctx: StageContext, record: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from pipeline.compare import CompareConfig, Grid, run_grid
 from pipeline.compare.grid import PAGE, RESULTS
 
 from ..config import RunConfig, refuse_unknown_keys
+from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH
 from .evaluate import _oracle_only
@@ -89,3 +90,4 @@ STAGE = Stage(name="compare", title="students side by side -> compare/ (with [co
               run=run, needs=("tag", "generate", "corpus"), resumable=True, check=_check,
               skip_reason=_skip, extra_inputs=_recipes, artefact=f"{SECTION}/{RESULTS}",
               recorded={"results": PATH, "page": PATH})
+register_graph_stage(STAGE, order=100)

@@ -15,6 +15,7 @@ from teacher_jobs.analytic_corpus import split_classes, write_corpus
 from teacher_jobs.corpus import load_corpus
 
 from ..config import RunConfig
+from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, STRS
 
@@ -82,3 +83,4 @@ STAGE = Stage(name="corpus", title="the prompts", section="corpus", run=run, see
               writes=("prompts.txt", "prompts.jsonl", "prompts.parquet"),
               extra_inputs=_source_checksum, still_there=_present, check=_section,
               recorded={"prompts": PATH, "sample_prompts": STRS})
+register_graph_stage(STAGE, order=10)

@@ -17,6 +17,7 @@ from pipeline.eval import evaluate_checkpoint, format_report
 from teacher_jobs.teachers import has_oracle
 
 from ..config import RunConfig
+from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, optional
 
@@ -77,3 +78,5 @@ EVAL_AR = Stage(name="eval_ar", title="score S2DiT-AR chunk by chunk", section="
                 seeded=True, artefact="eval_ar.json",
                 run=_eval_ar, needs=("train_ar", "generate"), writes=("eval_ar.json",),
                 skip_reason=_oracle_only, check=_section, recorded=RECORDED)
+register_graph_stage(EVAL_KD, order=60)
+register_graph_stage(EVAL_AR, order=80)

@@ -14,6 +14,7 @@ from teacher_jobs.config import JobConfig
 from teacher_jobs.job import run_generation
 
 from ..config import RunConfig
+from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import INT, OPT_STR, PATH, STR, optional
 
@@ -62,3 +63,4 @@ STAGE = Stage(name="generate", title="the teacher cache (Ray)", section="job", r
               volatile=EXECUTION_KEYS, check=_check,
               recorded={"cache": PATH, "generation": INT, "fingerprint_digest": STR,
                         "teacher": optional(OPT_STR)})
+register_graph_stage(STAGE, order=20)

@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.text_to_video import SampleConfig, generate
 
 from ..config import RunConfig
+from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, PATHS, STR, STRS, optional
 
@@ -49,3 +50,4 @@ STAGE = Stage(name="sample", title="text to video (the deployed path)", section=
               check=_section, recorded={"sidecar": PATH, "outputs": optional(PATHS),
                                         "prompts": optional(STRS), "stage": optional(STR),
                                         "checkpoint": optional(PATH)})
+register_graph_stage(STAGE, order=90)

@@ -8,6 +8,7 @@ from typing import Any
 from cache_schema.versioning import list_tags, set_tag
 
 from ..config import RunConfig
+from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import INT, REF, STR
 
@@ -36,3 +37,4 @@ def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
 STAGE = Stage(name="tag", title="tag the verified generation", section="tag", run=run,
               needs=("generate", "verify"), still_there=_present, check=_name,
               recorded={"cache_url": REF, "tag": STR, "generation": INT})
+register_graph_stage(STAGE, order=40)

@@ -13,6 +13,7 @@ from student_train.launch import Launched
 from student_train.self_forcing import ARConfig
 
 from ..config import RunConfig
+from ..registry import register_graph_stage
 from ..stage import StageContext
 from ..state_schema import NUMBERS, optional
 from .training import training_stage, typed_section
@@ -39,3 +40,4 @@ STAGE = training_stage("ar", name="train_ar", title="self-force S2DiT-AR (stage 
                        section="train_ar", config=ar_config, out="student_ar",
                        needs=("train_kd", "tag"), inputs=_inputs, results=_results,
                        recorded={"phase_seconds": optional(NUMBERS)})
+register_graph_stage(STAGE, order=70)

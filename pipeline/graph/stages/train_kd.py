@@ -12,6 +12,7 @@ from student_train.config import TrainConfig
 from student_train.launch import Launched
 
 from ..config import RunConfig
+from ..registry import register_graph_stage
 from ..stage import StageContext
 from .training import training_stage, typed_section
 
@@ -29,3 +30,4 @@ STAGE = training_stage("kd", name="train_kd", title="train S2DiT-KD (stage 1)", 
                        config=train_config, out="student", needs=("tag",),
                        inputs=lambda ctx: {"cache_url": ctx.outputs("tag")["cache_url"]},
                        results=_results)
+register_graph_stage(STAGE, order=50)

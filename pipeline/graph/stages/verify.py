@@ -10,6 +10,7 @@ import fsspec
 from cache_schema import verify_cache
 
 from ..config import RunConfig
+from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH
 
@@ -42,3 +43,4 @@ STAGE = Stage(name="verify", title="verify the cache", section="verify", run=run
               artefact="verify.json",
               needs=("generate",), writes=("verify.json",), check=_section,
               recorded={"verify": PATH})
+register_graph_stage(STAGE, order=30)
