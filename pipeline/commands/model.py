@@ -246,6 +246,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    _add_profile(subparsers)
+    _add_search(subparsers)
+    _add_export(subparsers)
+
+
+def _add_profile(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "profile", help="measure latency and peak memory of each block kind/stride -> lut.json",
         description="Time each student block option (lcha, ssa:<stride>) at the configured resolution "
@@ -268,6 +274,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_profile)
 
+
+def _add_search(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "search", help="budget-aware DP: best sandwich layout under latency/memory budgets",
         description="Exact knapsack DP over layouts (LCHA top slice, SSA filling, LCHA bottom "
@@ -292,6 +300,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="layout JSON (layout, predicted costs, full model config)")
     p.set_defaults(func=_search)
 
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export", help="torch.export the streaming chunk step and check it against eager",
         description="Export S2DiT's chunk step (x_chunk, sigma, step_size, text, mask, *state) -> "
