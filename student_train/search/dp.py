@@ -137,6 +137,33 @@ def search(options: list[Option], max_blocks: int, latency_budget_ms: float,
     return SearchResult(tuple(o.name for o in picks), quality, latency, memory)
 
 
+@dataclass(frozen=True, slots=True)
+class _Space:
+    """What every step of the DP reads: the allowed options, their costs in grid units, the caps
+    and the sandwich automaton's moves."""
+
+    options: list[Option]
+    allowed: list[int]  # indices of the options under the candidate peak
+    lat: list[int]
+    mem: list[int]
+    lat_cap: int
+    mem_cap: int
+    sandwich: bool
+    quality: list[np.float32]  # the layers' dtype, so that the trace-back compares exactly
+    sources: dict[int, list[int]]  # phase -> the phases the block before may end in
+
+    @property
+    def final(self) -> int:
+        return BOTTOM if self.sandwich else TOP
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3 if self.sandwich else 1, self.lat_cap + 1, self.mem_cap + 1)
+
+
+SANDWICH_SOURCES = {TOP: [TOP], FILL: [TOP, FILL], BOTTOM: [FILL, BOTTOM]}
+
+
 def _dp(options, allowed, lat, mem, lat_cap, mem_cap, min_blocks, max_blocks, sandwich):
     """Knapsack over (phase, latency units, memory units), layer by layer (layer k = k blocks).
 
@@ -144,64 +171,99 @@ def _dp(options, allowed, lat, mem, lat_cap, mem_cap, min_blocks, max_blocks, sa
     exactly l latency units and m memory units (-inf: unreachable). The layers are kept
     (float32) and the path is recovered by re-deriving which move produced each cell.
     """
-    phases = 3 if sandwich else 1
-    final = BOTTOM if sandwich else TOP
-    shape = (phases, lat_cap + 1, mem_cap + 1)
-    quality = [np.float32(o.quality) for o in options]
-    sources = {TOP: [TOP], FILL: [TOP, FILL], BOTTOM: [FILL, BOTTOM]} if sandwich else {TOP: [TOP]}
+    space = _Space(options, allowed, lat, mem, lat_cap, mem_cap, sandwich,
+                   quality=[np.float32(o.quality) for o in options],
+                   sources=SANDWICH_SOURCES if sandwich else {TOP: [TOP]})
     layers, answer = [], None
     for k in range(1, max_blocks + 1):
-        new = np.full(shape, NEG, dtype=np.float32)
-        if k == 1:
-            for oi in allowed:
-                dst = _next_phase(START, options[oi].kind, sandwich)
-                if dst is not None and lat[oi] <= lat_cap and mem[oi] <= mem_cap:
-                    new[dst, lat[oi], mem[oi]] = max(new[dst, lat[oi], mem[oi]], quality[oi])
-        else:
-            prev = layers[-1]
-            for dst, srcs in sources.items():
-                # the best predecessor over the allowed source phases, then one pass per option
-                src = prev[srcs[0]] if len(srcs) == 1 else np.maximum(prev[srcs[0]], prev[srcs[1]])
-                for oi in allowed:
-                    kind_ok = _next_phase(srcs[-1], options[oi].kind, sandwich) == dst
-                    dl, dm = lat[oi], mem[oi]
-                    if not kind_ok or dl > lat_cap or dm > mem_cap:
-                        continue
-                    target = new[dst, dl:, dm:]
-                    np.maximum(target, src[: lat_cap + 1 - dl, : mem_cap + 1 - dm] + quality[oi], out=target)
-        layers.append(new)
-        if k >= min_blocks and np.isfinite(new[final]).any():
-            q = new[final].max()
-            if answer is None or q > answer[0]:
-                cells = np.argwhere(new[final] == q)  # tie-break: the cheapest latency
-                l, m = min(map(tuple, cells))
-                answer = (q, k, int(l), int(m))
+        layers.append(_first_layer(space) if k == 1 else _next_layer(space, layers[-1]))
+        if k >= min_blocks:
+            answer = _better_answer(answer, layers[-1][space.final], k)
     if answer is None:
         return None
     _, k, l, m = answer
-    phase, picks = final, []
-    for layer in range(k - 1, -1, -1):
-        value = layers[layer][phase, l, m]
-        for oi in allowed:
-            l0, m0 = l - lat[oi], m - mem[oi]
-            if l0 < 0 or m0 < 0:
-                continue
-            if layer == 0:
-                src_ok = _next_phase(START, options[oi].kind, sandwich) == phase and l0 == 0 and m0 == 0 \
-                    and quality[oi] == value
-                src = START
-            else:
-                src = next((p for p in sources[phase] if _next_phase(p, options[oi].kind, sandwich) == phase
-                            and layers[layer - 1][p, l0, m0] + quality[oi] == value), None)
-                src_ok = src is not None
-            if src_ok:
-                break
-        else:  # pragma: no cover - the layers always hold a consistent path
-            raise RuntimeError("layout search: could not trace the optimal path back")
-        picks.append(options[oi])
-        l, m, phase = l0, m0, src
-    picks.reverse()
+    picks = _trace_back(space, layers, k, l, m)
     return float(sum(o.quality for o in picks)), picks
+
+
+def _first_layer(space: _Space) -> np.ndarray:
+    """Layer 1: every single block the automaton accepts as a start."""
+    new = np.full(space.shape, NEG, dtype=np.float32)
+    for oi in space.allowed:
+        dst = _next_phase(START, space.options[oi].kind, space.sandwich)
+        dl, dm = space.lat[oi], space.mem[oi]
+        if dst is not None and dl <= space.lat_cap and dm <= space.mem_cap:
+            new[dst, dl, dm] = max(new[dst, dl, dm], space.quality[oi])
+    return new
+
+
+def _next_layer(space: _Space, prev: np.ndarray) -> np.ndarray:
+    """Layer k + 1 from layer k: append each allowed block to every reachable prefix."""
+    new = np.full(space.shape, NEG, dtype=np.float32)
+    for dst, srcs in space.sources.items():
+        # the best predecessor over the allowed source phases, then one pass per option
+        src = prev[srcs[0]] if len(srcs) == 1 else np.maximum(prev[srcs[0]], prev[srcs[1]])
+        for oi in space.allowed:
+            kind_ok = _next_phase(srcs[-1], space.options[oi].kind, space.sandwich) == dst
+            dl, dm = space.lat[oi], space.mem[oi]
+            if not kind_ok or dl > space.lat_cap or dm > space.mem_cap:
+                continue
+            target = new[dst, dl:, dm:]
+            np.maximum(target, src[: space.lat_cap + 1 - dl, : space.mem_cap + 1 - dm] + space.quality[oi],
+                       out=target)
+    return new
+
+
+def _better_answer(answer: tuple | None, final: np.ndarray, k: int) -> tuple | None:
+    """``answer`` or the best complete k-block layout of ``final``, whichever is higher (an
+    earlier, shallower layout wins a tie; within a layer the cheapest latency does)."""
+    if not np.isfinite(final).any():
+        return answer
+    q = final.max()
+    if answer is not None and not q > answer[0]:
+        return answer
+    cells = np.argwhere(final == q)
+    l, m = min(map(tuple, cells))
+    return (q, k, int(l), int(m))
+
+
+def _trace_back(space: _Space, layers: list[np.ndarray], k: int, l: int, m: int) -> list[Option]:
+    """The k blocks whose path ends in cell (final phase, l, m), first block first."""
+    phase, picks = space.final, []
+    for layer in range(k - 1, -1, -1):
+        oi, src = _last_move(space, layers, layer, phase, l, m)
+        picks.append(space.options[oi])
+        l, m, phase = l - space.lat[oi], m - space.mem[oi], src
+    picks.reverse()
+    return picks
+
+
+def _last_move(space: _Space, layers: list[np.ndarray], layer: int, phase: int, l: int,
+               m: int) -> tuple[int, int]:
+    """(option, phase before it) of a move that produced ``layers[layer][phase, l, m]``."""
+    value = layers[layer][phase, l, m]
+    for oi in space.allowed:
+        l0, m0 = l - space.lat[oi], m - space.mem[oi]
+        if l0 < 0 or m0 < 0:
+            continue
+        src = _source_phase(space, layers, layer, phase, oi, l0, m0, value)
+        if src is not None:
+            return oi, src
+    # unreachable: the layers always hold a consistent path
+    raise RuntimeError("layout search: could not trace the optimal path back")  # pragma: no cover
+
+
+def _source_phase(space: _Space, layers: list[np.ndarray], layer: int, phase: int, oi: int,
+                  l0: int, m0: int, value: np.float32) -> int | None:
+    """The phase before option ``oi`` if appending it to cell (l0, m0) gives ``value`` in
+    ``phase``; None when it does not."""
+    kind, quality = space.options[oi].kind, space.quality[oi]
+    if layer == 0:
+        start_ok = (_next_phase(START, kind, space.sandwich) == phase and l0 == 0 and m0 == 0
+                    and quality == value)
+        return START if start_ok else None
+    return next((p for p in space.sources[phase] if _next_phase(p, kind, space.sandwich) == phase
+                 and layers[layer - 1][p, l0, m0] + quality == value), None)
 
 
 def brute_force(options: list[Option], max_blocks: int, latency_budget_ms: float,
