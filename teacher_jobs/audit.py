@@ -177,13 +177,9 @@ def audit_cache(url: str, config: JobConfig | None = None, *, fraction: float | 
     regenerated record."""
     reader = CacheReader(url, storage_options)
     manifest = reader.manifest
-    recorded = None
-    if config is None:
-        recorded = recorded_config(manifest, **(settings or {}))
-        config = recorded or JobConfig.load(None, **(settings or {}))
-    teacher = _teacher_for(config, manifest.fingerprint, recorded=recorded is not None)
-    index = reader.index()
-    rows = [r for r in index.to_pylist() if r["status"] == STATUS_OK]
+    config, recorded = _audit_config(manifest, config, settings)
+    teacher = _teacher_for(config, manifest.fingerprint, recorded=recorded)
+    rows = [r for r in reader.index().to_pylist() if r["status"] == STATUS_OK]
     chosen = choose_ids([r["sample_id"] for r in rows], fraction=fraction, ids=ids, seed=seed)
     wanted = set(chosen)
     on_gpu = not config.device.startswith("cpu")
@@ -193,42 +189,65 @@ def audit_cache(url: str, config: JobConfig | None = None, *, fraction: float | 
                          atol=(GPU_ATOL if on_gpu else 0.0) if atol is None else atol,
                          sample_ids=chosen)
     shards = {s.name: s for s in manifest.shards}
-    by_shard = sorted({r["shard"] for r in rows if r["sample_id"] in wanted})
     seen: set[str] = set()
-    for shard_name in by_shard:
+    for shard_name in sorted({r["shard"] for r in rows if r["sample_id"] in wanted}):
         shard = shards[shard_name]
         cached = [r for r in reader.read_shard(shard) if r["sample_id"] in wanted]
         cached.sort(key=lambda r: r["negative_prompt"])
+        # one regeneration per negative prompt: record_trajectories takes one per call
         for negative, group in groupby(cached, key=lambda r: r["negative_prompt"]):
-            group = list(group)
-            fresh, rejected = record_trajectories(
-                teacher, [r["prompt"] for r in group], [r["seed"] for r in group],
-                global_seed=config.seed, keep_steps=config.keep_step_indices,
-                negative_prompt=negative, half_dtype=config.half_dtype,
-                fingerprint_digest=manifest.fingerprint_digest,
-                micro_batch=config.teacher.micro_batch)
-            by_id = {r["sample_id"]: r for r in fresh}
-            for record in group:
-                sid = record["sample_id"]
-                seen.add(sid)
-                again = by_id.get(sid)
-                if again is None:
-                    reason = "; ".join(r.reason for r in rejected) or "a different sample id"
-                    result.mismatches.append(Mismatch(sid, shard.path, {"sample_id": reason}))
-                    continue
-                differences, exact = compare_records(record, again, result.atol)
-                if differences:
-                    result.mismatches.append(Mismatch(sid, shard.path, differences))
-                elif exact:
-                    result.exact += 1
-                else:
-                    result.within_tolerance += 1
-                if progress is not None:
-                    progress(1)
+            seen |= _audit_group(teacher, config, manifest, shard.path, negative, list(group),
+                                 result, progress)
     result.missing = sorted(wanted - seen)
     if write:
         result.record_path = _write_audit(reader, result, teacher_fingerprint=manifest.fingerprint)
     return result
+
+
+def _audit_config(manifest: Manifest, config: JobConfig | None,
+                  settings: dict[str, Any] | None) -> tuple[JobConfig, bool]:
+    """The job config to audit with, and whether it is the one the manifest records."""
+    if config is not None:
+        return config, False
+    recorded = recorded_config(manifest, **(settings or {}))
+    return recorded or JobConfig.load(None, **(settings or {})), recorded is not None
+
+
+def _audit_group(teacher: Any, config: JobConfig, manifest: Manifest, shard_path: str,
+                 negative: str, group: list[dict[str, Any]], result: AuditResult,
+                 progress: Any) -> set[str]:
+    """Regenerate the cached records ``group`` (one shard, one negative prompt), tally each in
+    ``result``; the ids looked at."""
+    fresh, rejected = record_trajectories(
+        teacher, [r["prompt"] for r in group], [r["seed"] for r in group],
+        global_seed=config.seed, keep_steps=config.keep_step_indices,
+        negative_prompt=negative, half_dtype=config.half_dtype,
+        fingerprint_digest=manifest.fingerprint_digest,
+        micro_batch=config.teacher.micro_batch)
+    by_id = {r["sample_id"]: r for r in fresh}
+    for record in group:
+        sid = record["sample_id"]
+        again = by_id.get(sid)
+        if again is None:
+            reason = "; ".join(r.reason for r in rejected) or "a different sample id"
+            result.mismatches.append(Mismatch(sid, shard_path, {"sample_id": reason}))
+            continue
+        _tally(result, shard_path, record, again)
+        if progress is not None:
+            progress(1)
+    return {r["sample_id"] for r in group}
+
+
+def _tally(result: AuditResult, shard_path: str, cached: dict[str, Any],
+           fresh: dict[str, Any]) -> None:
+    """Count one regenerated record as exact, within tolerance or a mismatch."""
+    differences, exact = compare_records(cached, fresh, result.atol)
+    if differences:
+        result.mismatches.append(Mismatch(cached["sample_id"], shard_path, differences))
+    elif exact:
+        result.exact += 1
+    else:
+        result.within_tolerance += 1
 
 
 def _write_audit(reader: CacheReader, result: AuditResult, *, teacher_fingerprint: dict) -> str:
