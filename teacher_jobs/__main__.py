@@ -8,7 +8,8 @@ import sys
 from .cli_args import add_generate_args, run_generate
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The entry point's parser (tests parse README lines with it without running them)."""
     parser = argparse.ArgumentParser(prog="python -m teacher_jobs",
                                      description="Generate a teacher cache on a Ray cluster.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -16,8 +17,11 @@ def main(argv: list[str] | None = None) -> int:
                          description="Run the teacher over a prompt corpus and write a versioned "
                                      "cache; rerunning resumes.")
     add_generate_args(gen)
-    args = parser.parse_args(argv)
-    return run_generate(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_generate(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
