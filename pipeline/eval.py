@@ -8,8 +8,17 @@ teacher's own few-step and full-step Euler are scored on the same noise. Streami
 streaming state, each finished chunk committed clean as the next one's context, at the trained
 clip length and, with ``lengths``, at multiples of it (the tasks are procedural in length).
 
-Every student score carries the gate's verdict against the teacher's own full-step samples
-from the same noise (``reference``: paired fidelity, amplitude, ghost and dispersion bounds).
+Every row says its ``role``:
+- ``"reference"``: the teacher's full-step samples (``teacher_fullstep``, ``teacher_fullstep_{m}x``),
+  what the other rows are gated against. Its ``gate`` is the same Gate measured against itself
+  (``gate["against"] == "itself"``): the absolute checks (adherence, coverage, mode TV, recall,
+  branch) are real, the relative ones (amplitude, ghost, dispersion) hold by definition;
+- ``"baseline"``: the teacher's few-step Euler, and ``"student"``: the student's rows, each
+  gated against the reference from the same noise (``gate["against"]`` names its key: paired
+  fidelity, amplitude, ghost and dispersion bounds).
+
+The teacher's samples are sampled once per task and noise, never per checkpoint
+(pipeline.eval_reference: in memory, and on disk under ``reference_cache`` / S2DIT_EVAL_CACHE).
 
 Two disjoint noise bases: ``noise="report"`` for the figures a run reports, ``noise="tune"``
 for recipe decisions, so that no recipe is ever chosen on the noise it is reported on.
@@ -27,11 +36,11 @@ import torch
 from cache_schema import CacheReader
 from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id
+from pipeline.eval_reference import ReferenceStore, resolve_dir, teacher_samples, with_steps
 from student_train.stages import stage_of_checkpoint
 from student_train.student import StudentCheckpoint
-from teacher_jobs.sampler import sample_latents
 from teacher_jobs.teachers.analytic import AnalyticTeacher
-from teacher_jobs.teachers.analytic_score import reference_stats_of
+from teacher_jobs.teachers.analytic_score import Gate, reference_stats_of, verdict
 from teacher_jobs.teachers.registry import open_sampling_side
 
 SEED_BASES = {"report": 1_000_000, "tune": 5_000_000}  # cached seeds are small corpus counters
@@ -61,67 +70,91 @@ def trained_context_sigma(state: dict[str, Any]) -> float:
     return stage_of_checkpoint(state).context_sigma(state.get("config", {}))
 
 
-# The teacher's rows depend only on the teacher, the prompts, the noise and the step count, not
-# on the student: eval_ar scores the same held-out noise as eval_kd, so in one process (`s2dit
-# run`) the second evaluation reuses the first's teacher samples instead of sampling again.
-_TEACHER_RUNS: dict[tuple, tuple[np.ndarray, dict[str, Any]]] = {}
+ROLES = ("reference", "baseline", "student")
 
 
-def _teacher_run(teacher: AnalyticTeacher, steps: int, prompts, seeds, digest, global_seed,
-                 chunk_frames: int) -> tuple[np.ndarray, dict[str, Any]]:
-    config = dataclasses.replace(teacher.config, num_steps=steps)  # frozen: a hashable key
-    key = (config, tuple(prompts), tuple(int(s) for s in seeds), digest, int(global_seed), chunk_frames)
-    if key not in _TEACHER_RUNS:
-        t = AnalyticTeacher(config)
-        x0 = sample_latents(t, prompts, list(seeds), global_seed=global_seed, fingerprint_digest=digest)
-        _TEACHER_RUNS[key] = (x0, t.score(x0, prompts, chunk_frames=chunk_frames))
-    x0, scores = _TEACHER_RUNS[key]
-    return x0, json.loads(json.dumps(scores))  # a copy the caller may change
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Noise:
+    """What the teacher's samples of one prompt set depend on besides the teacher."""
+
+    prompts: list[str]
+    seeds: list[int]
+    digest: str  # the cache's fingerprint digest (sample ids)
+    global_seed: int
+    store: ReferenceStore
+
+    def teacher(self, teacher: AnalyticTeacher, steps: int) -> np.ndarray:
+        return teacher_samples(with_steps(teacher.config, steps), self.prompts, self.seeds,
+                               fingerprint_digest=self.digest, global_seed=self.global_seed,
+                               store=self.store)
 
 
-def _score_set(teacher, student: StudentCheckpoint, prompts, seeds, digest, global_seed, *,
-               streaming: str | None, chunk_frames: int, lengths: tuple[int, ...]) -> dict[str, Any]:
-    plan = student.plan
-    ids = [make_sample_id(p, s, digest) for p, s in zip(prompts, seeds)]
+def _reference_row(teacher: AnalyticTeacher, x0: np.ndarray, prompts, chunk_frames: int) -> dict[str, Any]:
+    """The teacher's full-step score, marked as the reference and gated against itself (not
+    against the data's r = 1, which the teacher's sharper samples fail by design)."""
+    scores = teacher.score(x0, prompts, chunk_frames=chunk_frames)
+    scores["role"] = "reference"
+    scores["dispersion_vs_reference"] = 1.0
+    scores["gate"] = {**verdict(scores, Gate(), reference_stats_of(scores)), "against": "itself"}
+    return scores
+
+
+def _gated_row(teacher: AnalyticTeacher, x0: np.ndarray, prompts, role: str, reference_key: str,
+               reference: tuple[np.ndarray, dict[str, Any]], chunk_frames: int) -> dict[str, Any]:
+    """A baseline or student score, gated against ``reference`` (x0, its row) from the same noise."""
+    ref_x0, ref = reference
+    scores = teacher.score(x0, prompts, reference=ref_x0, reference_stats=reference_stats_of(ref),
+                           chunk_frames=chunk_frames)
+    scores["role"] = role
+    scores["gate"]["against"] = reference_key
+    return scores
+
+
+def _score_set(teacher, student: StudentCheckpoint, noise_of: _Noise, *, streaming: str | None,
+               chunk_frames: int, lengths: tuple[int, ...]) -> dict[str, Any]:
+    plan, prompts = student.plan, noise_of.prompts
+    ids = [make_sample_id(p, s, noise_of.digest) for p, s in zip(prompts, noise_of.seeds)]
     few = len(plan["schedule_sigmas"]) - 1
     out: dict[str, Any] = {}
-    ref_x0, out["teacher_fullstep"] = _teacher_run(teacher, teacher.num_steps, prompts, seeds, digest,
-                                                   global_seed, chunk_frames)
-    out[f"teacher_{few}step"] = _teacher_run(teacher, few, prompts, seeds, digest, global_seed,
-                                             chunk_frames)[1]
-    options = {"reference": ref_x0, "reference_stats": reference_stats_of(out["teacher_fullstep"]),
-               "chunk_frames": chunk_frames}
-    noise = torch.from_numpy(batch_noise(global_seed, ids, teacher.latent_shape))
+    ref_x0 = noise_of.teacher(teacher, teacher.num_steps)
+    out["teacher_fullstep"] = _reference_row(teacher, ref_x0, prompts, chunk_frames)
+    reference = (ref_x0, out["teacher_fullstep"])
+    out[f"teacher_{few}step"] = _gated_row(teacher, noise_of.teacher(teacher, few), prompts, "baseline",
+                                           "teacher_fullstep", reference, chunk_frames)
+    noise = torch.from_numpy(batch_noise(noise_of.global_seed, ids, teacher.latent_shape))
     text = teacher.encode_prompts(prompts)
     with torch.no_grad():
         for name, sigmas, jump in (("student_4step", plan["schedule_sigmas"], True),
                                    ("student_fullstep_grid", plan["grid_sigmas"], False)):
             x0 = student.sample(noise, text.emb, text.mask, sigmas, streaming=False, use_step_size=jump)
-            out[name] = teacher.score(x0.numpy(), prompts, **options)
+            out[name] = _gated_row(teacher, x0.numpy(), prompts, "student", "teacher_fullstep",
+                                   reference, chunk_frames)
         if streaming:
-            out.update(_streaming_scores(teacher, student, prompts, seeds, ids, digest, global_seed,
-                                         streaming, chunk_frames, lengths, text))
+            out.update(_streaming_scores(teacher, student, noise_of, ids, streaming, chunk_frames,
+                                         lengths, text))
     return out
 
 
-def _streaming_scores(teacher, student, prompts, seeds, ids, digest, global_seed, name,
-                      chunk_frames, lengths, text) -> dict[str, Any]:
+def _streaming_scores(teacher, student, noise_of: _Noise, ids, name, chunk_frames, lengths,
+                      text) -> dict[str, Any]:
     """Chunk by chunk, each finished chunk committed as the next's context, at each length;
     longer clips are scored by the same task at that length (its teacher as the reference)."""
     out = {}
     frames = teacher.latent_shape[1]
+    prompts = noise_of.prompts
     for m in lengths:
         at = teacher if m == 1 else teacher.at_length(frames * m)
-        ref_x0, ref = _teacher_run(at, at.num_steps, prompts, seeds, digest, global_seed, chunk_frames)
-        noise = torch.from_numpy(batch_noise(global_seed, ids, at.latent_shape))
+        ref_key = "teacher_fullstep" if m == 1 else f"teacher_fullstep_{m}x"
+        ref_x0 = noise_of.teacher(at, at.num_steps)
+        ref = _reference_row(at, ref_x0, prompts, chunk_frames)
+        noise = torch.from_numpy(batch_noise(noise_of.global_seed, ids, at.latent_shape))
         with torch.no_grad():
             x0 = student.sample(noise, text.emb, text.mask, student.plan["schedule_sigmas"],
                                 streaming=True, chunk_frames=chunk_frames)
         key = name if m == 1 else f"{name}_{m}x"
-        out[key] = at.score(x0.numpy(), prompts, reference=ref_x0, reference_stats=reference_stats_of(ref),
-                            chunk_frames=chunk_frames)
+        out[key] = _gated_row(at, x0.numpy(), prompts, "student", ref_key, (ref_x0, ref), chunk_frames)
         if m != 1:
-            out[f"teacher_fullstep_{m}x"] = ref
+            out[ref_key] = ref
     return out
 
 
@@ -139,11 +172,14 @@ def _prompt_sets(teacher: AnalyticTeacher, cache_url: str) -> tuple[dict[str, li
 
 def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
                         streaming: bool | None = None, chunk_frames: int | None = None,
-                        lengths: tuple[int, ...] = (1,), noise: str = "report") -> dict[str, Any]:
+                        lengths: tuple[int, ...] = (1,), noise: str = "report",
+                        reference_cache: str | None = None) -> dict[str, Any]:
     """Scores of a KD or AR checkpoint. ``streaming`` (default: on for a checkpoint whose stage
     streams, S2DiT-AR) adds the few-step sampler run chunk by chunk: ``student_ar_4step_streaming``
     for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally, with
-    ``_{m}x`` keys for each longer length m in ``lengths``. ``noise``: "report" or "tune"."""
+    ``_{m}x`` keys for each longer length m in ``lengths``. ``noise``: "report" or "tune".
+    ``reference_cache``: the directory of the teacher's samples kept across evaluations ("off":
+    none; default S2DIT_EVAL_CACHE, else ~/.cache/s2dit/eval_reference)."""
     if noise not in SEED_BASES:
         raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
     student = StudentCheckpoint.load(checkpoint_url)
@@ -156,6 +192,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     teacher = analytic_teacher_of(manifest.fingerprint)
     sets, trained_classes = _prompt_sets(teacher, student.manifest_info["cache_url"])
     rng = np.random.default_rng(seed)
+    store = ReferenceStore(resolve_dir(reference_cache))
     chunk = chunk_frames or student.model.config.chunk_frames
     report: dict[str, Any] = {"checkpoint": checkpoint_url, "step": student.step, "stage": student.stage,
                               "trained_classes": trained_classes, "per_class": per_class,
@@ -163,8 +200,9 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     for name, class_prompts in sets.items():
         prompts = [p for p in class_prompts for _ in range(per_class)]
         seeds = list(SEED_BASES[noise] + rng.permutation(SEED_SPAN)[: len(prompts)])
-        report[name] = _score_set(teacher, student, prompts, seeds, manifest.fingerprint_digest,
-                                  manifest.fingerprint["global_seed"], streaming=streaming_name,
+        noise_of = _Noise(prompts=prompts, seeds=[int(s) for s in seeds], digest=manifest.fingerprint_digest,
+                          global_seed=int(manifest.fingerprint["global_seed"]), store=store)
+        report[name] = _score_set(teacher, student, noise_of, streaming=streaming_name,
                                   chunk_frames=chunk, lengths=tuple(lengths))
     return report
 
@@ -176,7 +214,10 @@ def _line(model_name: str, s: dict[str, Any]) -> str:
     if "recall" in s:
         line += f"  recall {s['recall']:.3f}  went on {s['branch_rate']:.2f}"
     gate = s.get("gate", {})
-    if model_name.startswith("student"):
+    role = s.get("role", "student" if model_name.startswith("student") else None)
+    if role == "reference":
+        line += "  (reference: the other rows are gated against it)"
+    elif role is not None:
         line += "  gate " + ("PASS" if gate.get("passed") else f"FAIL ({', '.join(gate.get('failed', []))})")
     return line
 

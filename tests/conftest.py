@@ -83,3 +83,16 @@ def ray_runtime(tmp_path_factory):
              log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _eval_reference_cache(tmp_path_factory):
+    """Evaluations in tests (and the runs they start) keep the teacher's reference samples in a
+    temporary directory, never in the user's ~/.cache (pipeline.eval_reference)."""
+    saved = os.environ.get("S2DIT_EVAL_CACHE")
+    os.environ["S2DIT_EVAL_CACHE"] = str(tmp_path_factory.mktemp("eval_reference"))
+    yield
+    if saved is None:
+        os.environ.pop("S2DIT_EVAL_CACHE", None)
+    else:
+        os.environ["S2DIT_EVAL_CACHE"] = saved
