@@ -36,6 +36,7 @@ from student_train.checkpoint import finished_checkpoint
 from student_train.config import TrainConfig
 from student_train.launch import launch
 from student_train.self_forcing import ARConfig
+from student_train.stage_spec import TrainingStage
 from student_train.stages import get_stage
 from student_train.streaming_cost import TEXT_TOKENS, chunk_flops, chunk_seconds, summarise
 from student_train.student import StudentCheckpoint
@@ -133,28 +134,44 @@ def prepare_cell(grid: Grid, variant: str, seed: int) -> dict[str, Any]:
     return record
 
 
+def training_inputs(spec: TrainingStage, cache_url: str, previous: str | None) -> dict[str, str]:
+    """The URLs ``spec`` trains from, as its spec names them: the cache, and for a stage that
+    starts from a trained student (``init_url``, e.g. self-forcing) the previous stage's
+    checkpoint."""
+    known = {"cache_url": cache_url, "init_url": previous}
+    unknown = sorted(set(spec.inputs) - set(known))
+    if unknown:
+        raise ValueError(f"training stage {spec.name!r} trains from {unknown}, which the grid "
+                         f"cannot give (it gives {', '.join(known)})")
+    if "init_url" in spec.inputs and previous is None:
+        raise ValueError(f"training stage {spec.name!r} starts from a trained student: the grid "
+                         "must train another stage before it")
+    return {name: known[name] for name in spec.inputs}
+
+
 def train_cell(grid: Grid, record: dict[str, Any]) -> None:
     """Both stages of a cell, each unless its record holds its finished checkpoint."""
     variant, seed = record["variant"], record["seed"]
     folder = grid.folder(variant, seed)
     kd, ar = grid.configs(variant, seed)
+    previous = None
     for stage, config in (("kd", kd), ("ar", ar)):
-        if record.get(f"{stage}_checkpoint"):
-            continue
-        inputs = {"cache_url": grid.cache_url}
-        if stage == "ar":
-            inputs["init_url"] = record["kd_checkpoint"]
-        grid.log(f"{variant} seed {seed}: training {stage.upper()}")
-        t0 = time.perf_counter()
-        done = launch(stage, config, grid.workers, out_url=f"{folder}/{stage}", progress=grid.progress,
-                      max_failures=grid.max_failures, log=grid.log, **inputs)
-        # wall time of the processes that finished it (an interrupted one's share is lost:
-        # ``resumed`` marks the figure as a lower bound)
-        record[f"{stage}_seconds"] += time.perf_counter() - t0
-        record["resumed"] = record["resumed"] or done.resumed_from is not None
-        record[f"{stage}_checkpoint"] = finished_checkpoint(f"{folder}/{stage}", get_stage(stage).total_steps(config),
-                                                  f"{variant} seed {seed} {stage.upper()}")
-        _write(f"{folder}/{CELL}", record)
+        if not record.get(f"{stage}_checkpoint"):
+            spec = get_stage(stage)
+            inputs = training_inputs(spec, grid.cache_url, previous)
+            grid.log(f"{variant} seed {seed}: training {stage.upper()}")
+            t0 = time.perf_counter()
+            done = launch(spec, config, grid.workers, out_url=f"{folder}/{stage}",
+                          progress=grid.progress, max_failures=grid.max_failures, log=grid.log,
+                          **inputs)
+            # wall time of the processes that finished it (an interrupted one's share is lost:
+            # ``resumed`` marks the figure as a lower bound)
+            record[f"{stage}_seconds"] += time.perf_counter() - t0
+            record["resumed"] = record["resumed"] or done.resumed_from is not None
+            record[f"{stage}_checkpoint"] = finished_checkpoint(
+                f"{folder}/{stage}", spec.total_steps(config), f"{variant} seed {seed} {stage.upper()}")
+            _write(f"{folder}/{CELL}", record)
+        previous = record[f"{stage}_checkpoint"]
 
 
 def evaluate_cell(grid: Grid, record: dict[str, Any]) -> None:
