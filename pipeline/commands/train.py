@@ -73,7 +73,8 @@ def _eval(args: argparse.Namespace) -> int:
         report = evaluate_checkpoint(checkpoint, per_class=args.per_class, seed=args.seed,
                                      streaming=True if args.streaming else None,
                                      chunk_frames=args.chunk_frames, noise=args.noise,
-                                     lengths=tuple(args.lengths))
+                                     lengths=tuple(args.lengths),
+                                     reference_cache=args.reference_cache)
     print(format_report(report))
     if args.report:
         save_report(report, args.report)
@@ -190,6 +191,10 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
                          "S2DiT-AR checkpoint: student_ar_4step_streaming)")
     ev.add_argument("--chunk-frames", type=int, dest="chunk_frames",
                     help="latent frames per streaming chunk (default: the model's)")
+    ev.add_argument("--reference-cache", dest="reference_cache", metavar="DIR",
+                    help="keep the teacher's samples here for the next checkpoint of the same task "
+                         "and noise ('off': none; default $S2DIT_EVAL_CACHE, else "
+                         "~/.cache/s2dit/eval_reference)")
     ev.set_defaults(func=_eval)
 
 

@@ -1,8 +1,8 @@
 """The quality table: the analytic oracle's scores (pipeline.eval.evaluate_checkpoint's dicts,
 eval_kd.json and eval_ar.json) of the teacher full-step and few-step, S2DiT-KD and S2DiT-AR
 streaming (at each evaluated length), on held-out seeds of trained classes and on unseen
-attribute combinations; each student row with the gate's verdict, and the per-chunk curves of
-the streaming rows."""
+attribute combinations; the teacher's full-step row marked as the reference, every other row
+with the gate's verdict against it, and the per-chunk curves of the streaming rows."""
 
 from __future__ import annotations
 
@@ -66,8 +66,13 @@ def _cell(scores: dict[str, Any], key: str) -> str:
 
 
 def _gate_cell(model: str, scores: dict[str, Any]) -> str:
+    """The reference row (the teacher's full-step samples) is what the others are gated
+    against: it says so. Files from before rows had a ``role`` show a gate on S2DiT rows only."""
     gate = scores.get("gate")
-    if not model.startswith("S2DiT") or not gate:
+    role = scores.get("role", "student" if model.startswith("S2DiT") else None)
+    if role == "reference":
+        return '<td class="muted" title="the other rows are gated against this one">reference</td>'
+    if role is None or not gate:
         return '<td class="muted">-</td>'
     if gate["passed"]:
         return '<td class="ok">pass</td>'

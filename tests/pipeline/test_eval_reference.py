@@ -131,3 +131,14 @@ def test_the_cache_directory(monkeypatch, tmp_path):
     assert resolve_dir(tmp_path / "arg") == tmp_path / "arg"  # the argument wins
     monkeypatch.setenv(ENV, "off")
     assert resolve_dir() is None
+
+
+def test_s2dit_eval_takes_the_cache_directory(checkpoints, tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["eval", "--checkpoint", checkpoints[0], "--per-class", "1",
+                 "--reference-cache", str(tmp_path / "ref"), "--report", str(tmp_path / "e.json")]) == 0
+    assert len(list((tmp_path / "ref").glob("*.json"))) == 2  # the teacher's full-step and 4-step
+    rows = json.loads((tmp_path / "e.json").read_text())["held_out_seeds"]
+    assert rows["teacher_fullstep"]["role"] == "reference"
+    assert "(reference: the other rows are gated against it)" in capsys.readouterr().out

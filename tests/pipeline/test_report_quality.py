@@ -37,3 +37,23 @@ def test_chunk_curves_draw_every_length():
     for name in ("1x", "2x", "4x"):
         assert f">{name}<" in html
     assert "pending" in chunk_curves(None)
+
+
+def test_the_teacher_is_the_reference_and_never_fails():
+    """A reference row says so (it passed against itself; against the data's r = 1 it would
+    not); the teacher's few-step baseline and the students show their verdict."""
+    ev = _eval_ar()
+    held = ev["held_out_seeds"]
+    held["teacher_fullstep"].update(role="reference", gate={"passed": False, "failed": ["dispersion"]})
+    held["teacher_4step"]["role"] = "baseline"
+    for key in held:
+        held[key].setdefault("role", "student")
+    html = quality_table(None, ev)
+    rows = html.split("<tr>")
+    teacher = next(r for r in rows if r.startswith("<td>teacher, full-step"))
+    assert ">reference</td>" in teacher and "fail" not in teacher
+    assert "fail: recall" in next(r for r in rows if r.startswith("<td>teacher, 4-step"))
+    # an eval file from before roles: the teacher rows show no gate at all
+    old = _eval_ar()
+    assert "fail" not in next(r for r in quality_table(None, old).split("<tr>")
+                              if r.startswith("<td>teacher, 4-step"))
