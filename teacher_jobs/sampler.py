@@ -122,41 +122,87 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
         return [], batch.rejections
     layout = teacher.layout(tuple(keep_steps), half_dtype)
     half = layout.numpy_dtype(FIELD_BY_NAME["x0"])
-    keep = list(keep_steps)
-    # Kept states go straight into half-precision arrays (B, S, C, F, H, W), one cast per step:
-    # no float32 copies of the whole trajectory, and each record's tensors are views of them.
-    shape = (len(batch.prompts), len(keep), *teacher.latent_shape)
-    states, v_cond, v_uncond = (np.empty(shape, half) for _ in range(3))
-    position = {step: k for k, step in enumerate(keep)}
-    # causal ODE pairs (cache_schema CAUSAL_PAIR_FIELDS), when the teacher is asked for them
-    pairs = (np.empty(shape, half), np.empty((len(batch.prompts), *teacher.latent_shape), half)) \
-        if teacher.causal_chunk_frames else None
-
+    kept = _Kept.allocate(teacher, len(batch.prompts), list(keep_steps), half)
+    finals = _Finals()
     size = micro_batch or len(batch.prompts)
-    noise, x0, emb, neg_emb, lengths, neg_lengths = [], [], [], [], [], []
     for start in range(0, len(batch.prompts), size):
-        part = _slice(batch, start, size)
+        _record_part(teacher, _slice(batch, start, size), start, kept, finals,
+                     global_seed=global_seed, negative_prompt=negative_prompt)
+    return _records(teacher, batch, kept, finals, negative_prompt), batch.rejections
 
-        def record_part(i, x, v_c, v_u, rows=slice(start, start + len(part.prompts))):  # noqa: B008 - binds this part's rows
-            k = position.get(i)
+
+@dataclass
+class _Kept:
+    """The kept steps of a whole call, written in place by each micro-batch.
+
+    Kept states go straight into half-precision arrays (B, S, C, F, H, W), one cast per step:
+    no float32 copies of the whole trajectory, and each record's tensors are views of them.
+    """
+
+    keep: list[int]
+    half: np.dtype
+    position: dict[int, int]  # solver step -> index along S
+    states: np.ndarray
+    v_cond: np.ndarray
+    v_uncond: np.ndarray
+    # causal ODE pairs (cache_schema CAUSAL_PAIR_FIELDS), when the teacher is asked for them
+    pairs: tuple[np.ndarray, np.ndarray] | None
+
+    @classmethod
+    def allocate(cls, teacher: Teacher, count: int, keep: list[int], half: np.dtype) -> _Kept:
+        shape = (count, len(keep), *teacher.latent_shape)
+        states, v_cond, v_uncond = (np.empty(shape, half) for _ in range(3))
+        pairs = (np.empty(shape, half), np.empty((count, *teacher.latent_shape), half)) \
+            if teacher.causal_chunk_frames else None
+        return cls(keep, half, {step: k for k, step in enumerate(keep)}, states, v_cond,
+                   v_uncond, pairs)
+
+    def writer(self, rows: slice) -> Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]:
+        """The solver loop's ``on_step`` for the samples ``rows`` of the call."""
+        def write(i: int, x: torch.Tensor, v_c: torch.Tensor, v_u: torch.Tensor) -> None:
+            k = self.position.get(i)
             if k is not None:
-                for out, value in ((states, x), (v_cond, v_c), (v_uncond, v_u)):
+                for out, value in ((self.states, x), (self.v_cond, v_c), (self.v_uncond, v_u)):
                     out[rows, k] = value.float().cpu().numpy()
+        return write
 
-        n, x, text, neg = _run(teacher, part, global_seed=global_seed,
-                               negative_prompt=negative_prompt, on_step=record_part)
-        if pairs is not None:  # given the clean x0 as cached: the context stage 2 commits
-            rows = slice(start, start + len(part.prompts))
-            clean = x.numpy().astype(half).astype(np.float64)
-            pair_states, pair_x0 = teacher.causal_trajectories(n, clean, text, neg, keep)
-            pairs[0][rows], pairs[1][rows] = pair_states, pair_x0
-        noise.append(n)
-        x0.append(x)
-        emb += list(text.emb.float().cpu().numpy())
-        neg_emb += list(neg.emb.float().cpu().numpy())
-        lengths += text.lengths
-        neg_lengths += neg.lengths
-    noise, x0 = torch.cat(noise), torch.cat(x0)
+
+@dataclass
+class _Finals:
+    """What each micro-batch's solver loop ends with, in call order."""
+
+    noise: list[torch.Tensor] = field(default_factory=list)
+    x0: list[torch.Tensor] = field(default_factory=list)
+    emb: list[np.ndarray] = field(default_factory=list)
+    neg_emb: list[np.ndarray] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    neg_lengths: list[int] = field(default_factory=list)
+
+
+def _record_part(teacher: Teacher, part: Batch, start: int, kept: _Kept, finals: _Finals, *,
+                 global_seed: int, negative_prompt: str) -> None:
+    """Run the solver loop over one micro-batch (rows ``start``... of the call): its kept steps
+    (and causal pairs) into ``kept``, its noise, x0 and text into ``finals``."""
+    rows = slice(start, start + len(part.prompts))
+    n, x, text, neg = _run(teacher, part, global_seed=global_seed,
+                           negative_prompt=negative_prompt, on_step=kept.writer(rows))
+    if kept.pairs is not None:  # given the clean x0 as cached: the context stage 2 commits
+        clean = x.numpy().astype(kept.half).astype(np.float64)
+        pair_states, pair_x0 = teacher.causal_trajectories(n, clean, text, neg, kept.keep)
+        kept.pairs[0][rows], kept.pairs[1][rows] = pair_states, pair_x0
+    finals.noise.append(n)
+    finals.x0.append(x)
+    finals.emb += list(text.emb.float().cpu().numpy())
+    finals.neg_emb += list(neg.emb.float().cpu().numpy())
+    finals.lengths += text.lengths
+    finals.neg_lengths += neg.lengths
+
+
+def _records(teacher: Teacher, batch: Batch, kept: _Kept, finals: _Finals,
+             negative_prompt: str) -> list[dict[str, Any]]:
+    """One record per sample of ``batch`` from the recorded arrays."""
+    half, keep = kept.half, kept.keep
+    noise, x0 = torch.cat(finals.noise), torch.cat(finals.x0)
     sig, ts = teacher.sigmas(), teacher.timesteps()
     per_step = {"sigmas": sig[keep].astype(np.float32), "timesteps": ts[keep].astype(np.float32),
                 "guidance": np.array([teacher.guidance_at(i) for i in keep], np.float32),
@@ -166,16 +212,16 @@ def record_trajectories(teacher: Teacher, prompts: Sequence[str | bytes], seeds:
         records.append({
             "sample_id": sid, "prompt": prompt, "negative_prompt": negative_prompt, "seed": seed,
             "noise": noise[b].numpy().astype(half),
-            "states": states[b],
-            "v_cond": v_cond[b], "v_uncond": v_uncond[b],
+            "states": kept.states[b],
+            "v_cond": kept.v_cond[b], "v_uncond": kept.v_uncond[b],
             **{name: value.copy() for name, value in per_step.items()},
             "x0": x0[b].numpy().astype(half),
-            "text_emb": emb[b][: lengths[b]].astype(half),
-            "neg_text_emb": neg_emb[b][: neg_lengths[b]].astype(half),
+            "text_emb": finals.emb[b][: finals.lengths[b]].astype(half),
+            "neg_text_emb": finals.neg_emb[b][: finals.neg_lengths[b]].astype(half),
         })
-        if pairs is not None:
-            records[-1].update(zip(CAUSAL_PAIR_FIELDS, (pairs[0][b], pairs[1][b])))
-    return records, batch.rejections
+        if kept.pairs is not None:
+            records[-1].update(zip(CAUSAL_PAIR_FIELDS, (kept.pairs[0][b], kept.pairs[1][b])))
+    return records
 
 
 def sample_latents(teacher: Teacher, prompts: Sequence[str], seeds: Sequence[int], *,
