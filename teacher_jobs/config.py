@@ -22,6 +22,7 @@ from cache_schema.typed_config import INT64, ConfigError, Limits, between, check
 from .gpus import gpu_type
 from .teachers.registry import make_settings, spec_values
 from .teachers.spec import TeacherSettings, VideoSize
+from .teachers.video_limits import MAX_FRAMES, MAX_SIDE
 
 
 def _default_teacher() -> TeacherSettings:
@@ -34,8 +35,8 @@ class JobConfig:
     # Ranges (cache_schema.typed_config): generous for a real cluster, tight enough that a typo
     # (an extra zero, a sign) is refused at load instead of growing memory or looping.
     LIMITS: ClassVar[Limits] = {
-        "samples_per_shard": between(1, 1_000_000), "height": between(1, 8192),
-        "width": between(1, 8192), "frames": between(1, 4097), "seed": INT64,
+        "samples_per_shard": between(1, 1_000_000), "height": between(1, MAX_SIDE),
+        "width": between(1, MAX_SIDE), "frames": between(1, MAX_FRAMES), "seed": INT64,
         "seeds_per_prompt": between(1, 1_000_000), "half_dtype": one_of("float16", "bfloat16"),
         "num_actors": between(1, 100_000), "num_gpus_per_actor": between(0.0, 64.0),
         "num_cpus_per_actor": between(0.0, 1024.0), "gpu_memory_gb": between(0.0, 1e6, lo_open=True),
@@ -106,7 +107,7 @@ class JobConfig:
         if self.device.startswith("cuda") and self.num_gpus_per_actor <= 0:
             raise ValueError("device = 'cuda' needs num_gpus_per_actor > 0 (Ray places one teacher "
                              "actor per GPU); set num_gpus_per_actor = 1")
-        self.teacher.validate_video(self.video)
+        self.teacher.validate_video(self.video)  # the teacher's declared sizes (video_limits.py)
         if self.gpu is not None:
             gpu_type(self.gpu)  # one of the known types, else an error naming them
         parse_keep_steps(self.keep_steps, self.steps, self.teacher.shift)  # fail early on a bad spec

@@ -22,6 +22,7 @@ from .base import Teacher
 
 if TYPE_CHECKING:
     from .sampling import SamplingSide
+    from .video_limits import VideoLimits
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -94,8 +95,15 @@ class TeacherSettings(abc.ABC):
         """Section values for a ``--teacher SPEC`` string this kind owns, or None."""
         return {} if spec == cls.kind else None
 
+    @abc.abstractmethod
+    def video_limits(self, video: VideoSize) -> VideoLimits:
+        """The sizes this teacher can produce (video_limits.py): one grid per key, which may
+        depend on this section's settings and on the other two sizes. Loads no weights."""
+
     def validate_video(self, video: VideoSize) -> None:
-        """Refuse a video size this teacher cannot produce."""
+        """Refuse a size outside ``video_limits``: one line naming the key, the value, the
+        allowed values and the nearest valid one (JobConfig calls it before any work)."""
+        self.video_limits(video).check(video)
 
     @abc.abstractmethod
     def driver_plan(self, video: VideoSize) -> DriverPlan:

@@ -25,6 +25,20 @@ def train_tokenizer(vocab_size: int = 256):
 
 
 VARIANTS = ("t2v-a14b", "t2v-2.1", "ti2v-5b")  # the WanPipeline forms a teacher can take
+# The experts' arguments but the channels (PLATFORM-NOTES): rope_max_seq_len bounds the latent
+# patches per axis, so tiny_configs (the sizes the tiny teacher accepts) reads it from here.
+EXPERT = {"patch_size": (1, 2, 2), "num_attention_heads": 2, "attention_head_dim": 12,
+          "text_dim": 32, "freq_dim": 32, "ffn_dim": 64, "num_layers": 2, "cross_attn_norm": True,
+          "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": 32}
+
+
+def tiny_configs(variant: str = "t2v-a14b") -> dict[str, dict]:
+    """The geometry part of the tiny pipeline's configs, without building it (wan_limits)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"tiny Wan variant must be one of {VARIANTS}, got {variant!r}")
+    spatial = 16 if variant == "ti2v-5b" else 8
+    return {"transformer": dict(EXPERT), "vae": {"scale_factor_spatial": spatial,
+                                                 "scale_factor_temporal": 4}}
 
 
 def build_tiny_pipeline(seed: int = 0, shift: float = 3.0, variant: str = "t2v-a14b"):
@@ -64,10 +78,7 @@ def build_tiny_pipeline(seed: int = 0, shift: float = 3.0, variant: str = "t2v-a
 
     def expert(expert_seed: int):
         torch.manual_seed(expert_seed)
-        return WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=z_dim,
-            out_channels=z_dim, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2,
-            cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32).eval()
+        return WanTransformer3DModel(in_channels=z_dim, out_channels=z_dim, **EXPERT).eval()
 
     two = variant == "t2v-a14b"
     return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(),

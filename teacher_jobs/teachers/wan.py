@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from .base import CODE_VERSION, EncodedText, Teacher
+from .spec import VideoSize
+from .wan_limits import wan_limits
 
 HUB_ID = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
 SOLVERS = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPCMultistepScheduler"}
@@ -156,9 +158,10 @@ class WanTeacher(Teacher):
         cfg = self.pipe.transformer.config
         vae_t = getattr(self.pipe, "vae_scale_factor_temporal", 4)
         vae_s = getattr(self.pipe, "vae_scale_factor_spatial", 8)
-        if height % (vae_s * 2) or width % (vae_s * 2) or (frames - 1) % vae_t:
-            raise ValueError(f"this Wan checkpoint needs height/width divisible by {vae_s * 2} and "
-                             f"frames = {vae_t}k+1 (got {height}x{width}, {frames} frames)")
+        # the loaded modules' own geometry: the same declaration the driver checked
+        wan_limits({"transformer": dict(cfg), "vae": {"scale_factor_spatial": vae_s,
+                                                      "scale_factor_temporal": vae_t}},
+                   "this checkpoint").check(VideoSize(height=height, width=width, frames=frames))
         self.latent_shape = (cfg.in_channels, (frames - 1) // vae_t + 1, height // vae_s, width // vae_s)
         self.text_dim = self.pipe.text_encoder.config.d_model
         self.max_text_len = max_text_len

@@ -18,7 +18,9 @@ from cache_schema.typed_config import Limits, between, one_of
 from .registry import register_teacher
 from .spec import DriverPlan, TeacherSettings, VideoSize
 from .wan import DTYPES, HUB_ID, OFFLOAD, WanTeacher, solver_of, wan_fingerprint
+from .video_limits import VideoLimits
 from .wan_files import has_two_experts
+from .wan_limits import wan_geometry, wan_limits
 
 # The official Wan 2.2 negative prompt: wan/configs/shared_config.py, `sample_neg_prompt`
 # (github.com/Wan-Video/Wan2.2), used by every official Wan 2.2 task.
@@ -169,7 +171,7 @@ class WanSettings(TeacherSettings):
         if index.get("_class_name", "WanPipeline") != "WanPipeline":
             raise ValueError(f"{self.source} is a {index['_class_name']} checkpoint: only text-to-video "
                              "WanPipeline checkpoints are teachers here (Wan 2.2 T2V-A14B, TI2V-5B, Wan 2.1 T2V)")
-        t, vae = configs["transformer"], configs.get("vae", {})
+        t = configs["transformer"]
         if t.get("image_dim"):
             raise ValueError(f"{self.source} has an image-conditioned transformer (image_dim set): "
                              "image-to-video checkpoints are not supported as teachers")
@@ -179,17 +181,24 @@ class WanSettings(TeacherSettings):
         if not two and self.boundary is not None:
             raise ValueError(f"{self.source} has a single transformer: boundary is for two-expert "
                              "checkpoints; leave it unset")
-        vt, vs = int(vae.get("scale_factor_temporal", 4)), int(vae.get("scale_factor_spatial", 8))
-        if video.height % (2 * vs) or video.width % (2 * vs) or (video.frames - 1) % vt:
-            raise ValueError(f"{self.source} needs height/width divisible by {2 * vs} and frames = "
-                             f"{vt}k+1 (got {video.height}x{video.width}, {video.frames} frames)")
+        wan_limits(configs, self.source).check(video)  # the checkpoint's own geometry
+        g = wan_geometry(configs)
+        vt, vs = g["temporal"], g["spatial"]
         shape = (int(t["in_channels"]), (video.frames - 1) // vt + 1, video.height // vs, video.width // vs)
         return shape, int(configs["text_encoder"]["d_model"])
 
-    def validate_video(self, video: VideoSize) -> None:
-        if video.height % 16 or video.width % 16 or (video.frames - 1) % 4:
-            raise ValueError(f"Wan needs height/width divisible by 16 and frames = 4k+1 "
-                             f"(got {video.height}x{video.width}, {video.frames} frames)")
+    def video_limits(self, video: VideoSize) -> VideoLimits:
+        """From the checkpoint's configs where they are at hand without the hub (the tiny
+        teacher, a local folder, the shipped A14B configs), else diffusers' Wan defaults; the
+        driver checks the resolved checkpoint's own configs again (check_checkpoint)."""
+        if self.source == TINY:
+            from .tiny_wan import tiny_configs
+
+            return wan_limits(tiny_configs(), self.source)
+        try:
+            return wan_limits(self._offline_configs(), self.source)
+        except (OSError, ValueError, KeyError):  # another hub id, or a folder not readable here
+            return wan_limits({}, f"{self.source}, diffusers' Wan defaults")
 
     def memory_plan(self, video: VideoSize, *, gpu_memory_gb: float):
         """From the checkpoint's configs when it is a local folder, else the shipped public A14B

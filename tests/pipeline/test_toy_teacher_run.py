@@ -25,6 +25,7 @@ from teacher_jobs.teachers import TEACHERS, register_teacher
 from teacher_jobs.teachers.base import EncodedText, Teacher
 from teacher_jobs.teachers.sampling import SamplingSide
 from teacher_jobs.teachers.spec import DriverPlan, TeacherSettings, VideoSize
+from teacher_jobs.teachers.video_limits import SizeGrid, VideoLimits
 
 KIND, TEXT_DIM, MAX_TOKENS, SCALE = "toy-run", 6, 8, 4
 
@@ -101,6 +102,12 @@ class ToySettings(TeacherSettings):
     kind: ClassVar[str] = KIND
     pull: float = 0.5
     steps: int = 3
+
+    def video_limits(self, video: VideoSize) -> VideoLimits:
+        """Latents of pixels / 8 (at least one) and frames / 4 (4k+1), as build maps them."""
+        side = SizeGrid(step=8, lo=8, why_step="latent pixels of 8")
+        return VideoLimits(teacher="the toy teacher", height=side, width=side,
+                           frames=SizeGrid(step=4, offset=1, why_step="latent frames of 4"))
 
     def build(self, video: VideoSize, *, device: str) -> ToyTeacher:
         shape = (2, (video.frames - 1) // 4 + 1, video.height // 8, video.width // 8)

@@ -124,7 +124,8 @@ def test_the_setting_reaches_the_fingerprint_only_when_set_and_wan_refuses_it():
     # the teacher a fingerprint describes writes the same pairs
     assert AnalyticTeacher.from_fingerprint(fp_on).causal_chunk_frames == 2
     assert on.teacher.build(on.video, device="cpu").causal_chunk_frames == 2
-    with pytest.raises(ValueError, match="causal_chunk_frames = 9 is more than the clip's 5"):
+    with pytest.raises(ValueError, match=r"\[job\] frames = 17: .* from 33 \(causal_chunk_frames = 9 "
+                                         r"latent frames in one chunk\).* nearest valid value: 33"):
         JobConfig(teacher={"kind": "analytic", "causal_chunk_frames": 9})
     with pytest.raises(ValueError, match="wan teacher cannot write causal ODE pairs.*causal "
                                          "phase's own model"):

@@ -14,9 +14,9 @@ def test_a_job_table_include_is_resolved_and_overridden(tmp_path):
         "[job]\nprompts = 'p.txt'\nframes = 9\nheight = 32\n"
         "[job.teacher]\nkind = 'analytic'\nsteps = 6\n")
     (tmp_path / "top.toml").write_text(
-        "[job]\ninclude = 'recipe.toml'\nheight = 16\n[job.teacher]\nsteps = 4\n")
+        "[job]\ninclude = 'recipe.toml'\nheight = 48\n[job.teacher]\nsteps = 4\n")
     config = JobConfig.load(str(tmp_path / "top.toml"))
-    assert (config.frames, config.height, config.teacher.steps) == (9, 16, 4)
+    assert (config.frames, config.height, config.teacher.steps) == (9, 48, 4)
     assert config.prompts.endswith("p.txt")  # a standalone job keeps the recipe's corpus
 
 

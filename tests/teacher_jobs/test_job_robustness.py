@@ -26,6 +26,7 @@ from teacher_jobs.pool import JobStalled, TeacherLoadFailed
 from teacher_jobs.teachers import TEACHERS, register_teacher
 from teacher_jobs.teachers.base import EncodedText, Teacher
 from teacher_jobs.teachers.spec import DriverPlan, TeacherSettings, VideoSize
+from teacher_jobs.teachers.video_limits import SizeGrid, VideoLimits
 
 DIM, TOKENS = 4, 4
 
@@ -69,6 +70,11 @@ class SlowSettings(TeacherSettings):
     init_error: str = ""
     sample_delay_s: float = 0.0
     die_marker: str = ""
+
+    def video_limits(self, video: VideoSize) -> VideoLimits:
+        """Its latent does not depend on the video: any size [job] takes."""
+        return VideoLimits(teacher="the slow toy teacher", height=SizeGrid(), width=SizeGrid(),
+                           frames=SizeGrid())
 
     def build(self, video: VideoSize, *, device: str) -> SlowTeacher:
         time.sleep(self.init_delay_s)
