@@ -27,12 +27,13 @@ and neither may import the other; it imports nothing of the project.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import numbers
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -134,10 +135,25 @@ def check_values(cls: type, values: Mapping[str, Any], table: str) -> None:
     rules = field_rules(cls)
     unknown = sorted(set(values) - set(rules))
     if unknown:
-        raise ConfigError(f"unknown [{table}] keys {unknown}; known: {', '.join(sorted(rules))}")
+        raise ConfigError(unknown_keys_message(table, unknown, rules))
     for name, value in values.items():
         kind, limit = rules[name]
         check_value(kind, limit, value, f"[{table}] {name}")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'lr'?)`` when a choice is close to ``word`` (a typo), else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_keys_message(table: str, unknown: Iterable[str], known: Iterable[str]) -> str:
+    """``unknown [train] key 'stpes' (did you mean 'steps'?); known: ...``: one wording for
+    every config reader, so a typo reads the same from a file, a flag or ``--set``."""
+    unknown, known = sorted(unknown), sorted(set(known))
+    names = ", ".join(f"{k!r}{did_you_mean(k, known)}" for k in unknown)
+    return (f"unknown [{table}] key{'s' if len(unknown) > 1 else ''} {names}; "
+            f"known: {', '.join(known)}")
 
 
 def _fail(key: str, value: Any, must: str) -> ConfigError:

@@ -15,7 +15,15 @@ from typing import Any, ClassVar
 
 from cache_schema.config_file import load_table, load_toml, merged
 from cache_schema.store import absolute_url
-from cache_schema.typed_config import SEED, Limits, between, check_config, check_values
+from cache_schema.typed_config import (
+    SEED,
+    ConfigError,
+    Limits,
+    between,
+    check_config,
+    check_values,
+    unknown_keys_message,
+)
 
 from .model.config import StudentConfig
 from .precision import check_autocast_dtype
@@ -30,26 +38,34 @@ def load_config(cls: type, path: str | None, table: str, overrides: dict[str, An
                 table_required: bool = False, example: str = "") -> Any:
     """A typed training config: the ``[table]`` of a TOML file, its ``include = "FILE"``
     resolved (cache_schema.config_file, as `s2dit run` does), or the whole file; then the
-    non-None ``overrides``; unknown keys are refused by name. With ``table_required`` a file
-    that has other tables but not this one is refused (it belongs to another stage)."""
-    data: dict[str, Any] = {}
+    non-None ``overrides``. A bad key or value of the file is refused naming the file, the table
+    and the key (with the closest known key); one of ``overrides`` as "(in flags)". With
+    ``table_required`` a file that has other tables but not this one is refused (it belongs to
+    another stage)."""
+    data = _file_table(path, table, table_required, example) if path else {}
     if path:
-        table_data = load_table(path, table, "training config")  # a regular file, at most 1 MiB
-        if table_data is not None:
-            data = table_data
-        else:  # no [table]: a file of flat keys, or another stage's
-            data = load_toml(path, "training config")
-            if table_required and any(isinstance(v, dict) for v in data.values()):
-                tables = sorted(k for k, v in data.items() if isinstance(v, dict))
-                raise ValueError(f"{path} has no [{table}] table (it has {tables}); this stage "
-                                 f"reads [{table}]{f' (see {example})' if example else ''}")
-    data = merged(data, {k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+        try:
+            cls.check_table(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise ValueError(f"unknown [{table}] config keys {unknown} (in {path or 'flags'}); "
-                         f"known: {', '.join(sorted(known))}")
-    return cls(**data)
+        raise ConfigError(f"{unknown_keys_message(table, unknown, cls.known_keys())} (in flags)")
+    return cls(**merged(data, given))
+
+
+def _file_table(path: str, table: str, table_required: bool, example: str) -> dict[str, Any]:
+    """``[table]`` of the file (a regular file, at most 1 MiB), else its flat keys."""
+    table_data = load_table(path, table, "training config")
+    if table_data is not None:
+        return table_data
+    data = load_toml(path, "training config")  # no [table]: a file of flat keys, or another stage's
+    if table_required and any(isinstance(v, dict) for v in data.values()):
+        tables = sorted(k for k, v in data.items() if isinstance(v, dict))
+        raise ValueError(f"{path} has no [{table}] table (it has {tables}); this stage "
+                         f"reads [{table}]{f' (see {example})' if example else ''}")
+    return data
 
 
 @dataclass(kw_only=True, slots=True)
@@ -106,6 +122,15 @@ class StageConfig:
         check_config(self)
         check_autocast_dtype(self.autocast_dtype)
 
+    @classmethod
+    def known_keys(cls) -> list[str]:
+        return sorted(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def check_table(cls, values: dict[str, Any]) -> None:
+        """The keys and values of a (partial) table, before merging: errors name the key."""
+        check_values(cls, values, cls.TABLE)
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (tuples as lists); ``type(self)(**to_json())`` gives the config back."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -144,6 +169,12 @@ class TrainConfig(StageConfig):
     # The student architecture: `s2dit search --out` file (layout_file), then these overrides.
     layout_file: str | None = None
     model: dict[str, Any] = field(default_factory=dict)  # StudentConfig overrides
+
+    @classmethod
+    def check_table(cls, values: dict[str, Any]) -> None:
+        check_values(cls, values, cls.TABLE)
+        if isinstance(values.get("model"), dict):  # [train.model] by key too
+            check_values(StudentConfig, values["model"], "train.model")
 
     def __post_init__(self) -> None:
         StageConfig.__post_init__(self)  # (zero-argument super() fails in slotted dataclasses)

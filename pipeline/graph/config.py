@@ -16,11 +16,12 @@ may say ``enabled = false`` to skip that stage (and what only it feeds).
 from __future__ import annotations
 
 import copy
-import difflib
 import importlib.resources
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from cache_schema.typed_config import unknown_keys_message
 
 RUN_KEYS = {"out", "seed", "train_workers", "max_failures"}  # none is fingerprinted
 GRAPH_SET_JOB_KEYS = ("prompts", "output")  # the graph points these into the run folder
@@ -75,21 +76,13 @@ class RunConfig:
             self.sections.setdefault(name, {}).update(values)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'lr'?)`` when a choice is close to ``word``, else ``""``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def refuse_unknown_keys(table: str, values: dict[str, Any], known: Iterable[str]) -> None:
     """A key of ``[table]`` that is none of ``known`` is refused by name (with the closest known
     key), so a run config's typo reads as one, never as a bad flag."""
-    known = sorted(set(known))
-    unknown = sorted(set(values) - set(known))
+    known = set(known)
+    unknown = set(values) - known
     if unknown:
-        names = ", ".join(f"{k!r}{did_you_mean(k, known)}" for k in unknown)
-        raise RunConfigError(f"unknown [{table}] key{'s' if len(unknown) > 1 else ''} {names}; "
-                             f"known: {', '.join(known)}")
+        raise RunConfigError(unknown_keys_message(table, unknown, known))
 
 
 def bundled_config(name: str) -> str:

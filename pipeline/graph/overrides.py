@@ -16,7 +16,9 @@ import tomllib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .config import RunConfig, RunConfigError, did_you_mean, refuse_unknown_keys
+from cache_schema.typed_config import did_you_mean
+
+from .config import RunConfig, RunConfigError, refuse_unknown_keys
 
 FORM = "SECTION.KEY=VALUE"
 EXAMPLE = "--set train.lr=3e-3"
@@ -72,9 +74,13 @@ def table_overrides(texts: Sequence[str], section: str, known: Iterable[str]) ->
     (``model.dim=64`` -> ``{"model": {"dim": 64}}``); ``KEY=VALUE`` or ``SECTION.KEY=VALUE``.
     A top key that is none of ``known`` is refused naming the closest; the command's config
     class checks the values' types and ranges."""
+    known = set(known)
     values: dict[str, Any] = {}
     for text in texts:
         _, keys, value = parse_override(text, (section,), default=section)
+        try:
+            refuse_unknown_keys(section, {keys[0]: value}, known)
+        except RunConfigError as exc:
+            raise RunConfigError(f"--set {text}: {exc}") from None
         _place(values, section, keys, value, text)
-    refuse_unknown_keys(section, values, known)
     return values

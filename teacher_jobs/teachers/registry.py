@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from cache_schema.registry import Registry
-from cache_schema.typed_config import ConfigError
+from cache_schema.typed_config import ConfigError, did_you_mean
 
 from .sampling import SamplingSide
 from .spec import TeacherSettings
@@ -70,7 +70,8 @@ def make_settings(values: dict[str, Any], *, where: str = "[job.teacher]") -> Te
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"the {cls.kind} teacher has no setting(s) {unknown} (in {where}); "
+        hints = "".join(did_you_mean(k, known) for k in unknown)
+        raise ValueError(f"the {cls.kind} teacher has no setting(s) {unknown} (in {where}){hints}; "
                          f"its settings: {', '.join(sorted(known))}")
     return cls(**values)
 

@@ -123,7 +123,8 @@ def test_the_summary_is_over_seeds_and_the_pareto_plot_has_one_point_per_variant
 # -- [compare] refusals -------------------------------------------------------------------------
 
 def test_an_unknown_variant_key_is_refused_naming_the_variant_and_the_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"compare\.variants\.full_attention\] keys \['layuot'\]"):
+    with pytest.raises(ConfigError, match=r"compare\.variants\.full_attention\] key 'layuot' "
+                                         r"\(did you mean 'layout'\?\)"):
         CompareConfig(variants={"s2dit": {}, "full_attention": {"layuot": ["ssa:1"]}})
     with pytest.raises(ConfigError, match="needs variants"):
         CompareConfig(variants={})
@@ -132,7 +133,8 @@ def test_an_unknown_variant_key_is_refused_naming_the_variant_and_the_key(tmp_pa
     config = tmp_path / "run.toml"
     config.write_text("[corpus]\nkind = 'analytic'\n[compare]\nseeds = [0]\n"
                       "[compare.variants]\ns2dit = {}\nwide = {dimm = 128}\n")
-    with pytest.raises(RunConfigError, match=r"\[compare\].*compare\.variants\.wide\] keys \['dimm'\]"):
+    with pytest.raises(RunConfigError, match=r"\[compare\].*compare\.variants\.wide\] key 'dimm' "
+                                             r"\(did you mean 'dim'\?\)"):
         from pipeline.graph import STAGES
         from pipeline.graph.runner import check_config
         check_config(load_run_config(str(config)), STAGES)

@@ -43,7 +43,7 @@ def test_overrides_reach_any_key_of_any_section_and_sub_table():
     ("train.lrr=3e-3", "unknown [train] key 'lrr' (did you mean 'lr'?)"),
     ("train.lr=fast", "[train] lr = 'fast': must be a number"),
     ("train_ar.causal_stepz=50", "(did you mean 'causal_steps'?)"),
-    ("train.model.dimm=64", "unknown [train.model] keys ['dimm']"),
+    ("train.model.dimm=64", "unknown [train.model] key 'dimm' (did you mean 'dim'?)"),
     ("job.seeds_per_prompts=3", "(did you mean 'seeds_per_prompt'?)"),
     ("job.teacher.stepz=3", "no setting(s) ['stepz'] (in [job.teacher])"),
     ("run.outt=x", "unknown [run] key 'outt' (did you mean 'out'?)"),

@@ -1,0 +1,69 @@
+"""A typo key is blamed where it was made (issue 29): a config file's by the file, its section
+and the key, with the closest valid key; a flag's as "(in flags)", a ``--set``'s by the --set.
+Through `s2dit train kd | ar --config`, `s2dit run` and the typed readers themselves."""
+
+from __future__ import annotations
+
+import pytest
+
+from cache_schema.typed_config import ConfigError, unknown_keys_message
+from pipeline.cli import main
+from student_train.config import TrainConfig
+from student_train.self_forcing import ARConfig
+from teacher_jobs.teachers.registry import make_settings
+
+
+def test_the_message_names_each_key_and_its_closest():
+    text = unknown_keys_message("train", ["stpes", "zzz"], ["steps", "lr"])
+    assert text.startswith("unknown [train] keys 'stpes' (did you mean 'steps'?), 'zzz'; ")
+    assert text.endswith("known: lr, steps")
+
+
+@pytest.mark.parametrize("command, table, text, expected", [
+    (["train", "kd"], "train", "stpes = 5", "[train] key 'stpes' (did you mean 'steps'?)"),
+    (["train", "kd"], "train.model", "dimm = 3", "[train.model] key 'dimm' (did you mean 'dim'?)"),
+    (["train", "ar", "--init", "i"], "train_ar", "causal_stepz = 5",
+     "[train_ar] key 'causal_stepz' (did you mean 'causal_steps'?)"),
+])
+def test_a_typo_in_a_training_config_file_names_the_file_and_key(command, table, text, expected,
+                                                                 tmp_path, capsys):
+    path = tmp_path / "recipe.toml"
+    path.write_text(f"[{table}]\n{text}\n")
+    assert main([*command, "--cache", "c", "--out", str(tmp_path / "o"), "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: unknown {expected}") and err.count("\n") == 1, err
+    assert "flags" not in err and "--set" not in err and not (tmp_path / "o").exists()
+
+
+def test_a_typo_in_a_run_config_names_the_file_and_section(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text('[corpus]\nkind = "analytic"\n[train]\nstpes = 5\n')
+    assert main(["run", str(path), "--plan", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} [train]") and "'stpes' (did you mean 'steps'?)" in err
+    assert "flags" not in err
+
+
+def test_flags_and_set_keep_their_own_blame(capsys):
+    with pytest.raises(ConfigError, match=r"key 'stpes' \(did you mean 'steps'\?\).* \(in flags\)$"):
+        TrainConfig.load(None, stpes=5)
+    with pytest.raises(ConfigError, match=r"\(in flags\)$"):
+        ARConfig.load(None, causal_stepz=5)
+    assert main(["train", "kd", "--cache", "c", "--out", "o", "--set", "stpes=5"]) == 2
+    assert capsys.readouterr().err.startswith("error: --set stpes=5: unknown [train] key 'stpes' "
+                                              "(did you mean 'steps'?)")
+
+
+def test_a_file_value_is_blamed_on_the_file_and_a_flag_still_overrides_a_good_one(tmp_path):
+    path = tmp_path / "kd.toml"
+    path.write_text("[train]\nlr = 'fast'\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: \[train\] lr = 'fast': must be a number"):
+        TrainConfig.load(str(path), lr=1e-3)
+    path.write_text("[train]\nlr = 2e-3\nsteps = 7\n")
+    assert (TrainConfig.load(str(path), lr=1e-3).lr, TrainConfig.load(str(path)).steps) == (1e-3, 7)
+
+
+def test_a_teacher_setting_typo_gets_the_closest_setting():
+    with pytest.raises(ValueError, match=r"no setting\(s\) \['stepz'\] \(in \[job.teacher\] of "
+                                         r"x.toml\) \(did you mean 'steps'\?\)"):
+        make_settings({"kind": "analytic", "stepz": 3}, where="[job.teacher] of x.toml")
