@@ -133,54 +133,99 @@ def scatter_chart(title: str, points: Sequence[Point], *, x_label: str, y_label:
             f'role="img" aria-label="{esc(title)}"><text x="{LEFT}" y="14" font-weight="600">{esc(title)}</text>')
     if not pts:
         return head + f'<text x="{LEFT}" y="{height // 2}">no values</text></svg>'
+    frame = _Frame.around(pts, width, height)
+    parts = [head, *_scatter_axes(frame, x_label, y_label, height)]
+    marked = sorted((p for p in pts if p.marked), key=lambda p: (p.x, -p.y))
+    if len(marked) > 1:
+        coords = " ".join(f"{frame.px(p.x):.1f},{frame.py(p.y):.1f}" for p in marked)
+        parts.append(f'<polyline class="front" fill="none" stroke="{PALETTE[1]}" stroke-width="1.5" '
+                     f'stroke-dasharray="5 3" points="{coords}"/>')
+    for i, p in enumerate(pts):
+        parts.append(_scatter_point(frame, p, PALETTE[i % len(PALETTE)], x_label, y_label))
+    if marked_label:  # in the title row, right-aligned: never over a point
+        parts.append(_marked_legend(LEFT + frame.pw, marked_label))
+    return "".join(parts) + "</svg>"
 
-    def span(lo_hi: list[float]) -> tuple[float, float]:
-        lo, hi = min(lo_hi), max(lo_hi)
-        pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 0.5
-        return lo - pad, hi + pad
 
-    half = lambda h: h if _finite(h) else 0.0
-    x0, x1 = span([v for p in pts for v in (p.x - half(p.x_half), p.x + half(p.x_half))])
-    y0, y1 = span([v for p in pts for v in (p.y - half(p.y_half), p.y + half(p.y_half))])
-    pw, ph = width - LEFT - RIGHT - 10, height - TOP - BOTTOM - 14  # room for the x axis title
-    px = lambda x: LEFT + (x - x0) / (x1 - x0) * pw
-    py = lambda y: TOP + ph - (y - y0) / (y1 - y0) * ph
-    parts = [head, f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fff" stroke="#d8dde3"/>']
-    for t in _ticks(y0, y1):
+def _half(h: float | None) -> float:
+    return h if _finite(h) else 0.0
+
+
+def _span(lo_hi: list[float]) -> tuple[float, float]:
+    """The range of ``lo_hi`` padded by 8 % (a single value: by 10 % of it, or 0.5)."""
+    lo, hi = min(lo_hi), max(lo_hi)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 0.5
+    return lo - pad, hi + pad
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """A scatter chart's plot area (pw x ph pixels) and the data ranges it maps onto it."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    pw: int
+    ph: int
+
+    @classmethod
+    def around(cls, pts: Sequence[Point], width: int, height: int) -> _Frame:
+        """Ranges holding every point with its error bars; room left for the x axis title."""
+        x0, x1 = _span([v for p in pts for v in (p.x - _half(p.x_half), p.x + _half(p.x_half))])
+        y0, y1 = _span([v for p in pts for v in (p.y - _half(p.y_half), p.y + _half(p.y_half))])
+        return cls(x0, x1, y0, y1, width - LEFT - RIGHT - 10, height - TOP - BOTTOM - 14)
+
+    def px(self, x: float) -> float:
+        return LEFT + (x - self.x0) / (self.x1 - self.x0) * self.pw
+
+    def py(self, y: float) -> float:
+        return TOP + self.ph - (y - self.y0) / (self.y1 - self.y0) * self.ph
+
+
+def _scatter_axes(frame: _Frame, x_label: str, y_label: str, height: int) -> list[str]:
+    """The plot area, grid lines with y ticks, x ticks and both axis titles."""
+    px, py, pw, ph = frame.px, frame.py, frame.pw, frame.ph
+    parts = [f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fff" stroke="#d8dde3"/>']
+    for t in _ticks(frame.y0, frame.y1):
         parts.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#eef1f4"/>'
                      f'<text x="{LEFT - 4}" y="{py(t) + 4:.1f}" text-anchor="end">{esc(_label(t))}</text>')
-    for t in _ticks(x0, x1):
+    for t in _ticks(frame.x0, frame.x1):
         parts.append(f'<text x="{px(t):.1f}" y="{TOP + ph + 14}" text-anchor="middle">{esc(_label(t))}</text>')
     parts.append(f'<text x="{LEFT + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">{esc(x_label)}</text>'
                  f'<text x="12" y="{TOP + ph / 2:.1f}" text-anchor="middle" '
                  f'transform="rotate(-90 12 {TOP + ph / 2:.1f})">{esc(y_label)}</text>')
-    marked = sorted((p for p in pts if p.marked), key=lambda p: (p.x, -p.y))
-    if len(marked) > 1:
-        coords = " ".join(f"{px(p.x):.1f},{py(p.y):.1f}" for p in marked)
-        parts.append(f'<polyline class="front" fill="none" stroke="{PALETTE[1]}" stroke-width="1.5" '
-                     f'stroke-dasharray="5 3" points="{coords}"/>')
-    for i, p in enumerate(pts):
-        colour = PALETTE[i % len(PALETTE)]
-        cx, cy = px(p.x), py(p.y)
-        bars = []
-        if _finite(p.x_half) and p.x_half > 0:
-            a, b = px(p.x - p.x_half), px(p.x + p.x_half)
-            bars.append(f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{colour}"/>')
-        if _finite(p.y_half) and p.y_half > 0:
-            a, b = py(p.y - p.y_half), py(p.y + p.y_half)
-            bars.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{a:.1f}" y2="{b:.1f}" stroke="{colour}"/>'
-                        f'<line x1="{cx - 3:.1f}" x2="{cx + 3:.1f}" y1="{a:.1f}" y2="{a:.1f}" stroke="{colour}"/>'
-                        f'<line x1="{cx - 3:.1f}" x2="{cx + 3:.1f}" y1="{b:.1f}" y2="{b:.1f}" stroke="{colour}"/>')
-        fill = colour if p.marked else "#fff"
-        tip = f"{p.label}: {x_label} {_label(p.x)}, {y_label} {_label(p.y)}"
-        parts.append(f'<g class="point{" marked" if p.marked else ""}" data-point="{esc(p.label)}">'
-                     f'<title>{esc(tip)}</title>{"".join(bars)}'
-                     f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="{fill}" stroke="{colour}" stroke-width="2"/>'
-                     f'{_point_label(p.label, cx, cy, colour, right=cx > LEFT + pw * 0.7)}</g>')
-    if marked_label:  # in the title row, right-aligned: never over a point
-        x = LEFT + pw
-        parts.append(f'<circle cx="{x - 150}" cy="10" r="4" fill="{PALETTE[1]}"/>'
-                     f'<text x="{x - 142}" y="14">{esc(marked_label)}</text>'
-                     f'<circle cx="{x - 40}" cy="10" r="4" fill="#fff" stroke="{PALETTE[0]}" stroke-width="2"/>'
-                     f'<text x="{x - 32}" y="14">others</text>')
-    return "".join(parts) + "</svg>"
+    return parts
+
+
+def _error_bars(frame: _Frame, p: Point, colour: str, cx: float, cy: float) -> str:
+    """A horizontal bar for ``x_half``, a capped vertical one for ``y_half`` (when > 0)."""
+    bars = []
+    if _finite(p.x_half) and p.x_half > 0:
+        a, b = frame.px(p.x - p.x_half), frame.px(p.x + p.x_half)
+        bars.append(f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{colour}"/>')
+    if _finite(p.y_half) and p.y_half > 0:
+        a, b = frame.py(p.y - p.y_half), frame.py(p.y + p.y_half)
+        bars.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{a:.1f}" y2="{b:.1f}" stroke="{colour}"/>'
+                    f'<line x1="{cx - 3:.1f}" x2="{cx + 3:.1f}" y1="{a:.1f}" y2="{a:.1f}" stroke="{colour}"/>'
+                    f'<line x1="{cx - 3:.1f}" x2="{cx + 3:.1f}" y1="{b:.1f}" y2="{b:.1f}" stroke="{colour}"/>')
+    return "".join(bars)
+
+
+def _scatter_point(frame: _Frame, p: Point, colour: str, x_label: str, y_label: str) -> str:
+    """One ``<g data-point>``: tooltip, error bars, the dot (filled when marked) and its name."""
+    cx, cy = frame.px(p.x), frame.py(p.y)
+    fill = colour if p.marked else "#fff"
+    tip = f"{p.label}: {x_label} {_label(p.x)}, {y_label} {_label(p.y)}"
+    return (f'<g class="point{" marked" if p.marked else ""}" data-point="{esc(p.label)}">'
+            f'<title>{esc(tip)}</title>{_error_bars(frame, p, colour, cx, cy)}'
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4.5" fill="{fill}" stroke="{colour}" stroke-width="2"/>'
+            f'{_point_label(p.label, cx, cy, colour, right=cx > LEFT + frame.pw * 0.7)}</g>')
+
+
+def _marked_legend(x: float, marked_label: str) -> str:
+    """Filled dot = ``marked_label``, hollow dot = others, ending at ``x``."""
+    return (f'<circle cx="{x - 150}" cy="10" r="4" fill="{PALETTE[1]}"/>'
+            f'<text x="{x - 142}" y="14">{esc(marked_label)}</text>'
+            f'<circle cx="{x - 40}" cy="10" r="4" fill="#fff" stroke="{PALETTE[0]}" stroke-width="2"/>'
+            f'<text x="{x - 32}" y="14">others</text>')
