@@ -134,6 +134,33 @@ def table(kd_report: dict, ar_report: dict, set_name: str) -> list[str]:
 
 
 def main() -> None:
+    parser = build_parser()
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from student_train.checkpoint import latest_checkpoint
+    from student_train.self_forcing import ARConfig, ARTrainer
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if args.kd:
+        if not args.cache:
+            parser.error("--kd needs --cache (the cache it was trained on)")
+        kd, cache = args.kd, args.cache
+    else:
+        kd, cache = build_kd(out, args.classes, args.per_class, args.kd_steps)
+    kd = latest_checkpoint(kd) or kd
+    config = ARConfig.load(args.config, steps=args.steps, batch_size=args.batch, seed=args.seed,
+                           causal_steps=args.causal_steps)
+    config.checkpoint_every = min(config.checkpoint_every, config.steps + config.causal_steps)
+    trainer = ARTrainer(kd, cache, str(out / "ar"), config, real_score=real_score_of(args, cache))
+    started_at = trainer.step
+    checkpoint = trainer.run()
+    report = score(args, trainer, config, started_at, kd=kd, cache=cache, checkpoint=checkpoint)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print_summary(args, report, trainer, config, started_at)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/bench_ar", help="output folder")
     parser.add_argument("--kd", help="S2DiT-KD checkpoint or KD output URL (default: build one)")
@@ -156,36 +183,27 @@ def main() -> None:
                         help="also stream a video this many times the trained length (e.g. 2)")
     parser.add_argument("--no-kd-eval", action="store_true",
                         help="skip scoring the KD model (rows already measured for this KD)")
-    args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    return parser
+
+
+def real_score_of(args: argparse.Namespace, cache: str) -> AnalyticRealScore | None:
+    """DMD's real score: None (the frozen KD model) or the exact analytic teacher's velocity."""
+    if args.real_score != "analytic":
+        return None
+    from cache_schema import load_manifest
+    from pipeline.eval import analytic_teacher_of
+
+    teacher = analytic_teacher_of(load_manifest(cache).fingerprint)
+    return AnalyticRealScore(teacher, args.real_guidance or teacher.guidance[0])
+
+
+def score(args: argparse.Namespace, trainer, config, started_at: int, *, kd: str, cache: str,
+          checkpoint: str) -> dict:
+    """report.json: both models scored on the held-out sets, the long video, timings."""
     import torch
 
     from pipeline.eval import evaluate_checkpoint
-    from student_train.checkpoint import latest_checkpoint
-    from student_train.self_forcing import ARConfig, ARTrainer
 
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    if args.kd:
-        if not args.cache:
-            parser.error("--kd needs --cache (the cache it was trained on)")
-        kd, cache = args.kd, args.cache
-    else:
-        kd, cache = build_kd(out, args.classes, args.per_class, args.kd_steps)
-    kd = latest_checkpoint(kd) or kd
-    config = ARConfig.load(args.config, steps=args.steps, batch_size=args.batch, seed=args.seed,
-                           causal_steps=args.causal_steps)
-    config.checkpoint_every = min(config.checkpoint_every, config.steps + config.causal_steps)
-    real_score = None
-    if args.real_score == "analytic":
-        from cache_schema import load_manifest
-        from pipeline.eval import analytic_teacher_of
-
-        teacher = analytic_teacher_of(load_manifest(cache).fingerprint)
-        real_score = AnalyticRealScore(teacher, args.real_guidance or teacher.guidance[0])
-    trainer = ARTrainer(kd, cache, str(out / "ar"), config, real_score=real_score)
-    started_at = trainer.step
-    checkpoint = trainer.run()
     train_seconds = trainer.train_seconds
     t0 = time.perf_counter()
     kd_report = {} if args.no_kd_eval else evaluate_checkpoint(kd, per_class=args.eval_per_class,
@@ -194,13 +212,17 @@ def main() -> None:
     ar_report = evaluate_checkpoint(checkpoint, per_class=args.eval_per_class, streaming=True)
     eval_seconds = time.perf_counter() - t0
     long = long_video(checkpoint, args.eval_per_class, args.long) if args.long else None
-    report = {"kd_checkpoint": kd, "real_score": args.real_score, "cache": cache, "ar_checkpoint": checkpoint, "kd": kd_report,
-              "ar": ar_report, "train_seconds": train_seconds, "steps_run": config.steps - started_at,
-              "eval_seconds": eval_seconds, "config": config.to_json(),
-              "phase_seconds": trainer.phase_seconds, "long_video": long,
-              "causal_steps_run": trainer.causal_step, "dmd_steps_run": trainer.step,
-              "threads": torch.get_num_threads(), "params": trainer.model.num_params()}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return {"kd_checkpoint": kd, "real_score": args.real_score, "cache": cache, "ar_checkpoint": checkpoint, "kd": kd_report,
+            "ar": ar_report, "train_seconds": train_seconds, "steps_run": config.steps - started_at,
+            "eval_seconds": eval_seconds, "config": config.to_json(),
+            "phase_seconds": trainer.phase_seconds, "long_video": long,
+            "causal_steps_run": trainer.causal_step, "dmd_steps_run": trainer.step,
+            "threads": torch.get_num_threads(), "params": trainer.model.num_params()}
+
+
+def print_summary(args: argparse.Namespace, report: dict, trainer, config, started_at: int) -> None:
+    kd_report, ar_report, long = report["kd"], report["ar"], report["long_video"]
+    train_seconds, eval_seconds = report["train_seconds"], report["eval_seconds"]
     for set_name in ("held_out_seeds", "unseen_combinations"):
         if set_name in ar_report:
             print(f"\n{set_name} ({args.eval_per_class} per class, EMA weights):")
