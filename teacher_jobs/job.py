@@ -195,7 +195,10 @@ def _sample_ids(unit: Unit, digest: str) -> list[str]:
 
 
 def _run_generation(config: JobConfig, *, progress: bool, lease: ExitStack) -> JobResult:
+    started = time.time()
     plan = _plan(config)
+    if plan.existing is not None and not plan.todo and not plan.adopted.shards:
+        return _nothing_to_do(config, plan, progress, started)
     if progress:
         print(f"cache generate: {plan.sizing.describe()}", file=sys.stderr)
     # Shards exist before a manifest names them: the lease tells `gc` they are not orphans.
@@ -210,6 +213,28 @@ def _run_generation(config: JobConfig, *, progress: bool, lease: ExitStack) -> J
         run.release()
         raise
     return run.finish(stopped=None)
+
+
+def _nothing_to_do(config: JobConfig, plan: _Plan, progress: bool, started: float) -> JobResult:
+    """Every unit of the corpus is committed already: say what is there and return before any
+    lease, Ray runtime or write (the last real run's report stays the generation's report)."""
+    manifest, previous = plan.existing, plan.previous
+    units = len(plan.units)
+    if progress:
+        print(f"cache generate: nothing to do: {plan.output} generation {manifest.generation} "
+              f"already holds all {_count(units, 'unit')} of this corpus "
+              f"({_count(manifest.num_samples, 'sample')} in {_count(len(manifest.shards), 'shard')}"
+              f", fingerprint {plan.digest[:12]}); Ray was not started. More prompts or seeds add "
+              "units; `s2dit cache ls` lists the generations", file=sys.stderr)
+    report = {"output": plan.output, "generation": manifest.generation,
+              "samples": manifest.num_samples, "units_total": units, "units_skipped": units,
+              "units_adopted": [], "units_failed": {}, "stopped": None, "nothing_to_do": True,
+              "corpus_rejections": [r.to_json() for r in plan.rejected],
+              "prompt_rejections": previous.get("unit_rejections", []),
+              "gpu_hours": _previous_hours(plan), "actors_started": 0,
+              "wall_seconds": time.time() - started, "fingerprint_digest": plan.digest,
+              "config": config.to_json()}
+    return JobResult(manifest=manifest, report=report)
 
 
 class _Run:
@@ -253,7 +278,8 @@ class _Run:
         # not runtime_env, which Ray writes to its logs); credentials come from their own
         # environment (inherited from this driver by an embedded runtime, a Kubernetes secret or
         # an instance role on a cluster) or a credentials file whose path is forwarded.
-        self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        self.board = ray.remote(num_cpus=0)(ProgressBoard).options(
+            scheduling_strategy=_on_this_node(ray)).remote()
         self.view = ProgressView(ray, self.board, self.bar)
         load_args = (self.config, self.plan.fingerprint, self.plan.digest, storage_env())
         self.pool = ActorPool(ray, self.config, load_args, self.board,
@@ -395,6 +421,10 @@ class _Run:
                          stopped=stopped)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _previous_hours(plan: _Plan) -> float:
     """GPU-hours of earlier runs of this output: the last commit's count, or the report its run
     wrote at its end (later: it includes the time after that commit) when there is one."""
@@ -406,6 +436,14 @@ def _previous_hours(plan: _Plan) -> float:
         return max(hours, float(json.loads(data).get("gpu_hours", 0.0)))
     except (FileNotFoundError, ValueError, TypeError, AttributeError):
         return hours  # no report (a killed driver) or an unreadable one
+
+
+def _on_this_node(ray):
+    """Driver-side helpers live on the driver's node: a zero-CPU actor may otherwise be placed
+    on a worker node, and losing that node would end the job (its teacher actors are replaced)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _key(unit: Unit, attempt: int) -> str:
