@@ -18,7 +18,7 @@ import time
 
 
 def _timed(checkpoint: str, cache: str, calls: list, **kwargs) -> tuple[float, int, str]:
-    import pipeline.eval_reference as eval_reference
+    from pipeline import eval_reference
     from pipeline.eval import evaluate_checkpoint
 
     eval_reference.clear_memory()
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--noise", default="report", choices=["report", "tune"])
     args = parser.parse_args()
 
-    import pipeline.eval_reference as eval_reference
+    from pipeline import eval_reference
     from student_train.checkpoint import latest_checkpoint
 
     checkpoint = latest_checkpoint(args.checkpoint) or args.checkpoint

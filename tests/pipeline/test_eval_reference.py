@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import pipeline.eval_reference as eval_reference
+from pipeline import eval_reference
 from pipeline.eval import ROLES, evaluate_checkpoint, format_report
 from pipeline.eval_reference import ENV, resolve_dir
 from student_train.config import TrainConfig
@@ -26,7 +26,7 @@ from student_train.trainer import Trainer
 from teacher_jobs.teachers.analytic_score import Gate, verdict
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "student_train"))
-from cache_factory import make_cache  # noqa: E402
+from cache_factory import make_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EVAL = {"per_class": 2, "streaming": True, "lengths": (1, 2)}
@@ -112,7 +112,7 @@ def test_a_second_checkpoint_reuses_the_teachers_samples(checkpoints, sampler_ca
 def test_a_damaged_entry_is_sampled_again(checkpoints, sampler_calls, tmp_path):
     first = _evaluate(checkpoints[0], tmp_path)
     runs = len(sampler_calls)
-    victim = sorted(tmp_path.glob("*.npy"))[0]
+    victim = min(tmp_path.glob("*.npy"))
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
