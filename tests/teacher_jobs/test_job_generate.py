@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,9 +29,9 @@ CLASSES = [f"a {c} {o} moving {m}" for o in ("square", "ring", "cross")
            for c in ("red", "green", "blue") for m in ("left", "right")]
 
 
-@pytest.fixture
-def corpus(tmp_path) -> str:
-    path = tmp_path / "prompts.txt"
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("corpus") / "prompts.txt"
     path.write_bytes(("\n".join(CLASSES) + "\n").encode() + b"\xff\xfe broken\n\n   \nbell\x07\n"
                      + ("too many words " * 10).encode() + b"\n" + CLASSES[0].encode() + b"\n")
     return str(path)
@@ -45,6 +46,19 @@ def _config(corpus, output, shift=3.0, **kw) -> JobConfig:
 
 def _shard_hashes(url) -> dict[str, str]:
     return {s.name: s.sha256 for s in load_manifest(url).shards}
+
+
+SMALL_UNITS = {"samples_per_shard": 2, "commit_every": 1}  # 18 units, a generation after each
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory, ray_runtime) -> str:
+    """One uninterrupted job (units of 2 samples, a commit after each), read-only: the bytes the
+    killed, rerun and submitted jobs must reproduce (shard bytes depend on the units, not on the
+    commit cadence or the number of actors)."""
+    output = str(tmp_path_factory.mktemp("reference") / "cache")
+    assert run_generation(_config(corpus, output, **SMALL_UNITS), progress=False).ok
+    return output
 
 
 # s3 x zarr took 41 s of the suite (many small objects over HTTP): slow. Zarr on S3 stays in the
@@ -67,20 +81,23 @@ def test_generation_end_to_end(encoding, where, corpus, tmp_path, ray_runtime, r
     assert len(list_generations(open_store(output))) > 1  # intermediate generations were committed
 
 
-def test_rerun_skips_committed_units_and_refuses_a_new_fingerprint(corpus, tmp_path, ray_runtime):
+def test_rerun_skips_committed_units_and_refuses_a_new_fingerprint(corpus, reference, tmp_path,
+                                                                   ray_runtime):
     output = str(tmp_path / "cache")
-    first = run_generation(_config(corpus, output), progress=False)
-    again = run_generation(_config(corpus, output), progress=False)
-    assert again.report["units_skipped"] == again.report["units_total"]
-    assert _shard_hashes(output) == {s.name: s.sha256 for s in first.manifest.shards}
+    shutil.copytree(reference, output)  # a finished job's output
+    first = load_manifest(output)
+    again = run_generation(_config(corpus, output, **SMALL_UNITS), progress=False)
+    assert again.report["units_skipped"] == again.report["units_total"] == 18
+    assert again.report["actors_started"] == 0  # nothing left to do: no actor
+    assert _shard_hashes(output) == {s.name: s.sha256 for s in first.shards}
     with pytest.raises(FingerprintMismatch, match="config.shift: 3.0 -> 5.0"):
-        run_generation(_config(corpus, output, shift=5.0), progress=False)
+        run_generation(_config(corpus, output, shift=5.0, **SMALL_UNITS), progress=False)
 
 
-def _launch(corpus, output) -> subprocess.Popen:
+def _launch(corpus, output, ray_address=None) -> subprocess.Popen:
     args = [sys.executable, "-m", "teacher_jobs", "generate", "--prompts", corpus, "--output", output,
             "--samples-per-shard", "2", "--steps", "4", "--seeds-per-prompt", "2", "--num-actors", "2",
-            "--commit-every", "1"]
+            "--commit-every", "1", *(["--ray-address", ray_address] if ray_address else [])]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     return subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -95,21 +112,25 @@ def _wait_for_generation(output, at_least, proc, timeout=90.0) -> None:
         time.sleep(0.05)
 
 
-def test_sigkill_at_several_points_then_rerun_gives_the_same_cache(corpus, tmp_path, ray_runtime):
-    reference = str(tmp_path / "reference")
-    run_generation(_config(corpus, reference, samples_per_shard=2, commit_every=1), progress=False)
+def test_sigkill_at_several_points_then_rerun_gives_the_same_cache(corpus, reference, tmp_path,
+                                                                   ray_runtime):
+    """Killed twice: first the driver with the local Ray runtime it started (a laptop run; the
+    process group: driver, raylet, actors), then a rerun's driver attached to a running Ray
+    (a RayJob's driver pod: Ray stays up and reaps its actors). Both kinds of kill start a Ray
+    of their own otherwise, the second one's costs seconds the test does not need."""
     output = str(tmp_path / "killed")
+    address = ray_runtime.get_runtime_context().gcs_address
     kills = 0
-    for at in (1, 4):
-        proc = _launch(corpus, output)
+    for at, ray_address in ((1, None), (4, address)):
+        proc = _launch(corpus, output, ray_address)
         _wait_for_generation(output, at, proc)
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray runtime
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver (and a local Ray runtime it started)
             kills += 1
         proc.wait(timeout=30)
     assert kills >= 1
     assert verify_cache(output).ok  # what was committed before each kill is intact
-    result = run_generation(_config(corpus, output, samples_per_shard=2, commit_every=1), progress=False)
+    result = run_generation(_config(corpus, output, **SMALL_UNITS), progress=False)
     assert result.ok and result.report["units_skipped"] > 0
     assert _shard_hashes(output) == _shard_hashes(reference)  # same bytes as uninterrupted
     ids = [r["sample_id"] for r in CacheReader(output).iter_records(fields=["seed"])]
@@ -145,9 +166,7 @@ def _stop_cluster(temp_dir: str) -> None:
 
 
 @pytest.mark.cluster
-def test_ray_job_submit_produces_the_same_bytes(corpus, tmp_path, ray_runtime):
-    direct = str(tmp_path / "direct")
-    run_generation(_config(corpus, direct, commit_every=100), progress=False)
+def test_ray_job_submit_produces_the_same_bytes(corpus, reference, tmp_path):
     submitted = str(tmp_path / "submitted")
     bin_dir = Path(sys.executable).parent
     port, dash = _free_port(), _free_port()
@@ -167,7 +186,7 @@ def test_ray_job_submit_produces_the_same_bytes(corpus, tmp_path, ray_runtime):
         # infra/ray/runtime_env.yaml (working_dir) or the container image.
         cmd = [str(bin_dir / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
                sys.executable, "-m", "teacher_jobs", "generate", "--prompts", corpus,
-               "--output", submitted, "--samples-per-shard", "4", "--steps", "4",
+               "--output", submitted, "--samples-per-shard", "2", "--steps", "4",
                "--seeds-per-prompt", "2", "--num-actors", "2", "--commit-every", "100",
                "--ray-address", "auto"]
         out = None
@@ -183,7 +202,7 @@ def test_ray_job_submit_produces_the_same_bytes(corpus, tmp_path, ray_runtime):
         import shutil
 
         shutil.rmtree(temp, ignore_errors=True)
-    assert _shard_hashes(submitted) == _shard_hashes(direct)
+    assert _shard_hashes(submitted) == _shard_hashes(reference)
     assert json.loads((Path(submitted) / "manifests" / "000001.json").read_text())["num_samples"] == 36
 
 
