@@ -113,7 +113,7 @@ def check_commit(revision: str | None, what: str) -> str:
         raise StagingError(f"{what} must be pinned to a 40-hex commit sha, got {got}: a branch "
                            "such as 'main' moves, and every actor would load whatever it is "
                            "that day (find the commit on the model page's 'Files' tab, or "
-                           "`huggingface-cli repo-info`)")
+                           "`hf models info OWNER/NAME`)")
     return revision
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..hub import hub_hint, is_hub_id
 from .base import CODE_VERSION, EncodedText, Teacher
 from .spec import VideoSize
 from .wan_limits import wan_limits
@@ -46,10 +47,13 @@ GENERATE_HINT = "pass --teacher wan:DIR; for a test run use --teacher wan-tiny"
 
 
 def load_error_message(path_or_id: str, exc: Exception, then: str = GENERATE_HINT) -> str:
-    """The one message for Wan weights that are not there (offline, wrong folder)."""
-    return (f"cannot load the Wan 2.2 pipeline from {path_or_id!r} ({type(exc).__name__}: "
-            f"{str(exc)[:300]}). Without network access, download it where you have one "
-            f"(`huggingface-cli download {HUB_ID} --local-dir DIR`), copy DIR here and {then}")
+    """The one message for Wan weights that are not there (hub unreachable, wrong folder)."""
+    text = (f"cannot load the Wan 2.2 pipeline from {path_or_id!r} "
+            f"({type(exc).__name__}: {str(exc)[:300]})")
+    if is_hub_id(path_or_id):
+        return f"{text}. {hub_hint(path_or_id, exc, then)}"
+    return (f"{text}. Without network access, download it where you have one "
+            f"(`hf download {HUB_ID} --local-dir DIR`), copy DIR here and {then}")
 
 
 def count_wan_tokens(tokenizer, prompt: str) -> int:

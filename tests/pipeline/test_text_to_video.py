@@ -209,7 +209,7 @@ def test_bad_input_is_refused_by_name(wan_kd, tmp_path, capsys, monkeypatch):
         (["--checkpoint", wan_kd, "--prompt", "a cat", "--prompt", "   "], "prompt 2 ('   ') refused: empty"),
         (["--checkpoint", wan_kd, "--prompt", "cat " * 40], "limit of 16"),
         (["--checkpoint", wan_kd, "--prompt", "a cat", "--teacher-source", str(tmp_path / "no-wan")],
-         "huggingface-cli download"),
+         "hf download"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--checkpoint", wan_kd, "--prompt", "a cat", "--device", "cuda"],

@@ -83,7 +83,7 @@ def test_expert_switch_at_boundary_and_cfg_rebuilds_next_state(saved_pipeline):
 
 def test_offline_without_weights_fails_with_a_clear_message(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="huggingface-cli download"):
+    with pytest.raises(RuntimeError, match="hf download"):
         WanTeacher.from_pretrained(str(tmp_path / "no-such-wan"))
     with pytest.raises(RuntimeError, match="--teacher wan:DIR"):
         build_teacher("wan:Wan-AI/Wan2.2-T2V-A14B-Diffusers")
