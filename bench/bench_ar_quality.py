@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-class", type=int, default=400, help="cached trajectories per class when building KD")
     parser.add_argument("--kd-steps", type=int, default=800, help="KD steps when building KD")
     parser.add_argument("--eval-per-class", type=int, default=32, help="held-out samples per class")
+    parser.add_argument("--noise", choices=("tune", "report"), default="tune",
+                        help="held-out noise base: 'tune' for recipe decisions (default), 'report' "
+                             "only for figures of a recipe already chosen")
     parser.add_argument("--seed", type=int, help="training seed (overrides the config's)")
     parser.add_argument("--causal-steps", type=int, help="causal-phase steps (overrides the config's)")
     parser.add_argument("--real-score", choices=("kd", "analytic"), default="kd",
@@ -207,12 +210,13 @@ def score(args: argparse.Namespace, trainer, config, started_at: int, *, kd: str
     train_seconds = trainer.train_seconds
     t0 = time.perf_counter()
     kd_report = {} if args.no_kd_eval else evaluate_checkpoint(kd, per_class=args.eval_per_class,
-                                                                 streaming=True)
+                                                                 streaming=True, noise=args.noise)
     # streaming=True: a causal-phase-only checkpoint (stage "causal") is scored streaming too
-    ar_report = evaluate_checkpoint(checkpoint, per_class=args.eval_per_class, streaming=True)
+    ar_report = evaluate_checkpoint(checkpoint, per_class=args.eval_per_class, streaming=True,
+                                    noise=args.noise)
     eval_seconds = time.perf_counter() - t0
     long = long_video(checkpoint, args.eval_per_class, args.long) if args.long else None
-    return {"kd_checkpoint": kd, "real_score": args.real_score, "cache": cache, "ar_checkpoint": checkpoint, "kd": kd_report,
+    return {"kd_checkpoint": kd, "real_score": args.real_score, "noise": args.noise, "cache": cache, "ar_checkpoint": checkpoint, "kd": kd_report,
             "ar": ar_report, "train_seconds": train_seconds, "steps_run": config.steps - started_at,
             "eval_seconds": eval_seconds, "config": config.to_json(),
             "phase_seconds": trainer.phase_seconds, "long_video": long,
