@@ -39,7 +39,9 @@ CASES = [pytest.param(0, ALL, id="seed0-all")] + [
 @pytest.mark.parametrize("seed, kinds", CASES)
 def test_write_read_verify_convert_through_faults(seed, kinds, fault_proxy, s3_bucket, capsys):
     layout = small_layout()
-    records = make_records(layout, 12, seed=seed)
+    # 6 samples in 2 shards: the zarr copy alone makes ~280 requests (12 samples: ~520, 10 s
+    # more), so the schedule's 40 faults still land in the writes, reads, verify and convert
+    records = make_records(layout, 6, seed=seed)
     expected = {r["sample_id"]: dict(r) for r in records}
     fault_proxy.set_schedule(Schedule(seed=seed, rate=0.25, kinds=kinds, max_faults=40,
                                       duration=120, max_latency=0.2))
@@ -50,7 +52,7 @@ def test_write_read_verify_convert_through_faults(seed, kinds, fault_proxy, s3_b
             writer.write(dict(record))
     got = list(CacheReader(url).iter_records(verify=True))
     ids = [r["sample_id"] for r in got]
-    assert len(ids) == len(set(ids)) == 12 and set(ids) == set(expected)  # 0 lost, 0 duplicated
+    assert len(ids) == len(set(ids)) == 6 and set(ids) == set(expected)  # 0 lost, 0 duplicated
     assert all(_same(r, expected[r["sample_id"]]) for r in got)  # 0 corrupt reads accepted
     assert verify_cache(url, deep=True).ok
     convert(url, to="zarr", output=f"{s3_bucket}/z", progress=False)
@@ -65,8 +67,9 @@ def test_write_read_verify_convert_through_faults(seed, kinds, fault_proxy, s3_b
     merge(url, other, output=f"{s3_bucket}/m")
     merged = [r["sample_id"] for r in CacheReader(f"{s3_bucket}/m").iter_records(["seed"],
                                                                                  verify=True)]
-    assert len(merged) == len(set(merged)) == 15 and set(expected) <= set(merged)
+    assert len(merged) == len(set(merged)) == 9 and set(expected) <= set(merged)
     with capsys.disabled():
         print(f"\nfault proxy seed {seed} {'+'.join(kinds)}: "
               f"{json.dumps(fault_proxy.counts, sort_keys=True)}")
     assert fault_proxy.faults > 0
+    assert {fault for _, _, fault in fault_proxy.requests} >= set(kinds)  # each kind injected
