@@ -2,7 +2,9 @@
 
 The demo is configs/demo.toml, shipped inside the package (pipeline/configs); its flags are
 overrides of that config's sections (``DEMO_FLAGS``). The stages (pipeline/graph/stages, one
-module each), their sections and what they write are listed below, from the stage list.
+module each, and any registered later), their sections and what they write are listed by
+``pipeline.graph.stages.stage_lines()``, read from the stage registry at each call: `s2dit run
+--help` shows them.
 """
 
 from __future__ import annotations
@@ -17,13 +19,10 @@ from rich.table import Table
 from cache_schema.store import absolute_url
 from pipeline.graph import STAGES, RunConfig, bundled_config, load_run_config, run_graph
 from pipeline.graph.plan import Step, plan_graph
-from pipeline.graph.run_folder import check_run_folder
 from pipeline.graph.run_lock import RunLock
-from pipeline.graph.stages import stage_lines
+from pipeline.graph.runner import check_run
 from pipeline.graph.state import RunState
 from pipeline.graph.state_schema import RunStateError
-
-__doc__ += "\n" + "\n".join(stage_lines()) + "\n"
 
 DEMO_CONFIG = "demo.toml"
 
@@ -79,7 +78,9 @@ def run_config(config: RunConfig, *, out: str | None = None, from_stage: str | N
     ``[run] out``)."""
     run_dir = _run_dir(config, out)
     console = console or Console()
-    check_run_folder(run_dir)  # outside the try: a refused folder gets no partial report either
+    # before the lock, which creates the folder: a refused run leaves none behind (and, outside
+    # the try, gets no partial report either)
+    check_run(config, STAGES, run_dir.rstrip("/"), from_stage=from_stage, only=only)
     # held over the partial report too (it writes into the folder); a folder in use by another
     # run is refused here, before anything is written
     with RunLock(run_dir, log=console.print) as lock:

@@ -8,17 +8,16 @@ import textwrap
 
 from cache_schema.reachability import check_reachable
 from pipeline.graph import SECTIONS, STAGE_NAMES, RunConfig, load_run_config
+from pipeline.graph.stages import stage_lines
 from pipeline.run import plan_config, run_config
 
-EPILOG = textwrap.fill(
-    f"stages, in order: {' -> '.join(STAGE_NAMES)}. Every stage records the fingerprint of its "
-    "inputs (its config section, its upstream stages) and its outputs in RUN_DIR/run_state.json. "
-    "Rerunning the same command skips what is up to date, resumes a stage that was interrupted "
-    "(the cache job and the trainers continue from what they committed) and reruns what changed "
-    "and everything after it. The report is RUN_DIR/report.html (also `s2dit report RUN_DIR`, "
-    "for a partial run too).", 95) + """
-
-examples:
+ABOUT = textwrap.fill(
+    "Every stage records the fingerprint of its inputs (its config section, its upstream "
+    "stages) and its outputs in RUN_DIR/run_state.json. Rerunning the same command skips what "
+    "is up to date, resumes a stage that was interrupted (the cache job and the trainers "
+    "continue from what they committed) and reruns what changed and everything after it. The "
+    "report is RUN_DIR/report.html (also `s2dit report RUN_DIR`, for a partial run too).", 95)
+EXAMPLES = """examples:
   s2dit run configs/demo.toml                       # the demo (what `s2dit demo` runs)
   s2dit run configs/tiny_wan.toml --out runs/wan    # tiny diffusers Wan teacher, text to MP4
   s2dit run configs/demo.toml --from train_ar       # redo stage 2 and what follows
@@ -29,6 +28,13 @@ examples:
   s2dit run configs/compare.toml --out runs/memory  # students side by side on that run's cache:
                                                     # RUN/compare/index.html (the compare stage)
 """
+
+
+def epilog() -> str:
+    """The help's stage list (read when the parser is built: a stage registered after this
+    module's import is in it), what a rerun does, and examples."""
+    return "\n".join(["stages, in order ([section] -> what it writes):", *stage_lines(), "",
+                      ABOUT, "", EXAMPLES])
 
 
 def execute(config: RunConfig, args: argparse.Namespace, out: str | None = None) -> int:
@@ -80,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the stage graph of a run config (TOML) in a run folder: generate and "
                     "verify the teacher cache, train S2DiT-KD and S2DiT-AR, score, sample text "
                     "to video and write the HTML report.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("config", metavar="CONFIG.toml",
                      help=f"run config (sections {' '.join(f'[{s}]' for s in SECTIONS)}; see "
                           "configs/demo.toml)")

@@ -1,14 +1,15 @@
-"""The comparison grid: every (variant, seed) trained by both stages on one cache, scored by
-the oracle, its per-chunk cost measured; ``results.json`` and the page written last.
+"""The comparison grid: every (variant, seed) trained by the run's training stages in order
+(S2DiT-KD, then S2DiT-AR from it) on one cache, the last stage's student scored by the oracle,
+its per-chunk cost measured; ``results.json`` and the page written last.
 
     OUT/<variant>/seed<k>/cell.json     the cell's recipe (its identity), times, checkpoints
-    OUT/<variant>/seed<k>/kd, ar        S2DiT-KD and S2DiT-AR training folders (launch)
-    OUT/<variant>/seed<k>/eval_ar.json  evaluate_checkpoint of the AR checkpoint
+    OUT/<variant>/seed<k>/<stage>       each training stage's folder (launch): kd, ar
+    OUT/<variant>/seed<k>/eval_ar.json  evaluate_checkpoint of the last stage's checkpoint
     OUT/<variant>/seed<k>/samples/      videos of a few prompts (``[compare] samples``)
     OUT/results.json, OUT/index.html
 
 Each cell is brought up to date on its own, like a stage of the run graph at a finer grain:
-a cell whose recipe (its resolved KD and AR configs and the cache generation) is unchanged
+a cell whose recipe (its stages' resolved configs and the cache generation) is unchanged
 keeps what it has (a finished stage is not relaunched, a finished evaluation is not redone),
 an interrupted training resumes from its newest checkpoint (``launch``), and a cell whose recipe
 changed is removed and trained again. So adding a variant or a seed trains only the new cells.
@@ -26,18 +27,16 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 import torch
 
 from cache_schema import load_manifest
 from student_train.checkpoint import finished_checkpoint
-from student_train.config import TrainConfig
+from student_train.config import StageConfig
 from student_train.launch import launch
-from student_train.self_forcing import ARConfig
 from student_train.stage_spec import TrainingStage
-from student_train.stages import get_stage
 from student_train.streaming_cost import TEXT_TOKENS, chunk_flops, chunk_seconds, summarise
 from student_train.student import StudentCheckpoint
 from student_train.trainer import student_config_for
@@ -52,13 +51,27 @@ SCORE_KEYS = ("adherence", "coverage", "recall", "branch_rate", "mode_tv", "ampl
 SETS = ("held_out_seeds", "unseen_combinations")
 
 
+class Training(NamedTuple):
+    """A training stage of every cell, with the run's recipe for it (its section)."""
+
+    spec: TrainingStage
+    config: StageConfig
+
+
+def _models(config: StageConfig) -> bool:
+    """Whether a stage builds its student from a ``model`` table (which a variant overrides);
+    a stage without one starts from the student of the stage before it."""
+    return "model" in {f.name for f in dataclasses.fields(config)}
+
+
 @dataclass(kw_only=True)
 class Grid:
     """A comparison: the ``[compare]`` section and what it shares with the run."""
 
     compare: CompareConfig
-    kd: TrainConfig  # the run's [train]: every variant's recipe, its model the variants' base
-    ar: ARConfig  # the run's [train_ar]
+    # The run's training stages in order, each with its recipe; the first builds the student
+    # (its model is the variants' base), the last one's student is scored, sampled and costed
+    trainings: tuple[Training, ...]
     cache_url: str  # CACHE@TAG
     generation: int  # the generation the tag named (part of every cell's identity)
     out: str  # RUN/compare
@@ -72,10 +85,22 @@ class Grid:
     def folder(self, variant: str, seed: int) -> str:
         return f"{self.out.rstrip('/')}/{variant}/seed{seed}"
 
-    def configs(self, variant: str, seed: int) -> tuple[TrainConfig, ARConfig]:
-        """The two training configs of a cell: the run's recipes, this seed, this model."""
-        kd = dataclasses.replace(self.kd, seed=seed, model=self.compare.model(self.kd.model, variant))
-        return kd, dataclasses.replace(self.ar, seed=seed)
+    def __post_init__(self) -> None:
+        if not self.trainings:
+            raise ValueError("a comparison needs at least one training stage")
+
+    def configs(self, variant: str, seed: int) -> tuple[StageConfig, ...]:
+        """The training configs of a cell, stage by stage: the run's recipes, this seed, this
+        variant's model."""
+        return tuple(dataclasses.replace(t.config, seed=seed,
+                                         model=self.compare.model(t.config.model, variant))
+                     if _models(t.config) else dataclasses.replace(t.config, seed=seed)
+                     for t in self.trainings)
+
+    @property
+    def last(self) -> str:
+        """The cell record's key of the checkpoint that is scored, sampled and costed."""
+        return f"{self.trainings[-1].spec.name}_checkpoint"
 
     def cells(self) -> list[tuple[str, int]]:
         """(variant, seed), seed by seed: a grid stopped early has every variant's first seed."""
@@ -105,8 +130,9 @@ def _exists(checkpoint: str) -> bool:
 
 
 def _identity(grid: Grid, variant: str, seed: int) -> dict[str, Any]:
-    kd, ar = grid.configs(variant, seed)
-    return {"kd": kd.to_json(), "ar": ar.to_json(), "cache": grid.cache_url, "generation": grid.generation}
+    configs = grid.configs(variant, seed)
+    return {**{t.spec.name: c.to_json() for t, c in zip(grid.trainings, configs, strict=True)},
+            "cache": grid.cache_url, "generation": grid.generation}
 
 
 def prepare_cell(grid: Grid, variant: str, seed: int) -> dict[str, Any]:
@@ -117,7 +143,8 @@ def prepare_cell(grid: Grid, variant: str, seed: int) -> dict[str, Any]:
     identity = _identity(grid, variant, seed)
     record = _read(f"{folder}/{CELL}")
     if record is not None:
-        gone = [c for c in (record.get("kd_checkpoint"), record.get("ar_checkpoint")) if c and not _exists(c)]
+        gone = [c for c in (record.get(f"{t.spec.name}_checkpoint") for t in grid.trainings)
+                if c and not _exists(c)]
         why = ("its recipe changed since it was trained" if record.get("identity") != identity
                else f"its checkpoint {gone[0]} is gone" if gone else None)
         if why:
@@ -128,8 +155,8 @@ def prepare_cell(grid: Grid, variant: str, seed: int) -> dict[str, Any]:
         if fs.exists(root) and fs.ls(root):
             raise FileExistsError(f"{folder} exists but has no {CELL}: the compare stage did not "
                                   "write it; move it away")
-        record = {"variant": variant, "seed": seed, "identity": identity, "kd_seconds": 0.0,
-                  "ar_seconds": 0.0, "resumed": False}
+        record = {"variant": variant, "seed": seed, "identity": identity,
+                  **{f"{t.spec.name}_seconds": 0.0 for t in grid.trainings}, "resumed": False}
         _write(f"{folder}/{CELL}", record)
     return record
 
@@ -150,14 +177,13 @@ def training_inputs(spec: TrainingStage, cache_url: str, previous: str | None) -
 
 
 def train_cell(grid: Grid, record: dict[str, Any]) -> None:
-    """Both stages of a cell, each unless its record holds its finished checkpoint."""
+    """Every stage of a cell in order, each unless its record holds its finished checkpoint."""
     variant, seed = record["variant"], record["seed"]
     folder = grid.folder(variant, seed)
-    kd, ar = grid.configs(variant, seed)
     previous = None
-    for stage, config in (("kd", kd), ("ar", ar)):
+    for (spec, _), config in zip(grid.trainings, grid.configs(variant, seed), strict=True):
+        stage = spec.name
         if not record.get(f"{stage}_checkpoint"):
-            spec = get_stage(stage)
             inputs = training_inputs(spec, grid.cache_url, previous)
             grid.log(f"{variant} seed {seed}: training {stage.upper()}")
             t0 = time.perf_counter()
@@ -175,19 +201,20 @@ def train_cell(grid: Grid, record: dict[str, Any]) -> None:
 
 
 def evaluate_cell(grid: Grid, record: dict[str, Any]) -> None:
-    """The oracle's scores of the cell's S2DiT-AR at every length (kept while unchanged)."""
+    """The oracle's scores of the cell's last student at every length (kept while unchanged)."""
     from pipeline.eval import evaluate_checkpoint, save_report
 
     c = grid.compare
-    key = {"checkpoint": record["ar_checkpoint"], "per_class": c.per_class, "lengths": list(c.lengths),
+    key = {"checkpoint": record[grid.last], "per_class": c.per_class, "lengths": list(c.lengths),
            "noise": c.noise, "seed": grid.eval_seed}
     folder = grid.folder(record["variant"], record["seed"])
     fs, root = _fs(folder)
     if record.get("eval", {}).get("key") == key and fs.exists(f"{root}/{EVAL}"):
         return
-    grid.log(f"{record['variant']} seed {record['seed']}: scoring S2DiT-AR at {list(c.lengths)}x")
+    grid.log(f"{record['variant']} seed {record['seed']}: scoring {grid.trainings[-1].spec.title} "
+             f"at {list(c.lengths)}x")
     t0 = time.perf_counter()
-    report = evaluate_checkpoint(record["ar_checkpoint"], per_class=c.per_class, seed=grid.eval_seed,
+    report = evaluate_checkpoint(record[grid.last], per_class=c.per_class, seed=grid.eval_seed,
                                  noise=c.noise, lengths=tuple(c.lengths))
     save_report(report, f"{folder}/{EVAL}")
     record["eval"] = {"key": key, "seconds": time.perf_counter() - t0}
@@ -201,11 +228,11 @@ def sample_cell(grid: Grid, record: dict[str, Any]) -> None:
     prompts = list(grid.sample_prompts[: grid.compare.samples])
     if not prompts or record["seed"] != grid.compare.seeds[0]:
         return
-    key = {"checkpoint": record["ar_checkpoint"], "prompts": prompts}
+    key = {"checkpoint": record[grid.last], "prompts": prompts}
     if record.get("samples", {}).get("key") == key:
         return
     folder = grid.folder(record["variant"], record["seed"])
-    sidecar = generate(SampleConfig(checkpoint=record["ar_checkpoint"], prompts=prompts,
+    sidecar = generate(SampleConfig(checkpoint=record[grid.last], prompts=prompts,
                                     out=f"{folder}/samples/sample"))
     prefix = grid.out.rstrip("/") + "/"
     record["samples"] = {"key": key, "prompts": sidecar["prompts"],
@@ -240,7 +267,7 @@ def measure_costs(grid: Grid, records: list[dict[str, Any]]) -> dict[tuple[str, 
     """Per cell and length: per-chunk seconds (``latency_repeats`` passes, interleaved over the
     cells) and GFLOPs of one chunk at the clip's end."""
     c = grid.compare
-    students = {(r["variant"], r["seed"]): StudentCheckpoint.load(r["ar_checkpoint"]) for r in records}
+    students = {(r["variant"], r["seed"]): StudentCheckpoint.load(r[grid.last]) for r in records}
     passes: dict[tuple[str, int, int], list[list[float]]] = {}
     grid.log(f"measuring per-chunk cost of {len(students)} students at {list(c.lengths)}x "
              f"({c.latency_repeats} passes, batch {c.latency_batch})")
@@ -256,15 +283,19 @@ def measure_costs(grid: Grid, records: list[dict[str, Any]]) -> dict[tuple[str, 
 
 
 def _resolved_variants(grid: Grid) -> dict[str, Any]:
-    """Each variant's overrides and the whole student it trains (read from its checkpoint)."""
+    """Each variant's overrides and the whole student it trains (read from the checkpoint of
+    the stage that builds it, the first)."""
+    first = grid.trainings[0]
+    base = first.config.model if _models(first.config) else {}
+    key = f"{first.spec.name}_checkpoint"
     out = {}
     for name, overrides in grid.compare.variants.items():
         record = _read(f"{grid.folder(name, grid.compare.seeds[0])}/{CELL}") or {}
         model = None
-        if record.get("kd_checkpoint"):
-            state = _read(f"{record['kd_checkpoint']}/state.json") or {}
+        if record.get(key):
+            state = _read(f"{record[key]}/state.json") or {}
             model = state.get("model_config")
-        out[name] = {"overrides": overrides, "train_model": grid.compare.model(grid.kd.model, name),
+        out[name] = {"overrides": overrides, "train_model": grid.compare.model(base, name),
                      "model": model}
     return out
 
@@ -275,11 +306,13 @@ def check_variants(grid: Grid) -> None:
     one error naming the variant, not a failure hours into the grid."""
     layout = load_manifest(grid.cache_url).layout
     for name in grid.compare.variants:
-        kd, _ = grid.configs(name, grid.compare.seeds[0])
-        try:
-            student_config_for(layout, kd.model, kd.layout_file)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"[compare.variants] {name}: {exc}") from None
+        for config in filter(_models, grid.configs(name, grid.compare.seeds[0])):
+            fields = {f.name for f in dataclasses.fields(config)}
+            layout_file = config.layout_file if "layout_file" in fields else None
+            try:
+                student_config_for(layout, config.model, layout_file)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"[compare.variants] {name}: {exc}") from None
 
 
 def run_grid(grid: Grid) -> dict[str, Any]:
@@ -297,14 +330,15 @@ def run_grid(grid: Grid) -> dict[str, Any]:
         records.append(record)
     costs = measure_costs(grid, records)
     cells = []
+    names = [t.spec.name for t in grid.trainings]
     for record in records:
         cell = (record["variant"], record["seed"])
+        seconds = {name: record[f"{name}_seconds"] for name in names}
         eval_url = f"{grid.folder(*cell)}/{EVAL}"
         cells.append({
             "variant": cell[0], "seed": cell[1], "folder": f"{cell[0]}/seed{cell[1]}",
-            "kd_checkpoint": record["kd_checkpoint"], "ar_checkpoint": record["ar_checkpoint"],
-            "train_seconds": {"kd": record["kd_seconds"], "ar": record["ar_seconds"],
-                              "total": record["kd_seconds"] + record["ar_seconds"]},
+            **{f"{name}_checkpoint": record[f"{name}_checkpoint"] for name in names},
+            "train_seconds": {**seconds, "total": sum(seconds.values())},
             "resumed": record["resumed"], "eval_seconds": record["eval"].get("seconds"),
             "scores": _scores(_read(eval_url) or {}), "cost": costs[cell],
             "samples": record.get("samples", {}).get("videos", []),
@@ -316,7 +350,7 @@ def run_grid(grid: Grid) -> dict[str, Any]:
         "cache": grid.cache_url, "generation": grid.generation,
         "seeds": list(c.seeds), "lengths": list(c.lengths), "per_class": c.per_class,
         "noise": c.noise, "eval_seed": grid.eval_seed,
-        "recipes": {"train": grid.kd.to_json(), "train_ar": grid.ar.to_json()},
+        "recipes": {t.spec.table: t.config.to_json() for t in grid.trainings},
         "variants": _resolved_variants(grid),
         "cost_setup": {"latency_batch": c.latency_batch, "latency_repeats": c.latency_repeats,
                        "text_tokens": TEXT_TOKENS, "flops_batch": 1,

@@ -85,6 +85,9 @@ class Stage:
     # against them on load, and every recorded path must lie in the run folder and exist for
     # the stage to be up to date
     recorded: Mapping[str, str] = field(default_factory=dict)
+    # The registered training stage (student_train.stages) it trains, "" for any other stage:
+    # how sample, compare and the report find the training stages without naming them
+    trains: str = ""
     upstream: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:

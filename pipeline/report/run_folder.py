@@ -15,8 +15,13 @@ from pipeline.graph.stages import STAGES as GRAPH_STAGES
 
 STAGES = STAGE_NAMES
 STATUSES = ("pending", "running", "done", "failed", "skipped")
-# The artefact each stage leaves (RUN_LAYOUT), for runs written before run_state.json existed.
-ARTEFACTS = {s.name: s.artefact for s in GRAPH_STAGES if s.artefact}
+
+
+def artefacts() -> dict[str, str]:
+    """The artefact each stage leaves (RUN_LAYOUT), for runs written before run_state.json
+    existed; read from the stage list at each call (a stage registered later is in it)."""
+    return {s.name: s.artefact for s in GRAPH_STAGES if s.artefact}
+
 
 
 @dataclass
@@ -91,7 +96,7 @@ class RunFolder:
         record = stages.get(name)
         if isinstance(record, dict) and record.get("status") in STATUSES:
             return record
-        artefact = ARTEFACTS.get(name)
+        artefact = artefacts().get(name)
         return {"status": "done" if artefact and self.exists(artefact) else "pending", "inferred": True}
 
     def status(self, name: str) -> str:

@@ -20,7 +20,7 @@ from test_report import build_partial_run
 
 from cache_schema.typed_config import ConfigError
 from pipeline.compare import CompareConfig, Grid, pareto_front, run_grid, seed_mean, seed_summary
-from pipeline.compare.grid import CELL, prepare_cell
+from pipeline.compare.grid import CELL, Training, prepare_cell
 from pipeline.compare.page import write_page
 from pipeline.compare.summary import summarise_grid
 from pipeline.graph import RunConfigError, load_run_config
@@ -173,7 +173,8 @@ def _grid(run: Path, prompts, log: list[str], **compare) -> Grid:
                   checkpoint_every_s=0)
     settings = {"variants": {"s2dit": {}, "conv_only": {"layout": ["conv", "conv"]}}, "seeds": (0,),
                 "lengths": (1, 2), "per_class": 2, "latency_batch": 2, "latency_repeats": 2, **compare}
-    return Grid(compare=CompareConfig(**settings), kd=kd, ar=ar, cache_url=str(run / "cache@train"),
+    trainings = (Training(get_stage("kd"), kd), Training(get_stage("ar"), ar))
+    return Grid(compare=CompareConfig(**settings), trainings=trainings, cache_url=str(run / "cache@train"),
                 generation=1, out=str(run / "compare"), sample_prompts=tuple(prompts), log=log.append)
 
 
@@ -231,7 +232,7 @@ def test_an_interrupted_cell_resumes_and_a_changed_recipe_retrains(tiny_cache, t
     grid = _grid(run, prompts, log, variants={"wide": {"layout": ["lcha", "lcha"]}}, lengths=(1,),
                  latency_repeats=1)
     record = prepare_cell(grid, "wide", 0)
-    kd, _ = grid.configs("wide", 0)
+    kd, _ = grid.configs("wide", 0)  # the run's training stages in order
     folder = Path(grid.folder("wide", 0))
     # a KD run killed after 2 of its 4 steps (its checkpoint at step 2 written)
     get_stage("kd").build(kd, str(folder / "kd"), cache_url=grid.cache_url).run(progress=False, stop_after=2)
@@ -244,7 +245,9 @@ def test_an_interrupted_cell_resumes_and_a_changed_recipe_retrains(tiny_cache, t
 
     # another [train] recipe: the cell is removed and trained again from step 0
     log[:] = []
-    grid.kd = TrainConfig(**{**grid.kd.to_json(), "steps": 3})
+    kd_recipe, ar_recipe = grid.trainings
+    grid.trainings = (Training(kd_recipe.spec, TrainConfig(**{**kd_recipe.config.to_json(), "steps": 3})),
+                      ar_recipe)
     run_grid(grid)
     assert "wide seed 0: its recipe changed since it was trained; training it again" in log
     rows = [json.loads(line) for line in (folder / "kd" / "metrics.jsonl").read_text().splitlines()]

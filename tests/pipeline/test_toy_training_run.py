@@ -1,14 +1,14 @@
 """A training stage is a whole plug-in of the run graph (issue 25): a toy stage defined here (its
-config, its trainer on the loop core, its graph stage) is added with one ``register_stage`` (the
-trainer's registry) and one ``register_graph_stage`` call, and `s2dit run` then lists it in its
-help and --plan, runs it, records its fingerprint, resumes it when interrupted, leaves it when
-up to date and skips it when disabled, without touching any project file. And the registered
-built-in stages run in the order they always did."""
+config, its trainer on the loop core, its spec) is added with one ``register_training_stage``
+call (the trainers' registry and the graph stage derived from the spec), and `s2dit run` then
+lists it in its help and --plan, runs it, records its fingerprint, resumes it when interrupted,
+samples its student, reports it, leaves it when up to date and skips it when disabled, without
+touching any project file. And the registered built-in stages run in the order they always did,
+their graph stages derived from their specs."""
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +25,8 @@ from pipeline.graph import STAGE_NAMES, RunConfigError, load_run_config
 from pipeline.graph.fingerprint import digest
 from pipeline.graph.registry import register_graph_stage, registered_stages, unregister_graph_stage
 from pipeline.graph.stage import Stage
-from pipeline.graph.stages import SECTIONS
-from pipeline.graph.stages.training import training_stage, typed_section
+from pipeline.graph.stages import SECTIONS, STAGES
+from pipeline.graph.stages.training import register_training_stage, unregister_training_stage
 from pipeline.run import plan_config
 from student_train.checkpoint import restore_optimizer, split_prefix
 from student_train.config import StageConfig
@@ -36,9 +36,8 @@ from student_train.optim import adamw, ema_update, optimiser_step
 from student_train.precision import Precision
 from student_train.stage_spec import TrainingStage
 from student_train.stages import STAGES as TRAINING_STAGES
-from student_train.stages import register_stage
 from student_train.text import pad_text
-from student_train.trainer import student_config_for
+from student_train.trainer import KD_STAGE, student_config_for
 from teacher_jobs.analytic_corpus import class_prompts
 from teacher_jobs.sampler import cache_fingerprint, record_trajectories
 from teacher_jobs.teachers import build_teacher
@@ -74,7 +73,9 @@ class ToyTrainer(TrainLoop):
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.opt = adamw(self.model, config.lr, config.betas, config.weight_decay)
         self.precision = Precision(self.device, None)
-        self.plan = {"schedule_sigmas": [1.0, config.sigma, 0.0]}
+        # what sampling reads: its few-step schedule and the full grid (``full_step``)
+        self.plan = {"schedule_sigmas": [1.0, config.sigma, 0.0],
+                     "grid_sigmas": [1.0, 0.75, 0.5, 0.25, 0.0]}
         self.step = 0
         self.resume()
 
@@ -119,10 +120,6 @@ TOY = TrainingStage(name="toy", title="S2DiT-toy", config=ToyConfig, build=build
                     inputs=("cache_url",), checkpoints=("toy",))
 
 
-def toy_config(config) -> ToyConfig:
-    return typed_section(ToyConfig, config, SECTION)
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> str:
     """A small analytic-teacher cache the toy stage trains from (no Ray, no cache stages)."""
@@ -143,18 +140,14 @@ def cache(tmp_path_factory) -> str:
 
 @pytest.fixture
 def toy_stage(cache):
-    """The toy's two registry calls (trainer side, graph side), removed afterwards."""
-    register_stage(TOY)
-    stage = training_stage(TOY.name, name=NAME, title="train the toy student", section=SECTION,
-                           config=toy_config, out="student_toy", needs=("corpus",),
-                           inputs=lambda ctx: {"cache_url": cache},
-                           results=lambda ctx, config, done: {"step": config.steps})
-    # the cache it trains from is one of its fingerprint's inputs
-    stage = dataclasses.replace(stage, extra_inputs=lambda ctx: {"cache": cache})
-    register_graph_stage(stage, order=ORDER)
-    yield stage
-    unregister_graph_stage(NAME)
-    TRAINING_STAGES.unregister(TOY.name)
+    """The toy's one registration, removed afterwards. It trains from its own cache, not the
+    run's (no cache stages: fast), so it says where its input comes from, and that the cache
+    is one of its fingerprint's inputs; everything else is derived from its spec."""
+    name = register_training_stage(TOY, order=ORDER, title="train the toy student",
+                                   inputs=lambda ctx: {"cache_url": cache}, needs=("corpus",),
+                                   extra_inputs=lambda ctx: {"cache": cache})
+    yield name
+    unregister_training_stage(TOY.name)
     STOP["at"] = None
 
 
@@ -165,6 +158,10 @@ prompts = ["a red cat", "a blue dog"]
 
 [job]
 enabled = false  # no cache stages: the toy trains from its own cache
+
+[sample]
+prompts = {json.dumps(class_prompts()[:2])}
+video = false
 
 [{SECTION}]
 steps = 4
@@ -210,6 +207,37 @@ def test_the_registered_stages_run_in_todays_order_and_a_bad_registration_is_ref
     assert tuple(STAGE_NAMES) == TODAY
 
 
+def test_a_training_stage_is_derived_from_its_spec_and_registered_whole():
+    by_name = {s.name: s for s in STAGES}
+    kd, ar = by_name["train_kd"], by_name["train_ar"]
+    assert (kd.section, kd.needs, kd.writes, kd.trains) == ("train", ("tag",), ("student",), "kd")
+    # stage 2 starts from a trained student: from the training stage placed before it
+    assert (ar.section, ar.needs, ar.writes, ar.trains) == ("train_ar", ("train_kd", "tag"),
+                                                            ("student_ar",), "ar")
+    assert by_name["sample"].uses == ("train_kd", "train_ar") and not by_name["corpus"].trains
+    # a toy that starts from a student, placed after stage 2: it starts from S2DiT-AR
+    chained = TrainingStage(name="chained", title="S2DiT-chained", config=ToyConfig, build=build_toy,
+                            inputs=("init_url", "cache_url"), checkpoints=("chained",))
+    assert register_training_stage(chained, order=ORDER) == "train_chained"
+    try:
+        stage = {s.name: s for s in STAGES}["train_chained"]
+        assert stage.needs == ("train_ar", "tag") and stage.writes == ("student_chained",)
+        assert {s.name: s for s in STAGES}["sample"].uses == ("train_kd", "train_ar", "train_chained")
+        # placed before any training stage it has no student to start from: refused by name
+        register_training_stage(chained, order=45, replace=True)
+        with pytest.raises(ValueError, match="'chained' starts from a trained student"):
+            tuple(STAGES)
+    finally:
+        unregister_training_stage("chained")
+    # all or nothing: a spec the trainers refuse (another stage's checkpoint names) leaves no
+    # graph stage behind
+    thief = TrainingStage(name="thief", title="S2DiT-thief", config=ToyConfig, build=build_toy,
+                          inputs=("cache_url",), checkpoints=KD_STAGE.checkpoints)
+    with pytest.raises(ValueError, match="already belong to 'kd'"):
+        register_training_stage(thief, order=ORDER)
+    assert "thief" not in TRAINING_STAGES and tuple(STAGE_NAMES) == TODAY
+
+
 def test_a_training_stage_defined_in_a_test_runs_through_s2dit_run(toy_stage, cache, tmp_path,
                                                                    capsys):
     config_path, out = tmp_path / "toy.toml", tmp_path / "run"
@@ -220,6 +248,7 @@ def test_a_training_stage_defined_in_a_test_runs_through_s2dit_run(toy_stage, ca
         _s2dit(capsys, "run", "--help")
     shown = " ".join(capsys.readouterr().out.split())  # unwrapped
     assert f"[train_ar] [{SECTION}] [sample]" in shown  # the config's sections
+    assert f"9. {NAME} [{SECTION}] train the toy student -> student_toy (resumable)" in shown
     assert f"after it (corpus, generate, verify, tag, train_kd, eval_kd, train_ar, eval_ar, {NAME}, " \
         "sample, compare, report)" in shown  # --from
     code, printed = _s2dit(capsys, "run", str(config_path), "--out", str(out), "--plan")
@@ -247,23 +276,37 @@ def test_a_training_stage_defined_in_a_test_runs_through_s2dit_run(toy_stage, ca
     assert done["inputs"]["extra"] == {"cache": cache}
     assert done["inputs"]["upstream"]["corpus"]["fingerprint"] == state["corpus"]["fingerprint"]
     assert done["outputs"]["checkpoint"].endswith("step_000004") and done["outputs"]["step"] == 4
-    assert len(done["outputs"]["tensors_sha256"]) == 64
+    assert len(done["outputs"]["tensors_sha256"]) == 64 and done["outputs"]["workers"] == 1
+    assert done["outputs"]["train_seconds"] > 0  # the default results
     events = [json.loads(line) for line in (out / "student_toy" / "metrics.jsonl").open()]
     assert [e["step"] for e in events if "loss" in e] == [1, 2, 3, 4]
     assert [e["step"] for e in events if e.get("event") == "resumed"] == [2]
     assert state["train_kd"]["status"] == "skipped" and state["report"]["status"] == "done"
-    assert f"<td>{NAME}</td>" in (out / "report.html").read_text()  # the report's stage table
+    # sampled: the last training stage that finished is the toy, sampled as its spec says
+    sample = state["sample"]
+    assert sample["status"] == "done" and sample["outputs"]["stage"] == "toy"
+    assert sample["outputs"]["checkpoint"] == done["outputs"]["checkpoint"]
+    assert NAME in sample["inputs"]["upstream"]
+    assert np.load(out / "preview" / "preview.npy").shape[0] == 2  # its two prompts
+    # reported: its stage row, and its checkpoint in report.json beside the built-in ones'
+    assert f"<td>{NAME}</td>" in (out / "report.html").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert report["toy_checkpoint"] == done["outputs"]["checkpoint"] and report["toy_scores"] is None
+    assert report["checkpoint"] is None and report["ar_checkpoint"] is None  # skipped
     # 4. up to date: left as it is; a changed key of its section reruns it; disabled: skipped
     plan = _plan(config_path, out)
     assert plan[NAME] == ("up to date", f"fingerprint {done['fingerprint'][:12]}")
     code, _ = _s2dit(capsys, "run", str(config_path), "--out", str(out), "--no-progress")
-    assert code == 0 and _state(out)[NAME] == done
+    assert code == 0 and _state(out)[NAME] == done and _state(out)["sample"] == sample
     action, why = _plan(config_path, out, f"{SECTION}.lr=0.002")[NAME]
     assert action == "run" and f"[{SECTION}] lr 0.001 -> 0.002" in why
     code, _ = _s2dit(capsys, "run", str(config_path), "--out", str(out), "--no-progress",
                      "--set", f"{SECTION}.enabled=false")
     assert code == 0
-    assert _state(out)[NAME]["reason"] == f"disabled: [{SECTION}] enabled = false"
+    state = _state(out)
+    assert state[NAME]["reason"] == f"disabled: [{SECTION}] enabled = false"
+    assert state["sample"]["status"] == "skipped"
+    assert state["sample"]["reason"] == f"every training stage was skipped (train_kd, train_ar, {NAME})"
 
 
 def test_without_its_registration_its_section_is_unknown(tmp_path):

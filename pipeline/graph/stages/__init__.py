@@ -4,7 +4,7 @@
 Everything that lists stages derives from the registry: ``STAGES``, ``STAGE_NAMES`` and
 ``SECTIONS`` are views of it, read at each use, so a stage registered later (a plug-in, a
 test) is in the run config's sections, the CLI's choices, --plan, the runner and the report's
-stage table; pipeline/run.py's docstring takes ``stage_lines()``.
+stage table; `s2dit run --help` (pipeline/commands/run.py) takes ``stage_lines()``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def graph_stages() -> tuple[Stage, ...]:
     """The stages in order: the registered ones, then the report, which reads them all."""
     work = registered_stages()
     names = tuple(s.name for s in work)
-    closing = report.stage(names)
+    closing = report.stage(work)
     if closing.name in names:
         raise ValueError(f"a registered stage is called {closing.name!r}: that name is the "
                          "report's, which closes every graph; choose another")

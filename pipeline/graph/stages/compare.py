@@ -3,8 +3,8 @@
 section (configs/compare.toml); skipped otherwise, and on a cache without an oracle.
 
 Why a stage of the run graph and not a command of its own: the grid needs what the graph
-already makes and checks (the cache, verified and tagged; the ``[train]`` and ``[train_ar]``
-recipes; the held-out noise of ``[eval]``), so one ``s2dit run configs/compare.toml`` goes from
+already makes and checks (the cache, verified and tagged; the recipes of its training stages,
+``[train]`` and ``[train_ar]``; the held-out noise of ``[eval]``), so one ``s2dit run configs/compare.toml`` goes from
 nothing to the comparison page, and the graph's fingerprints, run lock, ``--only compare``,
 ``--plan`` and report come with it. ``s2dit run configs/compare.toml --out RUN`` on a finished
 run of the same sections (configs/memory.toml's) finds those stages up to date and runs the
@@ -14,25 +14,26 @@ never makes the runner delete trained cells; a cell is retrained only when its o
 changed, and adding a variant or a seed trains only the new cells.
 
 Reads ``[compare]`` (CompareConfig: variants, seeds, lengths, per_class, noise, latency_batch,
-latency_repeats, samples), ``[train]``, ``[train_ar]`` (every variant's recipe), ``[eval]
-seed``; ``[run] train_workers`` as the training stages do."""
+latency_repeats, samples), the section of every training stage placed before it (``[train]``,
+``[train_ar]``: every variant's recipe, trained in that order), ``[eval] seed``; ``[run]
+train_workers`` as the training stages do."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from pipeline.compare import CompareConfig, Grid, run_grid
-from pipeline.compare.grid import PAGE, RESULTS
+from pipeline.compare.grid import PAGE, RESULTS, Training
+from student_train.stages import get_stage
 
 from ..config import RunConfig, refuse_unknown_keys
-from ..registry import register_graph_stage
+from ..registry import register_graph_builder
 from ..stage import Stage, StageContext
 from ..state_schema import PATH
 from .evaluate import _oracle_only
-from .train_ar import ar_config
-from .train_kd import train_config
-from .training import workers
+from .training import training_config, training_stages, workers
 
 SECTION = "compare"
 
@@ -50,9 +51,10 @@ def compare_config(config: RunConfig) -> CompareConfig | None:
     return CompareConfig(**section)
 
 
-def _check(config: RunConfig) -> None:
+def _check(config: RunConfig, trained: tuple[Stage, ...]) -> None:
     if compare_config(config) is not None:  # the variants' recipes must parse too
-        train_config(config), ar_config(config)
+        for stage in trained:
+            training_config(stage, config)
 
 
 def _skip(ctx: StageContext) -> str | None:
@@ -61,22 +63,23 @@ def _skip(ctx: StageContext) -> str | None:
     return _oracle_only(ctx)
 
 
-def _recipes(ctx: StageContext) -> dict[str, Any]:
+def _recipes(ctx: StageContext, trained: tuple[Stage, ...]) -> dict[str, Any]:
     """What every cell is trained and scored with besides [compare] (nothing without it)."""
     if not _present(ctx.config):
         return {}
-    return {name: ctx.config.section(name) for name in ("train", "train_ar")} | \
+    return {s.section: ctx.config.section(s.section) for s in trained} | \
         {"eval_seed": ctx.config.section("eval").get("seed", 0)}
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext, trained: tuple[Stage, ...]) -> dict[str, Any]:
     compare = compare_config(ctx.config)
     assert compare is not None  # _skip
     tag = ctx.outputs("tag")
     count, failures = workers(ctx)
-    grid = Grid(compare=compare, kd=train_config(ctx.config), ar=ar_config(ctx.config),
-                cache_url=tag["cache_url"], generation=tag["generation"], out=ctx.path(SECTION),
-                eval_seed=_recipes(ctx)["eval_seed"], workers=count, max_failures=failures,
+    trainings = tuple(Training(get_stage(s.trains), training_config(s, ctx.config)) for s in trained)
+    grid = Grid(compare=compare, trainings=trainings, cache_url=tag["cache_url"],
+                generation=tag["generation"], out=ctx.path(SECTION),
+                eval_seed=_recipes(ctx, trained)["eval_seed"], workers=count, max_failures=failures,
                 sample_prompts=tuple(ctx.outputs("corpus").get("sample_prompts", ())),
                 progress=ctx.progress, log=ctx.console.print)
     results = run_grid(grid)
@@ -86,8 +89,17 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {"results": ctx.path(f"{SECTION}/{RESULTS}"), "page": ctx.path(f"{SECTION}/{PAGE}")}
 
 
-STAGE = Stage(name="compare", title="students side by side -> compare/ (with [compare])", section=SECTION,
-              run=run, needs=("tag", "generate", "corpus"), resumable=True, check=_check,
-              skip_reason=_skip, extra_inputs=_recipes, artefact=f"{SECTION}/{RESULTS}",
-              recorded={"results": PATH, "page": PATH})
-register_graph_stage(STAGE, order=100)
+TITLE = "students side by side -> compare/ (with [compare])"
+
+
+def stage(before: tuple[Stage, ...]) -> Stage:
+    """The compare stage, training every cell with the training stages placed ``before`` it."""
+    trained = training_stages(before)
+    return Stage(name="compare", title=TITLE, section=SECTION,
+                 run=functools.partial(run, trained=trained), needs=("tag", "generate", "corpus"),
+                 resumable=True, check=functools.partial(_check, trained=trained),
+                 skip_reason=_skip, extra_inputs=functools.partial(_recipes, trained=trained),
+                 artefact=f"{SECTION}/{RESULTS}", recorded={"results": PATH, "page": PATH})
+
+
+register_graph_builder("compare", stage, order=100, title=TITLE)

@@ -11,6 +11,7 @@ import fsspec
 
 from ..stage import Stage, StageContext
 from ..state_schema import PATH
+from .training import training_stages
 
 
 def _scores(ctx: StageContext, stage: str) -> dict[str, Any] | None:
@@ -21,22 +22,34 @@ def _scores(ctx: StageContext, stage: str) -> dict[str, Any] | None:
         return json.load(handle)
 
 
-def summary(ctx: StageContext, upstream: tuple[str, ...]) -> dict[str, Any]:
+def _students(ctx: StageContext, stages: tuple[Stage, ...]) -> dict[str, Any]:
+    """Each training stage's checkpoint and the scores of the stage that evaluated it, under
+    the keys older tools read: "checkpoint" and "scores" for the first (S2DiT-KD),
+    "<name>_checkpoint" and "<name>_scores" for the others ("ar_checkpoint")."""
+    out: dict[str, Any] = {}
+    trained = training_stages(stages)
+    for index, stage in enumerate(trained):
+        prefix = "" if index == 0 else f"{stage.trains}_"
+        scorer = next((s.name for s in stages if stage.name in s.needs and "scores" in s.recorded), None)
+        out[f"{prefix}checkpoint"] = ctx.outputs(stage.name).get("checkpoint")
+        out[f"{prefix}scores"] = _scores(ctx, scorer) if scorer else None
+    return out
+
+
+def summary(ctx: StageContext, upstream: tuple[Stage, ...]) -> dict[str, Any]:
     """The run in one JSON document: config, cache, checkpoints, scores, preview, stage times."""
-    stages = {name: ctx.state.get(name) for name in upstream}
+    stages = {s.name: ctx.state.get(s.name) for s in upstream}
     cache, tag = ctx.outputs("generate"), ctx.outputs("tag")
     timings = {f"{name}_s": record["seconds"] for name, record in stages.items() if "seconds" in record}
-    for phase, seconds in ctx.outputs("train_ar").get("phase_seconds", {}).items():
-        timings[f"train_ar_{phase}_s"] = seconds
+    for stage in training_stages(upstream):
+        for phase, seconds in ctx.outputs(stage.name).get("phase_seconds", {}).items():
+            timings[f"{stage.name}_{phase}_s"] = seconds
     sample = ctx.outputs("sample")
     return {
         "config": ctx.config.resolved(),
         "cache": f"{cache['cache']}@{cache['generation']}" if cache else None,
         "cache_tag": tag.get("tag"),
-        "checkpoint": ctx.outputs("train_kd").get("checkpoint"),
-        "scores": _scores(ctx, "eval_kd"),
-        "ar_checkpoint": ctx.outputs("train_ar").get("checkpoint"),
-        "ar_scores": _scores(ctx, "eval_ar"),
+        **_students(ctx, upstream),
         "preview": sample.get("outputs"), "preview_prompts": sample.get("prompts"),
         "compare": ctx.outputs("compare").get("results"),  # results.json of a [compare] grid
         "timings": timings,
@@ -45,7 +58,7 @@ def summary(ctx: StageContext, upstream: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def run(ctx: StageContext, upstream: tuple[str, ...]) -> dict[str, Any]:
+def run(ctx: StageContext, upstream: tuple[Stage, ...]) -> dict[str, Any]:
     from pipeline.report import write_report  # the HTML report (its own package)
 
     with fsspec.open(ctx.path("report.json"), "w") as handle:
@@ -55,9 +68,10 @@ def run(ctx: StageContext, upstream: tuple[str, ...]) -> dict[str, Any]:
     return {"report_json": ctx.path("report.json"), "report_html": html}
 
 
-def stage(upstream: tuple[str, ...]) -> Stage:
+def stage(upstream: tuple[Stage, ...]) -> Stage:
     """The report stage, after (and reading) every stage in ``upstream``."""
     return Stage(name="report", title="the report", section="report",
-                 run=functools.partial(run, upstream=upstream), uses=upstream,
+                 run=functools.partial(run, upstream=upstream),
+                 uses=tuple(s.name for s in upstream),
                  artefact="report.html", writes=("report.json", "report.html", "report_assets"),
                  recorded={"report_json": PATH, "report_html": PATH})

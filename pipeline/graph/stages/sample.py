@@ -1,6 +1,7 @@
-"""Stage sample: text to video through `s2dit sample`'s code (the deployed path), with
-S2DiT-AR chunk by chunk when stage 2 ran, else S2DiT-KD: RUN_DIR/preview/preview.{json,npy,
-N.mp4} (and .png for the analytic teacher), decoded by the cache's own teacher side.
+"""Stage sample: text to video through `s2dit sample`'s code (the deployed path), with the
+student of the last training stage that finished (S2DiT-AR chunk by chunk when stage 2 ran,
+else S2DiT-KD; sampled as its spec says): RUN_DIR/preview/preview.{json,npy,N.mp4} (and .png
+for the analytic teacher), decoded by the cache's own teacher side.
 
 Reads ``[sample]``: prompts (default: the corpus's first ``count``, 4), and SampleConfig keys
 (seed, steps, full_step, streaming, chunk_frames, video, fps, device, dtype, teacher_source)."""
@@ -8,14 +9,16 @@ Reads ``[sample]``: prompts (default: the corpus's first ``count``, 4), and Samp
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from pipeline.text_to_video import SampleConfig, generate
 
 from ..config import RunConfig
-from ..registry import register_graph_stage
+from ..registry import register_graph_builder
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, PATHS, STR, STRS, optional
+from .training import training_stages
 
 OWN_KEYS = {"prompts", "count"}
 GRAPH_KEYS = {"checkpoint", "out"}  # the run sets these
@@ -31,11 +34,23 @@ def _section(config: RunConfig) -> dict[str, Any]:
     return section
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def _trained(ctx: StageContext, students: tuple[str, ...]) -> dict[str, Any]:
+    """The outputs of the last of the training stages ``students`` that finished ({}: none)."""
+    for name in reversed(students):
+        outputs = ctx.outputs(name)
+        if outputs:
+            return outputs
+    return {}
+
+
+def run(ctx: StageContext, students: tuple[str, ...]) -> dict[str, Any]:
     section = _section(ctx.config)
     count = section.pop("count", 4)
     prompts = section.pop("prompts", None) or ctx.outputs("corpus")["sample_prompts"][:count]
-    trained = ctx.outputs("train_ar") or ctx.outputs("train_kd")
+    trained = _trained(ctx, students)
+    if not trained:  # --only sample before any training stage finished
+        raise ValueError(f"no trained student to sample: none of {', '.join(students)} has "
+                         "finished; run them first")
     record = generate(SampleConfig(checkpoint=trained["checkpoint"], prompts=list(prompts),
                                    out=ctx.path(PREFIX), **section))
     ctx.console.print(f"{len(prompts)} prompts -> {', '.join(record['outputs']['videos'])}"
@@ -44,10 +59,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "prompts": record["prompts"], "stage": record["stage"], "checkpoint": record["checkpoint"]}
 
 
-STAGE = Stage(name="sample", title="text to video (the deployed path)", section="sample", run=run,
-              seeded=True, artefact="preview/preview.json",
-              needs=("train_kd", "corpus"), uses=("train_ar",), writes=("preview",),
-              check=_section, recorded={"sidecar": PATH, "outputs": optional(PATHS),
-                                        "prompts": optional(STRS), "stage": optional(STR),
-                                        "checkpoint": optional(PATH)})
-register_graph_stage(STAGE, order=90)
+def stage(before: tuple[Stage, ...]) -> Stage:
+    """The sample stage, reading every training stage placed ``before`` it."""
+    students = tuple(s.name for s in training_stages(before))
+
+    def untrained(ctx: StageContext) -> str | None:
+        # by status, not outputs: --plan marks the training stages that would run as done
+        if not students:
+            return "no training stage is registered"
+        if all(ctx.state.get(name)["status"] == "skipped" for name in students):
+            return f"every training stage was skipped ({', '.join(students)})"
+        return None
+
+    return Stage(name="sample", title="text to video (the deployed path)", section="sample",
+                 run=functools.partial(run, students=students), seeded=True,
+                 artefact="preview/preview.json", needs=("corpus",), uses=students,
+                 writes=("preview",), check=_section, skip_reason=untrained,
+                 recorded={"sidecar": PATH, "outputs": optional(PATHS), "prompts": optional(STRS),
+                           "stage": optional(STR), "checkpoint": optional(PATH)})
+
+
+register_graph_builder("sample", stage, order=90, title="text to video (the deployed path)")

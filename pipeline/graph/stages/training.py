@@ -1,12 +1,18 @@
-"""What the training stages share: the run-graph stage itself (``training_stage``: launch in
-process or on Ray Train workers, the step check, what it records of its checkpoint and the check
-of it before calling it up to date); a stage module supplies its section, config and inputs."""
+"""A training stage of the run graph, from its spec in one call (``register_training_stage``).
+
+The spec (student_train.stage_spec.TrainingStage) says what the graph needs: its config class
+(whose TOML table is the stage's section), the URLs it trains from and how many steps it takes.
+From it this module derives the graph stage ``train_<name>``: it launches in process or on Ray
+Train workers, trains from the tagged cache (``cache_url``) and, when it starts from a trained
+student (``init_url``), from the checkpoint of the training stage placed before it; it records
+its checkpoint and checks it before calling the stage up to date; it is resumable.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import fsspec
@@ -14,17 +20,26 @@ import fsspec
 from student_train.checkpoint import STATE, TENSORS, finished_checkpoint
 from student_train.config import StageConfig
 from student_train.launch import Launched, launch
-from student_train.stages import get_stage
+from student_train.stage_spec import TrainingStage
+from student_train.stages import STAGES as TRAINERS
+from student_train.stages import get_stage, register_stage
 
 from ..config import RunConfig, refuse_unknown_keys
+from ..registry import GRAPH_STAGES, register_graph_builder, unregister_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, STR, optional
 
 # What a training stage records of its result (its checkpoint, and the digest of its tensors)
 RECORDED = {"out": PATH, "checkpoint": PATH, "tensors_sha256": optional(STR)}
 MAX_CHECKPOINT_STATE = 64 << 20
+PREFIX = "train_"  # graph stage train_<name> trains the registered training stage <name>
 
 T = TypeVar("T", bound=StageConfig)
+
+# (the stage's context, its typed config, what launch did) -> the outputs a stage adds to
+# out, checkpoint and tensors_sha256 (recorded in this order, then ``workers``)
+Results = Callable[[StageContext, Any, Launched], dict[str, Any]]
+Inputs = Callable[[StageContext], dict[str, str]]
 
 
 def typed_section(cls: type[T], config: RunConfig, name: str) -> T:
@@ -32,6 +47,16 @@ def typed_section(cls: type[T], config: RunConfig, name: str) -> T:
     section: dict[str, Any] = config.section(name)
     refuse_unknown_keys(name, section, (f.name for f in dataclasses.fields(cls)))
     return cls.load(None, **section)
+
+
+def training_stages(stages: Iterable[Stage]) -> tuple[Stage, ...]:
+    """Of ``stages``, the training stages, in their order."""
+    return tuple(s for s in stages if s.trains)
+
+
+def training_config(stage: Stage, config: RunConfig) -> StageConfig:
+    """Training stage ``stage``'s section of the run config as its spec's typed config."""
+    return typed_section(get_stage(stage.trains).config, config, stage.section)
 
 
 def workers(ctx: StageContext) -> tuple[int, int]:
@@ -67,32 +92,106 @@ def checkpoint_intact(ctx: StageContext, outputs: dict[str, Any]) -> bool:
         return False
 
 
-# (the stage's context, its typed config, what launch did) -> the outputs a stage adds to
-# out, checkpoint and tensors_sha256 (recorded in this order, then ``workers``)
-Results = Callable[[StageContext, Any, Launched], dict[str, Any]]
+def derived_inputs(spec: TrainingStage, before: tuple[Stage, ...]) -> tuple[tuple[str, ...], Inputs]:
+    """(the stages it needs, its inputs) from what ``spec`` trains from: ``cache_url`` is the
+    tagged cache, ``init_url`` the checkpoint of the last training stage in ``before``."""
+    previous = training_stages(before)
+    sources: dict[str, tuple[str, str]] = {}  # input -> (stage, output key)
+    for key in spec.inputs:
+        if key == "cache_url":
+            sources[key] = ("tag", "cache_url")
+        elif key == "init_url" and previous:
+            sources[key] = (previous[-1].name, "checkpoint")
+        elif key == "init_url":
+            raise ValueError(f"training stage {spec.name!r} starts from a trained student "
+                             "(init_url): place it after another training stage")
+        else:
+            raise ValueError(f"training stage {spec.name!r} trains from {key!r}, which the run "
+                             "graph cannot derive (it gives cache_url and init_url); pass inputs= "
+                             "and needs= to register_training_stage")
+    needs = tuple(dict.fromkeys(stage for stage, _ in sources.values()))
+    return needs, lambda ctx: {k: ctx.outputs(stage)[key] for k, (stage, key) in sources.items()}
 
 
-def training_stage(trainer: str, *, name: str, title: str, section: str,
-                   config: Callable[[RunConfig], StageConfig], out: str, needs: tuple[str, ...],
-                   inputs: Callable[[StageContext], dict[str, str]], results: Results,
-                   recorded: Mapping[str, str] | None = None) -> Stage:
-    """The run-graph stage that trains the registered training stage ``trainer`` into the run
-    folder's ``out`` from ``inputs(ctx)`` (the URLs its spec trains from) with ``config``
-    (section ``section`` read as its typed config). Resumable: the trainer continues from the
-    newest checkpoint in ``out`` (model, optimiser, loader position)."""
-    spec = get_stage(trainer)
+def _default_results(spec: TrainingStage) -> Results:
+    def results(ctx: StageContext, config: Any, done: Launched) -> dict[str, Any]:
+        del ctx
+        return {"step": spec.total_steps(config), "train_seconds": done.train_seconds}
+    return results
 
+
+def _run(spec: TrainingStage, out: str, inputs: Inputs, results: Results) -> Callable[[StageContext], dict[str, Any]]:
     def run(ctx: StageContext) -> dict[str, Any]:
-        typed, folder, urls = config(ctx.config), ctx.path(out), inputs(ctx)
+        typed, folder, urls = typed_section(spec.config, ctx.config, spec.table), ctx.path(out), inputs(ctx)
         count, failures = workers(ctx)
-        done = launch(trainer, typed, count, out_url=folder, max_failures=failures,
+        done = launch(spec, typed, count, out_url=folder, max_failures=failures,
                       progress=ctx.progress, log=ctx.console.print, **urls)
         own = results(ctx, typed, done)
         checkpoint = finished_checkpoint(folder, spec.total_steps(typed), spec.title)
         return {"out": folder, "checkpoint": checkpoint,
                 "tensors_sha256": tensors_sha256(checkpoint), **own, "workers": count}
+    return run
 
-    return Stage(name=name, title=title, section=section, run=run, seeded=True,
-                 artefact=f"{out}/metrics.jsonl", needs=needs, writes=(out,), resumable=True,
-                 check=config, still_there=checkpoint_intact,
-                 recorded={**RECORDED, **(recorded or {})})
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class GraphTraining:
+    """How a training stage sits in the run graph, beyond what its spec says."""
+
+    spec: TrainingStage
+    title: str = ""  # its line in the stage list (default "train <spec title>")
+    out: str = ""  # its run-folder path (default student_<name>)
+    results: Results | None = None  # default: step and train_seconds
+    recorded: Mapping[str, str] = dataclasses.field(default_factory=dict)  # beyond RECORDED
+    # Where its inputs come from, instead of the derived ones (needs: the stages they read)
+    inputs: Inputs | None = None
+    needs: tuple[str, ...] = ()
+    extra_inputs: Callable[[StageContext], dict[str, Any]] | None = None  # fingerprint inputs
+
+    @property
+    def name(self) -> str:
+        return f"{PREFIX}{self.spec.name}"
+
+    def build(self, before: tuple[Stage, ...]) -> Stage:
+        """Its graph stage, after the stages ``before`` it."""
+        spec = self.spec
+        needs, inputs = ((self.needs, self.inputs) if self.inputs is not None
+                         else derived_inputs(spec, before))
+        out = self.out or f"student_{spec.name}"
+        extra = {"extra_inputs": self.extra_inputs} if self.extra_inputs else {}
+        return Stage(name=self.name, title=self.title or f"train {spec.title}", section=spec.table,
+                     run=_run(spec, out, inputs, self.results or _default_results(spec)),
+                     seeded=True, artefact=f"{out}/metrics.jsonl", needs=needs, writes=(out,),
+                     resumable=True, check=lambda config: typed_section(spec.config, config, spec.table),
+                     still_there=checkpoint_intact, recorded={**RECORDED, **self.recorded},
+                     trains=spec.name, **extra)
+
+
+def register_training_stage(spec: TrainingStage, *, order: int, replace: bool = False,
+                            **graph: Any) -> str:
+    """The one call that adds training stage ``spec``: to student_train's registry (unless it
+    is there already: the built-in stages register themselves) and to the run graph at
+    ``order`` as ``train_<name>``, reading section ``[<spec.table>]``. ``graph`` takes the
+    fields of ``GraphTraining`` (title, out, results, recorded, inputs and needs,
+    extra_inputs). Returns the graph stage's name."""
+    placed = GraphTraining(spec=spec, **graph)
+    if placed.inputs is None and placed.needs:
+        raise TypeError(f"training stage {spec.name!r}: needs= goes with inputs= (the stages "
+                        "those inputs read)")
+    held = placed.name in GRAPH_STAGES
+    register_graph_builder(placed.name, placed.build, order=order, title=placed.title,
+                           replace=replace)
+    if spec.name in TRAINERS and TRAINERS.get(spec.name) is spec:
+        return placed.name
+    try:
+        register_stage(spec, replace=replace)
+    except (TypeError, ValueError):
+        if not held:  # all or nothing: no graph stage for a spec the trainers refused
+            unregister_graph_stage(placed.name)
+        raise
+    return placed.name
+
+
+def unregister_training_stage(name: str) -> None:
+    """Remove training stage ``name`` from both registries (a plug-in or a test cleaning up)."""
+    unregister_graph_stage(f"{PREFIX}{name}")
+    TRAINERS.unregister(name)
