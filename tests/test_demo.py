@@ -13,7 +13,7 @@ from rich.console import Console
 
 from cache_schema import CacheReader
 from cache_schema.versioning import list_tags
-from pipeline.graph import bundled_config, load_run_config
+from pipeline.graph import RunConfig, bundled_config, load_run_config
 from pipeline.run import demo_config, run_config
 from student_train.config import TrainConfig
 from student_train.self_forcing import ARConfig
@@ -21,6 +21,15 @@ from student_train.self_forcing import ARConfig
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"train_classes": 4, "per_class": 4, "train_steps": 3, "batch_size": 8, "eval_per_class": 1, "ar_steps": 2,
         "ar_causal_steps": 2, "ar_batch_size": 4}
+
+
+def _tiny_demo(out: Path, **flags) -> RunConfig:
+    """The demo config at the tiny scale: `s2dit demo`'s flags, plus a narrower student (dim 32,
+    the demo's layout) and 8 teacher steps (24 in the demo) to halve the test's time."""
+    config = demo_config(out=str(out), **{**TINY, **flags})
+    config.override("train", model={"dim": 32, "heads": 2, "layout": ["lcha", "ssa:2", "ssa:2", "lcha"]})
+    config.override("job", teacher={"kind": "analytic", "steps": 8, "shift": 3.0, "guidance": [3.0, 3.0]})
+    return config
 
 
 def _state(out: Path) -> dict:
@@ -41,8 +50,7 @@ def test_the_demo_config_is_the_repository_file_and_includes_the_documented_reci
 
 def test_demo_runs_every_stage_then_a_stage_2_change_reruns_only_stage_2_onwards(tmp_path, ray_runtime):
     out, printed = tmp_path / "demo", io.StringIO()
-    run_config(demo_config(out=str(out), **TINY), console=Console(file=printed, width=200),
-               progress=False)
+    run_config(_tiny_demo(out), console=Console(file=printed, width=200), progress=False)
     assert f"report: {out}/report.html" in printed.getvalue()  # the last thing the demo says
     stages = _state(out)
     assert [s["status"] for s in stages.values()] == ["done"] * 9 + ["skipped", "done"]
@@ -68,11 +76,12 @@ def test_demo_runs_every_stage_then_a_stage_2_change_reruns_only_stage_2_onwards
     assert len(sidecar["outputs"]["videos"]) == 4 and sidecar["video"]["frames"] == 5
     assert all((preview / f"preview.{i}.mp4").stat().st_size > 0 for i in range(4))
     # the resolved config is in the run folder, with the included recipe
-    assert tomllib.loads((out / "run.toml").read_text())["train_ar"]["causal_sigma_shift"] == 3.0
+    resolved = tomllib.loads((out / "run.toml").read_text())
+    assert resolved["train_ar"]["causal_sigma_shift"] == 3.0
+    assert resolved["train"]["model"]["dim"] == 32 and resolved["job"]["teacher"]["steps"] == 8
 
     # change only [train_ar] (one more DMD step): stage 2 and what follows rerun, nothing before
-    run_config(demo_config(out=str(out), **{**TINY, "ar_steps": 3}), console=Console(quiet=True),
-               progress=False)
+    run_config(_tiny_demo(out, ar_steps=3), console=Console(quiet=True), progress=False)
     again = _state(out)
     rerun = [name for name in again if again[name]["finished"] != stages[name]["finished"]]
     assert rerun == ["train_ar", "eval_ar", "sample", "report"]
