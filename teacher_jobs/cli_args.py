@@ -79,6 +79,9 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
         help="seconds from placement to a loaded teacher (default 3600)")
     add("--stall-timeout", type=float, dest="stall_timeout_s",
         help="end the job after this many seconds without progress (default 3600)")
+    add("--stall-after", type=float, dest="stall_after_s",
+        help="warn (one line, the status file, a Ray metric) after this many seconds without a "
+             "finished shard (default 5x the median shard time, at least 600)")
     add("--max-init-failures", type=int, dest="max_init_failures",
         help="teacher loads failing in a row before the job stops (default 3)")
     add("--max-gpu-hours", type=float, dest="max_gpu_hours",
@@ -92,7 +95,7 @@ def add_generate_args(parser: argparse.ArgumentParser) -> None:
 JOB_FLAGS = ("prompts", "output", "encoding", "codec", "samples_per_shard", "height", "width", "frames",
              "keep_steps", "seed", "seeds_per_prompt", "num_actors", "num_gpus_per_actor",
              "gpu_memory_gb", "gpu", "commit_every", "device", "ray_address", "placement_timeout_s",
-             "load_timeout_s", "stall_timeout_s", "max_init_failures", "max_gpu_hours")
+             "load_timeout_s", "stall_timeout_s", "stall_after_s", "max_init_failures", "max_gpu_hours")
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:

@@ -43,6 +43,7 @@ class JobConfig:
         "placement_timeout_s": between(0.0, 7 * 86400.0, lo_open=True),
         "load_timeout_s": between(0.0, 7 * 86400.0, lo_open=True),
         "stall_timeout_s": between(0.0, 30 * 86400.0, lo_open=True),
+        "stall_after_s": between(0.0, 30 * 86400.0, lo_open=True),
         "max_init_failures": between(1, 1000), "max_gpu_hours": between(0.0, 1e9, lo_open=True),
         "max_retries": between(0, 1000), "commit_every": between(1, 1_000_000),
     }
@@ -80,6 +81,10 @@ class JobConfig:
     # finished, no actor placed or loaded; loading actors are bounded by load_timeout_s
     # instead): above the time of one micro-batch, which is when actors report progress.
     stall_timeout_s: float = 3600.0
+    # The stall alert (monitor.py): one warning line, the status file and a Ray metric when no
+    # shard finished for this long; the job goes on. None: 5x the median measured shard time,
+    # at least 600 s.
+    stall_after_s: float | None = None
     max_init_failures: int = 3  # teacher loads failing in a row before the job stops (each a new load)
     # Budget cap over all runs of this output: GPU-hours (GPUs x wall time since placement;
     # actor-hours on a CPU job). Reached: the job commits what is done and stops; rerun with a

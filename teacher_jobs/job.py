@@ -7,7 +7,8 @@
    adopt shards a killed run wrote but never committed, after a deep verify (cache_schema.adopt)
 3. run units on a pool of teacher actors (pool.py: placement and load timeouts, one
    replacement per dead actor, fail fast on repeated init failures), retrying units a bounded
-   number of times, with per-sample progress (progress.py), a stall timeout and a budget cap
+   number of times, with per-sample progress (progress.py), Ray metrics and a stall alert
+   (monitor.py: reports/status.json), a stall timeout and a budget cap
 4. commit intermediate generations every ``commit_every`` units (units and cadence sized from
    the GPU cost estimate unless configured: sizing.py), and a final one (also when the
    job stops early: stall, init failures, budget)
@@ -39,11 +40,13 @@ from cache_schema import (
     writer_lease,
 )
 from cache_schema.adopt import Adoption, drop_receipts, find_adoptable
+from cache_schema.errors import StoreError
 from cache_schema.sample_id import make_sample_id, normalise_prompt
 from cache_schema.store import refuse_url_credentials, split_ref, storage_env, use_profile
 
 from .config import JobConfig
 from .corpus import RejectedEntry, load_corpus, require_entries
+from .monitor import JobMonitor, write_status
 from .pool import ActorPool, JobStalled, JobStopped, Slot
 from .progress import ProgressBoard, ProgressView
 from .prompts import decode_prompt
@@ -52,6 +55,7 @@ from .sizing import UnitPlan, job_cost, size_units
 from .units import Unit, plan_units
 
 REPORT_DIR = "reports"
+STATUS_FILE = f"{REPORT_DIR}/status.json"  # rewritten while the job runs (monitor.py)
 
 
 @dataclass
@@ -262,6 +266,11 @@ class _Run:
         done = sum(len(u.entries) for u in plan.units) - sum(len(u.entries) for u in plan.todo)
         self.bar = tqdm(total=len(plan.entries), initial=done, unit="sample",
                         desc="teacher cache", disable=not progress)
+        self.monitor = JobMonitor(
+            stall_after_s=config.stall_after_s, stall_timeout_s=config.stall_timeout_s,
+            estimate_s=plan.sizing.seconds_per_unit, samples_total=len(plan.entries),
+            shard_seconds=[t["teacher_seconds"] + t["write_seconds"] for t in self.telemetry
+                           if t.get("teacher_seconds") is not None and t.get("write_seconds") is not None])
 
     def gpu_hours(self) -> float:
         return self.previous_hours + (self.pool.gpu_hours() if self.pool else 0.0)
@@ -279,7 +288,7 @@ class _Run:
         # environment (inherited from this driver by an embedded runtime, a Kubernetes secret or
         # an instance role on a cluster) or a credentials file whose path is forwarded.
         self.board = ray.remote(num_cpus=0)(ProgressBoard).options(
-            scheduling_strategy=_on_this_node(ray)).remote()
+            scheduling_strategy=_on_this_node(ray)).remote(self.plan.output)  # and the metrics
         self.view = ProgressView(ray, self.board, self.bar)
         load_args = (self.config, self.plan.fingerprint, self.plan.digest, storage_env())
         self.pool = ActorPool(ray, self.config, load_args, self.board,
@@ -303,7 +312,7 @@ class _Run:
             self._fill()
             now = time.monotonic()
             if now - last_poll >= POLL_S / 2:
-                active |= self.view.poll({_key(u, a) for u, a, _ in self.pending.values()})
+                active |= self._watch()
                 last_poll = now
             pool.check_timeouts()
             self._check_budget()
@@ -316,6 +325,35 @@ class _Run:
                     f"(stall_timeout_s = {self.config.stall_timeout_s:g}): no sample done, no unit "
                     f"finished, no actor placed or loaded; {len(self.queue) + len(self.pending)} "
                     f"units left; {pool.describe_waiting()}")
+
+    def _watch(self) -> bool:
+        """Per-sample progress, the stall alert and the metrics; True if a sample was reported."""
+        slots = {_key(u, a): slot.index for u, a, slot in self.pending.values()}
+        news = self.view.poll(set(slots))
+        # the actor id is what `ray logs actor --id` takes
+        self.monitor.sync_actors({s.index: s.handle._actor_id.hex() for s in self.pool.ready()})
+        for key in news:
+            self.monitor.progressed(slots[key])
+        running: dict[int, list[str]] = {}
+        for unit, attempt, slot in self.pending.values():
+            running.setdefault(slot.index, []).append(
+                f"{unit.name} ({self.view.partial.get(_key(unit, attempt), 0)} of "
+                f"{len(unit.entries)} samples)")
+        if self.monitor.check(running):
+            self._status("stalled")
+        self.board.publish.remote(self._snapshot())  # fire and forget
+        return bool(news)
+
+    def _snapshot(self) -> dict[str, Any]:
+        done = self.view.shown if self.view is not None else self.bar.n
+        return self.monitor.snapshot(done, self.gpu_hours())
+
+    def _status(self, state: str) -> None:
+        """The status file; a storage hiccup here never stops the job (the next write fixes it)."""
+        try:
+            write_status(open_store(self.plan.output), STATUS_FILE, state, self._snapshot())
+        except (OSError, StoreError) as exc:
+            print(f"cache generate: could not write {STATUS_FILE}: {exc}", file=sys.stderr)
 
     def _fill(self) -> None:
         """Two units in flight per ready actor: compute overlaps upload."""
@@ -349,15 +387,19 @@ class _Run:
         self.telemetry.append({k: result[k] for k in ("unit", "samples", "teacher_seconds",
                                                       "write_seconds", "bytes", "device")})
         self.view.unit_done(_key(unit, attempt), len(unit.entries))
+        self.monitor.shard_done(slot.index, result["teacher_seconds"] + result["write_seconds"])
         self.since_commit += 1
         if self.since_commit >= self.plan.sizing.commit_every:
             self._commit(final=False)
+        else:
+            self._status("running")
 
     def _retry(self, unit: Unit, attempt: int, reason: str) -> None:
         if attempt < self.config.max_retries:
             self.queue.append((unit, attempt + 1))
         else:
             self.failed[unit.name] = reason
+            self.monitor.count("units_failed")
 
     def _check_budget(self) -> None:
         cap = self.config.max_gpu_hours
@@ -381,7 +423,11 @@ class _Run:
                                           fingerprint=self.plan.fingerprint, operation="append",
                                           extra={"config": self.config.to_json(), "job": report})
         drop_receipts(open_store(self.plan.output), self.uncommitted)  # adopted or not, named now
+        self.monitor.count("shards_committed", len(self.uncommitted))
+        self.monitor.count("samples_committed", sum(s.samples for s in self.uncommitted))
         self.uncommitted = []
+        if not final:
+            self._status("running")
 
     def release(self) -> None:
         """Free the actors' CPUs/GPUs now, not whenever the garbage collector reaches their
@@ -410,6 +456,7 @@ class _Run:
                   "gpu_hours": self.gpu_hours(),
                   "actors_started": pool.actors_started() if pool else 0,
                   "actor_events": pool.events if pool else [],
+                  "stall_alerts": self.monitor.alerts,
                   "wall_seconds": time.time() - self.started, "fingerprint_digest": plan.digest,
                   "config": self.config.to_json(),
                   "memory_plan": plan.memory.to_json() if plan.memory is not None else None}
@@ -417,6 +464,7 @@ class _Run:
             store = open_store(plan.output)
             store.put_bytes(f"{REPORT_DIR}/{manifest.generation:06d}.json",
                             json.dumps(report, indent=1, ensure_ascii=False).encode())
+            self._status("stopped" if stopped else "finished")
         return JobResult(manifest=manifest, report=report, failed_units=sorted(self.failed),
                          stopped=stopped)
 

@@ -54,7 +54,7 @@ def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
 # Where and how wide the job runs: the cache's bytes do not depend on these (units and noise
 # are functions of the corpus and seed), so changing them does not regenerate it.
 EXECUTION_KEYS = ("ray_address", "num_actors", "num_cpus_per_actor", "placement_timeout_s",
-                  "max_retries", "load_timeout_s", "stall_timeout_s", "max_init_failures",
+                  "max_retries", "load_timeout_s", "stall_timeout_s", "stall_after_s", "max_init_failures",
                   "max_gpu_hours")  # where, how wide and how long: never the cache's content
 
 STAGE = Stage(name="generate", title="the teacher cache (Ray)", section="job", run=run,
