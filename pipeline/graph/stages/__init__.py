@@ -1,5 +1,6 @@
 """The stages of `s2dit run`, one module each, found here and registered by themselves
-(pipeline/graph/registry.py): a new stage is its file and one ``register_graph_stage`` call.
+(pipeline/graph/registry.py): a new stage is its file and one ``register_graph_stage`` call;
+a new training stage one ``register_training_stage`` call (training.py), its graph stage derived.
 
 Everything that lists stages derives from the registry: ``STAGES``, ``STAGE_NAMES`` and
 ``SECTIONS`` are views of it, read at each use, so a stage registered later (a plug-in, a
