@@ -254,7 +254,7 @@ def test_cli_help_and_a_tiny_run_then_streaming_eval(cache, kd, tmp_path, capsys
     assert "is an S2DiT-AR" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # ~60 s; the Ray Train path is one generic fit_on_ray, which test_train_kd's two-worker test runs
+@pytest.mark.slow  # ~60 s; the Ray Train path is one generic fit_on_ray, which test_train_kd's killed-worker test runs
 def test_two_ray_train_workers_match_one_worker(cache, kd, tmp_path, ray_runtime):
     """Each rank rolls out half the global batch; averaged gradients give the one-worker step."""
     from student_train.launch import launch

@@ -21,7 +21,7 @@ heads = 4
 """
 
 
-@pytest.mark.slow  # two Ray Train workers (~50 s): the default suite keeps test_train_kd's two-worker test
+@pytest.mark.slow  # two Ray Train workers (~50 s): the default suite keeps test_train_kd's killed-worker test
 def test_train_kd_on_two_workers_from_relative_paths_trains_and_resumes(
         tmp_path, monkeypatch, capsys, ray_runtime):
     make_cache(tmp_path / "cache", seeds=1)
