@@ -19,8 +19,8 @@ from rich.table import Table
 from cache_schema.store import absolute_url
 from pipeline.graph import STAGES, RunConfig, bundled_config, load_run_config, run_graph
 from pipeline.graph.plan import Step, plan_graph
-from pipeline.graph.run_folder import check_run_folder
 from pipeline.graph.run_lock import RunLock
+from pipeline.graph.runner import check_run
 from pipeline.graph.state import RunState
 from pipeline.graph.state_schema import RunStateError
 
@@ -78,7 +78,9 @@ def run_config(config: RunConfig, *, out: str | None = None, from_stage: str | N
     ``[run] out``)."""
     run_dir = _run_dir(config, out)
     console = console or Console()
-    check_run_folder(run_dir)  # outside the try: a refused folder gets no partial report either
+    # before the lock, which creates the folder: a refused run leaves none behind (and, outside
+    # the try, gets no partial report either)
+    check_run(config, STAGES, run_dir, from_stage=from_stage, only=only)
     # held over the partial report too (it writes into the folder); a folder in use by another
     # run is refused here, before anything is written
     with RunLock(run_dir, log=console.print) as lock:

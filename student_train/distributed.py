@@ -12,9 +12,12 @@ Locally ``ray.init()`` starts an embedded cluster; on a cluster the same code ru
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
+import fsspec
 import torch
 
 from cache_schema.store import absolute_url, apply_storage_env, storage_env
@@ -86,5 +89,34 @@ def fit_on_ray(stage: TrainingStage, config: StageConfig, out_url: str, inputs: 
                            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
                            run_config=RunConfig(storage_path=storage,
                                                 failure_config=FailureConfig(max_failures=max_failures)))
-    trainer.fit()
+    with _removed_if_refused(out_url, storage):
+        trainer.fit()
     return latest_checkpoint(out_url)
+
+
+@contextlib.contextmanager
+def _removed_if_refused(out_url: str, storage: str) -> Iterator[None]:
+    """A run its workers refuse before training (a config that does not fit the cache, a
+    fingerprint mismatch) leaves no ``out_url`` behind, as an in-process one does: Ray Train
+    creates its storage folder (by default inside ``out_url``) before any worker checks
+    anything. Removed only when this call created ``out_url`` and nothing but that storage
+    is in it (a rank that started training wrote its metrics there: kept)."""
+    fs, root = fsspec.core.url_to_fs(out_url)
+    root = root.rstrip("/")
+    created = not fs.exists(root)
+    try:
+        yield
+    except BaseException:
+        if created:
+            _remove_untrained(fs, root, storage)
+        raise
+
+
+def _remove_untrained(fs: fsspec.AbstractFileSystem, root: str, storage: str) -> None:
+    own = fsspec.core.url_to_fs(storage)[1].rstrip("/")
+    allowed = {own[len(root) + 1:].split("/", 1)[0]} if own.startswith(root + "/") else set()
+    with contextlib.suppress(OSError):  # best effort: the workers' error is what matters
+        fs.invalidate_cache(root)
+        if fs.exists(root) and {p.rstrip("/").rsplit("/", 1)[-1]
+                                for p in fs.ls(root, detail=False)} <= allowed:
+            fs.rm(root, recursive=True)

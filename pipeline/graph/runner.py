@@ -79,6 +79,23 @@ def check_config(config: RunConfig, stages: Sequence[Stage]) -> None:
                                      f"{exc}") from None
 
 
+def check_run(config: RunConfig, stages: Sequence[Stage], run_dir: str, *,
+              from_stage: str | None = None, only: str | None = None) -> tuple[str, ...]:
+    """Everything that refuses a run, checked before its lock or any byte is written (so a
+    refused run leaves no folder behind): the flags, every enabled stage's config, the folder
+    itself and, for ``only``, that its input stages have finished. Reads, never writes;
+    returns the stage names in order."""
+    stages = tuple(stages)
+    check_run_folder(run_dir)  # first: --out / or someone's folder is named as such
+    names = check_flags(stages, from_stage, only)
+    check_config(config, stages)
+    if only:
+        recorded = {s.name: s.recorded for s in stages}
+        state = RunState.load(run_dir, names, recorded)  # a new folder: every stage pending
+        _check_finished_inputs(stages[names.index(only)], state, only)
+    return names
+
+
 def write_run_config(run_dir: str, config: RunConfig) -> None:
     header = f"# The resolved run config (from {config.source}); written by `s2dit run`.\n"
     with fsspec.open(f"{run_dir.rstrip('/')}/run.toml", "w") as handle:
@@ -95,9 +112,7 @@ def run_graph(config: RunConfig, stages: Sequence[Stage], run_dir: str, *,
     caller holds it already (it writes there after this returns); else taken here."""
     console = console or Console()
     stages = tuple(stages)  # one list for the whole run, whatever registers meanwhile
-    names = check_flags(stages, from_stage, only)
-    check_config(config, stages)
-    check_run_folder(run_dir)  # before the first byte: someone's folder stays as it was
+    names = check_run(config, stages, run_dir, from_stage=from_stage, only=only)
     if lock is None:
         with RunLock(run_dir, log=console.print) as own:
             return run_graph(config, stages, run_dir, from_stage=from_stage, only=only,
@@ -107,8 +122,8 @@ def run_graph(config: RunConfig, stages: Sequence[Stage], run_dir: str, *,
     for index, stage in enumerate(stages):
         if only and stage.name != only:
             continue
-        if only:
-            _check_finished_inputs(stage, ctx, only)
+        if only:  # again under the lock: another run may have changed the state meanwhile
+            _check_finished_inputs(stage, ctx.state, only)
         title = f"{index + 1}/{len(stages)} {stage.name}: {stage.title}"
         _bring_up_to_date(stage, ctx, title, forced=stage.name == only or index >= forced_from)
     return ctx.state
@@ -128,8 +143,8 @@ def _open_run(config: RunConfig, stages: tuple[Stage, ...], run_dir: str, consol
                         progress=progress, recorded=recorded)
 
 
-def _check_finished_inputs(stage: Stage, ctx: StageContext, only: str) -> None:
-    stale = [u for u in stage.needs if ctx.state.get(u)["status"] != "done"]
+def _check_finished_inputs(stage: Stage, state: RunState, only: str) -> None:
+    stale = [u for u in stage.needs if state.get(u)["status"] != "done"]
     if stale:
         raise StageOrderError(f"--only {only}: its input stages {stale} have not finished; "
                               f"run without --only first")
