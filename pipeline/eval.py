@@ -15,7 +15,12 @@ Every row says its ``role``:
   branch) are real, the relative ones (amplitude, ghost, dispersion) hold by definition;
 - ``"baseline"``: the teacher's few-step Euler, and ``"student"``: the student's rows, each
   gated against the reference from the same noise (``gate["against"]`` names its key: paired
-  fidelity, amplitude, ghost and dispersion bounds).
+  fidelity, amplitude, ghost and dispersion bounds);
+- ``"diagnostic"``: scored and gated like a student row, never part of a pass/fail headline.
+  ``teacher_forced`` = N adds ``<streaming row>_forced<N>`` at 1x: frames 0..N-1 are the
+  reference's own, committed as context as finished chunks are, the student streams the rest
+  from the same noise. Against the plain streaming row it tells exposure bias (the student's
+  own past leads it astray) from a bias of its conditional (wrong even given the true past).
 
 The teacher's samples are sampled once per task and noise, never per checkpoint
 (pipeline.eval_reference: in memory, and on disk under ``reference_cache`` / S2DIT_EVAL_CACHE).
@@ -70,7 +75,7 @@ def trained_context_sigma(state: dict[str, Any]) -> float:
     return stage_of_checkpoint(state).context_sigma(state.get("config", {}))
 
 
-ROLES = ("reference", "baseline", "student")
+ROLES = ("reference", "baseline", "student", "diagnostic")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,7 +116,7 @@ def _gated_row(teacher: AnalyticTeacher, x0: np.ndarray, prompts, role: str, ref
 
 
 def _score_set(teacher, student: StudentCheckpoint, noise_of: _Noise, *, streaming: str | None,
-               chunk_frames: int, lengths: tuple[int, ...]) -> dict[str, Any]:
+               chunk_frames: int, lengths: tuple[int, ...], forced: int | None) -> dict[str, Any]:
     plan, prompts = student.plan, noise_of.prompts
     ids = [make_sample_id(p, s, noise_of.digest) for p, s in zip(prompts, noise_of.seeds)]
     few = len(plan["schedule_sigmas"]) - 1
@@ -131,14 +136,15 @@ def _score_set(teacher, student: StudentCheckpoint, noise_of: _Noise, *, streami
                                    reference, chunk_frames)
         if streaming:
             out.update(_streaming_scores(teacher, student, noise_of, ids, streaming, chunk_frames,
-                                         lengths, text))
+                                         lengths, text, forced))
     return out
 
 
 def _streaming_scores(teacher, student, noise_of: _Noise, ids, name, chunk_frames, lengths,
-                      text) -> dict[str, Any]:
+                      text, forced: int | None) -> dict[str, Any]:
     """Chunk by chunk, each finished chunk committed as the next's context, at each length;
-    longer clips are scored by the same task at that length (its teacher as the reference)."""
+    longer clips are scored by the same task at that length (its teacher as the reference).
+    ``forced``: also the teacher-forced row at 1x (the module's docstring)."""
     out = {}
     frames = teacher.latent_shape[1]
     prompts = noise_of.prompts
@@ -155,7 +161,36 @@ def _streaming_scores(teacher, student, noise_of: _Noise, ids, name, chunk_frame
         out[key] = _gated_row(at, x0.numpy(), prompts, "student", ref_key, (ref_x0, ref), chunk_frames)
         if m != 1:
             out[ref_key] = ref
+        elif forced is not None:
+            x0 = student.sample(noise, text.emb, text.mask, student.plan["schedule_sigmas"], streaming=True,
+                                chunk_frames=chunk_frames, forced=torch.from_numpy(ref_x0[:, :, :forced]))
+            row = _gated_row(at, x0.numpy(), prompts, "diagnostic", ref_key, (ref_x0, ref), chunk_frames)
+            out[f"{name}_forced{forced}"] = {**row, "teacher_forced_frames": forced}
     return out
+
+
+def teacher_forced_frames(value: int | str | None, teacher: AnalyticTeacher, chunk_frames: int,
+                          streaming: bool) -> int | None:
+    """The frames a teacher-forced row takes from the reference: N, or "auto" = the task's
+    first frame after the gap (visible + gap frames); None: no such row. Whole chunks, fewer
+    than the clip's frames, and only beside a streaming row."""
+    if value is None:
+        return None
+    if not streaming:
+        raise ValueError("teacher_forced needs a streaming row: an S2DiT-AR checkpoint, or a KD "
+                         "one with streaming=True (s2dit eval --streaming)")
+    if value == "auto":
+        if teacher.period is None:
+            raise ValueError(f"teacher_forced 'auto' is the first frame after the gap, and the "
+                             f"{teacher.config.task!r} task has no gap; give a number of frames")
+        value = teacher.period.length
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"teacher_forced must be a number of latent frames or 'auto', got {value!r}")
+    frames = teacher.latent_shape[1]
+    if not 0 <= value < frames or value % chunk_frames:
+        raise ValueError(f"teacher_forced = {value}: must be whole chunks of {chunk_frames} frames "
+                         f"and fewer than the clip's {frames} (the student samples the rest)")
+    return value
 
 
 def _prompt_sets(teacher: AnalyticTeacher, cache_url: str) -> tuple[dict[str, list[str]], int]:
@@ -173,13 +208,16 @@ def _prompt_sets(teacher: AnalyticTeacher, cache_url: str) -> tuple[dict[str, li
 def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
                         streaming: bool | None = None, chunk_frames: int | None = None,
                         lengths: tuple[int, ...] = (1,), noise: str = "report",
-                        reference_cache: str | None = None) -> dict[str, Any]:
+                        reference_cache: str | None = None,
+                        teacher_forced: int | str | None = None) -> dict[str, Any]:
     """Scores of a KD or AR checkpoint. ``streaming`` (default: on for a checkpoint whose stage
     streams, S2DiT-AR) adds the few-step sampler run chunk by chunk: ``student_ar_4step_streaming``
     for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally, with
     ``_{m}x`` keys for each longer length m in ``lengths``. ``noise``: "report" or "tune".
     ``reference_cache``: the directory of the teacher's samples kept across evaluations ("off":
-    none; default S2DIT_EVAL_CACHE, else ~/.cache/s2dit/eval_reference)."""
+    none; default S2DIT_EVAL_CACHE, else ~/.cache/s2dit/eval_reference). ``teacher_forced``:
+    N frames or "auto" (``teacher_forced_frames``) adds the diagnostic row
+    ``<streaming name>_forced<N>``."""
     if noise not in SEED_BASES:
         raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
     student = StudentCheckpoint.load(checkpoint_url)
@@ -194,6 +232,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     rng = np.random.default_rng(seed)
     store = ReferenceStore(resolve_dir(reference_cache))
     chunk = chunk_frames or student.model.config.chunk_frames
+    forced = teacher_forced_frames(teacher_forced, teacher, chunk, streaming_name is not None)
     report: dict[str, Any] = {"checkpoint": checkpoint_url, "step": student.step, "stage": student.stage,
                               "trained_classes": trained_classes, "per_class": per_class,
                               "noise": noise, "lengths": list(lengths), "task": teacher.config.task}
@@ -203,7 +242,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
         noise_of = _Noise(prompts=prompts, seeds=[int(s) for s in seeds], digest=manifest.fingerprint_digest,
                           global_seed=int(manifest.fingerprint["global_seed"]), store=store)
         report[name] = _score_set(teacher, student, noise_of, streaming=streaming_name,
-                                  chunk_frames=chunk, lengths=tuple(lengths))
+                                  chunk_frames=chunk, lengths=tuple(lengths), forced=forced)
     return report
 
 
@@ -219,6 +258,9 @@ def _line(model_name: str, s: dict[str, Any]) -> str:
         line += "  (reference: the other rows are gated against it)"
     elif role is not None:
         line += "  gate " + ("PASS" if gate.get("passed") else f"FAIL ({', '.join(gate.get('failed', []))})")
+    if role == "diagnostic":
+        n = s.get("teacher_forced_frames")
+        line += (f"  (diagnostic: frames 0-{n - 1} the reference's" if n else "  (diagnostic") + ", not in the verdict)"
     return line
 
 

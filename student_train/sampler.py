@@ -60,7 +60,8 @@ def context_noise_like(noise: torch.Tensor) -> torch.Tensor:
 def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                      sigmas: list[float], chunk_frames: int | None = None, *,
                      use_step_size: bool = True, context_sigma: float | None = 0.0,
-                     context_noise: torch.Tensor | None = None) -> torch.Tensor:
+                     context_noise: torch.Tensor | None = None,
+                     forced: torch.Tensor | None = None) -> torch.Tensor:
     """Chunk by chunk with the streaming state: each chunk of ``chunk_frames`` latent frames
     (default: the model's) is integrated from sigmas[0] to sigmas[-1], then becomes context.
 
@@ -69,10 +70,16 @@ def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: 
     (default: ``context_noise_like(noise)``). None: no commit; step k of a chunk sees
     step k of the chunks before it (one state per step), which equals sampling the whole clip
     at once in block-causal mode (``sample(..., causal=True)``), the diffusion-forcing view.
+
+    forced: (B, C, N, H, W), N whole chunks fewer than the clip's: teacher forcing. Frames
+    0..N-1 are not sampled but taken as given (e.g. the teacher's sample from the same noise),
+    returned as they are and committed as context like any finished chunk; the student samples
+    the rest from ``noise``. It tells the student's conditional given the true past apart from
+    its exposure to its own past.
     """
     chunks = stream_chunks(model, noise, text, text_mask, sigmas, chunk_frames,
                            use_step_size=use_step_size, context_sigma=context_sigma,
-                           context_noise=context_noise)
+                           context_noise=context_noise, forced=forced)
     return torch.cat(list(chunks), dim=2)
 
 
@@ -80,7 +87,8 @@ def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: 
 def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                   sigmas: list[float], chunk_frames: int | None = None, *,
                   use_step_size: bool = True, context_sigma: float | None = 0.0,
-                  context_noise: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                  context_noise: torch.Tensor | None = None,
+                  forced: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """``sample_streaming`` as a generator: yields each finished chunk (B, C, cf, H, W) as soon
     as it is done, so a consumer (a video decoder) can work while later chunks are sampled."""
     model = _with_chunk_frames(model, chunk_frames)
@@ -88,6 +96,7 @@ def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: tor
     b, _, frames, _, _ = noise.shape
     if frames % cf:
         raise ValueError(f"{frames} latent frames are not whole chunks of {cf} (chunk_frames)")
+    n_forced = _forced_frames(forced, noise, cf, context_sigma)
     steps = list(itertools.pairwise(sigmas))
     fresh = lambda: model.init_stream_state(b, device=noise.device, dtype=noise.dtype)
     state = fresh()
@@ -96,7 +105,10 @@ def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: tor
         context_noise = context_noise_like(noise)
     for start in range(0, frames, cf):
         x = noise[:, :, start : start + cf]  # (B, C, cf, H, W)
-        for k, (s, s_next) in enumerate(steps):
+        todo = steps
+        if start < n_forced:  # teacher forcing: given, not sampled; committed like a finished chunk
+            x, todo = forced[:, :, start : start + cf].to(noise.device, noise.dtype), ()
+        for k, (s, s_next) in enumerate(todo):
             sig = torch.full((b,), s, device=x.device, dtype=x.dtype)
             d = torch.full((b,), (s - s_next) if use_step_size else 0.0, device=x.device, dtype=x.dtype)
             v, after = model.forward_chunk(x, sig, d, text, text_mask,
@@ -108,3 +120,22 @@ def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: tor
         if per_step is None and start + cf < frames:
             ctx = None if not context_sigma else context_noise[:, :, start : start + cf]
             state = model.commit_chunk(x, text, text_mask, state, sigma=context_sigma, noise=ctx)
+
+
+def _forced_frames(forced: torch.Tensor | None, noise: torch.Tensor, cf: int,
+                   context_sigma: float | None) -> int:
+    """How many leading frames ``forced`` gives (0 for None), after checking it fits the clip."""
+    if forced is None:
+        return 0
+    frames = noise.shape[2]
+    if forced.dim() != 5 or forced.shape[:2] != noise.shape[:2] or forced.shape[3:] != noise.shape[3:]:
+        raise ValueError(f"forced frames {tuple(forced.shape)} do not fit the noise "
+                         f"{tuple(noise.shape)}: (B, C, N, H, W) with the same B, C, H, W")
+    n = forced.shape[2]
+    if n % cf or n >= frames:
+        raise ValueError(f"{n} forced frames must be whole chunks of {cf} (chunk_frames) and "
+                         f"fewer than the clip's {frames}, leaving the student something to sample")
+    if n and context_sigma is None:
+        raise ValueError("forced frames are committed as context; context_sigma=None (one state "
+                         "per step, no commit) has nowhere to put them")
+    return n

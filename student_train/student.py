@@ -131,9 +131,14 @@ class StudentCheckpoint:
 
     def sample(self, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                sigmas: list[float], *, streaming: bool | None = None, use_step_size: bool = True,
-               chunk_frames: int | None = None) -> torch.Tensor:
-        """The whole (B, C, F, H, W) clip, sampled as ``chunks`` says."""
+               chunk_frames: int | None = None, forced: torch.Tensor | None = None) -> torch.Tensor:
+        """The whole (B, C, F, H, W) clip, sampled as ``chunks`` says; ``forced``: the first
+        frames given, not sampled (teacher forcing, streaming only: ``sample_streaming``)."""
         if self.streams if streaming is None else streaming:
             return sample_streaming(self.model, noise, text, text_mask, sigmas, chunk_frames,
-                                    use_step_size=use_step_size, context_sigma=self.context_sigma)
+                                    use_step_size=use_step_size, context_sigma=self.context_sigma,
+                                    forced=forced)
+        if forced is not None:
+            raise ValueError("forced frames need streaming: the whole clip sampled at once has no "
+                             "context to commit them to")
         return sample(self.model, noise, text, text_mask, sigmas, use_step_size=use_step_size)

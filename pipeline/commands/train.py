@@ -74,7 +74,8 @@ def _eval(args: argparse.Namespace) -> int:
                                      streaming=True if args.streaming else None,
                                      chunk_frames=args.chunk_frames, noise=args.noise,
                                      lengths=tuple(args.lengths),
-                                     reference_cache=args.reference_cache)
+                                     reference_cache=args.reference_cache,
+                                     teacher_forced=args.teacher_forced)
     print(format_report(report))
     if args.report:
         save_report(report, args.report)
@@ -195,7 +196,21 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
                     help="keep the teacher's samples here for the next checkpoint of the same task "
                          "and noise ('off': none; default $S2DIT_EVAL_CACHE, else "
                          "~/.cache/s2dit/eval_reference)")
+    ev.add_argument("--teacher-forced", dest="teacher_forced", type=_frames_or_auto, metavar="N|auto",
+                    help="also the diagnostic row <streaming row>_forced<N>: frames 0..N-1 are the "
+                         "teacher's reference sample committed as context, the student streams "
+                         "the rest (exposure bias vs a biased conditional); 'auto': the memory "
+                         "task's first frame after the gap")
     ev.set_defaults(func=_eval)
+
+
+def _frames_or_auto(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of latent frames or 'auto', got {value!r}") from None
 
 
 def _register_sample(subparsers: argparse._SubParsersAction) -> None:

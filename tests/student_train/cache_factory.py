@@ -12,11 +12,12 @@ from teacher_jobs.teachers import build_teacher
 
 def analytic_records(*, keep: tuple[int, ...] = tuple(range(8)), seeds: int = 4,
                      latent_shape: tuple[int, int, int, int] = (4, 5, 8, 8),
-                     causal_chunk_frames: int = 0):
+                     causal_chunk_frames: int = 0, **task):
     """(records, layout, fingerprint): ``seeds`` trajectories of every class prompt (with causal
-    ODE pairs of ``causal_chunk_frames``-frame chunks when > 0)."""
+    ODE pairs of ``causal_chunk_frames``-frame chunks when > 0); ``task``: more of the analytic
+    teacher's settings (e.g. task="memory", visible_frames, gap_frames)."""
     pairs = {"causal_chunk_frames": causal_chunk_frames} if causal_chunk_frames else {}
-    teacher = build_teacher("analytic", num_steps=8, latent_shape=latent_shape, **pairs)
+    teacher = build_teacher("analytic", num_steps=8, latent_shape=latent_shape, **pairs, **task)
     prompts = [p for p in class_prompts() for _ in range(seeds)]
     records, _ = record_trajectories(teacher, prompts, [i % seeds for i in range(len(prompts))],
                                      global_seed=0, keep_steps=keep)
@@ -27,10 +28,10 @@ def analytic_records(*, keep: tuple[int, ...] = tuple(range(8)), seeds: int = 4,
 
 def make_cache(path: Path | str, *, keep: tuple[int, ...] = tuple(range(8)), seeds: int = 4,
                latent_shape: tuple[int, int, int, int] = (4, 5, 8, 8),
-               causal_chunk_frames: int = 0) -> str:
+               causal_chunk_frames: int = 0, **task) -> str:
     """A cache of ``analytic_records``, 8 records per shard, one generation."""
     records, layout, fp = analytic_records(keep=keep, seeds=seeds, latent_shape=latent_shape,
-                                           causal_chunk_frames=causal_chunk_frames)
+                                           causal_chunk_frames=causal_chunk_frames, **task)
     with CacheWriter(str(path), layout=layout, fingerprint=fp, samples_per_shard=8) as writer:
         for rec in records:
             writer.write(rec)

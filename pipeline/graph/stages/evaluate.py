@@ -3,7 +3,8 @@
 
 Reads ``[eval]``: per_class (held-out samples per class), seed, lengths (multiples of the
 trained clip length S2DiT-AR streams, e.g. [1, 2, 4]), noise ("report", or "tune" for a run
-that chooses a recipe). Only a teacher with an oracle (the analytic one) can score: on another
+that chooses a recipe), teacher_forced (eval_ar only: N latent frames or "auto", the
+diagnostic teacher-forced streaming row of pipeline.eval). Only a teacher with an oracle (the analytic one) can score: on another
 teacher's cache the stage is skipped with that reason."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import fsspec
 
+from cache_schema.redact import redact_secrets
 from pipeline.eval import evaluate_checkpoint, format_report
 from teacher_jobs.teachers import has_oracle
 
@@ -21,7 +23,7 @@ from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, optional
 
-KEYS = {"per_class", "seed", "lengths", "noise"}
+KEYS = {"per_class", "seed", "lengths", "noise", "teacher_forced"}
 
 
 def _oracle_only(ctx: StageContext) -> str | None:
@@ -44,17 +46,24 @@ def _section(config: RunConfig) -> dict[str, Any]:
                          f"length in [1, 64], e.g. [1, 2, 4]; got {lengths!r}")
     if section.get("noise", "report") not in ("report", "tune"):
         raise ValueError(f"[eval] noise must be 'report' or 'tune', got {section.get('noise')!r}")
+    forced = section.get("teacher_forced")
+    if forced is not None and forced != "auto" and (
+            not isinstance(forced, int) or isinstance(forced, bool) or forced < 0):
+        raise ValueError(f"[eval] teacher_forced must be a number of latent frames (>= 0) or "
+                         f"'auto', got {forced!r}")
     return section
 
 
-def _evaluate(ctx: StageContext, train_stage: str, out_name: str) -> dict[str, Any]:
+def _evaluate(ctx: StageContext, train_stage: str, out_name: str, *,
+              streams: bool = False) -> dict[str, Any]:
     section = _section(ctx.config)
     checkpoint = ctx.outputs(train_stage)["checkpoint"]
     scores = evaluate_checkpoint(checkpoint, per_class=section.get("per_class", 24),
                                  seed=section.get("seed", 0), noise=section.get("noise", "report"),
-                                 lengths=tuple(section.get("lengths", (1,))))
+                                 lengths=tuple(section.get("lengths", (1,))),
+                                 teacher_forced=section.get("teacher_forced") if streams else None)
     with fsspec.open(ctx.path(out_name), "w") as handle:
-        json.dump(scores, handle, indent=1)
+        json.dump(redact_secrets(scores), handle, indent=1)
     ctx.console.print(format_report(scores), soft_wrap=True)
     return {"scores": ctx.path(out_name), "checkpoint": checkpoint}
 
@@ -67,7 +76,7 @@ def _eval_kd(ctx: StageContext) -> dict[str, Any]:
 
 
 def _eval_ar(ctx: StageContext) -> dict[str, Any]:
-    return _evaluate(ctx, "train_ar", "eval_ar.json")
+    return _evaluate(ctx, "train_ar", "eval_ar.json", streams=True)
 
 
 EVAL_KD = Stage(name="eval_kd", title="score S2DiT-KD with the analytic oracle", section="eval",
