@@ -252,7 +252,7 @@ def dedup(url: str, *, storage_options: dict[str, Any] | None = None) -> OpResul
         remove.append(status == STATUS_OK and key in seen)
         if status == STATUS_OK:
             seen.add(key)
-    return _commit_filter(src, remove, {"filter": "dedup", "key": "NFKC casefolded prompt, seed"})
+    return _commit_filter(src, remove, {"filter": "dedup", "by": "NFKC casefolded prompt, seed"})
 
 
 def merge(a: str, b: str, *, output: str, storage_options: dict[str, Any] | None = None) -> OpResult:

@@ -41,6 +41,7 @@ from .manifest import (
     shard_union,
     write_manifest,
 )
+from .redact import redact_secrets
 from .store import Store, open_store, split_ref
 
 SHARD_DIR = "shards"
@@ -139,7 +140,7 @@ def commit_manifest(store: Store, *, parent: Manifest | None, shards: Sequence[S
         generation=generation, cache_id=parent.cache_id if parent else uuid.uuid4().hex,
         fingerprint=fingerprint, layout=layout, encoding=encoding, shards=tuple(shards),
         index_path=index_rel, num_samples=live, operation=operation,
-        parent=parent.generation if parent else None, extra=dict(extra or {}),
+        parent=parent.generation if parent else None, extra=redact_secrets(dict(extra or {})),
         index_sha256=index_sha256, index_bytes=index_size)
     try:
         write_manifest(store, manifest)

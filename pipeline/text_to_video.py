@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from cache_schema import FIELD_BY_NAME, CacheLayout, Manifest, split_ref
+from cache_schema.redact import redact_secrets
 from pipeline.video_io import CODEC, Mp4Writer, atomic_output
 from student_train.device import check_device
 from student_train.student import StudentCheckpoint
@@ -164,7 +165,7 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     record["first_chunk_s"], record["chunk_s"] = sampled.first, sampled.chunk_s
     outputs["sidecar"] = f"{cfg.out}.json"
     with atomic_output(outputs["sidecar"]) as path, open(path, "w") as handle:
-        json.dump(record, handle, indent=1, ensure_ascii=False)
+        json.dump(redact_secrets(record), handle, indent=1, ensure_ascii=False)
     return record
 
 

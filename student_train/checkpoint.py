@@ -25,6 +25,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from cache_schema.redact import redact_secrets
+
 from .checkpoint_check import check_finite, check_modules, read_header
 
 TENSORS, STATE, LATEST = "model.safetensors", "state.json", "LATEST"
@@ -75,7 +77,8 @@ def save_checkpoint(out_url: str, step: int, *, model, ema, optimizer, extra: di
                         for k, v in module.state_dict().items()})
     opt_tensors, opt_meta = _optimizer_tensors(optimizer)
     tensors.update(opt_tensors)
-    state = {"step": step, "rng": rng_state(), "optimizer": opt_meta, **extra}
+    # extra holds the resolved configs: recorded, so never with a credential
+    state = {"step": step, "rng": rng_state(), "optimizer": opt_meta, **redact_secrets(extra)}
     for prefix, opt in (optimizers or {}).items():
         more, meta = _optimizer_tensors(opt, prefix)
         tensors.update(more)

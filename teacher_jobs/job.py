@@ -41,6 +41,7 @@ from cache_schema import (
 )
 from cache_schema.adopt import Adoption, drop_receipts, find_adoptable
 from cache_schema.errors import StoreError
+from cache_schema.redact import redact_secrets
 from cache_schema.sample_id import make_sample_id, normalise_prompt
 from cache_schema.store import refuse_url_credentials, split_ref, storage_env, use_profile
 
@@ -238,7 +239,7 @@ def _nothing_to_do(config: JobConfig, plan: _Plan, progress: bool, started: floa
               "gpu_hours": _previous_hours(plan), "actors_started": 0,
               "wall_seconds": time.time() - started, "fingerprint_digest": plan.digest,
               "config": config.to_json()}
-    return JobResult(manifest=manifest, report=report)
+    return JobResult(manifest=manifest, report=redact_secrets(report))
 
 
 class _Run:
@@ -460,6 +461,7 @@ class _Run:
                   "wall_seconds": time.time() - self.started, "fingerprint_digest": plan.digest,
                   "config": self.config.to_json(),
                   "memory_plan": plan.memory.to_json() if plan.memory is not None else None}
+        report = redact_secrets(report)  # recorded and printed: never a credential
         if manifest is not None:
             store = open_store(plan.output)
             store.put_bytes(f"{REPORT_DIR}/{manifest.generation:06d}.json",

@@ -188,5 +188,7 @@ def _alert_line(idle: float, bound: float, basis: str, stuck: list[_Actor],
 
 def write_status(store, path: str, state: str, snapshot: dict[str, Any]) -> None:
     """The job's status file: its state and the snapshot, rewritten whole (never appended)."""
+    from cache_schema.redact import redact_secrets
+
     body = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **snapshot}
-    store.put_bytes(path, json.dumps(body, indent=1, ensure_ascii=False).encode())
+    store.put_bytes(path, json.dumps(redact_secrets(body), indent=1, ensure_ascii=False).encode())

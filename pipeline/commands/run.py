@@ -7,6 +7,7 @@ import os
 import textwrap
 
 from cache_schema.reachability import check_reachable
+from cache_schema.store import refuse_url_credentials
 from pipeline.graph import SECTIONS, STAGE_NAMES, RunConfig, load_run_config
 from pipeline.graph.stages import stage_lines
 from pipeline.run import plan_config, run_config
@@ -40,7 +41,10 @@ def epilog() -> str:
 def execute(config: RunConfig, args: argparse.Namespace, out: str | None = None) -> int:
     """Run ``config`` with the graph flags of ``args`` (``add_graph_flags``), or plan it."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    for url in [out or "", *_strings(config.resolved())]:  # the config's URLs, as the flags'
+    strings = _keyed_strings(config.resolved())
+    for where, text in strings:  # refused as a flag's would be: every stage records its section
+        refuse_url_credentials(text, f"{config.source} [{where}]")
+    for url in [out or "", *(text for _, text in strings)]:  # the config's URLs, as the flags'
         check_reachable(url)
     if args.plan:
         plan_config(config, out=out, from_stage=args.from_stage, only=args.only)
@@ -50,12 +54,13 @@ def execute(config: RunConfig, args: argparse.Namespace, out: str | None = None)
     return 0
 
 
-def _strings(value: object) -> list[str]:
+def _keyed_strings(value: object, where: str = "") -> list[tuple[str, str]]:
+    """(section.key, string) of every string of a resolved config, at any depth."""
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [p for k, v in value.items() for p in _keyed_strings(v, f"{where}.{k}" if where else k)]
     if isinstance(value, list | tuple):
-        return [s for v in value for s in _strings(v)]
-    return [value] if isinstance(value, str) else []
+        return [p for v in value for p in _keyed_strings(v, where)]
+    return [(where, value)] if isinstance(value, str) else []
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 import fsspec
 
+from cache_schema.redact import redact_secrets
 from pipeline.video_io import atomic_output
 
 from .state_schema import STATUSES, RunStateError, short, validate_state
@@ -75,7 +76,8 @@ class RunState:
 
     def save(self) -> None:
         with atomic_output(self.url) as path, open(path, "w") as handle:
-            body = {"run_version": RUN_VERSION, "stages": self.stages}
+            # inputs record the stage's config section, errors its message: no credential
+            body = {"run_version": RUN_VERSION, "stages": redact_secrets(self.stages)}
             if self.partial:
                 body["partial"] = sorted(set(self.partial))
             json.dump(body, handle, indent=1)

@@ -1,13 +1,16 @@
 """A small TOML writer for resolved run configs (tomllib reads TOML; nothing here writes it).
 
 Handles what configs hold: tables (nested), strings, booleans, integers, floats and arrays of
-those. ``None`` values are left out (TOML has no null: an absent key means the default)."""
+those. ``None`` values are left out (TOML has no null: an absent key means the default).
+Credentials are masked (cache_schema.redact): run.toml is a record, read and copied by people."""
 
 from __future__ import annotations
 
 import json
 import math
 from typing import Any
+
+from cache_schema.redact import redact_secrets
 
 
 def _value(value: Any) -> str:
@@ -50,5 +53,5 @@ def _table(name: str, table: dict[str, Any], lines: list[str]) -> None:
 
 def dumps(data: dict[str, Any]) -> str:
     lines: list[str] = []
-    _table("", data, lines)
+    _table("", redact_secrets(data), lines)
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -3,6 +3,9 @@ runtime_env records), not in the cache, not in the local folders, not in the com
 
 from __future__ import annotations
 
+import json
+import os
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -76,3 +79,154 @@ def test_a_planted_secret_is_in_no_log_cache_or_output(via, s3_bucket, s3_server
               f"{len(found) + len(found_local) + len(found_train) + len(in_cache)}")
     assert scanned > 10 and objects
     assert found == [] and found_local == [] and found_train == [] and in_cache == []
+
+
+# -- issue 27: credentials are masked wherever a config or report is recorded ------------------
+# Each test plants a secret the way a config can carry one (a URL's password, a credential key
+# of a dict of options) and reads back what the writer put on disk.
+
+PLANTED = f"planted-{uuid.uuid4().hex}"
+RAY_URL = f"ray://admin:{PLANTED}@127.0.0.1:10001"
+
+
+def _clean(path: Path) -> str:
+    text = path.read_text()
+    assert PLANTED not in text, f"{path} holds the planted secret"
+    return text
+
+
+def test_redact_secrets_masks_credential_keys_and_url_passwords_at_any_depth():
+    from cache_schema.redact import REDACTED, redact_secrets
+
+    value = {"storage_options": {"key": "AKIAEXAMPLE", "Secret": PLANTED, "token": None,
+                                 "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}},
+             "urls": [f"s3://user:{PLANTED}@bucket/x", (f"https://:{PLANTED}@host/p",)],
+             "error": f"cannot open https://bob:{PLANTED}@example.com/a: refused",
+             "prompt": "a red cat", "plain": "s3://bucket/cache@3", "steps": 4, "on": True}
+    out = redact_secrets(value)
+    assert PLANTED not in json.dumps(out)
+    assert out["storage_options"]["key"] == out["storage_options"]["Secret"] == REDACTED
+    assert out["storage_options"]["token"] is None  # "none set" stays visible
+    assert out["storage_options"]["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:9000"}
+    assert out["urls"] == ["s3://user:***@bucket/x", ("https://:***@host/p",)]
+    assert out["error"] == "cannot open https://bob:***@example.com/a: refused"
+    assert {k: out[k] for k in ("prompt", "plain", "steps", "on")} == {
+        "prompt": "a red cat", "plain": "s3://bucket/cache@3", "steps": 4, "on": True}
+    assert value["storage_options"]["Secret"] == PLANTED  # the caller's copy is untouched
+
+
+def test_the_cache_job_records_no_secret_in_manifests_reports_or_its_status(ray_runtime, tmp_path):
+    """The job config's copy in every manifest, the job report (also what the CLI prints) and
+    the status file; a later commit's extra with credential keys too."""
+    from cache_schema import commit_generation, load_manifest
+    from teacher_jobs.config import JobConfig
+    from teacher_jobs.job import run_generation
+
+    corpus = tmp_path / "prompts.txt"
+    corpus.write_text("a red square moving left\na blue ring moving right\n")
+    output = tmp_path / "cache"
+    config = JobConfig(teacher={"kind": "analytic", "steps": 4}, prompts=str(corpus),
+                       output=str(output), samples_per_shard=1, commit_every=1,
+                       ray_address=RAY_URL)  # not used: this process has a Ray runtime already
+    result = run_generation(config, progress=False)
+    assert result.ok and PLANTED not in json.dumps(result.report)
+    assert result.report["config"]["ray_address"] == "ray://admin:***@127.0.0.1:10001"
+    written = [p for p in output.rglob("*.json")]
+    assert {p.parent.name for p in written} >= {"manifests", "reports"}
+    assert (output / "reports" / "status.json") in written
+    for path in written:
+        _clean(path)
+    manifest = load_manifest(str(output))
+    commit_generation(str(output), shards=[], layout=manifest.layout,
+                      fingerprint=manifest.fingerprint,
+                      extra={"storage_options": {"secret": PLANTED, "region": "eu-west-1"}})
+    latest = load_manifest(str(output))  # its body digest holds over the masked extra
+    assert latest.generation == manifest.generation + 1
+    assert latest.extra["storage_options"] == {"secret": "***", "region": "eu-west-1"}
+    for path in output.rglob("*.json"):
+        _clean(path)
+
+
+def _run_context(tmp_path: Path, sections: dict):
+    from rich.console import Console
+
+    from pipeline.graph import STAGE_NAMES
+    from pipeline.graph.config import RunConfig
+    from pipeline.graph.stage import StageContext
+    from pipeline.graph.state import RunState
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    state = RunState.load(str(run_dir), tuple(STAGE_NAMES))  # every stage pending
+    return StageContext(run_dir=str(run_dir), config=RunConfig(source="run.toml", sections=sections),
+                        state=state, console=Console(file=open(os.devnull, "w")))
+
+
+def test_run_toml_run_state_and_report_json_record_no_secret(tmp_path):
+    from pipeline.graph.runner import write_run_config
+    from pipeline.graph.stages.report import run as write_reports
+
+    sections = {"run": {"out": str(tmp_path / "run")},
+                "job": {"ray_address": RAY_URL, "teacher": {"kind": "analytic"}}}
+    ctx = _run_context(tmp_path, sections)
+    write_run_config(ctx.run_dir, ctx.config)
+    recorded = tomllib.loads(_clean(Path(ctx.path("run.toml"))))
+    assert recorded["job"]["ray_address"] == "ray://admin:***@127.0.0.1:10001"
+    assert ctx.config.section("job")["ray_address"] == RAY_URL  # the stages still get the value
+    ctx.state.set("generate", {"status": "failed", "inputs": {"section": ctx.config.section("job")},
+                               "error": f"ConnectionError: cannot reach {RAY_URL}"})
+    state = json.loads(_clean(Path(ctx.state.url)))
+    assert state["stages"]["generate"]["error"].endswith("ray://admin:***@127.0.0.1:10001")
+    assert ctx.state.get("generate")["error"].endswith(RAY_URL)  # in memory, as it happened
+    written = write_reports(ctx, ())  # report.json, and report.html showing run.toml
+    report = json.loads(_clean(Path(written["report_json"])))
+    assert report["config"]["job"]["ray_address"] == "ray://admin:***@127.0.0.1:10001"
+    assert "ray://admin:***@127.0.0.1:10001" in _clean(Path(written["report_html"]))
+
+
+def test_the_eval_stage_writes_no_secret_into_its_json(tmp_path, monkeypatch):
+    """The writer under test is the stage's; the evaluation is replaced by a report naming a
+    credentialed URL (as one could after a storage error)."""
+    from pipeline.graph.stages import evaluate
+
+    ctx = _run_context(tmp_path, {"eval": {"per_class": 1}})
+    ctx.state.set("train_kd", {"status": "done", "outputs": {"checkpoint": ctx.path("student")}})
+    report = {"checkpoint": ctx.path("student"), "step": 1, "trained_classes": 1, "per_class": 1,
+              "cache": f"s3://user:{PLANTED}@bucket/cache", "storage_options": {"token": PLANTED}}
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", lambda *a, **k: report)
+    evaluate._evaluate(ctx, "train_kd", "eval_kd.json")
+    written = json.loads(_clean(Path(ctx.path("eval_kd.json"))))
+    assert written["cache"] == "s3://user:***@bucket/cache" and written["storage_options"] == {"token": "***"}
+
+
+def test_a_checkpoint_state_records_no_secret(tmp_path):
+    import torch
+
+    from student_train.checkpoint import STATE, load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    saved = save_checkpoint(str(tmp_path), 1, model=model, ema=torch.nn.Linear(2, 2),
+                            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                            extra={"config": {"cache": f"s3://u:{PLANTED}@bucket/c", "lr": 0.1,
+                                              "storage_options": {"secret": PLANTED}}})
+    _clean(Path(saved) / STATE)
+    state = load_checkpoint(saved)[1]  # still a valid checkpoint
+    assert state["config"] == {"cache": "s3://u:***@bucket/c", "lr": 0.1,
+                               "storage_options": {"secret": "***"}}
+
+
+@pytest.mark.parametrize("how", ["file", "set"])
+def test_s2dit_run_refuses_a_config_url_with_a_password_naming_the_key(how, tmp_path, capsys):
+    """Before any stage runs (each records its section): as a flag's URL would be."""
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
+    if how == "file":
+        path = tmp_path / "run.toml"  # the demo, its includes made absolute, and the address
+        text = demo.read_text().replace('include = "', f'include = "{demo.parent}/')
+        path.write_text(text.replace("[job]\n", f'[job]\nray_address = "{RAY_URL}"\n', 1))
+        argv = ["run", str(path), "--plan"]
+    else:
+        argv = ["run", str(demo), "--plan", "--set", f'job.ray_address="{RAY_URL}"']
+    assert cli(argv) == 2
+    out, err = capsys.readouterr()
+    assert PLANTED not in out + err
+    assert "[job.ray_address]" in err and "carries a password" in err

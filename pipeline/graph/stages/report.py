@@ -9,6 +9,8 @@ from typing import Any
 
 import fsspec
 
+from cache_schema.redact import redact_secrets
+
 from ..stage import Stage, StageContext
 from ..state_schema import PATH
 from .training import training_stages
@@ -45,7 +47,7 @@ def summary(ctx: StageContext, upstream: tuple[Stage, ...]) -> dict[str, Any]:
         for phase, seconds in ctx.outputs(stage.name).get("phase_seconds", {}).items():
             timings[f"{stage.name}_{phase}_s"] = seconds
     sample = ctx.outputs("sample")
-    return {
+    return redact_secrets({
         "config": ctx.config.resolved(),
         "cache": f"{cache['cache']}@{cache['generation']}" if cache else None,
         "cache_tag": tag.get("tag"),
@@ -55,7 +57,7 @@ def summary(ctx: StageContext, upstream: tuple[Stage, ...]) -> dict[str, Any]:
         "timings": timings,
         "stages": {name: {k: record[k] for k in ("status", "reason", "seconds", "error") if k in record}
                    for name, record in stages.items()},
-    }
+    })
 
 
 def run(ctx: StageContext, upstream: tuple[Stage, ...]) -> dict[str, Any]:
