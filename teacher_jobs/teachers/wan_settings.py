@@ -17,8 +17,8 @@ from cache_schema.typed_config import Limits, between, one_of
 
 from .registry import register_teacher
 from .spec import DriverPlan, TeacherSettings, VideoSize
-from .wan import DTYPES, HUB_ID, OFFLOAD, WanTeacher, solver_of, wan_fingerprint
 from .video_limits import VideoLimits
+from .wan import DTYPES, HUB_ID, OFFLOAD, WanTeacher, solver_of, wan_fingerprint
 from .wan_files import has_two_experts
 from .wan_limits import wan_geometry, wan_limits
 

@@ -22,10 +22,10 @@ from pipeline import eval as ev
 from pipeline.eval import ROLES, evaluate_checkpoint, format_report, teacher_forced_frames
 from pipeline.graph import load_run_config
 from pipeline.report.quality import chunk_curves, quality_table
+from student_train.config import TrainConfig
 from student_train.sampler import context_noise_like, sample_streaming
 from student_train.self_forcing import ARConfig, ARTrainer
 from student_train.student import StudentCheckpoint
-from student_train.config import TrainConfig
 from student_train.trainer import Trainer
 from teacher_jobs.teachers.analytic import AnalyticConfig, AnalyticTeacher
 

@@ -274,9 +274,10 @@ def test_s2dit_run_plan_prints_the_plan_of_the_real_stages_without_running(tmp_p
 
 def test_the_printed_plan_keeps_the_section_names_of_its_reasons(tmp_path, monkeypatch):
     # rich reads "[train]" as markup and would drop it from the table
+    from rich.console import Console
+
     import pipeline.run
     from pipeline.graph.plan import Step
-    from rich.console import Console
 
     why = "its inputs changed since it was done: [train] lr 0.005 -> 0.003"
     monkeypatch.setattr(pipeline.run, "plan_graph", lambda *a, **k: [Step("train_kd", "run", why)])
