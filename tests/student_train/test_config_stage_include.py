@@ -21,7 +21,7 @@ def test_memory_toml_gives_the_included_recipes_with_its_overrides():
     assert kd.model == {**kd_demo.model, "latent_frames": 15, "patch": [1, 4, 4],
                         "layout": ["lcha", "ssa:1", "ssa:1", "lcha"]}  # [train.model] merged
     ar, ar_demo = ARConfig.load(MEMORY), ARConfig.load(str(CONFIGS / "ar_demo.toml"))
-    assert ar.causal_steps == 100 and ar_demo.causal_steps == 200
+    assert ar.causal_steps == 400 and ar_demo.causal_steps == 200
     assert (ar.steps, ar.lr, ar.critic_lr) == (ar_demo.steps, ar_demo.lr, ar_demo.critic_lr)
     assert TrainConfig.load(MEMORY, steps=7).steps == 7  # flags override both files
 
