@@ -113,12 +113,27 @@ def bounded_stream(stream: IO[bytes], layout: CacheLayout, where: str) -> Bounde
     return BoundedStream(stream, max_member_bytes(layout), where)
 
 
+# numpy's own headers nest at most a structured dtype's fields of sub-arrays: dict, list, tuple,
+# shape tuple. Counted over every bracket byte (inside strings too: a cheap upper bound).
+MAX_NPY_NESTING = 16
+_OPEN, _CLOSE = np.frombuffer(b"([{", np.uint8), np.frombuffer(b")]}", np.uint8)
+
+
+def _bracket_depth(header: bytes) -> int:
+    """The deepest bracket nesting of ``header`` (in one vectorised pass)."""
+    raw = np.frombuffer(header, np.uint8)
+    steps = np.isin(raw, _OPEN).astype(np.int32) - np.isin(raw, _CLOSE).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def parse_npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
     """(dtype, shape, fortran_order) of a .npy header dict; ValueError for anything else:
     too long, not a literal, not a dict of exactly the numpy keys, an object dtype (never
     unpickled; plain records are fine), a shape that is not a tuple of non-negative ints."""
     if len(header) > MAX_NPY_HEADER:
         raise ValueError(f".npy header of {len(header)} bytes (at most {MAX_NPY_HEADER})")
+    if _bracket_depth(header) > MAX_NPY_NESTING:  # before the parser: deep nesting takes it seconds
+        raise ValueError(f".npy header nests brackets deeper than {MAX_NPY_NESTING} levels")
     try:
         meta = ast.literal_eval(header.decode("latin1"))
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as exc:

@@ -146,6 +146,10 @@ class JobMonitor:
         if idle < bound:
             return None
         stuck = [a for a in self.actors.values() if now - a.since >= bound]
+        if not stuck and idle < 2 * bound:
+            # Every actor progressed within the bound (one may have reported just before it
+            # hung): wait until one has been quiet for the bound, or the shard is twice late.
+            return None
         self.alert = _alert_line(idle, bound, basis, stuck, running, now, self.stall_timeout_s)
         self.alerts.append(self.alert)
         LOG.warning(self.alert)

@@ -17,13 +17,14 @@ import tarfile
 import tracemalloc
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from conftest import FINGERPRINT, make_records, small_layout
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_schema import CacheWriter, IntegrityError, ManifestError, open_store, read_manifest
-from cache_schema.bounds import bounded_stream, parse_zarr_meta
+from cache_schema.bounds import bounded_stream, parse_npy_header, parse_zarr_meta
 from cache_schema.checksum import sha256_bytes
 from cache_schema.encodings import get_encoding
 from cache_schema.encodings.ustar import member_header, npy_from_bytes
@@ -207,6 +208,15 @@ def test_fuzz_npy(**kw):
 @given(**npy_args)
 def test_fuzz_npy_slow(**kw):
     npy_property(**kw)
+
+
+def test_a_deeply_nested_npy_header_is_refused_before_the_literal_parser():
+    with _alarm(TIME_BOUND), pytest.raises(ValueError, match="nests brackets deeper than 16"):
+        parse_npy_header(b"[" * 2000 + b"]" * 2000)  # took ast.literal_eval seconds
+    nested = np.zeros(2, dtype=[("a", "<f4", (2, 3)), ("b", "<i2", (2,))])
+    buffer = io.BytesIO()
+    np.save(buffer, nested)  # the deepest form the parser takes (sub-array fields) still parses
+    assert npy_from_bytes(buffer.getvalue()).dtype == nested.dtype
 
 
 # -- zarr metadata -----------------------------------------------------------------------------
