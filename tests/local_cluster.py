@@ -91,20 +91,26 @@ class LocalCluster:
                                 text=True)
 
     def stop(self) -> None:
-        victims = set()
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                if self.temp in " ".join(proc.info["cmdline"] or []):
-                    victims |= {proc, *proc.children(recursive=True)}
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        for proc in victims:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(list(victims), timeout=30)
+        kill_processes_under(self.temp)
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def kill_processes_under(marker: str) -> None:
+    """Kill every process whose command line names ``marker`` (a cluster's temp dir), with its
+    children: `ray stop` would kill every Ray process on the machine, the test session's own too."""
+    victims = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if marker in " ".join(proc.info["cmdline"] or []):
+                victims |= {proc, *proc.children(recursive=True)}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in victims:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(list(victims), timeout=30)
 
 
 def wait_for(what: str, done: Callable[[], object], proc: subprocess.Popen,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from local_cluster import kill_processes_under
 
 from cache_schema import (
     CacheReader,
@@ -140,26 +141,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _stop_cluster(temp_dir: str) -> None:
-    """Kill only the processes of the head started under ``temp_dir``: `ray stop` would kill
-    every Ray process on the machine, this test session's own runtime included."""
-    import psutil
-
-    victims = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if temp_dir in " ".join(proc.info["cmdline"] or []):
-                victims.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    for proc in victims:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(victims, timeout=30)
-
-
 @pytest.mark.cluster
 def test_ray_job_submit_produces_the_same_bytes(corpus, reference, tmp_path):
     submitted = str(tmp_path / "submitted")
@@ -193,7 +174,7 @@ def test_ray_job_submit_produces_the_same_bytes(corpus, reference, tmp_path):
             time.sleep(1.0)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     finally:
-        _stop_cluster(temp)
+        kill_processes_under(temp)
         import shutil
 
         shutil.rmtree(temp, ignore_errors=True)
