@@ -60,25 +60,35 @@ def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str,
     out = Path(args.out) / name / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     kd_cfg, ar_cfg, eval_section = _configs(args.config, seed, STUDENTS[name], args.kd_steps, args.ar_steps)
+    # --kd-from: stage 2 starts from another bench's S2DiT-KD of the same student and seed (e.g.
+    # one trained on the same teacher's cache without causal pairs), whose scores are reused.
+    kd_dir = Path(args.kd_from) / name / f"seed{seed}" / "kd" if args.kd_from else out / "kd"
     t0 = time.time()
-    kd = launch("kd", kd_cfg, out_url=str(out / "kd"), cache_url=args.cache, progress=False)
+    kd = None if args.kd_from else launch("kd", kd_cfg, out_url=str(kd_dir), cache_url=args.cache,
+                                          progress=False)
     t1 = time.time()
-    ar = launch("ar", ar_cfg, out_url=str(out / "ar"), init_url=str(out / "kd"), cache_url=args.cache,
+    ar = launch("ar", ar_cfg, out_url=str(out / "ar"), init_url=str(kd_dir), cache_url=args.cache,
                 progress=False)
     t2 = time.time()
     per_class = args.per_class or eval_section.get("per_class", 96)
     lengths = tuple(args.lengths or eval_section.get("lengths", [1]))
     reports = {}
-    for stage, done, kwargs in (("kd", kd, {}), ("ar", ar, {"lengths": lengths})):
-        if done.checkpoint is None:  # already trained: evaluate the newest checkpoint
+    reused_kd = kd_dir.parent / "eval_kd.json"
+    if args.kd_from and reused_kd.exists():
+        reports["kd"] = json.loads(reused_kd.read_text())
+        save_report(reports["kd"], str(out / "eval_kd.json"))
+    for stage, done, folder, kwargs in (("kd", kd, kd_dir, {}), ("ar", ar, out / "ar", {"lengths": lengths})):
+        if stage in reports:
+            continue
+        if done is None or done.checkpoint is None:  # already trained: evaluate the newest checkpoint
             from student_train.checkpoint import latest_checkpoint
-            checkpoint = latest_checkpoint(str(out / stage))
+            checkpoint = latest_checkpoint(str(folder))
         else:
             checkpoint = done.checkpoint
         reports[stage] = evaluate_checkpoint(checkpoint, per_class=per_class, noise="report", **kwargs)
         save_report(reports[stage], str(out / f"eval_{stage}.json"))
     return {"student": name, "seed": seed, "kd_seconds": t1 - t0, "ar_seconds": t2 - t1,
-            "eval_seconds": time.time() - t2, "kd": reports["kd"], "ar": reports["ar"],
+            "eval_seconds": time.time() - t2, "kd": reports["kd"], "ar": reports["ar"], "kd_from": args.kd_from,
             "chunk_costs": chunk_costs(str(out / "ar"))}
 
 
@@ -161,6 +171,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/memory_bench")
     parser.add_argument("--kd-steps", type=int, help="override S2DiT-KD steps (default: the config's)")
     parser.add_argument("--ar-steps", type=int, help="override the causal-phase steps")
+    parser.add_argument("--kd-from", help="another bench OUT folder whose <student>/seed<k>/kd is stage 2's "
+                        "start (no KD training; its eval_kd.json is reused), e.g. KD models trained on the "
+                        "same teacher's cache without causal pairs")
     parser.add_argument("--per-class", type=int, help="held-out samples per class (default: [eval])")
     parser.add_argument("--lengths", type=int, nargs="+", help="streaming lengths (default: [eval])")
     parser.add_argument("--run", help="a finished `s2dit run` folder of the same config: its scores are "
