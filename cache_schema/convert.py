@@ -110,7 +110,7 @@ def _convert_shard(reader: CacheReader, shard: ShardInfo, dst: Store, to: str,
 
 
 def convert(url: str, *, to: str | None = None, output: str, codec: str | None = None,
-            storage_options: dict[str, Any] | None = None, progress: bool = True) -> OpResult:
+            progress: bool = True) -> OpResult:
     """A new cache ``output`` (operation "convert") holding ``url``'s live samples as encoding
     ``to`` (default: the source's) with value codec ``codec`` (default: the source's).
 
@@ -118,7 +118,7 @@ def convert(url: str, *, to: str | None = None, output: str, codec: str | None =
     source URL, generation, cache id, encoding and codec. Tombstoned samples are not carried
     over. Every tensor decodes to the source's bits (checked by checksum) either way.
     """
-    src = _open(url, storage_options)
+    src = _open(url)
     to = to or src.manifest.encoding
     source_codec = src.manifest.layout.codec
     try:
@@ -130,8 +130,8 @@ def convert(url: str, *, to: str | None = None, output: str, codec: str | None =
     if to == src.manifest.encoding and layout.codec == source_codec:
         raise OperationRefused(f"{src.ref} is already {to} with codec {source_codec}: name "
                                "another --to encoding or --codec")
-    dst = _new_cache(output, storage_options)
-    reader = CacheReader(src.ref, storage_options)
+    dst = _new_cache(output)
+    reader = CacheReader(src.ref)
     shards: list[ShardInfo] = []
     rows: list[tuple] = []
     checked = 0

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Self
+from typing import Self
 
 from .store import Store, open_store, split_ref
 
@@ -108,11 +108,10 @@ class WriterLease:
         self.end()
 
 
-def writer_lease(url: str, *, what: str, ttl: float = DEFAULT_TTL,
-                 storage_options: dict[str, Any] | None = None) -> WriterLease:
+def writer_lease(url: str, *, what: str, ttl: float = DEFAULT_TTL) -> WriterLease:
     """A (not yet started) lease on the cache at ``url``: ``with writer_lease(url, what=...):``
     around ``write_shard`` calls and the ``commit_generation`` that names them."""
-    return WriterLease(open_store(split_ref(url)[0], storage_options), what=what, ttl=ttl)
+    return WriterLease(open_store(split_ref(url)[0]), what=what, ttl=ttl)
 
 
 @dataclass(frozen=True, slots=True)

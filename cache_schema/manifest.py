@@ -268,7 +268,7 @@ def referenced_store(cache: Store, root: str) -> Store:
     """The store of a cache ``cache``'s manifest references by ``root`` (append/merge by
     reference): it must resolve by the ``paths`` rules and, where it exists, hold committed
     manifests itself (a deleted one reads as missing shards, which the reader names)."""
-    ref = open_store(resolve_root(cache.url, root), cache.storage_options)
+    ref = open_store(resolve_root(cache.url, root))
     if not list_generations(ref) and ref.exists(""):
         raise ManifestError(f"cache {cache.url} references shards in {ref.url} (root {root!r}), "
                             "which holds no committed cache; restore that cache or re-create "
@@ -296,10 +296,10 @@ def resolve_generation(store: Store, ref: str | int | None) -> int:
     return int(tag["generation"])
 
 
-def load_manifest(url: str, storage_options: dict[str, Any] | None = None) -> Manifest | None:
+def load_manifest(url: str) -> Manifest | None:
     """The manifest a ``url[@N|@tag]`` names; None for an empty cache without a ref."""
     base, ref = split_ref(url)
-    store = open_store(base, storage_options)
+    store = open_store(base)
     if ref is None and not list_generations(store):
         return None
     return read_manifest(store, resolve_generation(store, ref))

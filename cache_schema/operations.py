@@ -49,16 +49,16 @@ class _Source:
         return read_index(self.store, self.manifest)
 
 
-def _open(url: str, storage_options: dict[str, Any] | None = None) -> _Source:
+def _open(url: str) -> _Source:
     base, ref = split_ref(url)
-    store = open_store(base, storage_options)
+    store = open_store(base)
     manifest = read_manifest(store, resolve_generation(store, ref))
     return _Source(store, manifest, f"{store.url}@{manifest.generation}")
 
 
-def _open_target(url: str, storage_options: dict[str, Any] | None = None) -> _Source:
+def _open_target(url: str) -> _Source:
     """The cache an operation extends: its newest generation (a ref must name that one)."""
-    target = _open(url, storage_options)
+    target = _open(url)
     newest = list_generations(target.store)[-1]
     if target.manifest.generation != newest:
         raise OperationRefused(
@@ -68,12 +68,12 @@ def _open_target(url: str, storage_options: dict[str, Any] | None = None) -> _So
     return target
 
 
-def _new_cache(url: str, storage_options: dict[str, Any] | None = None) -> Store:
+def _new_cache(url: str) -> Store:
     """The empty store a merge or convert creates its cache in; refuse anything committed there."""
     base, ref = split_ref(url)
     if ref is not None:
         raise OperationRefused(f"--output {url} carries a ref (@{ref}); give the new cache's URL")
-    store = open_store(base, storage_options)
+    store = open_store(base)
     if list_generations(store):
         raise OperationRefused(f"{store.url} already holds a cache (generations "
                                f"{list_generations(store)}); this writes a new cache: choose an "
@@ -127,7 +127,7 @@ def _live(table: pa.Table) -> int:
     return sum(1 for s in table.column("status").to_pylist() if s == STATUS_OK)
 
 
-def append(url: str, other: str, *, storage_options: dict[str, Any] | None = None) -> OpResult:
+def append(url: str, other: str) -> OpResult:
     """A new generation of ``url``: its shards plus those of ``other`` (same fingerprint).
 
     On the same store the shards are referenced where they lie (no bytes copied), so ``url``
@@ -137,8 +137,8 @@ def append(url: str, other: str, *, storage_options: dict[str, Any] | None = Non
     index rows come along with their status (its tombstones stay tombstones); a sample id
     already in ``url`` refuses the whole append.
     """
-    dst = _open_target(url, storage_options)
-    src = _open(other, storage_options)
+    dst = _open_target(url)
+    src = _open(other)
     if src.manifest.cache_id == dst.manifest.cache_id:
         raise OperationRefused(f"{other} is the same cache as {url}: appending it to itself "
                                "would duplicate every sample")
@@ -197,8 +197,7 @@ def read_id_list(path: str) -> list[str]:
 
 
 def filter_samples(url: str, *, exclude_ids: Iterable[str] | None = None, where: str | None = None,
-                   ids_source: str | None = None,
-                   storage_options: dict[str, Any] | None = None) -> OpResult:
+                   ids_source: str | None = None) -> OpResult:
     """A filter generation: ``exclude_ids`` removed, or only samples where ``where`` holds kept.
 
     ``where`` is a safe expression over the index columns (see ``filter_expr``); ``ids_source``
@@ -207,7 +206,7 @@ def filter_samples(url: str, *, exclude_ids: Iterable[str] | None = None, where:
     """
     if (exclude_ids is None) == (where is None):
         raise OperationRefused("give exactly one of --exclude-ids FILE or --where EXPR")
-    src = _open_target(url, storage_options)
+    src = _open_target(url)
     index = src.index
     if where is not None:
         keep = evaluate_where(where, index)
@@ -239,10 +238,10 @@ def dedup_key(prompt: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", prompt).casefold()).strip()
 
 
-def dedup(url: str, *, storage_options: dict[str, Any] | None = None) -> OpResult:
+def dedup(url: str) -> OpResult:
     """Tombstone later samples with the same (normalised prompt, seed); the first one in index
     order stays. Returns ``OpResult(None)`` (nothing committed) when there is no duplicate."""
-    src = _open_target(url, storage_options)
+    src = _open_target(url)
     index = src.index
     seen: set[tuple[str, int]] = set()
     remove = []
@@ -255,17 +254,17 @@ def dedup(url: str, *, storage_options: dict[str, Any] | None = None) -> OpResul
     return _commit_filter(src, remove, {"filter": "dedup", "by": "NFKC casefolded prompt, seed"})
 
 
-def merge(a: str, b: str, *, output: str, storage_options: dict[str, Any] | None = None) -> OpResult:
+def merge(a: str, b: str, *, output: str) -> OpResult:
     """A new cache ``output`` whose first generation (operation "merge") holds both caches'
     samples, tombstones included. Shards on ``output``'s store are referenced (``output`` then
     depends on ``a``'s and ``b``'s objects), others copied and sha256-checked."""
-    first, second = _open(a, storage_options), _open(b, storage_options)
+    first, second = _open(a), _open(b)
     if first.manifest.cache_id == second.manifest.cache_id:
         raise OperationRefused(f"{a} and {b} are generations of the same cache; merging would "
                                "duplicate samples (use a generation as it is, or filter)")
     check_compatible(first.manifest, second.manifest.fingerprint, second.manifest.layout,
                      second.manifest.encoding, f"{first.ref} (merging {second.ref})")
-    dst = _new_cache(output, storage_options)
+    dst = _new_cache(output)
     check_unique_ids(pa.concat_tables([first.index, second.index]), dst.url,
                      hint="the caches overlap; filter the shared samples out of one of them first")
     mover = _Mover(dst, set())

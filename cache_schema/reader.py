@@ -50,10 +50,10 @@ def check_selected(record: dict[str, Any], shard: str, partial: dict[str, Sequen
 class CacheReader:
     """Read ``url[@N|@tag]``; the newest generation when no ref is given."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
+    def __init__(self, url: str):
         base, ref = split_ref(url)
         self.url = url
-        self.store = open_store(base, storage_options)
+        self.store = open_store(base)
         self.generation = resolve_generation(self.store, ref)
         self.manifest: Manifest = read_manifest(self.store, self.generation)
         self.layout = self.manifest.layout

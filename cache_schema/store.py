@@ -8,9 +8,10 @@ a named storage profile; none of it is ever written into a manifest.
 Storage profiles (``--storage-profile NAME``): a profile is fsspec storage options for one
 protocol (``s3`` unless it says ``protocol = "..."``), read from ``$S2DIT_STORAGE_PROFILES`` or
 ``~/.config/s2dit/storage.toml``. ``use_profile`` selects one for the whole process: it becomes
-fsspec's default for that protocol, so every filesystem opened without explicit options (stores,
-checkpoints, run folders, corpora) uses it. Ray workers get only ``storage_env()`` (the profile's
-name, the profiles file's path and the non-secret AWS names) and call ``apply_storage_env``.
+fsspec's default for that protocol, so every filesystem s2dit opens (stores, checkpoints, run
+folders, corpora) uses it: it is the one channel for storage options, which no function takes
+as a parameter. Ray workers get only ``storage_env()`` (the profile's name, the profiles file's
+path and the non-secret AWS names) and call ``apply_storage_env``.
 Profiles hold endpoints and tuning, never credentials (a credential key is refused).
 """
 
@@ -25,7 +26,7 @@ import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -155,11 +156,6 @@ def read_profile(name: str) -> tuple[str, dict[str, Any]]:
     return protocol, options
 
 
-def load_profile(name: str) -> dict[str, Any]:
-    """Storage options of a named profile (see ``read_profile``)."""
-    return read_profile(name)[1]
-
-
 def _install(name: str) -> None:
     """Make profile ``name`` fsspec's process-wide default for its protocol."""
     protocol, options = read_profile(name)
@@ -237,7 +233,6 @@ class Store:
     fs: fsspec.AbstractFileSystem
     root: str  # protocol-less root path as the filesystem expects it
     url: str  # the user-facing URL of the root
-    storage_options: dict[str, Any] = field(repr=False)  # never printed: may hold what the caller gave
 
     @property
     def is_local(self) -> bool:
@@ -354,20 +349,18 @@ def resolve_root(base: str, root: str) -> str:
     return paths.resolve_root(base, root)
 
 
-def open_store(url: str, storage_options: dict[str, Any] | None = None, *,
-               profile: str | None = None) -> Store:
-    """A Store for a cache root URL (refs like ``@3`` must be split off first)."""
+def open_store(url: str) -> Store:
+    """A Store for a cache root URL (refs like ``@3`` must be split off first). Its filesystem
+    takes its options from the selected storage profile (``use_profile``), the one channel."""
     if not url:
         raise StoreError("empty cache URL: give a folder path or an fsspec URL like s3://bucket/cache")
     refuse_url_credentials(url, "cache URL")
-    options = dict(load_profile(profile)) if profile else {}
-    options.update(storage_options or {})
     try:
-        fs, root = fsspec.core.url_to_fs(url, **options)
+        fs, root = fsspec.core.url_to_fs(url)
     except (ValueError, ImportError) as exc:
         raise StoreError(f"cannot open cache URL {url!r}: {exc}") from exc
     root = root.rstrip("/")
     if isinstance(fs, LocalFileSystem):
         root = str(Path(root).resolve())
         url = root
-    return Store(fs=fs, root=root, url=url.rstrip("/"), storage_options=options)
+    return Store(fs=fs, root=root, url=url.rstrip("/"))

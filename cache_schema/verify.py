@@ -41,21 +41,19 @@ class VerifyReport:
                 "warnings": self.warnings}
 
 
-def verify_cache(url: str, *, deep: bool = False,
-                 storage_options: dict[str, Any] | None = None) -> VerifyReport:
+def verify_cache(url: str, *, deep: bool = False) -> VerifyReport:
     report = VerifyReport(url=url)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnpinnedIndexWarning)
-        _verify(report, url, deep, storage_options)
+        _verify(report, url, deep)
     report.warnings = sorted({str(w.message) for w in caught
                               if issubclass(w.category, UnpinnedIndexWarning)})
     return report
 
 
-def _verify(report: VerifyReport, url: str, deep: bool,
-            storage_options: dict[str, Any] | None) -> None:
+def _verify(report: VerifyReport, url: str, deep: bool) -> None:
     base, ref = split_ref(url)
-    store = open_store(base, storage_options)
+    store = open_store(base)
     gens = list_generations(store)
     if not gens:
         report.problems.append(f"{store.url}: no committed generation")
@@ -67,7 +65,7 @@ def _verify(report: VerifyReport, url: str, deep: bool,
             report.problems.append(f"{manifest_rel(gen)}: {exc}")
     try:
         report.generation = resolve_generation(store, ref)
-        reader = CacheReader(url, storage_options)
+        reader = CacheReader(url)
         index = read_index(reader.store, reader.manifest)  # pinned digest, then the rows
     except CacheError as exc:
         if str(exc) not in " ".join(report.problems):

@@ -93,9 +93,9 @@ def write_shard_to_store(store: Store, records: Sequence[dict[str, Any]], *, lay
 
 
 def write_shard(url: str, records: Sequence[dict[str, Any]], *, layout: CacheLayout, encoding: str,
-                shard_name: str, storage_options: dict[str, Any] | None = None) -> ShardInfo:
+                shard_name: str) -> ShardInfo:
     """Write one shard (validated, hashed, create-only path); no manifest refers to it yet."""
-    return write_shard_to_store(open_store(split_ref(url)[0], storage_options), records,
+    return write_shard_to_store(open_store(split_ref(url)[0]), records,
                                 layout=layout, encoding=encoding, shard_name=shard_name)
 
 
@@ -209,14 +209,13 @@ def check_compatible(parent: Manifest, fingerprint: dict[str, Any], layout: Cach
 def commit_generation(url: str, *, shards: Sequence[ShardInfo], layout: CacheLayout,
                       fingerprint: dict[str, Any], operation: str = "append",
                       parent: int | None = None, extra: dict[str, Any] | None = None,
-                      storage_options: dict[str, Any] | None = None,
                       retries: int = 8) -> Manifest:
     """Commit a generation holding the newest generation's shards plus ``shards``.
 
     With ``parent`` given, a newer generation committed meanwhile is a GenerationConflict;
     without it, a lost race retries onto the next generation (nothing is lost).
     """
-    store = open_store(split_ref(url)[0], storage_options)
+    store = open_store(split_ref(url)[0])
     encodings = {s.encoding for s in shards}
     if len(encodings) > 1:
         raise ValueError(f"shards mix encodings {sorted(encodings)}")
@@ -252,16 +251,14 @@ class CacheWriter:
 
     def __init__(self, url: str, *, layout: CacheLayout, fingerprint: dict[str, Any],
                  encoding: str = DEFAULT_ENCODING, samples_per_shard: int = 256,
-                 config: dict[str, Any] | None = None,
-                 storage_options: dict[str, Any] | None = None, shard_prefix: str | None = None,
+                 config: dict[str, Any] | None = None, shard_prefix: str | None = None,
                  max_pending: int = 2, lease_ttl: float = DEFAULT_TTL):
         get_encoding(encoding).check_layout(layout)  # unknown name or codec: fails before any work
         if not 1 <= samples_per_shard <= MAX_SHARD_SAMPLES:
             raise ValueError(f"samples_per_shard must be in [1, {MAX_SHARD_SAMPLES}] (what a "
                              f"reader accepts), got {samples_per_shard}")
         self.url = split_ref(url)[0]
-        self.store = open_store(self.url, storage_options)
-        self.storage_options = storage_options
+        self.store = open_store(self.url)
         self.layout, self.fingerprint, self.encoding = layout, fingerprint, encoding
         self.samples_per_shard = samples_per_shard
         self.config = config
@@ -307,7 +304,7 @@ class CacheWriter:
             extra = {"config": self.config} if self.config is not None else None
             self.manifest = commit_generation(self.url, shards=shards, layout=self.layout,
                                               fingerprint=self.fingerprint, operation=operation,
-                                              extra=extra, storage_options=self.storage_options)
+                                              extra=extra)
         finally:
             self.lease.end()
         return self.manifest

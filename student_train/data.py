@@ -107,8 +107,8 @@ class CacheStream:
     """Iterate records of a cache generation forever (epoch after epoch) from a resume state."""
 
     def __init__(self, url: str, *, fields: Sequence[str], steps: Sequence[int] | None = None,
-                 config: LoaderConfig = LoaderConfig(), storage_options: dict | None = None):
-        self.reader = CacheReader(url, storage_options)
+                 config: LoaderConfig = LoaderConfig()):
+        self.reader = CacheReader(url)
         self.fields, self.steps, self.config = tuple(fields), steps, config
         self._set_shard_order("name")
         # This rank reads order[start + rank :: world_size]; ``position`` counts what it yielded.

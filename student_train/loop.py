@@ -104,13 +104,11 @@ class TrainLoop:
         return self.plan
 
     # -- cache and resume --------------------------------------------------------------------
-    def open_cache(self, cache_url: str, fields: Sequence[str] | Callable[[Any], Sequence[str]],
-                   storage_options: dict | None):
+    def open_cache(self, cache_url: str, fields: Sequence[str] | Callable[[Any], Sequence[str]]):
         """The stream of this rank, its layout and the manifest every checkpoint records.
         ``fields`` may be a function of the manifest (a stage that reads optional fields when
         the cache holds them)."""
         self.stream = CacheStream(cache_url, fields=() if callable(fields) else fields,
-                                  storage_options=storage_options,
                                   config=LoaderConfig.for_training(self.cfg, self.rank, self.world))
         manifest = self.stream.reader.manifest
         if callable(fields):  # before the first read

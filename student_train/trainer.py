@@ -112,11 +112,10 @@ class Trainer(TrainLoop):
     DESC, RESUMES, PROGRESS_KEYS = "S2DiT-KD", ("kd",), ("loss",)
 
     def __init__(self, cache_url: str, out_url: str, config: TrainConfig, *, rank: int = 0,
-                 world_size: int = 1, wrap_model: Callable | None = None,
-                 storage_options: dict | None = None):
+                 world_size: int = 1, wrap_model: Callable | None = None):
         super().__init__(out_url, config, rank=rank, world_size=world_size)
         # 1. the cache
-        manifest = self.open_cache(cache_url, FIELDS, storage_options)
+        manifest = self.open_cache(cache_url, FIELDS)
         if config.expect_fingerprint_digest and config.expect_fingerprint_digest != manifest.fingerprint_digest:
             raise FingerprintMismatch(
                 f"cache {cache_url} has fingerprint {manifest.fingerprint_digest[:16]}, the training "

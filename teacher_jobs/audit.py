@@ -168,14 +168,13 @@ def _teacher_for(config: JobConfig, manifest_fingerprint: dict[str, Any], *,
 
 def audit_cache(url: str, config: JobConfig | None = None, *, fraction: float | None = None,
                 ids: Sequence[str] | None = None, seed: int = 0, atol: float | None = None,
-                settings: dict[str, Any] | None = None,
-                storage_options: dict[str, Any] | None = None, write: bool = True,
+                settings: dict[str, Any] | None = None, write: bool = True,
                 progress: Any = None) -> AuditResult:
     """Audit ``url[@ref]`` (module docstring) with the job's ``config``, or (None) the one its
     manifest records with ``settings`` over it (``JobConfig.load`` keywords: ``teacher`` and job
     keys; a cache that records none: ``settings`` alone); ``progress(n)`` is called per
     regenerated record."""
-    reader = CacheReader(url, storage_options)
+    reader = CacheReader(url)
     manifest = reader.manifest
     config, recorded = _audit_config(manifest, config, settings)
     teacher = _teacher_for(config, manifest.fingerprint, recorded=recorded)

@@ -36,10 +36,10 @@ class RejectedEntry:
         return {"line": self.line, "text": self.text[:200], "reason": self.reason}
 
 
-def _raw_items(url: str, storage_options: dict | None) -> list[tuple[int, object]]:
+def _raw_items(url: str) -> list[tuple[int, object]]:
     """(line, raw) pairs; raw is bytes (txt), a parsed dict (jsonl/parquet) or an error str."""
     try:
-        with fsspec.open(url, "rb", **(storage_options or {})) as handle:
+        with fsspec.open(url, "rb") as handle:
             data = handle.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"prompt corpus {url} does not exist") from None
@@ -107,8 +107,7 @@ def require_entries(entries: list[Entry], rejected: list[RejectedEntry], url: st
 
 
 def load_corpus(url: str, *, seeds_per_prompt: int = 1, max_tokens: int | None = None,
-                count_tokens=None, storage_options: dict | None = None
-                ) -> tuple[list[Entry], list[RejectedEntry]]:
+                count_tokens=None) -> tuple[list[Entry], list[RejectedEntry]]:
     """Valid entries in a stable order, and rejected lines.
 
     Seeds are emitted round-robin across prompts (seed 0 of every prompt, then seed 1, ...):
@@ -117,7 +116,7 @@ def load_corpus(url: str, *, seeds_per_prompt: int = 1, max_tokens: int | None =
     """
     rows: list[tuple[int, str, list, str | None]] = []
     rejected: list[RejectedEntry] = []
-    for line, raw in _raw_items(url, storage_options):
+    for line, raw in _raw_items(url):
         if isinstance(raw, str):
             rejected.append(RejectedEntry(line, "", raw))
             continue

@@ -176,9 +176,15 @@ def test_a_url_carrying_a_password_is_refused_and_never_echoed(tmp_path, capsys)
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
-def test_a_store_does_not_print_its_storage_options(tmp_path):
-    store = open_store(str(tmp_path), {"auto_mkdir": True})
-    assert "auto_mkdir" not in repr(store) and store.storage_options == {"auto_mkdir": True}
+def test_a_store_takes_its_options_from_the_profile_and_does_not_print_them(tmp_path, monkeypatch):
+    """The profile is the one channel for storage options (open_store takes none): a store
+    opened while it is selected has them, and its repr shows none of them."""
+    _profiles(tmp_path, '[profiles.local]\nprotocol = "file"\nauto_mkdir = true\n', monkeypatch)
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    with use_profile("local"):
+        store = open_store(str(tmp_path))
+    assert store.fs.auto_mkdir is True and "auto_mkdir" not in repr(store)
+    assert open_store(str(tmp_path)).fs.auto_mkdir is False  # the selection ended with the block
 
 
 # -- the CLI imports only the command it runs (pipeline/cli.py; here as this helper's test file)

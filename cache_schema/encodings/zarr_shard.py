@@ -172,8 +172,7 @@ def open_group(store: Store, path: str):
     if store.is_local:
         zstore = LocalStore(store.path(path), read_only=True)
     else:  # from_url builds an asynchronous filesystem instance, as zarr requires
-        zstore = FsspecStore.from_url(store.url_of(path), storage_options=store.storage_options,
-                                      read_only=True)
+        zstore = FsspecStore.from_url(store.url_of(path), read_only=True)
     return zarr.open_group(store=zstore, mode="r", zarr_format=3)
 
 

@@ -56,8 +56,7 @@ class ARTrainer(TrainLoop):
     PROGRESS_KEYS = ("causal_loss", "regression_loss", "critic_loss")
 
     def __init__(self, init_url: str, cache_url: str, out_url: str, config: ARConfig, *,
-                 rank: int = 0, world_size: int = 1, storage_options: dict | None = None,
-                 real_score: RealScore | None = None):
+                 rank: int = 0, world_size: int = 1, real_score: RealScore | None = None):
         super().__init__(out_url, config, rank=rank, world_size=world_size)
         # 1. the KD checkpoint and the cache
         self.source: KDSource = load_kd_source(init_url)
@@ -73,7 +72,7 @@ class ARTrainer(TrainLoop):
             return AR_FIELDS + tuple(f for f in causal_fields(bool(self.pair_chunk))
                                      if f not in AR_FIELDS)
 
-        manifest = self.open_cache(cache_url, fields, storage_options)
+        manifest = self.open_cache(cache_url, fields)
         check_fits(self.source, self.layout, manifest.fingerprint_digest, cache_url,
                    teacher_digest(manifest.fingerprint))
         self.plan = self.source.plan

@@ -98,21 +98,21 @@ def _clean(path: Path) -> str:
 def test_redact_secrets_masks_credential_keys_and_url_passwords_at_any_depth():
     from cache_schema.redact import REDACTED, redact_secrets
 
-    value = {"storage_options": {"key": "AKIAEXAMPLE", "Secret": PLANTED, "token": None,
-                                 "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}},
+    value = {"s3": {"key": "AKIAEXAMPLE", "Secret": PLANTED, "token": None,
+                    "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}},
              "urls": [f"s3://user:{PLANTED}@bucket/x", (f"https://:{PLANTED}@host/p",)],
              "error": f"cannot open https://bob:{PLANTED}@example.com/a: refused",
              "prompt": "a red cat", "plain": "s3://bucket/cache@3", "steps": 4, "on": True}
     out = redact_secrets(value)
     assert PLANTED not in json.dumps(out)
-    assert out["storage_options"]["key"] == out["storage_options"]["Secret"] == REDACTED
-    assert out["storage_options"]["token"] is None  # "none set" stays visible
-    assert out["storage_options"]["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:9000"}
+    assert out["s3"]["key"] == out["s3"]["Secret"] == REDACTED
+    assert out["s3"]["token"] is None  # "none set" stays visible
+    assert out["s3"]["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:9000"}
     assert out["urls"] == ["s3://user:***@bucket/x", ("https://:***@host/p",)]
     assert out["error"] == "cannot open https://bob:***@example.com/a: refused"
     assert {k: out[k] for k in ("prompt", "plain", "steps", "on")} == {
         "prompt": "a red cat", "plain": "s3://bucket/cache@3", "steps": 4, "on": True}
-    assert value["storage_options"]["Secret"] == PLANTED  # the caller's copy is untouched
+    assert value["s3"]["Secret"] == PLANTED  # the caller's copy is untouched
 
 
 def test_the_cache_job_records_no_secret_in_manifests_reports_or_its_status(ray_runtime, tmp_path):
@@ -139,10 +139,10 @@ def test_the_cache_job_records_no_secret_in_manifests_reports_or_its_status(ray_
     manifest = load_manifest(str(output))
     commit_generation(str(output), shards=[], layout=manifest.layout,
                       fingerprint=manifest.fingerprint,
-                      extra={"storage_options": {"secret": PLANTED, "region": "eu-west-1"}})
+                      extra={"s3": {"secret": PLANTED, "region": "eu-west-1"}})
     latest = load_manifest(str(output))  # its body digest holds over the masked extra
     assert latest.generation == manifest.generation + 1
-    assert latest.extra["storage_options"] == {"secret": "***", "region": "eu-west-1"}
+    assert latest.extra["s3"] == {"secret": "***", "region": "eu-west-1"}
     for path in output.rglob("*.json"):
         _clean(path)
 
@@ -192,11 +192,11 @@ def test_the_eval_stage_writes_no_secret_into_its_json(tmp_path, monkeypatch):
     ctx = _run_context(tmp_path, {"eval": {"per_class": 1}})
     ctx.state.set("train_kd", {"status": "done", "outputs": {"checkpoint": ctx.path("student")}})
     report = {"checkpoint": ctx.path("student"), "step": 1, "trained_classes": 1, "per_class": 1,
-              "cache": f"s3://user:{PLANTED}@bucket/cache", "storage_options": {"token": PLANTED}}
+              "cache": f"s3://user:{PLANTED}@bucket/cache", "s3": {"token": PLANTED}}
     monkeypatch.setattr(evaluate, "evaluate_checkpoint", lambda *a, **k: report)
     evaluate._evaluate(ctx, "train_kd", "eval_kd.json")
     written = json.loads(_clean(Path(ctx.path("eval_kd.json"))))
-    assert written["cache"] == "s3://user:***@bucket/cache" and written["storage_options"] == {"token": "***"}
+    assert written["cache"] == "s3://user:***@bucket/cache" and written["s3"] == {"token": "***"}
 
 
 def test_a_checkpoint_state_records_no_secret(tmp_path):
@@ -208,11 +208,11 @@ def test_a_checkpoint_state_records_no_secret(tmp_path):
     saved = save_checkpoint(str(tmp_path), 1, model=model, ema=torch.nn.Linear(2, 2),
                             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                             extra={"config": {"cache": f"s3://u:{PLANTED}@bucket/c", "lr": 0.1,
-                                              "storage_options": {"secret": PLANTED}}})
+                                              "s3": {"secret": PLANTED}}})
     _clean(Path(saved) / STATE)
     state = load_checkpoint(saved)[1]  # still a valid checkpoint
     assert state["config"] == {"cache": "s3://u:***@bucket/c", "lr": 0.1,
-                               "storage_options": {"secret": "***"}}
+                               "s3": {"secret": "***"}}
 
 
 @pytest.mark.parametrize("how", ["file", "set"])

@@ -26,12 +26,11 @@ from teacher_jobs.teachers import build_teacher
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def zarr_cache(url: str, *, seeds: int = 2, codec: str = "raw",
-               storage_options: dict | None = None) -> str:
+def zarr_cache(url: str, *, seeds: int = 2, codec: str = "raw") -> str:
     records, layout, fp = analytic_records(seeds=seeds)
     layout = dataclasses.replace(layout, codec=codec)
-    with CacheWriter(url, layout=layout, fingerprint=fp, encoding="zarr", samples_per_shard=8,
-                     storage_options=storage_options) as writer:
+    with CacheWriter(url, layout=layout, fingerprint=fp, encoding="zarr",
+                     samples_per_shard=8) as writer:
         for record in records:
             writer.write(record)
     return url
