@@ -16,6 +16,7 @@ from teacher_jobs.teachers.registry import make_settings
 
 from .config import GRAPH_SET_JOB_KEYS, RUN_KEYS, RunConfig, RunConfigError, refuse_unknown_keys
 from .overrides import set_override
+from .stage import check_section
 from .stages import graph_stages, sections, seeded_sections
 
 
@@ -94,8 +95,8 @@ def _check_section(config: RunConfig, section: str, blame: str) -> None:
         enabled = config.sections.get(section, {}).get("enabled", True)
         if not isinstance(enabled, bool):
             raise RunConfigError(f"[{section}] enabled must be true or false, got {enabled!r}")
-        for check in dict.fromkeys(s.check for s in graph_stages() if s.section == section and s.check):
-            check(config)
+        if section != "run":  # no stage's: check_keys did it
+            check_section(config, section, graph_stages())
     except (ValueError, TypeError) as exc:
         raise RunConfigError(f"{blame}: {exc}") from None
 

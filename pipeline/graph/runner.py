@@ -23,7 +23,7 @@ from .config import RunConfig, RunConfigError
 from .fingerprint import digest
 from .run_folder import check_run_folder
 from .run_lock import RunLock
-from .stage import Stage, StageContext
+from .stage import Stage, StageContext, check_section
 from .state import STATE_FILE, RunState, now
 from .toml_out import dumps
 
@@ -70,13 +70,14 @@ def check_flags(stages: Sequence[Stage], from_stage: str | None, only: str | Non
 
 def check_config(config: RunConfig, stages: Sequence[Stage]) -> None:
     """Every enabled stage's section parsed into its typed config (errors name the key)."""
-    for stage in stages:
-        if stage.check is not None and config.enabled(stage.section):
-            try:
-                stage.check(config)
-            except (ValueError, TypeError) as exc:  # name the file and section, not "flags"
-                raise RunConfigError(f"{config.source} [{stage.section}] (stage {stage.name}): "
-                                     f"{exc}") from None
+    for section in dict.fromkeys(s.section for s in stages):
+        if not config.enabled(section):
+            continue
+        try:
+            check_section(config, section, stages)
+        except (ValueError, TypeError) as exc:  # name the file and section, not "flags"
+            names = ", ".join(s.name for s in stages if s.section == section)
+            raise RunConfigError(f"{config.source} [{section}] (stage {names}): {exc}") from None
 
 
 def check_run(config: RunConfig, stages: Sequence[Stage], run_dir: str, *,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 from rich.console import Console
 
-from .config import RunConfig
+from .config import RunConfig, refuse_unknown_keys
 from .state import RunState
 from .state_schema import check_paths, recorded_paths
 
@@ -102,3 +102,14 @@ class Stage:
         if self.still_there is not None:
             return self.still_there(ctx, outputs)
         return all(ctx.exists(p) for p in self.writes)
+
+
+def check_section(config: RunConfig, section: str, stages: Iterable[Stage]) -> None:
+    """``[section]`` parsed by the checks of the ``stages`` that read it. A section that none of
+    them checks reads no key but ``enabled``: any other (``[report] foo = 1``) is refused with
+    the closest valid key, never ignored."""
+    checks = dict.fromkeys(s.check for s in stages if s.section == section and s.check)
+    if not checks:
+        refuse_unknown_keys(section, config.section(section), ("enabled",))
+    for check in checks:
+        check(config)

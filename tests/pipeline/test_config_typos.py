@@ -67,3 +67,33 @@ def test_a_teacher_setting_typo_gets_the_closest_setting():
     with pytest.raises(ValueError, match=r"no setting\(s\) \['stepz'\] \(in \[job.teacher\] of "
                                          r"x.toml\) \(did you mean 'steps'\?\)"):
         make_settings({"kind": "analytic", "stepz": 3}, where="[job.teacher] of x.toml")
+
+
+@pytest.mark.parametrize("section, text, expected", [
+    ("report", "foo = 1", "unknown [report] key 'foo'; known: enabled"),
+    ("report", "enabeld = false", "unknown [report] key 'enabeld' (did you mean 'enabled'?)"),
+    ("tag", "nmae = 'x'", "unknown [tag] key 'nmae' (did you mean 'name'?); known: name"),
+    ("verify", "dep = true", "unknown [verify] key 'dep' (did you mean 'deep'?)"),
+    ("sample", "cuont = 2", "unknown [sample] key 'cuont' (did you mean 'count'?)"),
+    ("corpus", "train_clases = 3", "unknown [corpus] key 'train_clases' (did you mean "
+                                   "'train_classes'?)"),
+])
+def test_every_section_refuses_an_unknown_key_with_the_closest(section, text, expected,
+                                                               tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    corpus = 'kind = "analytic"\n' + (text + "\n" if section == "corpus" else "")
+    other = "" if section == "corpus" else f"[{section}]\n{text}\n"
+    path.write_text(f"[corpus]\n{corpus}{other}")
+    assert main(["run", str(path), "--plan", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} [{section}]") and expected in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_set_into_a_section_without_keys_is_refused(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text('[corpus]\nkind = "analytic"\n')
+    assert main(["run", str(path), "--plan", "--set", "report.titel=x",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith("error: --set report.titel=x: unknown [report] key "
+                                              "'titel'; known: enabled")

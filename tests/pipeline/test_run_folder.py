@@ -83,7 +83,8 @@ def _stages(log: list[str]) -> tuple[Stage, ...]:
         Path(ctx.path("a.out")).write_text("a")
         return {}
 
-    return (Stage(name="a", title="first", section="corpus", run=run, writes=("a.out",)),)
+    return (Stage(name="a", title="first", section="corpus", run=run, writes=("a.out",),
+                  check=lambda config: None),)  # reads [corpus] unchecked
 
 
 def test_a_new_or_empty_folder_and_a_run_folder_still_run(tmp_path, monkeypatch):

@@ -21,6 +21,10 @@ from pipeline.graph.toml_out import dumps
 QUIET = Console(quiet=True)
 
 
+def any_keys(config) -> None:
+    """A toy stage reads its section unchecked (a section no stage checks takes no keys)."""
+
+
 def _toy_stages(log: list[str], fail: set[str] | None = None) -> tuple[Stage, ...]:
     def make(name: str, section: str):
         def run(ctx: StageContext) -> dict:
@@ -32,11 +36,14 @@ def _toy_stages(log: list[str], fail: set[str] | None = None) -> tuple[Stage, ..
             return {"file": ctx.path(f"{name}.out")}
         return run
 
-    return (Stage(name="a", title="first", section="corpus", run=make("a", "corpus"), writes=("a.out",)),
-            Stage(name="b", title="second", section="train", run=make("b", "train"), needs=("a",), writes=("b.out",)),
-            Stage(name="c", title="third", section="train_ar", run=make("c", "train_ar"), needs=("b",), writes=("c.out",)),
+    return (Stage(name="a", title="first", section="corpus", run=make("a", "corpus"), writes=("a.out",),
+                  check=any_keys),
+            Stage(name="b", title="second", section="train", run=make("b", "train"), needs=("a",), writes=("b.out",),
+                  check=any_keys),
+            Stage(name="c", title="third", section="train_ar", run=make("c", "train_ar"), needs=("b",), writes=("c.out",),
+                  check=any_keys),
             Stage(name="d", title="fourth", section="sample", run=make("d", "sample"), uses=("a", "c"),
-                  writes=("d.out",)))
+                  writes=("d.out",), check=any_keys))
 
 
 def _config(tmp_path: Path, text: str):
@@ -276,11 +283,11 @@ def test_the_printed_plan_keeps_the_section_names_of_its_reasons(tmp_path, monke
     # rich reads "[train]" as markup and would drop it from the table
     from rich.console import Console
 
-    import pipeline.run
+    import pipeline.run_api
     from pipeline.graph.plan import Step
 
     why = "its inputs changed since it was done: [train] lr 0.005 -> 0.003"
-    monkeypatch.setattr(pipeline.run, "plan_graph", lambda *a, **k: [Step("train_kd", "run", why)])
+    monkeypatch.setattr(pipeline.run_api, "plan_graph", lambda *a, **k: [Step("train_kd", "run", why)])
     console = Console(record=True, width=200)
-    pipeline.run.plan_config(_config(tmp_path, BASE), out=str(tmp_path / "run"), console=console)
+    pipeline.run_api.plan_config(_config(tmp_path, BASE), out=str(tmp_path / "run"), console=console)
     assert "[train] lr 0.005 -> 0.003" in console.export_text()

@@ -134,7 +134,8 @@ def test_a_lock_of_a_dead_process_here_is_taken_over_at_once_and_an_unreadable_o
         log.append(ctx.run_dir)
         return {}
 
-    stages = (Stage(name="a", title="first", section="corpus", run=stage_run),)
+    stages = (Stage(name="a", title="first", section="corpus", run=stage_run,
+                    check=lambda config: None),)  # reads [corpus] unchecked
     # the folder holds only the lock of a run killed before it wrote anything: still a run folder
     run_graph(load_run_config(str(config)), stages, str(run), console=QUIET)
     assert log == [str(run)] and not (run / LOCK_FILE).exists()

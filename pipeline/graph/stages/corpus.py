@@ -14,7 +14,7 @@ import fsspec
 from teacher_jobs.analytic_corpus import split_classes, write_corpus
 from teacher_jobs.corpus import load_corpus
 
-from ..config import RunConfig
+from ..config import RunConfig, RunConfigError, refuse_unknown_keys
 from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, STRS
@@ -29,10 +29,10 @@ def _section(config: RunConfig) -> dict[str, Any]:
     kind = section.setdefault("kind", "analytic")
     if kind not in KEYS:
         raise ValueError(f"[corpus] kind must be one of {sorted(KEYS)}, got {kind!r}")
-    unknown = sorted(set(section) - KEYS[kind])
-    if unknown:
-        raise ValueError(f"unknown [corpus] keys {unknown} for kind = {kind!r}; known: "
-                         f"{sorted(KEYS[kind])}")
+    try:
+        refuse_unknown_keys("corpus", section, KEYS[kind])
+    except RunConfigError as exc:  # the keys depend on the kind: say which
+        raise RunConfigError(f"{exc} (for kind = {kind!r})") from None
     return section
 
 

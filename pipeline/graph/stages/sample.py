@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.text_to_video import SampleConfig, generate
 
-from ..config import RunConfig
+from ..config import RunConfig, refuse_unknown_keys
 from ..registry import register_graph_builder
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, PATHS, STR, STRS, optional
@@ -28,9 +28,7 @@ PREFIX = "preview/preview"
 def _section(config: RunConfig) -> dict[str, Any]:
     section = config.section("sample")
     known = {f.name for f in dataclasses.fields(SampleConfig)} - GRAPH_KEYS | OWN_KEYS
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise ValueError(f"unknown [sample] keys {unknown}; known: {sorted(known)}")
+    refuse_unknown_keys("sample", section, known)
     return section
 
 

@@ -7,17 +7,17 @@ from typing import Any
 
 from cache_schema.versioning import list_tags, set_tag
 
-from ..config import RunConfig
+from ..config import RunConfig, refuse_unknown_keys
 from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import INT, REF, STR
 
+KEYS = ("name",)
+
 
 def _name(config: RunConfig) -> str:
     section = config.section("tag")
-    unknown = sorted(set(section) - {"name"})
-    if unknown:
-        raise ValueError(f"unknown [tag] keys {unknown}; known: ['name']")
+    refuse_unknown_keys("tag", section, KEYS)
     return section.get("name", "train")
 
 

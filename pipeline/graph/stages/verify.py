@@ -9,17 +9,17 @@ import fsspec
 
 from cache_schema import verify_cache
 
-from ..config import RunConfig
+from ..config import RunConfig, refuse_unknown_keys
 from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH
 
+KEYS = ("deep",)
+
 
 def _section(config: RunConfig) -> dict[str, Any]:
     section = config.section("verify")
-    unknown = sorted(set(section) - {"deep"})
-    if unknown:
-        raise ValueError(f"unknown [verify] keys {unknown}; known: ['deep']")
+    refuse_unknown_keys("verify", section, KEYS)
     return section
 
 
