@@ -38,7 +38,7 @@ COMMANDS: tuple[tuple[str | None, str, str, str], ...] = (
     ("cache", "gc", "cache_versioning", "delete objects no generation references"),
     ("cache", "generate", "cache_generate",
      "run the teacher over a prompt corpus into a versioned cache (Ray)"),
-    ("cache", "estimate", "cache_generate", "bytes per sample and total for a job config"),
+    ("cache", "estimate", "cache_estimate", "bytes per sample and total for a job config"),
     ("cache", "report", "cache_report", "write a cache's card as one self-contained HTML file"),
     ("cache", "audit", "cache_audit",
      "regenerate a sample of records and compare them with the cache"),
