@@ -64,3 +64,8 @@ class TrainingStage:
     @property
     def table(self) -> str:
         return self.config.TABLE
+
+    @property
+    def finished_streams(self) -> bool:
+        """Whether its finished checkpoint (the last of ``checkpoints``) samples chunk by chunk."""
+        return self.checkpoints[-1] in self.streams

@@ -1,25 +1,35 @@
-"""Stages eval_kd / eval_ar: the analytic oracle's scores of a checkpoint against the teacher
-(held-out seeds of the trained classes, unseen combinations; AR chunk by chunk).
+"""Stages eval_<name>: the analytic oracle's scores of a training stage's checkpoint against the
+teacher (held-out seeds of the trained classes, unseen combinations; a checkpoint whose stage
+streams, S2DiT-AR, chunk by chunk).
+
+A training stage is scored when its one ``register_training_stage`` call passes
+``evaluation=Evaluation(order=...)`` (training.py): its eval stage is derived here from the
+training stage (eval_kd scores train_kd into eval_kd.json). It is asked for, not implied: the
+oracle scores only students of the analytic task, and the eval stage needs its own place in
+the graph.
 
 Reads ``[eval]``: per_class (held-out samples per class), seed, lengths (multiples of the
 trained clip length S2DiT-AR streams, e.g. [1, 2, 4]), noise ("report", or "tune" for a run
-that chooses a recipe), teacher_forced (eval_ar only: N latent frames or "auto", the
-diagnostic teacher-forced streaming row of pipeline.eval). Only a teacher with an oracle (the analytic one) can score: on another
-teacher's cache the stage is skipped with that reason."""
+that chooses a recipe), teacher_forced (streaming stages only: N latent frames or "auto", the
+diagnostic teacher-forced streaming row of pipeline.eval). Only a teacher with an oracle (the
+analytic one) can score: on another teacher's cache the stage is skipped with that reason."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 
 from cache_schema.redact import redact_secrets
 from pipeline.eval import evaluate_checkpoint, format_report
+from student_train.stage_spec import TrainingStage
 from teacher_jobs.teachers import has_oracle
 
 from ..config import RunConfig
-from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, optional
 
@@ -69,23 +79,29 @@ def _evaluate(ctx: StageContext, train_stage: str, out_name: str, *,
 
 
 RECORDED = {"scores": PATH, "checkpoint": optional(PATH)}
+PREFIX = "eval_"  # graph stage eval_<name> scores the registered training stage <name>
 
 
-def _eval_kd(ctx: StageContext) -> dict[str, Any]:
-    return _evaluate(ctx, "train_kd", "eval_kd.json")
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Evaluation:
+    """Where a training stage's eval stage sits in the run graph, and its line there."""
+
+    order: int  # after its training stage's
+    title: str = ""  # default "score <spec title> with the analytic oracle"
 
 
-def _eval_ar(ctx: StageContext) -> dict[str, Any]:
-    return _evaluate(ctx, "train_ar", "eval_ar.json", streams=True)
+def evaluation_stage(spec: TrainingStage, trained: str, evaluation: Evaluation) -> Stage:
+    """The stage eval_<name> that scores training stage ``spec`` (graph stage ``trained``)."""
+    name = f"{PREFIX}{spec.name}"
+    out = f"{name}.json"
+    return Stage(name=name, title=evaluation.title or f"score {spec.title} with the analytic oracle",
+                 section="eval", seeded=True, artefact=out,
+                 run=functools.partial(_evaluate, train_stage=trained, out_name=out,
+                                       streams=spec.finished_streams),
+                 needs=(trained, "generate"), writes=(out,), skip_reason=_oracle_only,
+                 check=_section, recorded=RECORDED)
 
 
-EVAL_KD = Stage(name="eval_kd", title="score S2DiT-KD with the analytic oracle", section="eval",
-                seeded=True, artefact="eval_kd.json",
-                run=_eval_kd, needs=("train_kd", "generate"), writes=("eval_kd.json",),
-                skip_reason=_oracle_only, check=_section, recorded=RECORDED)
-EVAL_AR = Stage(name="eval_ar", title="score S2DiT-AR chunk by chunk", section="eval",
-                seeded=True, artefact="eval_ar.json",
-                run=_eval_ar, needs=("train_ar", "generate"), writes=("eval_ar.json",),
-                skip_reason=_oracle_only, check=_section, recorded=RECORDED)
-register_graph_stage(EVAL_KD, order=60)
-register_graph_stage(EVAL_AR, order=80)
+def scorer(stages: Iterable[Stage], trained: str) -> Stage | None:
+    """Of ``stages``, the one that scores training stage ``trained`` (None: it is not scored)."""
+    return next((s for s in stages if trained in s.needs and "scores" in s.recorded), None)

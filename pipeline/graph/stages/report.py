@@ -13,6 +13,7 @@ from cache_schema.redact import redact_secrets
 
 from ..stage import Stage, StageContext
 from ..state_schema import PATH
+from .evaluate import scorer
 from .training import training_stages
 
 
@@ -32,9 +33,9 @@ def _students(ctx: StageContext, stages: tuple[Stage, ...]) -> dict[str, Any]:
     trained = training_stages(stages)
     for index, stage in enumerate(trained):
         prefix = "" if index == 0 else f"{stage.trains}_"
-        scorer = next((s.name for s in stages if stage.name in s.needs and "scores" in s.recorded), None)
+        scored_by = scorer(stages, stage.name)
         out[f"{prefix}checkpoint"] = ctx.outputs(stage.name).get("checkpoint")
-        out[f"{prefix}scores"] = _scores(ctx, scorer) if scorer else None
+        out[f"{prefix}scores"] = _scores(ctx, scored_by.name) if scored_by else None
     return out
 
 

@@ -16,6 +16,7 @@ from student_train.self_forcing import AR_STAGE, ARConfig
 from ..config import RunConfig
 from ..stage import StageContext
 from ..state_schema import NUMBERS, optional
+from .evaluate import Evaluation
 from .training import register_training_stage, typed_section
 
 
@@ -33,4 +34,5 @@ def _results(ctx: StageContext, config: ARConfig, done: Launched) -> dict[str, A
 
 
 STAGE = register_training_stage(AR_STAGE, order=70, title="self-force S2DiT-AR (stage 2)",
-                                results=_results, recorded={"phase_seconds": optional(NUMBERS)})
+                                results=_results, recorded={"phase_seconds": optional(NUMBERS)},
+                                evaluation=Evaluation(order=80, title="score S2DiT-AR chunk by chunk"))

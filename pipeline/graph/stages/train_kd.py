@@ -10,11 +10,12 @@ from student_train.config import TrainConfig
 from student_train.trainer import KD_STAGE
 
 from ..config import RunConfig
+from .evaluate import Evaluation
 from .training import register_training_stage, typed_section
 
 # "student", not the default student_kd: the folder runs have always trained stage 1 into
 STAGE = register_training_stage(KD_STAGE, order=50, title="train S2DiT-KD (stage 1)",
-                                out="student")
+                                out="student", evaluation=Evaluation(order=60))
 
 
 def train_config(config: RunConfig) -> TrainConfig:

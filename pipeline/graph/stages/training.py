@@ -5,7 +5,8 @@ The spec (student_train.stage_spec.TrainingStage) says what the graph needs: its
 From it this module derives the graph stage ``train_<name>``: it launches in process or on Ray
 Train workers, trains from the tagged cache (``cache_url``) and, when it starts from a trained
 student (``init_url``), from the checkpoint of the training stage placed before it; it records
-its checkpoint and checks it before calling the stage up to date; it is resumable.
+its checkpoint and checks it before calling the stage up to date; it is resumable. Passed
+``evaluation=``, the same call places its eval stage ``eval_<name>`` (evaluate.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from ..config import RunConfig, refuse_unknown_keys
 from ..registry import GRAPH_STAGES, register_graph_builder, unregister_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, STR, optional
+from .evaluate import PREFIX as EVAL_PREFIX
+from .evaluate import Evaluation, evaluation_stage
 
 # What a training stage records of its result (its checkpoint, and the digest of its tensors)
 RECORDED = {"out": PATH, "checkpoint": PATH, "tensors_sha256": optional(STR)}
@@ -146,6 +149,7 @@ class GraphTraining:
     inputs: Inputs | None = None
     needs: tuple[str, ...] = ()
     extra_inputs: Callable[[StageContext], dict[str, Any]] | None = None  # fingerprint inputs
+    evaluation: Evaluation | None = None  # its eval stage's place (None: not scored)
 
     @property
     def name(self) -> str:
@@ -172,26 +176,37 @@ def register_training_stage(spec: TrainingStage, *, order: int, replace: bool = 
     is there already: the built-in stages register themselves) and to the run graph at
     ``order`` as ``train_<name>``, reading section ``[<spec.table>]``. ``graph`` takes the
     fields of ``GraphTraining`` (title, out, results, recorded, inputs and needs,
-    extra_inputs). Returns the graph stage's name."""
+    extra_inputs, evaluation: also place its eval stage). Returns the graph stage's name."""
     placed = GraphTraining(spec=spec, **graph)
     if placed.inputs is None and placed.needs:
         raise TypeError(f"training stage {spec.name!r}: needs= goes with inputs= (the stages "
                         "those inputs read)")
-    held = placed.name in GRAPH_STAGES
-    register_graph_builder(placed.name, placed.build, order=order, title=placed.title,
-                           replace=replace)
-    if spec.name in TRAINERS and TRAINERS.get(spec.name) is spec:
-        return placed.name
+    placing = [(placed.name, placed.build, order, placed.title)]
+    if placed.evaluation is not None:
+        scored = placed.evaluation
+        placing.append((f"{EVAL_PREFIX}{spec.name}",
+                        lambda before: evaluation_stage(spec, placed.name, scored),
+                        scored.order, scored.title))
+    held = [name for name, *_ in placing if name in GRAPH_STAGES]
+    placed_now: list[str] = []
     try:
-        register_stage(spec, replace=replace)
+        for name, build, at, title in placing:
+            register_graph_builder(name, build, order=at, title=title, replace=replace)
+            placed_now.append(name)
+        if not (spec.name in TRAINERS and TRAINERS.get(spec.name) is spec):
+            register_stage(spec, replace=replace)
     except (TypeError, ValueError):
-        if not held:  # all or nothing: no graph stage for a spec the trainers refused
-            unregister_graph_stage(placed.name)
+        for name in placed_now:  # all or nothing: no graph stage for a refused registration
+            if name not in held:
+                unregister_graph_stage(name)
         raise
     return placed.name
 
 
 def unregister_training_stage(name: str) -> None:
-    """Remove training stage ``name`` from both registries (a plug-in or a test cleaning up)."""
+    """Remove training stage ``name`` (and its eval stage, if it has one) from both registries
+    (a plug-in or a test cleaning up)."""
     unregister_graph_stage(f"{PREFIX}{name}")
+    if f"{EVAL_PREFIX}{name}" in GRAPH_STAGES:
+        unregister_graph_stage(f"{EVAL_PREFIX}{name}")
     TRAINERS.unregister(name)
