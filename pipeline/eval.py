@@ -184,8 +184,8 @@ def teacher_forced_frames(value: int | str | None, teacher: AnalyticTeacher, chu
             raise ValueError(f"teacher_forced 'auto' is the first frame after the gap, and the "
                              f"{teacher.config.task!r} task has no gap; give a number of frames")
         value = teacher.period.length
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"teacher_forced must be a number of latent frames or 'auto', got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):  # a config value: ValueError like the rest
+        raise ValueError(f"teacher_forced must be a number of latent frames or 'auto', got {value!r}")  # noqa: TRY004
     frames = teacher.latent_shape[1]
     if not 0 <= value < frames or value % chunk_frames:
         raise ValueError(f"teacher_forced = {value}: must be whole chunks of {chunk_frames} frames "
@@ -203,6 +203,13 @@ def _prompt_sets(teacher: AnalyticTeacher, cache_url: str) -> tuple[dict[str, li
     if unseen:
         sets["unseen_combinations"] = unseen
     return sets, len(by_class)
+
+
+def student_rows(streams: bool) -> str:
+    """The prefix of a checkpoint's streaming rows: ``student_ar_`` when its stage streams
+    (S2DiT-AR, the name score files have always carried), else ``student_`` (a KD model
+    sampled causally). The one place that names them; readers find rows by it."""
+    return "student_ar_" if streams else "student_"
 
 
 def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
@@ -225,7 +232,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     is_ar = student.streams
     streaming_name = None
     if streaming or (streaming is None and is_ar):
-        streaming_name = f"student_{'ar_' if is_ar else ''}{few}step_streaming"
+        streaming_name = f"{student_rows(is_ar)}{few}step_streaming"
     manifest = student.trained_manifest()
     teacher = analytic_teacher_of(manifest.fingerprint)
     sets, trained_classes = _prompt_sets(teacher, student.manifest_info["cache_url"])

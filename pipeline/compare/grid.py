@@ -241,14 +241,18 @@ def sample_cell(grid: Grid, record: dict[str, Any]) -> None:
 
 
 def _scores(report: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{set: {"4x": scores}} of the streaming rows of an AR evaluation (the few oracle figures
-    the comparison shows, the gate's verdict, and the Wilson intervals of the rates)."""
+    """{set: {"4x": scores}} of the streaming rows of the evaluation of a checkpoint whose stage
+    streams (the few oracle figures the comparison shows, the gate's verdict, and the Wilson
+    intervals of the rates)."""
+    from pipeline.eval import student_rows
+
+    prefix = student_rows(streams=True)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for set_key in SETS:
         rows = report.get(set_key)
         if not rows:
             continue
-        base = next((k for k in rows if k.startswith("student_ar_") and k.endswith("_streaming")), None)
+        base = next((k for k in rows if k.startswith(prefix) and k.endswith("_streaming")), None)
         if base is None:
             continue
         out[set_key] = {}

@@ -1,17 +1,18 @@
 """``write_report(run_dir)``: the run's HTML report, from whatever the run folder holds.
 
-Sections: stages and timings, config, cache card, training curves of both stages, the quality
-table, the videos of each stage side by side, the sample stage's own outputs, and the students
-compared when the run has a ``[compare]`` section (pipeline/compare/page.py draws it). A stage that has
-not run shows as pending; a section that cannot be drawn (a corrupt file) shows its error and
-the rest of the page still renders.
+Sections: stages and timings, config, cache card, training curves of each training stage, the
+quality table, the videos of each stage side by side, the sample stage's own outputs, and the
+students compared when the run has a ``[compare]`` section (pipeline/compare/page.py draws it).
+The training stages and the stages that score them come from the run graph's registry
+(trained.py). A stage that has not run shows as pending; a section that cannot be drawn (a
+corrupt file) shows its error and the rest of the page still renders.
 """
 
 from __future__ import annotations
 
 import datetime
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -25,6 +26,7 @@ from .curves import stage_curves
 from .html import document, esc, fmt, key_values, pending, section, status_badge, table
 from .quality import chunk_curves, quality_table
 from .run_folder import STAGES, RunFolder
+from .trained import scored_stages, trained_stages
 from .videos import cached_videos_html, sample_stage_html, stage_videos_html
 
 
@@ -91,20 +93,33 @@ def _cache(run: RunFolder, assets: Assets) -> str:
 
 
 def _training(run: RunFolder) -> str:
-    return (stage_curves(run, "student", "Stage 1: S2DiT-KD (2-in-1 distillation)")
-            + stage_curves(run, "student_ar", "Stage 2: S2DiT-AR (causal phase, then DMD self-forcing)"))
+    return "".join(stage_curves(run, t.folder, t.title[:1].upper() + t.title[1:])
+                   for t in trained_stages())
+
+
+def _not_run(run: RunFolder, stage: str) -> str | None:
+    """Why a skipped or failed stage has no output ("skipped: <reason>"), None otherwise."""
+    rec = run.stage(stage)
+    if rec["status"] not in ("skipped", "failed"):
+        return None
+    return f"{rec['status']}: {rec.get('reason') or rec.get('error') or stage}"
 
 
 def _quality(run: RunFolder) -> str:
-    loaded = {name: run.json(f"{name}.json") for name in ("eval_kd", "eval_ar")}
+    scored = scored_stages()
+    loaded = {t.scores: run.json(t.scores) for t in scored}
     errors = "".join(f'<p class="error">{esc(v.error)}</p>' for v in loaded.values() if v.error)
     missing = {}
-    for name in ("eval_kd", "eval_ar"):
-        rec = run.stage(name)
-        if loaded[name].value is None and rec["status"] in ("skipped", "failed"):
-            missing[f"{name}.json"] = f"{rec['status']}: {rec.get('reason') or rec.get('error') or name}"
-    return (errors + quality_table(loaded["eval_kd"].value, loaded["eval_ar"].value, missing)
-            + "<h3>Streaming, chunk by chunk</h3>" + chunk_curves(loaded["eval_ar"].value))
+    for t in scored:
+        why = _not_run(run, t.scored_by)
+        if loaded[t.scores].value is None and why:
+            missing[t.scores] = why
+    streaming = [t for t in scored if t.streams]
+    curves = ("".join(chunk_curves(loaded[t.scores].value, t.scored_by) for t in streaming)
+              if streaming else chunk_curves(None))
+    return (errors + quality_table(*(loaded[t.scores].value for t in scored), missing=missing,
+                                   models=scored)
+            + "<h3>Streaming, chunk by chunk</h3>" + curves)
 
 
 def _videos(run: RunFolder, assets: Assets) -> str:
@@ -114,14 +129,12 @@ def _videos(run: RunFolder, assets: Assets) -> str:
     manifest = load_manifest(ref)
     if manifest is None:
         return pending("the cache has no committed generation yet")
-    notes = {}
-    for stage, model in (("train_kd", "S2DiT-KD"), ("train_ar", "S2DiT-AR")):
-        rec = run.stage(stage)
-        if rec["status"] in ("skipped", "failed"):
-            notes[model] = f"{rec['status']}: {rec.get('reason') or rec.get('error') or stage}"
+    trained = trained_stages()
+    notes = {t.model: why for t in trained if (why := _not_run(run, t.stage))}
+    students = [(t.model, run.at(t.folder)) for t in trained]
     if not has_oracle(manifest.fingerprint):  # no oracle: the cached samples' noise
-        return cached_videos_html(ref, run.at("student"), run.at("student_ar"), assets, notes)
-    return stage_videos_html(ref, run.at("student"), run.at("student_ar"), assets, notes)
+        return cached_videos_html(ref, students, assets, notes)
+    return stage_videos_html(ref, students, assets, notes)
 
 
 def _sample(run: RunFolder, assets: Assets) -> str:
@@ -147,6 +160,12 @@ def _compare(run: RunFolder, link_prefix: str) -> str:
         return pending("the compare stage has not run yet") if results.missing else f'<p class="error">{esc(results.error)}</p>'
     return (f'<p><a href="{esc(link_prefix)}index.html">the comparison page</a> (compare/index.html)</p>'
             + comparison_html(results.value, link_prefix=link_prefix))
+
+
+def _status(statuses: dict[str, str], stages: Iterable[str]) -> str:
+    """A section's status from its stages' in order: the first not done, else done."""
+    told = [statuses[name] for name in stages]
+    return next((status for status in told if status != "done"), told[-1] if told else "pending")
 
 
 def _guarded(build: Callable[[], str]) -> str:
@@ -184,11 +203,10 @@ def write_report(run_dir: str, out: str | None = None,
         ("Cache card", lambda: _cache(run, assets),
          {"section_id": "cache", "status": statuses["generate"]}),
         ("Training curves", lambda: _training(run),
-         {"section_id": "training",
-          "status": statuses["train_ar"] if statuses["train_kd"] == "done" else statuses["train_kd"]}),
+         {"section_id": "training", "status": _status(statuses, (t.stage for t in trained_stages()))}),
         ("Quality (analytic oracle)", lambda: _quality(run),
          {"section_id": "quality-section",
-          "status": statuses["eval_ar"] if statuses["eval_kd"] == "done" else statuses["eval_kd"]}),
+          "status": _status(statuses, (t.scored_by for t in scored_stages()))}),
         ("Each stage's videos, same prompts and noise", lambda: _videos(run, assets),
          {"section_id": "videos"}),
         ("Text to video (the sample stage)", lambda: _sample(run, assets),

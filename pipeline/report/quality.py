@@ -1,15 +1,21 @@
 """The quality table: the analytic oracle's scores (pipeline.eval.evaluate_checkpoint's dicts,
-eval_kd.json and eval_ar.json) of the teacher full-step and few-step, S2DiT-KD and S2DiT-AR
-streaming (at each evaluated length), on held-out seeds of trained classes and on unseen
-attribute combinations; the teacher's full-step row marked as the reference, every other row
-with the gate's verdict against it, and the per-chunk curves of the streaming rows."""
+one per scored training stage: eval_kd.json and eval_ar.json) of the teacher full-step and
+few-step and of each stage's student (S2DiT-KD; S2DiT-AR streaming at each evaluated length),
+on held-out seeds of trained classes and on unseen attribute combinations; the teacher's
+full-step row marked as the reference, every other row with the gate's verdict against it,
+and the per-chunk curves of the streaming rows. Which stages, their names and which of them
+stream come from the run graph's registry (trained.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from pipeline.eval import student_rows
 
 from .html import esc, fmt, pending
 from .svg import line_chart
+from .trained import Trained, scored_stages
 
 SETS = (("held_out_seeds", "held-out seeds"), ("unseen_combinations", "unseen classes"))
 METRICS = (("adherence", "adherence \u2191"), ("coverage", "coverage \u2191"),
@@ -29,30 +35,47 @@ def _few_key(scores: dict[str, Any], prefix: str, suffix: str = "") -> str | Non
     return None
 
 
-def quality_rows(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None
+Report = dict[str, Any] | None
+
+
+def _student_rows(model: Trained, report: Report, scores: dict[str, Any] | None
+                  ) -> list[tuple[str, str, str, dict[str, Any] | None]]:
+    """(label, source, scores or None) of one stage's student in one prompt set: its few-step
+    row, or for a stage that streams its streaming row at each evaluated length."""
+    scores = scores or {}
+    if not model.streams:
+        key = _few_key(scores, "student_")
+        return [(model.model, model.scores, scores.get(key) if key else None)]
+    key = _few_key(scores, student_rows(True), "_streaming")
+    rows = [(f"{model.model}, streaming", model.scores, scores.get(key) if key else None)]
+    for length in (report or {}).get("lengths", [1])[1:] if key else ():
+        rows.append((f"{model.model}, streaming {length}x", model.scores, scores.get(f"{key}_{length}x")))
+    return rows
+
+
+def quality_rows(*reports: Report, models: Sequence[Trained] | None = None
                  ) -> list[tuple[str, str, str, dict[str, Any] | None]]:
-    """(model label, source, set label, scores or None when pending) in table order."""
+    """(model label, source, set label, scores or None when pending) in table order.
+    ``reports``: one per scored stage of ``models`` (default: the registered ones, in order)."""
+    models = tuple(scored_stages() if models is None else models)
+    if len(reports) != len(models):
+        raise ValueError(f"{len(reports)} score reports for {len(models)} scored stages "
+                         f"({', '.join(m.scored_by for m in models)})")
     rows = []
     for set_key, set_label in SETS:
-        kd = (eval_kd or {}).get(set_key)
-        ar = (eval_ar or {}).get(set_key)
-        if kd is None and ar is None and set_key != "held_out_seeds":
+        sets = [(model, report, (report or {}).get(set_key)) for model, report in zip(models, reports)]
+        if all(scores is None for *_, scores in sets) and set_key != "held_out_seeds":
             continue  # a run that trains on every class has no unseen combinations
-        teacher_src = kd if kd is not None else ar
-        teacher_from = "eval_kd.json" if kd is not None else "eval_ar.json"
+        teacher_from, teacher_src = next(((m.scores, s) for m, _, s in sets if s is not None),
+                                         (models[-1].scores if models else "", None))
         few = _few_key(teacher_src or {}, "teacher_") if teacher_src else None
         rows.append(("teacher, full-step", teacher_from, set_label,
                      (teacher_src or {}).get("teacher_fullstep")))
         rows.append((f"teacher, {few.removeprefix('teacher_').replace('step', '-step') if few else 'few-step'}",
                      teacher_from, set_label, (teacher_src or {}).get(few) if few else None))
-        kd_key = _few_key(kd or {}, "student_")
-        rows.append(("S2DiT-KD", "eval_kd.json", set_label, (kd or {}).get(kd_key) if kd_key else None))
-        ar_key = _few_key(ar or {}, "student_ar_", "_streaming")
-        rows.append(("S2DiT-AR, streaming", "eval_ar.json", set_label,
-                     (ar or {}).get(ar_key) if ar_key else None))
-        for length in (eval_ar or {}).get("lengths", [1])[1:] if ar_key else ():
-            rows.append((f"S2DiT-AR, streaming {length}x", "eval_ar.json", set_label,
-                         ar.get(f"{ar_key}_{length}x")))
+        for model, report, scores in sets:
+            rows.extend((label, source, set_label, row)
+                        for label, source, row in _student_rows(model, report, scores))
     return rows
 
 
@@ -79,17 +102,20 @@ def _gate_cell(model: str, scores: dict[str, Any]) -> str:
     return f'<td class="error">fail: {esc(", ".join(gate["failed"]))}</td>'
 
 
-def quality_table(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None,
-                  missing: dict[str, str] | None = None) -> str:
-    """The table (id ``quality``), each missing score a 'pending' row (or ``missing[file]``,
-    e.g. "skipped: ..."), never an error."""
+def quality_table(*reports: Report, missing: dict[str, str] | None = None,
+                  models: Sequence[Trained] | None = None) -> str:
+    """The table (id ``quality``) of ``reports``, one per scored stage of ``models`` (default:
+    the registered ones), each missing score a 'pending' row (or ``missing[file]``, e.g.
+    "skipped: ..."), never an error."""
     missing = missing or {}
-    if eval_kd is None and eval_ar is None:
+    models = tuple(scored_stages() if models is None else models)
+    if all(report is None for report in reports):
         why = "; ".join(f"{k}: {v}" for k, v in missing.items())
-        return pending(f"no evaluation has run yet (stages eval_kd, eval_ar){': ' + why if why else ''}") + _empty_table()
+        names = ", ".join(m.scored_by for m in models)
+        return pending(f"no evaluation has run yet (stages {names}){': ' + why if why else ''}") + _empty_table()
     head = "".join(f"<th>{esc(h)}</th>" for h in ("model", "prompts", "gate", *(label for _, label in METRICS)))
     body = []
-    for model, source, set_label, scores in quality_rows(eval_kd, eval_ar):
+    for model, source, set_label, scores in quality_rows(*reports, models=models):
         cells = f"<td>{esc(model)}</td><td>{esc(set_label)}</td>"
         if scores is None:
             cells += (f'<td class="pending" colspan="{len(METRICS) + 1}">'
@@ -98,7 +124,7 @@ def quality_table(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None
             cells += _gate_cell(model, scores) + "".join(_cell(scores, k) for k, _ in METRICS)
         body.append(f"<tr>{cells}</tr>")
     notes = []
-    for name, ev in (("S2DiT-KD", eval_kd), ("S2DiT-AR", eval_ar)):
+    for name, ev in ((m.model, report) for m, report in zip(models, reports)):
         if ev:
             notes.append(f"{name}: {esc(ev.get('checkpoint'))} (step {fmt(ev.get('step'))}, "
                          f"{fmt(ev.get('trained_classes'))} trained classes, {fmt(ev.get('per_class'))} "
@@ -107,13 +133,13 @@ def quality_table(eval_kd: dict[str, Any] | None, eval_ar: dict[str, Any] | None
             + "".join(f'<p class="muted">{n}</p>' for n in notes))
 
 
-def chunk_curves(eval_ar: dict[str, Any] | None) -> str:
-    """Per-chunk dispersion, amplitude and recall of S2DiT-AR streaming at every evaluated
-    length (id ``chunk-curves``), the teacher's own curves beside them."""
-    held = (eval_ar or {}).get("held_out_seeds") or {}
+def chunk_curves(report: Report, scored_by: str = "") -> str:
+    """Per-chunk dispersion, amplitude and recall of a streaming student (S2DiT-AR) at every
+    evaluated length (id ``chunk-curves``), the teacher's own curves beside them."""
+    held = (report or {}).get("held_out_seeds") or {}
     streams = {k: v for k, v in held.items() if "streaming" in k and isinstance(v, dict) and "per_chunk" in v}
     if not streams:
-        return pending("no streaming scores yet (stage eval_ar)")
+        return pending(f"no streaming scores yet{f' (stage {scored_by})' if scored_by else ''}")
     charts = []
     for metric, title in (("dispersion", "dispersion per chunk (r / s)"), ("amplitude", "amplitude per chunk (1 = mode)"),
                           ("recall", "identity recall per chunk")):

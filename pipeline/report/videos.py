@@ -1,7 +1,7 @@
 """The videos of each stage side by side, for the same prompts from the same noise.
 
-A teacher with an oracle (the analytic one): the teacher (full-step and few-step), S2DiT-KD and
-S2DiT-AR (streaming) on held-out seeds (noise drawn as the evaluation draws it), rendered by its
+A teacher with an oracle (the analytic one): the teacher (full-step and few-step) and each
+training stage's student (S2DiT-KD; S2DiT-AR streaming) on held-out seeds (noise drawn as the evaluation draws it), rendered by its
 sampling side; each clip also as a frame strip (readable in a screenshot), naming the class its
 latent is nearest to. Any other teacher (Wan): cached samples, the teacher's stored x0 next to
 the students sampled from the same stored noise and text embedding, rendered by its sampling
@@ -11,6 +11,7 @@ side (the VAE).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ from teacher_jobs.teachers import OracleSide, open_sampling_side
 from .assets import Assets
 from .html import esc, pending
 
+# (model, run folder of its training stage): "S2DiT-KD", RUN/student
+Students = Sequence[tuple[str, str]]
+
 
 @dataclass
 class Clip:
@@ -49,7 +53,7 @@ def _student_clip(name: str, student: StudentCheckpoint, noise: torch.Tensor, te
     return Clip(f"{name}, {len(sigmas) - 1}-step{how} (step {student.step})", x0.float().numpy())
 
 
-def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str], side: OracleSide,
+def stage_clips(cache_url: str, students: Students, prompts: list[str], side: OracleSide,
                 notes: dict[str, str] | None = None) -> list[Clip]:
     """The oracle teacher's clips and each student's (``notes``: why a student has none)."""
     reader = CacheReader(cache_url)
@@ -62,10 +66,8 @@ def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str], si
     text = teacher.encode_prompts(prompts)
     clips = [Clip(f"teacher, {teacher.num_steps}-step",
                   sample_latents(teacher, prompts, seeds, global_seed=global_seed, fingerprint_digest=digest))]
-    students: list[tuple[str, str | None]] = [("S2DiT-KD", latest_checkpoint(kd_run)),
-                                              ("S2DiT-AR", latest_checkpoint(ar_run))]
     few = None
-    for name, ckpt in students:
+    for name, ckpt in ((name, latest_checkpoint(run)) for name, run in students):
         if ckpt is None:
             clips.append(Clip(name, None, (notes or {}).get(name, "pending: no checkpoint yet")))
             continue
@@ -80,7 +82,7 @@ def stage_clips(cache_url: str, kd_run: str, ar_run: str, prompts: list[str], si
     return clips
 
 
-def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
+def stage_videos_html(cache_url: str, students: Students, assets: Assets,
                       notes: dict[str, str] | None = None) -> str:
     """A grid: one row per prompt, one column per stage, each cell a video and a frame strip
     (a teacher with an oracle, which samples itself on held-out seeds)."""
@@ -92,7 +94,7 @@ def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
     picked = side.report_prompts(trained)
     if not picked:
         return pending("no prompts in the cache yet")
-    clips = stage_clips(cache_url, kd_run, ar_run, [p for p, _ in picked], side, notes)
+    clips = stage_clips(cache_url, students, [p for p, _ in picked], side, notes)
     encode = []  # (cell index, name, frames, title): the encodes run in parallel (ffmpeg processes)
     right = [0] * len(clips)
     cells = ['<div class="muted">prompt (held-out seed)</div>'] + [f"<div><b>{esc(c.label)}</b></div>" for c in clips]
@@ -124,7 +126,7 @@ def stage_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
     return grid + f'<p class="muted">{esc(side.rendering_note())}</p>'
 
 
-def cached_clips(reader: CacheReader, kd_run: str, ar_run: str, n_prompts: int = 3,
+def cached_clips(reader: CacheReader, students: Students, n_prompts: int = 3,
                  notes: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], list[Clip]]:
     """Any teacher: the first cached sample of ``n_prompts`` prompts (the teacher's x0) and each
     student sampled from that sample's stored noise and text embedding."""
@@ -140,7 +142,7 @@ def cached_clips(reader: CacheReader, kd_run: str, ar_run: str, n_prompts: int =
     text, mask = pad_text(records, reader.layout.max_text_len)
     clips = [Clip(f"teacher, {reader.layout.num_steps}-step (cached)",
                   np.stack([r["x0"] for r in records]).astype(np.float32))]
-    for name, run in (("S2DiT-KD", kd_run), ("S2DiT-AR", ar_run)):
+    for name, run in students:
         ckpt = latest_checkpoint(run)
         if ckpt is None:
             clips.append(Clip(name, None, (notes or {}).get(name, "pending: no checkpoint yet")))
@@ -149,12 +151,12 @@ def cached_clips(reader: CacheReader, kd_run: str, ar_run: str, n_prompts: int =
     return records, clips
 
 
-def cached_videos_html(cache_url: str, kd_run: str, ar_run: str, assets: Assets,
+def cached_videos_html(cache_url: str, students: Students, assets: Assets,
                        notes: dict[str, str] | None = None) -> str:
     """The grid for a teacher without an oracle (Wan): cached prompts, seeds and noise."""
     reader = CacheReader(cache_url)
     side = open_sampling_side(reader.fingerprint)
-    records, clips = cached_clips(reader, kd_run, ar_run, notes=notes)
+    records, clips = cached_clips(reader, students, notes=notes)
     if not records:
         return pending("no samples stored yet")
     cells = ['<div class="muted">prompt (cached seed)</div>'] + [f"<div><b>{esc(c.label)}</b></div>" for c in clips]
