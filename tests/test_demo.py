@@ -14,7 +14,7 @@ from rich.console import Console
 from cache_schema import CacheReader
 from cache_schema.versioning import list_tags
 from pipeline.graph import RunConfig, bundled_config, load_run_config
-from pipeline.run import demo_config, run_config
+from pipeline.run_api import demo_config, run_config
 from student_train.config import TrainConfig
 from student_train.self_forcing import ARConfig
 

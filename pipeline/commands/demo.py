@@ -8,7 +8,7 @@ from cache_schema import encoding_names
 from pipeline.commands.run import add_graph_flags, execute
 from pipeline.graph import bundled_config, load_run_config
 from pipeline.graph.load import apply_overrides
-from pipeline.run import DEMO_CONFIG, DEMO_FLAGS, demo_config
+from pipeline.run_api import DEMO_CONFIG, DEMO_FLAGS, demo_config
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from cache_schema.reachability import check_reachable
 from cache_schema.store import refuse_url_credentials
 from pipeline.graph import SECTIONS, STAGE_NAMES, RunConfig, load_run_config
 from pipeline.graph.stages import stage_lines
-from pipeline.run import plan_config, run_config
+from pipeline.run_api import plan_config, run_config
 
 ABOUT = textwrap.fill(
     "Every stage records the fingerprint of its inputs (its config section, its upstream "

@@ -310,7 +310,7 @@ lcha_only = {layout = ["lcha", "lcha"]}
 
 
 def test_the_compare_stage_in_a_run_and_its_report_section(tmp_path, ray_runtime):
-    from pipeline.run import run_config
+    from pipeline.run_api import run_config
 
     config_path, out = tmp_path / "compare.toml", tmp_path / "run"
     config_path.write_text(STAGE_CONFIG)

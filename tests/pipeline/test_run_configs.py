@@ -19,7 +19,7 @@ from rich.console import Console
 from pipeline.graph import STAGES, load_run_config
 from pipeline.graph.runner import check_config
 from pipeline.graph.stages.generate import job_config
-from pipeline.run import run_config
+from pipeline.run_api import run_config
 from student_train.config import TrainConfig
 from student_train.self_forcing import ARConfig
 from teacher_jobs.config import JobConfig

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from pipeline.graph import load_run_config
-from pipeline.run import run_config
+from pipeline.run_api import run_config
 
 CONFIG = """
 [run]

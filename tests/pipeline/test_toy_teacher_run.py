@@ -20,7 +20,7 @@ from rich.console import Console
 
 from cache_schema import flow
 from pipeline.graph import load_run_config
-from pipeline.run import run_config
+from pipeline.run_api import run_config
 from teacher_jobs.teachers import TEACHERS, register_teacher
 from teacher_jobs.teachers.base import EncodedText, Teacher
 from teacher_jobs.teachers.sampling import SamplingSide

@@ -27,7 +27,7 @@ from pipeline.graph.registry import register_graph_stage, registered_stages, unr
 from pipeline.graph.stage import Stage
 from pipeline.graph.stages import SECTIONS, STAGES
 from pipeline.graph.stages.training import register_training_stage, unregister_training_stage
-from pipeline.run import plan_config
+from pipeline.run_api import plan_config
 from student_train.checkpoint import restore_optimizer, split_prefix
 from student_train.config import StageConfig
 from student_train.loop import Parts, Phase, Take, TrainLoop

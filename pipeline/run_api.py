@@ -1,4 +1,6 @@
-"""`s2dit run` and `s2dit demo` as functions: a run config through the stage graph.
+"""The Python API of `s2dit run` and `s2dit demo` (pipeline/commands/ parses their flags and
+calls it): a run config through the stage graph (pipeline/graph, whose runner.py runs the
+stages), with its run folder, its lock, its plan and its summary.
 
 The demo is configs/demo.toml, shipped inside the package (pipeline/configs); its flags are
 overrides of that config's sections (``DEMO_FLAGS``). The stages (pipeline/graph/stages, one
@@ -55,7 +57,7 @@ def demo_config(**flags: Any) -> RunConfig:
             continue
         section, key = DEMO_FLAGS[flag]
         if flag == "ar_steps" and value == 0:
-            config.override("train_ar", enabled=False)
+            config.override(section, enabled=False)
             continue
         config.override(section, **{key: value})
     return config
