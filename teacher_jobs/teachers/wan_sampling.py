@@ -1,5 +1,5 @@
 """Wan 2.2's sampling side (DESIGN 4.2): the UMT5 text encoder and AutoencoderKLWan, loaded
-without the experts (wan_codec.py); frames are VAE-decoded chunk by chunk. No oracle."""
+without the experts (wan_encoders.py); frames are VAE-decoded chunk by chunk. No oracle."""
 
 from __future__ import annotations
 
@@ -37,17 +37,17 @@ class WanSamplingSide(SamplingSide):
 
     def __init__(self, kind: str, fingerprint: dict[str, Any], *, source: str | None,
                  device: str, dtype: str):
-        from .wan_codec import WanCodec
+        from .wan_encoders import WanEncoders
 
         self.kind = kind
-        self.codec = WanCodec.for_cache(fingerprint, source=source, device=device, vae_dtype=dtype)
-        self.text = self.codec
+        self.encoders = WanEncoders.for_cache(fingerprint, source=source, device=device, vae_dtype=dtype)
+        self.text = self.encoders
         self.vae_dtype = dtype
 
     def renderer(self, height: int, width: int) -> Renderer:
         del height, width  # the VAE sets the frame size (x8)
-        return VaeRenderer(self.codec.stream_decoder())
+        return VaeRenderer(self.encoders.stream_decoder())
 
     def describe(self) -> dict[str, Any]:
-        return {"teacher": self.kind, "source": self.codec.source, "vae_dtype": self.vae_dtype,
-                "text_dtype": str(self.codec.text_dtype).removeprefix("torch.")}
+        return {"teacher": self.kind, "source": self.encoders.source, "vae_dtype": self.vae_dtype,
+                "text_dtype": str(self.encoders.text_dtype).removeprefix("torch.")}

@@ -24,7 +24,7 @@ from teacher_jobs.analytic_corpus import class_prompts
 from teacher_jobs.sampler import cache_fingerprint, record_trajectories
 from teacher_jobs.teachers import build_teacher, open_sampling_side
 from teacher_jobs.teachers.tiny_wan import build_tiny_pipeline
-from teacher_jobs.teachers.wan_codec import WanCodec
+from teacher_jobs.teachers.wan_encoders import WanEncoders
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,7 +100,7 @@ def test_a_cached_prompt_gets_exactly_its_cached_text_embedding(wan_cache, tmp_p
     # the tiny builder, and a saved copy loaded without its experts (the real-weights path)
     build_tiny_pipeline().save_pretrained(str(tmp_path / "wan"))
     for source in (None, str(tmp_path / "wan")):
-        codec = WanCodec.for_cache(manifest.fingerprint, source=source)
+        codec = WanEncoders.for_cache(manifest.fingerprint, source=source)
         assert codec.pipe.transformer is None and codec.pipe.transformer_2 is None
         trimmed, text, mask = student_text(codec, prompts, manifest.layout)
         for got, record in zip(trimmed, records):
@@ -110,7 +110,7 @@ def test_a_cached_prompt_gets_exactly_its_cached_text_embedding(wan_cache, tmp_p
 
 
 def test_streaming_vae_decode_equals_the_whole_clip_decode(wan_cache):
-    codec = WanCodec.for_cache(load_manifest(wan_cache).fingerprint)
+    codec = WanEncoders.for_cache(load_manifest(wan_cache).fingerprint)
     latents = torch.randn(2, 16, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     whole = codec.decode(latents)
     assert whole.shape == (2, 3, 9, 32, 32)

@@ -226,18 +226,18 @@ def test_sampling_a_student_reads_the_text_encoder_and_vae_from_the_staged_copy(
     weights: the copy is materialized as the actors do, and must hold the cache's text encoder."""
     import copy
 
-    from teacher_jobs.teachers.wan_codec import WanCodec
+    from teacher_jobs.teachers.wan_encoders import WanEncoders
 
     url = str(tmp_path / "staged")
     assert _stage(capsys, tiny_folder, url)[0] == 0
     fingerprint = make_settings({**TINY, "staged": url, "revision": REV}).driver_plan(VIDEO).fingerprint
-    codec = WanCodec.for_cache(fingerprint, source=url)
+    codec = WanEncoders.for_cache(fingerprint, source=url)
     assert codec.encode_prompts(["a red cat"]).emb.shape == (1, 16, 32)
     assert list(node.glob("*.verified")) and no_hub == []
     other = copy.deepcopy(fingerprint)
     other["checkpoint"]["files"]["text_encoder/model.safetensors"] = "0" * 64
     with pytest.raises(ValueError, match="text_encoder/model.safetensors differ"):
-        WanCodec.for_cache(other, source=url)
+        WanEncoders.for_cache(other, source=url)
 
 
 @pytest.mark.slow  # a Ray job in its own process (its workers inherit the node's environment): ~60 s

@@ -46,7 +46,7 @@ def _is_staged(source: str) -> bool:
     return open_store(source).exists(DIGEST_FILE)
 
 
-class WanCodec:
+class WanEncoders:
     """Tokenizer + UMT5 text encoder + AutoencoderKLWan of one Wan 2.2 pipeline."""
 
     def __init__(self, pipe, *, source: str, max_text_len: int, device: str = "cpu",
@@ -59,7 +59,7 @@ class WanCodec:
 
     @classmethod
     def load(cls, source: str, *, max_text_len: int, device: str = "cpu",
-             text_dtype: str = "float32", vae_dtype: str = "float32") -> WanCodec:
+             text_dtype: str = "float32", vae_dtype: str = "float32") -> WanEncoders:
         """From a local diffusers folder or hub id, or ``tiny-random`` (the test teacher)."""
         from diffusers import WanPipeline
 
@@ -86,8 +86,8 @@ class WanCodec:
 
     @classmethod
     def for_cache(cls, fingerprint: dict[str, Any], *, source: str | None = None,
-                  device: str = "cpu", vae_dtype: str = "float32") -> WanCodec:
-        """The codec of the teacher that made a cache. ``source`` overrides where the weights
+                  device: str = "cpu", vae_dtype: str = "float32") -> WanEncoders:
+        """The encoders of the teacher that made a cache. ``source`` overrides where the weights
         are loaded from (the fingerprint records where the job found them, often another
         machine); the text encoder must be the one the cache's fingerprint names."""
         ckpt = fingerprint.get("checkpoint", {})
@@ -96,10 +96,10 @@ class WanCodec:
             return cls._from_staged(source, ckpt, max_text_len=int(fingerprint["max_text_len"]),
                                     device=device, text_dtype=fingerprint.get("model_dtype", "float32"),
                                     vae_dtype=vae_dtype)
-        codec = cls.load(source, max_text_len=int(fingerprint["max_text_len"]), device=device,
+        encoders = cls.load(source, max_text_len=int(fingerprint["max_text_len"]), device=device,
                          text_dtype=fingerprint.get("model_dtype", "float32"), vae_dtype=vae_dtype)
         expected = ckpt.get("weights", {}).get("text_encoder")
-        found = weight_digest(codec.pipe.text_encoder)
+        found = weight_digest(encoders.pipe.text_encoder)
         if expected is None and os.path.isdir(str(source)):  # file digests of a real checkpoint
             from .wan_files import resolve_local
 
@@ -116,10 +116,10 @@ class WanCodec:
             raise ValueError(f"the text encoder at {source!r} is not the one that made this cache "
                              f"(weight digest {found[:12]}, cache {expected[:12]}): pass the Wan "
                              "2.2 weights the cache was generated with")
-        return codec
+        return encoders
 
     @classmethod
-    def _from_staged(cls, url: str, ckpt: dict[str, Any], **config: Any) -> WanCodec:
+    def _from_staged(cls, url: str, ckpt: dict[str, Any], **config: Any) -> WanEncoders:
         """From a staged copy (downloaded and checked once per node, as the teacher actors do),
         at the cache's revision; its text encoder files must be the ones the cache records."""
         from ..staging import materialize
@@ -167,10 +167,10 @@ class StreamDecoder:
     take other paths in diffusers: for those the chunks are buffered and decoded whole.
     """
 
-    def __init__(self, codec: WanCodec):
+    def __init__(self, encoders: WanEncoders):
         from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 
-        self.codec, vae = codec, codec.pipe.vae
+        self.encoders, vae = encoders, encoders.pipe.vae
         self.streams = vae.config.patch_size is None and not getattr(vae, "use_tiling", False)
         self.cache: list = [None] * sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
         self.first = True
@@ -183,7 +183,7 @@ class StreamDecoder:
         if not self.streams:
             self.pending.append(latents)
             return None
-        vae = self.codec.pipe.vae
+        vae = self.encoders.pipe.vae
         x = vae.post_quant_conv(to_vae_latents(vae, latents))  # 1x1x1 conv: per frame
         out = []
         for i in range(x.shape[2]):
@@ -198,4 +198,4 @@ class StreamDecoder:
         if not self.pending:
             return None
         whole, self.pending = torch.cat(self.pending, 2), []
-        return self.codec.decode(whole)
+        return self.encoders.decode(whole)
