@@ -28,10 +28,11 @@ TEACHER_FLAGS = {  # [job.teacher] key -> (type, help); every teacher key is a f
     "guidance": (str, "CFG scale, or high,low per expert (e.g. 4.0,3.0)"),
     "boundary": (float, "expert switch as a ratio of the training timesteps (default: checkpoint's)"),
     "negative_prompt": (str, "negative prompt for CFG (Wan default: the official Wan 2.2 one)"),
-    "offload": (str, "none | expert (one expert on the GPU at a time) | model (diffusers CPU offload)"),
+    "offload": (str, "none | expert (one expert on the GPU at a time) | model (one model on the GPU at a time)"),
     "micro_batch": (int, "samples sharing one solver loop (a sample's bytes do not depend on it: Wan runs its networks one sample per call)"),
     "attention_backend": (str, "diffusers attention backend, e.g. flash, _native_cudnn"),
     "max_text_len": (int, "text encoder sequence length"),
+    "sigma_grid": (str, "diffusers (WanPipeline's, default) | official (Wan's generate.py: linspace(0.999, 0))"),
 }
 
 

@@ -23,11 +23,19 @@ from ..hub import hub_hint, is_hub_id
 from .base import CODE_VERSION, EncodedText, Teacher
 from .spec import VideoSize
 from .wan_limits import wan_limits
+from .wan_offload import POLICIES, Residency
 
 HUB_ID = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
 SOLVERS = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPCMultistepScheduler"}
-OFFLOAD = ("none", "expert", "model")
+OFFLOAD = POLICIES  # none | expert | model (wan_offload)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The unshifted sigma grid before the flow shift (issue 27). "diffusers": what WanPipeline's
+# schedulers build (UniPC: linspace(1, 1/1000, N + 1)[:-1], sigma 1 nudged to 1 - 1e-6), the
+# default, so the teacher equals stock WanPipeline. "official": Wan's own FlowUniPCMultistep-
+# Scheduler (github.com/Wan-Video/Wan2.2 wan/utils/fm_solvers_unipc.py, shift=1 at init):
+# linspace(sigma_max 0.999, sigma_min 0, N + 1)[:-1], integer timesteps; at shift 12 and 40
+# steps the last state before 0 is sigma 0.235 instead of 0.242, the first 0.99992 instead of 1.
+SIGMA_GRIDS = ("diffusers", "official")
 
 
 def weight_digest(module: torch.nn.Module) -> str:
@@ -81,13 +89,15 @@ def wan_fingerprint(*, checkpoint: dict[str, Any], configs: dict[str, Any], solv
                     steps: int, guidance: tuple[float, float], boundary_ratio: float | None,
                     expand_timesteps: bool, resolution: tuple[int, int, int], dtype: str,
                     vae_dtype: str, max_text_len: int, attention_backend: str | None,
-                    libraries: dict[str, str | None]) -> dict[str, Any]:
+                    libraries: dict[str, str | None], sigma_grid: str = "diffusers") -> dict[str, Any]:
     """Everything that changes a Wan teacher's output; the driver (from files) and a loaded
     teacher (from what it loaded) build it with this one function."""
     from .wan_files import has_two_experts
 
     two_experts = has_two_experts(configs.get("model_index", {}))
-    return {"teacher": "wan", "variant": ("two-expert" if two_experts else "single-expert")
+    # the grid enters only when not the default: caches made before the setting keep their digest
+    grid = {} if sigma_grid == "diffusers" else {"sigma_grid": sigma_grid}
+    return {**grid, "teacher": "wan", "variant": ("two-expert" if two_experts else "single-expert")
             + ("+expand_timesteps" if expand_timesteps else ""),
             "checkpoint": checkpoint, "configs": configs, "libraries": libraries,
             "boundary_ratio": boundary_ratio, "solver": solver, "scheduler": SOLVERS[solver],
@@ -135,9 +145,7 @@ class WanTeacher(Teacher):
                  device: str = "cpu", dtype: str = "float32", vae_dtype: str = "float32",
                  max_text_len: int = 512, offload: str = "none", boundary: float | None = None,
                  attention_backend: str | None = None, loaded_files: dict[str, str] | None = None,
-                 configs: dict[str, Any] | None = None):
-        if offload not in OFFLOAD:
-            raise ValueError(f"offload must be one of {OFFLOAD}, got {offload!r}")
+                 configs: dict[str, Any] | None = None, sigma_grid: str = "diffusers"):
         self.pipe, self.checkpoint = pipeline, checkpoint
         self.configs = configs if configs is not None else pipeline_configs(pipeline)
         self.loaded_files = loaded_files or {}  # sha256 of the weight files actually loaded
@@ -152,6 +160,9 @@ class WanTeacher(Teacher):
         self.expand_timesteps = bool(getattr(pipeline.config, "expand_timesteps", False))
         self.solver = solver_of(solver, type(pipeline.scheduler).__name__)
         self.num_steps, self.shift = num_steps, float(shift)
+        if sigma_grid not in SIGMA_GRIDS:
+            raise ValueError(f"sigma_grid must be one of {SIGMA_GRIDS}, got {sigma_grid!r}")
+        self.sigma_grid = sigma_grid
         self.guidance = tuple(float(g) for g in guidance)
         self.height, self.width, self.frames = height, width, frames
         self.device, self.dtype = torch.device(device), torch.float32  # latents stay fp32
@@ -174,7 +185,7 @@ class WanTeacher(Teacher):
             for model in self._experts():
                 model.set_attention_backend(attention_backend)
         self.offload = offload
-        self._place(device)
+        self.residency = Residency(self.pipe, offload, device)  # wan_offload: what sits on the GPU
         self.scheduler = self._make_scheduler()
         self.reset_solver()
         self._sigmas = self.scheduler.sigmas.float().cpu().numpy()
@@ -183,29 +194,8 @@ class WanTeacher(Teacher):
     def _experts(self) -> list[torch.nn.Module]:
         return [self.pipe.transformer] + ([self.pipe.transformer_2] if self.two_experts else [])
 
-    def _place(self, device: str) -> None:
-        """none: everything on ``device``; expert: the active expert only (the other on the
-        host until the boundary); model: diffusers model CPU offload (one model at a time)."""
-        if self.offload == "model":
-            if self.device.type == "cpu":
-                raise ValueError("offload = 'model' moves models between host and GPU: it needs "
-                                 "device = 'cuda' (on CPU use offload = 'none')")
-            self.pipe.enable_model_cpu_offload(device=device)
-            return
-        host = [self.pipe.transformer_2] if self.offload == "expert" and self.two_experts else []
-        for name in ("text_encoder", "vae", "transformer", "transformer_2"):
-            module = getattr(self.pipe, name, None)
-            if module is not None:
-                module.to("cpu" if module in host else device)
-        self._active = 0
-
     def _expert(self, index: int) -> torch.nn.Module:
-        experts = self._experts()
-        if self.offload == "expert" and self.two_experts and index != self._active:
-            experts[self._active].to("cpu")  # free the GPU before bringing the other in
-            experts[index].to(self.device)
-            self._active = index
-        return experts[index]
+        return self.residency.bring(("transformer", "transformer_2")[index])
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -279,12 +269,14 @@ class WanTeacher(Teacher):
             boundary_ratio=self.boundary_ratio, expand_timesteps=self.expand_timesteps,
             resolution=(self.height, self.width, self.frames), dtype=self.dtype_name,
             vae_dtype=self.vae_dtype, max_text_len=self.max_text_len,
-            attention_backend=self.attention_backend, libraries=library_versions())
+            attention_backend=self.attention_backend, libraries=library_versions(),
+            sigma_grid=self.sigma_grid)
 
     def count_tokens(self, prompt: str) -> int:
         return count_wan_tokens(self.pipe.tokenizer, prompt)
 
     def encode_prompts(self, prompts: list[str]) -> EncodedText:
+        self.residency.bring("text_encoder")
         return encode_wan_prompts(self.pipe, prompts, max_text_len=self.max_text_len,
                                   device=self.device, dtype=self.model_dtype)
 
@@ -327,7 +319,15 @@ class WanTeacher(Teacher):
         return torch.cat(v_c), torch.cat(v_u)
 
     def reset_solver(self) -> None:
-        self.scheduler.set_timesteps(self.num_steps, device=self.device)
+        if self.sigma_grid == "official":  # both schedulers apply the flow shift to these
+            grid = np.linspace(0.999, 0.0, self.num_steps + 1)[:-1]
+            self.scheduler.set_timesteps(sigmas=grid.copy(), device=self.device)
+            # official timesteps: the shifted sigmas (float64) x 1000 truncated to integers; the
+            # model sees them, the solvers step by index
+            shifted = self.shift * grid / (1 + (self.shift - 1) * grid)
+            self.scheduler.timesteps = torch.from_numpy((shifted * 1000).astype(np.int64)).to(self.device)
+        else:
+            self.scheduler.set_timesteps(self.num_steps, device=self.device)
         self.scheduler.set_begin_index(0)
 
     def solver_step(self, x, v, step):
@@ -335,7 +335,7 @@ class WanTeacher(Teacher):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE decode (B, C, F, H, W) latents to video in [-1, 1] (B, 3, frames, H*8, W*8)."""
-        vae = self.pipe.vae
+        vae = self.residency.bring("vae")
         with torch.no_grad():
             return vae.decode(to_vae_latents(vae, latents), return_dict=False)[0]
 

@@ -9,10 +9,14 @@ over several samples after warm-up, without prompt extension. The official recip
 (wan/configs/wan_t2v_A14B.py, shared_config.py): 40 steps, 81 frames; 480P is 832*480 and 720P
 1280*720. The total includes the UMT5 encode, the expert offload swaps and the VAE decode.
 
-Model: one sample costs  L / R_lin + A / R_att  seconds, with A the self-attention FLOPs
-(quadratic in the video tokens) and L everything else (linear in them; wan_plan.forward_flops,
-2 forwards a step). Per calibrated GPU the two rates are solved from the T2V-A14B 480P and 720P
-figures, so the shipped sizes reproduce the table; the I2V-A14B rows (same backbone, measured
+Model: one sample costs  L / R_lin + A / R_att + S / B  seconds, with A the self-attention FLOPs
+(quadratic in the video tokens), L everything else (linear in them; wan_plan.forward_flops,
+2 forwards a step) and S the host <-> GPU bytes the offload moves at B = wan_plan.HOST_LINK_GBPS
+(an assumption). The official runs offload every model once a video (UMT5 in and out, each
+expert in and out: 137 GB in bf16, ~11 s), which is taken out of the published times before the
+two rates are solved and charged back at the job's own traffic (``offload`` and ``micro_batch``:
+none 0, expert 2 experts per micro-batch, model as official). Per calibrated GPU the two rates
+are solved from the T2V-A14B 480P and 720P figures, so the shipped sizes reproduce the table; the I2V-A14B rows (same backbone, measured
 apart) are a held-out check (tests/teacher_jobs/test_wan_cost.py). The fitted attention rates,
 230 TFLOP/s on A100 and 737 on H100 (74% of the bf16 peak on both), agree with FlashAttention-2
 (arXiv 2307.08691: 50-73% of the A100's peak) and FlashAttention-3 (arXiv 2407.08608: up to 740
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from ..gpus import CostEstimate, gpu_type
-from .wan_plan import forward_flops, shipped_configs
+from .wan_plan import HOST_LINK_GBPS, forward_flops, shipped_configs
 
 OFFICIAL_STEPS = 40  # wan/configs/wan_t2v_A14B.py sample_steps
 OFFICIAL_FRAMES = 81  # wan/configs/shared_config.py frame_num
@@ -64,6 +68,17 @@ def official_flops(size: str) -> tuple[float, float]:
 
 
 @cache
+def official_swap_gb() -> float:
+    """Host <-> GPU traffic of one official video (``--offload_model True``, bf16): UMT5 and both
+    experts each moved in and out once (wan/text2video.py), as wan_plan counts offload "model"."""
+    from .wan_plan import count_params
+
+    params = count_params(shipped_configs("t2v-a14b"))
+    moved = params["text_encoder"] + params["transformer"] + params["transformer_2"]
+    return 2 * moved * 2 / 1e9  # both directions, 2 bytes a bf16 parameter
+
+
+@cache
 def rates(gpu: str) -> Rates:
     """The two sustained rates of a GPU type: solved from its published 480P and 720P times."""
     gpu_type(gpu)  # a clear error for an unknown name
@@ -73,7 +88,8 @@ def rates(gpu: str) -> Rates:
         return Rates(linear_tflops=r.linear_tflops * scale,
                      attention_tflops=r.attention_tflops * scale, basis=f"assumed: {why}")
     (l1, a1), (l2, a2) = official_flops("480P"), official_flops("720P")
-    t1, t2 = PUBLISHED[(gpu, CALIBRATED_TASK, "480P")], PUBLISHED[(gpu, CALIBRATED_TASK, "720P")]
+    swaps = official_swap_gb() / HOST_LINK_GBPS  # in the published totals, not in the FLOPs
+    t1, t2 = (PUBLISHED[(gpu, CALIBRATED_TASK, size)] - swaps for size in ("480P", "720P"))
     # t = l x u + a x v with u = 1 / R_lin, v = 1 / R_att (Cramer's rule)
     det = l1 * a2 - l2 * a1
     u, v = (t1 * a2 - t2 * a1) / det, (l1 * t2 - l2 * t1) / det
@@ -81,9 +97,13 @@ def rates(gpu: str) -> Rates:
                  basis=f"calibrated: official Wan 2.2 T2V-A14B 480P/720P times on one {gpu}")
 
 
-def estimate(linear_flops: float, attention_flops: float, gpu: str) -> CostEstimate:
-    """Seconds per sample of a trajectory with these FLOPs on one GPU of this type."""
+def estimate(linear_flops: float, attention_flops: float, gpu: str,
+             swap_gb: float | None = None) -> CostEstimate:
+    """Seconds per sample of a trajectory with these FLOPs on one GPU of this type, moving
+    ``swap_gb`` host <-> GPU a sample (None: as the official runs do)."""
     r = rates(gpu)
-    seconds = linear_flops / (r.linear_tflops * 1e12) + attention_flops / (r.attention_tflops * 1e12)
+    moved = official_swap_gb() if swap_gb is None else swap_gb
+    seconds = (linear_flops / (r.linear_tflops * 1e12) + attention_flops / (r.attention_tflops * 1e12)
+               + moved / HOST_LINK_GBPS)
     return CostEstimate(gpu=gpu, seconds_per_sample=seconds, basis=r.basis)
 

@@ -4,8 +4,10 @@ A14B values shipped in ``wan_configs/`` when the checkpoint is a hub id not yet 
 
 Weights: parameters x bytes of their dtype, per component. Activations (inference, no grad)
 for one expert forward of one sample, with stated assumptions. Peak per actor depends on the
-offload policy: ``none`` keeps everything on the GPU, ``expert`` one expert at a time (the
-other in host memory), ``model`` one model at a time (diffusers model CPU offload).
+offload policy (wan_offload.Residency moves the models): ``none`` keeps everything on the GPU,
+``expert`` one expert at a time (the other in host memory), ``model`` one model at a time (the
+official ``--offload_model True``). Offload costs host <-> GPU traffic per micro-batch, which
+the plan states (``swap_gb_per_sample``) and the cost estimate charges.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ SHIPPED = Path(__file__).with_name("wan_configs")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 CUDA_RESERVE_GB = 3.0  # CUDA context, cuBLAS workspace, allocator fragmentation (assumption)
 HOST_RESERVE_GB = 8.0  # Python, torch, CUDA host allocations, Ray worker per actor (assumption)
+# Host <-> GPU copy rate of a module's .to() from pageable host memory, per direction: PCIe Gen4
+# x16 (A100 SXM hosts) carries ~25 GB/s pinned, about half that pageable (assumption, not measured)
+HOST_LINK_GBPS = 12.0
 TEXT_TOKENS = 512  # UMT5 sequence the pipeline pads to
 
 
@@ -44,6 +49,7 @@ class MemoryPlan:
     flops_per_forward: float  # one expert forward of one sample
     flops_per_trajectory: float  # steps x 2 (cond + uncond) forwards
     attention_flops_per_trajectory: float  # its self-attention part (quadratic in tokens)
+    swap_gb_per_sample: float = 0.0  # host <-> GPU traffic of the offload, both directions
     assumptions: list[str] = field(default_factory=list)
     advice: str = ""  # which knob to turn when it does not fit
 
@@ -57,7 +63,8 @@ class MemoryPlan:
         from .wan_cost import estimate
 
         attention = self.attention_flops_per_trajectory
-        return estimate(self.flops_per_trajectory - attention, attention, gpu)
+        return estimate(self.flops_per_trajectory - attention, attention, gpu,
+                        swap_gb=self.swap_gb_per_sample)
 
 
 def shipped_configs(variant: str = "t2v-a14b") -> dict[str, dict[str, Any]]:
@@ -111,14 +118,10 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
                gpu_memory_gb: float) -> MemoryPlan:
     t = configs["transformer"]
     params = count_params(configs)
-    experts = [k for k in params if k.startswith("transformer")]
     dtypes = {name: (vae_dtype if name == "vae" else dtype) for name in params}
-    on_gpu = {name: True for name in params}
-    if offload == "expert":
-        on_gpu.update({name: name == experts[0] for name in experts})  # the other waits on the host
-    elif offload == "model":
-        on_gpu = {name: name == experts[0] for name in params}  # one model at a time
-    components = {name: Component(params=p, dtype=dtypes[name], bytes=p * DTYPE_BYTES[dtypes[name]],
+    sizes = {name: p * DTYPE_BYTES[dtypes[name]] for name, p in params.items()}
+    on_gpu = resident_at_peak(sizes, offload)
+    components = {name: Component(params=p, dtype=dtypes[name], bytes=sizes[name],
                                   on_gpu_at_peak=on_gpu[name]) for name, p in params.items()}
     # tokens of one sample: latent frames x rows/patch x cols/patch
     _, f, h, w = latent_shape
@@ -137,8 +140,8 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
     peak_gb = peak / 1e9 + CUDA_RESERVE_GB
     linear_flops, attention_flops = forward_flops(t, latent_shape)
     per_forward = linear_flops + attention_flops
-    # from_pretrained materialises every component in host memory before _place moves them
-    # (diffusers loads to CPU first), then the offloaded expert stays there.
+    # from_pretrained materialises every component in host memory before Residency moves them
+    # (diffusers loads to CPU first), then the offloaded models stay there.
     host_gb = sum(c.bytes for c in components.values()) / 1e9 + HOST_RESERVE_GB
     fits = peak_gb <= gpu_memory_gb
     plan = MemoryPlan(
@@ -147,6 +150,7 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
         gpu_memory_gb=gpu_memory_gb,
         fits=fits, flops_per_forward=float(per_forward), flops_per_trajectory=float(2 * steps * per_forward),
         attention_flops_per_trajectory=float(2 * steps * attention_flops),
+        swap_gb_per_sample=swap_bytes_per_micro_batch(components, offload) / batch / 1e9,
         assumptions=[
             f"weights: parameters x {dtype} ({vae_dtype} VAE); experts built on the meta device",
             ("activations: one expert forward of one sample (the teacher runs samples one per "
@@ -154,6 +158,8 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
             f"+{CUDA_RESERVE_GB} GB for CUDA context and allocator reserve",
             (f"host memory: every weight while the pipeline loads (on CPU first), "
              f"+{HOST_RESERVE_GB} GB per actor for the process"),
+            (f"offload traffic: the models moved in and out per micro-batch, at {HOST_LINK_GBPS:g} "
+             "GB/s a direction (pageable host memory over PCIe Gen4)"),
             ("FLOPs: 2 x tokens x (self-attn q/k/v/o, cross-attn q/o, FFN) params + 2 x 512 text "
              "tokens x cross-attn k/v params + 4 x tokens^2 x dim (self-attn) + 4 x tokens x 512 x "
              "dim (cross-attn) per layer; 2 forwards (cond, uncond) per step; text encoder and VAE "
@@ -161,6 +167,32 @@ def plan_actor(configs: dict[str, dict[str, Any]], *, latent_shape: tuple[int, i
     if not fits:
         plan.advice = _advice(plan, components, gpu_memory_gb, dtype)
     return plan
+
+
+def resident_at_peak(sizes: dict[str, int], offload: str) -> dict[str, bool]:
+    """Which models are on the GPU at the peak, by bytes (wan_offload.Residency): ``expert``
+    all but the low-noise expert; ``model`` the largest single model (an expert of the A14B;
+    UMT5-XXL beside a small single transformer)."""
+    if offload == "expert":
+        return {name: name != "transformer_2" for name in sizes}
+    if offload == "model":
+        largest = max(sizes, key=lambda name: sizes[name])
+        return {name: name == largest for name in sizes}
+    return {name: True for name in sizes}
+
+
+def swap_bytes_per_micro_batch(components: dict[str, Component], offload: str) -> int:
+    """Host <-> GPU bytes one micro-batch moves, both directions (wan_offload.Residency): with
+    ``expert`` each of two experts comes in and goes out once (the high-noise one for the first
+    steps, the low-noise one at the boundary); with ``model`` the text encoder and every expert
+    (the official ``--offload_model True`` per video, which the cost model's calibration holds)."""
+    size = {name: c.bytes for name, c in components.items()}
+    experts = [name for name in size if name.startswith("transformer")]
+    if offload == "expert" and len(experts) == 2:
+        return 2 * sum(size[name] for name in experts)
+    if offload == "model":
+        return 2 * (size["text_encoder"] + sum(size[name] for name in experts))
+    return 0
 
 
 def _advice(plan: MemoryPlan, components: dict[str, Component], budget: float,

@@ -18,7 +18,7 @@ from cache_schema.typed_config import Limits, between, one_of
 from .registry import register_teacher
 from .spec import DriverPlan, TeacherSettings, VideoSize
 from .video_limits import VideoLimits
-from .wan import DTYPES, HUB_ID, OFFLOAD, WanTeacher, solver_of, wan_fingerprint
+from .wan import DTYPES, HUB_ID, OFFLOAD, SIGMA_GRIDS, WanTeacher, solver_of, wan_fingerprint
 from .wan_files import has_two_experts
 from .wan_limits import wan_geometry, wan_limits
 
@@ -38,7 +38,7 @@ class WanSettings(TeacherSettings):
     LIMITS: ClassVar[Limits] = {
         "dtype": one_of(*sorted(DTYPES)), "vae_dtype": one_of(*sorted(DTYPES)),
         "offload": one_of(*OFFLOAD), "boundary": between(0.0, 1.0, lo_open=True, hi_open=True),
-        "max_text_len": between(1, 65_536),
+        "max_text_len": between(1, 65_536), "sigma_grid": one_of(*SIGMA_GRIDS),
     }
     source: str = HUB_ID  # local diffusers folder, hub id, or "tiny-random"
     revision: str | None = None  # hub commit to pin (a branch or tag is resolved to its commit)
@@ -51,10 +51,13 @@ class WanSettings(TeacherSettings):
     solver: str = "auto"  # auto: the checkpoint's own scheduler; euler | unipc
     steps: int = 40
     shift: float = 12.0
+    # "diffusers" (WanPipeline's grid: the teacher equals stock WanPipeline) or "official" (Wan's
+    # own generate.py: linspace(0.999, 0), integer timesteps); wan.SIGMA_GRIDS says how they differ
+    sigma_grid: str = "diffusers"
     guidance: tuple[float, float] = (4.0, 3.0)
     boundary: float | None = None  # None: the checkpoint's boundary_ratio
     negative_prompt: str = OFFICIAL_NEGATIVE_PROMPT
-    offload: str = "none"  # none | expert (one expert on the GPU) | model (diffusers CPU offload)
+    offload: str = "none"  # none | expert (one expert on the GPU) | model (one model: wan_offload)
     micro_batch: int = 1
     attention_backend: str | None = None  # a diffusers attention backend ("flash", "_native_cudnn")
     max_text_len: int = 512  # the official text_len
@@ -91,7 +94,7 @@ class WanSettings(TeacherSettings):
                     "height": video.height, "width": video.width, "frames": video.frames, "solver": self.solver,
                     "device": device, "dtype": self.dtype, "vae_dtype": self.vae_dtype,
                     "max_text_len": self.max_text_len, "offload": self.offload, "boundary": self.boundary,
-                    "attention_backend": self.attention_backend}
+                    "attention_backend": self.attention_backend, "sigma_grid": self.sigma_grid}
 
     def build(self, video: VideoSize, *, device: str) -> WanTeacher:
         if self.source == TINY:
@@ -158,7 +161,8 @@ class WanSettings(TeacherSettings):
             expand_timesteps=bool(index.get("expand_timesteps", False)),
             resolution=(video.height, video.width, video.frames), dtype=self.dtype,
             vae_dtype=self.vae_dtype, max_text_len=self.max_text_len,
-            attention_backend=self.attention_backend, libraries=library_versions())
+            attention_backend=self.attention_backend, libraries=library_versions(),
+            sigma_grid=self.sigma_grid)
         return DriverPlan(fingerprint=fp, layout_args={"latent_shape": shape, "num_steps": self.steps,
                                                            "text_dim": text_dim, "max_text_len": self.max_text_len},
                           max_tokens=self.max_text_len,
