@@ -18,6 +18,7 @@ from pipeline.report.html import document, esc, pending, table
 from pipeline.report.svg import Point, scatter_chart
 from pipeline.video_io import atomic_output
 
+from .grid import EVAL
 from .stats import SeedMean
 
 LABELS = {"recall": "recall \u2191", "adherence": "adherence \u2191"}
@@ -97,7 +98,7 @@ def seeds_table(results: Mapping[str, Any], *, link_prefix: str) -> str:
                  if m in held else "-" for m in lengths]
         recalls = [f"{held[m][y_key]:.3f}" if y_key in held.get(m, {}) else "-" for m in lengths]
         wall = ("\u2265 " if c["resumed"] else "") + f"{c['train_seconds']['total'] / 60:.1f}"
-        link = f'<a href="{esc(link_prefix + c["folder"] + "/eval_ar.json")}">eval_ar.json</a>'
+        link = f'<a href="{esc(link_prefix + c["folder"] + "/" + EVAL)}">{esc(EVAL)}</a>'
         rows.append([esc(c["variant"]), esc(c["seed"]), *map(esc, gates), *map(esc, recalls),
                      esc(f"{c['cost'][lengths[-1]]['last5_s'] * 1e3:.2f}"), esc(wall), link])
     return table(head, rows, table_id="compare-seeds", raw_cells=True)
