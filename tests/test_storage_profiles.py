@@ -147,7 +147,7 @@ def test_generate_verify_train_through_a_profile_on_s3(ray_runtime, s3_bucket, s
     assert cli(["cache", "verify", cache, "--deep", *flag]) == 0
     assert cli(["train", "kd", "--cache", cache, "--out", run, "--config",
                 str(ROOT / "configs" / "kd_demo.toml"), "--steps", "2", "--batch-size", "2",
-                *flag]) == 0
+                "--json", *flag]) == 0
     out = capsys.readouterr().out
     assert '"checkpoint": "s3://' in out
     from cache_schema import CacheReader

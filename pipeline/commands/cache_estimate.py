@@ -10,7 +10,6 @@ import sys
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from cache_schema import CAUSAL_GROUP, CacheLayout
@@ -18,7 +17,7 @@ from teacher_jobs.cli_args import add_generate_args, config_from_args
 from teacher_jobs.sizing import job_cost, size_units
 
 from .cache_generate import add_set, parse_sets
-from .output import count, fixed, size, table, wrapping
+from .output import count, key_values, size
 
 RAW_BOUND = ("raw half-precision bytes, what codec raw stores; zstd and trajectory store less "
              "(how much depends on the data: bench/bench_codec.py), so it is their upper bound")
@@ -63,14 +62,6 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
                        actors=config.num_actors, cost=cost if config.device.startswith("cuda") else None)
     out["units"] = units.to_json()
     return out, memory
-
-
-def _grid(title: str, rows: list[tuple[str, str]]) -> Table:
-    grid = table(title, [fixed("what"), wrapping("value", 20)])
-    grid.show_header = False
-    for name, value in rows:
-        grid.add_row(escape(name), escape(value))  # values quote [job] and the like
-    return grid
 
 
 def _cache_rows(out: dict[str, Any]) -> list[tuple[str, str]]:
@@ -119,15 +110,15 @@ def tables(out: dict[str, Any]) -> list[Table]:
             f"{count(units['commit_every'], 'unit')}")
     if units.get("seconds_per_unit") is not None:
         unit += f", {units['seconds_per_unit'] / 60:.1f} GPU-minutes a unit"
-    cache = _grid("cache", _cache_rows(out))
+    cache = key_values("cache", _cache_rows(out))
     cache.caption = f"sizes are {out['bytes_are']}"
     grids = [cache]
     if "components" in out:
-        memory = _grid("memory per actor", _memory_rows(out))
+        memory = key_values("memory per actor", _memory_rows(out))
         if out.get("advice"):
             memory.caption = out["advice"]
-        grids += [memory, _grid("compute", _compute_rows(out))]
-    work = _grid("work units", [("units", unit), ("why", units["basis"])])
+        grids += [memory, key_values("compute", _compute_rows(out))]
+    work = key_values("work units", [("units", unit), ("why", units["basis"])])
     if out.get("assumptions"):
         work.caption = "assumptions: " + "; ".join(out["assumptions"])
     return [*grids, work]

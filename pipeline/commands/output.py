@@ -23,6 +23,16 @@ def table(title: str | None, columns: list[Column], *, caption: str | None = Non
                  title_justify="left", caption_justify="left")
 
 
+def key_values(title: str | None, rows: list[tuple[str, str]]) -> Table:
+    """A two-column table without a header: a name, then its value (wrapping), both plain text
+    (a value quoting ``[job]`` stays as written)."""
+    grid = table(title, [fixed("what"), wrapping("value", 20)])
+    grid.show_header = False
+    for name, value in rows:
+        grid.add_row(escape(name), escape(value))
+    return grid
+
+
 def fixed(header: str, *, right: bool = False) -> Column:
     """A column whose cells keep to one line (numbers, names, short codes)."""
     return Column(header, justify="right" if right else "left", no_wrap=True)
@@ -49,6 +59,17 @@ def when(moment: datetime.datetime | float) -> str:
     if not isinstance(moment, datetime.datetime):
         moment = datetime.datetime.fromtimestamp(moment)
     return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def duration(seconds: float) -> str:
+    """A span for people: ``42.1 s``, ``3 min 20 s``, ``2 h 5 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 Step = Callable[[int, int, str], None]  # (parts done, parts in all (0: unknown), what now)

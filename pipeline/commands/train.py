@@ -8,8 +8,10 @@ import dataclasses
 import json
 from typing import Any
 
+from rich.console import Console
+
 from .errors import friendly_errors
-from .output import working
+from .output import count, duration, key_values, working
 
 
 def _knobs(args: argparse.Namespace) -> dict[str, Any]:
@@ -24,8 +26,11 @@ def _sets(args: argparse.Namespace, config: type) -> dict[str, Any]:
 
 
 def _add_knobs(parser: argparse.ArgumentParser, table: str, lr: str, example: str) -> None:
-    """The training flags both stages take: learning rate, checkpoint cadence, --set, --quiet."""
+    """The training flags both stages take: learning rate, checkpoint cadence, --set, --quiet,
+    --json."""
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true",
+                        help="print what was trained as one JSON line (checkpoint, steps, ...)")
     parser.add_argument("--lr", type=float, help=f"learning rate ({lr})")
     parser.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", metavar="STEPS",
                         help="checkpoint every STEPS steps (besides one every checkpoint_every_s "
@@ -45,8 +50,7 @@ def _train_kd(args: argparse.Namespace) -> int:
     config = TrainConfig.load(args.config, **{**overrides, **_sets(args, TrainConfig)})
     done = launch("kd", config, args.workers, out_url=args.out, cache_url=args.cache,
                   max_failures=args.max_failures, progress=not args.quiet)
-    print(json.dumps({"checkpoint": done.checkpoint}))
-    return 0
+    return _print_launched(done, args)
 
 
 def _train_ar(args: argparse.Namespace) -> int:
@@ -59,8 +63,41 @@ def _train_ar(args: argparse.Namespace) -> int:
     config = ARConfig.load(args.config, **{**overrides, **_sets(args, ARConfig)})
     done = launch("ar", config, args.workers, out_url=args.out, init_url=args.init,
                   cache_url=args.cache, max_failures=args.max_failures, progress=not args.quiet)
-    print(json.dumps({"checkpoint": done.checkpoint}))
+    return _print_launched(done, args)
+
+
+def _print_launched(done, args: argparse.Namespace) -> int:
+    """What a training command did: a table for people, or with --json one JSON line."""
+    out = args.out.rstrip("/")
+    if args.json:
+        print(json.dumps({"checkpoint": done.checkpoint, "out": out, "workers": done.workers,
+                          "resumed_from": done.resumed_from, "train_seconds": done.train_seconds,
+                          "phase_steps": done.phase_steps}))
+    else:
+        Console().print(launched_table(done, out))
     return 0
+
+
+def launched_table(done, out: str):
+    """The checkpoint, the steps of each phase, whether it resumed, the time, where the metrics
+    are and what to run next."""
+    spec = done.stage
+    finished = done.resumed_from is not None and done.resumed_from == done.checkpoint
+    title = f"{spec.title}: " + ("already trained, nothing left to do" if finished else "trained")
+    rows = [("checkpoint", done.checkpoint or "none written")]
+    if done.phase_steps:
+        rows.append(("steps", ", ".join(f"{p} {n:,}" for p, n in done.phase_steps.items())))
+    if done.resumed_from and not finished:
+        rows.append(("resumed from", done.resumed_from))
+    where = "in process" if done.workers == 1 else f"on {count(done.workers, 'Ray Train worker')}"
+    if done.train_seconds is not None and not finished:
+        where = f"{duration(done.train_seconds)} {where}"
+    board = "" if "://" in out else f" (TensorBoard: tensorboard --logdir {out}/tensorboard)"
+    rows += [("time", where), ("metrics", f"{out}/metrics.jsonl{board}")]
+    grid = key_values(title, rows)
+    grid.caption = (f"next: s2dit sample --checkpoint {out} --prompt TEXT (on the analytic "
+                    f"teacher also: s2dit eval --checkpoint {out})")
+    return grid
 
 
 def _eval(args: argparse.Namespace) -> int:

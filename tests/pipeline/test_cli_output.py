@@ -96,3 +96,23 @@ def test_cache_ls_and_log_on_a_real_cache_for_people_and_machines(tmp_path, caps
     assert "None" not in out and "create" in out and "1 generation" in out
     assert main(["cache", "log", cache, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tags"] == {"train": 1}
+
+
+def test_train_prints_what_it_trained_as_a_table():
+    from pipeline.commands.output import duration
+    from pipeline.commands.train import launched_table
+    from student_train.launch import Launched
+    from student_train.stages import get_stage
+
+    assert (duration(42.14), duration(200), duration(7500)) == ("42.1 s", "3 min 20 s", "2 h 5 min")
+    done = Launched(stage=get_stage("ar"), checkpoint="s3://b/ar/checkpoints/step_000600", workers=2,
+                    resumed_from="s3://b/ar/checkpoints/step_000200",
+                    phase_steps={"causal": 400, "dmd": 200})
+    text = " ".join(" ".join(_render(launched_table(done, "s3://b/ar"))).split())
+    assert text.startswith("S2DiT-AR: trained checkpoint s3://b/ar/checkpoints/step_000600 "
+                           "steps causal 400, dmd 200 resumed from s3://b/ar/checkpoints/step_000200 "
+                           "time on 2 Ray Train workers metrics s3://b/ar/metrics.jsonl next: ")
+    local = Launched(stage=get_stage("kd"), checkpoint="runs/kd/checkpoints/step_000002", workers=1,
+                     train_seconds=75.2, phase_steps={"kd": 2})
+    text = " ".join(" ".join(_render(launched_table(local, "runs/kd"))).split())
+    assert "time 1 min 15 s in process" in text and "tensorboard --logdir runs/kd/tensorboard" in text
