@@ -182,6 +182,9 @@ class WanTeacher(Teacher):
         self.max_text_len = max_text_len
         self.attention_backend = attention_backend
         if attention_backend:
+            from .wan_attention import probe_backend
+
+            probe_backend(attention_backend, torch.device(device), self.model_dtype)
             for model in self._experts():
                 model.set_attention_backend(attention_backend)
         self.offload = offload

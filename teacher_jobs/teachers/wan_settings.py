@@ -59,7 +59,9 @@ class WanSettings(TeacherSettings):
     negative_prompt: str = OFFICIAL_NEGATIVE_PROMPT
     offload: str = "none"  # none | expert (one expert on the GPU) | model (one model: wan_offload)
     micro_batch: int = 1
-    attention_backend: str | None = None  # a diffusers attention backend ("flash", "_native_cudnn")
+    # None: torch SDPA; a diffusers backend by name ("_native_cudnn", "flash", "_flash_3"), probed
+    # on the actor's device and refused there when it cannot run (wan_attention.py)
+    attention_backend: str | None = None
     max_text_len: int = 512  # the official text_len
 
     def __post_init__(self) -> None:
@@ -71,13 +73,10 @@ class WanSettings(TeacherSettings):
             check_commit(self.revision, "[job.teacher] revision (staged weights)")
         if self.solver != "auto":
             solver_of(self.solver, "")
-        if self.attention_backend is not None:
-            from diffusers.models.attention_dispatch import AttentionBackendName
+        if self.attention_backend is not None:  # probed on the actor's device (wan_attention)
+            from .wan_attention import check_backend_name
 
-            names = [b.value for b in AttentionBackendName]
-            if self.attention_backend not in names:
-                raise ValueError(f"attention_backend {self.attention_backend!r} is not a diffusers "
-                                 f"backend; choose one of {', '.join(names)}")
+            check_backend_name(self.attention_backend)
 
     @classmethod
     def from_spec(cls, spec: str) -> dict[str, Any] | None:
