@@ -19,7 +19,7 @@ from cache_schema.operations import OpResult, append, dedup, filter_samples, mer
 from cache_schema.store import split_ref
 from cache_schema.versioning import diff, diff_caches, gc, lineage, list_tags, set_tag
 from pipeline.commands.errors import friendly_errors
-from pipeline.commands.output import count, fixed, table, when, wrapping
+from pipeline.commands.output import count, fixed, key_values, table, when, wrapping
 
 WHERE_HELP = """\
 A new generation that tombstones samples in the sample index; shards are not
@@ -104,8 +104,38 @@ def _diff(args):
     else:
         newest = lineage(args.urls[0])[0]["generation"]
         result = diff(args.urls[0], args.from_ref, args.to_ref or newest)
-    print(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        Console().print(diff_table(args.urls[0] if len(args.urls) == 1 else None, result))
     return 0
+
+
+def _changes(name: str, lines: list[str]) -> list[tuple[str, str]]:
+    """One row per changed key (``key: A -> B``), the name on the first; "unchanged" if none."""
+    return [(name if i == 0 else "", line) for i, line in enumerate(lines)] or [(name, "unchanged")]
+
+
+def _pair(name: str, pair: list, same: str = "") -> tuple[str, str]:
+    a, b = pair
+    return (name, f"{a} -> {b}" if a != b else (same or str(a)))
+
+
+def diff_table(url: str | None, result: dict) -> Table:
+    """`cache diff` for people: samples added and removed (with a few ids), then what else
+    changed between the two generations (fingerprint keys, layout keys, schema, encoding)."""
+    where = f"generation {result['from']} -> {result['to']} of {url}" if url else \
+        f"{result['from']} -> {result['to']}"
+    rows = []
+    for what in ("added", "removed"):
+        ids = result[f"{what}_ids"][:3]
+        more = ", ..." if result[what] > len(ids) else ""
+        rows.append((what, count(result[what], "sample") + (f" (e.g. {', '.join(ids)}{more})" if ids else "")))
+    rows += [*_changes("fingerprint", result["fingerprint_changes"]),
+             *_changes("layout", result["layout_changes"]),
+             _pair("schema", result["schema_version"]), _pair("encoding", result["encoding"]),
+             _pair("cache id", result["cache_id"], same="same cache")]
+    return key_values(f"cache diff: {where}", rows)
 
 
 def _report(result: OpResult, what: str) -> int:
@@ -197,6 +227,7 @@ def _add_diff(subparsers: argparse._SubParsersAction) -> None:
     df.add_argument("urls", nargs="+", metavar="URL", help="one cache URL, or two")
     df.add_argument("--from", dest="from_ref", help="generation number or tag")
     df.add_argument("--to", dest="to_ref", help="generation number or tag (default newest)")
+    df.add_argument("--json", action="store_true", help="print JSON (at most 20 ids each side)")
     df.set_defaults(func=_guard(_diff))
 
 

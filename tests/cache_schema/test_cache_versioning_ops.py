@@ -417,8 +417,9 @@ def test_cli_commands_succeed_and_refuse_readably(tmp_path, capsys, monkeypatch)
         (["merge", f"{a}@1", b, "--output", str(tmp_path / "m")], "generation 1 (merge)"),
         (["convert", a, "--to", "zarr", "--output", str(tmp_path / "z"), "--no-progress"],
          "generation 1 (convert): 8 live samples"),
-        (["diff", a, "--from", "1"], '"added": 4'),
-        (["diff", f"{a}@1", str(tmp_path / "m")], '"added": 6'),
+        (["diff", a, "--from", "1", "--json"], '"added": 4'),
+        (["diff", a, "--from", "1"], "added        4 samples (e.g. "),
+        (["diff", f"{a}@1", str(tmp_path / "m")], "added        6 samples"),
         (["log", a], f"from={open_store(b).url}@1"),
     ]
     for argv, expected in ok:
@@ -447,3 +448,22 @@ def test_cli_commands_succeed_and_refuse_readably(tmp_path, capsys, monkeypatch)
             cli(["cache", command, "--help"])
         assert exit_.value.code == 0
     assert "references the other cache's shards" in " ".join(capsys.readouterr().out.split())
+
+
+def test_diff_prints_a_table_for_people(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    a = make_cache(str(tmp_path / "a"), "a")
+    other = make_cache(str(tmp_path / "o"), "o", fingerprint=OTHER_FINGERPRINT)
+    capsys.readouterr()
+    assert cli(["cache", "diff", a, other]) == 0
+    out = capsys.readouterr().out
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert max(map(len, lines)) <= 80 and "{" not in out and '"' not in out  # no JSON, no reprs
+    assert lines[0].startswith("cache diff: ") and " -> " in " ".join(lines[:3])
+    rows = {line.split()[0]: " ".join(line.split()[1:]) for line in lines[1:] if line[:1] != " "}
+    assert rows["added"].startswith("6 samples (e.g. ") and rows["removed"].startswith("6 samples")
+    assert rows["fingerprint"] == "shift: 3.0 -> 5.0" and rows["layout"] == "unchanged"
+    assert cli(["cache", "diff", a, "--from", "1", "--to", "1"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "added 0 samples removed 0 samples fingerprint unchanged" in text
+    assert "cache id same cache" in text
