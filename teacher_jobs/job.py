@@ -44,6 +44,7 @@ from cache_schema.errors import StoreError
 from cache_schema.redact import redact_secrets
 from cache_schema.sample_id import make_sample_id, normalise_prompt
 from cache_schema.store import refuse_url_credentials, split_ref, storage_env, use_profile
+from cache_schema.words import count
 
 from .config import JobConfig
 from .corpus import RejectedEntry, load_corpus, require_entries
@@ -339,7 +340,7 @@ class _Run:
         for unit, attempt, slot in self.pending.values():
             running.setdefault(slot.index, []).append(
                 f"{unit.name} ({self.view.partial.get(_key(unit, attempt), 0)} of "
-                f"{len(unit.entries)} samples)")
+                f"{count(len(unit.entries), 'sample')})")
         if self.monitor.check(running):
             self._status("stalled")
         self.board.publish.remote(self._snapshot())  # fire and forget

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cache_schema.words import count
+
 from .gpus import CostEstimate
 
 UNIT_TARGET_S = 15 * 60.0  # GPU time one unit may hold: what a preemption of its actor loses
@@ -33,7 +35,8 @@ class UnitPlan:
         return asdict(self)
 
     def describe(self) -> str:
-        text = f"units of {self.samples_per_shard} samples, a commit every {self.commit_every} units"
+        text = (f"units of {count(self.samples_per_shard, 'sample')}, a commit every "
+                f"{count(self.commit_every, 'unit')}")
         if self.seconds_per_unit is not None:
             text += f" ({self.seconds_per_unit / 60:.1f} GPU-minutes a unit)"
         return f"{text}: {self.basis}"

@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 
 from cache_schema.errors import AlreadyExists
 from cache_schema.store import Store, open_store, redact_url
+from cache_schema.words import count
 
 DIGEST_FILE = "s2dit-staged.json"
 FORMAT, VERSION = "s2dit-staged-checkpoint", 1
@@ -192,7 +193,7 @@ def stage(source: str, to: str, *, revision: str | None = None,
     """Copy ``source`` to ``to`` once and write the digest file last (create-only)."""
     folder, revision = source_folder(source, revision)
     names = list_files(folder)
-    log(f"hashing {len(names)} files of {source}")
+    log(f"hashing {count(len(names), 'file')} of {source}")
     record = StageRecord(source=str(folder) if os.path.isdir(source) else source, revision=revision,
                          files={rel: hash_file(folder / rel) for rel in names})
     store = open_store(to)
@@ -385,9 +386,9 @@ def describe(result: StageResult) -> Iterable[str]:
     rec = result.record
     gb = rec.total_bytes / 1e9
     if result.noop:
-        yield f"already staged: {result.url} holds the same {len(rec.files)} files ({gb:.2f} GB); nothing copied"
+        yield f"already staged: {result.url} holds the same {count(len(rec.files), 'file')} ({gb:.2f} GB); nothing copied"
     else:
-        yield (f"staged {len(rec.files)} files ({gb:.2f} GB; {result.copied} copied, "
+        yield (f"staged {count(len(rec.files), 'file')} ({gb:.2f} GB; {result.copied} copied, "
                f"{result.kept} already there) to {result.url}")
     yield f"digest file: {result.url}/{DIGEST_FILE} (sha256 {result.digest})"
     yield "in the job config's [job.teacher]:"

@@ -14,6 +14,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from cache_schema.words import count
+
+__all__ = ["count", "duration", "fixed", "key_values", "size", "table", "when", "working", "wrapping"]
+
 
 def table(title: str | None, columns: list[Column], *, caption: str | None = None) -> Table:
     """A compact table of ``columns`` (``fixed`` and ``wrapping`` ones), title and caption
@@ -47,11 +51,6 @@ def wrapping(header: str, min_width: int | None = None) -> Column:
 def size(n: int) -> str:
     """Bytes in human units (``1.2 MB``)."""
     return decimal(n)
-
-
-def count(n: int, noun: str, plural: str | None = None) -> str:
-    """``1 shard``, ``2 shards`` (``plural`` for irregular nouns)."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def when(moment: datetime.datetime | float) -> str:

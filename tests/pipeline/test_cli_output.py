@@ -116,3 +116,18 @@ def test_train_prints_what_it_trained_as_a_table():
                      train_seconds=75.2, phase_steps={"kd": 2})
     text = " ".join(" ".join(_render(launched_table(local, "runs/kd"))).split())
     assert "time 1 min 15 s in process" in text and "tensorboard --logdir runs/kd/tensorboard" in text
+
+
+def test_messages_count_one_thing_in_the_singular():
+    from teacher_jobs.sizing import UnitPlan
+    from teacher_jobs.staging import StagedFile, StageRecord, StageResult, describe
+
+    plan = UnitPlan(samples_per_shard=1, commit_every=1, seconds_per_unit=None, basis="given")
+    assert plan.describe() == "units of 1 sample, a commit every 1 unit: given"
+    record = StageRecord(source="w", revision=None, files={"a": StagedFile(size=10, sha256="0")})
+    lines = list(describe(StageResult(url="s3://b/w", record=record, digest="d", copied=1)))
+    assert lines[0].startswith("staged 1 file (0.00 GB; 1 copied")
+    lines = list(describe(StageResult(url="s3://b/w", record=record, digest="d", noop=True)))
+    assert "holds the same 1 file (" in lines[0]
+    assert count(1, "trajectory", "trajectories") == "1 trajectory"
+    assert count(3, "trajectory", "trajectories") == "3 trajectories"

@@ -11,6 +11,7 @@ from typing import Any
 
 import fsspec
 
+from cache_schema.words import count
 from teacher_jobs.analytic_corpus import split_classes, write_corpus
 from teacher_jobs.corpus import load_corpus
 
@@ -67,8 +68,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         with fsspec.open(source, "rb") as src, fsspec.open(out, "wb") as dst:
             dst.write(src.read())
         prompts = list(dict.fromkeys(e.prompt for e in load_corpus(out)[0]))
-    ctx.console.print(f"{len(prompts)} prompts -> {out}"
-                      + (f"; {len(held_out)} combinations held out" if held_out else ""))
+    ctx.console.print(f"{count(len(prompts), 'prompt')} -> {out}"
+                      + (f"; {count(len(held_out), 'combination')} held out" if held_out else ""))
     return {"prompts": out, "kind": kind, "count": len(prompts), "held_out": len(held_out),
             "sample_prompts": prompts[:SAMPLE_PROMPTS]}
 

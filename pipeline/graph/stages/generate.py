@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from cache_schema import load_manifest
+from cache_schema.words import count
 from teacher_jobs.config import JobConfig
 from teacher_jobs.job import run_generation
 
@@ -37,8 +38,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         raise RuntimeError(f"cache generation failed for units {job.failed_units}; rerun to retry them")
     manifest = job.manifest
     ctx.console.print(f"cache {ctx.path('cache')} generation {manifest.generation}: "
-                      f"{manifest.num_samples} trajectories, {manifest.total_bytes / 2**20:.1f} MiB "
-                      f"in {len(manifest.shards)} shards")
+                      f"{count(manifest.num_samples, 'trajectory', 'trajectories')}, "
+                      f"{manifest.total_bytes / 2**20:.1f} MiB in {count(len(manifest.shards), 'shard')}")
     return {"cache": ctx.path("cache"), "generation": manifest.generation,
             "samples": manifest.num_samples, "shards": len(manifest.shards),
             "bytes": manifest.total_bytes, "encoding": manifest.encoding,

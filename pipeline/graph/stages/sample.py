@@ -12,6 +12,7 @@ import dataclasses
 import functools
 from typing import Any
 
+from cache_schema.words import count
 from pipeline.text_to_video import SampleConfig, generate
 
 from ..config import RunConfig, refuse_unknown_keys
@@ -43,15 +44,15 @@ def _trained(ctx: StageContext, students: tuple[str, ...]) -> dict[str, Any]:
 
 def run(ctx: StageContext, students: tuple[str, ...]) -> dict[str, Any]:
     section = _section(ctx.config)
-    count = section.pop("count", 4)
-    prompts = section.pop("prompts", None) or ctx.outputs("corpus")["sample_prompts"][:count]
+    first = section.pop("count", 4)
+    prompts = section.pop("prompts", None) or ctx.outputs("corpus")["sample_prompts"][:first]
     trained = _trained(ctx, students)
     if not trained:  # --only sample before any training stage finished
         raise ValueError(f"no trained student to sample: none of {', '.join(students)} has "
                          "finished; run them first")
     record = generate(SampleConfig(checkpoint=trained["checkpoint"], prompts=list(prompts),
                                    out=ctx.path(PREFIX), **section))
-    ctx.console.print(f"{len(prompts)} prompts -> {', '.join(record['outputs']['videos'])}"
+    ctx.console.print(f"{count(len(prompts), 'prompt')} -> {', '.join(record['outputs']['videos'])}"
                       + (f"; scores {record['scores']}" if record.get("scores") else ""))
     return {"sidecar": record["outputs"]["sidecar"], "outputs": record["outputs"],
             "prompts": record["prompts"], "stage": record["stage"], "checkpoint": record["checkpoint"]}

@@ -8,6 +8,7 @@ from typing import Any
 import fsspec
 
 from cache_schema import verify_cache
+from cache_schema.words import count
 
 from ..config import RunConfig, refuse_unknown_keys
 from ..registry import register_graph_stage
@@ -33,7 +34,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         json.dump(record, handle, indent=1)
     if not report.ok:
         raise RuntimeError(f"cache failed verification ({ctx.path('verify.json')}): {report.problems[:3]}")
-    ctx.console.print(f"intact: {report.checked_shards} shards, {report.checked_samples} samples"
+    ctx.console.print(f"intact: {count(report.checked_shards, 'shard')}, {count(report.checked_samples, 'sample')}"
                       f"{' checksummed' if deep else ''}")
     return {"verify": ctx.path("verify.json"), "checked_shards": report.checked_shards,
             "checked_samples": report.checked_samples}
