@@ -9,12 +9,15 @@ import json
 from tqdm import tqdm
 
 from cache_schema.operations import read_id_list
+from cache_schema.words import count
+from pipeline.commands.cache_generate import add_set, parse_sets
 from pipeline.commands.errors import friendly_errors
 from teacher_jobs.audit import GPU_ATOL, audit_cache
 from teacher_jobs.cli_args import add_generate_args, config_from_args, flag_settings
 
 
 def _audit(args: argparse.Namespace) -> int:
+    parse_sets(args)
     # --config: the job's settings as given; else the manifest's recorded config, flags over it
     config = config_from_args(args) if args.config else None
     ids = read_id_list(args.ids) if args.ids else None
@@ -31,7 +34,7 @@ def _audit(args: argparse.Namespace) -> int:
     for sid in result.missing:
         print(f"MISSING sample {sid}: not regenerated")
     rule = "bit-exact" if result.atol == 0 else f"atol {result.atol:g}"
-    print(f"{'OK' if result.ok else 'FAILED'}: {result.checked} samples of generation "
+    print(f"{'OK' if result.ok else 'FAILED'}: {count(result.checked, 'sample')} of generation "
           f"{result.generation} regenerated ({rule}): {result.exact} bit-exact "
           f"({100 * result.exact_fraction:.1f}%), {result.within_tolerance} within tolerance, "
           f"{len(result.mismatches)} differ; teacher {result.teacher_fingerprint[:16]}; "
@@ -62,4 +65,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     audit.add_argument("--json", action="store_true", help="print the audit as JSON")
     audit.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_generate_args(audit)
+    add_set(audit)
     audit.set_defaults(func=friendly_errors(_audit))

@@ -23,6 +23,10 @@ def _student_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk-frames", type=int, help="latent frames per streaming chunk")
     g.add_argument("--ssa-window", type=int, help="past chunks in the SSA KV cache (required to export)")
     g.add_argument("--layout", help=f"comma-separated blocks, e.g. {LAYOUT_EXAMPLE}")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="any StudentConfig key (repeatable), the value read as TOML and checked "
+                        "like the file's, after the file and the flags: --set mlp_ratio=4 "
+                        "(or model.KEY=VALUE)")
 
 
 def _triple(text: str, n: int, flag: str) -> list[int]:
@@ -50,10 +54,20 @@ def _student_config(args: argparse.Namespace):
         data["patch"] = _triple(args.patch, 3, "--patch")
     if args.layout:
         data["layout"] = [b.strip() for b in args.layout.split(",") if b.strip()]
+    data.update(_sets(args, StudentConfig))
     try:
         return StudentConfig.from_json(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"bad student config: {exc}") from None
+
+
+def _sets(args: argparse.Namespace, config: type) -> dict:
+    """``--set KEY=VALUE`` of the student config (a key it lacks is refused with the closest)."""
+    import dataclasses
+
+    from pipeline.graph.overrides import table_overrides
+
+    return table_overrides(args.overrides, "model", (f.name for f in dataclasses.fields(config)))
 
 
 # -- profile ---------------------------------------------------------------------------------

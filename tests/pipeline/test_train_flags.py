@@ -1,5 +1,6 @@
 """Training knobs from the command line (issue 29): --lr, --checkpoint-every, --causal-steps and
---set KEY=VALUE on `train kd | ar` and `cache generate | estimate`, checked like a file's keys."""
+--set KEY=VALUE on `train kd | ar`, `cache generate | estimate | audit` and the student-config
+commands (`profile | export`), checked like a file's keys."""
 
 from __future__ import annotations
 
@@ -70,3 +71,27 @@ def test_cache_estimate_and_generate_take_set(capsys):
     assert main(["cache", "generate", "--prompts", "p.txt", "--output", "c",
                  "--set", "seedz=1"]) == 2
     assert "unknown [job] key 'seedz' (did you mean 'seed'?)" in capsys.readouterr().err
+
+
+def test_audit_and_the_student_config_commands_take_set(tmp_path, capsys, monkeypatch):
+    from pipeline.cli import build_parser
+    from pipeline.commands import model
+
+    audit = ["cache", "audit", str(tmp_path), "--fraction", "0.5", "--no-progress"]
+    assert main([*audit, "--set", "seedz=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set seedz=3: unknown [job] key 'seedz' (did you mean 'seed'?)")
+    seen = {}
+    monkeypatch.setattr("pipeline.commands.cache_audit.audit_cache",
+                        lambda url, config, **kw: seen.update(kw) or (_ for _ in ()).throw(
+                            ValueError("stop")))
+    assert main([*audit, "--set", "teacher.steps=3"]) == 2
+    assert seen["settings"]["teacher"]["steps"] == 3  # the manifest's config, --set over it
+    args = build_parser(["profile"]).parse_args(["profile", "--out", "l.json", "--dim", "48",
+                                                 "--set", "mlp_ratio=4", "--set", "model.heads=4"])
+    config = model._student_config(args)
+    assert (config.dim, config.mlp_ratio, config.heads) == (48, 4.0, 4)
+    capsys.readouterr()
+    assert main(["export", "--out", str(tmp_path / "x.pt2"), "--set", "mlp_ration=4"]) == 2
+    assert ("--set mlp_ration=4: unknown [model] key 'mlp_ration' (did you mean 'mlp_ratio'?)"
+            in capsys.readouterr().err)
