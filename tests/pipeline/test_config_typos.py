@@ -72,11 +72,12 @@ def test_a_teacher_setting_typo_gets_the_closest_setting():
 @pytest.mark.parametrize("section, text, expected", [
     ("report", "foo = 1", "unknown [report] key 'foo'; known: enabled"),
     ("report", "enabeld = false", "unknown [report] key 'enabeld' (did you mean 'enabled'?)"),
+    ("eval", "per_clas = 2", "unknown [eval] key 'per_clas' (did you mean 'per_class'?); known: "),
     ("tag", "nmae = 'x'", "unknown [tag] key 'nmae' (did you mean 'name'?); known: name"),
     ("verify", "dep = true", "unknown [verify] key 'dep' (did you mean 'deep'?)"),
     ("sample", "cuont = 2", "unknown [sample] key 'cuont' (did you mean 'count'?)"),
-    ("corpus", "train_clases = 3", "unknown [corpus] key 'train_clases' (did you mean "
-                                   "'train_classes'?)"),
+    ("corpus", "train_clases = 3", ("unknown [corpus] key 'train_clases' (did you mean "
+                                   "'train_classes'?)")),
 ])
 def test_every_section_refuses_an_unknown_key_with_the_closest(section, text, expected,
                                                                tmp_path, capsys):

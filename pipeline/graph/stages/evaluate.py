@@ -29,7 +29,7 @@ from pipeline.eval import evaluate_checkpoint, format_report
 from student_train.stage_spec import TrainingStage
 from teacher_jobs.teachers import has_oracle
 
-from ..config import RunConfig
+from ..config import RunConfig, refuse_unknown_keys
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, optional
 
@@ -46,9 +46,7 @@ def _oracle_only(ctx: StageContext) -> str | None:
 
 def _section(config: RunConfig) -> dict[str, Any]:
     section = config.section("eval")
-    unknown = sorted(set(section) - KEYS)
-    if unknown:
-        raise ValueError(f"unknown [eval] keys {unknown}; known: {sorted(KEYS)}")
+    refuse_unknown_keys("eval", section, KEYS)
     lengths = section.get("lengths", [1])
     if not isinstance(lengths, list) or not lengths or not all(
             isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 64 for m in lengths):
