@@ -135,9 +135,9 @@ def test_only_a_folder_this_call_created_holding_only_ray_train_storage_goes(tmp
             (out / "metrics.jsonl").write_text('{"step": 1}\n')
         raise RuntimeError("worker refused")
 
-    with pytest.raises(RuntimeError, match="worker refused"):
-        with distributed._removed_if_refused(str(out), str(storage)):
-            refused()
+    with pytest.raises(RuntimeError, match="worker refused"), \
+            distributed._removed_if_refused(str(out), str(storage)):
+        refused()
     assert out.exists() == (present != "nothing")
     if present == "metrics":
         assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'
