@@ -85,6 +85,7 @@ class StageConfig:
         "log_every": between(1, 10_000_000),
         "buffer_shards": between(1, 1_000_000), "prefetch_shards": between(0, 1_000_000),
         "loader_workers": between(1, 256),
+        "cond_dropout": between(0.0, 1.0, hi_open=True),
     }
 
     # run
@@ -116,6 +117,12 @@ class StageConfig:
     prefetch_shards: int = 8  # read ahead a whole shuffle window: crossing it does not stall
     loader_workers: int = 1  # shard-reading threads; raise for high-latency object stores
     skip_corrupt_shards: bool = False
+    # Conditioning dropout (classifier-free guidance): this share of the stage's text-conditioned
+    # regression rows sees the cache's unconditional (negative-prompt) embedding instead of the
+    # prompt's, so the student also learns an unconditional mode and can be sampled with
+    # guidance != 1. Stage 1: KD rows (target the teacher's v_uncond); stage 2: the causal
+    # phase's clips (flow matching only). Drawn per sample (seed, epoch, id). 0: none (as before).
+    cond_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         # Types and ranges of every field, the stage's own too (TOML and JSON lists -> tuples).

@@ -1,4 +1,6 @@
-"""Sampling the student: few-step (d = the jump) or full-step (d = 0) Euler over a schedule."""
+"""Sampling the student: few-step (d = the jump) or full-step (d = 0) Euler over a schedule,
+whole or chunk by chunk, optionally with classifier-free guidance (guidance.py: ``guidance`` g
+and the ``null`` text; g = 1, the default, is the unguided sampler itself)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,19 @@ import torch
 
 from cache_schema import flow
 
+from .guidance import NullText, guided
+
 
 @torch.no_grad()
 def sample(model, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
-           sigmas: list[float], *, use_step_size: bool = True, causal: bool = False) -> torch.Tensor:
+           sigmas: list[float], *, use_step_size: bool = True, causal: bool = False,
+           guidance: float = 1.0, null: NullText | None = None) -> torch.Tensor:
     """Integrate from ``noise`` at sigmas[0] to sigmas[-1] (usually 0).
 
     use_step_size: condition on d = sigma_k - sigma_{k+1} (few-step, S2DiT-KD's jumps);
     False gives the instantaneous velocity (d = 0), for sampling on the teacher's grid.
     """
+    model = guided(model, guidance, null)
     x = noise
     b = x.shape[0]
     for s, s_next in itertools.pairwise(sigmas):
@@ -61,7 +67,8 @@ def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: 
                      sigmas: list[float], chunk_frames: int | None = None, *,
                      use_step_size: bool = True, context_sigma: float | None = 0.0,
                      context_noise: torch.Tensor | None = None,
-                     forced: torch.Tensor | None = None) -> torch.Tensor:
+                     forced: torch.Tensor | None = None, guidance: float = 1.0,
+                     null: NullText | None = None) -> torch.Tensor:
     """Chunk by chunk with the streaming state: each chunk of ``chunk_frames`` latent frames
     (default: the model's) is integrated from sigmas[0] to sigmas[-1], then becomes context.
 
@@ -79,7 +86,8 @@ def sample_streaming(model, noise: torch.Tensor, text: torch.Tensor, text_mask: 
     """
     chunks = stream_chunks(model, noise, text, text_mask, sigmas, chunk_frames,
                            use_step_size=use_step_size, context_sigma=context_sigma,
-                           context_noise=context_noise, forced=forced)
+                           context_noise=context_noise, forced=forced, guidance=guidance,
+                           null=null)
     return torch.cat(list(chunks), dim=2)
 
 
@@ -88,10 +96,11 @@ def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: tor
                   sigmas: list[float], chunk_frames: int | None = None, *,
                   use_step_size: bool = True, context_sigma: float | None = 0.0,
                   context_noise: torch.Tensor | None = None,
-                  forced: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                  forced: torch.Tensor | None = None, guidance: float = 1.0,
+                  null: NullText | None = None) -> Iterator[torch.Tensor]:
     """``sample_streaming`` as a generator: yields each finished chunk (B, C, cf, H, W) as soon
     as it is done, so a consumer (a video decoder) can work while later chunks are sampled."""
-    model = _with_chunk_frames(model, chunk_frames)
+    model = guided(_with_chunk_frames(model, chunk_frames), guidance, null)
     cf = model.config.chunk_frames
     b, _, frames, _, _ = noise.shape
     if frames % cf:

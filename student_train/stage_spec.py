@@ -29,6 +29,12 @@ def configured_context(config: dict[str, Any]) -> float:
     return float(config.get("context_sigma", 0.0))
 
 
+def configured_dropout(state: dict[str, Any]) -> float:
+    """The ``cond_dropout`` of the checkpoint's resolved config (0 for a checkpoint written
+    before the setting existed): the share of rows trained on the unconditional embedding."""
+    return float(state.get("config", {}).get("cond_dropout", 0.0))
+
+
 def configured_steps(config: Any) -> int:
     return int(config.steps)
 
@@ -52,6 +58,9 @@ class TrainingStage:
     context_sigma: Callable[[dict[str, Any]], float] = clean_context
     # Optimiser steps of a whole run (checkpoints are numbered by it)
     total_steps: Callable[[Any], int] = configured_steps
+    # The conditioning dropout a checkpoint's model was trained with, from its state.json
+    # (0: it has no unconditional mode, and sampling it with guidance != 1 is refused)
+    cond_dropout: Callable[[dict[str, Any]], float] = configured_dropout
 
     def __post_init__(self) -> None:
         if not self.checkpoints:

@@ -24,6 +24,7 @@ from .checkpoint import (
     model_config,
     split_prefix,
 )
+from .guidance import NullText, check_guidance
 from .model import S2DiT
 from .sampler import sample, sample_streaming, stream_chunks
 from .stage_spec import TrainingStage
@@ -85,6 +86,16 @@ class StudentCheckpoint:
         """cache_url, cache_id, generation and fingerprint_digest of the cache it trained on."""
         return self.state["manifest"]
 
+    @property
+    def cond_dropout(self) -> float:
+        """The conditioning dropout its model was trained with (its stage says how to read
+        it): 0 means no unconditional mode, so no classifier-free guidance."""
+        return self.spec.cond_dropout(self.state)
+
+    def check_guidance(self, guidance: float) -> None:
+        """Refuse guidance != 1 for a checkpoint trained without conditioning dropout."""
+        check_guidance(guidance, self.cond_dropout, f"the checkpoint {self.url}")
+
     def trained_manifest(self) -> Manifest:
         """The manifest generation it trained on (not whatever a tag names now)."""
         info = self.manifest_info
@@ -120,25 +131,34 @@ class StudentCheckpoint:
 
     def chunks(self, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                sigmas: list[float], *, streaming: bool | None = None, use_step_size: bool = True,
-               chunk_frames: int | None = None) -> Iterator[torch.Tensor]:
+               chunk_frames: int | None = None, guidance: float = 1.0,
+               null: NullText | None = None) -> Iterator[torch.Tensor]:
         """Finished latents as they come, (B, C, f, H, W) each: chunk by chunk when streaming
-        (default: as its stage samples), else the whole clip sampled at once, one frame each."""
+        (default: as its stage samples), else the whole clip sampled at once, one frame each.
+        ``guidance`` != 1 with the ``null`` text: classifier-free guidance (guidance.py)."""
+        self.check_guidance(guidance)
         if self.streams if streaming is None else streaming:
             return stream_chunks(self.model, noise, text, text_mask, sigmas, chunk_frames,
-                                 use_step_size=use_step_size, context_sigma=self.context_sigma)
-        x0 = sample(self.model, noise, text, text_mask, sigmas, use_step_size=use_step_size)
+                                 use_step_size=use_step_size, context_sigma=self.context_sigma,
+                                 guidance=guidance, null=null)
+        x0 = sample(self.model, noise, text, text_mask, sigmas, use_step_size=use_step_size,
+                    guidance=guidance, null=null)
         return iter(x0.split(1, dim=2))
 
     def sample(self, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                sigmas: list[float], *, streaming: bool | None = None, use_step_size: bool = True,
-               chunk_frames: int | None = None, forced: torch.Tensor | None = None) -> torch.Tensor:
+               chunk_frames: int | None = None, forced: torch.Tensor | None = None,
+               guidance: float = 1.0, null: NullText | None = None) -> torch.Tensor:
         """The whole (B, C, F, H, W) clip, sampled as ``chunks`` says; ``forced``: the first
-        frames given, not sampled (teacher forcing, streaming only: ``sample_streaming``)."""
+        frames given, not sampled (teacher forcing, streaming only: ``sample_streaming``);
+        ``guidance`` != 1 with the ``null`` text: classifier-free guidance (guidance.py)."""
+        self.check_guidance(guidance)
         if self.streams if streaming is None else streaming:
             return sample_streaming(self.model, noise, text, text_mask, sigmas, chunk_frames,
                                     use_step_size=use_step_size, context_sigma=self.context_sigma,
-                                    forced=forced)
+                                    forced=forced, guidance=guidance, null=null)
         if forced is not None:
             raise ValueError("forced frames need streaming: the whole clip sampled at once has no "
                              "context to commit them to")
-        return sample(self.model, noise, text, text_mask, sigmas, use_step_size=use_step_size)
+        return sample(self.model, noise, text, text_mask, sigmas, use_step_size=use_step_size,
+                      guidance=guidance, null=null)

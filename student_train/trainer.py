@@ -33,7 +33,7 @@ from .precision import Precision
 from .schedule import lr_factor
 from .search.layout_file import model_overrides
 from .stage_spec import TrainingStage
-from .text import pad_text
+from .text import NULL_TEXT, pad_text
 
 FIELDS = ("states", "v_cond", "v_uncond", "guidance", "sigmas", "x0", "text_emb")
 
@@ -74,11 +74,14 @@ def make_plan(layout: CacheLayout, sigmas: np.ndarray, student_steps: int) -> Pl
 
 
 def record_uniforms(seed: int, epoch: int, sample_id: str) -> np.ndarray:
-    # (jitter state, jitter position, jump, KD-row draw); random(4)[:3] == random(3)
-    return np.random.default_rng([seed, epoch, int(sample_id[:15], 16)]).random(4)
+    # (jitter state, jitter position, jump, KD-row draw, conditioning-dropout draw);
+    # random(5)[:4] == random(4): the first four are what they were before the fifth existed
+    return np.random.default_rng([seed, epoch, int(sample_id[:15], 16)]).random(5)
 
 
-def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
+def collate(records: list[dict], max_text_len: int, device, seed: int, *,
+            null_text: bool = False) -> Batch:
+    """``null_text``: also the records' unconditional embeddings (conditioning dropout)."""
     # Stack in the stored dtype and move. The (B, S, ...) trajectories stay in it: a step uses
     # a few of their S states, which the loss widens to float32 after picking them (the same
     # values as widening all first, at a fraction of the copies). The rest: (B, ...) float32.
@@ -87,9 +90,12 @@ def collate(records: list[dict], max_text_len: int, device, seed: int) -> Batch:
     text, mask = pad_text(records, max_text_len)
     u = torch.from_numpy(np.stack([record_uniforms(seed, r["_epoch"], r["sample_id"])
                                    for r in records])).float()
+    null, null_mask = pad_text(records, max_text_len, NULL_TEXT) if null_text else (None, None)
     return Batch(states=stored("states"), v_cond=stored("v_cond"), v_uncond=stored("v_uncond"),
                  guidance=f32("guidance"), sigmas=f32("sigmas"), x0=f32("x0"),
-                 text=text.to(device), text_mask=mask.to(device), u=u.to(device))
+                 text=text.to(device), text_mask=mask.to(device), u=u.to(device),
+                 null_text=None if null is None else null.to(device),
+                 null_mask=None if null_mask is None else null_mask.to(device))
 
 
 def student_config_for(layout: CacheLayout, overrides: dict[str, Any],
@@ -115,7 +121,7 @@ class Trainer(TrainLoop):
                  world_size: int = 1, wrap_model: Callable | None = None):
         super().__init__(out_url, config, rank=rank, world_size=world_size)
         # 1. the cache
-        manifest = self.open_cache(cache_url, FIELDS)
+        manifest = self.open_cache(cache_url, FIELDS + ((NULL_TEXT,) if config.cond_dropout else ()))
         if config.expect_fingerprint_digest and config.expect_fingerprint_digest != manifest.fingerprint_digest:
             raise FingerprintMismatch(
                 f"cache {cache_url} has fingerprint {manifest.fingerprint_digest[:16]}, the training "
@@ -147,14 +153,15 @@ class Trainer(TrainLoop):
         """KD rows + step rows of this rank's share of the batch -> one forward -> clip ->
         step -> EMA."""
         cfg, per_rank = self.cfg, self.cfg.batch_size // self.world
-        batch = collate(take(per_rank), self.layout.max_text_len, self.device, cfg.seed)
+        batch = collate(take(per_rank), self.layout.max_text_len, self.device, cfg.seed,
+                        null_text=bool(cfg.cond_dropout))
         set_lr(self.opt, cfg.lr * lr_factor(self.step, cfg))
         with self.precision.autocast():
             loss, parts = distillation_loss(
                 self.train_model, batch, schedule=self.plan.schedule,
                 adjacent=self.plan.adjacent, contiguous=self.plan.contiguous,
                 kd_weight=cfg.kd_weight, step_weight=cfg.step_weight, jitter=cfg.sigma_jitter,
-                kd_fraction=cfg.kd_fraction, rows_per_rank=per_rank)
+                kd_fraction=cfg.kd_fraction, rows_per_rank=per_rank, cond_dropout=cfg.cond_dropout)
         # world_size 1: under Ray Train the DDP wrapper (train_model) averaged the gradients
         grad_norm = optimiser_step(self.opt, self.precision, loss, self.model, cfg.grad_clip)
         ema_update(self.ema, self.model, cfg.ema_decay)

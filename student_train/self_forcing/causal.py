@@ -19,7 +19,13 @@ with their own keyed noise), and the current chunk is a training row of one of t
   autoregressive teacher's ODE of that chunk given the same clean past chunks the student is
   given here, so they are used instead, for every chunk (their chunk size must be the student's).
 
-Every draw (sigma, row kind, jump, noises) is keyed by (seed, epoch, sample id), as elsewhere.
+Conditioning dropout (``cond_dropout`` > 0): a clip drawn for it streams with the cache's
+unconditional embedding in place of its prompt's, context included, and learns flow matching
+only on every chunk (the cached jumps follow the guided, conditional trajectory), so the causal
+student keeps an unconditional mode for classifier-free guidance.
+
+Every draw (sigma, row kind, jump, noises, dropout) is keyed by (seed, epoch, sample id), as
+elsewhere.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 
 from cache_schema import CAUSAL_PAIR_FIELDS, flow
 
-from ..text import pad_text
+from ..text import NULL_TEXT, drop_text, pad_text
 
 CAUSAL_FIELDS = ("x0", "text_emb", "states", "sigmas")
 # A cache with causal ODE pairs: the jumps read them, never the bidirectional states.
@@ -58,11 +64,22 @@ class CausalBatch:
     u: torch.Tensor  # (B, 3, chunks): [sigma, row kind, jump] uniforms per chunk
     eps: torch.Tensor  # (B, C, F, H, W) flow-matching noise
     context_noise: torch.Tensor  # (B, C, F, H, W) noise of the committed context
+    drop: torch.Tensor | None = None  # (B,) bool: clips conditioned on the null text (dropout)
+    null_text: torch.Tensor | None = None  # (B, L, D) the records' unconditional embeddings
+    null_mask: torch.Tensor | None = None  # (B, L) bool
+
+    def conditioning(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text, mask) of every row: the prompt's, or the null text where ``drop``."""
+        if self.drop is None:
+            return self.text, self.text_mask
+        return drop_text(self.text, self.text_mask, (self.null_text, self.null_mask), self.drop)
 
 
 def collate_causal(records: list[dict], max_text_len: int, *, seed: int, num_chunks: int,
-                   device, dtype=torch.float32, pairs: bool = False) -> CausalBatch:
-    """``pairs``: the cache holds causal ODE pairs (its fingerprint says so): jumps from them."""
+                   device, dtype=torch.float32, pairs: bool = False,
+                   cond_dropout: float = 0.0) -> CausalBatch:
+    """``pairs``: the cache holds causal ODE pairs (its fingerprint says so): jumps from them.
+    ``cond_dropout``: the share of clips conditioned on the null text (module docstring)."""
     tensor = lambda key: torch.from_numpy(np.stack([r[key] for r in records])).to(device, dtype)
     missing = [r["sample_id"] for r in records if pairs and CAUSAL_PAIR_FIELDS[0] not in r]
     if missing:
@@ -72,20 +89,27 @@ def collate_causal(records: list[dict], max_text_len: int, *, seed: int, num_chu
     trajectory, end = CAUSAL_PAIR_FIELDS if pairs else ("states", "x0")
     text, mask = pad_text(records, max_text_len)
     shape = tuple(records[0]["x0"].shape)
-    us, normals = [], []
+    us, normals, drops = [], [], []
     for r in records:
         rng = np.random.default_rng([seed, r["_epoch"], int(r["sample_id"][:15], 16), _CAUSAL_KEY])
         us.append(rng.random((3, num_chunks)))
         normals.append(rng.standard_normal((2, *shape), dtype=np.float32))
+        if cond_dropout:  # drawn after the others: they are what they were without dropout
+            drops.append(rng.random() < cond_dropout)
     normal = torch.from_numpy(np.stack(normals)).to(device, dtype)  # (B, 2, C, F, H, W)
     # the trajectories stay in their stored dtype: the loss widens the few states it picks
     states = torch.from_numpy(np.stack([r[trajectory] for r in records])).to(device)
     x0 = tensor("x0")
-    return CausalBatch(x0=x0, states=states, jump_x0=tensor(end) if pairs else x0, pairs=pairs,
-                       sigmas=tensor("sigmas"),
-                       text=text.to(device, dtype), text_mask=mask.to(device),
-                       u=torch.from_numpy(np.stack(us)).to(device, dtype),
-                       eps=normal[:, 0], context_noise=normal[:, 1])
+    batch = CausalBatch(x0=x0, states=states, jump_x0=tensor(end) if pairs else x0, pairs=pairs,
+                        sigmas=tensor("sigmas"),
+                        text=text.to(device, dtype), text_mask=mask.to(device),
+                        u=torch.from_numpy(np.stack(us)).to(device, dtype),
+                        eps=normal[:, 0], context_noise=normal[:, 1])
+    if cond_dropout:
+        null, null_mask = pad_text(records, max_text_len, NULL_TEXT)
+        batch.drop = torch.tensor(drops, device=device)
+        batch.null_text, batch.null_mask = null.to(device, dtype), null_mask.to(device)
+    return batch
 
 
 def teacher_forcing_loss(model, batch: CausalBatch, *, schedule: list[int], context_sigma: float,
@@ -104,6 +128,7 @@ def teacher_forcing_loss(model, batch: CausalBatch, *, schedule: list[int], cont
     n = len(schedule)
     sched = torch.tensor(schedule, device=batch.x0.device)
     losses, jump_share = [], []
+    text, mask = batch.conditioning()
     for i, start in enumerate(range(0, frames, cf)):
         part = slice(start, start + cf)
         x0 = batch.x0[:, :, part]  # (B, C, cf, H, W)
@@ -124,16 +149,18 @@ def teacher_forcing_loss(model, batch: CausalBatch, *, schedule: list[int], cont
         jump = batch.u[:, 1, i] < jump_fraction
         if i == 0 and not (jump_first_chunk or batch.pairs):
             jump = torch.zeros_like(jump)
+        if batch.drop is not None:  # null-text clips: flow matching only
+            jump = jump & ~batch.drop
         x = torch.where(view(jump), x_i, x_fm)
         sigma = torch.where(jump, sig_i, sig_fm)
         d = torch.where(jump, sig_i - sig_j, torch.zeros_like(sig_i))
         target = torch.where(view(jump), flow.average_velocity(x_i, view(sig_i), x_j, view(sig_j)),
                              flow.velocity_target(x0, eps))
-        v, _ = model.forward_chunk(x, sigma, d, batch.text, batch.text_mask, state)
+        v, _ = model.forward_chunk(x, sigma, d, text, mask, state)
         losses.append((v - target).pow(2).mean())
         jump_share.append(float(jump.float().mean()))
         if start + cf < frames:  # the teacher's clean chunk becomes the next chunk's context
-            state = model.commit_chunk(x0, batch.text, batch.text_mask, state, sigma=context_sigma,
+            state = model.commit_chunk(x0, text, mask, state, sigma=context_sigma,
                                        noise=batch.context_noise[:, :, part])
     loss = torch.stack(losses).mean()
     parts = {"causal_loss": loss.item(), "causal_first_chunk_loss": losses[0].item(),

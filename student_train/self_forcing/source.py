@@ -28,10 +28,15 @@ class KDSource:
     weights: dict[str, torch.Tensor]  # the EMA weights
     plan: dict[str, Any]  # the KD run's schedule (schedule_sigmas: the few-step jumps + 0)
     manifest: dict[str, Any]  # the cache the KD model was distilled from
+    cond_dropout: float = 0.0  # the KD run's conditioning dropout (0: no unconditional mode)
 
     def describe(self) -> dict[str, Any]:
-        """What an AR checkpoint records about where it came from."""
-        return {"checkpoint": self.url, "step": self.step, "manifest": self.manifest}
+        """What an AR checkpoint records about where it came from (the KD run's conditioning
+        dropout only when it had one: older records stay as they were)."""
+        out = {"checkpoint": self.url, "step": self.step, "manifest": self.manifest}
+        if self.cond_dropout:
+            out["cond_dropout"] = self.cond_dropout
+        return out
 
 
 def load_kd_source(url: str) -> KDSource:
@@ -58,7 +63,8 @@ def load_kd_source(url: str) -> KDSource:
         raise ValueError(f"{folder} holds no EMA weights (ema.*)")
     return KDSource(url=folder, step=int(state["step"]),
                     model_config=StudentConfig.from_json(state["model_config"]), weights=weights,
-                    plan=state["plan"], manifest=state["manifest"])
+                    plan=state["plan"], manifest=state["manifest"],
+                    cond_dropout=float(state.get("config", {}).get("cond_dropout", 0.0)))
 
 
 def check_fits(source: KDSource, layout: CacheLayout, fingerprint_digest: str, cache_url: str,

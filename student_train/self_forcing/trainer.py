@@ -40,6 +40,7 @@ from ..optim import adamw, ema_update, optimiser_step, set_lr
 from ..precision import Precision
 from ..schedule import lr_factor
 from ..stage_spec import TrainingStage, configured_context
+from ..text import NULL_TEXT
 from .batch import AR_FIELDS, ARBatch, collate_ar
 from .causal import causal_fields, collate_causal, teacher_forcing_loss
 from .config import ARConfig
@@ -69,7 +70,8 @@ class ARTrainer(TrainLoop):
                 return AR_FIELDS
             if config.use_causal_pairs:
                 self.pair_chunk = causal_chunk_frames(manifest.fingerprint)
-            return AR_FIELDS + tuple(f for f in causal_fields(bool(self.pair_chunk))
+            null = (NULL_TEXT,) if config.cond_dropout else ()
+            return AR_FIELDS + tuple(f for f in causal_fields(bool(self.pair_chunk)) + null
                                      if f not in AR_FIELDS)
 
         manifest = self.open_cache(cache_url, fields)
@@ -158,7 +160,7 @@ class ARTrainer(TrainLoop):
         per_rank = (cfg.causal_batch_size or cfg.batch_size) // self.world
         batch = collate_causal(take(per_rank), self.layout.max_text_len, seed=cfg.seed,
                                num_chunks=self.num_chunks, device=self.device,
-                               pairs=bool(self.pair_chunk))
+                               pairs=bool(self.pair_chunk), cond_dropout=cfg.cond_dropout)
         # short linear warm-up, then constant
         set_lr(self.causal_opt, cfg.causal_lr * min(1.0, (self.causal_step + 1) / max(1, cfg.warmup_steps)))
         with self.precision.autocast():
@@ -246,9 +248,19 @@ def _total_steps(config: ARConfig) -> int:
     return config.causal_steps + config.steps  # checkpoints count both phases
 
 
+def _trained_dropout(state: dict[str, Any]) -> float:
+    """The unconditional mode of a stage-2 model comes from its causal phase's conditioning
+    dropout when it had a causal phase (which retrains the model causally), else from the KD
+    model it started from (DMD trains the conditional mode only)."""
+    config = state.get("config", {})
+    if config.get("causal_steps", 0):
+        return float(config.get("cond_dropout", 0.0))
+    return float(state.get("init", {}).get("cond_dropout", 0.0))
+
+
 # Its "causal" checkpoints (before the first DMD step) are sampled whole, like KD; "ar" ones
 # stream, committing chunks at the trained context_sigma.
 AR_STAGE = TrainingStage(name="ar", title="S2DiT-AR", config=ARConfig, build=build_ar,
                          inputs=("init_url", "cache_url"), checkpoints=ARTrainer.RESUMES,
                          streams=("ar",), context_sigma=configured_context,
-                         total_steps=_total_steps)
+                         total_steps=_total_steps, cond_dropout=_trained_dropout)
