@@ -85,6 +85,17 @@ def ray_runtime(tmp_path_factory):
     ray.shutdown()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _tracemalloc_not_left_on():
+    """A module that starts tracemalloc stops it: left on, it traces every allocation of the rest
+    of the session (the fuzz module did: the suite after it took about twice the CPU)."""
+    import tracemalloc
+
+    tracing = tracemalloc.is_tracing()
+    yield
+    assert tracing or not tracemalloc.is_tracing(), "this test module left tracemalloc on"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _eval_reference_cache(tmp_path_factory):
     """Evaluations in tests (and the runs they start) keep the teacher's reference samples in a
