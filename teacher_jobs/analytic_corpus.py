@@ -3,6 +3,17 @@
 Training prompts cover a chosen set of attribute combinations (classes); the remaining
 combinations are held out entirely ("unseen combinations", reported apart, never a gate).
 Held-out seeds for trained classes are produced at evaluation time (pipeline.eval).
+
+Splits (``SPLITS``, ``[corpus] split``):
+- ``"random"`` (the default, as before): the first ``train_classes`` of a seeded permutation;
+- ``"pairs_seen"``: the first seeded permutation (up to ``PAIR_TRIES``) whose held-out classes
+  have every attribute pair (object-colour, object-motion, colour-motion) in some trained class,
+  so an unseen class is a new combination of seen pairs, never of a pair never seen. Where the
+  random split of that seed already has the property it is the same split.
+
+The held-out classes are split once more (``unseen_subsets``): a third of them, at least one,
+is the "validation" subset for recipe decisions, the rest the "report" subset for figures; the
+choice is a function of the held-out classes alone, so an evaluation finds it from the cache.
 """
 
 from __future__ import annotations
@@ -25,15 +36,56 @@ def class_prompts(config: AnalyticConfig = DEFAULT_ANALYTIC) -> list[str]:
             for o, c, m in itertools.product(config.objects, config.colours, config.motions)]
 
 
+SPLITS = ("random", "pairs_seen")
+PAIR_TRIES = 10_000  # seeded permutations a "pairs_seen" split tries before giving up
+UNSEEN_SUBSETS = ("all", "report", "validation")
+VALIDATION_SHARE = 1 / 3
+_VALIDATION_SEED = 0x26  # the validation subset's own draw, apart from the split's
+
+
+def _attributes(config: AnalyticConfig) -> list[tuple[str, str, str]]:
+    """(object, colour, motion) of each class, in ``class_prompts`` order."""
+    return list(itertools.product(config.objects, config.colours, config.motions))
+
+
+def unseen_pairs(train: list[tuple[str, ...]], held: list[tuple[str, ...]]) -> list[tuple[str, str]]:
+    """Attribute pairs of the held-out classes that no trained class has."""
+    seen = {(i, j, t[i], t[j]) for t in train for i, j in itertools.combinations(range(3), 2)}
+    return sorted({(h[i], h[j]) for h in held for i, j in itertools.combinations(range(3), 2)
+                   if (i, j, h[i], h[j]) not in seen})
+
+
 def split_classes(config: AnalyticConfig = DEFAULT_ANALYTIC, *, train_classes: int = 12,
-                  seed: int = 0) -> tuple[list[str], list[str]]:
-    """(train prompts, unseen-combination prompts): a seeded choice of trained classes."""
-    prompts = class_prompts(config)
+                  seed: int = 0, split: str = "random") -> tuple[list[str], list[str]]:
+    """(train prompts, unseen-combination prompts): a seeded choice of trained classes, by
+    ``split`` (the module docstring)."""
+    prompts, attrs = class_prompts(config), _attributes(config)
     if not 1 <= train_classes <= len(prompts):
         raise ValueError(f"train_classes must be in [1, {len(prompts)}], got {train_classes}")
-    order = np.random.default_rng(seed).permutation(len(prompts))
-    chosen = sorted(order[:train_classes])
-    return [prompts[i] for i in chosen], [prompts[i] for i in sorted(order[train_classes:])]
+    if split not in SPLITS:
+        raise ValueError(f"[corpus] split must be one of {list(SPLITS)}, got {split!r}")
+    rng = np.random.default_rng(seed)
+    for _ in range(PAIR_TRIES if split == "pairs_seen" else 1):
+        order = rng.permutation(len(prompts))
+        chosen, held = sorted(order[:train_classes]), sorted(order[train_classes:])
+        if split == "random" or not unseen_pairs([attrs[i] for i in chosen], [attrs[i] for i in held]):
+            return [prompts[i] for i in chosen], [prompts[i] for i in held]
+    raise ValueError(f"no split of {train_classes} trained classes out of {len(prompts)} found in "
+                     f"{PAIR_TRIES} draws in which every attribute pair of the held-out classes is "
+                     "trained: raise train_classes, or use split = 'random'")
+
+
+def unseen_subsets(unseen: list[str]) -> dict[str, list[str]]:
+    """The held-out prompts as {"validation": ..., "report": ...}: a third (at least one, and
+    none when there is only one) for recipe decisions, the rest for reporting; disjoint, a
+    function of the set alone (sorted, then a fixed seeded permutation)."""
+    ordered = sorted(unseen)
+    n = len(ordered)
+    k = 0 if n < 2 else min(n - 1, max(1, round(n * VALIDATION_SHARE)))
+    order = np.random.default_rng(_VALIDATION_SEED).permutation(n)
+    validation = {ordered[i] for i in order[:k]}
+    return {"validation": [p for p in ordered if p in validation],
+            "report": [p for p in ordered if p not in validation]}
 
 
 def write_corpus(url: str, prompts: list[str]) -> str:

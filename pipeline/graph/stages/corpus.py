@@ -1,7 +1,9 @@
 """Stage corpus: the prompts the teacher caches, as a file in the run folder.
 
 kind = "analytic": the analytic teacher's attribute classes, ``train_classes`` of them chosen
-by ``seed`` (the others held out as unseen combinations); "inline": ``prompts = [...]``;
+by ``seed`` (the others held out as unseen combinations) as ``split`` says ("random", the
+default; "pairs_seen": every attribute pair of a held-out class is trained, see
+teacher_jobs.analytic_corpus); "inline": ``prompts = [...]``;
 "file": a corpus at ``source`` (.txt, .jsonl or .parquet, any fsspec URL) copied in."""
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import fsspec
 
 from cache_schema.words import count
-from teacher_jobs.analytic_corpus import split_classes, write_corpus
+from teacher_jobs.analytic_corpus import SPLITS, split_classes, write_corpus
 from teacher_jobs.corpus import load_corpus
 
 from ..config import RunConfig, RunConfigError, refuse_unknown_keys
@@ -20,7 +22,7 @@ from ..registry import register_graph_stage
 from ..stage import Stage, StageContext
 from ..state_schema import PATH, STRS
 
-KEYS = {"analytic": {"kind", "train_classes", "seed"}, "inline": {"kind", "prompts", "seed"},
+KEYS = {"analytic": {"kind", "train_classes", "seed", "split"}, "inline": {"kind", "prompts", "seed"},
         "file": {"kind", "source", "seed"}}
 SAMPLE_PROMPTS = 8  # prompts recorded for the sample stage's default
 
@@ -34,6 +36,8 @@ def _section(config: RunConfig) -> dict[str, Any]:
         refuse_unknown_keys("corpus", section, KEYS[kind])
     except RunConfigError as exc:  # the keys depend on the kind: say which
         raise RunConfigError(f"{exc} (for kind = {kind!r})") from None
+    if section.get("split", "random") not in SPLITS:  # before any stage runs
+        raise RunConfigError(f"[corpus] split must be one of {list(SPLITS)}, got {section['split']!r}")
     return section
 
 
@@ -53,7 +57,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     held_out: list[str] = []
     if kind == "analytic":
         prompts, held_out = split_classes(train_classes=section.get("train_classes", 12),
-                                          seed=section.get("seed", 0))
+                                          seed=section.get("seed", 0),
+                                          split=section.get("split", "random"))
         write_corpus(out, prompts)
     elif kind == "inline":
         prompts = section.get("prompts")
