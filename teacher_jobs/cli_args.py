@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Collection
 from typing import Any
 
 from cache_schema.codecs import codec_names
 from cache_schema.encodings import encoding_names
 from cache_schema.store import use_profile
+from cache_schema.words import count
 
 from .config import JobConfig
 from .gpus import GPUS
@@ -47,56 +49,68 @@ def add_storage_profile_arg(parser: argparse.ArgumentParser) -> None:
                              "$S2DIT_STORAGE_PROFILE, else none")
 
 
-def add_generate_args(parser: argparse.ArgumentParser) -> None:
+# [job] key -> (flag, argparse keywords), in --help order; dest is the key. A command that reads
+# only some keys (cache audit, cache estimate) asks add_generate_args for those alone.
+JOB_FLAG_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "prompts": ("--prompts", {"help": "prompt corpus URL: .txt (one per line), .jsonl or .parquet"}),
+    "output": ("--output", {"help": "cache URL (folder or s3://bucket/path); rerun the same command "
+                                    "to resume"}),
+    "encoding": ("--encoding", {"choices": list(encoding_names()), "help": "shard encoding (default wds)"}),
+    "codec": ("--codec", {"choices": list(codec_names()),
+                          "help": "value codec (default raw): zstd or trajectory (lossless residuals "
+                                  "against the solver's prediction), with --encoding zarr"}),
+    "samples_per_shard": ("--samples-per-shard", {"type": int, "help": "samples per shard/work unit"}),
+    "height": ("--height", {"type": int, "help": "video height in pixels"}),
+    "width": ("--width", {"type": int, "help": "video width in pixels"}),
+    "frames": ("--frames", {"type": int, "help": "video frames (4k+1)"}),
+    "keep_steps": ("--keep-steps", {"help": "stored states: all | every:K | uniform:N | "
+                                            "sigma-uniform:N | 0,4,8, or a union joined by +"}),
+    "seed": ("--seed", {"type": int, "help": "global seed; noise = f(seed, sample id)"}),
+    "seeds_per_prompt": ("--seeds-per-prompt", {"type": int, "help": "trajectories per txt line"}),
+    "num_actors": ("--num-actors", {"type": int, "help": "teacher actors (one per GPU on a cluster)"}),
+    "num_gpus_per_actor": ("--num-gpus-per-actor", {"type": float, "help": "GPUs per teacher actor"}),
+    "gpu_memory_gb": ("--gpu-memory-gb", {"type": float, "help": "memory of one GPU (default 80)"}),
+    "gpu": ("--gpu", {"choices": list(GPUS), "help": "GPU type of the job's nodes: the cost estimate "
+                                                     "and unit size"}),
+    "commit_every": ("--commit-every", {"type": int, "help": "units between intermediate generations"}),
+    "device": ("--device", {"help": "torch device of the teacher (cpu, cuda)"}),
+    "placement_timeout_s": ("--placement-timeout", {
+        "type": float, "help": "seconds an actor may wait for a node with its resources (default 600)"}),
+    "load_timeout_s": ("--load-timeout", {
+        "type": float, "help": "seconds from placement to a loaded teacher (default 3600)"}),
+    "stall_timeout_s": ("--stall-timeout", {
+        "type": float, "help": "end the job after this many seconds without progress (default 3600)"}),
+    "stall_after_s": ("--stall-after", {
+        "type": float, "help": "warn (one line, the status file, a Ray metric) after this many seconds "
+                               "without a finished shard (default 5x the median shard time, at least 600)"}),
+    "max_init_failures": ("--max-init-failures", {
+        "type": int, "help": "teacher loads failing in a row before the job stops (default 3)"}),
+    "max_gpu_hours": ("--max-gpu-hours", {
+        "type": float, "help": "budget cap over all runs of this output (actor-hours on CPU): the job "
+                               "commits and stops when it is reached; rerun with a larger cap to resume"}),
+    "ray_address": ("--ray-address", {"help": "Ray cluster address (default: local runtime; 'auto' "
+                                              "inside `ray job submit`)"}),
+}
+JOB_FLAGS = tuple(JOB_FLAG_ARGS)
+
+
+def add_generate_args(parser: argparse.ArgumentParser, keys: Collection[str] | None = None) -> None:
+    """The job's flags: --teacher and every [job.teacher] key, the [job] keys ``keys`` names
+    (None: all of them, as `cache generate`), --config and --storage-profile. A [job] key without
+    a flag here is still read from --config, --set or (audit) the manifest's recorded config."""
+    unknown = set(keys or ()) - set(JOB_FLAGS)
+    assert not unknown, f"no generate flag for {sorted(unknown)}"
     add_storage_profile_arg(parser)
-    add = parser.add_argument
-    add("--teacher", help="analytic | wan-tiny | wan:<local dir or hub id> (default analytic); "
-                          "the [job.teacher] kind and source")
+    teacher = parser.add_argument_group("teacher ([job.teacher]; every key is a flag)")
+    teacher.add_argument("--teacher", help="analytic | wan-tiny | wan:<local dir or hub id> (default "
+                                           "analytic); the [job.teacher] kind and source")
     for key, (kind, text) in TEACHER_FLAGS.items():
-        add(f"--{key.replace('_', '-')}", dest=f"teacher_{key}", type=kind, help=text)
-    add("--prompts", help="prompt corpus URL: .txt (one per line), .jsonl or .parquet")
-    add("--output", help="cache URL (folder or s3://bucket/path); rerun the same command to resume")
-    add("--encoding", choices=list(encoding_names()), help="shard encoding (default wds)")
-    add("--codec", choices=list(codec_names()),
-        help="value codec (default raw): zstd or trajectory (lossless residuals against the "
-             "solver's prediction), with --encoding zarr")
-    add("--samples-per-shard", type=int, dest="samples_per_shard", help="samples per shard/work unit")
-    add("--height", type=int, help="video height in pixels")
-    add("--width", type=int, help="video width in pixels")
-    add("--frames", type=int, help="video frames (4k+1)")
-    add("--keep-steps", dest="keep_steps",
-        help="stored states: all | every:K | uniform:N | sigma-uniform:N | 0,4,8, or a union joined by +")
-    add("--seed", type=int, help="global seed; noise = f(seed, sample id)")
-    add("--seeds-per-prompt", type=int, dest="seeds_per_prompt", help="trajectories per txt line")
-    add("--num-actors", type=int, dest="num_actors", help="teacher actors (one per GPU on a cluster)")
-    add("--num-gpus-per-actor", type=float, dest="num_gpus_per_actor", help="GPUs per teacher actor")
-    add("--gpu-memory-gb", type=float, dest="gpu_memory_gb", help="memory of one GPU (default 80)")
-    add("--gpu", choices=list(GPUS), help="GPU type of the job's nodes: the cost estimate and unit size")
-    add("--commit-every", type=int, dest="commit_every", help="units between intermediate generations")
-    add("--device", help="torch device of the teacher (cpu, cuda)")
-    add("--placement-timeout", type=float, dest="placement_timeout_s",
-        help="seconds an actor may wait for a node with its resources (default 600)")
-    add("--load-timeout", type=float, dest="load_timeout_s",
-        help="seconds from placement to a loaded teacher (default 3600)")
-    add("--stall-timeout", type=float, dest="stall_timeout_s",
-        help="end the job after this many seconds without progress (default 3600)")
-    add("--stall-after", type=float, dest="stall_after_s",
-        help="warn (one line, the status file, a Ray metric) after this many seconds without a "
-             "finished shard (default 5x the median shard time, at least 600)")
-    add("--max-init-failures", type=int, dest="max_init_failures",
-        help="teacher loads failing in a row before the job stops (default 3)")
-    add("--max-gpu-hours", type=float, dest="max_gpu_hours",
-        help="budget cap over all runs of this output (actor-hours on CPU): the job commits "
-             "and stops when it is reached; rerun with a larger cap to resume")
-    add("--config", help="TOML job config; flags override it")
-    add("--ray-address", dest="ray_address", help="Ray cluster address (default: local runtime; "
-                                                  "'auto' inside `ray job submit`)")
-
-
-JOB_FLAGS = ("prompts", "output", "encoding", "codec", "samples_per_shard", "height", "width", "frames",
-             "keep_steps", "seed", "seeds_per_prompt", "num_actors", "num_gpus_per_actor",
-             "gpu_memory_gb", "gpu", "commit_every", "device", "ray_address", "placement_timeout_s",
-             "load_timeout_s", "stall_timeout_s", "stall_after_s", "max_init_failures", "max_gpu_hours")
+        teacher.add_argument(f"--{key.replace('_', '-')}", dest=f"teacher_{key}", type=kind, help=text)
+    job = parser.add_argument_group("job ([job]; flags override --config)")
+    for key, (flag, kwargs) in JOB_FLAG_ARGS.items():
+        if keys is None or key in keys:
+            job.add_argument(flag, dest=key, **kwargs)
+    job.add_argument("--config", help="TOML job config; flags override it")
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -140,7 +154,9 @@ def run_generate(args: argparse.Namespace) -> int:
                       "failed_units": r["units_failed"], "wall_seconds": round(r["wall_seconds"], 2)},
                      indent=1))
     if not result.ok:
-        print(f"error: {len(result.failed_units)} units failed: {r['units_failed']}; everything "
-              "else is committed - rerun the same command to retry them", file=sys.stderr)
+        failed = len(result.failed_units)
+        print(f"error: {count(failed, 'unit')} failed: {r['units_failed']}; everything else is "
+              f"committed - rerun the same command to retry {'it' if failed == 1 else 'them'}",
+              file=sys.stderr)
         return 1
     return 0

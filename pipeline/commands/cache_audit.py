@@ -15,6 +15,10 @@ from pipeline.commands.errors import friendly_errors
 from teacher_jobs.audit import GPU_ATOL, audit_cache
 from teacher_jobs.cli_args import add_generate_args, config_from_args, flag_settings
 
+# the [job] keys an audit reads besides the teacher: what its records depend on (shape, stored
+# steps, seed) and where its teacher runs; corpus, output and job-runner keys do not apply
+AUDIT_KEYS = ("height", "width", "frames", "keep_steps", "seed", "device", "num_gpus_per_actor")
+
 
 def _audit(args: argparse.Namespace) -> int:
     parse_sets(args)
@@ -64,6 +68,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             f"{GPU_ATOL:g} on GPU)")
     audit.add_argument("--json", action="store_true", help="print the audit as JSON")
     audit.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_generate_args(audit)
+    add_generate_args(audit, AUDIT_KEYS)
     add_set(audit)
     audit.set_defaults(func=friendly_errors(_audit))

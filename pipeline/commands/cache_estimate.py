@@ -19,6 +19,11 @@ from teacher_jobs.sizing import job_cost, size_units
 from .cache_generate import add_set, parse_sets
 from .output import count, key_values, size
 
+# the [job] keys the plan reads besides the teacher (output, seed, timeouts, budgets and the Ray
+# address do not change it)
+ESTIMATE_KEYS = ("prompts", "seeds_per_prompt", "encoding", "codec", "height", "width", "frames",
+                 "keep_steps", "samples_per_shard", "commit_every", "num_actors", "num_gpus_per_actor",
+                 "gpu_memory_gb", "gpu", "device")
 RAW_BOUND = ("raw half-precision bytes, what codec raw stores; zstd and trajectory store less "
              "(how much depends on the data: bench/bench_codec.py), so it is their upper bound")
 
@@ -147,7 +152,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print the cache size a job config would produce (per sample and for its "
                     "corpus), and for a GPU teacher the memory per actor, FLOPs and GPU-hours. "
                     "Exit 2 when an actor would not fit its GPU (naming the knob to turn).")
-    add_generate_args(est)
+    add_generate_args(est, ESTIMATE_KEYS)
     add_set(est)
     est.add_argument("--json", action="store_true", help="print the plan as JSON")
     est.add_argument("--throughput", type=float, metavar="SECONDS",

@@ -184,8 +184,9 @@ def test_generate_estimate_run_and_plan_refuse_before_any_work(tmp_path, capsys,
     (tmp_path / "p.txt").write_text("a red cat\n")
     want = "[job] height = 70: the wan teacher (tiny-random) allows multiples of 16"
     for command in ("generate", "estimate"):
+        output = ["--output", str(tmp_path / "cache")] if command == "generate" else []
         assert main(["cache", command, "--teacher", "wan-tiny", "--prompts", str(tmp_path / "p.txt"),
-                     "--output", str(tmp_path / "cache"), "--height", "70"]) == 2
+                     *output, "--height", "70"]) == 2
         err = _one_error(capsys)
         assert want in err and "nearest valid value: 64" in err
     assert not (tmp_path / "cache").exists()
