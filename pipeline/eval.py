@@ -42,9 +42,11 @@ from cache_schema import CacheReader
 from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id
 from pipeline.eval_reference import ReferenceStore, resolve_dir, teacher_samples, with_steps
+from pipeline.eval_unseen import UNSEEN_KEYS, NamingOracle, keep_errors, unseen_set, with_guidance
 from student_train.stages import stage_of_checkpoint
 from student_train.student import StudentCheckpoint
 from teacher_jobs.teachers.analytic import AnalyticTeacher
+from teacher_jobs.teachers.analytic_errors import format_errors
 from teacher_jobs.teachers.analytic_score import Gate, reference_stats_of, verdict
 from teacher_jobs.teachers.registry import open_sampling_side
 
@@ -193,15 +195,17 @@ def teacher_forced_frames(value: int | str | None, teacher: AnalyticTeacher, chu
     return value
 
 
-def _prompt_sets(teacher: AnalyticTeacher, cache_url: str) -> tuple[dict[str, list[str]], int]:
+def _prompt_sets(teacher: AnalyticTeacher, cache_url: str, unseen_subset: str = "all"
+                 ) -> tuple[dict[str, list[str]], int]:
     trained = sorted(set(CacheReader(cache_url).index().column("prompt").to_pylist()))
     by_class: dict[int, str] = {}
     for p in trained:
         by_class.setdefault(teacher.class_of(p), p)
     unseen = [f"a {c} {o} moving {m}" for i, (o, c, m) in enumerate(teacher.classes) if i not in by_class]
     sets = {"held_out_seeds": [by_class[c] for c in sorted(by_class)]}
-    if unseen:
-        sets["unseen_combinations"] = unseen
+    if unseen:  # all of them, or the "report" or "validation" subset (pipeline.eval_unseen)
+        key, prompts = unseen_set(unseen, unseen_subset)
+        sets[key] = prompts
     return sets, len(by_class)
 
 
@@ -216,7 +220,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
                         streaming: bool | None = None, chunk_frames: int | None = None,
                         lengths: tuple[int, ...] = (1,), noise: str = "report",
                         reference_cache: str | None = None,
-                        teacher_forced: int | str | None = None) -> dict[str, Any]:
+                        teacher_forced: int | str | None = None, guidance: float = 1.0,
+                        unseen: str = "all") -> dict[str, Any]:
     """Scores of a KD or AR checkpoint. ``streaming`` (default: on for a checkpoint whose stage
     streams, S2DiT-AR) adds the few-step sampler run chunk by chunk: ``student_ar_4step_streaming``
     for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally, with
@@ -224,7 +229,10 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     ``reference_cache``: the directory of the teacher's samples kept across evaluations ("off":
     none; default S2DIT_EVAL_CACHE, else ~/.cache/s2dit/eval_reference). ``teacher_forced``:
     N frames or "auto" (``teacher_forced_frames``) adds the diagnostic row
-    ``<streaming name>_forced<N>``."""
+    ``<streaming name>_forced<N>``. ``guidance`` != 1: the student rows sampled with
+    classifier-free guidance (a student trained with cond_dropout). ``unseen``: the held-out
+    classes scored, "all", "report" or "validation" (pipeline.eval_unseen); their student rows
+    name the errors per class (``errors``)."""
     if noise not in SEED_BASES:
         raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
     student = StudentCheckpoint.load(checkpoint_url)
@@ -235,7 +243,9 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
         streaming_name = f"{student_rows(is_ar)}{few}step_streaming"
     manifest = student.trained_manifest()
     teacher = analytic_teacher_of(manifest.fingerprint)
-    sets, trained_classes = _prompt_sets(teacher, student.manifest_info["cache_url"])
+    sets, trained_classes = _prompt_sets(teacher, student.manifest_info["cache_url"], unseen)
+    student = with_guidance(student, guidance, teacher, manifest.fingerprint)
+    trained = {teacher.class_of(p) for p in sets["held_out_seeds"]}
     rng = np.random.default_rng(seed)
     store = ReferenceStore(resolve_dir(reference_cache))
     chunk = chunk_frames or student.model.config.chunk_frames
@@ -243,13 +253,18 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     report: dict[str, Any] = {"checkpoint": checkpoint_url, "step": student.step, "stage": student.stage,
                               "trained_classes": trained_classes, "per_class": per_class,
                               "noise": noise, "lengths": list(lengths), "task": teacher.config.task}
+    if len(sets) > 1:  # which unseen classes: all, or a subset
+        report["unseen_subset"] = unseen
+    if guidance != 1.0:
+        report["guidance"] = guidance
     for name, class_prompts in sets.items():
         prompts = [p for p in class_prompts for _ in range(per_class)]
         seeds = list(SEED_BASES[noise] + rng.permutation(SEED_SPAN)[: len(prompts)])
         noise_of = _Noise(prompts=prompts, seeds=[int(s) for s in seeds], digest=manifest.fingerprint_digest,
                           global_seed=int(manifest.fingerprint["global_seed"]), store=store)
-        report[name] = _score_set(teacher, student, noise_of, streaming=streaming_name,
-                                  chunk_frames=chunk, lengths=tuple(lengths), forced=forced)
+        oracle = NamingOracle(teacher, trained) if name in UNSEEN_KEYS.values() else teacher
+        report[name] = keep_errors(_score_set(oracle, student, noise_of, streaming=streaming_name,
+                                              chunk_frames=chunk, lengths=tuple(lengths), forced=forced))
     return report
 
 
@@ -274,13 +289,17 @@ def _line(model_name: str, s: dict[str, Any]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     head = (f"checkpoint {report['checkpoint']} ({report.get('stage', 'kd').upper()} step "
             f"{report['step']}, {report['trained_classes']} trained classes, "
-            f"{report['per_class']} samples per class, {report.get('noise', 'report')} noise)")
+            f"{report['per_class']} samples per class, {report.get('noise', 'report')} noise"
+            + (f", unseen: {report['unseen_subset']}" if report.get("unseen_subset", "all") != "all" else "")
+            + (f", guidance {report['guidance']}" if "guidance" in report else "") + ")")
     lines = [head]
-    for set_name in ("held_out_seeds", "unseen_combinations"):
+    for set_name in ("held_out_seeds", *dict.fromkeys(UNSEEN_KEYS.values())):
         if set_name not in report:
             continue
         lines.append(f"  {set_name}:")
-        lines.extend(_line(model_name, s) for model_name, s in report[set_name].items())
+        for model_name, s in report[set_name].items():
+            lines.append(_line(model_name, s))
+            lines.extend(format_errors(s.get("errors", [])))
     return "\n".join(lines)
 
 

@@ -50,6 +50,9 @@ class SampleConfig:
     device: str = "cpu"
     dtype: str = "float32"  # student and VAE compute dtype (fp32 on CPU: half is very slow)
     teacher_source: str | None = None  # Wan weights folder, if not where the cache's job had them
+    # classifier-free guidance of the student (1: off; needs a student trained with cond_dropout),
+    # against the teacher's embedding of the cache's negative prompt
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -82,6 +85,16 @@ def student_text(text: TextEncoder, prompts: list[str], layout: CacheLayout
     trimmed = [emb[i, :n].astype(half) for i, n in enumerate(encoded.lengths)]
     padded, mask = pad_text([{"text_emb": t} for t in trimmed], layout.max_text_len)
     return trimmed, padded, mask
+
+
+def _guidance(cfg: SampleConfig, side: SamplingSide, manifest: Manifest, device, dtype) -> dict[str, Any]:
+    """The sampler's guidance keywords: none for guidance 1, else the guidance and the null text
+    (the cache's negative prompt, encoded and padded as the student's text input is)."""
+    if cfg.guidance == 1.0:
+        return {}
+    _, null, null_mask = student_text(side.text, [manifest.fingerprint.get("negative_prompt", "")],
+                                      manifest.layout)
+    return {"guidance": cfg.guidance, "null": (null[0].to(device, dtype), null_mask[0].to(device))}
 
 
 def schedule(plan: dict[str, Any], steps: int | None, full_step: bool) -> list[float]:
@@ -144,8 +157,8 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     sigmas = schedule(student.plan, cfg.steps, cfg.full_step)
     streaming = student.streams if cfg.streaming is None else cfg.streaming
     # 5. sample; render each chunk as it is finished
-    chunks = student.chunks(noise, text, mask, sigmas, streaming=streaming,
-                            use_step_size=not cfg.full_step, chunk_frames=cfg.chunk_frames)
+    chunks = student.chunks(noise, text, mask, sigmas, streaming=streaming, use_step_size=not cfg.full_step,
+                            chunk_frames=cfg.chunk_frames, **_guidance(cfg, side, manifest, device, dtype))
     fps = cfg.fps or side.fps
     videos = _video_urls(cfg.out, len(prompts)) if cfg.video else []
     renderer = side.renderer(shape[-2], shape[-1]) if videos else None
@@ -243,6 +256,7 @@ def _record(cfg: SampleConfig, student: StudentCheckpoint, manifest: Manifest,
         "chunk_frames": ((cfg.chunk_frames or student.model.config.chunk_frames) if streaming
                          else None),
         "context_sigma": student.context_sigma if streaming else None,
+        **({"guidance": cfg.guidance} if cfg.guidance != 1.0 else {}),
         "device": cfg.device, "dtype": cfg.dtype, "latent_shape": list(x0.shape),
         "outputs": outputs, "scores": scores,
     }

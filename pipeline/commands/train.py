@@ -112,7 +112,8 @@ def _eval(args: argparse.Namespace) -> int:
                                      chunk_frames=args.chunk_frames, noise=args.noise,
                                      lengths=tuple(args.lengths),
                                      reference_cache=args.reference_cache,
-                                     teacher_forced=args.teacher_forced)
+                                     teacher_forced=args.teacher_forced, guidance=args.guidance,
+                                     unseen=args.unseen)
     print(format_report(report))
     if args.report:
         save_report(report, args.report)
@@ -126,7 +127,7 @@ def _sample(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, prompts=args.prompt, out=args.out, seed=args.seed,
         steps=args.steps, full_step=args.full_step, streaming=args.streaming,
         chunk_frames=args.chunk_frames, video=args.video, fps=args.fps, device=args.device,
-        dtype=args.dtype, teacher_source=args.teacher_source), log=print)
+        dtype=args.dtype, teacher_source=args.teacher_source, guidance=args.guidance), log=print)
     print(f"first chunk: {record['first_chunk_s']}; per chunk (s): {record['chunk_s']}")
     print(json.dumps({**record["outputs"], "scores": record["scores"],
                       "video": record.get("video")}, indent=1))
@@ -238,6 +239,12 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
                          "teacher's reference sample committed as context, the student streams "
                          "the rest (exposure bias vs a biased conditional); 'auto': the memory "
                          "task's first frame after the gap")
+    ev.add_argument("--guidance", type=float, default=1.0,
+                    help="classifier-free guidance of the student's samples (default 1: off; "
+                         "needs a student trained with cond_dropout)")
+    ev.add_argument("--unseen", choices=("all", "report", "validation"), default="all",
+                    help="the unseen classes scored: all (default), the 'report' subset for "
+                         "figures, or the disjoint 'validation' subset for recipe decisions")
     ev.set_defaults(func=_eval)
 
 
@@ -278,6 +285,9 @@ def _register_sample(subparsers: argparse._SubParsersAction) -> None:
                     help="sampling steps (default: the checkpoint's few-step schedule; with "
                          "--full-step, the cache's whole sigma grid); other counts: uniform sigmas")
     sa.add_argument("--full-step", action="store_true", help="d = 0 (instantaneous velocity)")
+    sa.add_argument("--guidance", type=float, default=1.0,
+                    help="classifier-free guidance (default 1: off; needs a student trained "
+                         "with cond_dropout)")
     sa.add_argument("--streaming", action=argparse.BooleanOptionalAction, default=None,
                     help="chunk by chunk with the streaming state (default: on for S2DiT-AR, off "
                          "for S2DiT-KD)")
