@@ -7,10 +7,14 @@
     [compare.variants]         # name -> [train.model] overrides on the run's own model
     s2dit = {}
     full_attention = {layout = ["ssa:1", "ssa:1", "ssa:1", "ssa:1"]}
+    no_causal_phase = {train_ar = {causal_steps = 0}}   # a recipe override
 
-A variant is a table of ``StudentConfig`` keys laid over the run's ``[train.model]``; an
-unknown key is refused naming the variant and the key. Every variant is trained with the run's
-``[train]`` and ``[train_ar]`` recipes from the run's cache, only the architecture differs.
+A variant is a table of ``StudentConfig`` keys laid over the run's ``[train.model]`` and,
+under the name of a training stage's table (``train``, ``train_ar``: the registered stages'),
+keys laid over that stage's recipe; an unknown key is refused naming the variant and the key.
+Every variant is trained with the run's recipes from the run's cache, with only its overrides
+changed (the architecture lives in ``[train.model]``, so a recipe override holds no ``model``;
+the seed is ``seeds``'s).
 """
 
 from __future__ import annotations
@@ -28,8 +32,33 @@ from cache_schema.typed_config import (
     one_of,
 )
 from student_train.model import StudentConfig
+from student_train.stages import get_stage, stage_names
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a variant's name is its folder's
+NOT_A_RECIPE_KEY = {"model": "the architecture goes at the variant's top level ([train.model] keys)",
+                    "seed": "every variant trains on [compare] seeds"}
+
+
+def recipe_tables() -> dict[str, type]:
+    """{TOML table: config class} of every registered training stage (what a variant may
+    override besides the model)."""
+    stages = (get_stage(name) for name in stage_names())
+    return {stage.table: stage.config for stage in stages}
+
+
+def _check_variant(name: str, overrides: Any) -> None:
+    where = f"compare.variants.{name}"
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"[{where}] must be a table of [train.model] keys and recipe tables, "
+                          f"got {overrides!r}")
+    tables = recipe_tables()
+    check_values(StudentConfig, {k: v for k, v in overrides.items() if k not in tables}, where)
+    for table, values in overrides.items():
+        if table not in tables:
+            continue
+        check_values(tables[table], values, f"{where}.{table}")
+        for key in sorted(set(values) & set(NOT_A_RECIPE_KEY)):
+            raise ConfigError(f"[{where}.{table}] key {key!r}: {NOT_A_RECIPE_KEY[key]}")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -63,7 +92,7 @@ class CompareConfig:
             if not NAME.fullmatch(name):
                 raise ConfigError(f"[compare.variants] {name!r}: a variant's name is its folder "
                                   "name: letters, digits, '_' and '-'")
-            check_values(StudentConfig, overrides, f"compare.variants.{name}")
+            _check_variant(name, overrides)
         if len(set(self.seeds)) != len(self.seeds) or len(set(self.lengths)) != len(self.lengths):
             raise ConfigError(f"[compare] seeds and lengths must not repeat, got seeds "
                               f"{list(self.seeds)}, lengths {list(self.lengths)}")
@@ -74,4 +103,9 @@ class CompareConfig:
 
     def model(self, base: dict[str, Any], name: str) -> dict[str, Any]:
         """Variant ``name``'s [train.model] table: the run's ``base`` with its overrides."""
-        return {**base, **self.variants[name]}
+        tables = recipe_tables()
+        return {**base, **{k: v for k, v in self.variants[name].items() if k not in tables}}
+
+    def recipe(self, name: str, table: str) -> dict[str, Any]:
+        """Variant ``name``'s overrides of the training stage whose table is ``table``."""
+        return dict(self.variants[name].get(table, {}))

@@ -90,12 +90,15 @@ class Grid:
             raise ValueError("a comparison needs at least one training stage")
 
     def configs(self, variant: str, seed: int) -> tuple[StageConfig, ...]:
-        """The training configs of a cell, stage by stage: the run's recipes, this seed, this
-        variant's model."""
-        return tuple(dataclasses.replace(t.config, seed=seed,
-                                         model=self.compare.model(t.config.model, variant))
-                     if _models(t.config) else dataclasses.replace(t.config, seed=seed)
-                     for t in self.trainings)
+        """The training configs of a cell, stage by stage: the run's recipes with this
+        variant's overrides of them, this seed, this variant's model."""
+        out = []
+        for t in self.trainings:
+            changes = {**self.compare.recipe(variant, t.spec.table), "seed": seed}
+            if _models(t.config):
+                changes["model"] = self.compare.model(t.config.model, variant)
+            out.append(dataclasses.replace(t.config, **changes))
+        return tuple(out)
 
     @property
     def last(self) -> str:
@@ -308,9 +311,15 @@ def check_variants(grid: Grid) -> None:
     """Every variant's whole student on this cache's shapes, before any cell trains: a width
     that does not split into its heads, a stride that does not divide the token grid, ... is
     one error naming the variant, not a failure hours into the grid."""
-    layout = load_manifest(grid.cache_url).layout
+    configs = {}
     for name in grid.compare.variants:
-        for config in filter(_models, grid.configs(name, grid.compare.seeds[0])):
+        try:  # a recipe override breaking a rule across fields (steps + causal_steps = 0, ...)
+            configs[name] = grid.configs(name, grid.compare.seeds[0])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"[compare.variants] {name}: {exc}") from None
+    layout = load_manifest(grid.cache_url).layout
+    for name, stage_configs in configs.items():
+        for config in filter(_models, stage_configs):
             fields = {f.name for f in dataclasses.fields(config)}
             layout_file = config.layout_file if "layout_file" in fields else None
             try:

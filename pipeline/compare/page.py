@@ -104,15 +104,21 @@ def seeds_table(results: Mapping[str, Any], *, link_prefix: str) -> str:
     return table(head, rows, table_id="compare-seeds", raw_cells=True)
 
 
+def _overrides(overrides: Mapping[str, Any]) -> str:
+    """``dim = 88, train_ar.causal_steps = 0``: model keys bare, a recipe table's keys under it."""
+    return ", ".join(", ".join(f"{k}.{key} = {val}" for key, val in v.items()) if isinstance(v, Mapping)
+                     else f"{k} = {v}" for k, v in overrides.items())
+
+
 def variants_table(results: Mapping[str, Any]) -> str:
     rows = []
     for name, v in results.get("variants", {}).items():
         model = v.get("model") or v.get("train_model") or {}
-        rows.append([esc(name), esc(", ".join(f"{k} = {val}" for k, val in v["overrides"].items()) or "(the run's model)"),
+        rows.append([esc(name), esc(_overrides(v["overrides"]) or "(the run's model and recipes)"),
                      esc(" / ".join(model.get("layout", []))), esc(model.get("dim", "")),
                      esc("unbounded" if model.get("ssa_window") is None else model["ssa_window"]),
                      esc(model.get("ssa_sink", False))])
-    return table(["variant", "[train.model] overrides", "layout", "dim", "ssa_window", "ssa_sink"],
+    return table(["variant", "overrides ([train.model], or [table] key)", "layout", "dim", "ssa_window", "ssa_sink"],
                  rows, table_id="compare-variants", raw_cells=True)
 
 

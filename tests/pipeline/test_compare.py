@@ -8,6 +8,7 @@ is configs/memory.toml's run plus [compare]. The page in Chromium: test_compare_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -20,7 +21,7 @@ from test_report import build_partial_run
 
 from cache_schema.typed_config import ConfigError
 from pipeline.compare import CompareConfig, Grid, pareto_front, run_grid, seed_mean, seed_summary
-from pipeline.compare.grid import CELL, Training, prepare_cell
+from pipeline.compare.grid import CELL, Training, check_variants, prepare_cell
 from pipeline.compare.page import write_page
 from pipeline.compare.summary import summarise_grid
 from pipeline.graph import RunConfigError, load_run_config
@@ -156,6 +157,49 @@ def test_compare_toml_is_the_memory_run_plus_its_grid():
             "conv_only"} <= set(grid.variants)
     assert grid.variants["full_attention_window"]["ssa_sink"] is True
     assert compare_config(memory) is None  # no [compare]: the stage is skipped
+    # the stage-2 ablations and reference points, each a [train_ar] override of the run's recipe
+    from pipeline.graph import STAGES
+    from pipeline.graph.stages.training import training_config, training_stages
+
+    trainings = tuple(Training(get_stage(s.trains), training_config(s, compare))
+                      for s in training_stages(STAGES))
+    cells = Grid(compare=grid, trainings=trainings, cache_url="unused", generation=1, out="unused")
+    run_ar = trainings[-1].config
+    assert (run_ar.causal_steps, run_ar.regression_weight, run_ar.critic_steps) == (400, 1.0, 1)
+    ar = {name: cells.configs(name, 0)[-1] for name in grid.variants}  # every variant's recipe builds
+    assert ar["no_causal_phase"] == dataclasses.replace(run_ar, seed=0, causal_steps=0)
+    assert [ar[f"regression_{w}"].regression_weight for w in ("0", "0_25")] == [0.0, 0.25]
+    assert ar["critic_5"].critic_steps == 5 and ar["s2dit"] == dataclasses.replace(run_ar, seed=0)
+    latent_frames = compare.section("train")["model"]["latent_frames"]
+    assert (ar["bidirectional_dmd"].chunk_frames, ar["bidirectional_dmd"].causal_steps) == (latent_frames, 0)
+    assert all(cells.configs(name, 0)[0] == cells.configs("s2dit", 0)[0]  # the same KD
+               for name in ("no_causal_phase", "regression_0", "critic_5", "bidirectional_dmd"))
+
+
+def test_a_variant_overrides_a_training_stage_recipe_by_its_table():
+    compare = CompareConfig(variants={"s2dit": {}, "ablation": {
+        "dim": 32, "train_ar": {"causal_steps": 0, "critic_steps": 5}}})
+    kd = TrainConfig(steps=4, model={"dim": 16, "heads": 2})
+    ar = ARConfig(steps=1, causal_steps=3)
+    grid = Grid(compare=compare, trainings=(Training(get_stage("kd"), kd), Training(get_stage("ar"), ar)),
+                cache_url="unused", generation=1, out="unused")
+    assert grid.configs("s2dit", 7) == (dataclasses.replace(kd, seed=7), dataclasses.replace(ar, seed=7))
+    kd2, ar2 = grid.configs("ablation", 7)
+    assert ar2 == dataclasses.replace(ar, seed=7, causal_steps=0, critic_steps=5)
+    assert kd2 == dataclasses.replace(kd, seed=7, model={"dim": 32, "heads": 2})  # the model as before
+    assert compare.model({"dim": 16}, "ablation") == {"dim": 32}  # the table is no model key
+    with pytest.raises(ConfigError, match=r"compare\.variants\.x\.train_ar\] key 'causal_stepz' "
+                                         r"\(did you mean 'causal_steps'\?\)"):
+        CompareConfig(variants={"x": {"train_ar": {"causal_stepz": 0}}})
+    with pytest.raises(ConfigError, match=r"compare\.variants\.x\.train_ar\] critic_steps"):
+        CompareConfig(variants={"x": {"train_ar": {"critic_steps": -1}}})
+    for key, why in (("model", "at the variant's top level"), ("seed", "\\[compare\\] seeds")):
+        with pytest.raises(ConfigError, match=f"key '{key}': .*{why}"):
+            CompareConfig(variants={"x": {"train": {key: {"dim": 8} if key == "model" else 1}}})
+    # a rule across fields is refused naming the variant, before the cache is opened or a cell trains
+    grid.compare = CompareConfig(variants={"idle": {"train_ar": {"steps": 0, "causal_steps": 0}}})
+    with pytest.raises(ValueError, match=r"\[compare.variants\] idle: .*nothing to train"):
+        check_variants(grid)
 
 
 # -- the grid on a tiny cache -------------------------------------------------------------------
