@@ -68,7 +68,7 @@ NOT_STORAGE = {"ray_address", "prompt"}
 DISTRIBUTION = "s2dit"  # pyproject.toml's [project] name
 
 
-# Exit codes besides 0 (success) and 1 (a command's own "no" answer, e.g. no layout fits)
+# Exit codes besides 0 (success) and 1 (a command's own "no" answer, e.g. units of a cache job failed)
 EXIT_CODES = {2: "bad input (one `error:` line says what, and what to do; usage errors too)",
               130: "interrupted (Ctrl-C: rerun the same command to resume)",
               141: "the reader of the output went away (`| head`)"}

@@ -172,8 +172,8 @@ def audit_cache(url: str, config: JobConfig | None = None, *, fraction: float | 
                 progress: Any = None) -> AuditResult:
     """Audit ``url[@ref]`` (module docstring) with the job's ``config``, or (None) the one its
     manifest records with ``settings`` over it (``JobConfig.load`` keywords: ``teacher`` and job
-    keys; a cache that records none: ``settings`` alone); ``progress(n)`` is called per
-    regenerated record."""
+    keys; a cache that records none: ``settings`` alone); ``progress(n)`` is called with 0 once
+    the teacher, its fingerprint and the ids are checked, then per regenerated record."""
     reader = CacheReader(url)
     manifest = reader.manifest
     config, recorded = _audit_config(manifest, config, settings)
@@ -187,6 +187,8 @@ def audit_cache(url: str, config: JobConfig | None = None, *, fraction: float | 
                          device=config.device,
                          atol=(GPU_ATOL if on_gpu else 0.0) if atol is None else atol,
                          sample_ids=chosen)
+    if progress is not None:  # the inputs are checked: regeneration starts (a bar may show)
+        progress(0)
     shards = {s.name: s for s in manifest.shards}
     seen: set[str] = set()
     for shard_name in sorted({r["shard"] for r in rows if r["sample_id"] in wanted}):

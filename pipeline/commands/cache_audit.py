@@ -25,10 +25,20 @@ def _audit(args: argparse.Namespace) -> int:
     # --config: the job's settings as given; else the manifest's recorded config, flags over it
     config = config_from_args(args) if args.config else None
     ids = read_id_list(args.ids) if args.ids else None
-    with tqdm(desc="audit", unit="sample", disable=args.json or args.no_progress) as bar:
+    bars: list[tqdm] = []  # drawn once the audit has checked its inputs: a refusal is one line
+
+    def progress(n: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc="audit", unit="sample", disable=args.json or args.no_progress))
+        bars[0].update(n)
+
+    try:
         result = audit_cache(args.url, config, fraction=args.fraction, ids=ids,
                              seed=args.audit_seed, atol=args.atol, settings=flag_settings(args),
-                             progress=bar.update)
+                             progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
         return 0 if result.ok else 2

@@ -151,11 +151,7 @@ def _search(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     console = Console()
     if result is None:
-        cheapest = min(o.latency_ms for o in options) * args.min_blocks + costs.fixed_latency_ms
-        console.print(f"[red]no layout of {args.min_blocks}-{args.max_blocks} blocks fits "
-                      f"{args.latency_budget} ms / {memory} MB[/red] (the cheapest needs about "
-                      f"{cheapest:.2f} ms): raise the budgets or lower --min-blocks")
-        return 1
+        raise ValueError(_nothing_fits(args, options, costs, memory))
     model = StudentConfig.from_json(lut["model"]).replace(layout=result.layout)
     out = {**result.to_json(), "budgets": {"latency_ms": args.latency_budget,
                                            "memory_mb": args.memory_budget},
@@ -177,6 +173,30 @@ def _search(args: argparse.Namespace) -> int:
                   f"{result.memory_mb:.2f} MB of {memory} MB, quality proxy {result.quality:.3f}")
     print(f"wrote {args.out}")
     return 0
+
+
+def _nothing_fits(args: argparse.Namespace, options, costs, memory: float) -> str:
+    """Why no layout fits, with the least the budgets must allow (the same DP, minimising
+    latency within the memory budget, or memory)."""
+    from student_train.search.dp import cheapest
+
+    space = {"min_blocks": args.min_blocks, "costs": costs, "sandwich": not args.no_sandwich}
+    what = (f"no layout of {args.min_blocks}-{args.max_blocks} blocks "
+            f"({', '.join(o.name for o in options)}{'' if args.no_sandwich else ', LCHA/SSA/LCHA sandwich'})")
+    budgets = f"{args.latency_budget:g} ms" + ("" if math.isinf(memory) else f" and {memory:g} MB")
+    fastest = cheapest(options, args.max_blocks, memory, **space)
+    if fastest is not None:
+        within = "" if math.isinf(memory) else " within the memory budget"
+        return (f"{what} fits {budgets}: the fastest{within} needs "
+                f"{fastest.latency_ms:.3f} ms ({','.join(fastest.layout)}); raise --latency-budget "
+                f"to at least that, or lower --min-blocks")
+    smallest = cheapest(options, args.max_blocks, **space, by="memory")
+    if smallest is not None:
+        return (f"{what} fits {budgets}: the smallest needs {smallest.memory_mb:.3f} MB "
+                f"({','.join(smallest.layout)}); raise --memory-budget to at least that, or "
+                f"lower --min-blocks")
+    return (f"{what} exists: a sandwich needs 3 blocks or more, with an lcha and an ssa option "
+            f"(raise --max-blocks, keep both kinds, or pass --no-sandwich)")
 
 
 # -- export ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from cache_schema import list_tags, load_manifest
+from cache_schema.words import count
 from pipeline.video_io import atomic_output
 from teacher_jobs.teachers import has_oracle
 
@@ -178,6 +179,12 @@ def _guarded(build: Callable[[], str]) -> str:
                 f"({esc(PurePosixPath(where.filename).name)}:{where.lineno})</p>")
 
 
+def stages_done(statuses: dict[str, str]) -> str:
+    """``3 of 12 stages done or skipped`` (``1 of 1 stage``) for the page's header."""
+    done = sum(1 for s in statuses.values() if s in ("done", "skipped"))
+    return f"{done} of {count(len(statuses), 'stage')} done or skipped"
+
+
 def write_report(run_dir: str, out: str | None = None,
                  progress: Callable[[int, int, str], None] | None = None) -> str:
     """Write ``RUN_DIR/report.html`` (or ``out``) with its assets beside it; returns its path.
@@ -190,11 +197,10 @@ def write_report(run_dir: str, out: str | None = None,
     assets_dir = "report_assets" if out is None else f"{PurePosixPath(name).stem}_assets"
     assets = Assets(f"{parent}/{assets_dir}", assets_dir)
     statuses = {s: run.status(s) for s in STAGES}
-    done = sum(1 for s in statuses.values() if s in ("done", "skipped"))
     failed = [s for s, st in statuses.items() if st == "failed"]
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     header = (f"<h1>s2dit run report</h1><p class=\"muted\">{esc(run.url)} \u00b7 written {esc(now)} \u00b7 "
-              f"{done}/{len(STAGES)} stages done or skipped"
+              f"{esc(stages_done(statuses))}"
               + (f" \u00b7 <span class=\"error\">failed: {esc(', '.join(failed))}</span>" if failed else "")
               + "</p>")
     parts: list[tuple[str, Callable[[], str], dict[str, Any]]] = [

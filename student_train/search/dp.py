@@ -22,6 +22,7 @@ own maximum is one of them), and ``brute_force`` enumerates the same space to ch
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -135,6 +136,25 @@ def search(options: list[Option], max_blocks: int, latency_budget_ms: float,
         return None
     quality, latency, memory, picks = best
     return SearchResult(tuple(o.name for o in picks), quality, latency, memory)
+
+
+def cheapest(options: list[Option], max_blocks: int, memory_budget_mb: float = math.inf, *,
+             min_blocks: int | None = None, costs: Costs = Costs(), sandwich: bool = True,
+             by: str = "latency") -> SearchResult | None:
+    """The layout of least latency (``by="latency"``) under the memory budget alone, or of least
+    persistent memory (``by="memory"``), over the same space as ``search`` (block counts,
+    sandwich, rounding grid); its ``quality`` is the real proxy. None: no layout of the space
+    fits (for latency: not even the memory budget). What a refused search tells the user."""
+    cost = {"latency": lambda o: o.latency_ms, "memory": lambda o: o.memory_mb}[by]
+    flipped = [dataclasses.replace(o, quality=-cost(o)) for o in options]  # max quality = least cost
+    lat_res, _ = _resolutions(options, costs)
+    unbounded = costs.fixed_latency_ms + max_blocks * (max(o.latency_ms for o in options) + lat_res) + lat_res
+    found = search(flipped, max_blocks, unbounded, memory_budget_mb if by == "latency" else math.inf,
+                   min_blocks=min_blocks, costs=costs, sandwich=sandwich)
+    if found is None:
+        return None
+    quality = {o.name: o.quality for o in options}
+    return dataclasses.replace(found, quality=sum(quality[name] for name in found.layout))
 
 
 @dataclass(frozen=True, slots=True)

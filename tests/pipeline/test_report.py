@@ -15,6 +15,7 @@ import pytest
 from cache_schema import CacheWriter, set_tag, verify_cache
 from pipeline.eval import evaluate_checkpoint, save_report
 from pipeline.report import write_report
+from pipeline.report.page import stages_done
 from pipeline.report.run_folder import STAGES
 from pipeline.text_to_video import SampleConfig, generate
 from student_train.config import TrainConfig
@@ -161,12 +162,15 @@ def test_a_partial_run_shows_missing_stages_as_pending(tmp_path):
 def test_an_empty_folder_and_a_corrupt_file_cost_only_their_sections(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    visible = " ".join(_Page(Path(write_report(str(empty))).read_text()).text)
+    page = Path(write_report(str(empty))).read_text()
+    visible = " ".join(_Page(page).text)
     assert "no run.toml yet" in visible and "no cache yet" in visible
+    assert f"0 of {len(STAGES)} stages done or skipped" in page
     (empty / "cache").mkdir()  # generate has begun, nothing committed yet
     visible = " ".join(_Page(Path(write_report(str(empty))).read_text()).text)
     assert "the cache has no committed generation yet" in visible and "could not draw" not in visible
     assert visible.count("pending") >= len(STAGES)
+    assert stages_done({"generate": "done"}) == "1 of 1 stage done or skipped"  # issue 29
     run, _, _ = build_partial_run(tmp_path / "run", seeds=1)
     (run / "eval_kd.json").write_text('{"held_out_seeds": ')  # a stage killed mid-write
     (run / "run_state.json").write_text("not json")

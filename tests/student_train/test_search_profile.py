@@ -58,9 +58,42 @@ def test_cli_profile_search_and_build(tmp_path, capsys):
     assert "ssa:1" in result["layout"]  # its score makes it the best filling
     model = S2DiT(StudentConfig.from_json(result["model"]))  # the layout builds a model
     assert [b.spec for b in model.blocks] == result["layout"]
-    assert main(["search", "--lut", str(lut), "--latency-budget", "0.001", "--out", str(layout)]) == 1
-    assert "no layout" in capsys.readouterr().out
     capsys.readouterr()
+    assert main(["search", "--lut", str(lut), "--latency-budget", "0.001", "--out", str(layout)]) == 2
+    assert capsys.readouterr().err.startswith("error: no layout of 3-12 blocks")
     assert main(["search", "--lut", str(tmp_path / "none.json"), "--latency-budget", "5",
                  "--out", str(layout)]) == 2
     assert "error: no look-up table at" in capsys.readouterr().err
+
+
+def _lut(tmp_path, options: dict[str, tuple[float, float]]) -> str:
+    """A look-up table of made-up costs: name -> (latency ms, memory MB); 1 ms / 2 MB fixed."""
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps({
+        "options": [{"name": n, "latency_ms": lat, "memory_mb": mem, "peak_mb": 0.0}
+                    for n, (lat, mem) in options.items()],
+        "fixed": {"latency_ms": 1.0, "memory_mb": 2.0, "peak_mb": 0.0},
+        "model": StudentConfig(dim=48, heads=4).to_json()}))
+    return str(path)
+
+
+def test_a_refused_search_names_what_the_budgets_must_allow(tmp_path, capsys):
+    """Issue 29: it said the cheapest needs the least latency x min blocks + fixed (here 4 ms,
+    though a sandwich needs two LCHA blocks: 22 ms) and exited 1 without an error line."""
+    lut = _lut(tmp_path, {"lcha": (10.0, 1.0), "ssa:1": (1.0, 8.0)})
+    search = ["search", "--lut", lut, "--out", str(tmp_path / "layout.json")]
+    assert main([*search, "--latency-budget", "5"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert "fits 5 ms: the fastest needs 22.000 ms (lcha,ssa:1,lcha)" in err
+    assert main([*search, "--latency-budget", "22"]) == 0  # and that budget is enough
+    capsys.readouterr()
+    # 4 blocks: lcha,ssa,ssa,lcha takes 23 ms, but 13 MB leaves room for one SSA block only
+    assert main([*search, "--latency-budget", "5", "--memory-budget", "13", "--min-blocks", "4"]) == 2
+    assert "the fastest within the memory budget needs 32.000 ms" in capsys.readouterr().err
+    capsys.readouterr()
+    # memory too small for any layout: the smallest (2 + 1 + 8 + 1 MB) is named instead
+    assert main([*search, "--latency-budget", "100", "--memory-budget", "5"]) == 2
+    assert "the smallest needs 12.000 MB (lcha,ssa:1,lcha)" in capsys.readouterr().err
+    assert main([*search, "--latency-budget", "100", "--max-blocks", "2", "--min-blocks", "2"]) == 2
+    assert "a sandwich needs 3 blocks or more" in capsys.readouterr().err

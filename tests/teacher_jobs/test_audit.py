@@ -160,3 +160,15 @@ def test_audit_rebuilds_the_teacher_from_the_recorded_config_and_flags_override(
     with pytest.raises(FingerprintMismatch, match="global_seed: 3 -> 4"):
         audit_cache(url, settings={"seed": 4}, fraction=1.0)
     assert len(open_store(url).list("audits")) == 3
+
+
+def test_a_refused_audit_prints_its_error_line_and_no_progress_bar(cache, capsys):
+    """Issue 29: the bar ('audit: 0 samples') was drawn before the teacher was checked, so a
+    refusal printed it above its error line; now it appears once regeneration starts."""
+    assert cli(["cache", "audit", cache, "--fraction", "1", "--teacher", "analytic"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the teacher and settings given are not the ones"), err
+    assert "audit:" not in err and "sample/s" not in err
+    assert cli(["cache", "audit", cache, "--fraction", "0.25", "--teacher", "analytic", "--steps",
+                "4", "--seed", "3"]) == 0
+    assert "audit: " in capsys.readouterr().err  # an audit that runs still shows its bar
