@@ -1,17 +1,18 @@
 """The quality table: the analytic oracle's scores (pipeline.eval.evaluate_checkpoint's dicts,
 one per scored training stage: eval_kd.json and eval_ar.json) of the teacher full-step and
-few-step and of each stage's student (S2DiT-KD; S2DiT-AR streaming at each evaluated length),
-on held-out seeds of trained classes and on unseen attribute combinations; the teacher's
-full-step row marked as the reference, every other row with the gate's verdict against it,
-and the per-chunk curves of the streaming rows. Which stages, their names and which of them
-stream come from the run graph's registry (trained.py)."""
+few-step (Euler, and UniPC when the scores have it) and of each stage's student (S2DiT-KD;
+S2DiT-AR streaming at each evaluated length), on held-out seeds of trained classes and on
+unseen attribute combinations; the teacher's full-step row marked as the reference, every
+other row with the gate's verdict against it, and the per-chunk curves of the streaming rows.
+Which stages, their names and which of them stream come from the run graph's registry
+(trained.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.eval import student_rows
+from pipeline.eval import STRONG_SOLVER, STRONG_SOLVER_TITLE, student_rows
 
 from .html import esc, fmt, pending
 from .svg import line_chart
@@ -53,6 +54,20 @@ def _student_rows(model: Trained, report: Report, scores: dict[str, Any] | None
     return rows
 
 
+def _teacher_rows(scores: dict[str, Any] | None) -> list[tuple[str, dict[str, Any] | None]]:
+    """(label, scores or None) of the teacher: full-step, few-step Euler, and few-step UniPC
+    when the scores have it (files from before that row have not)."""
+    scores = scores or {}
+    few = _few_key(scores, "teacher_")
+    label = few.removeprefix("teacher_").replace("step", "-step") if few else "few-step"
+    rows = [("teacher, full-step", scores.get("teacher_fullstep")),
+            (f"teacher, {label}", scores.get(few) if few else None)]
+    strong = f"{few}_{STRONG_SOLVER}"
+    if few and strong in scores:
+        rows.append((f"teacher, {label} {STRONG_SOLVER_TITLE}", scores[strong]))
+    return rows
+
+
 def quality_rows(*reports: Report, models: Sequence[Trained] | None = None
                  ) -> list[tuple[str, str, str, dict[str, Any] | None]]:
     """(model label, source, set label, scores or None when pending) in table order.
@@ -68,11 +83,7 @@ def quality_rows(*reports: Report, models: Sequence[Trained] | None = None
             continue  # a run that trains on every class has no unseen combinations
         teacher_from, teacher_src = next(((m.scores, s) for m, _, s in sets if s is not None),
                                          (models[-1].scores if models else "", None))
-        few = _few_key(teacher_src or {}, "teacher_") if teacher_src else None
-        rows.append(("teacher, full-step", teacher_from, set_label,
-                     (teacher_src or {}).get("teacher_fullstep")))
-        rows.append((f"teacher, {few.removeprefix('teacher_').replace('step', '-step') if few else 'few-step'}",
-                     teacher_from, set_label, (teacher_src or {}).get(few) if few else None))
+        rows.extend((label, teacher_from, set_label, row) for label, row in _teacher_rows(teacher_src))
         for model, report, scores in sets:
             rows.extend((label, source, set_label, row)
                         for label, source, row in _student_rows(model, report, scores))

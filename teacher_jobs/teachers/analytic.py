@@ -36,6 +36,7 @@ from .analytic_tasks import (
     motion_modes,
 )
 from .base import CODE_VERSION, EncodedText, Teacher
+from .flow_solvers import SOLVERS, GridSolver
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Settings of the memory task only: left out of the motion task's fingerprint, so that its
@@ -65,8 +66,13 @@ class AnalyticConfig:
     identity_codes: int = 3  # memory task: tints the object may carry (chance recall 1/codes)
     visible_frames: int = 3  # memory task: frames the object is seen per period
     gap_frames: int = 9  # memory task: blank frames between sightings
+    # "unipc": diffusers' UniPC on the same sigma grid (flow_solvers.py), the eval's strong
+    # few-step teacher; caches are recorded with Euler (the stored velocity is the step's)
+    solver: str = "euler"
 
     def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown analytic solver {self.solver!r}; known: {', '.join(SOLVERS)}")
         unknown = [o for o in self.objects if o not in SHAPES] + [m for m in self.motions if m not in MOTIONS]
         if unknown:
             raise ValueError(f"unknown analytic vocabulary words {unknown}; shapes: {sorted(SHAPES)}, "
@@ -110,7 +116,11 @@ class AnalyticTeacher(Teacher):
         self.factors = (memory_factors(config.modes_per_class, config.identity_codes) if self.period
                         else motion_factors(config.modes_per_class))
         self.means = self._build_means()  # (classes, K, C*F*H*W) float64
-        self._sigmas = flow.euler_sigmas(config.num_steps, config.shift)
+        # Euler by hand (the cached bytes); another solver through its diffusers scheduler
+        self._solver = None if config.solver == "euler" else GridSolver(config.solver, config.shift,
+                                                                         config.num_steps)
+        self._sigmas = (flow.euler_sigmas(config.num_steps, config.shift) if self._solver is None
+                        else self._solver.sigmas)
 
     # -- the data distribution -------------------------------------------------------------
     def _build_means(self) -> np.ndarray:
@@ -141,7 +151,7 @@ class AnalyticTeacher(Teacher):
         cfg = dict(fingerprint["config"])
         for key in ("latent_shape", "objects", "colours", "motions", "guidance"):
             cfg[key] = tuple(cfg[key])
-        return cls(AnalyticConfig(**cfg, device=device),
+        return cls(AnalyticConfig(**cfg, device=device, solver=fingerprint.get("solver", "euler")),
                    causal_chunk_frames=causal_chunk_frames(fingerprint))
 
     def at_length(self, frames: int) -> AnalyticTeacher:
@@ -170,10 +180,11 @@ class AnalyticTeacher(Teacher):
     def fingerprint(self) -> dict[str, Any]:
         cfg = dataclasses.asdict(self.config)
         cfg.pop("device")
+        solver = cfg.pop("solver")  # at the top level, where every teacher records its solver
         if cfg["task"] == "motion":
             for key in MEMORY_KEYS:
                 cfg.pop(key)
-        out = {"teacher": "analytic", "config": cfg, "solver": "euler",
+        out = {"teacher": "analytic", "config": cfg, "solver": solver,
                "means_sha256": hashlib.sha256(self.means.tobytes()).hexdigest(),
                "code_version": CODE_VERSION}
         if self.causal_chunk_frames:  # only when set: caches without pairs keep their ids
@@ -182,6 +193,15 @@ class AnalyticTeacher(Teacher):
 
     def sigmas(self) -> np.ndarray:
         return self._sigmas
+
+    def reset_solver(self) -> None:
+        if self._solver is not None:
+            self._solver.reset()
+
+    def solver_step(self, x: torch.Tensor, v: torch.Tensor, step: int) -> torch.Tensor:
+        if self._solver is None:
+            return super().solver_step(x, v, step)
+        return self._solver.step(x, v, step)
 
     def expert_at(self, step: int) -> int:
         return 0 if self.timesteps()[step] >= self.config.boundary_ratio * 1000 else 1

@@ -21,12 +21,12 @@ import torch
 
 from ..hub import hub_hint, is_hub_id
 from .base import CODE_VERSION, EncodedText, Teacher
+from .flow_solvers import SOLVERS, flow_scheduler
 from .spec import VideoSize
 from .wan_limits import wan_limits
 from .wan_offload import POLICIES, Residency
 
 HUB_ID = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
-SOLVERS = {"euler": "FlowMatchEulerDiscreteScheduler", "unipc": "UniPCMultistepScheduler"}
 OFFLOAD = POLICIES  # none | expert | model (wan_offload)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The unshifted sigma grid before the flow shift (issue 27). "diffusers": what WanPipeline's
@@ -254,13 +254,7 @@ class WanTeacher(Teacher):
         return cls(pipe, checkpoint=tiny_checkpoint_record(pipe), **config)
 
     def _make_scheduler(self):
-        from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
-
-        base = dict(self.pipe.scheduler.config)
-        if self.solver == "euler":
-            return FlowMatchEulerDiscreteScheduler.from_config(base, shift=self.shift)
-        return UniPCMultistepScheduler.from_config(base, flow_shift=self.shift, use_flow_sigmas=True,
-                                                   prediction_type="flow_prediction")
+        return flow_scheduler(self.solver, self.shift, dict(self.pipe.scheduler.config))
 
     # -- Teacher interface ---------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def test_reference_rows_are_marked_and_gated_against_themselves(checkpoints, tmp
     report = evaluate_checkpoint(checkpoints[0], reference_cache="off", **EVAL)
     rows = report["held_out_seeds"]
     assert {k for k, s in rows.items() if s["role"] == "reference"} == {"teacher_fullstep", "teacher_fullstep_2x"}
-    assert rows["teacher_4step"]["role"] == "baseline"
+    assert rows["teacher_4step"]["role"] == rows["teacher_4step_unipc"]["role"] == "baseline"
     assert all(s["role"] in ROLES for s in rows.values())
     for key in ("teacher_fullstep", "teacher_fullstep_2x"):
         ref = rows[key]
@@ -84,7 +84,8 @@ def test_reference_rows_are_marked_and_gated_against_themselves(checkpoints, tmp
         assert "dispersion" in verdict(ref, Gate())["failed"]
         assert not {"dispersion", "amplitude_bias", "ghost_energy"} & set(ref["gate"]["failed"])
     against = {k: s["gate"]["against"] for k, s in rows.items() if s["role"] != "reference"}
-    assert against == {"teacher_4step": "teacher_fullstep", "student_4step": "teacher_fullstep",
+    assert against == {"teacher_4step": "teacher_fullstep", "teacher_4step_unipc": "teacher_fullstep",
+                       "student_4step": "teacher_fullstep",
                        "student_fullstep_grid": "teacher_fullstep",
                        "student_4step_streaming": "teacher_fullstep",
                        "student_4step_streaming_2x": "teacher_fullstep_2x"}
@@ -92,13 +93,40 @@ def test_reference_rows_are_marked_and_gated_against_themselves(checkpoints, tmp
     lines = {line.split()[0]: line for line in text.splitlines()[2:]}
     assert "reference" in lines["teacher_fullstep"] and "FAIL" not in lines["teacher_fullstep"]
     assert "gate" in lines["teacher_4step"] and "gate" in lines["student_4step"]
+    assert "gate" in lines["teacher_4step_unipc"]  # `s2dit eval` prints it as a baseline
+
+
+def test_the_strong_solver_row_is_the_teacher_with_unipc_on_the_same_noise(checkpoints, monkeypatch):
+    """``teacher_4step_unipc``: the analytic teacher sampled with 4 steps of diffusers' UniPC
+    (solver = "unipc", on its own sigma grid) from the prompts and seeds of the Euler rows, a
+    baseline gated against the reference, in the printout and the HTML table."""
+    from pipeline.report.quality import quality_table
+
+    calls: list[tuple[str, int, list[str], list[int]]] = []
+    real = eval_reference.sample_latents
+
+    def recorded(teacher, prompts, seeds, **kwargs):
+        calls.append((teacher.config.solver, teacher.num_steps, list(prompts), list(seeds)))
+        return real(teacher, prompts, seeds, **kwargs)
+
+    monkeypatch.setattr(eval_reference, "sample_latents", recorded)
+    eval_reference.clear_memory()
+    report = evaluate_checkpoint(checkpoints[0], reference_cache="off", **EVAL)
+    eval_reference.clear_memory()
+    by_solver = {(solver, steps): (prompts, seeds) for solver, steps, prompts, seeds in calls}
+    assert by_solver[("unipc", 4)] == by_solver[("euler", 4)]  # the same noise
+    assert sorted(solver for solver, *_ in calls) == ["euler", "euler", "euler", "unipc"]
+    euler, unipc = (report["held_out_seeds"][k] for k in ("teacher_4step", "teacher_4step_unipc"))
+    assert unipc["samples"] == euler["samples"] and unipc["gate"]["against"] == "teacher_fullstep"
+    assert unipc["nll_per_dim"] != euler["nll_per_dim"]  # another solver's samples
+    assert "<td>teacher, 4-step UniPC</td>" in quality_table(report, None)
 
 
 def test_a_second_checkpoint_reuses_the_teachers_samples(checkpoints, sampler_calls, tmp_path):
     a, b = checkpoints
     off = _evaluate(b, "off")
     runs = len(sampler_calls)
-    assert runs == 3  # full-step and 4-step at 1x, full-step at 2x
+    assert runs == 4  # full-step, 4-step Euler and 4-step UniPC at 1x, full-step at 2x
     cold = _evaluate(a, tmp_path / "ref")
     assert len(sampler_calls) == 2 * runs
     assert len(list((tmp_path / "ref").glob("*.npy"))) == len(list((tmp_path / "ref").glob("*.json"))) == runs
@@ -138,7 +166,7 @@ def test_s2dit_eval_takes_the_cache_directory(checkpoints, tmp_path, capsys):
 
     assert main(["eval", "--checkpoint", checkpoints[0], "--per-class", "1",
                  "--reference-cache", str(tmp_path / "ref"), "--report", str(tmp_path / "e.json")]) == 0
-    assert len(list((tmp_path / "ref").glob("*.json"))) == 2  # the teacher's full-step and 4-step
+    assert len(list((tmp_path / "ref").glob("*.json"))) == 3  # the teacher's full-step, 4-step Euler, UniPC
     rows = json.loads((tmp_path / "e.json").read_text())["held_out_seeds"]
     assert rows["teacher_fullstep"]["role"] == "reference"
     assert "(reference: the other rows are gated against it)" in capsys.readouterr().out

@@ -118,8 +118,8 @@ def test_a_kd_checkpoint_streamed_gets_the_row_auto_after_the_gap(memory):
     report = _rows(memory["kd"], streaming=True, teacher_forced="auto")
     rows = report["held_out_seeds"]
     key = "student_4step_streaming_forced3"  # visible 1 + gap 2
-    assert set(rows) == {"teacher_fullstep", "teacher_4step", "student_4step", "student_fullstep_grid",
-                         "student_4step_streaming", key}
+    assert set(rows) == {"teacher_fullstep", "teacher_4step", "teacher_4step_unipc", "student_4step",
+                         "student_fullstep_grid", "student_4step_streaming", key}
     assert set(rows[key]) == set(rows["student_4step_streaming"]) | {"teacher_forced_frames"}
     assert rows[key]["role"] == "diagnostic" and rows[key]["teacher_forced_frames"] == 3
     assert {"recall", "branch_rate", "per_chunk", "paired_fidelity", "gate"} <= set(rows[key])

@@ -57,3 +57,14 @@ def test_the_teacher_is_the_reference_and_never_fails():
     old = _eval_ar()
     assert "fail" not in next(r for r in quality_table(None, old).split("<tr>")
                               if r.startswith("<td>teacher, 4-step"))
+
+
+def test_the_teachers_unipc_row_follows_its_euler_row_when_the_scores_have_it():
+    ev = _eval_ar()
+    labels = [label for label, *_ in quality_rows(None, ev)]
+    assert "teacher, 4-step UniPC" not in labels  # an eval file from before the row
+    ev["held_out_seeds"]["teacher_4step_unipc"] = {**_scores(False, 15), "role": "baseline"}
+    labels = [label for label, *_ in quality_rows(None, ev)]
+    assert labels[:3] == ["teacher, full-step", "teacher, 4-step", "teacher, 4-step UniPC"]
+    row = next(r for r in quality_table(None, ev).split("<tr>") if r.startswith("<td>teacher, 4-step UniPC"))
+    assert "fail: recall" in row
