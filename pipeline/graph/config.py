@@ -10,13 +10,18 @@ The job and training sections are the tables `s2dit cache generate` and `s2dit t
 recipe file serves both. Any section may say
 ``include = "FILE"`` (relative to this file, or a URL): that file's table of the same name is the
 base and this section's keys override it (sub-tables merged key by key). Any stage's section
-may say ``enabled = false`` to skip that stage (and what only it feeds).
+may say ``enabled = false`` to skip that stage (and what only it feeds). The section of a stage
+that can run as a Ray task (``Stage.ray_task``: sample, report) may say ``ray = {num_gpus = 1,
+memory_gb = 96}``: that stage then runs in a Ray task with those resources (pipeline/graph/remote.py)
+rather than in the driver; like ``enabled``, the table is not passed to the stage nor fingerprinted.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.resources
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +31,38 @@ from cache_schema.typed_config import unknown_keys_message
 RUN_KEYS = {"out", "seed", "train_workers", "max_failures"}  # none is fingerprinted
 GRAPH_SET_JOB_KEYS = ("prompts", "output")  # the graph points these into the run folder
 BUNDLED_PACKAGE = "pipeline"  # pipeline/configs is the repository's configs/ (package data)
+RAY_TABLE = "ray"  # a section's Ray-task resources (TaskResources), read by the runner only
 
 
 class RunConfigError(ValueError):
     """A run config that cannot be used (names the file and the key)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class TaskResources:
+    """What a stage's Ray task asks the cluster for (a section's ``ray`` table)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_gb: float = 0.0  # host memory reserved for the task, GB of 10^9 bytes (0: none)
+
+    @classmethod
+    def parse(cls, section: str, table: Any) -> TaskResources:
+        """``[section] ray``'s table, its keys and values checked (RunConfigError)."""
+        if not isinstance(table, dict):
+            raise RunConfigError(f"[{section}] {RAY_TABLE} must be a table such as "
+                                 f"{{num_gpus = 1, memory_gb = 96}}, got {table!r}")
+        refuse_unknown_keys(f"{section}.{RAY_TABLE}", table, (f.name for f in dataclasses.fields(cls)))
+        for key, value in table.items():
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not math.isfinite(value) or value < 0):
+                raise RunConfigError(f"[{section}.{RAY_TABLE}] {key} must be a number >= 0, "
+                                     f"got {value!r}")
+        return cls(**table)
+
+    def describe(self) -> str:
+        memory = f", {self.memory_gb:g} GB" if self.memory_gb else ""
+        return f"{self.num_cpus:g} CPU, {self.num_gpus:g} GPU{memory}"
 
 
 @dataclass(kw_only=True, slots=True)
@@ -47,10 +80,11 @@ class RunConfig:
         return self.sections.get("run", {})
 
     def section(self, name: str) -> dict[str, Any]:
-        """The resolved keys a stage passes on (a copy; ``enabled`` removed, ``seed`` defaulted
-        to ``[run] seed``)."""
+        """The resolved keys a stage passes on (a copy; ``enabled`` and ``ray`` removed, ``seed``
+        defaulted to ``[run] seed``)."""
         out = copy.deepcopy(self.sections.get(name, {}))
         out.pop("enabled", None)
+        out.pop(RAY_TABLE, None)
         if name in self.seeded and self.run.get("seed") is not None:
             out.setdefault("seed", self.run["seed"])
         return out
@@ -62,9 +96,16 @@ class RunConfig:
             section = self.section(name) if name != "run" else dict(self.run)
             if name != "run" and not self.enabled(name):
                 section["enabled"] = False
+            if name != "run" and RAY_TABLE in self.sections[name]:
+                section[RAY_TABLE] = copy.deepcopy(self.sections[name][RAY_TABLE])
             if section:
                 out[name] = section
         return out
+
+    def placement(self, name: str) -> TaskResources | None:
+        """Section ``name``'s Ray-task resources (its ``ray`` table), None: run in process."""
+        table = self.sections.get(name, {}).get(RAY_TABLE) if name != "run" else None
+        return None if table is None else TaskResources.parse(name, table)
 
     def enabled(self, name: str) -> bool:
         return bool(self.sections.get(name, {}).get("enabled", True))

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from .config import RunConfig, RunConfigError
 from .fingerprint import digest
+from .remote import run_stage
 from .run_folder import check_run_folder
 from .run_lock import RunLock
 from .stage import Stage, StageContext, check_section
@@ -183,7 +184,7 @@ def _run_stage(stage: Stage, ctx: StageContext, running: dict[str, Any]) -> None
     t0 = time.perf_counter()
     ctx.state.set(stage.name, running)
     try:
-        outputs = stage.run(ctx)
+        outputs = run_stage(stage, ctx)  # in process, or a Ray task ([section] ray)
     except BaseException as exc:  # KeyboardInterrupt too: the record says where it stopped
         ctx.state.set(stage.name, {**running, "status": "failed",
                                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0],

@@ -9,7 +9,7 @@ from typing import Any
 import fsspec
 from rich.console import Console
 
-from .config import RunConfig, refuse_unknown_keys
+from .config import RAY_TABLE, RunConfig, RunConfigError, refuse_unknown_keys
 from .state import RunState
 from .state_schema import check_paths, recorded_paths
 
@@ -88,6 +88,10 @@ class Stage:
     # The registered training stage (student_train.stages) it trains, "" for any other stage:
     # how sample, compare and the report find the training stages without naming them
     trains: str = ""
+    # Whether it may run as a Ray task (its section's ``ray`` table; pipeline/graph/remote.py):
+    # it reads only the config, the run state and files, and writes only in the run folder
+    ray_task: bool = False
+    paths: tuple[str, ...] = ()  # section keys naming local files: made absolute for a Ray task
     upstream: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -108,8 +112,22 @@ def check_section(config: RunConfig, section: str, stages: Iterable[Stage]) -> N
     """``[section]`` parsed by the checks of the ``stages`` that read it. A section that none of
     them checks reads no key but ``enabled``: any other (``[report] foo = 1``) is refused with
     the closest valid key, never ignored."""
+    stages = tuple(stages)
+    _check_placement(config, section, stages)
     checks = dict.fromkeys(s.check for s in stages if s.section == section and s.check)
     if not checks:
         refuse_unknown_keys(section, config.section(section), ("enabled",))
     for check in checks:
         check(config)
+
+
+def _check_placement(config: RunConfig, section: str, stages: tuple[Stage, ...]) -> None:
+    """A ``ray`` table only where every stage of the section can run as a Ray task, and a
+    valid one (RunConfigError): never ignored."""
+    if config.placement(section) is None:
+        return
+    own = [s.name for s in stages if s.section == section]
+    if not own or not all(s.ray_task for s in stages if s.section == section):
+        takers = ", ".join(f"[{s.section}]" for s in stages if s.ray_task) or "none"
+        raise RunConfigError(f"[{section}] {RAY_TABLE}: stage {', '.join(own) or section} runs in "
+                             f"the driver, not as a Ray task (sections that take {RAY_TABLE}: {takers})")

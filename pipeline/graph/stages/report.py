@@ -1,5 +1,7 @@
 """Stage report: report.json (the machine-readable summary older tools read) and the HTML
-report (pipeline.report.write_report, also `s2dit report RUN_DIR`)."""
+report (pipeline.report.write_report, also `s2dit report RUN_DIR`). ``[report] ray = {...}``
+runs it in a Ray task on such a node (its videos sample the students and decode with the
+teacher's side; remote.py)."""
 
 from __future__ import annotations
 
@@ -75,6 +77,6 @@ def stage(upstream: tuple[Stage, ...]) -> Stage:
     """The report stage, after (and reading) every stage in ``upstream``."""
     return Stage(name="report", title="the report", section="report",
                  run=functools.partial(run, upstream=upstream),
-                 uses=tuple(s.name for s in upstream),
+                 uses=tuple(s.name for s in upstream), ray_task=True,
                  artefact="report.html", writes=("report.json", "report.html", "report_assets"),
                  recorded={"report_json": PATH, "report_html": PATH})

@@ -4,7 +4,8 @@ else S2DiT-KD; sampled as its spec says): RUN_DIR/preview/preview.{json,npy,N.mp
 for the analytic teacher), decoded by the cache's own teacher side.
 
 Reads ``[sample]``: prompts (default: the corpus's first ``count``, 4), and SampleConfig keys
-(seed, steps, full_step, streaming, chunk_frames, video, fps, device, dtype, teacher_source)."""
+(seed, steps, full_step, streaming, chunk_frames, video, fps, device, dtype, teacher_source);
+``ray = {num_gpus = 1, memory_gb = 96}`` runs it in a Ray task on such a node (remote.py)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def stage(before: tuple[Stage, ...]) -> Stage:
                  run=functools.partial(run, students=students), seeded=True,
                  artefact="preview/preview.json", needs=("corpus",), uses=students,
                  writes=("preview",), check=_section, skip_reason=untrained,
+                 ray_task=True, paths=("teacher_source",),
                  recorded={"sidecar": PATH, "outputs": optional(PATHS), "prompts": optional(STRS),
                            "stage": optional(STR), "checkpoint": optional(PATH)})
 
