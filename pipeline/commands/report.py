@@ -1,4 +1,5 @@
-"""`s2dit report RUN_DIR [--out FILE]`: the HTML report of a run folder, finished or not."""
+"""`s2dit report RUN_DIR [--out FILE] [--serve [--port N]]`: the HTML report of a run folder,
+finished or not; ``--serve`` then serves it on loopback (pipeline/report/serve.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ def _report(args: argparse.Namespace) -> int:
     with working("report") as step:  # 15-20 s on the demo: say which section it is at
         path = write_report(args.run_dir, out=args.out, progress=step)
     print(f"report: {path}")
+    if args.serve:
+        from pipeline.report.serve import serve
+
+        serve(path, args.port, ready=lambda address: print(
+            f"serving {path.rsplit('/', 1)[0]} at {address} (Ctrl-C stops)", flush=True))
+        print("stopped")
     return 0
 
 
@@ -31,4 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(FILE_assets/ with --out).")
     report.add_argument("run_dir", metavar="RUN_DIR", help="run folder or fsspec URL (s2dit run --out)")
     report.add_argument("--out", metavar="FILE", help="where to write the page (default RUN_DIR/report.html)")
+    report.add_argument("--serve", action="store_true",
+                        help="then serve the page's folder on 127.0.0.1 (read through fsspec: a "
+                             "report on S3 too) and print its address; Ctrl-C stops")
+    report.add_argument("--port", type=int, default=0,
+                        help="port of --serve (default 0: a free one)")
     report.set_defaults(func=_report)
