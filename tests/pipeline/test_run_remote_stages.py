@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import uuid
 from pathlib import Path
 
 import fsspec
@@ -189,3 +190,28 @@ def test_the_cluster_config_sends_sample_and_report_to_gpu_workers():
     assert report is not None and report.memory_gb > 16 and report.num_cpus >= 1
     assert "ray" not in config.section("sample") and config.placement("train") is None
     assert config.placement("job") is None
+
+
+def test_a_task_reaches_object_storage_through_the_profile_by_name(ray_runtime, s3_bucket, s3_server,
+                                                                   tmp_path, monkeypatch):
+    """The endpoint is in the profile alone (AWS_ENDPOINT_URL points at a closed port): the task
+    writes the run folder's file on S3 through the profile the driver names."""
+    import s3fs
+
+    from cache_schema.store import PROFILES_ENV, use_profile
+
+    name = f"moto-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "storage.toml").write_text(f'[profiles.{name}]\n'
+                                           f'client_kwargs = {{ endpoint_url = "{s3_server}" }}\n')
+    monkeypatch.setenv(PROFILES_ENV, str(tmp_path / "storage.toml"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens
+    s3fs.S3FileSystem.clear_instance_cache()
+    (tmp_path / "cfg.toml").write_text("[corpus]\nkind = 'inline'\n[sample.ray]\nnum_cpus = 1\n"
+                                       "[report]\nenabled = false\n")
+    with use_profile(name):
+        state = run_graph(load_run_config(str(tmp_path / "cfg.toml")), _toy(), f"{s3_bucket}/run",
+                          console=QUIET)
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, skip_instance_cache=True)
+    written = json.loads(fs.cat_file(f"{s3_bucket.removeprefix('s3://')}/run/toy.json"))
+    assert written["pid"] != os.getpid()
+    assert state.get("toy")["outputs"] == {"file": f"{s3_bucket}/run/toy.json"}
