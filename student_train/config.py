@@ -10,6 +10,7 @@ keys stay flat (``lr``, not ``optimiser.lr``), so configs and flags read as befo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -87,6 +88,14 @@ class StageConfig:
         "loader_workers": between(1, 256),
         "cond_dropout": between(0.0, 1.0, hi_open=True),
     }
+
+    # Keys whose change lets `s2dit run` continue a trained stage from its newest checkpoint
+    # (as `s2dit train` on the same --out does) instead of starting it over: "more" only to a
+    # larger value (the learning-rate schedule then runs to the new end), "any" for keys that
+    # change neither the batches nor the updates. Any other key starts the stage over.
+    CONTINUES: ClassVar[Mapping[str, str]] = {
+        "steps": "more", "checkpoint_every": "any", "checkpoint_every_s": "any", "log_every": "any",
+        "loader_workers": "any", "prefetch_shards": "any"}
 
     # run
     steps: int = 600  # optimiser steps

@@ -6,15 +6,15 @@ their inputs."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 
+from .changes import continuation
 from .config import RunConfig
-from .fingerprint import canonical, digest
+from .fingerprint import digest
 from .run_folder import check_run_folder
 from .runner import _inputs, _skip_reason, _up_to_date, check_config, check_flags
 from .stage import Stage, StageContext
@@ -93,49 +93,7 @@ def _decide(stage: Stage, ctx: StageContext, record: dict, inputs: dict[str, Any
         if status == "done":
             return Step(stage.name, "run", "its outputs are missing")
         return Step(stage.name, "run", f"last {status}, same inputs")
-    changes = changed_inputs(record.get("inputs"), inputs, stage.section)
-    return Step(stage.name, "run", f"its inputs changed since it was {status}"
-                + (f": {'; '.join(changes)}" if changes else ""))
-
-
-def changed_inputs(before: dict[str, Any] | None, after: dict[str, Any], section: str) -> list[str]:
-    """What differs between a stage's recorded inputs and its inputs now, for people: changed
-    keys of its section (nested keys dotted) with old and new values, then other inputs and
-    upstream stages that ran again. Empty when nothing was recorded (an older run_state.json)."""
-    if not isinstance(before, dict):
-        return []
-    before, after = json.loads(canonical(before)), json.loads(canonical(after))  # as recorded
-    keys = _diff(before.get("section", {}), after.get("section", {}))
-    changes = [f"[{section}] " + ", ".join(keys)] if keys else []
-    if before.get("enabled") != after.get("enabled"):
-        changes.append(f"[{section}] enabled {_show(before.get('enabled'))} -> "
-                       f"{_show(after.get('enabled'))}")
-    extra = _diff(before.get("extra", {}), after.get("extra", {}))
-    if extra:  # e.g. the corpus file's ukey, the recipes a compare stage trains with
-        changes.append("other inputs " + ", ".join(extra))
-    reran = sorted(name for name, now in after.get("upstream", {}).items()
-                   if before.get("upstream", {}).get(name) != now)
-    if reran:
-        changes.append(f"upstream {', '.join(reran)} ran again")
-    return changes
-
-
-_UNSET = object()  # a key on one side only
-
-
-def _diff(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """``key old -> new`` for every leaf that differs, nested dicts walked with dotted keys."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        return [line for key in sorted(set(before) | set(after))
-                for line in _diff(before.get(key, _UNSET), after.get(key, _UNSET),
-                                  f"{prefix}.{key}" if prefix else key)]
-    if before == after:
-        return []
-    return [f"{prefix} {_show(before)} -> {_show(after)}"]
-
-
-def _show(value: Any, limit: int = 40) -> str:
-    if value is _UNSET:
-        return "(unset)"
-    text = format(value, "g") if isinstance(value, float) else json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    continues, why = continuation(stage, record, inputs)
+    if continues:
+        return Step(stage.name, "resume", why)
+    return Step(stage.name, "run", f"its inputs changed since it was {status}" + (f": {why}" if why else ""))

@@ -19,6 +19,7 @@ from typing import Any
 import fsspec
 from rich.console import Console
 
+from .changes import continuation
 from .config import RunConfig, RunConfigError
 from .fingerprint import digest
 from .remote import run_stage
@@ -170,13 +171,29 @@ def _bring_up_to_date(stage: Stage, ctx: StageContext, title: str, *, forced: bo
         return
     resume = (not forced and stage.resumable and record.get("fingerprint") == fingerprint
               and record["status"] in ("running", "failed"))
-    if not resume:
-        _clear(stage, ctx, record)
-    ctx.console.rule(f"{title}{' (resuming)' if resume else ''}")
     running = {"status": "running", "fingerprint": fingerprint, "inputs": inputs, "started": now()}
+    why = _why_fresh(record, fingerprint, forced=forced)
+    if not forced and record.get("fingerprint") not in (None, fingerprint):
+        continues, changes = continuation(stage, record, inputs)  # more steps: from its checkpoint
+        why = changes or why
+        if continues:
+            resume, running["continued"] = True, why
+            ctx.console.print(f"{stage.name}: {why}", markup=False)
+    if not resume:
+        _clear(stage, ctx, record, why)
+    ctx.console.rule(f"{title}{' (resuming)' if resume else ''}")
     if resume:
         running["resumed"] = record.get("resumed", 0) + 1
     _run_stage(stage, ctx, running)
+
+
+def _why_fresh(record: dict[str, Any], fingerprint: str, *, forced: bool) -> str:
+    """Why a stage runs afresh (its old outputs removed), when no change is named."""
+    if forced:
+        return "rerun asked (--from / --only)"
+    if record.get("fingerprint") != fingerprint:
+        return "its inputs changed"
+    return "its outputs are missing" if record.get("status") == "done" else f"last {record.get('status')}"
 
 
 def _run_stage(stage: Stage, ctx: StageContext, running: dict[str, Any]) -> None:
@@ -195,7 +212,7 @@ def _run_stage(stage: Stage, ctx: StageContext, running: dict[str, Any]) -> None
                                "seconds": round(time.perf_counter() - t0, 3)})
 
 
-def _clear(stage: Stage, ctx: StageContext, record: dict[str, Any]) -> None:
+def _clear(stage: Stage, ctx: StageContext, record: dict[str, Any], why: str) -> None:
     """Remove a stage's old outputs before a fresh run (not the user's files: a path the state
     has no record of writing is refused, not deleted)."""
     present = [p for p in stage.writes if ctx.exists(p)]
@@ -205,8 +222,8 @@ def _clear(stage: Stage, ctx: StageContext, record: dict[str, Any]) -> None:
     if unrecorded and record.get("status", "pending") == "pending":
         raise FileExistsError(f"{ctx.path(unrecorded[0])} exists but {ctx.state.url} does not "
                               f"record stage {stage.name} writing it; move it away or use another --out")
-    ctx.console.print(f"{stage.name}: inputs changed or rerun asked; removing its old outputs "
-                      f"{', '.join(present)}")
+    ctx.console.print(f"{stage.name}: {why}; removing its old outputs {', '.join(present)}",
+                      markup=False)
     for path in present:
         ctx.remove(path)
     ctx.state.partial = [p for p in ctx.state.partial if p not in present]  # saved with the stage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.console import Console
 from .config import RAY_TABLE, RunConfig, RunConfigError, refuse_unknown_keys
 from .state import RunState
 from .state_schema import check_paths, recorded_paths
+
+if TYPE_CHECKING:
+    from .changes import Continues
 
 
 @dataclass(kw_only=True, slots=True)
@@ -72,6 +75,9 @@ class Stage:
     # Whether recorded outputs are still in place (default: every ``writes`` path exists)
     still_there: Callable[[StageContext, dict[str, Any]], bool] | None = None
     resumable: bool = False  # an interrupted run continues from what it committed
+    # Section keys whose change lets it continue from its outputs too, not start over (a trainer
+    # given more steps resumes from its newest checkpoint); None: any change starts it over
+    continues: Continues | None = None
     # Refuses a bad section before any stage runs (a typo fails in seconds, not after the cache)
     check: Callable[[RunConfig], None] | None = None
     # Section keys that change how, not what, it computes (left out of the fingerprint)

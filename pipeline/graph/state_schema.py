@@ -77,7 +77,7 @@ _KIND_CHECKS = {
 # The generic record keys and what they hold (any other key is kept and never read)
 _RECORD = {
     "fingerprint": STR, "started": STR, "finished": STR, "error": STR, "reason": STR,
-    "resumed": INT,
+    "resumed": INT, "continued": STR,
 }
 
 

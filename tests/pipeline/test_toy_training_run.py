@@ -309,6 +309,51 @@ def test_a_training_stage_defined_in_a_test_runs_through_s2dit_run(toy_stage, ca
     assert state["sample"]["reason"] == f"every training stage was skipped (train_kd, train_ar, {NAME})"
 
 
+def _losses(out: Path) -> tuple[list[int], list[int]]:
+    """(steps with a loss, steps of a 'resumed' event) of the toy's metrics.jsonl."""
+    events = [json.loads(line) for line in (out / "student_toy" / "metrics.jsonl").open()]
+    return ([e["step"] for e in events if "loss" in e],
+            [e["step"] for e in events if e.get("event") == "resumed"])
+
+
+def test_an_edited_run_continues_a_trained_stage_when_the_change_allows_it(toy_stage, tmp_path,
+                                                                           capsys):
+    """Issue 29: `s2dit run` after raising [train] steps retrained from step 0 where `s2dit
+    train` on the same --out resumes. More steps (or a cadence key) now continue from the newest
+    checkpoint, as the plan says; another key, or fewer steps, starts over and is named."""
+    config_path, out = tmp_path / "toy.toml", tmp_path / "run"
+    config_path.write_text(RUN)
+    run = ["run", str(config_path), "--out", str(out), "--no-progress"]
+    assert _s2dit(capsys, *run)[0] == 0
+    more = f"{SECTION}.steps=6"
+    continues = f"[{SECTION}] steps 4 -> 6: continues from its newest checkpoint"
+    assert _plan(config_path, out, more)[NAME] == ("resume", continues)
+    assert _plan(config_path, out, more)["sample"] == ("run", f"upstream {NAME} reruns")
+    code, printed = _s2dit(capsys, *run, "--set", more, "--set", f"{SECTION}.log_every=2")
+    assert code == 0 and f"{NAME}: [{SECTION}] log_every 1 -> 2, steps 4 -> 6: continues" in printed
+    done = _state(out)[NAME]
+    assert done["status"] == "done" and done["continued"].endswith("continues from its newest checkpoint")
+    assert done["outputs"]["checkpoint"].endswith("step_000006") and done["outputs"]["step"] == 6
+    assert _losses(out) == ([1, 2, 3, 4, 6], [4])  # steps 5-6 after resuming at 4 (log every 2)
+    # another key, or fewer steps: a fresh start, the key named in the plan and by the run
+    action, why = _plan(config_path, out, more, f"{SECTION}.log_every=2", f"{SECTION}.lr=0.002")[NAME]
+    assert action == "run" and why == (
+        f"its inputs changed since it was done: [{SECTION}] lr 0.001 -> 0.002; a fresh start: "
+        f"[{SECTION}] lr 0.001 -> 0.002 changes what it trained (a trained stage continues when "
+        "only steps (larger), checkpoint_every, checkpoint_every_s, log_every, loader_workers, "
+        "prefetch_shards change)")
+    fewer = (f"{SECTION}.steps=5", f"{SECTION}.log_every=2")
+    action, why = _plan(config_path, out, *fewer)[NAME]
+    assert action == "run" and why.endswith(f"a fresh start: [{SECTION}] steps 6 -> 5 changes what "
+                                            "it trained (a trained stage continues when only steps "
+                                            "(larger), checkpoint_every, checkpoint_every_s, "
+                                            "log_every, loader_workers, prefetch_shards change)")
+    code, printed = _s2dit(capsys, *run, *(a for f in fewer for a in ("--set", f)))
+    assert code == 0 and "removing its old outputs student_toy" in printed
+    assert f"a fresh start: [{SECTION}] steps 6 -> 5" in printed
+    assert "continued" not in _state(out)[NAME] and _losses(out) == ([2, 4, 5], [])
+
+
 def test_without_its_registration_its_section_is_unknown(tmp_path):
     config_path = tmp_path / "toy.toml"
     config_path.write_text(RUN)

@@ -25,6 +25,7 @@ from student_train.stage_spec import TrainingStage
 from student_train.stages import STAGES as TRAINERS
 from student_train.stages import get_stage, register_stage
 
+from ..changes import Continues
 from ..config import RunConfig, refuse_unknown_keys
 from ..registry import GRAPH_STAGES, register_graph_builder, unregister_graph_stage
 from ..stage import Stage, StageContext
@@ -116,6 +117,13 @@ def derived_inputs(spec: TrainingStage, before: tuple[Stage, ...]) -> tuple[tupl
     return needs, lambda ctx: {k: ctx.outputs(stage)[key] for k, (stage, key) in sources.items()}
 
 
+def continues(config: type[StageConfig]) -> Continues:
+    """What an edited run may change and still continue the stage from its checkpoint: its
+    config's ``CONTINUES`` keys, with the defaults a section that leaves them unset has."""
+    fields = {f.name: f.default for f in dataclasses.fields(config)}
+    return Continues(keys=dict(config.CONTINUES), defaults={k: fields[k] for k in config.CONTINUES})
+
+
 def _default_results(spec: TrainingStage) -> Results:
     def results(ctx: StageContext, config: Any, done: Launched) -> dict[str, Any]:
         del ctx
@@ -167,7 +175,7 @@ class GraphTraining:
                      seeded=True, artefact=f"{out}/metrics.jsonl", needs=needs, writes=(out,),
                      resumable=True, check=lambda config: typed_section(spec.config, config, spec.table),
                      still_there=checkpoint_intact, recorded={**RECORDED, **self.recorded},
-                     trains=spec.name, **extra)
+                     trains=spec.name, continues=continues(spec.config), **extra)
 
 
 def register_training_stage(spec: TrainingStage, *, order: int, replace: bool = False,
