@@ -45,6 +45,7 @@ PROBE = """
         points: [...s.querySelectorAll('[data-point]')].map(p => ({label: p.dataset.point,
             marked: p.classList.contains('marked'), width: p.getBoundingClientRect().width}))})),
     height: document.documentElement.scrollHeight,
+    width: document.documentElement.scrollWidth,
   });
 })()
 """
@@ -66,6 +67,7 @@ class PageReport:
     # each <svg>: id, aria-label, rendered size, and its [data-point] marks (label, marked, width)
     svgs: list[dict[str, Any]] = field(default_factory=list)
     height: int = 0
+    width: int = 0  # the page's scroll width: wider than the viewport when it overflows sideways
     screenshot: str | None = None
 
     def broken(self) -> list[str]:
