@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(install_torch)
-	$(BIN)/python -m pip install --quiet -e '.[teacher,student,dev]' -c $(LOCK)
+	$(BIN)/python -m pip install --quiet -e '.[teacher,student,tracking,dev]' -c $(LOCK)
 	touch $(STAMP)
 
 ## torch: (re)install the pinned CPU torch into an existing venv, as the set-up does

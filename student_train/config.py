@@ -23,11 +23,13 @@ from cache_schema.typed_config import (
     between,
     check_config,
     check_values,
+    one_of,
     unknown_keys_message,
 )
 
 from .model.config import StudentConfig
 from .precision import check_autocast_dtype
+from .tracking import TRACKERS, check_trackers
 
 STEPS = between(0, 10_000_000)  # optimiser steps and cadences: an extra zero is refused, not run
 RATE = between(0.0, 10.0)  # learning rates
@@ -87,6 +89,7 @@ class StageConfig:
         "buffer_shards": between(1, 1_000_000), "prefetch_shards": between(0, 1_000_000),
         "loader_workers": between(1, 256),
         "cond_dropout": between(0.0, 1.0, hi_open=True),
+        "trackers": one_of(*TRACKERS),
     }
 
     # Keys whose change lets `s2dit run` continue a trained stage from its newest checkpoint
@@ -95,7 +98,11 @@ class StageConfig:
     # change neither the batches nor the updates. Any other key starts the stage over.
     CONTINUES: ClassVar[Mapping[str, str]] = {
         "steps": "more", "checkpoint_every": "any", "checkpoint_every_s": "any", "log_every": "any",
-        "loader_workers": "any", "prefetch_shards": "any"}
+        "loader_workers": "any", "prefetch_shards": "any", "trackers": "any"}
+    # Keys added after checkpoints and compare cells recorded their configs that change neither
+    # the batches nor the updates: left out of to_json() at their default, so those records
+    # (checkpoint state.json, a compare cell's identity) keep their bytes.
+    RECORDED_IF_SET: ClassVar[tuple[str, ...]] = ("trackers",)
 
     # run
     steps: int = 600  # optimiser steps
@@ -132,11 +139,16 @@ class StageConfig:
     # guidance != 1. Stage 1: KD rows (target the teacher's v_uncond); stage 2: the causal
     # phase's clips (flow matching only). Drawn per sample (seed, epoch, id). 0: none (as before).
     cond_dropout: float = 0.0
+    # Where metrics go besides metrics.jsonl (student_train.tracking): "tensorboard" (local
+    # --out), "mlflow", "wandb" (offline unless WANDB_MODE says otherwise); [] for none. One
+    # that is not installed is refused here, naming what to pip install.
+    trackers: tuple[str, ...] = ("tensorboard",)
 
     def __post_init__(self) -> None:
         # Types and ranges of every field, the stage's own too (TOML and JSON lists -> tuples).
         check_config(self)
         check_autocast_dtype(self.autocast_dtype)
+        check_trackers(self.trackers, self.TABLE or "train")
 
     @classmethod
     def known_keys(cls) -> list[str]:
@@ -149,7 +161,9 @@ class StageConfig:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (tuples as lists); ``type(self)(**to_json())`` gives the config back."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if not (k in self.RECORDED_IF_SET and v == defaults[k])}
 
     def with_absolute_paths(self):
         """This config with its ``PATHS`` fields absolute (Ray Train workers, recorded configs)."""

@@ -25,6 +25,7 @@ from cache_schema.store import absolute_url, apply_storage_env, storage_env
 from .checkpoint import latest_checkpoint
 from .config import StageConfig
 from .stage_spec import TrainingStage
+from .tracking import forwarded_env
 
 
 def rank_device(configured: str, assigned: torch.device | None) -> str:
@@ -79,10 +80,11 @@ def fit_on_ray(stage: TrainingStage, config: StageConfig, out_url: str, inputs: 
     # Workers get the storage settings in the loop function's closure, not in its config (Ray
     # records the config) nor in runtime_env (Ray logs it); non-secret names only. The stage
     # spec travels the same way (its classes and functions by reference).
-    worker_env = storage_env()
+    worker_env, tracker_env = storage_env(), forwarded_env()
 
     def train_loop(config: dict[str, Any]) -> None:
         apply_storage_env(worker_env)
+        os.environ.update(tracker_env)  # where rank 0's trackers write (no secrets)
         _worker_loop(stage, config)
 
     trainer = TorchTrainer(train_loop, train_loop_config=params,

@@ -11,7 +11,8 @@ A stage (stage 1's ``Trainer``: KD; stage 2's ``ARTrainer``: causal, then DMD) s
 
 The loop owns the rest, the same for every stage: the cache stream and the manifest it records,
 the resume checks (same stage, same cache), one record stream shared by all phases, metrics
-(metrics.jsonl with the phase of every row, TensorBoard), the progress bar, checkpoints every
+(metrics.jsonl with the phase of every row; the same rows to the configured trackers,
+student_train.tracking: TensorBoard, MLflow, W&B), the progress bar, checkpoints every
 ``checkpoint_every`` steps, at the first step ``checkpoint_every_s`` seconds after the last one
 (an interruption loses minutes), at a phase's end and at the end (numbered by the steps of all
 phases), ``stop_after`` (a "killed" run, for tests), ``phase_seconds`` and ``train_seconds``.
@@ -34,7 +35,7 @@ from tqdm import tqdm
 from .checkpoint import checkpoint_stage, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import StageConfig
 from .data import CacheStream, LoaderConfig
-from .run_log import tensorboard_writer
+from .tracking import RunInfo, Trackers, flat_params
 
 Take = Callable[[int], list[dict]]  # the next n records of this rank, in loader order
 
@@ -173,56 +174,75 @@ class TrainLoop:
                                optimizer=parts.optimizer, extra=extra, modules=parts.modules,
                                optimizers=parts.optimizers)
 
+    def tracking_info(self, fs: fsspec.AbstractFileSystem, root: str) -> RunInfo:
+        """What the run's trackers log as its parameters: the resolved config (seed included),
+        the student architecture, the stage, the workers and the cache it trains on."""
+        config = {"stage": self.checkpoint_stage(), "config": self.cfg.to_json(),
+                  "model_config": self.model_config.to_json(), "manifest": self.manifest_info,
+                  "world_size": self.world}
+        local = "://" not in self.out_url or self.out_url.startswith("file://")
+        return RunInfo(out_url=self.out_url, root=root, local=local,
+                       name=self.out_url.rsplit("/", 1)[-1], params=flat_params(config),
+                       config=config, run_id=None)
+
     def run(self, *, progress: bool = True, stop_after: int | None = None) -> str | None:
         """Train to the end of the last phase (or ``stop_after`` steps); the newest checkpoint
         this call wrote (None if it had nothing left to do)."""
-        cfg, main = self.cfg, self.rank == 0
+        main = self.rank == 0
         fs, root = fsspec.core.url_to_fs(self.out_url)
         fs.makedirs(root, exist_ok=True)
+        trackers = Trackers(self.cfg.trackers, self.tracking_info(fs, root), fs) if main else None
+        try:
+            with fs.open(f"{root}/metrics.jsonl", "a") if main else contextlib.nullcontext() as log:
+                last_ckpt = self._train(log, trackers, progress, stop_after)
+        except BaseException:
+            if trackers is not None:
+                trackers.close(failed=True)
+            raise
+        if trackers is not None:
+            trackers.close()
+        return last_ckpt
+
+    def _train(self, log: Any, trackers: Trackers | None, progress: bool,
+               stop_after: int | None) -> str | None:
+        """The steps of every phase; rank 0 (``log`` and ``trackers`` given) logs and saves."""
+        cfg, main = self.cfg, self.rank == 0
         phases = self.phases()
-        total = sum(p.steps for p in phases)
-        tb = tensorboard_writer(self.out_url, root) if main else None
-        bar = tqdm(total=total, initial=self.position, desc=self.DESC,
+        bar = tqdm(total=sum(p.steps for p in phases), initial=self.position, desc=self.DESC,
                    disable=not (progress and main))
         take = self.take_records()
         started, ran, last_ckpt = time.perf_counter(), 0, None
         saved_at = self.clock()  # (or resumed from) a checkpoint, as far as the cadence goes
         self.phase_seconds = {p.name: 0.0 for p in phases}
-        with fs.open(f"{root}/metrics.jsonl", "a") if main else contextlib.nullcontext() as log:
-            if log and self.resumed_from:  # a restart (by hand or by Ray Train) shows
-                log.write(json.dumps({"step": self.position, "event": "resumed",
-                                      "checkpoint": self.resumed_from}) + "\n")
-            for phase in phases:
-                while phase.done() < phase.steps and (stop_after is None or ran < stop_after):
-                    wait0, t0 = self.stream.wait_seconds, time.perf_counter()
-                    row = phase.step(take)
-                    seconds = time.perf_counter() - t0
-                    self.phase_seconds[phase.name] += seconds
-                    ran += 1
-                    bar.update(1)
-                    done, phase_end = self.position, phase.done() == phase.steps
-                    if main and (done % cfg.log_every == 0 or phase_end):
-                        # losses are rank 0's share of the global batch
-                        row = {"step": done, "phase": phase.name, **row, "step_seconds": seconds,
-                               "samples_per_s": phase.rows / max(seconds, 1e-9),
-                               "loader_wait_s": self.stream.wait_seconds - wait0,
-                               "loader_bytes_per_sample": self.stream.bytes_per_sample,
-                               "skipped_shards": len(self.stream.skipped_shards)}
-                        log.write(json.dumps(row) + "\n")
-                        log.flush()
-                        if tb is not None:
-                            for key, value in row.items():
-                                if isinstance(value, (int, float)):
-                                    tb.add_scalar(key, value, done)
-                        bar.set_postfix({k: f"{row[k]:.4f}" for k in self.PROGRESS_KEYS if k in row})
-                    # rank 0 alone decides and writes (a checkpoint involves no other rank)
-                    by_time = cfg.checkpoint_every_s > 0 and \
-                        self.clock() - saved_at >= cfg.checkpoint_every_s
-                    if main and (done % cfg.checkpoint_every == 0 or phase_end or by_time):
-                        last_ckpt = self.checkpoint()
-                        saved_at = self.clock()
+        if log and self.resumed_from:  # a restart (by hand or by Ray Train) shows
+            log.write(json.dumps({"step": self.position, "event": "resumed",
+                                  "checkpoint": self.resumed_from}) + "\n")
+        for phase in phases:
+            while phase.done() < phase.steps and (stop_after is None or ran < stop_after):
+                wait0, t0 = self.stream.wait_seconds, time.perf_counter()
+                row = phase.step(take)
+                seconds = time.perf_counter() - t0
+                self.phase_seconds[phase.name] += seconds
+                ran += 1
+                bar.update(1)
+                done, phase_end = self.position, phase.done() == phase.steps
+                if main and (done % cfg.log_every == 0 or phase_end):
+                    # losses are rank 0's share of the global batch
+                    row = {"step": done, "phase": phase.name, **row, "step_seconds": seconds,
+                           "samples_per_s": phase.rows / max(seconds, 1e-9),
+                           "loader_wait_s": self.stream.wait_seconds - wait0,
+                           "loader_bytes_per_sample": self.stream.bytes_per_sample,
+                           "skipped_shards": len(self.stream.skipped_shards)}
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    trackers.log(row, done)
+                    bar.set_postfix({k: f"{row[k]:.4f}" for k in self.PROGRESS_KEYS if k in row})
+                # rank 0 alone decides and writes (a checkpoint involves no other rank)
+                by_time = cfg.checkpoint_every_s > 0 and \
+                    self.clock() - saved_at >= cfg.checkpoint_every_s
+                if main and (done % cfg.checkpoint_every == 0 or phase_end or by_time):
+                    last_ckpt = self.checkpoint()
+                    saved_at = self.clock()
         bar.close()
-        if tb is not None:
-            tb.close()
         self.train_seconds = time.perf_counter() - started
         return last_ckpt

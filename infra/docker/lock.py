@@ -3,7 +3,7 @@
     .venv/bin/python infra/docker/lock.py --write   # after changing dependencies
     .venv/bin/python infra/docker/lock.py --check   # exit 1 naming what differs
 
-The image installs ``s2dit[teacher,student]`` (infra/docker/Dockerfile). The lock is that
+The image installs ``s2dit[teacher,student,tracking]`` (infra/docker/Dockerfile). The lock is that
 requirement's closure in the venv: each installed distribution reached from it through
 ``Requires-Dist`` (extras followed, markers evaluated here: Linux, CPython 3.11, as the image),
 pinned to the installed version. A local version label is dropped (the venv's ``torch
@@ -28,7 +28,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "infra" / "requirements.lock"
-PROJECT, EXTRAS = "s2dit", ("teacher", "student")
+PROJECT, EXTRAS = "s2dit", ("teacher", "student", "tracking")
 HEADER = f"""\
 # Every package of the s2dit image ({PROJECT}[{",".join(EXTRAS)}] and everything it needs), pinned.
 # Generated from a venv by `python infra/docker/lock.py --write`; do not edit by hand.
