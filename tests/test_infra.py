@@ -261,3 +261,32 @@ def test_benchmarks_state_the_cost_of_the_gpu_the_manifests_select(teacher_plan)
     section = text[text.index("## Cost model for the A14B job"):]
     seconds = plan.cost(config.gpu).seconds_per_sample
     assert f"--gpu {config.gpu}" in section and f"{seconds:.1f} s" in section
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "infra" / "kuberay").glob("*.yaml")), ids=lambda p: p.name)
+def test_kuberay_credentials_come_from_secrets_never_from_values(path):
+    """S3 keys reach every container that opens storage, and the hub token every container that
+    downloads weights, from Kubernetes secrets (optional, so a service-account role can stand in);
+    no environment variable that names a secret carries a literal value."""
+    doc = yaml.safe_load(path.read_text())
+    spec = _cluster_spec(doc)
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    if doc["kind"] == "RayJob":
+        templates.append(doc["spec"]["submitterPodTemplate"])
+    storage_containers = hub_containers = 0
+    for template in templates:
+        for container in _containers(template):
+            env, where = _env(container), f"{path.name}: {container['name']}"
+            for name, entry in env.items():
+                if any(word in name for word in ("TOKEN", "SECRET", "ACCESS_KEY", "PASSWORD")):
+                    assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], where
+            needed = (["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] if "AWS_ENDPOINT_URL" in env else []) \
+                + (["HF_TOKEN"] if "HF_HOME" in env else [])
+            storage_containers += "AWS_ENDPOINT_URL" in env
+            hub_containers += "HF_HOME" in env
+            for name in needed:
+                secret = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
+                assert secret and secret["name"] and secret["key"] and secret.get("optional") is True, \
+                    f"{where} must read {name} from an optional Kubernetes secret"
+    assert storage_containers >= 2  # the head (driver) and the workers open the cache
+    assert hub_containers == (0 if "train" in path.name else 1)  # teacher workers only
