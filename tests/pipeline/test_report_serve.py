@@ -91,7 +91,11 @@ def test_serves_a_report_on_object_storage_through_fsspec(tmp_path, s3_bucket):
 def test_the_command_prints_the_address_and_ctrl_c_stops_it(tmp_path):
     (tmp_path / "run").mkdir()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "report", str(tmp_path / "run"),
+    # a shell's background job inherits SIGINT ignored (POSIX, no job control) and Python then
+    # never raises KeyboardInterrupt: the child restores what a user's terminal gives it
+    child = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "runpy.run_module('pipeline.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", child, "report", str(tmp_path / "run"),
                              "--serve", "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:

@@ -341,13 +341,13 @@ def test_an_edited_run_continues_a_trained_stage_when_the_change_allows_it(toy_s
         f"its inputs changed since it was done: [{SECTION}] lr 0.001 -> 0.002; a fresh start: "
         f"[{SECTION}] lr 0.001 -> 0.002 changes what it trained (a trained stage continues when "
         "only steps (larger), checkpoint_every, checkpoint_every_s, log_every, loader_workers, "
-        "prefetch_shards change)")
+        "prefetch_shards, trackers change)")
     fewer = (f"{SECTION}.steps=5", f"{SECTION}.log_every=2")
     action, why = _plan(config_path, out, *fewer)[NAME]
     assert action == "run" and why.endswith(f"a fresh start: [{SECTION}] steps 6 -> 5 changes what "
                                             "it trained (a trained stage continues when only steps "
                                             "(larger), checkpoint_every, checkpoint_every_s, "
-                                            "log_every, loader_workers, prefetch_shards change)")
+                                            "log_every, loader_workers, prefetch_shards, trackers change)")
     code, printed = _s2dit(capsys, *run, *(a for f in fewer for a in ("--set", f)))
     assert code == 0 and "removing its old outputs student_toy" in printed
     assert f"a fresh start: [{SECTION}] steps 6 -> 5" in printed

@@ -47,7 +47,7 @@ class ToyTrainer(TrainLoop):
     def __init__(self, cache_url: str, out_url: str, config: ToyConfig, *, rank: int = 0,
                  world_size: int = 1):
         super().__init__(out_url, config, rank=rank, world_size=world_size)
-        self.open_cache(cache_url, ("noise", "x0", "text_emb"), None)
+        self.open_cache(cache_url, ("noise", "x0", "text_emb"))
         torch.manual_seed(config.seed)
         self.model_config = student_config_for(self.layout, config.model)
         self.model = S2DiT(self.model_config)

@@ -243,7 +243,7 @@ def test_cli_help_and_a_tiny_run_then_streaming_eval(cache, kd, tmp_path, capsys
     config.write_text("[train_ar]\nsteps = 2\nbatch_size = 4\ncritic_steps = 1\ncheckpoint_every = 2\n")
     out = tmp_path / "run"
     assert main(["train", "ar", "--init", str(Path(kd).parent.parent), "--cache", cache, "--out",
-                 str(out), "--config", str(config), "--quiet"]) == 0
+                 str(out), "--config", str(config), "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint"].endswith("step_000002")
     assert main(["eval", "--checkpoint", str(out), "--per-class", "1"]) == 0
     report = capsys.readouterr().out

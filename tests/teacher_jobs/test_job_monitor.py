@@ -159,7 +159,7 @@ def test_a_teacher_hanging_on_one_shard_raises_one_alert_in_time_and_the_metrics
     line, hang_started = alerts[0].getMessage(), float(marker.read_text())
     assert "\n" not in line and line.startswith("WARNING cache job stalled: no shard finished")
     assert "stall_after_s = 2 s: configured" in line and "actor 0 (Ray actor " in line
-    assert "(0 of 1 samples)" in line and "ray logs actor --id" in line
+    assert "(0 of 1 sample)" in line and "ray logs actor --id" in line
     # within the bound (plus the driver's half-second poll and a loaded machine's slack)
     assert hang_started < alerts[0].created < hang_started + config.stall_after_s + 4.0
     assert result.report["stall_alerts"] == [line]
