@@ -174,7 +174,7 @@ class TrainLoop:
                                optimizer=parts.optimizer, extra=extra, modules=parts.modules,
                                optimizers=parts.optimizers)
 
-    def tracking_info(self, fs: fsspec.AbstractFileSystem, root: str) -> RunInfo:
+    def tracking_info(self, root: str) -> RunInfo:
         """What the run's trackers log as its parameters: the resolved config (seed included),
         the student architecture, the stage, the workers and the cache it trains on."""
         config = {"stage": self.checkpoint_stage(), "config": self.cfg.to_json(),
@@ -191,7 +191,7 @@ class TrainLoop:
         main = self.rank == 0
         fs, root = fsspec.core.url_to_fs(self.out_url)
         fs.makedirs(root, exist_ok=True)
-        trackers = Trackers(self.cfg.trackers, self.tracking_info(fs, root), fs) if main else None
+        trackers = Trackers(self.cfg.trackers, self.tracking_info(root), fs) if main else None
         try:
             with fs.open(f"{root}/metrics.jsonl", "a") if main else contextlib.nullcontext() as log:
                 last_ckpt = self._train(log, trackers, progress, stop_after)
