@@ -50,6 +50,17 @@ def _worker_loop(stage: TrainingStage, params: dict[str, Any]) -> None:
     trainer.run(progress=rank == 0 and params["progress"])
 
 
+def connect_ray() -> Any:
+    """Ray, for the stages that run on it: the cluster under `ray job submit` (or an address
+    already initialised), else a local runtime started here."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(include_dashboard=False, log_to_driver=False)
+    return ray
+
+
 def fit_on_ray(stage: TrainingStage, config: StageConfig, out_url: str, inputs: dict[str, str], *,
                workers: int, max_failures: int = 0, progress: bool = True,
                storage_path: str | None = None) -> str | None:
@@ -62,13 +73,10 @@ def fit_on_ray(stage: TrainingStage, config: StageConfig, out_url: str, inputs: 
         raise ValueError(f"batch_size {config.batch_size} must divide evenly over {workers} workers")
     if max_failures < 0:
         raise ValueError(f"max_failures must be >= 0, got {max_failures}")
-    import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(include_dashboard=False, log_to_driver=False)
+    connect_ray()
     # Ray Train runs each worker in its trial folder: local paths must be absolute here
     out_url, inputs = absolute_url(out_url), {k: absolute_url(v) for k, v in inputs.items()}
     config = config.with_absolute_paths()

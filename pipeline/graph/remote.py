@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -67,14 +66,10 @@ def _in_task(run: Run, fields: dict[str, Any], env: dict[str, str], width: int
 
 
 def _connect() -> Any:
-    """Ray, connected as the training stages connect: the cluster under `ray job submit`, else
-    a local runtime started here."""
-    import ray
+    """Ray, connected as the training stages connect (student_train.distributed.connect_ray)."""
+    from student_train.distributed import connect_ray
 
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(include_dashboard=False, log_to_driver=False)
-    return ray
+    return connect_ray()
 
 
 def check_fits(ray: Any, section: str, resources: TaskResources) -> None:
