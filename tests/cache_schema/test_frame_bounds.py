@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
-import tracemalloc
 from pathlib import Path
 
 import google_crc32c
@@ -23,16 +22,6 @@ from cache_schema.bounds import check_frame_size, frame_decoded_size
 LAYOUT = dataclasses.replace(small_layout(), codec="zstd")
 CLAIM = 512 * 2**20  # what the forged frames claim or decode to
 MEMORY_BOUND = 64 * 2**20
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_the_tracing_this_module_started():
-    """traced_peak (from the fuzz module) starts tracemalloc and leaves it on between examples;
-    left on after this module it traced every allocation of the rest of the session."""
-    tracing = tracemalloc.is_tracing()
-    yield
-    if not tracing:
-        tracemalloc.stop()
 
 
 def _blosc_claiming(nbytes: int) -> bytes:

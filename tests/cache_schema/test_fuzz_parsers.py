@@ -70,21 +70,10 @@ def traced_peak():
     the crash the slow index fuzz saw in session 7; tests/cache_schema/test_fuzz_parsers.py::
     test_pyarrow_reads_survive_toggled_tracemalloc)."""
     if not tracemalloc.is_tracing():
-        tracemalloc.start()  # stopped once, after the module (_tracemalloc_for_this_module_only)
+        tracemalloc.start()  # never stopped: tests/conftest.py runs this module last
     base = tracemalloc.get_traced_memory()[0]
     tracemalloc.reset_peak()
     yield lambda: tracemalloc.get_traced_memory()[1] - base
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _tracemalloc_for_this_module_only():
-    """Stops the tracing this module started once its tests are done: left on, it traced every
-    allocation of the rest of the test session (config validation tests took 6x the CPU).
-    Nothing reads Parquet at module teardown, so the stop cannot race pyarrow's threads."""
-    tracing = tracemalloc.is_tracing()
-    yield
-    if not tracing:
-        tracemalloc.stop()
 
 
 def bounded(target: str, run: Callable[[], object], allowed: tuple[type[BaseException], ...]) -> None:
