@@ -32,6 +32,22 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "conv_only": {"layout": ("conv",) * 4},
     "ssa_short": {"layout": ("ssa:1",) * 4, "ssa_window": 2},
 }
+# Issue 26's variants (full attention, other layouts, stage-2 ablations) by their names in
+# this file's [compare.variants]: the same overrides `s2dit run configs/compare.toml` trains,
+# here in the bench's table, one process per core.
+VARIANTS_FILE = Path(__file__).resolve().parent.parent / "configs" / "compare.toml"
+RECIPE_TABLES = ("train", "train_ar")
+
+
+def compare_variants() -> dict[str, dict[str, Any]]:
+    return tomllib.loads(VARIANTS_FILE.read_text())["compare"]["variants"]
+
+
+def overrides_of(name: str) -> dict[str, Any]:
+    """A student's overrides: {"model": [train.model] keys, "train": ..., "train_ar": ...}."""
+    variant = STUDENTS[name] if name in STUDENTS else compare_variants()[name]
+    return {"model": {k: v for k, v in variant.items() if k not in RECIPE_TABLES},
+            **{table: variant.get(table, {}) for table in RECIPE_TABLES}}
 ROWS = (("held_out_seeds", "student_4step", "KD 4-step"),
         ("held_out_seeds", "student_fullstep_grid", "KD full-step"),
         ("held_out_seeds", "student_ar_4step_streaming", "AR streaming 1x"),
@@ -39,16 +55,19 @@ ROWS = (("held_out_seeds", "student_4step", "KD 4-step"),
         ("held_out_seeds", "student_ar_4step_streaming_4x", "AR streaming 4x"))
 
 
-def _configs(run_config: str, seed: int, model: dict[str, Any], kd_steps: int | None, ar_steps: int | None):
+def _configs(run_config: str, seed: int, overrides: dict[str, Any], kd_steps: int | None,
+             ar_steps: int | None):
     from pipeline.graph import load_run_config
     from pipeline.graph.stages.train_ar import ar_config
     from pipeline.graph.stages.train_kd import train_config
 
     config = load_run_config(run_config)
     kd, ar = train_config(config), ar_config(config)
-    kd = dataclasses.replace(kd, seed=seed, model={**kd.model, **model},
+    kd = dataclasses.replace(kd, **overrides["train"], seed=seed,
+                             model={**kd.model, **overrides["model"]},
                              **({"steps": kd_steps} if kd_steps else {}))
-    ar = dataclasses.replace(ar, seed=seed, **({"causal_steps": ar_steps} if ar_steps else {}))
+    ar = dataclasses.replace(ar, **overrides["train_ar"], seed=seed,
+                             **({"causal_steps": ar_steps} if ar_steps else {}))
     return kd, ar, config.section("eval")
 
 
@@ -59,7 +78,8 @@ def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str,
 
     out = Path(args.out) / name / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    kd_cfg, ar_cfg, eval_section = _configs(args.config, seed, STUDENTS[name], args.kd_steps, args.ar_steps)
+    kd_cfg, ar_cfg, eval_section = _configs(args.config, seed, overrides_of(name), args.kd_steps,
+                                                    args.ar_steps)
     # --kd-from: stage 2 starts from another bench's S2DiT-KD of the same student and seed (e.g.
     # one trained on the same teacher's cache without causal pairs), whose scores are reused.
     kd_dir = Path(args.kd_from) / name / f"seed{seed}" / "kd" if args.kd_from else out / "kd"
@@ -166,7 +186,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", required=True, help="the memory-task cache, e.g. runs/memory/cache@train")
     parser.add_argument("--config", default="configs/memory.toml", help="run config whose recipes are used")
-    parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    parser.add_argument("--students", nargs="+", default=list(STUDENTS),
+                        choices=list(dict.fromkeys([*STUDENTS, *compare_variants()])),
+                        help="sanity students, or issue 26's variants by their configs/compare.toml "
+                             "names (default: s2dit and the sanity students)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
     parser.add_argument("--out", default="runs/memory_bench")
     parser.add_argument("--kd-steps", type=int, help="override S2DiT-KD steps (default: the config's)")
