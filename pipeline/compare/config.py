@@ -9,6 +9,20 @@
     full_attention = {layout = ["ssa:1", "ssa:1", "ssa:1", "ssa:1"]}
     no_causal_phase = {train_ar = {causal_steps = 0}}   # a recipe override
 
+Cells side by side (pipeline/compare/cells.py): ``max_parallel`` cells train at once, each
+(train, score, sample) as a Ray task with the resources of the section's ``ray`` table, which
+has the shape of every stage's (pipeline/graph/config.py TaskResources):
+
+    [compare]
+    max_parallel = 2                                # default 1
+    ray = {num_cpus = 1, num_gpus = 0, memory_gb = 4}
+
+Without a ``ray`` table and with ``max_parallel = 1`` (the default) the cells train in this
+process one after another; ``max_parallel`` > 1 without a table runs Ray tasks of the table's
+defaults (1 CPU). A cell's files are the same bytes either way (with as many torch threads in the
+task as in the driver: Ray gives a task as many as its num_cpus). The per-chunk cost is always
+measured in the driver, after every cell, so that its figures stay comparable.
+
 A variant is a table of ``StudentConfig`` keys laid over the run's ``[train.model]`` and,
 under the name of a training stage's table (``train``, ``train_ar``: the registered stages'),
 keys laid over that stage's recipe; an unknown key is refused naming the variant and the key.
@@ -69,7 +83,7 @@ class CompareConfig:
         "lengths": between(1, 64, min_len=1, max_len=8),
         "per_class": between(1, 100_000), "noise": one_of("report", "tune"),
         "latency_batch": between(1, 4096), "latency_repeats": between(1, 100),
-        "samples": between(0, 64),
+        "samples": between(0, 64), "max_parallel": between(1, 1024),
     }
 
     variants: dict[str, Any] = field(default_factory=dict)
@@ -82,6 +96,10 @@ class CompareConfig:
     latency_batch: int = 16
     latency_repeats: int = 3
     samples: int = 0  # prompts rendered to video per variant (its first seed); 0: none
+    max_parallel: int = 1  # cells at once (> 1: as Ray tasks)
+    # The cells' Ray-task resources: the section's ``ray`` table, parsed as every section's
+    # (TaskResources); None: in this process (when max_parallel is 1)
+    ray: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_config(self)
