@@ -8,7 +8,7 @@ registry keyed by ``name``; ``launch`` runs it in process or on Ray Train, and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -78,3 +78,17 @@ class TrainingStage:
     def finished_streams(self) -> bool:
         """Whether its finished checkpoint (the last of ``checkpoints``) samples chunk by chunk."""
         return self.checkpoints[-1] in self.streams
+
+
+def planned_dropout(stages: Iterable[tuple[TrainingStage, StageConfig]]) -> float:
+    """The conditioning dropout the model of the last of ``stages`` (trained in this order, a
+    stage that starts from a trained student starting from the one before it) will have been
+    trained with, as far as their configs tell: each stage's ``cond_dropout`` reads the state
+    its checkpoint will carry, its resolved config and, under ``init``, the dropout of the model
+    it starts from (what self-forcing records of its KD source). It lets a run config refuse
+    guidance before anything trains; the finished checkpoint's own state stays the authority."""
+    dropout = 0.0
+    for spec, config in stages:
+        init = {"cond_dropout": dropout} if dropout else {}
+        dropout = spec.cond_dropout({"config": config.to_json(), "init": init})
+    return dropout

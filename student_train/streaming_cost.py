@@ -10,7 +10,8 @@ length reaches; ``last5_s`` is what the comparison calls the per-chunk latency).
 
 Clip lengths are multiples of the trained one (``length`` 4: 4x the latent frames). Inputs are
 random (the cost of a dense network does not depend on the values); text is ``TEXT_TOKENS``
-tokens. FLOPs are torch's FlopCounterMode count of one chunk for one stream (batch 1) at the
+tokens. With ``guidance`` != 1 a chunk is the guided one (student_train/guidance.py: the prompt's
+and the null text's rows as one doubled batch), the null text random too. FLOPs are torch's FlopCounterMode count of one chunk for one stream (batch 1) at the
 clip's last position: matmuls, convolutions and attention; elementwise work (norms,
 activations, linear attention's feature maps, softmax) is not counted; attention is counted as
 torch counts it on a GPU (its two matmuls), also for the CPU kernel torch leaves out.
@@ -42,7 +43,8 @@ CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sd
 SUMMARY_CHUNKS = 5  # chunks averaged at the start and at the end of a stream
 
 
-def _stream(student: StudentCheckpoint, length: int, batch: int, seed: int = 0) -> Iterator[torch.Tensor]:
+def _stream(student: StudentCheckpoint, length: int, batch: int, seed: int = 0,
+            guidance: float = 1.0) -> Iterator[torch.Tensor]:
     """The chunks of a ``length``x clip for ``batch`` streams, sampled lazily."""
     cfg = student.model.config
     shape = (batch, cfg.latent_channels, cfg.latent_frames * length, cfg.latent_height, cfg.latent_width)
@@ -50,13 +52,18 @@ def _stream(student: StudentCheckpoint, length: int, batch: int, seed: int = 0) 
     noise = torch.randn(shape, generator=generator)  # (B, C, F * length, H, W)
     text = torch.randn(batch, TEXT_TOKENS, cfg.text_dim, generator=generator)  # (B, L, D)
     mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.bool)
-    return student.chunks(noise, text, mask, student.plan["schedule_sigmas"], streaming=True)
+    null = None
+    if guidance != 1.0:
+        null = (torch.randn(TEXT_TOKENS, cfg.text_dim, generator=generator), mask[0])  # (L, D), (L,)
+    return student.chunks(noise, text, mask, student.plan["schedule_sigmas"], streaming=True,
+                          guidance=guidance, null=null)
 
 
-def chunk_seconds(student: StudentCheckpoint, length: int, *, batch: int = 16) -> list[float]:
+def chunk_seconds(student: StudentCheckpoint, length: int, *, batch: int = 16,
+                  guidance: float = 1.0) -> list[float]:
     """Seconds of each chunk of one ``length``x stream of ``batch`` clips, in order."""
     seconds, start = [], time.perf_counter()
-    for _ in _stream(student, length, batch):
+    for _ in _stream(student, length, batch, guidance=guidance):
         now = time.perf_counter()
         seconds.append(now - start)
         start = now
@@ -85,10 +92,10 @@ def chunk_costs(checkpoint: str | StudentCheckpoint, lengths: Sequence[int] = (1
             for m in lengths}
 
 
-def chunk_flops(student: StudentCheckpoint, length: int) -> int:
+def chunk_flops(student: StudentCheckpoint, length: int, *, guidance: float = 1.0) -> int:
     """FLOPs of the last chunk of one ``length``x stream (batch 1): its commit of the chunk
     before it and its few-step denoising."""
-    chunks = _stream(student, length, batch=1)
+    chunks = _stream(student, length, batch=1, guidance=guidance)
     cfg = student.model.config
     count = cfg.latent_frames * length // cfg.chunk_frames
     for _ in range(count - 1):

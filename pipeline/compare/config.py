@@ -9,6 +9,22 @@
     full_attention = {layout = ["ssa:1", "ssa:1", "ssa:1", "ssa:1"]}
     no_causal_phase = {train_ar = {causal_steps = 0}}   # a recipe override
 
+The cells are scored as ``s2dit eval`` scores (pipeline/eval.py), with the grid's own settings
+beside ``per_class``, ``lengths`` and ``noise`` (the run's ``[eval]`` scores the run's own
+students; of it the grid takes only ``seed``, the held-out noise):
+
+    [compare]
+    guidance = 3.0             # classifier-free guidance of every student (default 1: off)
+    unseen = "validation"      # which unseen classes: "all" (default), "report", "validation"
+
+``guidance`` != 1 needs every variant trained with conditioning dropout (``cond_dropout`` of
+the recipes, as ``s2dit eval --guidance`` refuses a checkpoint without it): a variant without
+is refused before anything trains; its per-chunk cost is measured guided too (one doubled
+batch). ``unseen = "validation"`` scores the held-out classes kept for recipe decisions (with
+``noise = "tune"``: a grid that chooses a recipe), never a reported figure; ``"report"`` the
+others. At their defaults neither is part of a cell's evaluation key nor of results.json, so
+a grid scored before they existed is not scored again.
+
 Cells side by side (pipeline/compare/cells.py): ``max_parallel`` cells train at once, each
 (train, score, sample) as a Ray task with the resources of the section's ``ray`` table, which
 has the shape of every stage's (pipeline/graph/config.py TaskResources):
@@ -33,6 +49,7 @@ the seed is ``seeds``'s).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -47,6 +64,7 @@ from cache_schema.typed_config import (
 )
 from student_train.model import StudentConfig
 from student_train.stages import get_stage, stage_names
+from teacher_jobs.analytic_corpus import UNSEEN_SUBSETS
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a variant's name is its folder's
 NOT_A_RECIPE_KEY = {"model": "the architecture goes at the variant's top level ([train.model] keys)",
@@ -82,6 +100,7 @@ class CompareConfig:
         "seeds": between(0, 2**31 - 1, min_len=1, max_len=64),
         "lengths": between(1, 64, min_len=1, max_len=8),
         "per_class": between(1, 100_000), "noise": one_of("report", "tune"),
+        "guidance": between(0, None, lo_open=True), "unseen": one_of(*UNSEEN_SUBSETS),
         "latency_batch": between(1, 4096), "latency_repeats": between(1, 100),
         "samples": between(0, 64), "max_parallel": between(1, 1024),
     }
@@ -91,6 +110,8 @@ class CompareConfig:
     lengths: tuple[int, ...] = (1,)
     per_class: int = 24
     noise: str = "report"  # "tune" for recipe decisions (pipeline/eval.py SEED_BASES)
+    guidance: float = 1.0  # classifier-free guidance of the scored students (1: off)
+    unseen: str = "all"  # the unseen classes scored: "all", "report" or "validation"
     # Per-chunk latency: streams per measured batch (amortises the interpreter's per-op cost,
     # so the seconds are the model's compute on this machine) and passes (median per chunk)
     latency_batch: int = 16
@@ -119,6 +140,12 @@ class CompareConfig:
     def longest(self) -> int:
         return max(self.lengths)
 
+    def eval_options(self) -> dict[str, Any]:
+        """``guidance`` and ``unseen`` as evaluate_checkpoint takes them, each only when not at
+        its default (so cells scored before they existed keep their evaluation keys)."""
+        options = {"guidance": float(self.guidance), "unseen": self.unseen}
+        return {k: v for k, v in options.items() if v != _DEFAULTS[k]}
+
     def model(self, base: dict[str, Any], name: str) -> dict[str, Any]:
         """Variant ``name``'s [train.model] table: the run's ``base`` with its overrides."""
         tables = recipe_tables()
@@ -127,3 +154,6 @@ class CompareConfig:
     def recipe(self, name: str, table: str) -> dict[str, Any]:
         """Variant ``name``'s overrides of the training stage whose table is ``table``."""
         return dict(self.variants[name].get(table, {}))
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(CompareConfig)}

@@ -36,7 +36,7 @@ from cache_schema import load_manifest
 from student_train.checkpoint import finished_checkpoint
 from student_train.config import StageConfig
 from student_train.launch import launch
-from student_train.stage_spec import TrainingStage
+from student_train.stage_spec import TrainingStage, planned_dropout
 from student_train.streaming_cost import TEXT_TOKENS, chunk_flops, chunk_seconds, summarise
 from student_train.student import StudentCheckpoint
 from student_train.trainer import student_config_for
@@ -209,7 +209,7 @@ def evaluate_cell(grid: Grid, record: dict[str, Any]) -> None:
 
     c = grid.compare
     key = {"checkpoint": record[grid.last], "per_class": c.per_class, "lengths": list(c.lengths),
-           "noise": c.noise, "seed": grid.eval_seed}
+           "noise": c.noise, "seed": grid.eval_seed, **c.eval_options()}
     folder = grid.folder(record["variant"], record["seed"])
     fs, root = _fs(folder)
     if record.get("eval", {}).get("key") == key and fs.exists(f"{root}/{EVAL}"):
@@ -218,7 +218,7 @@ def evaluate_cell(grid: Grid, record: dict[str, Any]) -> None:
              f"at {list(c.lengths)}x")
     t0 = time.perf_counter()
     report = evaluate_checkpoint(record[grid.last], per_class=c.per_class, seed=grid.eval_seed,
-                                 noise=c.noise, lengths=tuple(c.lengths))
+                                 noise=c.noise, lengths=tuple(c.lengths), **c.eval_options())
     save_report(report, f"{folder}/{EVAL}")
     record["eval"] = {"key": key, "seconds": time.perf_counter() - t0}
     _write(f"{folder}/{CELL}", record)
@@ -248,10 +248,11 @@ def _scores(report: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     streams (the few oracle figures the comparison shows, the gate's verdict, and the Wilson
     intervals of the rates)."""
     from pipeline.eval import student_rows
+    from pipeline.eval_unseen import UNSEEN_KEYS
 
     prefix = student_rows(streams=True)
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for set_key in SETS:
+    for set_key in dict.fromkeys((*SETS, *UNSEEN_KEYS.values())):  # the validation subset too
         rows = report.get(set_key)
         if not rows:
             continue
@@ -281,10 +282,12 @@ def measure_costs(grid: Grid, records: list[dict[str, Any]]) -> dict[tuple[str, 
     for _ in range(c.latency_repeats):
         for cell, student in students.items():
             for m in c.lengths:
-                passes.setdefault((*cell, m), []).append(chunk_seconds(student, m, batch=c.latency_batch))
+                passes.setdefault((*cell, m), []).append(
+                    chunk_seconds(student, m, batch=c.latency_batch, guidance=c.guidance))
     costs: dict[tuple[str, int], dict[str, Any]] = {}
     for cell, student in students.items():
-        costs[cell] = {f"{m}x": {**summarise(passes[(*cell, m)]), "gflops": chunk_flops(student, m) / 1e9}
+        costs[cell] = {f"{m}x": {**summarise(passes[(*cell, m)]),
+                                 "gflops": chunk_flops(student, m, guidance=c.guidance) / 1e9}
                        for m in c.lengths}
     return costs
 
@@ -307,6 +310,30 @@ def _resolved_variants(grid: Grid) -> dict[str, Any]:
     return out
 
 
+def check_guidance(grid: Grid) -> None:
+    """``[compare] guidance`` != 1 only when every variant's scored student will have been
+    trained with conditioning dropout, as its recipes say (stage_spec.planned_dropout; the
+    refusal ``s2dit eval --guidance`` gives a checkpoint without it), before anything trains."""
+    c = grid.compare
+    if c.guidance == 1.0:
+        return
+    specs, without = [t.spec for t in grid.trainings], []
+    for name in c.variants:
+        try:
+            configs = grid.configs(name, c.seeds[0])
+        except (ValueError, TypeError) as exc:  # as check_variants says it
+            raise ValueError(f"[compare.variants] {name}: {exc}") from None
+        if not planned_dropout(zip(specs, configs, strict=True)) > 0:
+            without.append(name)
+    if without:
+        raise ValueError(
+            f"[compare] guidance = {c.guidance:g}: classifier-free guidance needs students trained "
+            f"with conditioning dropout, and the scored student of {', '.join(without)} is trained "
+            f"with cond_dropout = 0 (it has no unconditional mode): set cond_dropout in the recipes "
+            f"({', '.join(f'[{t.spec.table}]' for t in grid.trainings)}, or a variant's own table "
+            "of them), or score with guidance = 1")
+
+
 def check_variants(grid: Grid) -> None:
     """Every variant's whole student on this cache's shapes, before any cell trains: a width
     that does not split into its heads, a stride that does not divide the token grid, ... is
@@ -317,6 +344,7 @@ def check_variants(grid: Grid) -> None:
             configs[name] = grid.configs(name, grid.compare.seeds[0])
         except (ValueError, TypeError) as exc:
             raise ValueError(f"[compare.variants] {name}: {exc}") from None
+    check_guidance(grid)
     layout = load_manifest(grid.cache_url).layout
     for name, stage_configs in configs.items():
         for config in filter(_models, stage_configs):
@@ -362,7 +390,7 @@ def run_grid(grid: Grid) -> dict[str, Any]:
         "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cache": grid.cache_url, "generation": grid.generation,
         "seeds": list(c.seeds), "lengths": list(c.lengths), "per_class": c.per_class,
-        "noise": c.noise, "eval_seed": grid.eval_seed,
+        "noise": c.noise, "eval_seed": grid.eval_seed, **c.eval_options(),
         "recipes": {t.spec.table: t.config.to_json() for t in grid.trainings},
         "variants": _resolved_variants(grid),
         "cost_setup": {"latency_batch": c.latency_batch, "latency_repeats": c.latency_repeats,

@@ -4,7 +4,10 @@ section of the run's report.
 The Pareto plot: x = per-chunk latency at the longest length (mean of the last 5 chunks, the
 steady state of that length), y = recall there (adherence for a task without recall), one point
 per variant at its mean over training seeds with the seeds' 95% t half-widths as error bars,
-the front filled and joined. Then the table, one row per variant and length, every figure
+the front filled and joined. A variant whose chunk is the whole clip (bidirectional_dmd) is
+left off it, with a note: its cost is per clip, not per streamed chunk, and at the longest
+length it streams clips it never learnt to continue (summary.py ``chunk_of``); the tables give
+every variant's frames per chunk beside its cost. Then the table, one row per variant and length, every figure
 mean ± half-width over seeds; the unseen attribute combinations apart; each seed's row; each
 variant's videos when ``[compare] samples`` wrote some.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.eval_unseen import UNSEEN_KEYS
 from pipeline.report.html import document, esc, pending, table
 from pipeline.report.svg import Point, scatter_chart
 from pipeline.video_io import atomic_output
@@ -34,22 +38,56 @@ def _mean(data: Mapping[str, Any] | None, digits: int = 3, scale: float = 1.0) -
     return esc(SeedMean(mean=m.mean * scale, half=None if m.half is None else m.half * scale, n=m.n).text(digits))
 
 
+def _frames(summary: Mapping[str, Any], variant: str) -> int | None:
+    return summary.get(variant, {}).get("chunk", {}).get("frames")
+
+
+def _whole_clip(summary: Mapping[str, Any], variant: str) -> bool:
+    return bool(summary.get(variant, {}).get("chunk", {}).get("whole_clip"))
+
+
+def _per(summary: Mapping[str, Any], variant: str) -> str:
+    """A whole-clip variant's cost unit ("" for a streaming one)."""
+    if not _whole_clip(summary, variant):
+        return ""
+    frames = _frames(summary, variant)
+    return f" (per {frames} frames)" if frames else " (per clip)"
+
+
+def _apart_note(results: Mapping[str, Any]) -> str:
+    """Why the whole-clip variants are not on the plot."""
+    summary, p = results.get("summary", {}), results.get("pareto") or {}
+    names = [v for v in p.get("apart", []) if v in summary]
+    if not names:
+        return ""
+    said = ", ".join(f"{v} ({_frames(summary, v) or 'all'} latent frames at once)" for v in names)
+    return (f'<p class="muted" id="pareto-apart">Not on the plot: {esc(said)}. One chunk of it is '
+            "the whole trained clip (bidirectional): its cost is per clip, not per streamed chunk, "
+            "nothing of the clip exists before that cost is paid, and at lengths beyond 1x it "
+            "streams clips it was never trained to continue. Its figures are in the tables "
+            "(read it at 1x).</p>")
+
+
 def pareto_plot(results: Mapping[str, Any]) -> str:
     p = results.get("pareto") or {}
     summary = results.get("summary", {})
     length, y_key = p.get("length"), p.get("y", "recall")
+    # plotted variants of several chunk sizes: each label says its own
+    sizes = {_frames(summary, v) for v in p.get("points", {})}
     points = []
     for variant in p.get("points", {}):
         cost = SeedMean.from_json(summary[variant]["cost"][length]["last5_s"])
         quality = SeedMean.from_json(summary[variant]["sets"][p["set"]][length]["metrics"][y_key])
-        points.append(Point(label=variant, x=cost.mean * 1e3, y=quality.mean,
+        frames = _frames(summary, variant)
+        label = f"{variant} ({frames}-frame chunks)" if len(sizes) > 1 and frames else variant
+        points.append(Point(label=label, x=cost.mean * 1e3, y=quality.mean,
                             x_half=None if cost.half is None else cost.half * 1e3, y_half=quality.half,
                             marked=variant in p.get("front", [])))
     batch = results.get("cost_setup", {}).get("latency_batch")
     return scatter_chart(f"Quality against per-chunk latency, {length} the trained length",
                          points, x_label=f"ms per chunk (last 5 chunks, batch {batch})",
                          y_label=LABELS.get(y_key, y_key), marked_label="Pareto front",
-                         chart_id="pareto")
+                         chart_id="pareto") + _apart_note(results)
 
 
 def _gate(row: Mapping[str, Any]) -> str:
@@ -69,7 +107,7 @@ def summary_table(results: Mapping[str, Any], set_key: str, *, link_prefix: str,
     front = set((results.get("pareto") or {}).get("front", []))
     head = ["variant", "length", "seeds", "gate passes"] + [label for _, label, _ in SCORE_COLUMNS]
     if cost:
-        head += ["ms per chunk", "GFLOPs per chunk", "train wall (min)", "videos"]
+        head += ["frames per chunk", "ms per chunk", "GFLOPs per chunk", "train wall (min)", "videos"]
     rows = []
     for variant, s in results.get("summary", {}).items():
         for i, (length, row) in enumerate(s["sets"].get(set_key, {}).items()):
@@ -79,7 +117,10 @@ def summary_table(results: Mapping[str, Any], set_key: str, *, link_prefix: str,
             if cost:
                 c = s["cost"][length]
                 wall = ("\u2265 " if s["resumed"] else "") + _mean(s["train_s"], 1, 1 / 60)
-                cells += [_mean(c["last5_s"], 2, 1e3), _mean(c["gflops"], 4), wall,
+                frames = s.get("chunk", {}).get("frames")
+                unit = ("-" if frames is None else str(frames)) + (" (whole clip)" if _whole_clip(
+                    results["summary"], variant) else "")
+                cells += [esc(unit), _mean(c["last5_s"], 2, 1e3), _mean(c["gflops"], 4), wall,
                           _videos(results, variant, link_prefix) if i == 0 else ""]
             rows.append(cells)
     return table(head, rows, table_id=f"compare-{set_key.replace('_', '-')}", raw_cells=True)
@@ -89,6 +130,7 @@ def seeds_table(results: Mapping[str, Any], *, link_prefix: str) -> str:
     """Each cell: its gate verdict and recall (or adherence) per length, cost, train time."""
     lengths = [f"{m}x" for m in results["lengths"]]
     y_key = (results.get("pareto") or {}).get("y", "recall")
+    summary = results.get("summary", {})
     head = ["variant", "seed"] + [f"gate {m}" for m in lengths] + [f"{LABELS.get(y_key, y_key)} {m}" for m in lengths]
     head += ["ms per chunk " + lengths[-1], "train wall (min)", "scores"]
     rows = []
@@ -100,7 +142,8 @@ def seeds_table(results: Mapping[str, Any], *, link_prefix: str) -> str:
         wall = ("\u2265 " if c["resumed"] else "") + f"{c['train_seconds']['total'] / 60:.1f}"
         link = f'<a href="{esc(link_prefix + c["folder"] + "/" + EVAL)}">{esc(EVAL)}</a>'
         rows.append([esc(c["variant"]), esc(c["seed"]), *map(esc, gates), *map(esc, recalls),
-                     esc(f"{c['cost'][lengths[-1]]['last5_s'] * 1e3:.2f}"), esc(wall), link])
+                     esc(f"{c['cost'][lengths[-1]]['last5_s'] * 1e3:.2f}{_per(summary, c['variant'])}"),
+                     esc(wall), link])
     return table(head, rows, table_id="compare-seeds", raw_cells=True)
 
 
@@ -122,6 +165,20 @@ def variants_table(results: Mapping[str, Any]) -> str:
                  rows, table_id="compare-variants", raw_cells=True)
 
 
+def _scored_as(results: Mapping[str, Any]) -> str:
+    """``[compare] guidance`` and ``unseen`` when not at their defaults (results.json has them then)."""
+    out = f", guidance {results['guidance']:g}" if "guidance" in results else ""
+    return out + (f", unseen classes: the {results['unseen']} subset" if "unseen" in results else "")
+
+
+def _unseen_title(results: Mapping[str, Any], set_key: str) -> str:
+    if set_key == UNSEEN_KEYS["validation"]:
+        return ("Unseen attribute combinations, validation subset (for recipe decisions: never a "
+                "reported figure; never gated)")
+    subset = ", report subset" if results.get("unseen") == "report" else ""
+    return f"Unseen attribute combinations{subset} (reported apart, never gated)"
+
+
 def comparison_html(results: Mapping[str, Any] | None, *, link_prefix: str = "") -> str:
     """The page's body; ``link_prefix`` leads from where the HTML is to the compare folder."""
     if not results or not results.get("cells"):
@@ -131,19 +188,22 @@ def comparison_html(results: Mapping[str, Any] | None, *, link_prefix: str = "")
     p = results.get("pareto") or {}
     note = (f"Every figure is the mean over training seeds {results['seeds']} \u00b1 the 95% t "
             f"half-width of the seeds' spread ({results['per_class']} held-out samples per class "
-            f"per seed, {results['noise']} noise). Latency: mean seconds of the last 5 chunks of a "
+            f"per seed, {results['noise']} noise{_scored_as(results)}). Latency: mean seconds of the "
+            f"last 5 chunks of a "
             f"stream (median of {setup.get('latency_repeats')} passes, batch "
             f"{setup.get('latency_batch')}, {setup.get('torch_threads')} torch threads, measured in "
             f"one process after all training); GFLOPs: one chunk at the clip's end for one stream "
-            f"(torch's FlopCounterMode: matmuls, convolutions, attention). \u2605: on the Pareto "
+            f"(torch's FlopCounterMode: matmuls, convolutions, attention); a chunk is the frames per "
+            f"chunk the table says. \u2605: on the Pareto "
             f"front at {p.get('length')}. \u2265: a training was interrupted, its wall time is a "
             "lower bound.")
     body = (pareto_plot(results) + f'<p class="muted">{esc(note)}</p>'
             + "<h3>Held-out seeds of the trained classes</h3>"
             + summary_table(results, "held_out_seeds", link_prefix=link_prefix, cost=True))
-    if any("unseen_combinations" in s["sets"] for s in results.get("summary", {}).values()):
-        body += ("<h3>Unseen attribute combinations (reported apart, never gated)</h3>"
-                 + summary_table(results, "unseen_combinations", link_prefix=link_prefix, cost=False))
+    for set_key in dict.fromkeys(UNSEEN_KEYS.values()):
+        if any(set_key in s["sets"] for s in results.get("summary", {}).values()):
+            body += (f"<h3>{esc(_unseen_title(results, set_key))}</h3>"
+                     + summary_table(results, set_key, link_prefix=link_prefix, cost=False))
     body += "<h3>Each seed</h3>" + seeds_table(results, link_prefix=link_prefix)
     body += "<h3>Variants</h3>" + variants_table(results)
     body += (f'<p class="muted">cache {esc(results["cache"])} (generation {esc(results["generation"])}); '

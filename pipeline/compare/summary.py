@@ -2,6 +2,13 @@
 
 ``seed_summary`` is the one aggregation of oracle scores over seeds (gate passes k/n, each
 metric's mean with its 95% t half-width); the comparison page and bench/bench_memory.py use it.
+
+A variant's chunk (``chunk_of``) is read from its cost measurement: a stream of a clip m times
+the trained length has m * F / c chunks of c latent frames, so a variant with one chunk per
+trained length samples the whole clip at once (bidirectional_dmd: ``[train_ar] chunk_frames``
+= the clip's latent frames). Its "per-chunk" cost is per whole clip and nothing of the clip
+exists before it is done: it is kept off the Pareto plane of streaming students (``pareto``'s
+``apart``), whose x is the latency of a chunk of a few frames.
 """
 
 from __future__ import annotations
@@ -47,20 +54,35 @@ def summarise_grid(results: Mapping[str, Any]) -> dict[str, Any]:
                              and all(rows)}
         cost = {m: {k: seed_mean([c["cost"][m][k] for c in cells]).to_json() for k in COST_KEYS}
                 for m in lengths}
-        summary[variant] = {"seeds": [c["seed"] for c in cells],
+        summary[variant] = {"seeds": [c["seed"] for c in cells], "chunk": chunk_of(results, variant, cells),
                             "train_s": seed_mean([c["train_seconds"]["total"] for c in cells]).to_json(),
                             "resumed": any(c["resumed"] for c in cells), "sets": sets, "cost": cost}
     return {"summary": summary, "pareto": pareto(summary, lengths[-1] if lengths else "1x")}
 
 
+def chunk_of(results: Mapping[str, Any], variant: str, cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``frames``: latent frames per chunk of the variant's scored student (None when the
+    results do not tell), ``whole_clip``: one chunk is the whole trained clip (module docstring)."""
+    m = results["lengths"][0] if results.get("lengths") else 1
+    chunks = cells[0].get("cost", {}).get(f"{m}x", {}).get("chunks") if cells else None
+    if not chunks:
+        return {"frames": None, "whole_clip": False}
+    v = results.get("variants", {}).get(variant, {})
+    clip = (v.get("model") or v.get("train_model") or {}).get("latent_frames")
+    return {"frames": clip * m // chunks if clip else None, "whole_clip": chunks == m}
+
+
 def pareto(summary: Mapping[str, Any], length: str) -> dict[str, Any]:
     """The cost-quality plane at ``length``: each variant's (latency, quality) means and the
-    front (lowest latency for its quality)."""
-    rows = {v: s["sets"].get(PARETO_SET, {}).get(length) for v, s in summary.items()}
+    front (lowest latency for its quality); ``apart``: the variants left off it, whose chunk is
+    the whole clip (their cost is not a streaming chunk's)."""
+    apart = [v for v, s in summary.items() if s.get("chunk", {}).get("whole_clip")]
+    rows = {v: s["sets"].get(PARETO_SET, {}).get(length) for v, s in summary.items() if v not in apart}
     rows = {v: r for v, r in rows.items() if r}
     y_key = "recall" if rows and all("recall" in r["metrics"] for r in rows.values()) else "adherence"
     points = {v: (summary[v]["cost"][length]["last5_s"]["mean"], r["metrics"][y_key]["mean"])
               for v, r in rows.items() if y_key in r["metrics"]}
     return {"length": length, "set": PARETO_SET, "x": "last5_s", "y": y_key,
-            "points": {v: list(p) for v, p in points.items()}, "front": pareto_front(points)}
+            "points": {v: list(p) for v, p in points.items()}, "front": pareto_front(points),
+            "apart": apart}
 

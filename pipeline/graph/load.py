@@ -6,6 +6,7 @@ each load), so a new stage's section is known here without being listed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -74,19 +75,28 @@ def load_run_config(url: str, overrides: Sequence[str] = ()) -> RunConfig:
 def apply_overrides(config: RunConfig, overrides: Sequence[str]) -> None:
     """``--set SECTION.KEY=VALUE`` overrides (``overrides``) applied to ``config`` in order, each
     checked by the validators of its section's stages at once: an error names the override.
-    A section that was wrong before the override is blamed on the config, as the run would."""
-    checked: set[str] = set()
+    A section that was wrong before the override is blamed on the config, as the run would.
+    A section is checked with every other section as all the overrides leave it, so a check
+    that reads another section (``[eval] guidance`` against the training stages'
+    ``cond_dropout``) does not depend on the order of the flags."""
     known = sections()
-    for text in overrides:
-        section = _section_of(text)
-        if section in known and section not in checked:
-            _check_section(config, section, f"{config.source} [{section}]")
-            checked.add(section)
-        _check_section(config, set_override(config, text, known), f"--set {text}")
-
-
-def _section_of(text: str) -> str:
-    return text.partition("=")[0].partition(".")[0].strip()
+    before = copy.deepcopy(config.sections)
+    texts_of: dict[str, list[str]] = {}
+    for text in overrides:  # all of them first (a malformed one is refused here, by name)
+        texts_of.setdefault(set_override(config, text, known), []).append(text)
+    after = config.sections
+    try:
+        for section, texts in texts_of.items():
+            config.sections = {k: v for k, v in after.items() if k != section}
+            if section in before:
+                config.sections[section] = copy.deepcopy(before[section])
+            if section in known:
+                _check_section(config, section, f"{config.source} [{section}]")
+            for text in texts:
+                set_override(config, text, known)
+                _check_section(config, section, f"--set {text}")
+    finally:
+        config.sections = after
 
 
 def _check_section(config: RunConfig, section: str, blame: str) -> None:

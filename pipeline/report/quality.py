@@ -113,6 +113,14 @@ def _gate_cell(model: str, scores: dict[str, Any]) -> str:
     return f'<td class="error">fail: {esc(", ".join(gate["failed"]))}</td>'
 
 
+def _scored_as(report: dict[str, Any]) -> str:
+    """What ``[eval]`` set beyond the defaults: the student rows' guidance, the unseen subset."""
+    out = f", guidance {fmt(report['guidance'])}" if "guidance" in report else ""
+    if report.get("unseen_subset", "all") != "all":
+        out += f", unseen classes: the {esc(report['unseen_subset'])} subset"
+    return out
+
+
 def quality_table(*reports: Report, missing: dict[str, str] | None = None,
                   models: Sequence[Trained] | None = None) -> str:
     """The table (id ``quality``) of ``reports``, one per scored stage of ``models`` (default:
@@ -139,7 +147,7 @@ def quality_table(*reports: Report, missing: dict[str, str] | None = None,
         if ev:
             notes.append(f"{name}: {esc(ev.get('checkpoint'))} (step {fmt(ev.get('step'))}, "
                          f"{fmt(ev.get('trained_classes'))} trained classes, {fmt(ev.get('per_class'))} "
-                         "samples per class)")
+                         f"samples per class{_scored_as(ev)})")
     return (f'<table id="quality"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
             + "".join(f'<p class="muted">{n}</p>' for n in notes))
 

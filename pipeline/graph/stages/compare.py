@@ -14,7 +14,8 @@ never makes the runner delete trained cells; a cell is retrained only when its o
 changed, and adding a variant or a seed trains only the new cells.
 
 Reads ``[compare]`` (CompareConfig: variants, seeds, lengths, per_class, noise, latency_batch,
-latency_repeats, samples), the section of every training stage placed before it (``[train]``,
+latency_repeats, samples; guidance and unseen, the cells scored as ``s2dit eval --guidance
+--unseen`` scores), the section of every training stage placed before it (``[train]``,
 ``[train_ar]``: every variant's recipe, trained in that order), ``[eval] seed``; ``[run]
 train_workers`` as the training stages do."""
 
@@ -25,7 +26,7 @@ import functools
 from typing import Any
 
 from pipeline.compare import CompareConfig, Grid, run_grid
-from pipeline.compare.grid import PAGE, RESULTS, Training
+from pipeline.compare.grid import PAGE, RESULTS, Training, check_guidance
 from student_train.stages import get_stage
 
 from ..config import RunConfig, refuse_unknown_keys
@@ -52,9 +53,11 @@ def compare_config(config: RunConfig) -> CompareConfig | None:
 
 
 def _check(config: RunConfig, trained: tuple[Stage, ...]) -> None:
-    if compare_config(config) is not None:  # the variants' recipes must parse too
-        for stage in trained:
-            training_config(stage, config)
+    compare = compare_config(config)
+    if compare is not None:  # the variants' recipes must parse too
+        trainings = tuple(Training(get_stage(s.trains), training_config(s, config)) for s in trained)
+        if compare.guidance != 1.0:  # every variant's student trained to be guided, or refused now
+            check_guidance(Grid(compare=compare, trainings=trainings, cache_url="", generation=0, out=""))
 
 
 def _skip(ctx: StageContext) -> str | None:

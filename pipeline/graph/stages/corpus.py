@@ -25,6 +25,7 @@ from ..state_schema import PATH, STRS
 KEYS = {"analytic": {"kind", "train_classes", "seed", "split"}, "inline": {"kind", "prompts", "seed"},
         "file": {"kind", "source", "seed"}}
 SAMPLE_PROMPTS = 8  # prompts recorded for the sample stage's default
+TRAIN_CLASSES = 12  # kind = "analytic": classes trained unless ``train_classes`` says
 
 
 def _section(config: RunConfig) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     kind, out = section["kind"], ctx.path("prompts.txt")
     held_out: list[str] = []
     if kind == "analytic":
-        prompts, held_out = split_classes(train_classes=section.get("train_classes", 12),
+        prompts, held_out = split_classes(train_classes=section.get("train_classes", TRAIN_CLASSES),
                                           seed=section.get("seed", 0),
                                           split=section.get("split", "random"))
         write_corpus(out, prompts)

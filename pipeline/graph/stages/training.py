@@ -21,7 +21,7 @@ import fsspec
 from student_train.checkpoint import STATE, TENSORS, finished_checkpoint
 from student_train.config import StageConfig
 from student_train.launch import Launched, launch
-from student_train.stage_spec import TrainingStage
+from student_train.stage_spec import TrainingStage, planned_dropout
 from student_train.stages import STAGES as TRAINERS
 from student_train.stages import get_stage, register_stage
 
@@ -61,6 +61,21 @@ def training_stages(stages: Iterable[Stage]) -> tuple[Stage, ...]:
 def training_config(stage: Stage, config: RunConfig) -> StageConfig:
     """Training stage ``stage``'s section of the run config as its spec's typed config."""
     return typed_section(get_stage(stage.trains).config, config, stage.section)
+
+
+def trained_dropout(before: tuple[Stage, ...], name: str) -> Callable[[RunConfig], float | None]:
+    """Of a run config, the conditioning dropout the student of training stage ``name`` will be
+    trained with (stage_spec.planned_dropout over the training stages placed up to it, each
+    from the one before); None when one of them is disabled or ``name`` is not among ``before``."""
+    stages = training_stages(before)
+    names = [s.name for s in stages]
+    lineage = stages[: names.index(name) + 1] if name in names else ()
+
+    def dropout(config: RunConfig) -> float | None:
+        if not lineage or not all(config.enabled(s.section) for s in lineage):
+            return None
+        return planned_dropout((get_stage(s.trains), training_config(s, config)) for s in lineage)
+    return dropout
 
 
 def workers(ctx: StageContext) -> tuple[int, int]:
@@ -193,7 +208,8 @@ def register_training_stage(spec: TrainingStage, *, order: int, replace: bool = 
     if placed.evaluation is not None:
         scored = placed.evaluation
         placing.append((f"{EVAL_PREFIX}{spec.name}",
-                        lambda before: evaluation_stage(spec, placed.name, scored),
+                        lambda before: evaluation_stage(spec, placed.name, scored,
+                                                        dropout=trained_dropout(before, placed.name)),
                         scored.order, scored.title))
     held = [name for name, *_ in placing if name in GRAPH_STAGES]
     placed_now: list[str] = []
