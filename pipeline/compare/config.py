@@ -35,9 +35,10 @@ has the shape of every stage's (pipeline/graph/config.py TaskResources):
 
 Without a ``ray`` table and with ``max_parallel = 1`` (the default) the cells train in this
 process one after another; ``max_parallel`` > 1 without a table runs Ray tasks of the table's
-defaults (1 CPU). A cell's files are the same bytes either way (with as many torch threads in the
-task as in the driver: Ray gives a task as many as its num_cpus). The per-chunk cost is always
-measured in the driver, after every cell, so that its figures stay comparable.
+defaults (1 CPU). A cell's files are the same bytes either way, given the driver's thread counts
+(Ray starts a task with OMP_NUM_THREADS = its num_cpus: torch's threads and numpy's BLAS's). The
+per-chunk cost is always measured in the driver, after every cell, so that its figures stay
+comparable.
 
 A variant is a table of ``StudentConfig`` keys laid over the run's ``[train.model]`` and,
 under the name of a training stage's table (``train``, ``train_ar``: the registered stages'),

@@ -13,6 +13,8 @@ a cell whose recipe (its stages' resolved configs and the cache generation) is u
 keeps what it has (a finished stage is not relaunched, a finished evaluation is not redone),
 an interrupted training resumes from its newest checkpoint (``launch``), and a cell whose recipe
 changed is removed and trained again. So adding a variant or a seed trains only the new cells.
+Each cell writes only its own folder and record, so cells may run side by side as Ray tasks
+(``[compare] max_parallel`` and ``ray``: cells.py); the driver collects the records.
 
 Cost is measured for every cell in this process after all training, passes interleaved over
 the cells, so that the figures compared were taken side by side under the same load.
@@ -203,24 +205,42 @@ def train_cell(grid: Grid, record: dict[str, Any]) -> None:
         previous = record[f"{stage}_checkpoint"]
 
 
+def _eval_key(grid: Grid, record: dict[str, Any]) -> dict[str, Any]:
+    """What the cell's evaluation was made from (redone when it changes)."""
+    c = grid.compare
+    return {"checkpoint": record[grid.last], "per_class": c.per_class, "lengths": list(c.lengths),
+            "noise": c.noise, "seed": grid.eval_seed, **c.eval_options()}
+
+
+def _evaluated(grid: Grid, record: dict[str, Any]) -> bool:
+    fs, root = _fs(grid.folder(record["variant"], record["seed"]))
+    return record.get("eval", {}).get("key") == _eval_key(grid, record) and fs.exists(f"{root}/{EVAL}")
+
+
+def _samples_key(grid: Grid, record: dict[str, Any]) -> dict[str, Any] | None:
+    """What the cell's videos are made from; None: the cell renders none (not its variant's
+    first seed, or ``[compare] samples = 0``)."""
+    prompts = list(grid.sample_prompts[: grid.compare.samples])
+    if not prompts or record["seed"] != grid.compare.seeds[0]:
+        return None
+    return {"checkpoint": record[grid.last], "prompts": prompts}
+
+
 def evaluate_cell(grid: Grid, record: dict[str, Any]) -> None:
     """The oracle's scores of the cell's last student at every length (kept while unchanged)."""
     from pipeline.eval import evaluate_checkpoint, save_report
 
     c = grid.compare
-    key = {"checkpoint": record[grid.last], "per_class": c.per_class, "lengths": list(c.lengths),
-           "noise": c.noise, "seed": grid.eval_seed, **c.eval_options()}
-    folder = grid.folder(record["variant"], record["seed"])
-    fs, root = _fs(folder)
-    if record.get("eval", {}).get("key") == key and fs.exists(f"{root}/{EVAL}"):
+    if _evaluated(grid, record):
         return
+    folder = grid.folder(record["variant"], record["seed"])
     grid.log(f"{record['variant']} seed {record['seed']}: scoring {grid.trainings[-1].spec.title} "
              f"at {list(c.lengths)}x")
     t0 = time.perf_counter()
     report = evaluate_checkpoint(record[grid.last], per_class=c.per_class, seed=grid.eval_seed,
                                  noise=c.noise, lengths=tuple(c.lengths), **c.eval_options())
     save_report(report, f"{folder}/{EVAL}")
-    record["eval"] = {"key": key, "seconds": time.perf_counter() - t0}
+    record["eval"] = {"key": _eval_key(grid, record), "seconds": time.perf_counter() - t0}
     _write(f"{folder}/{CELL}", record)
 
 
@@ -228,12 +248,10 @@ def sample_cell(grid: Grid, record: dict[str, Any]) -> None:
     """Videos of the first ``[compare] samples`` prompts (each variant's first seed only)."""
     from pipeline.text_to_video import SampleConfig, generate
 
-    prompts = list(grid.sample_prompts[: grid.compare.samples])
-    if not prompts or record["seed"] != grid.compare.seeds[0]:
+    key = _samples_key(grid, record)
+    if key is None or record.get("samples", {}).get("key") == key:
         return
-    key = {"checkpoint": record[grid.last], "prompts": prompts}
-    if record.get("samples", {}).get("key") == key:
-        return
+    prompts = key["prompts"]
     folder = grid.folder(record["variant"], record["seed"])
     sidecar = generate(SampleConfig(checkpoint=record[grid.last], prompts=prompts,
                                     out=f"{folder}/samples/sample"))
@@ -241,6 +259,24 @@ def sample_cell(grid: Grid, record: dict[str, Any]) -> None:
     record["samples"] = {"key": key, "prompts": sidecar["prompts"],
                          "videos": [v.removeprefix(prefix) for v in sidecar["outputs"].get("videos", [])]}
     _write(f"{folder}/{CELL}", record)
+
+
+def cell_pending(grid: Grid, record: dict[str, Any]) -> bool:
+    """Whether ``run_cell`` has anything left to do for a prepared cell: a training, its
+    evaluation, its videos."""
+    if not all(record.get(f"{t.spec.name}_checkpoint") for t in grid.trainings):
+        return True
+    key = _samples_key(grid, record)
+    return not _evaluated(grid, record) or (key is not None and record.get("samples", {}).get("key") != key)
+
+
+def run_cell(grid: Grid, record: dict[str, Any]) -> dict[str, Any]:
+    """A prepared cell brought up to date (trained, scored, sampled, each only if not done);
+    its record. It writes only its folder (``grid.folder``): cells may run side by side."""
+    train_cell(grid, record)
+    evaluate_cell(grid, record)
+    sample_cell(grid, record)
+    return record
 
 
 def _scores(report: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -362,13 +398,9 @@ def run_grid(grid: Grid) -> dict[str, Any]:
     from .page import write_page
 
     check_variants(grid)
-    records = []
-    for variant, seed in grid.cells():
-        record = prepare_cell(grid, variant, seed)
-        train_cell(grid, record)
-        evaluate_cell(grid, record)
-        sample_cell(grid, record)
-        records.append(record)
+    from .cells import run_cells
+
+    records = run_cells(grid)  # in this process, or side by side as Ray tasks
     costs = measure_costs(grid, records)
     cells = []
     names = [t.spec.name for t in grid.trainings]

@@ -97,6 +97,9 @@ class Stage:
     # Whether it may run as a Ray task (its section's ``ray`` table; pipeline/graph/remote.py):
     # it reads only the config, the run state and files, and writes only in the run folder
     ray_task: bool = False
+    # Whether its run starts Ray tasks of its own with its section's ``ray`` table while it runs
+    # in the driver (compare: a task per cell)
+    ray_inside: bool = False
     paths: tuple[str, ...] = ()  # section keys naming local files: made absolute for a Ray task
     upstream: tuple[str, ...] = field(init=False, default=())
 
@@ -128,12 +131,12 @@ def check_section(config: RunConfig, section: str, stages: Iterable[Stage]) -> N
 
 
 def _check_placement(config: RunConfig, section: str, stages: tuple[Stage, ...]) -> None:
-    """A ``ray`` table only where every stage of the section can run as a Ray task, and a
-    valid one (RunConfigError): never ignored."""
+    """A ``ray`` table only where every stage of the section can run as a Ray task (or starts
+    its own), and a valid one (RunConfigError): never ignored."""
     if config.placement(section) is None:
         return
     own = [s.name for s in stages if s.section == section]
-    if not own or not all(s.ray_task for s in stages if s.section == section):
-        takers = ", ".join(f"[{s.section}]" for s in stages if s.ray_task) or "none"
+    if not own or not all(s.ray_task or s.ray_inside for s in stages if s.section == section):
+        takers = ", ".join(f"[{s.section}]" for s in stages if s.ray_task or s.ray_inside) or "none"
         raise RunConfigError(f"[{section}] {RAY_TABLE}: stage {', '.join(own) or section} runs in "
                              f"the driver, not as a Ray task (sections that take {RAY_TABLE}: {takers})")

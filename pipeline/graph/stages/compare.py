@@ -15,9 +15,10 @@ changed, and adding a variant or a seed trains only the new cells.
 
 Reads ``[compare]`` (CompareConfig: variants, seeds, lengths, per_class, noise, latency_batch,
 latency_repeats, samples; guidance and unseen, the cells scored as ``s2dit eval --guidance
---unseen`` scores), the section of every training stage placed before it (``[train]``,
-``[train_ar]``: every variant's recipe, trained in that order), ``[eval] seed``; ``[run]
-train_workers`` as the training stages do."""
+--unseen`` scores; max_parallel and ray: cells side by side as Ray tasks, neither
+fingerprinted, as where a cell runs is not what it computes), the section of every training
+stage placed before it (``[train]``, ``[train_ar]``: every variant's recipe, trained in that
+order), ``[eval] seed``; ``[run] train_workers`` and ``max_failures`` as the training stages do."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def compare_config(config: RunConfig) -> CompareConfig | None:
         return None
     section = config.section(SECTION)
     refuse_unknown_keys(SECTION, section, (f.name for f in dataclasses.fields(CompareConfig)))
-    return CompareConfig(**section)
+    resources = config.placement(SECTION)  # the cells' Ray tasks: the ray table, parsed as every section's
+    return CompareConfig(**section, ray=None if resources is None else dataclasses.asdict(resources))
 
 
 def _check(config: RunConfig, trained: tuple[Stage, ...]) -> None:
@@ -102,7 +104,8 @@ def stage(before: tuple[Stage, ...]) -> Stage:
                  run=functools.partial(run, trained=trained), needs=("tag", "generate", "corpus"),
                  resumable=True, check=functools.partial(_check, trained=trained),
                  skip_reason=_skip, extra_inputs=functools.partial(_recipes, trained=trained),
-                 artefact=f"{SECTION}/{RESULTS}", recorded={"results": PATH, "page": PATH})
+                 artefact=f"{SECTION}/{RESULTS}", recorded={"results": PATH, "page": PATH},
+                 ray_inside=True, volatile=("max_parallel",))
 
 
 register_graph_builder("compare", stage, order=100, title=TITLE)
