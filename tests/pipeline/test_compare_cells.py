@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
-from test_compare import STAGE_CONFIG, _grid, _metrics_lines, tiny_cache  # noqa: F401 (a fixture)
+from test_compare import STAGE_CONFIG, _grid, _metrics_lines
+from test_report import build_partial_run
 
 from cache_schema.typed_config import ConfigError
 from pipeline.compare import run_grid
@@ -31,6 +32,12 @@ from student_train.stages import get_stage
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[2]
 TIMINGS = ("seconds", "first_chunk_s", "chunk_s")  # wall-clock times: differ between any two runs
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    run, _, prompts = build_partial_run(tmp_path_factory.mktemp("cells") / "run", train_classes=3, seeds=2)
+    return run, prompts
 
 
 def _sha256(folder: Path) -> dict[str, str]:
