@@ -67,6 +67,8 @@ from student_train.model import StudentConfig
 from student_train.stages import get_stage, stage_names
 from teacher_jobs.analytic_corpus import UNSEEN_SUBSETS
 
+from .matching_spec import check_reference, found_spec, model_keys
+
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a variant's name is its folder's
 NOT_A_RECIPE_KEY = {"model": "the architecture goes at the variant's top level ([train.model] keys)",
                     "seed": "every variant trains on [compare] seeds"}
@@ -79,13 +81,16 @@ def recipe_tables() -> dict[str, type]:
     return {stage.table: stage.config for stage in stages}
 
 
-def _check_variant(name: str, overrides: Any) -> None:
+def _check_variant(name: str, overrides: Any, variants: dict[str, Any]) -> None:
     where = f"compare.variants.{name}"
     if not isinstance(overrides, dict):
         raise ConfigError(f"[{where}] must be a table of [train.model] keys and recipe tables, "
                           f"got {overrides!r}")
+    spec = found_spec(name, overrides)  # a `match` or `search` table (matching_spec.py)
+    if spec is not None:
+        check_reference(name, spec, variants)
     tables = recipe_tables()
-    check_values(StudentConfig, {k: v for k, v in overrides.items() if k not in tables}, where)
+    check_values(StudentConfig, {k: v for k, v in model_keys(overrides).items() if k not in tables}, where)
     for table, values in overrides.items():
         if table not in tables:
             continue
@@ -132,7 +137,7 @@ class CompareConfig:
             if not NAME.fullmatch(name):
                 raise ConfigError(f"[compare.variants] {name!r}: a variant's name is its folder "
                                   "name: letters, digits, '_' and '-'")
-            _check_variant(name, overrides)
+            _check_variant(name, overrides, self.variants)
         if len(set(self.seeds)) != len(self.seeds) or len(set(self.lengths)) != len(self.lengths):
             raise ConfigError(f"[compare] seeds and lengths must not repeat, got seeds "
                               f"{list(self.seeds)}, lengths {list(self.lengths)}")
@@ -148,9 +153,10 @@ class CompareConfig:
         return {k: v for k, v in options.items() if v != _DEFAULTS[k]}
 
     def model(self, base: dict[str, Any], name: str) -> dict[str, Any]:
-        """Variant ``name``'s [train.model] table: the run's ``base`` with its overrides."""
+        """Variant ``name``'s [train.model] table: the run's ``base`` with its overrides (a
+        found variant's without what it finds: matching.py resolves it before cells train)."""
         tables = recipe_tables()
-        return {**base, **{k: v for k, v in self.variants[name].items() if k not in tables}}
+        return {**base, **{k: v for k, v in model_keys(self.variants[name]).items() if k not in tables}}
 
     def recipe(self, name: str, table: str) -> dict[str, Any]:
         """Variant ``name``'s overrides of the training stage whose table is ``table``."""

@@ -395,8 +395,10 @@ def check_variants(grid: Grid) -> None:
 def run_grid(grid: Grid) -> dict[str, Any]:
     """Train, score and cost every cell (each only as far as it is not done), then write
     ``results.json`` and ``index.html``; returns the results."""
+    from .matching import resolved_grid  # (it imports this module)
     from .page import write_page
 
+    grid = resolved_grid(grid)  # `match` / `search` variants made concrete, measured once (matching.py)
     check_variants(grid)
     from .cells import run_cells
 
