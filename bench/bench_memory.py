@@ -39,8 +39,14 @@ VARIANTS_FILE = Path(__file__).resolve().parent.parent / "configs" / "compare.to
 RECIPE_TABLES = ("train", "train_ar")
 
 
+FOUND_BY_THE_GRID = ("match", "search")  # measured by pipeline/compare/matching.py, not here
+
+
 def compare_variants() -> dict[str, dict[str, Any]]:
-    return tomllib.loads(VARIANTS_FILE.read_text())["compare"]["variants"]
+    """The variants whose architecture is written out (a latency-matched or DP-searched one is
+    found by `s2dit run configs/compare.toml`, in RUN/compare/matching.json)."""
+    variants = tomllib.loads(VARIANTS_FILE.read_text())["compare"]["variants"]
+    return {name: v for name, v in variants.items() if not set(v) & set(FOUND_BY_THE_GRID)}
 
 
 def overrides_of(name: str) -> dict[str, Any]:
