@@ -84,11 +84,13 @@ def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str,
 
     out = Path(args.out) / name / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    kd_cfg, ar_cfg, eval_section = _configs(args.config, seed, overrides_of(name), args.kd_steps,
-                                                    args.ar_steps)
+    overrides = overrides_of(name)
+    kd_cfg, ar_cfg, eval_section = _configs(args.config, seed, overrides, args.kd_steps, args.ar_steps)
     # --kd-from: stage 2 starts from another bench's S2DiT-KD of the same student and seed (e.g.
     # one trained on the same teacher's cache without causal pairs), whose scores are reused.
-    kd_dir = Path(args.kd_from) / name / f"seed{seed}" / "kd" if args.kd_from else out / "kd"
+    # A stage-2 ablation (no model or KD override) starts from s2dit's own KD model.
+    kd_name = "s2dit" if not overrides["model"] and not overrides["train"] else name
+    kd_dir = Path(args.kd_from) / kd_name / f"seed{seed}" / "kd" if args.kd_from else out / "kd"
     t0 = time.time()
     kd = None if args.kd_from else launch("kd", kd_cfg, out_url=str(kd_dir), cache_url=args.cache,
                                           progress=False)
@@ -202,7 +204,8 @@ def main() -> None:
     parser.add_argument("--ar-steps", type=int, help="override the causal-phase steps")
     parser.add_argument("--kd-from", help="another bench OUT folder whose <student>/seed<k>/kd is stage 2's "
                         "start (no KD training; its eval_kd.json is reused), e.g. KD models trained on the "
-                        "same teacher's cache without causal pairs")
+                        "same teacher's cache without causal pairs; a stage-2 ablation (critic_5, ...) starts from "
+                        "s2dit's")
     parser.add_argument("--per-class", type=int, help="held-out samples per class (default: [eval])")
     parser.add_argument("--lengths", type=int, nargs="+", help="streaming lengths (default: [eval])")
     parser.add_argument("--run", help="a finished `s2dit run` folder of the same config: its scores are "
