@@ -8,6 +8,13 @@ the conv's last frames, a window), so seconds are kept per position and summaris
 of chunks 1-5 (chunk 0 pays for allocations) and of the last 5 (the steady state a clip of that
 length reaches; ``last5_s`` is what the comparison calls the per-chunk latency).
 
+``steady_chunk_seconds`` times only that steady state, cheaply: the chunks before it are given
+(random frames, teacher-forced) and committed without being denoised, one forward each instead
+of the few-step passes + the commit, which leaves the streaming state of the same shapes as the
+full stream's (the cost of a dense network does not depend on the values); the timed chunks run
+through the same sampler as ``chunk_seconds``'s. ``chunk_flops`` reaches the last chunk the same
+way (a count depends on shapes only).
+
 Clip lengths are multiples of the trained one (``length`` 4: 4x the latent frames). Inputs are
 random (the cost of a dense network does not depend on the values); text is ``TEXT_TOKENS``
 tokens. With ``guidance`` != 1 a chunk is the guided one (student_train/guidance.py: the prompt's
@@ -44,8 +51,9 @@ SUMMARY_CHUNKS = 5  # chunks averaged at the start and at the end of a stream
 
 
 def _stream(student: StudentCheckpoint, length: int, batch: int, seed: int = 0,
-            guidance: float = 1.0) -> Iterator[torch.Tensor]:
-    """The chunks of a ``length``x clip for ``batch`` streams, sampled lazily."""
+            guidance: float = 1.0, given: int = 0) -> Iterator[torch.Tensor]:
+    """The chunks of a ``length``x clip for ``batch`` streams, sampled lazily; the first
+    ``given`` chunks are random frames committed without denoising (teacher-forced)."""
     cfg = student.model.config
     shape = (batch, cfg.latent_channels, cfg.latent_frames * length, cfg.latent_height, cfg.latent_width)
     generator = torch.Generator().manual_seed(seed)
@@ -55,8 +63,15 @@ def _stream(student: StudentCheckpoint, length: int, batch: int, seed: int = 0,
     null = None
     if guidance != 1.0:
         null = (torch.randn(TEXT_TOKENS, cfg.text_dim, generator=generator), mask[0])  # (L, D), (L,)
+    forced = noise[:, :, : given * cfg.chunk_frames].clone() if given else None  # (B, C, given * cf, H, W)
     return student.chunks(noise, text, mask, student.plan["schedule_sigmas"], streaming=True,
-                          guidance=guidance, null=null)
+                          guidance=guidance, null=null, forced=forced)
+
+
+def clip_chunks(student: StudentCheckpoint, length: int) -> int:
+    """Chunks of one ``length``x stream."""
+    cfg = student.model.config
+    return cfg.latent_frames * length // cfg.chunk_frames
 
 
 def chunk_seconds(student: StudentCheckpoint, length: int, *, batch: int = 16,
@@ -68,6 +83,23 @@ def chunk_seconds(student: StudentCheckpoint, length: int, *, batch: int = 16,
         seconds.append(now - start)
         start = now
     return seconds
+
+
+def steady_chunk_seconds(student: StudentCheckpoint, length: int, *, batch: int = 16,
+                         guidance: float = 1.0, chunks: int = SUMMARY_CHUNKS, warmup: int = 1) -> list[float]:
+    """Seconds of each of the last ``chunks`` chunks of one ``length``x stream of ``batch``
+    clips (what ``chunk_seconds(...)[-chunks:]`` times), the chunks before them committed
+    without denoising; ``warmup`` chunks before the timed ones are denoised and not timed (the
+    sampler's first few-step passes of a stream pay for allocations)."""
+    count = clip_chunks(student, length)
+    timed = min(chunks, count)
+    given = max(0, count - timed - warmup)
+    seconds, start = [], time.perf_counter()
+    for _ in _stream(student, length, batch, guidance=guidance, given=given):
+        now = time.perf_counter()
+        seconds.append(now - start)
+        start = now
+    return seconds[-timed:]
 
 
 def summarise(passes: Sequence[Sequence[float]]) -> dict[str, Any]:
@@ -95,10 +127,9 @@ def chunk_costs(checkpoint: str | StudentCheckpoint, lengths: Sequence[int] = (1
 def chunk_flops(student: StudentCheckpoint, length: int, *, guidance: float = 1.0) -> int:
     """FLOPs of the last chunk of one ``length``x stream (batch 1): its commit of the chunk
     before it and its few-step denoising."""
-    chunks = _stream(student, length, batch=1, guidance=guidance)
-    cfg = student.model.config
-    count = cfg.latent_frames * length // cfg.chunk_frames
-    for _ in range(count - 1):
+    count = clip_chunks(student, length)
+    chunks = _stream(student, length, batch=1, guidance=guidance, given=count - 1)
+    for _ in range(count - 1):  # given: committed, not denoised
         next(chunks)
     with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
         next(chunks)

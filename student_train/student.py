@@ -132,15 +132,20 @@ class StudentCheckpoint:
     def chunks(self, noise: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                sigmas: list[float], *, streaming: bool | None = None, use_step_size: bool = True,
                chunk_frames: int | None = None, guidance: float = 1.0,
-               null: NullText | None = None) -> Iterator[torch.Tensor]:
+               null: NullText | None = None, forced: torch.Tensor | None = None
+               ) -> Iterator[torch.Tensor]:
         """Finished latents as they come, (B, C, f, H, W) each: chunk by chunk when streaming
         (default: as its stage samples), else the whole clip sampled at once, one frame each.
-        ``guidance`` != 1 with the ``null`` text: classifier-free guidance (guidance.py)."""
+        ``guidance`` != 1 with the ``null`` text: classifier-free guidance (guidance.py);
+        ``forced``: the first frames given, not sampled (streaming only, as in ``sample``)."""
         self.check_guidance(guidance)
         if self.streams if streaming is None else streaming:
             return stream_chunks(self.model, noise, text, text_mask, sigmas, chunk_frames,
                                  use_step_size=use_step_size, context_sigma=self.context_sigma,
-                                 guidance=guidance, null=null)
+                                 forced=forced, guidance=guidance, null=null)
+        if forced is not None:
+            raise ValueError("forced frames need streaming: the whole clip sampled at once has no "
+                             "context to commit them to")
         x0 = sample(self.model, noise, text, text_mask, sigmas, use_step_size=use_step_size,
                     guidance=guidance, null=null)
         return iter(x0.split(1, dim=2))

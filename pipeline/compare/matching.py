@@ -6,10 +6,19 @@ hand-picked). Specs: matching_spec.py.
 ``summarise``: the mean of the last 5 chunks of a stream at the grid's longest length), taken
 with the grid's ``latency_batch`` and ``latency_repeats`` on this machine's threads, on random
 weights (a dense network's cost does not depend on its values), passes interleaved over the
-models compared so that they are timed under the same load. FLOPs are counted beside it.
+models compared so that they are timed under the same load. FLOPs are counted beside it. Only
+those last chunks are timed (``steady_chunk_seconds``: the chunks before them are committed
+without being denoised, which leaves the streaming state the full stream would have).
 
-    match   every candidate value of the knob is timed beside the reference; the choice is the
-            one closest to the reference's latency among those at most ``tolerance`` above it
+    match   the choice is the value closest to the reference's latency among those at most
+            ``tolerance`` above it. Latency grows with the knob (dim, blocks), so that choice is
+            one of the two values around the reference's latency: the sorted candidates are
+            bisected for the last one at most as slow as the reference (one pass each, against
+            the reference's first reading), then it and the next are timed again beside the
+            reference (every pass, interleaved) and the choice is made from those readings; the
+            pair moves (at most ``GUARD_ROUNDS`` timings) while they place the reference's
+            latency outside it (noise, or a latency not monotone in the knob). Up to 3
+            candidates are all timed together at once instead.
     search  the block options are profiled at the task's shapes (search/profile.py, one chunk
             forward against a full KV cache, batch ``latency_batch``), scaled to a chunk (few-step
             forwards + the commit), the cost outside the blocks calibrated so that the
@@ -27,19 +36,38 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from cache_schema import CacheLayout, load_manifest
 from student_train.model import S2DiT, StudentConfig
 from student_train.search.dp import Costs, Option, SearchResult, search
 from student_train.search.profile import ProfileConfig, options_from_lut, profile
 from student_train.stage_spec import TrainingStage
-from student_train.streaming_cost import TEXT_TOKENS, chunk_flops, chunk_seconds, summarise
+from student_train.streaming_cost import (
+    SUMMARY_CHUNKS,
+    TEXT_TOKENS,
+    chunk_flops,
+    clip_chunks,
+    steady_chunk_seconds,
+    summarise,
+)
 from student_train.student import StudentCheckpoint
 from student_train.trainer import student_config_for
 
@@ -48,6 +76,7 @@ from .matching_spec import MatchSpec, SearchSpec, found_spec, model_keys
 
 MATCHING, MATCHING_VERSION = "matching.json", 1
 LATENCY_RES = 256  # DP latency grid: the cheapest option / this (rounding is < 1% of a block)
+GUARD_ROUNDS = 3  # timings of the final pair beside the reference, at most (the first, 2 moves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +89,12 @@ class ChunkCost:
 
 
 class Measure(Protocol):
-    """How latency is measured (tests pass a table; ``OnThisMachine`` times the real thing)."""
+    """How latency is measured (tests pass a table; ``OnThisMachine`` times the real thing).
+    ``costs``: ``repeats`` interleaved passes (None: the grid's ``latency_repeats``); ``labels``
+    name the models and ``what`` the question in the progress line."""
 
-    def costs(self, models: Sequence[StudentConfig]) -> list[ChunkCost]: ...
+    def costs(self, models: Sequence[StudentConfig], *, repeats: int | None = None,
+              labels: Sequence[str] = (), what: str = "") -> list[ChunkCost]: ...
 
     def blocks(self, model: StudentConfig) -> dict[str, Any]: ...  # a search/profile.py LUT
 
@@ -79,6 +111,8 @@ class OnThisMachine:
     recipe: dict[str, Any]  # its config (JSON)
     guidance: float = 1.0  # != 1: guided chunks (the prompt's and the null text's rows, one batch)
     log: Callable[[str], None] = print
+    progress: bool = False  # a progress line on a terminal (what is being timed)
+    _gflops: dict[str, float] = dataclasses.field(default_factory=dict)  # by the model's JSON
 
     def student(self, config: StudentConfig) -> StudentCheckpoint:
         torch.manual_seed(0)
@@ -87,18 +121,31 @@ class OnThisMachine:
                               state={"plan": {"schedule_sigmas": sigmas}, "config": self.recipe},
                               spec=self.spec)
 
-    def costs(self, models: Sequence[StudentConfig]) -> list[ChunkCost]:
+    def costs(self, models: Sequence[StudentConfig], *, repeats: int | None = None,
+              labels: Sequence[str] = (), what: str = "") -> list[ChunkCost]:
+        repeats = repeats or self.repeats
         students = [self.student(m) for m in models]
+        names = list(labels) or [f"model {i + 1}" for i in range(len(models))]
+        count = clip_chunks(students[0], self.length)
         passes: list[list[list[float]]] = [[] for _ in students]
-        self.log(f"matching: timing {len(students)} students at {self.length}x "
-                 f"({self.repeats} passes, batch {self.batch})")
-        for _ in range(self.repeats):  # interleaved: every model under the same load
-            for i, student in enumerate(students):
-                passes[i].append(chunk_seconds(student, self.length, batch=self.batch,
-                                               guidance=self.guidance))
-        return [ChunkCost(ms=summarise(p)["last5_s"] * 1e3,
-                          gflops=chunk_flops(s, self.length, guidance=self.guidance) / 1e9)
-                for s, p in zip(students, passes, strict=True)]
+        self.log(f"matching: {what + ': ' if what else ''}timing {', '.join(names)} at {self.length}x "
+                 f"({repeats} interleaved passes, batch {self.batch}; per pass the last "
+                 f"{min(SUMMARY_CHUNKS, count)} of {count} chunks, those before committed undenoised)")
+        with progress_line(self.progress, repeats * len(students)) as show:
+            for r in range(repeats):  # interleaved: every model under the same load
+                for i, student in enumerate(students):
+                    show(f"matching {what}: {names[i]}, pass {r + 1}/{repeats}")
+                    passes[i].append(steady_chunk_seconds(student, self.length, batch=self.batch,
+                                                          guidance=self.guidance))
+        return [ChunkCost(ms=summarise(p)["last5_s"] * 1e3, gflops=self.gflops(m, s))
+                for m, s, p in zip(models, students, passes, strict=True)]
+
+    def gflops(self, model: StudentConfig, student: StudentCheckpoint) -> float:
+        """``chunk_flops`` of one chunk at the clip's end (counted once per model)."""
+        key = json.dumps(model.to_json(), sort_keys=True)
+        if key not in self._gflops:
+            self._gflops[key] = chunk_flops(student, self.length, guidance=self.guidance) / 1e9
+        return self._gflops[key]
 
     def blocks(self, model: StudentConfig) -> dict[str, Any]:
         chunks = model.latent_frames * self.length // model.chunk_frames
@@ -111,10 +158,28 @@ class OnThisMachine:
 
     def setup(self) -> dict[str, Any]:
         return {"length": self.length, "latency_batch": self.batch, "latency_repeats": self.repeats,
+                "timed": f"the last {SUMMARY_CHUNKS} chunks, those before committed undenoised",
                 "steps": self.steps, "guidance": self.guidance, "random_weights": True,
                 "text_tokens": TEXT_TOKENS, "torch_threads": torch.get_num_threads(),
                 "machine": platform.machine(), "processor": platform.processor(),
                 "torch": torch.__version__}
+
+
+@contextmanager
+def progress_line(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
+    """A progress line on stderr while students are timed (a terminal only; gone after):
+    ``show(what)`` before each timed pass, passes done of ``total``."""
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=not (enabled and console.is_terminal)) as bar:
+        task, started = bar.add_task("matching", total=total), [False]
+
+        def show(what: str) -> None:
+            bar.update(task, advance=1 if started[0] else 0, description=escape(what))
+            started[0] = True
+
+        yield show
 
 
 class _RandomStudent(StudentCheckpoint):
@@ -138,6 +203,51 @@ def choose(reference_ms: float, measured: dict[int, ChunkCost], tolerance: float
                          f"{reference_ms:.2f} ms (the cheapest, {cheapest}, takes "
                          f"{measured[cheapest].ms:.2f} ms): add smaller candidates")
     return min(fits, key=lambda v: (abs(measured[v].ms - reference_ms), v))
+
+
+Readings = tuple[ChunkCost | None, dict[int, ChunkCost]]
+# (values, what, full) -> the reference's reading beside them (None unless asked) and theirs;
+# full: every pass (latency_repeats), else one; what: the question, for the progress line
+Timer = Callable[[Sequence[int], str, bool, bool], Readings]
+
+
+def bisect_choice(values: Sequence[int], tolerance: float, time_them: Timer
+                  ) -> tuple[int, ChunkCost, dict[int, ChunkCost]]:
+    """``choose`` over candidates whose latency grows with the value, timing a few. Among
+    increasing latencies the closest to the reference's within the limit is the last one at
+    most the reference's or the one after it: that last one is bisected (one pass each, against
+    the reference's first reading), then the pair is timed again beside the reference (every
+    pass) and the choice made from those readings; the pair moves while they put the
+    reference's latency outside it, at most ``GUARD_ROUNDS`` timings, never back to a pair
+    timed before. Returns the choice and the readings it was made from (the reference's and
+    the pair's). Equals ``choose`` over every candidate when the latency is strictly increasing
+    and the timings exact."""
+    values = sorted(values)
+    n = len(values)
+    if n <= 3:  # no fewer timings by bisecting
+        ref, readings = time_them(values, "every candidate", True, True)
+        return choose(ref.ms, readings, tolerance), ref, readings
+    lo, hi, ref_ms = 0, n, None  # below lo: at most the reference's latency; from hi: above it
+    while lo < hi:
+        mid = (lo + hi) // 2
+        ref, reading = time_them([values[mid]], f"probe {values[lo]}..{values[hi - 1]}", ref_ms is None, False)
+        ref_ms = ref.ms if ref_ms is None else ref_ms
+        lo, hi = (mid + 1, hi) if reading[values[mid]].ms <= ref_ms else (lo, mid)
+    last, seen = lo - 1, set()  # the last index at most as slow as the reference (-1: none)
+    for round_ in range(GUARD_ROUNDS):
+        seen.add(last)
+        pair = values[max(last, 0):last + 2]
+        ref, readings = time_them(pair, f"check {round_ + 1} around the reference", True, True)
+        if last + 1 < n and readings[values[last + 1]].ms <= ref.ms:
+            step = last + 1
+        elif last >= 0 and readings[values[last]].ms > ref.ms:
+            step = last - 1
+        else:
+            break
+        if step in seen:
+            break
+        last = step
+    return choose(ref.ms, readings, tolerance), ref, readings
 
 
 def chunk_options(lut: dict[str, Any], scores: dict[str, float], forwards: int) -> list[Option]:
@@ -198,7 +308,8 @@ def _base(grid: Grid) -> dict[str, Any]:
 
 def _candidates(grid: Grid, layout: CacheLayout, name: str, spec: MatchSpec,
                 template: StudentConfig) -> dict[int, StudentConfig]:
-    """{knob value: student} of every candidate; default: half to twice the template's value."""
+    """{knob value: student} of every candidate, by value; default: half to twice the
+    template's value."""
     if spec.over == "dim":
         own, step = template.dim, 2 * template.heads  # an even head size
         values = spec.candidates or tuple(v for v in range(step * -(-own // 2 // step), 2 * own + 1, step)
@@ -216,19 +327,43 @@ def _candidates(grid: Grid, layout: CacheLayout, name: str, spec: MatchSpec,
             for v in sorted(set(values))}
 
 
+def _timer(grid: Grid, measure: Measure, name: str, spec: MatchSpec, reference: StudentConfig,
+           candidates: dict[int, StudentConfig], log: list[dict[str, Any]]) -> Timer:
+    """``bisect_choice``'s timer on ``measure``, each timing logged and appended to ``log``."""
+    def time_them(values: Sequence[int], what: str, with_reference: bool, full: bool) -> Readings:
+        models = [candidates[v] for v in values]
+        labels = [f"{spec.over} {v}" for v in values]
+        if with_reference:
+            models, labels = [reference, *models], [spec.latency_of, *labels]
+        repeats = None if full else 1
+        costs = measure.costs(models, repeats=repeats, labels=labels, what=f"{name} {what}")
+        ref = costs.pop(0) if with_reference else None
+        readings = dict(zip(values, costs, strict=True))
+        log.append({"what": what, "passes": repeats or grid.compare.latency_repeats,
+                    "reference": ref.to_json() if ref else None,
+                    "candidates": [{spec.over: v, **c.to_json()} for v, c in readings.items()]})
+        beside = f" ({spec.latency_of} {ref.ms:.1f} ms)" if ref else ""
+        grid.log(f"{name} {what}: " + ", ".join(f"{spec.over} {v} {c.ms:.1f} ms" for v, c in readings.items())
+                 + f" per chunk{beside}")
+        return ref, readings
+
+    return time_them
+
+
 def _match(grid: Grid, measure: Measure, layout: CacheLayout, name: str, spec: MatchSpec,
            reference: StudentConfig, template: StudentConfig) -> dict[str, Any]:
     candidates = _candidates(grid, layout, name, spec, template)
-    ref, *costs = measure.costs([reference, *candidates.values()])
-    measured = dict(zip(candidates, costs, strict=True))
-    value = choose(ref.ms, measured, spec.tolerance)
+    timings: list[dict[str, Any]] = []
+    value, ref, measured = bisect_choice(list(candidates), spec.tolerance,
+                                         _timer(grid, measure, name, spec, reference, candidates, timings))
     own = model_keys(grid.compare.variants[name])
     found = {"dim": value} if spec.over == "dim" else {"layout": list(candidates[value].layout)}
     grid.log(f"{name}: {spec.over} {value} ({measured[value].ms:.1f} ms per chunk; "
-             f"{spec.latency_of} {ref.ms:.1f} ms)")
+             f"{spec.latency_of} {ref.ms:.1f} ms; {len(timings)} timings)")
     return {"reference": ref.to_json(), "limit_ms": ref.ms * (1 + spec.tolerance),
             "candidates": [{spec.over: v, **c.to_json()} for v, c in measured.items()],
-            "choice": {spec.over: value, **measured[value].to_json()}, "overrides": {**own, **found}}
+            "choice": {spec.over: value, **measured[value].to_json()}, "timings": timings,
+            "overrides": {**own, **found}}
 
 
 def _search(grid: Grid, measure: Measure, layout: CacheLayout, name: str, spec: SearchSpec,
@@ -238,7 +373,8 @@ def _search(grid: Grid, measure: Measure, layout: CacheLayout, name: str, spec: 
     lut = measure.blocks(template)
     forwards = _few_steps(grid) + 1  # few-step forwards + the commit of the finished chunk
     models = [reference] if calibration == reference else [reference, calibration]
-    ref, *rest = measure.costs(models)
+    ref, *rest = measure.costs(models, labels=[spec.latency_of, "its layout at the template"][:len(models)],
+                               what=f"{name} budget")
     calibration_ms = (rest[0] if rest else ref).ms
     options = chunk_options(lut, spec.scores, forwards)
     try:
@@ -246,7 +382,8 @@ def _search(grid: Grid, measure: Measure, layout: CacheLayout, name: str, spec: 
     except ValueError as exc:
         raise ValueError(f"[compare.variants] {name}: {exc}") from None
     found = template.replace(layout=result.layout)
-    check_ref, check = measure.costs([reference, found])  # the found layout timed beside the reference
+    check_ref, check = measure.costs([reference, found], labels=[spec.latency_of, "the found layout"],
+                                     what=f"{name} check")  # the found layout timed beside the reference
     grid.log(f"{name}: layout {','.join(result.layout)} (predicted {result.latency_ms:.1f}, "
              f"measured {check.ms:.1f} ms per chunk; {spec.latency_of} {check_ref.ms:.1f} ms)")
     return {"reference": ref.to_json(), "budget_ms": ref.ms, "calibration_ms": calibration_ms,
@@ -272,7 +409,8 @@ def resolve_variants(grid: Grid, measure: Measure | None = None) -> dict[str, di
     recorded = (_read(url) or {}).get("variants", {})
     machine = OnThisMachine(length=c.longest, batch=c.latency_batch, repeats=c.latency_repeats,
                             steps=_few_steps(grid), spec=grid.trainings[-1].spec,
-                            recipe=grid.trainings[-1].config.to_json(), guidance=c.guidance, log=grid.log)
+                            recipe=grid.trainings[-1].config.to_json(), guidance=c.guidance, log=grid.log,
+                            progress=grid.progress)
     setup = machine.setup() if measure is None else {"measure": type(measure).__name__}
     measure = measure or machine
     out, entries = dict(variants), {}

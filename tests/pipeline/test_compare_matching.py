@@ -6,6 +6,8 @@ name; and the real measurement on a tiny model, end to end (structure only: timi
 from __future__ import annotations
 
 import json
+import math
+import random
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,15 @@ from test_report import build_partial_run
 from cache_schema.typed_config import ConfigError
 from pipeline.compare import CompareConfig, Grid
 from pipeline.compare.grid import Training
-from pipeline.compare.matching import MATCHING, ChunkCost, choose, resolve_variants, resolved_grid
+from pipeline.compare.matching import (
+    GUARD_ROUNDS,
+    MATCHING,
+    ChunkCost,
+    bisect_choice,
+    choose,
+    resolve_variants,
+    resolved_grid,
+)
 from pipeline.graph import load_run_config
 from student_train.config import TrainConfig
 from student_train.model import StudentConfig
@@ -55,7 +65,7 @@ class FakeMeasure:
     def ms(config: StudentConfig) -> float:
         return (FIXED_MS + FORWARDS * sum(BLOCK_MS[b] for b in config.layout)) * (config.dim / 16) ** 2
 
-    def costs(self, models):
+    def costs(self, models, **_):
         self.calls.append(("costs", len(models)))
         return [ChunkCost(ms=self.ms(m), gflops=m.dim / 1000) for m in models]
 
@@ -86,9 +96,14 @@ def test_a_matched_dim_is_chosen_from_the_measurements_and_recorded(cache, tmp_p
     # candidates: half to twice 16 in steps of 4 (an even head size of 2 heads), heads >= 6:
     # 12: 7.9, 16: 14.0, 20: 21.9 ... -> 16 (closest below 15 x 1.05)
     assert variants["narrow"] == {"layout": NARROW["layout"], "dim": 16} and variants["s2dit"] == {}
-    assert calls == [("costs", 1 + 6)]  # the reference timed beside every candidate
+    # bisected: the reference beside 24 (31.5: slower), then 16 (faster), 20 (slower); then 16
+    # and 20 timed again beside the reference
+    assert calls == [("costs", 2), ("costs", 1), ("costs", 1), ("costs", 1 + 2)]
     record = json.loads((tmp_path / MATCHING).read_text())["variants"]["narrow"]
-    assert [c["dim"] for c in record["candidates"]] == [12, 16, 20, 24, 28, 32]
+    assert [c["dim"] for c in record["candidates"]] == [16, 20]  # what the choice is made from
+    assert [[c["dim"] for c in t["candidates"]] for t in record["timings"]] == [[24], [16], [20], [16, 20]]
+    assert [t["passes"] for t in record["timings"]] == [1, 1, 1, 1]  # latency_repeats 1 in _grid
+    assert [t["reference"] is not None for t in record["timings"]] == [True, False, False, True]
     assert record["reference"]["ms"] == pytest.approx(15.0) and record["choice"]["dim"] == 16
     assert record["choice"]["ms"] == pytest.approx(14.0) and record["limit_ms"] == pytest.approx(15.75)
     assert record["question"]["reference"]["layout"] == ["lcha", "ssa:2", "ssa:2", "lcha"]
@@ -103,7 +118,7 @@ def test_a_recorded_choice_is_reused_until_its_question_changes(cache, tmp_path)
     first = resolve_variants(grid, FakeMeasure())
 
     class Slower(FakeMeasure):  # another machine, or another load: not measured again
-        def costs(self, models):
+        def costs(self, models, **_):
             raise AssertionError("a recorded choice was measured again")
 
     assert resolve_variants(grid, Slower()) == first
@@ -143,6 +158,89 @@ def test_a_searched_layout_is_the_dps_best_under_the_references_latency(cache, t
     with pytest.raises(ValueError, match=r"\[compare.variants\] searched: no layout of 3-5 blocks fits"):
         variants["searched"]["search"]["scores"] = {"lcha": 1.0}  # a new question: searched again
         resolve_variants(_grid(cache, tmp_path, {**variants, "s2dit": {"layout": ["ssa:4"]}}), FakeMeasure())
+
+
+class Table:
+    """``bisect_choice``'s timer on a table of latencies: {value: ms} (a list of tables: the
+    n-th timing of a value reads the n-th, the last one after), the reference at REF_MS."""
+
+    REF_MS = 10.0
+
+    def __init__(self, *tables: dict[int, float]):
+        self.tables, self.timings, self.seen = tables, [], {}
+
+    def __call__(self, values, what, with_reference, full):
+        self.timings.append((list(values), with_reference, full))
+        readings = {}
+        for v in values:
+            n = self.seen[v] = self.seen.get(v, -1) + 1
+            readings[v] = ChunkCost(self.tables[min(n, len(self.tables) - 1)][v], 0.0)
+        return (ChunkCost(self.REF_MS, 0.0) if with_reference else None), readings
+
+
+def _exhaustive(table: dict[int, float], tolerance: float) -> int | str:
+    try:
+        return choose(Table.REF_MS, {v: ChunkCost(ms, 0.0) for v, ms in table.items()}, tolerance)
+    except ValueError as exc:
+        return str(exc)
+
+
+def _bisected(table: dict[int, float], tolerance: float) -> tuple[int | str, Table]:
+    timer = Table(table)
+    try:
+        return bisect_choice(list(table), tolerance, timer)[0], timer
+    except ValueError as exc:
+        return str(exc), timer
+
+
+def test_bisection_chooses_as_timing_every_candidate_would_on_increasing_latencies():
+    rng = random.Random(0)
+    for case in range(300):
+        n = rng.randint(1, 12)
+        values = sorted(rng.sample(range(8, 200, 4), n))
+        # increasing latency around the reference's 10 ms, by quarters (the limit hit exactly)
+        ms = sorted(rng.sample([q / 4 for q in range(12, 80)], n))
+        table = dict(zip(values, ms, strict=True))
+        tolerance = rng.choice((0.0, 0.05, 0.2))
+        choice, timer = _bisected(table, tolerance)
+        assert choice == _exhaustive(table, tolerance), (case, table, tolerance)
+        timed = sum(len(v) for v, _, _ in timer.timings)
+        probes = sum(not full for _, _, full in timer.timings)
+        assert probes <= math.ceil(math.log2(n + 1)) and timed - probes <= (n if n <= 3 else 2)
+        assert sum(full for _, _, full in timer.timings) == 1  # exact timings confirm the bracket
+        assert timer.timings[0][1]  # the reference is timed first
+
+def test_nine_widths_take_a_few_timings():
+    table = {dim: 50.0 * (dim / 96) ** 1.5 / 5 for dim in range(64, 129, 8)}  # 64..128, ref 10 ms
+    choice, timer = _bisected(table, 0.05)
+    assert choice == _exhaustive(table, 0.05) == 96
+    # 4 probes of one pass (the first beside the reference), then 96 and 104 beside it: 14
+    # passes of one model instead of 30 (the reference and 9 widths, 3 passes each)
+    assert timer.timings == [([96], True, False), ([120], False, False), ([112], False, False),
+                             ([104], False, False), ([96, 104], True, True)]
+
+
+def test_bisection_is_sane_on_noisy_and_non_monotone_latencies():
+    true = {8: 6.0, 12: 8.0, 16: 9.8, 20: 11.5, 24: 14.0, 28: 17.0, 32: 20.0}
+    # the first timing of 16 and 20 read 30% high (a burst of load): the probes stop at 12,
+    # the pair's timings find 16 faster than the reference after all and move the pair up
+    noisy = {v: ms * (1.3 if v in (16, 20) else 1.0) for v, ms in true.items()}
+    timer = Table(noisy, true)
+    choice, ref, readings = bisect_choice(list(true), 0.05, timer)
+    assert choice == 16 == _exhaustive(true, 0.05) and set(readings) == {16, 20}
+    assert [v for v, _, full in timer.timings if full] == [[12, 16], [16, 20]]
+    # not monotone: whatever is chosen is within the limit by the readings it was chosen from,
+    # after a bounded number of timings
+    bumpy = {8: 6.0, 12: 12.0, 16: 9.0, 20: 10.2, 24: 9.9, 28: 30.0, 32: 11.0}
+    timer = Table(bumpy)
+    choice, ref, readings = bisect_choice(list(bumpy), 0.05, timer)
+    assert readings[choice].ms <= ref.ms * 1.05 and choice in bumpy
+    assert sum(full for _, _, full in timer.timings) <= GUARD_ROUNDS
+    # a reading that flips between timings does not move the bracket back and forth forever
+    flip = [{**true, 16: 12.0, 20: 9.0}, {**true, 16: 9.0, 20: 12.0}] * 5
+    timer = Table(*flip)
+    choice, ref, readings = bisect_choice(list(true), 0.05, timer)
+    assert readings[choice].ms <= ref.ms * 1.05 and sum(full for _, _, full in timer.timings) <= GUARD_ROUNDS
 
 
 @pytest.mark.parametrize(("variants", "error"), [
