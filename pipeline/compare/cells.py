@@ -32,21 +32,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from cache_schema.store import absolute_url, apply_storage_env, storage_env
 
 from .config import CompareConfig
 from .grid import Grid, cell_pending, prepare_cell, run_cell
+from .progress import transient_progress
 
 if TYPE_CHECKING:
     from pipeline.graph.config import TaskResources
@@ -162,10 +154,7 @@ def _cause(exc: BaseException, cell: Cell) -> BaseException:
 def _board(progress: bool, total: int) -> Iterator[Callable[[int, list[str]], None]]:
     """A progress line on stderr while cells run (a terminal only; gone when they end): cells
     done of all, the ones running. Yields ``show(done, running)``."""
-    console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=not (progress and console.is_terminal)) as bar:
+    with transient_progress(progress) as bar:
         task = bar.add_task("cells", total=total)
 
         def show(done: int, running: list[str]) -> None:

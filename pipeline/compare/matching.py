@@ -44,16 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from cache_schema import CacheLayout, load_manifest
 from student_train.model import S2DiT, StudentConfig
@@ -73,6 +64,7 @@ from student_train.trainer import student_config_for
 
 from .grid import Grid, _models, _read, _write, check_variants
 from .matching_spec import MatchSpec, SearchSpec, found_spec, model_keys
+from .progress import transient_progress
 
 MATCHING, MATCHING_VERSION = "matching.json", 1
 LATENCY_RES = 256  # DP latency grid: the cheapest option / this (rounding is < 1% of a block)
@@ -169,10 +161,7 @@ class OnThisMachine:
 def progress_line(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
     """A progress line on stderr while students are timed (a terminal only; gone after):
     ``show(what)`` before each timed pass, passes done of ``total``."""
-    console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=not (enabled and console.is_terminal)) as bar:
+    with transient_progress(enabled) as bar:
         task, started = bar.add_task("matching", total=total), [False]
 
         def show(what: str) -> None:
