@@ -50,12 +50,14 @@ def linear_attention(fq_rot: torch.Tensor, fq: torch.Tensor, fk_rot: torch.Tenso
     """
     b, t, h, _ = fq.shape
     if chunks == 1:
-        s = torch.einsum("bthd,bthe->bhde", fk_rot, v)
+        # matmuls on transposed views rather than einsum: the same batched products (the same
+        # bytes) without einsum's per-call planning: a quarter less time at a few tokens
+        s = torch.matmul(fk_rot.permute(0, 2, 3, 1), v.transpose(1, 2))  # (B, H, d, d)
         z = fk.sum(1)  # (B, H, d)
         if past is not None:
             s, z = s + past[0], z + past[1]
-        num = torch.einsum("bthd,bhde->bthe", fq_rot, s)
-        den = torch.einsum("bthd,bhd->bth", fq, z)
+        num = torch.matmul(fq_rot.transpose(1, 2), s).transpose(1, 2)  # (B, T, H, d)
+        den = torch.matmul(fq.transpose(1, 2), z[..., None]).squeeze(-1).transpose(1, 2)  # (B, T, H)
         return num / (den[..., None] + EPS), (s, z)
     split = lambda a: a.reshape(b, chunks, t // chunks, h, a.shape[-1])  # (B, N, t, H, d)
     s = torch.einsum("bnthd,bnthe->bnhde", split(fk_rot), split(v)).cumsum(1)  # inclusive prefix
@@ -74,6 +76,7 @@ def causal_depthwise_conv(frames: torch.Tensor, past: torch.Tensor, weight: torc
     start of a clip); weight (C, kt, kh, kw). Output frame f reads input frames f - kt + 1 .. f
     only. Done as one depth-wise 2D conv per temporal tap on a channels-last view (no copies of
     the tokens) and a sum of time-shifted outputs: several times faster on CPU than Conv3d.
+    A single frame (streaming) takes one conv over its taps side by side (below).
     Returns (B, F, H, W, C) and the new past (the last kt - 1 input frames).
     """
     b, f, h, w, c = frames.shape
@@ -85,15 +88,35 @@ def causal_depthwise_conv(frames: torch.Tensor, past: torch.Tensor, weight: torc
     # path whose backward was 6x slower on CPU (bench/bench_conv.py); padding first gives the
     # same bytes. Larger grids keep conv2d's padding, which is 2x faster there.
     prepad = h < kh or w < kw
-    if prepad:
-        padded_hw = F.pad(padded, (0, 0, pw, pw, ph, ph))  # (B, F', H + 2ph, W + 2pw, C)
-        planes = padded_hw.view(b * fp, h + 2 * ph, w + 2 * pw, c).permute(0, 3, 1, 2)
+    pad = (0, 0, pw, pw, ph, ph)
+    conv = lambda planes, taps: F.conv2d(planes, taps, None, padding=0 if prepad else (ph, pw),
+                                         groups=taps.shape[0])
+    if f == 1:
+        # One streamed frame: its kt taps read the kt padded frames, so those frames side by side
+        # in channels are one depth-wise conv of kt * C channels. One conv2d call instead of kt,
+        # each of which convolved all kt frames to keep one: at a few tokens per frame the call
+        # overhead dominates (2x faster, bench/bench_lcha_stream.py). Each output channel is the
+        # same depth-wise kernel on the same numbers: the same bytes, gradients included. Not for
+        # several frames: the taps would read overlapping frames (a copy each, slower at 15
+        # frames) and the frames' gradients would be summed in another order (other bits).
+        stacked = padded.permute(0, 2, 3, 1, 4)  # (B, H, W, kt, C), tap i reads frame i
+        if prepad:
+            stacked = F.pad(stacked, (0, 0) + pad)
+        planes = stacked.flatten(3).permute(0, 3, 1, 2)  # (B, kt*C, H', W'), channels-last
+        y = conv(planes, weight.transpose(0, 1).reshape(kt * c, 1, kh, kw))  # (B, kt*C, H, W)
+        y = y.permute(0, 2, 3, 1).view(b, 1, h, w, kt, c)
+        taps = [y[..., i, :] for i in range(kt)]
     else:
-        planes = padded.view(b * fp, h, w, c).permute(0, 3, 1, 2)  # (B*F', C, H, W), channels-last
+        if prepad:
+            padded_hw = F.pad(padded, pad)  # (B, F', H + 2ph, W + 2pw, C)
+            planes = padded_hw.view(b * fp, h + 2 * ph, w + 2 * pw, c).permute(0, 3, 1, 2)
+        else:
+            planes = padded.view(b * fp, h, w, c).permute(0, 3, 1, 2)  # (B*F', C, H, W), channels-last
+        # tap i reads frame f + i
+        taps = (conv(planes, weight[:, i, None]).permute(0, 2, 3, 1).view(b, fp, h, w, c)[:, i : i + f]
+                for i in range(kt))
     out = None
-    for i in range(kt):
-        y = F.conv2d(planes, weight[:, i, None], None, padding=0 if prepad else (ph, pw), groups=c)
-        y = y.permute(0, 2, 3, 1).view(b, fp, h, w, c)[:, i : i + f]  # tap i reads frame f + i
+    for y in taps:  # summed in tap order in both paths: the same rounding
         out = y if out is None else out + y
     return out + bias, padded[:, fp - (kt - 1):]
 
