@@ -77,8 +77,13 @@ def clip_chunks(student: StudentCheckpoint, length: int) -> int:
 def chunk_seconds(student: StudentCheckpoint, length: int, *, batch: int = 16,
                   guidance: float = 1.0) -> list[float]:
     """Seconds of each chunk of one ``length``x stream of ``batch`` clips, in order."""
+    return _seconds_between(_stream(student, length, batch, guidance=guidance))
+
+
+def _seconds_between(chunks: Iterator[torch.Tensor]) -> list[float]:
+    """Seconds each chunk of a lazily sampled stream took to come."""
     seconds, start = [], time.perf_counter()
-    for _ in _stream(student, length, batch, guidance=guidance):
+    for _ in chunks:
         now = time.perf_counter()
         seconds.append(now - start)
         start = now
@@ -94,12 +99,7 @@ def steady_chunk_seconds(student: StudentCheckpoint, length: int, *, batch: int 
     count = clip_chunks(student, length)
     timed = min(chunks, count)
     given = max(0, count - timed - warmup)
-    seconds, start = [], time.perf_counter()
-    for _ in _stream(student, length, batch, guidance=guidance, given=given):
-        now = time.perf_counter()
-        seconds.append(now - start)
-        start = now
-    return seconds[-timed:]
+    return _seconds_between(_stream(student, length, batch, guidance=guidance, given=given))[-timed:]
 
 
 def summarise(passes: Sequence[Sequence[float]]) -> dict[str, Any]:

@@ -226,6 +226,12 @@ def _samples_key(grid: Grid, record: dict[str, Any]) -> dict[str, Any] | None:
     return {"checkpoint": record[grid.last], "prompts": prompts}
 
 
+def _sampled(grid: Grid, record: dict[str, Any]) -> bool:
+    """The cell renders no videos, or has them for its current key."""
+    key = _samples_key(grid, record)
+    return key is None or record.get("samples", {}).get("key") == key
+
+
 def evaluate_cell(grid: Grid, record: dict[str, Any]) -> None:
     """The oracle's scores of the cell's last student at every length (kept while unchanged)."""
     from pipeline.eval import evaluate_checkpoint, save_report
@@ -248,9 +254,9 @@ def sample_cell(grid: Grid, record: dict[str, Any]) -> None:
     """Videos of the first ``[compare] samples`` prompts (each variant's first seed only)."""
     from pipeline.text_to_video import SampleConfig, generate
 
-    key = _samples_key(grid, record)
-    if key is None or record.get("samples", {}).get("key") == key:
+    if _sampled(grid, record):
         return
+    key = _samples_key(grid, record)
     prompts = key["prompts"]
     folder = grid.folder(record["variant"], record["seed"])
     sidecar = generate(SampleConfig(checkpoint=record[grid.last], prompts=prompts,
@@ -266,8 +272,7 @@ def cell_pending(grid: Grid, record: dict[str, Any]) -> bool:
     evaluation, its videos."""
     if not all(record.get(f"{t.spec.name}_checkpoint") for t in grid.trainings):
         return True
-    key = _samples_key(grid, record)
-    return not _evaluated(grid, record) or (key is not None and record.get("samples", {}).get("key") != key)
+    return not _evaluated(grid, record) or not _sampled(grid, record)
 
 
 def run_cell(grid: Grid, record: dict[str, Any]) -> dict[str, Any]:
