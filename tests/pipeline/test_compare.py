@@ -165,15 +165,15 @@ def test_compare_toml_is_the_memory_run_plus_its_grid():
                       for s in training_stages(STAGES))
     cells = Grid(compare=grid, trainings=trainings, cache_url="unused", generation=1, out="unused")
     run_ar = trainings[-1].config
-    assert (run_ar.causal_steps, run_ar.regression_weight, run_ar.critic_steps) == (400, 1.0, 1)
+    assert (run_ar.causal_steps, run_ar.regression_weight, run_ar.critic_steps) == (400, 0.0, 1)
     ar = {name: cells.configs(name, 0)[-1] for name in grid.variants}  # every variant's recipe builds
     assert ar["no_causal_phase"] == dataclasses.replace(run_ar, seed=0, causal_steps=0)
-    assert [ar[f"regression_{w}"].regression_weight for w in ("0", "0_25")] == [0.0, 0.25]
+    assert [ar[f"regression_{w}"].regression_weight for w in ("1", "0_25")] == [1.0, 0.25]
     assert ar["critic_5"].critic_steps == 5 and ar["s2dit"] == dataclasses.replace(run_ar, seed=0)
     latent_frames = compare.section("train")["model"]["latent_frames"]
     assert (ar["bidirectional_dmd"].chunk_frames, ar["bidirectional_dmd"].causal_steps) == (latent_frames, 0)
     assert all(cells.configs(name, 0)[0] == cells.configs("s2dit", 0)[0]  # the same KD
-               for name in ("no_causal_phase", "regression_0", "critic_5", "bidirectional_dmd"))
+               for name in ("no_causal_phase", "regression_1", "critic_5", "bidirectional_dmd"))
 
 
 def test_a_variant_overrides_a_training_stage_recipe_by_its_table():
