@@ -161,7 +161,8 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 SUMMARY_KEYS = (("adherence", "adherence"), ("recall", "recall"), ("branch_rate", "went on (0.5)"),
-                ("mode_tv", "mode TV"), ("amplitude_bias", "amp. bias"), ("ghost_energy", "ghost"))
+                ("mode_tv", "mode TV"), ("amplitude_bias", "amp. bias"), ("ghost_energy", "ghost"),
+                ("contrast", "contrast"))
 
 
 def summary(results: list[dict[str, Any]]) -> str:

@@ -279,6 +279,8 @@ def _line(model_name: str, s: dict[str, Any]) -> str:
     line = (f"    {model_name:32s} adherence {s['adherence']:.3f}  coverage {s['coverage']:.3f}"
             f"  dispersion {s['dispersion_ratio']:.3f}  amp {s['amplitude_bias']:+.3f}"
             f"  ghost {s['ghost_energy']:.3f}  mode TV {s['mode_tv']:.3f}")
+    if "contrast" in s:  # scores from before session 15 have none
+        line += f"  contrast {s['contrast']:.2f}"
     if "recall" in s:
         line += f"  recall {s['recall']:.3f}  went on {s['branch_rate']:.2f}"
     gate = s.get("gate", {})

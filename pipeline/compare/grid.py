@@ -49,7 +49,7 @@ from .summary import summarise_grid
 CELL, RESULTS, PAGE, EVAL = "cell.json", "results.json", "index.html", "eval_ar.json"
 RESULTS_VERSION = 1
 SCORE_KEYS = ("adherence", "coverage", "recall", "branch_rate", "mode_tv", "amplitude_bias",
-              "ghost_energy", "dispersion_ratio", "samples")
+              "ghost_energy", "dispersion_ratio", "contrast", "samples")
 SETS = ("held_out_seeds", "unseen_combinations")
 
 

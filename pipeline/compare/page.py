@@ -28,7 +28,7 @@ from .stats import SeedMean
 LABELS = {"recall": "recall \u2191", "adherence": "adherence \u2191"}
 SCORE_COLUMNS = (("adherence", "adherence \u2191", 3), ("recall", "recall \u2191", 3),
                  ("mode_tv", "mode TV \u2193", 3), ("amplitude_bias", "amp. bias (0)", 3),
-                 ("ghost_energy", "ghost \u2193", 4))
+                 ("ghost_energy", "ghost \u2193", 4), ("contrast", "contrast (1)", 2))
 
 
 def _mean(data: Mapping[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:

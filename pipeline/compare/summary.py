@@ -19,7 +19,7 @@ from typing import Any
 from .stats import pareto_front, seed_mean
 
 METRICS = ("adherence", "recall", "branch_rate", "mode_tv", "amplitude_bias", "ghost_energy",
-           "dispersion_ratio", "coverage")
+           "dispersion_ratio", "coverage", "contrast")
 COST_KEYS = ("last5_s", "mean_s", "first5_s", "flat_ratio", "gflops")
 PARETO_SET = "held_out_seeds"
 

@@ -21,7 +21,8 @@ from .trained import Trained, scored_stages
 SETS = (("held_out_seeds", "held-out seeds"), ("unseen_combinations", "unseen classes"))
 METRICS = (("adherence", "adherence \u2191"), ("coverage", "coverage \u2191"),
            ("dispersion_ratio", "dispersion (1 = data)"), ("amplitude_bias", "amplitude bias"),
-           ("ghost_energy", "ghost energy \u2193"), ("mode_tv", "mode TV \u2193"),
+           ("ghost_energy", "ghost energy \u2193"), ("contrast", "contrast (1 = data)"),
+           ("mode_tv", "mode TV \u2193"),
            ("recall", "recall \u2191"), ("branch_rate", "went on (0.5)"),
            ("nll_per_dim", "NLL/dim"), ("samples", "samples"))
 

@@ -9,6 +9,11 @@ decomposes each sample against its class's K modes by least squares, x = sum_k c
 - ``ghost_energy``: mean |sum_{k != n} c_k mu_k|^2 / |mu_n|^2, energy on the other modes
   (0.7 x one mode + 0.3 x another gives about 0.09);
 - ``remainder``: |rest|^2 / (D s^2), the spread left (about 1 for the data, 0 for a collapse);
+- ``contrast``: mean (x - m) . (mu_n - m) / |mu_n - m|^2 with m the class's mean mode: how far
+  a sample has moved from what its class's modes share towards what sets its own mode apart
+  (1 for the data; a sample at m + alpha (mu_n - m) reads alpha). When a class's modes share
+  most of their energy (the memory task), a low contrast reads as amplitude bias and ghost
+  energy at once (bench/bench_mode_geometry.py); reported beside the reference's, not gated;
 - ``mode_tv``: total variation of the nearest-mode frequencies against equal weights (pooled
   over classes: mode k is the same factor combination in every class), its chi-square p-value
   and ``mode_tv_floor``, what a perfect sampler shows at this n;
@@ -55,7 +60,7 @@ class Gate:
 
 
 LEGACY_GATE = {"adherence_min": 0.95, "coverage_min": 0.95, "dispersion": (0.3, 1.3)}
-REFERENCE_KEYS = ("amplitude_bias", "ghost_energy", "dispersion_ratio", "motion_ratio")
+REFERENCE_KEYS = ("amplitude_bias", "ghost_energy", "dispersion_ratio", "motion_ratio", "contrast")
 
 
 def _nearest_all(flat: np.ndarray, all_modes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,9 +98,10 @@ class _Scorer:
         self.s = teacher.config.s
 
     def per_class(self) -> dict[str, np.ndarray]:
-        """Within-class nearest mode, its coefficient, ghost energy, residual per sample."""
-        near, amp, ghost, rest = (np.zeros(self.n, int), np.zeros(self.n), np.zeros(self.n),
-                                  np.zeros(self.n))
+        """Within-class nearest mode, its coefficient, ghost energy, residual and contrast per
+        sample."""
+        near, amp, ghost, rest, contrast = (np.zeros(self.n, int), np.zeros(self.n), np.zeros(self.n),
+                                            np.zeros(self.n), np.zeros(self.n))
         for c in np.unique(self.classes):
             idx = np.flatnonzero(self.classes == c)
             modes = self.t.means[c]
@@ -106,7 +112,11 @@ class _Scorer:
             norms = (modes[k] ** 2).sum(1)
             near[idx], amp[idx], rest[idx] = k, own, residual
             ghost[idx] = ((others @ modes) ** 2).sum(1) / np.maximum(norms, 1e-12)
-        return {"near": near, "amp": amp, "ghost": ghost, "rest": rest}
+            shared = modes.mean(0)  # (D,) what the class's modes share
+            apart = modes[k] - shared  # (n, D) what sets each sample's mode apart
+            contrast[idx] = (((self.flat[idx] - shared) * apart).sum(1)
+                             / np.maximum((apart ** 2).sum(1), 1e-12))
+        return {"near": near, "amp": amp, "ghost": ghost, "rest": rest, "contrast": contrast}
 
     def mode_frequencies(self, near: np.ndarray) -> dict[str, Any]:
         counts = np.bincount(near, minlength=self.k)
@@ -194,6 +204,7 @@ def score(teacher, x0: np.ndarray, prompts: list[str], *, reference: np.ndarray 
         "temporal_consistency": _temporal(sc, nearest, all_modes),
         "amplitude_bias": float((pc["amp"] - 1).mean()), "amplitude_sd": float(pc["amp"].std()),
         "ghost_energy": float(pc["ghost"].mean()),
+        "contrast": float(pc["contrast"].mean()),
         "remainder": float(pc["rest"].mean() / (sc.dim * sc.s ** 2)),
         "motion_ratio": sc.motion_ratio(pc["near"]),
         **sc.mode_frequencies(pc["near"]),
@@ -261,7 +272,7 @@ def legacy_verdict(s: dict[str, Any]) -> bool:
 
 def reference_stats_of(scores: dict[str, Any]) -> dict[str, float]:
     """The numbers a student's gate is measured against, from a reference set's score."""
-    return {k: float(scores[k]) for k in REFERENCE_KEYS}
+    return {k: float(scores[k]) for k in REFERENCE_KEYS if k in scores}  # contrast: since session 15
 
 
 __all__ = ["LEGACY_GATE", "Gate", "legacy_verdict", "reference_stats_of", "score", "verdict"]

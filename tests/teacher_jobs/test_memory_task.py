@@ -235,3 +235,28 @@ def test_per_chunk_curves_have_one_entry_per_chunk_and_no_recall_in_gaps(chunk_f
                 assert recall is None, (mult, i)
                 assert curves["amplitude"][i] is None
             assert curves["dispersion"][i] == pytest.approx(1.0, abs=0.15)
+
+
+# -- contrast: how far a sample moved from its class's shared part towards its own mode --------
+@pytest.mark.parametrize("task", ["memory", "motion"])
+def test_contrast_reads_alpha_of_a_partial_move_and_one_for_the_data(oracle, task):
+    """A sample at m + alpha (mu_n - m) (m: its class's mean mode) reads contrast alpha exactly,
+    whatever its amplitude bias and ghost energy read; the data read about 1; the reference's
+    contrast is carried beside the student's."""
+    teacher, ref = oracle(task)
+    prompts = _prompts(teacher, PER_CLASS)
+    classes = _classes(teacher, prompts)
+    k = teacher.means.shape[1]
+    own = np.arange(len(prompts)) % k
+    modes = teacher.means[classes, own]  # (n, D)
+    shared = teacher.means[classes].mean(1)  # (n, D)
+    for alpha in (1.0, 0.5):
+        s = teacher.score(shared + alpha * (modes - shared), prompts, reference_stats=ref)
+        assert s["contrast"] == pytest.approx(alpha, abs=1e-9)
+        assert s["reference"]["contrast"] == ref["contrast"]
+    if task == "memory":  # the modes share most energy: half the contrast reads shrunk and ghosted
+        assert s["amplitude_bias"] < -0.2 and s["ghost_energy"] > 0.05
+    rng = np.random.default_rng(0)
+    data = modes + teacher.config.s * rng.standard_normal(modes.shape)
+    assert teacher.score(data, prompts)["contrast"] == pytest.approx(1.0, abs=0.05)
+    assert 0.9 < ref["contrast"] < 1.05  # the teacher's own full-step samples keep it
