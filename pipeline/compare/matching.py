@@ -189,7 +189,7 @@ def choose(reference_ms: float, measured: dict[int, ChunkCost], tolerance: float
     if not fits:
         cheapest = min(measured, key=lambda v: measured[v].ms)
         raise ValueError(f"no candidate is within {tolerance:.0%} of the reference's "
-                         f"{reference_ms:.2f} ms (the cheapest, {cheapest}, takes "
+                         f"{reference_ms:.2f} ms (the cheapest timed, {cheapest}, takes "
                          f"{measured[cheapest].ms:.2f} ms): add smaller candidates")
     return min(fits, key=lambda v: (abs(measured[v].ms - reference_ms), v))
 
@@ -223,6 +223,7 @@ def bisect_choice(values: Sequence[int], tolerance: float, time_them: Timer
         ref_ms = ref.ms if ref_ms is None else ref_ms
         lo, hi = (mid + 1, hi) if reading[values[mid]].ms <= ref_ms else (lo, mid)
     last, seen = lo - 1, set()  # the last index at most as slow as the reference (-1: none)
+    fitted: list[str] = []  # earlier checks' readings within the limit
     for round_ in range(GUARD_ROUNDS):
         seen.add(last)
         pair = values[max(last, 0):last + 2]
@@ -235,8 +236,19 @@ def bisect_choice(values: Sequence[int], tolerance: float, time_them: Timer
             break
         if step in seen:
             break
+        fitted += [f"{v} at {readings[v].ms / ref.ms:.2f}x" for v in pair
+                   if readings[v].ms <= ref.ms * (1 + tolerance)]
         last = step
-    return choose(ref.ms, readings, tolerance), ref, readings
+    try:
+        return choose(ref.ms, readings, tolerance), ref, readings
+    except ValueError as exc:
+        if not fitted:
+            raise
+        # the pair moved up past a candidate that fitted: the load changed between timings
+        raise ValueError(f"{exc}; but an earlier check read {', '.join(fitted)} the reference's "
+                         "latency: the timings disagree, the machine's load changed while timing. "
+                         "Time on an otherwise idle machine with OMP_NUM_THREADS=1, or raise "
+                         "[compare] latency_repeats") from None
 
 
 def chunk_options(lut: dict[str, Any], scores: dict[str, float], forwards: int) -> list[Option]:

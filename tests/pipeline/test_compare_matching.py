@@ -84,7 +84,7 @@ def test_choose_is_the_closest_within_the_tolerance_and_the_smaller_on_a_tie():
     assert choose(10.0, measured, 0.0) == 16  # never above
     assert choose(8.0, {1: ChunkCost(7.0, 0), 2: ChunkCost(9.0, 0)}, 0.2) == 1  # a tie
     with pytest.raises(ValueError, match=r"no candidate is within 5% of the reference's 5.00 ms "
-                                         r"\(the cheapest, 12, takes 7.00 ms\)"):
+                                         r"\(the cheapest timed, 12, takes 7.00 ms\)"):
         choose(5.0, measured, 0.05)
 
 
@@ -302,3 +302,17 @@ def test_the_real_measurement_on_a_tiny_model(cache, tmp_path):
     assert {o["name"] for o in searched["lut"]["options"]} == {"lcha", "ssa:1", "ssa:2", "ssa:4"}
     assert searched["check"]["found"]["ms"] > 0 and searched["forwards_per_chunk"] == FORWARDS
     assert any(line.startswith("searched: layout ") for line in log)
+
+
+def test_timings_that_disagree_between_checks_say_so():
+    """The load changes between the pair's checks: 16 reads below the reference in the first
+    and everything reads 50% high in the second (a case seen on a loaded machine): the error
+    names the disagreement and what to do, not only "add smaller candidates"."""
+    true = {8: 6.0, 12: 8.0, 16: 9.8, 20: 11.5, 24: 14.0, 28: 17.0, 32: 20.0}
+    # the probes stop at 16; the first check reads 20 below the reference too (move up), the
+    # second check reads 20 high and 24 (its first timing) above: neither fits
+    first = {**true, 16: 9.9, 20: 9.8}
+    burst = {v: ms * 1.5 for v, ms in true.items()}
+    with pytest.raises(ValueError, match=r"cheapest timed, 24.*earlier check read 16 at 0\.99x, 20 at "
+                                         r"0\.98x.*load changed while timing.*latency_repeats"):
+        bisect_choice(list(true), 0.05, Table(true, first, burst))
