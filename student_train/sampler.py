@@ -112,14 +112,17 @@ def stream_chunks(model, noise: torch.Tensor, text: torch.Tensor, text_mask: tor
     per_step = [fresh() for _ in steps] if context_sigma is None else None
     if context_sigma and context_noise is None:
         context_noise = context_noise_like(noise)
+    full = lambda value: torch.full((b,), value, device=noise.device, dtype=noise.dtype)
+    # the same sigma and d tensors at step k of every chunk: the state's reuse matches them at
+    # a glance on any device (model/reuse.py)
+    step_inputs = [(full(s), full((s - s_next) if use_step_size else 0.0)) for s, s_next in steps]
     for start in range(0, frames, cf):
         x = noise[:, :, start : start + cf]  # (B, C, cf, H, W)
         todo = steps
         if start < n_forced:  # teacher forcing: given, not sampled; committed like a finished chunk
             x, todo = forced[:, :, start : start + cf].to(noise.device, noise.dtype), ()
         for k, (s, s_next) in enumerate(todo):
-            sig = torch.full((b,), s, device=x.device, dtype=x.dtype)
-            d = torch.full((b,), (s - s_next) if use_step_size else 0.0, device=x.device, dtype=x.dtype)
+            sig, d = step_inputs[k]
             v, after = model.forward_chunk(x, sig, d, text, text_mask,
                                            state if per_step is None else per_step[k])
             if per_step is not None:

@@ -11,6 +11,7 @@ from torch import nn
 from .config import parse_block
 from .embeddings import modulate, rope_tables
 from .lcha import LCHA
+from .reuse import NONE, Shared
 from .ssa import SSA
 
 
@@ -26,6 +27,7 @@ class MixContext:
     causal: bool = False
     chunk_token_frames: int = 1
     frame_offset: int | torch.Tensor = 0  # absolute index of the first token frame (streaming)
+    shared: Shared = NONE  # text- and cond-derived tensors kept across a stream's passes (reuse.py)
     _rope: dict = field(default_factory=dict)
 
     def rope(self, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,10 +85,16 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(text_dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def keys_values(self, text: torch.Tensor) -> torch.Tensor:
+        """(2, B, H, L, d): the text's keys and values."""
+        return self.kv(text).view(text.shape[0], text.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, bias: torch.Tensor,
+                kv: torch.Tensor | None = None) -> torch.Tensor:
+        """kv: ``keys_values(text)`` when already at hand (a stream's passes share it)."""
         b, t, c = x.shape
         q = self.q(x).view(b, t, self.heads, -1).transpose(1, 2)  # (B, H, T, d)
-        k, v = self.kv(text).view(b, text.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        k, v = self.keys_values(text) if kv is None else kv
         # k, v: (B, H, L, d). Few text tokens: a plain softmax beats fused kernels on CPU here.
         scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias  # (B, H, T, L)
         out = torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, T, d)
@@ -111,11 +119,17 @@ class SandwichBlock(nn.Module):
         nn.init.zeros_(self.ada.weight)  # adaLN-zero: every block starts as the identity
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, ctx: MixContext, state: dict | None = None):
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(ctx.cond).chunk(6, dim=-1)
+    def forward(self, x: torch.Tensor, text: torch.Tensor, ctx: MixContext, state: dict | None = None,
+                *, outputs: bool = True):
+        """outputs=False: the mixer's new state only (a commit's last block), tokens None."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = ctx.shared.cond(
+            self.ada, lambda: self.ada(ctx.cond).chunk(6, dim=-1))
         mixed, new_state = self.mixer(modulate(self.norm1(x), shift1, scale1), ctx, state)
+        if not outputs:
+            return None, new_state
         x = torch.addcmul(x, gate1[:, None], mixed)
-        x = x + self.cross(self.norm2(x), text, ctx.text_bias)
+        kv = ctx.shared.text(self.cross, lambda: self.cross.keys_values(text))
+        x = x + self.cross(self.norm2(x), text, ctx.text_bias, kv)
         x = torch.addcmul(x, gate2[:, None], self.mlp(modulate(self.norm3(x), shift2, scale2)))
         return x, new_state
 

@@ -34,8 +34,13 @@ class FusionGate(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, cond: torch.Tensor, attn: torch.Tensor, conv: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(self.proj(cond))[:, None]  # (B, 1, D)
+    def weights(self, cond: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.proj(cond))[:, None]  # (B, 1, D)
+
+    def forward(self, cond: torch.Tensor, attn: torch.Tensor, conv: torch.Tensor,
+                gate: torch.Tensor | None = None) -> torch.Tensor:
+        """gate: ``weights(cond)`` when already at hand (a stream's passes share it)."""
+        gate = self.weights(cond) if gate is None else gate
         return torch.addcmul(conv, gate, attn - conv)
 
 
@@ -179,7 +184,8 @@ class LCHA(nn.Module):
         if self.use_conv:
             conv, new["conv"] = self.convolution(x, ctx, state)
         if self.use_attn and self.use_conv:
-            mixed = self.gate(ctx.cond, attn, conv)
+            gate = ctx.shared.cond(self.gate, lambda: self.gate.weights(ctx.cond))
+            mixed = self.gate(ctx.cond, attn, conv, gate)
         else:
             mixed = attn if self.use_attn else conv
         return self.out(mixed), (None if state is None else new)

@@ -26,6 +26,7 @@ from . import io
 from .blocks import MixContext, SandwichBlock, text_attention_bias
 from .config import StudentConfig
 from .embeddings import ScalarEmbedding, modulate
+from .reuse import NONE, Shared, StreamReuse
 from .streaming import StreamState
 
 
@@ -64,9 +65,10 @@ class S2DiT(nn.Module):
         x = x.view(b, c, grid[0], pf, grid[1], ph, grid[2], pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
         return self.patch_embed(x.reshape(b, grid[0] * grid[1] * grid[2], -1)), grid  # (B, T, D)
 
-    def _unpatchify(self, tokens: torch.Tensor, cond: torch.Tensor, grid) -> torch.Tensor:
+    def _unpatchify(self, tokens: torch.Tensor, cond: torch.Tensor, grid,
+                    shared: Shared = NONE) -> torch.Tensor:
         cfg = self.config
-        shift, scale = self.final_ada(cond).chunk(2, dim=-1)
+        shift, scale = shared.cond(self.final_ada, lambda: self.final_ada(cond).chunk(2, dim=-1))
         out = self.head(modulate(self.final_norm(tokens), shift, scale))  # (B, T, C*pf*ph*pw)
         b = out.shape[0]
         f, h, w = grid
@@ -75,31 +77,47 @@ class S2DiT(nn.Module):
         out = out.permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, C, f, pf, h, ph, w, pw)
         return out.reshape(b, cfg.latent_channels, f * pf, h * ph, w * pw)
 
-    def _condition(self, sigma, step_size, text, mask):
+    def _pool(self, text, mask):
+        """(B, D) projected masked mean of the embedded text tokens (B, L, D)."""
         weights = mask.to(text.dtype)[..., None]
-        pooled = self.text_pool((text * weights).sum(1) / weights.sum(1).clamp(min=1))  # (B, D)
+        return self.text_pool((text * weights).sum(1) / weights.sum(1).clamp(min=1))
+
+    def _condition(self, sigma, step_size, text, mask, pooled=None):
+        pooled = self._pool(text, mask) if pooled is None else pooled
         cond = self.sigma_embed(sigma) + self.step_embed(step_size) + pooled
         return F.silu(cond), pooled
 
-    def _run(self, x, sigma, step_size, text, mask, *, causal: bool,
-             state: StreamState | None) -> tuple[torch.Tensor, StreamState | None]:
+    def _run(self, x, sigma, step_size, text, mask, *, causal: bool, state: StreamState | None,
+             outputs: bool = True) -> tuple[torch.Tensor | None, StreamState | None]:
+        """outputs=False (a commit): the state only; the last block stops after its mixer."""
         cfg = self.config
+        # what passes with the same text, or the same (text, sigma, d), share (reuse.py)
+        reuse = state.reuse if state is not None else None
+        shared = reuse.shared(self, text, mask, sigma, step_size) if reuse is not None else NONE
         tokens, grid = self._patchify(x)
-        text = self.text_embed(text)  # (B, L, dim)
-        cond, pooled = self._condition(sigma, step_size, text, mask)
+        text, pooled, bias = shared.text(self, lambda: self._text(text, mask, tokens.dtype))
+        cond = shared.cond(self, lambda: self._condition(sigma, step_size, text, mask, pooled)[0])
         tokens = tokens + pooled[:, None]
-        ctx = MixContext(grid=grid, cond=cond, text_bias=text_attention_bias(mask, tokens.dtype),
-                         head_dim=cfg.dim // cfg.heads, rope_theta=cfg.rope_theta, causal=causal,
+        ctx = MixContext(grid=grid, cond=cond, text_bias=bias, head_dim=cfg.dim // cfg.heads,
+                         rope_theta=cfg.rope_theta, causal=causal,
                          chunk_token_frames=cfg.chunk_token_frames,
-                         frame_offset=state.frame_offset if state is not None else 0)
+                         frame_offset=state.frame_offset if state is not None else 0, shared=shared)
         new_blocks = []
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            tokens, block_state = block(tokens, text, ctx, state.blocks[i] if state else None)
+            tokens, block_state = block(tokens, text, ctx, state.blocks[i] if state else None,
+                                        outputs=outputs or i < last)
             new_blocks.append(block_state)
-        out = self._unpatchify(tokens, cond, grid)
+        out = self._unpatchify(tokens, cond, grid, shared) if outputs else None
         if state is None:
             return out, None
-        return out, StreamState(new_blocks, state.frame_offset + grid[0])
+        return out, StreamState(new_blocks, state.frame_offset + grid[0], reuse)
+
+    def _text(self, text, mask, dtype):
+        """Embedded text tokens (B, L, dim), their pooled projection (B, dim) and the
+        cross-attention bias (B, 1, 1, L)."""
+        text = self.text_embed(text)
+        return text, self._pool(text, mask), text_attention_bias(mask, dtype)
 
     # -- public API ---------------------------------------------------------------------------
     def forward(self, x, sigma, step_size, text_emb, text_mask, *, causal: bool = False):
@@ -114,16 +132,21 @@ class S2DiT(nn.Module):
         _, h, w = cfg.grid
         grid = (cfg.chunk_token_frames, h, w)
         return StreamState([b.init_state(batch, grid, device, dtype) for b in self.blocks],
-                           torch.zeros((), dtype=torch.int64, device=device))
+                           torch.zeros((), dtype=torch.int64, device=device), StreamReuse())
 
     def forward_chunk(self, x_chunk, sigma, step_size, text_emb, text_mask, state: StreamState
                       ) -> tuple[torch.Tensor, StreamState]:
         """Velocity of one chunk (B, C, chunk_frames, H, W) given the committed past, and the
         state that would follow if this very input were committed; ``state`` is unchanged."""
+        return self._chunk(x_chunk, sigma, step_size, text_emb, text_mask, state)
+
+    def _chunk(self, x_chunk, sigma, step_size, text_emb, text_mask, state: StreamState, *,
+               outputs: bool = True) -> tuple[torch.Tensor | None, StreamState]:
         if x_chunk.shape[2] != self.config.chunk_frames:
             raise ValueError(f"a chunk has {self.config.chunk_frames} latent frames "
                              f"(config.chunk_frames), got {x_chunk.shape[2]}")
-        return self._run(x_chunk, sigma, step_size, text_emb, text_mask, causal=True, state=state)
+        return self._run(x_chunk, sigma, step_size, text_emb, text_mask, causal=True, state=state,
+                         outputs=outputs)
 
     def commit_chunk(self, x_chunk, text_emb, text_mask, state: StreamState, *,
                      sigma: float | torch.Tensor = 0.0, noise: torch.Tensor | None = None
@@ -140,7 +163,10 @@ class S2DiT(nn.Module):
             if noise is None:
                 raise ValueError("commit_chunk at sigma > 0 needs the context noise (noise=...)")
             x_chunk = (1 - sig.view(b, 1, 1, 1, 1)) * x_chunk + sig.view(b, 1, 1, 1, 1) * noise
-        return self.forward_chunk(x_chunk, sig, torch.zeros_like(sig), text_emb, text_mask, state)[1]
+        # the state of forward_chunk on this input; its velocity (the last block's text
+        # attention and MLP, the final layer) is not computed: the same bits, a tenth less work
+        return self._chunk(x_chunk, sig, torch.zeros_like(sig), text_emb, text_mask, state,
+                           outputs=False)[1]
 
     def save_pretrained(self, url: str) -> None:
         """safetensors weights + JSON config into the folder ``url`` (any fsspec URL)."""

@@ -8,7 +8,9 @@ index of the next token frame (a 0-d int64 tensor, so an exported program takes 
 The state is a value: the model never mutates it. ``forward_chunk`` returns the velocity and
 the state that *would* follow if this chunk were committed; self-forcing denoises a chunk with
 several calls against the same state, then advances it explicitly with ``commit_chunk`` on the
-finished (clean or lightly re-noised) chunk.
+finished (clean or lightly re-noised) chunk. ``reuse`` (not a tensor, never flattened) is the
+stream's memo of text- and (sigma, d)-derived tensors (reuse.py): a cache of pure functions of
+the inputs, shared by the states of one stream, which a pass without grad reads and fills.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .reuse import StreamReuse
+
 
 @dataclass
 class StreamState:
     blocks: list[dict[str, torch.Tensor]]  # per-block carried tensors
     frame_offset: torch.Tensor  # () int64: token frames already committed
+    reuse: StreamReuse | None = None  # None: every pass computes everything (an exported step)
 
     @property
     def chunks_seen(self) -> int:

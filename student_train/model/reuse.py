@@ -1,0 +1,98 @@
+"""What the passes of one stream share: tensors derived from the text and from (sigma, d).
+
+A streamed chunk takes about five passes (the denoising steps and the commit) with the same
+text, and step k of every chunk has the same (sigma, d). Each pass used to embed and pool the
+text, project it to every block's cross-attention keys and values, and map (sigma, d, text) to
+every block's adaLN modulation, the fusion gates and the final layer's: the same bytes every
+time (about a quarter of a pass on the memory task, bench/bench_stream.py). ``StreamReuse`` keeps
+them for one stream (``StreamState.reuse``, made by ``init_stream_state``), keyed by the inputs'
+bits and the weights' versions, so a hit gives exactly what the pass would have computed.
+
+Only without grad: a tensor computed once and used by several passes' graphs would sum its
+gradients in another order (other bits), and one made without grad would carry none. Not while
+tracing or compiling (the exported chunk step's state has no reuse). Off CPU an input matches
+only itself (the same tensor object, unmodified): comparing values there would wait for the
+device; the sampler passes the same sigma and d tensors to step k of every chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+class Shared:
+    """One pass's view: ``text(owner, make)`` / ``cond(owner, make)`` return what ``make()``
+    returns, computed once per (text) / (text, sigma, d) of the stream when reusing, else each
+    call. ``owner``: the module whose result it is (a key)."""
+
+    def __init__(self, text: dict | None = None, cond: dict | None = None):
+        self._text, self._cond = text, cond
+
+    def text(self, owner: Any, make: Callable[[], Any]) -> Any:
+        return _memo(self._text, owner, make)
+
+    def cond(self, owner: Any, make: Callable[[], Any]) -> Any:
+        return _memo(self._cond, owner, make)
+
+
+NONE = Shared()  # compute everything (training, tracing, whole clips)
+
+
+def _memo(store: dict | None, key: Any, make: Callable[[], Any]) -> Any:
+    if store is None:
+        return make()
+    if key not in store:
+        store[key] = make()
+    return store[key]
+
+
+class _Key:
+    """A tensor input as a key: matched by its bits (CPU) or by identity and version."""
+
+    def __init__(self, t: torch.Tensor):
+        self.tensor, self.version = t, t._version
+
+    def matches(self, t: torch.Tensor) -> bool:
+        a = self.tensor
+        if a._version != self.version:  # the key itself was written to since: stale
+            return False
+        if t is a:
+            return True
+        if t.shape != a.shape or t.dtype != a.dtype or t.device != a.device or t.device.type != "cpu":
+            return False
+        if t.dtype.is_floating_point or t.dtype.is_complex:  # bits: -0.0 is not 0.0
+            kind = _INT[t.element_size()]
+            return torch.equal(t.view(kind), a.view(kind))
+        return torch.equal(t, a)
+
+
+class StreamReuse:
+    """Per-stream memo of text- and (sigma, d)-derived tensors (see the module docstring)."""
+
+    def __init__(self, max_texts: int = 4, max_conds: int = 16):
+        self.max_texts, self.max_conds = max_texts, max_conds
+        self._texts: list[tuple[_Key, _Key, tuple, dict, list]] = []  # text, mask, weights, memo, conds
+
+    def shared(self, model: torch.nn.Module, text: torch.Tensor, mask: torch.Tensor,
+               sigma: torch.Tensor, step_size: torch.Tensor) -> Shared:
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return NONE
+        weights = tuple((p.data_ptr(), p._version) for p in model.parameters())
+        entry = next((e for e in self._texts if e[2] == weights and e[0].matches(text)
+                      and e[1].matches(mask)), None)
+        if entry is None:
+            entry = (_Key(text), _Key(mask), weights, {}, [])
+            self._texts.append(entry)
+            del self._texts[:-self.max_texts]
+        conds = entry[4]
+        found = next((c for c in conds if c[0].matches(sigma) and c[1].matches(step_size)), None)
+        if found is None:
+            found = (_Key(sigma), _Key(step_size), {})
+            conds.append(found)
+            del conds[:-self.max_conds]
+        return Shared(entry[3], found[2])
