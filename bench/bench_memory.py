@@ -84,6 +84,8 @@ def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str,
 
     out = Path(args.out) / name / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
+    if args.scored_from:
+        return rescore(name, seed, args, out)
     overrides = overrides_of(name)
     kd_cfg, ar_cfg, eval_section = _configs(args.config, seed, overrides, args.kd_steps, args.ar_steps)
     # --kd-from: stage 2 starts from another bench's S2DiT-KD of the same student and seed (e.g.
@@ -118,6 +120,48 @@ def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str,
     return {"student": name, "seed": seed, "kd_seconds": t1 - t0, "ar_seconds": t2 - t1,
             "eval_seconds": time.time() - t2, "kd": reports["kd"], "ar": reports["ar"], "kd_from": args.kd_from,
             "chunk_costs": chunk_costs(str(out / "ar"))}
+
+
+def _scored_from(spec: str, name: str) -> tuple[Path, str]:
+    """--scored-from OTHER_OUT[:STUDENT] -> (OTHER_OUT, the student's name there)."""
+    folder, _, there = spec.partition(":")
+    return Path(folder), there or name
+
+
+def rescore(name: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Score another bench's trained models of a student here (e.g. at other lengths), keeping
+    their train times: its KD model where it was trained (its own folder, or the one its
+    --kd-from named), its AR model, both at their newest checkpoint."""
+    from pipeline.eval import evaluate_checkpoint, save_report
+    from student_train.checkpoint import latest_checkpoint
+    from student_train.streaming_cost import chunk_costs
+
+    folder, there = _scored_from(args.scored_from, name)
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    row = next((r for r in rows if (r["student"], r["seed"]) == (there, seed)), None)
+    if row is None:
+        raise SystemExit(f"--scored-from: {folder}/results.jsonl has no {there} seed {seed}")
+    # a stage-2 ablation's --kd-from folder holds s2dit's KD model (the name may be gone from
+    # configs/compare.toml since: regression_0 is s2dit's recipe now)
+    kd_dir = next((d for n in (there, "s2dit") if (d := Path(row.get("kd_from") or folder) / n / f"seed{seed}" / "kd").exists()),
+                  None)
+    if kd_dir is None:
+        raise SystemExit(f"--scored-from: no KD model of {there} seed {seed} under {row.get('kd_from') or folder}")
+    ar_dir = folder / there / f"seed{seed}" / "ar"
+    _, _, eval_section = _configs(args.config, seed, overrides_of(name), None, None)
+    per_class = args.per_class or eval_section.get("per_class", 96)
+    lengths = tuple(args.lengths or eval_section.get("lengths", [1]))
+    t0 = time.time()
+    scored_kd = kd_dir.parent / "eval_kd.json"  # KD has no lengths: its scores there are kept
+    reports = {"kd": json.loads(scored_kd.read_text()) if scored_kd.exists() else
+               evaluate_checkpoint(latest_checkpoint(str(kd_dir)), per_class=per_class, noise="report"),
+               "ar": evaluate_checkpoint(latest_checkpoint(str(ar_dir)), per_class=per_class, noise="report",
+                                         lengths=lengths)}
+    for stage, report in reports.items():
+        save_report(report, str(out / f"eval_{stage}.json"))
+    return {"student": name, "seed": seed, "kd_seconds": row["kd_seconds"], "ar_seconds": row["ar_seconds"],
+            "eval_seconds": time.time() - t0, **reports, "kd_from": row.get("kd_from"),
+            "scored_from": f"{folder}:{there}", "chunk_costs": chunk_costs(str(ar_dir))}
 
 
 def adopt_run(run: str) -> dict[str, Any]:
@@ -211,6 +255,9 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", help="streaming lengths (default: [eval])")
     parser.add_argument("--run", help="a finished `s2dit run` folder of the same config: its scores are "
                                       "the s2dit row of its [run] seed (not trained twice)")
+    parser.add_argument("--scored-from", metavar="OTHER_OUT[:STUDENT]",
+                        help="train nothing: score another bench folder's trained models of each student "
+                             "(or of STUDENT there) here, e.g. at more --lengths; their train times are kept")
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: write OUT/table.md from OUT/results.jsonl (e.g. after "
                              "several bench processes, one per core, appended to it)")
