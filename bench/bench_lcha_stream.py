@@ -168,18 +168,19 @@ def conv_step(batch: int = 32, grid: int = 2, dim: int = 96):
     return run
 
 
-def compare(name: str, run, repeats: int) -> float:
-    """Old and new formulation timed in pairs, which one goes first alternating (it measured
-    slower here); the median of the per-pair ratios (the machine's load drifts slower than a
-    pair), the ratio of the fastest runs and the median seconds. Checks equal bytes."""
-    with old_formulation():
+def compare(name: str, run, repeats: int, *, reference=old_formulation) -> float:
+    """Old (under the context ``reference`` makes) and new formulation timed in pairs, which one
+    goes first alternating (it measured slower here); the median of the per-pair ratios (the
+    machine's load drifts slower than a pair), the ratio of the fastest runs and the median
+    seconds. Checks equal bytes."""
+    with reference():
         old_out = run()
     new_out = run()
     same = all(torch.equal(a, b) for a, b in zip(old_out, new_out, strict=True))
     times: dict[str, list[float]] = {"old": [], "new": []}
     for r in range(repeats):
         for kind in ("old", "new") if r % 2 else ("new", "old"):  # alternate who goes first
-            with old_formulation() if kind == "old" else contextlib.nullcontext():
+            with reference() if kind == "old" else contextlib.nullcontext():
                 start = time.perf_counter()
                 run()
                 times[kind].append(time.perf_counter() - start)

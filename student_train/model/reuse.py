@@ -72,17 +72,21 @@ class _Key:
 
 
 class StreamReuse:
-    """Per-stream memo of text- and (sigma, d)-derived tensors (see the module docstring)."""
+    """Per-stream memo of text- and (sigma, d)-derived tensors of ``model`` (see the module
+    docstring). Its weights written to in place or moved since (version, storage) start anew;
+    another model gets no reuse."""
 
-    def __init__(self, max_texts: int = 4, max_conds: int = 16):
+    def __init__(self, model: torch.nn.Module, max_texts: int = 4, max_conds: int = 16):
+        self.model, self.params = model, list(model.parameters())  # listed once: 0.4 ms a time
         self.max_texts, self.max_conds = max_texts, max_conds
-        self._texts: list[tuple[_Key, _Key, tuple, dict, list]] = []  # text, mask, weights, memo, conds
+        self._texts: list[tuple[_Key, _Key, list, dict, list]] = []  # text, mask, weights, memo, conds
 
     def shared(self, model: torch.nn.Module, text: torch.Tensor, mask: torch.Tensor,
                sigma: torch.Tensor, step_size: torch.Tensor) -> Shared:
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        if (model is not self.model or torch.is_grad_enabled() or torch.compiler.is_compiling()
+                or torch.jit.is_tracing()):
             return NONE
-        weights = tuple((p.data_ptr(), p._version) for p in model.parameters())
+        weights = [(p._version, p.data_ptr()) for p in self.params]
         entry = next((e for e in self._texts if e[2] == weights and e[0].matches(text)
                       and e[1].matches(mask)), None)
         if entry is None:

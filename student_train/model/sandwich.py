@@ -132,7 +132,7 @@ class S2DiT(nn.Module):
         _, h, w = cfg.grid
         grid = (cfg.chunk_token_frames, h, w)
         return StreamState([b.init_state(batch, grid, device, dtype) for b in self.blocks],
-                           torch.zeros((), dtype=torch.int64, device=device), StreamReuse())
+                           torch.zeros((), dtype=torch.int64, device=device), StreamReuse(self))
 
     def forward_chunk(self, x_chunk, sigma, step_size, text_emb, text_mask, state: StreamState
                       ) -> tuple[torch.Tensor, StreamState]:

@@ -39,6 +39,13 @@ def block_causal_mask(frames: int, tokens_per_frame: int, chunk_frames: int,
     return allowed
 
 
+def _eager(flag: torch.Tensor) -> bool:
+    """Whether the value of ``flag`` may steer Python: on CPU (no wait for a device), without
+    grad, not tracing or compiling (an exported step takes the state as input)."""
+    return (flag.device.type == "cpu" and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
+
+
 class SSA(nn.Module):
     def __init__(self, dim: int, heads: int, stride: int, window: int | None = None, *, sink: bool = False):
         super().__init__()
@@ -86,6 +93,8 @@ class SSA(nn.Module):
 
     def _with_cache(self, state: dict, k: torch.Tensor, v: torch.Tensor):
         """Keys/values of cached past chunks plus this chunk's, their mask, and the next cache."""
+        if self.sink and _eager(state["sink_valid"]):
+            return self._with_sink_eager(state, k, v)
         keys, values = torch.cat([state["k"], k], 2), torch.cat([state["v"], v], 2)
         if self.window is None:  # unbounded: the cache grows by one chunk per call
             return {"k": keys, "v": values}, keys, values, None
@@ -105,6 +114,25 @@ class SSA(nn.Module):
         new["sink_valid"] = state["sink_valid"] | True
         keys, values = torch.cat([state["sink_k"], keys], 2), torch.cat([state["sink_v"], values], 2)
         return new, keys, values, torch.cat([state["sink_valid"], valid])[None, :]
+
+    def _with_sink_eager(self, state: dict, k: torch.Tensor, v: torch.Tensor):
+        """``_with_cache``'s sink case where it can be read whether a chunk was committed: the
+        next cache as views of this pass's keys and values (torch.where copied the ring in each
+        of a chunk's ~5 passes, only one of which keeps its state) and the sink joined in the
+        same copy (not a second one). The same bytes; without grad only (torch.where's backward
+        adds zeros to the branch not taken: a -0.0 gradient would become +0.0)."""
+        valid = torch.cat([state["sink_valid"], state["valid"], state["valid"].new_ones(k.shape[2])])
+        keys = torch.cat([state["sink_k"], state["k"], k], 2)  # (B, H, sink + ring + chunk, d)
+        values = torch.cat([state["sink_v"], state["v"], v], 2)
+        if not bool(state["sink_valid"][0]):  # nothing committed yet: this chunk becomes the sink
+            new = {key: state[key] for key in ("k", "v", "valid")}
+            new.update(sink_k=k, sink_v=v, sink_valid=state["sink_valid"] | True)
+        else:
+            keep = state["k"].shape[2]  # the ring drops its oldest chunk
+            new = {key: state[key] for key in ("sink_k", "sink_v", "sink_valid")}
+            new.update(k=keys[:, :, keys.shape[2] - keep:], v=values[:, :, values.shape[2] - keep:],
+                       valid=valid[valid.shape[0] - keep:])
+        return new, keys, values, valid[None, :]
 
     def init_state(self, batch: int, grid, device=None, dtype=torch.float32) -> dict:
         f, h, w = self.reduced_grid(grid)
