@@ -3,10 +3,9 @@ ratios measured in one run, old and new in pairs (which goes first alternating),
 
 New: a stream's passes share what they derive from the text (embedding, pooling, every block's
 cross-attention keys and values) and from (sigma, d) (the adaLN modulations, fusion gates and
-final layer's), without grad (student_train/model/reuse.py); a commit stops after the last
-block's mixer (its velocity is never read); SSA's sink case without grad keeps views of the
-cache where torch.where copied it. Old (``old_stream``): every pass computes all of it, a
-commit runs the whole forward.
+final layer's), without grad (student_train/model/reuse.py); SSA's sink case without grad keeps
+views of the cache where torch.where copied it. Old (``old_stream``): every pass computes all of
+it.
 
 1. ``StudentCheckpoint.sample`` streaming a trained AR student of the memory task (default
    runs/memory_bench_s13/regression_0/seed0/ar; a random model of its shape if absent) at batch
@@ -34,7 +33,7 @@ from unittest import mock
 import torch
 
 from bench.bench_lcha_stream import MEMORY_TASK, compare, train_step
-from student_train.model import S2DiT, sandwich, ssa
+from student_train.model import S2DiT, ssa
 from student_train.model.reuse import NONE, StreamReuse
 from student_train.sampler import sample_streaming
 from student_train.self_forcing.rollout import rollout
@@ -45,13 +44,10 @@ SIGMAS = [1.0, 0.9, 0.75, 0.5, 0.0]  # the memory task's few-step schedule
 
 @contextlib.contextmanager
 def old_stream():
-    """The streaming model as it ran before: no reuse across passes, a commit computes the
-    velocity too, SSA's sink case through torch.where whatever the grad mode."""
-    chunk = sandwich.S2DiT._chunk
+    """The streaming model as it ran before: no reuse across passes, SSA's sink case through
+    torch.where whatever the grad mode."""
     with mock.patch.object(StreamReuse, "shared", lambda self, *args: NONE), \
-            mock.patch.object(sandwich.S2DiT, "_chunk",
-                              lambda self, *args, outputs=True: chunk(self, *args)), \
-            mock.patch.object(ssa, "_eager", lambda tensor: False):
+            mock.patch.object(ssa, "_eager", lambda flag: False):
         yield
 
 

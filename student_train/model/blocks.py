@@ -119,14 +119,10 @@ class SandwichBlock(nn.Module):
         nn.init.zeros_(self.ada.weight)  # adaLN-zero: every block starts as the identity
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, ctx: MixContext, state: dict | None = None,
-                *, outputs: bool = True):
-        """outputs=False: the mixer's new state only (a commit's last block), tokens None."""
+    def forward(self, x: torch.Tensor, text: torch.Tensor, ctx: MixContext, state: dict | None = None):
         shift1, scale1, gate1, shift2, scale2, gate2 = ctx.shared.cond(
             self.ada, lambda: self.ada(ctx.cond).chunk(6, dim=-1))
         mixed, new_state = self.mixer(modulate(self.norm1(x), shift1, scale1), ctx, state)
-        if not outputs:
-            return None, new_state
         x = torch.addcmul(x, gate1[:, None], mixed)
         kv = ctx.shared.text(self.cross, lambda: self.cross.keys_values(text))
         x = x + self.cross(self.norm2(x), text, ctx.text_bias, kv)

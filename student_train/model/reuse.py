@@ -10,7 +10,10 @@ bits and the weights' versions, so a hit gives exactly what the pass would have 
 
 Only without grad: a tensor computed once and used by several passes' graphs would sum its
 gradients in another order (other bits), and one made without grad would carry none. Not while
-tracing or compiling (the exported chunk step's state has no reuse). Off CPU an input matches
+tracing or compiling (the exported chunk step's state has no reuse), nor under a dispatch mode
+such as torch's FLOP counter: streaming_cost.chunk_flops counts a chunk as every pass computing
+everything (the figure the compare grid has recorded, the same whatever came before the chunk;
+counted with reuse, text work would vanish from a chunk's FLOPs). Off CPU an input matches
 only itself (the same tensor object, unmodified): comparing values there would wait for the
 device; the sampler passes the same sigma and d tensors to step k of every chunk.
 """
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 _INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -84,7 +88,7 @@ class StreamReuse:
     def shared(self, model: torch.nn.Module, text: torch.Tensor, mask: torch.Tensor,
                sigma: torch.Tensor, step_size: torch.Tensor) -> Shared:
         if (model is not self.model or torch.is_grad_enabled() or torch.compiler.is_compiling()
-                or torch.jit.is_tracing()):
+                or torch.jit.is_tracing() or is_in_torch_dispatch_mode()):
             return NONE
         weights = [(p._version, p.data_ptr()) for p in self.params]
         entry = next((e for e in self._texts if e[2] == weights and e[0].matches(text)

@@ -87,9 +87,8 @@ class S2DiT(nn.Module):
         cond = self.sigma_embed(sigma) + self.step_embed(step_size) + pooled
         return F.silu(cond), pooled
 
-    def _run(self, x, sigma, step_size, text, mask, *, causal: bool, state: StreamState | None,
-             outputs: bool = True) -> tuple[torch.Tensor | None, StreamState | None]:
-        """outputs=False (a commit): the state only; the last block stops after its mixer."""
+    def _run(self, x, sigma, step_size, text, mask, *, causal: bool,
+             state: StreamState | None) -> tuple[torch.Tensor, StreamState | None]:
         cfg = self.config
         # what passes with the same text, or the same (text, sigma, d), share (reuse.py)
         reuse = state.reuse if state is not None else None
@@ -103,12 +102,10 @@ class S2DiT(nn.Module):
                          chunk_token_frames=cfg.chunk_token_frames,
                          frame_offset=state.frame_offset if state is not None else 0, shared=shared)
         new_blocks = []
-        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            tokens, block_state = block(tokens, text, ctx, state.blocks[i] if state else None,
-                                        outputs=outputs or i < last)
+            tokens, block_state = block(tokens, text, ctx, state.blocks[i] if state else None)
             new_blocks.append(block_state)
-        out = self._unpatchify(tokens, cond, grid, shared) if outputs else None
+        out = self._unpatchify(tokens, cond, grid, shared)
         if state is None:
             return out, None
         return out, StreamState(new_blocks, state.frame_offset + grid[0], reuse)
@@ -138,15 +135,10 @@ class S2DiT(nn.Module):
                       ) -> tuple[torch.Tensor, StreamState]:
         """Velocity of one chunk (B, C, chunk_frames, H, W) given the committed past, and the
         state that would follow if this very input were committed; ``state`` is unchanged."""
-        return self._chunk(x_chunk, sigma, step_size, text_emb, text_mask, state)
-
-    def _chunk(self, x_chunk, sigma, step_size, text_emb, text_mask, state: StreamState, *,
-               outputs: bool = True) -> tuple[torch.Tensor | None, StreamState]:
         if x_chunk.shape[2] != self.config.chunk_frames:
             raise ValueError(f"a chunk has {self.config.chunk_frames} latent frames "
                              f"(config.chunk_frames), got {x_chunk.shape[2]}")
-        return self._run(x_chunk, sigma, step_size, text_emb, text_mask, causal=True, state=state,
-                         outputs=outputs)
+        return self._run(x_chunk, sigma, step_size, text_emb, text_mask, causal=True, state=state)
 
     def commit_chunk(self, x_chunk, text_emb, text_mask, state: StreamState, *,
                      sigma: float | torch.Tensor = 0.0, noise: torch.Tensor | None = None
@@ -163,10 +155,7 @@ class S2DiT(nn.Module):
             if noise is None:
                 raise ValueError("commit_chunk at sigma > 0 needs the context noise (noise=...)")
             x_chunk = (1 - sig.view(b, 1, 1, 1, 1)) * x_chunk + sig.view(b, 1, 1, 1, 1) * noise
-        # the state of forward_chunk on this input; its velocity (the last block's text
-        # attention and MLP, the final layer) is not computed: the same bits, a tenth less work
-        return self._chunk(x_chunk, sig, torch.zeros_like(sig), text_emb, text_mask, state,
-                           outputs=False)[1]
+        return self.forward_chunk(x_chunk, sig, torch.zeros_like(sig), text_emb, text_mask, state)[1]
 
     def save_pretrained(self, url: str) -> None:
         """safetensors weights + JSON config into the folder ``url`` (any fsspec URL)."""

@@ -1,6 +1,6 @@
 """The streaming sampler's savings give the same bytes as the formulation they replaced (session
-15): a stream's passes share the text- and (sigma, d)-derived tensors (model/reuse.py), a commit
-stops after the last block's mixer, SSA's sink case without grad keeps views. The reference
+15): a stream's passes share the text- and (sigma, d)-derived tensors (model/reuse.py), SSA's
+sink case without grad keeps views. The reference
 (bench/bench_stream.py ``old_stream``) computes everything in every pass; outputs and, where
 stage 2 trains through the path, every gradient must be equal (torch.equal)."""
 
@@ -58,7 +58,7 @@ def test_streamed_samples_equal_the_old_formulation(window, chunk_frames, contex
 @pytest.mark.parametrize("layout", [("lcha", "ssa:2", "ssa:1"), ("ssa:1", "lcha", "conv")])
 def test_guided_and_forced_streams_equal_the_old_formulation(layout):
     """The doubled batch of classifier-free guidance (the text rebuilt each call: matched by
-    value), teacher-forced frames, and a commit whose last block is SSA or a conv-only LCHA."""
+    value), teacher-forced frames, strided SSA, a conv-only LCHA (no fusion gate)."""
     model = _model(1, "window+sink", layout)
     noise, text, mask = _inputs(model)
     null = (torch.zeros(3, model.config.text_dim), torch.tensor([True, False, False]))
