@@ -10,7 +10,8 @@ it.
 1. ``StudentCheckpoint.sample`` streaming a trained AR student of the memory task (default
    runs/memory_bench_s13/regression_0/seed0/ar; a random model of its shape if absent) at batch
    16 over 15 and 60 latent frames, and with guidance 2 (the doubled batch);
-2. the same shape with an SSA window of 4 chunks and a sink (random weights), 60 frames;
+2. the same shape with an SSA window of 4 chunks and a sink (random weights), 60 frames, and
+   what SSA's sink views alone change there;
 3. stage 2's training steps (forward + backward, batch 16, 15 one-frame chunks): the causal
    phase (teacher_forcing_loss: the commits with grad) and a self-forcing rollout (the passes
    before the exit step and the commits without grad).
@@ -42,13 +43,24 @@ CHECKPOINT = "runs/memory_bench_s13/regression_0/seed0/ar"
 SIGMAS = [1.0, 0.9, 0.75, 0.5, 0.0]  # the memory task's few-step schedule
 
 
+def no_reuse():
+    return mock.patch.object(StreamReuse, "shared", lambda self, *args: NONE)
+
+
 @contextlib.contextmanager
 def old_stream():
     """The streaming model as it ran before: no reuse across passes, SSA's sink case through
     torch.where whatever the grad mode."""
-    with mock.patch.object(StreamReuse, "shared", lambda self, *args: NONE), \
-            mock.patch.object(ssa, "_eager", lambda flag: False):
+    with no_reuse(), mock.patch.object(ssa, "_eager", lambda flag: False):
         yield
+
+
+def without_reuse(run):
+    """``run`` with the reuse off in old and new alike: what SSA's sink views alone change."""
+    def wrapped():
+        with no_reuse():
+            return run()
+    return wrapped
 
 
 def memory_student(url: str, **changes) -> tuple[S2DiT, float]:
@@ -118,6 +130,8 @@ def main() -> None:
             stream_case(trained, context_sigma, 15, guidance=2.0), n, reference=old_stream)
     compare("SSA window 4 + sink (random), 60 frames, batch 16", stream_case(windowed, 0.0, 60),
             max(3, n // 3), reference=old_stream)
+    compare("the same, SSA's sink views alone (no reuse in either)",
+            without_reuse(stream_case(windowed, 0.0, 60)), max(3, n // 3), reference=old_stream)
     compare("stage-2 causal step, batch 16, 15 chunks, fwd + bwd", train_step(untrained, batch=16), n,
             reference=old_stream)
     compare("stage-2 self-forcing rollout, batch 16, 15 chunks, fwd + bwd", rollout_step(untrained), n,

@@ -4,7 +4,8 @@ A streamed chunk takes about five passes (the denoising steps and the commit) wi
 text, and step k of every chunk has the same (sigma, d). Each pass used to embed and pool the
 text, project it to every block's cross-attention keys and values, and map (sigma, d, text) to
 every block's adaLN modulation, the fusion gates and the final layer's: the same bytes every
-time (about a quarter of a pass on the memory task, bench/bench_stream.py). ``StreamReuse`` keeps
+time (a fifth to a quarter of a stream's time on the memory task, bench/bench_stream.py; more
+with guidance, whose doubled text is rebuilt in each call). ``StreamReuse`` keeps
 them for one stream (``StreamState.reuse``, made by ``init_stream_state``), keyed by the inputs'
 bits and the weights' versions, so a hit gives exactly what the pass would have computed.
 
@@ -15,7 +16,8 @@ such as torch's FLOP counter: streaming_cost.chunk_flops counts a chunk as every
 everything (the figure the compare grid has recorded, the same whatever came before the chunk;
 counted with reuse, text work would vanish from a chunk's FLOPs). Off CPU an input matches
 only itself (the same tensor object, unmodified): comparing values there would wait for the
-device; the sampler passes the same sigma and d tensors to step k of every chunk.
+device; the sampler passes the same sigma and d tensors to step k of every chunk (a guided
+stream's rebuilt text and a commit's sigma match on CPU only).
 """
 
 from __future__ import annotations
@@ -56,20 +58,20 @@ def _memo(store: dict | None, key: Any, make: Callable[[], Any]) -> Any:
 
 
 class _Key:
-    """A tensor input as a key: matched by its bits (CPU) or by identity and version."""
+    """A tensor input as a key: matched by identity while unmodified, else by its bits against a
+    private copy (CPU only). Inference tensors keep no version: bits only."""
 
     def __init__(self, t: torch.Tensor):
-        self.tensor, self.version = t, t._version
+        self.tensor, self.version = t, None if t.is_inference() else t._version
+        self.copy = t.clone() if t.device.type == "cpu" else None
 
     def matches(self, t: torch.Tensor) -> bool:
-        a = self.tensor
-        if a._version != self.version:  # the key itself was written to since: stale
-            return False
-        if t is a:
+        if t is self.tensor and self.version is not None and t._version == self.version:
             return True
-        if t.shape != a.shape or t.dtype != a.dtype or t.device != a.device or t.device.type != "cpu":
+        a = self.copy
+        if a is None or t.shape != a.shape or t.dtype != a.dtype or t.device != a.device:
             return False
-        if t.dtype.is_floating_point or t.dtype.is_complex:  # bits: -0.0 is not 0.0
+        if t.dtype.is_floating_point:  # bits: -0.0 is not 0.0
             kind = _INT[t.element_size()]
             return torch.equal(t.view(kind), a.view(kind))
         return torch.equal(t, a)

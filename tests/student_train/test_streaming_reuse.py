@@ -136,6 +136,15 @@ def test_a_stream_embeds_its_text_once_and_starts_anew_on_new_weights():
         assert not torch.equal(after, first)
 
 
+def test_inference_mode_streams_equal_the_old_formulation():
+    """Inference tensors keep no version counter (bench_chunk_cost streams in inference mode)."""
+    model = _model(1, "window+sink")
+    noise, text, mask = _inputs(model)
+    with torch.inference_mode():
+        new, old = _both(lambda: sample_streaming(model, noise, text, mask, SIGMAS, context_sigma=0.1))
+    assert torch.equal(new, old)
+
+
 def test_no_reuse_with_grad():
     model = _model(1, "unbounded")
     _, text, mask = _inputs(model)
