@@ -154,7 +154,7 @@ def quality_table(*reports: Report, missing: dict[str, str] | None = None,
 
 
 def chunk_curves(report: Report, scored_by: str = "") -> str:
-    """Per-chunk dispersion, amplitude and recall of a streaming student (S2DiT-AR) at every
+    """Per-chunk dispersion, amplitude, contrast and recall of a streaming student (S2DiT-AR) at every
     evaluated length (id ``chunk-curves``), the teacher's own curves beside them."""
     held = (report or {}).get("held_out_seeds") or {}
     streams = {k: v for k, v in held.items() if "streaming" in k and isinstance(v, dict) and "per_chunk" in v}
@@ -162,7 +162,7 @@ def chunk_curves(report: Report, scored_by: str = "") -> str:
         return pending(f"no streaming scores yet{f' (stage {scored_by})' if scored_by else ''}")
     charts = []
     for metric, title in (("dispersion", "dispersion per chunk (r / s)"), ("amplitude", "amplitude per chunk (1 = mode)"),
-                          ("recall", "identity recall per chunk")):
+                          ("contrast", "contrast per chunk (1 = data)"), ("recall", "identity recall per chunk")):
         series = {}
         for key, scores in streams.items():
             values = scores["per_chunk"].get(metric)

@@ -20,7 +20,8 @@ decomposes each sample against its class's K modes by least squares, x = sum_k c
 - memory task: ``recall`` (the identity code of every later sighting equals the first's;
   chance 1 / codes), ``branch_rate`` (went on rather than bounced; 0.5 with a binomial test),
   ``branch_consistency`` over later sightings;
-- ``per_chunk``: dispersion, amplitude and recall per chunk of the clip (streaming curves);
+- ``per_chunk``: dispersion, amplitude, contrast and recall per chunk of the clip (streaming
+  curves);
 - ``motion_ratio``: frame-to-frame change against the nearest mode's (a low-motion shortcut
   reads < 1);
 - with a ``reference`` (the teacher's samples from the same noise): ``paired_fidelity``,
@@ -154,8 +155,9 @@ class _Scorer:
 
     def per_chunk(self, near: np.ndarray, codes: np.ndarray | None) -> dict[str, list]:
         mu = self.t.means[self.classes, near].reshape(self.n, *self.shape)
+        shared = self.t.means[self.classes].mean(1).reshape(self.n, *self.shape)  # class mean modes
         frames = self.shape[1]
-        disp, amp, recall = [], [], []
+        disp, amp, recall, contrast = [], [], [], []
         phase_of = {}
         if codes is not None:
             for j, ph in enumerate(self.t.period.phases(frames)):
@@ -166,10 +168,17 @@ class _Scorer:
             disp.append(float(np.sqrt(((xs - ms) ** 2).mean()) / self.s))
             norm = (ms ** 2).sum(1)
             amp.append(float(((xs * ms).sum(1)[norm > 0] / norm[norm > 0]).mean()) if (norm > 0).any() else None)
+            # contrast where the modes differ (None in chunks they share, e.g. the memory gap)
+            cs = shared[:, :, sl].reshape(self.n, -1)
+            apart = ms - cs
+            apart_norm = (apart ** 2).sum(1)
+            differ = apart_norm > 1e-9 * np.maximum(norm, 1e-12)
+            contrast.append(float((((xs - cs) * apart).sum(1)[differ] / apart_norm[differ]).mean())
+                            if differ.any() else None)
             seen = sorted({phase_of[f] for f in range(sl.start, sl.stop) if f in phase_of})
             recall.append(float((codes[:, seen] == codes[:, :1]).all(1).mean())
                           if codes is not None and seen else None)
-        out = {"chunk_frames": self.chunk_frames, "dispersion": disp, "amplitude": amp}
+        out = {"chunk_frames": self.chunk_frames, "dispersion": disp, "amplitude": amp, "contrast": contrast}
         if codes is not None:
             out["recall"] = recall
         return out

@@ -254,6 +254,11 @@ def test_contrast_reads_alpha_of_a_partial_move_and_one_for_the_data(oracle, tas
         s = teacher.score(shared + alpha * (modes - shared), prompts, reference_stats=ref)
         assert s["contrast"] == pytest.approx(alpha, abs=1e-9)
         assert s["reference"]["contrast"] == ref["contrast"]
+        curve = s["per_chunk"]["contrast"]  # alpha in every chunk where the modes differ
+        assert [c for c in curve if c is not None] == pytest.approx([alpha] * sum(c is not None for c in curve))
+        if task == "memory":  # the gap: the modes are blank alike, no contrast to read
+            assert [c is None for c in curve] == [a is None for a in s["per_chunk"]["amplitude"]]
+            assert curve.count(None) == 9
     if task == "memory":  # the modes share most energy: half the contrast reads shrunk and ghosted
         assert s["amplitude_bias"] < -0.2 and s["ghost_energy"] > 0.05
     rng = np.random.default_rng(0)
