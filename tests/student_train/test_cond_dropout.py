@@ -160,3 +160,23 @@ def test_causal_phase_drops_whole_clips_to_flow_matching(cache, tmp_path):
     student.state["init"].pop("cond_dropout")
     with pytest.raises(ValueError, match="cond_dropout = 0"):
         student.check_guidance(1.5)
+
+
+def test_guided_text_is_the_same_tensors_while_the_inputs_are(cache, tmp_path):
+    """Every pass of a guided stream gets the same doubled text tensors (the model's per-stream
+    reuse matches an input off CPU by identity only), rebuilt when the text changes: another
+    tensor, or the same one modified in place; inference tensors are rebuilt every call."""
+    model, _, text, mask, null = _model_and_inputs(cache, tmp_path)
+    wrapper = Guided(model, 3.0, null)
+    first = wrapper._text(text, mask)
+    assert all(a is b for a, b in zip(wrapper._text(text, mask), first, strict=True))
+    other = text.clone()
+    assert wrapper._text(other, mask)[0] is not first[0]
+    assert torch.equal(wrapper._text(other, mask)[0], first[0])  # same values, rebuilt
+    kept = wrapper._text(other, mask)
+    other.add_(1.0)  # in place: the version moves, the doubled text follows
+    changed = wrapper._text(other, mask)
+    assert changed[0] is not kept[0] and torch.equal(changed[0][: len(text)], other)
+    with torch.inference_mode():
+        frozen = text.clone()
+        assert wrapper._text(frozen, mask)[0] is not wrapper._text(frozen, mask)[0]
