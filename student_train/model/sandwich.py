@@ -151,7 +151,8 @@ class S2DiT(nn.Module):
         """
         b = x_chunk.shape[0]
         sig = torch.as_tensor(sigma, dtype=x_chunk.dtype, device=x_chunk.device).expand(b)
-        if bool((sig > 0).any()):
+        noised = sigma > 0 if isinstance(sigma, (int, float)) else bool((sig > 0).any())  # a float: no device sync
+        if noised:
             if noise is None:
                 raise ValueError("commit_chunk at sigma > 0 needs the context noise (noise=...)")
             x_chunk = (1 - sig.view(b, 1, 1, 1, 1)) * x_chunk + sig.view(b, 1, 1, 1, 1) * noise
