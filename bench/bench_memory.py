@@ -204,7 +204,8 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-SUMMARY_KEYS = (("adherence", "adherence"), ("recall", "recall"), ("branch_rate", "went on (0.5)"),
+SUMMARY_KEYS = (("adherence", "adherence"), ("recall", "recall"), ("recall_chance", "recall chance"),
+                ("branch_rate", "went on (0.5)"),
                 ("mode_tv", "mode TV"), ("amplitude_bias", "amp. bias"), ("ghost_energy", "ghost"),
                 ("contrast", "contrast"))
 
@@ -258,6 +259,9 @@ def main() -> None:
     parser.add_argument("--scored-from", metavar="OTHER_OUT[:STUDENT]",
                         help="train nothing: score another bench folder's trained models of each student "
                              "(or of STUDENT there) here, e.g. at more --lengths; their train times are kept")
+    parser.add_argument("--with", dest="with_rows", action="append", default=[], metavar="OTHER_OUT:STUDENT[,STUDENT]",
+                        help="also table these students' rows of another bench folder, for seeds this one has "
+                             "not scored (e.g. seed 0 of a sanity student trained in an earlier session)")
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: write OUT/table.md from OUT/results.jsonl (e.g. after "
                              "several bench processes, one per core, appended to it)")
@@ -267,6 +271,11 @@ def main() -> None:
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["student"], r["seed"]): r for r in map(json.loads, results_path.read_text().splitlines())} \
         if results_path.exists() else {}
+    for spec in args.with_rows:
+        folder, _, names = spec.partition(":")
+        for row in map(json.loads, (Path(folder) / "results.jsonl").read_text().splitlines()):
+            if row["student"] in names.split(","):
+                done.setdefault((row["student"], row["seed"]), {**row, "tabled_from": folder})
     if args.run:
         adopted = adopt_run(args.run)
         done.setdefault((adopted["student"], adopted["seed"]), adopted)
