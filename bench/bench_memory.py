@@ -107,7 +107,8 @@ def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str,
     if args.kd_from and reused_kd.exists():
         reports["kd"] = json.loads(reused_kd.read_text())
         save_report(reports["kd"], str(out / "eval_kd.json"))
-    for stage, done, folder, kwargs in (("kd", kd, kd_dir, {}), ("ar", ar, out / "ar", {"lengths": lengths})):
+    ar_kwargs = {"lengths": lengths, "whole_clip": False}  # its figures are the streaming rows
+    for stage, done, folder, kwargs in (("kd", kd, kd_dir, {}), ("ar", ar, out / "ar", ar_kwargs)):
         if stage in reports:
             continue
         if done is None or done.checkpoint is None:  # already trained: evaluate the newest checkpoint
@@ -156,7 +157,7 @@ def rescore(name: str, seed: int, args: argparse.Namespace, out: Path) -> dict[s
     reports = {"kd": json.loads(scored_kd.read_text()) if scored_kd.exists() else
                evaluate_checkpoint(latest_checkpoint(str(kd_dir)), per_class=per_class, noise="report"),
                "ar": evaluate_checkpoint(latest_checkpoint(str(ar_dir)), per_class=per_class, noise="report",
-                                         lengths=lengths)}
+                                         lengths=lengths, whole_clip=False)}
     for stage, report in reports.items():
         save_report(report, str(out / f"eval_{stage}.json"))
     return {"student": name, "seed": seed, "kd_seconds": row["kd_seconds"], "ar_seconds": row["ar_seconds"],

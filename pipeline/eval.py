@@ -124,7 +124,8 @@ def _gated_row(teacher: AnalyticTeacher, x0: np.ndarray, prompts, role: str, ref
 
 
 def _score_set(teacher, student: StudentCheckpoint, noise_of: _Noise, *, streaming: str | None,
-               chunk_frames: int, lengths: tuple[int, ...], forced: int | None) -> dict[str, Any]:
+               chunk_frames: int, lengths: tuple[int, ...], forced: int | None,
+               whole_clip: bool = True) -> dict[str, Any]:
     plan, prompts = student.plan, noise_of.prompts
     ids = [make_sample_id(p, s, noise_of.digest) for p, s in zip(prompts, noise_of.seeds)]
     few = len(plan["schedule_sigmas"]) - 1
@@ -138,8 +139,9 @@ def _score_set(teacher, student: StudentCheckpoint, noise_of: _Noise, *, streami
     noise = torch.from_numpy(batch_noise(noise_of.global_seed, ids, teacher.latent_shape))
     text = teacher.encode_prompts(prompts)
     with torch.no_grad():
-        for name, sigmas, jump in (("student_4step", plan["schedule_sigmas"], True),
-                                   ("student_fullstep_grid", plan["grid_sigmas"], False)):
+        whole_clip_rows = (("student_4step", plan["schedule_sigmas"], True),
+                           ("student_fullstep_grid", plan["grid_sigmas"], False)) if whole_clip else ()
+        for name, sigmas, jump in whole_clip_rows:
             x0 = student.sample(noise, text.emb, text.mask, sigmas, streaming=False, use_step_size=jump)
             out[name] = _gated_row(teacher, x0.numpy(), prompts, "student", "teacher_fullstep",
                                    reference, chunk_frames)
@@ -228,7 +230,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
                         lengths: tuple[int, ...] = (1,), noise: str = "report",
                         reference_cache: str | None = None,
                         teacher_forced: int | str | None = None, guidance: float = 1.0,
-                        unseen: str = "all") -> dict[str, Any]:
+                        unseen: str = "all", whole_clip: bool = True) -> dict[str, Any]:
     """Scores of a KD or AR checkpoint. ``streaming`` (default: on for a checkpoint whose stage
     streams, S2DiT-AR) adds the few-step sampler run chunk by chunk: ``student_ar_4step_streaming``
     for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally, with
@@ -239,7 +241,9 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     ``<streaming name>_forced<N>``. ``guidance`` != 1: the student rows sampled with
     classifier-free guidance (a student trained with cond_dropout). ``unseen``: the held-out
     classes scored, "all", "report" or "validation" (pipeline.eval_unseen); their student rows
-    name the errors per class (``errors``)."""
+    name the errors per class (``errors``). ``whole_clip=False``: no whole-clip student rows
+    (``student_4step``, ``student_fullstep_grid``), for a streaming student whose figures are its
+    streaming rows (the full-step grid alone costs about what the 4x stream does)."""
     if noise not in SEED_BASES:
         raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
     student = StudentCheckpoint.load(checkpoint_url)
@@ -257,6 +261,9 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     store = ReferenceStore(resolve_dir(reference_cache))
     chunk = chunk_frames or student.model.config.chunk_frames
     forced = teacher_forced_frames(teacher_forced, teacher, chunk, streaming_name is not None)
+    if not whole_clip and streaming_name is None:
+        raise ValueError("whole_clip=False leaves nothing to score for a model that does not stream: "
+                         "keep the whole-clip rows, or stream it (streaming=True, s2dit eval --streaming)")
     report: dict[str, Any] = {"checkpoint": checkpoint_url, "step": student.step, "stage": student.stage,
                               "trained_classes": trained_classes, "per_class": per_class,
                               "noise": noise, "lengths": list(lengths), "task": teacher.config.task}
@@ -271,7 +278,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
                           global_seed=int(manifest.fingerprint["global_seed"]), store=store)
         oracle = NamingOracle(teacher, trained) if name in UNSEEN_KEYS.values() else teacher
         report[name] = keep_errors(_score_set(oracle, student, noise_of, streaming=streaming_name,
-                                              chunk_frames=chunk, lengths=tuple(lengths), forced=forced))
+                                              chunk_frames=chunk, lengths=tuple(lengths), forced=forced,
+                                              whole_clip=whole_clip))
     return report
 
 

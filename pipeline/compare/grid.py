@@ -243,8 +243,11 @@ def evaluate_cell(grid: Grid, record: dict[str, Any]) -> None:
     grid.log(f"{record['variant']} seed {record['seed']}: scoring {grid.trainings[-1].spec.title} "
              f"at {list(c.lengths)}x")
     t0 = time.perf_counter()
+    # the streaming rows only: the grid's figures (the whole-clip rows of a streaming student
+    # are not in its tables; not in the key, so cells scored with them are kept)
     report = evaluate_checkpoint(record[grid.last], per_class=c.per_class, seed=grid.eval_seed,
-                                 noise=c.noise, lengths=tuple(c.lengths), **c.eval_options())
+                                 noise=c.noise, lengths=tuple(c.lengths), whole_clip=False,
+                                 **c.eval_options())
     save_report(report, f"{folder}/{EVAL}")
     record["eval"] = {"key": _eval_key(grid, record), "seconds": time.perf_counter() - t0}
     _write(f"{folder}/{CELL}", record)

@@ -185,3 +185,22 @@ def test_the_sampler_takes_a_forced_prefix_that_fits():
                              forced=bad)
     with pytest.raises(ValueError, match="context_sigma=None"):
         sample_streaming(model, noise, text, mask, sigmas, context_sigma=None, forced=forced)
+
+
+def test_streaming_only_keeps_every_streaming_row_to_the_bit_and_drops_the_whole_clip_ones(memory, capsys):
+    full = _rows(memory["ar"], lengths=(1, 2))
+    only = _rows(memory["ar"], lengths=(1, 2), whole_clip=False)
+    for name, rows in full.items():
+        if not isinstance(rows, dict) or "student_ar_4step_streaming" not in rows:
+            continue
+        assert {"student_4step", "student_fullstep_grid"} <= set(rows)
+        assert set(only[name]) == set(rows) - {"student_4step", "student_fullstep_grid"}
+        for key in only[name]:
+            assert only[name][key] == rows[key], (name, key)
+    with pytest.raises(ValueError, match="leaves nothing to score.*--streaming"):
+        evaluate_checkpoint(memory["kd"], whole_clip=False, **EVAL)
+    from pipeline.cli import main
+
+    assert main(["eval", "--checkpoint", memory["kd"], "--streaming", "--streaming-only",
+                 "--reference-cache", "off", "--per-class", "1"]) == 0
+    assert "student_4step_streaming" in capsys.readouterr().out
