@@ -336,21 +336,36 @@ def measure_costs(grid: Grid, records: list[dict[str, Any]]) -> dict[tuple[str, 
     return costs
 
 
-def _resolved_variants(grid: Grid) -> dict[str, Any]:
+def twin_variants(grid: Grid) -> dict[str, str]:
+    """{variant: the earlier variant it equals}: the same students from the same recipes (e.g.
+    a searched layout that comes out as the reference's own), trained once, under the first name."""
+    first: dict[str, str] = {}
+    twins = {}
+    for name in grid.compare.variants:
+        identity = json.dumps(_identity(grid, name, grid.compare.seeds[0]), sort_keys=True)
+        if identity in first:
+            twins[name] = first[identity]
+        else:
+            first[identity] = name
+    return twins
+
+
+def _resolved_variants(grid: Grid, twins: dict[str, str]) -> dict[str, Any]:
     """Each variant's overrides and the whole student it trains (read from the checkpoint of
-    the stage that builds it, the first)."""
+    the stage that builds it, the first); a twin names the variant whose cells it shares."""
     first = grid.trainings[0]
     base = first.config.model if _models(first.config) else {}
     key = f"{first.spec.name}_checkpoint"
     out = {}
     for name, overrides in grid.compare.variants.items():
-        record = _read(f"{grid.folder(name, grid.compare.seeds[0])}/{CELL}") or {}
+        trained_as = twins.get(name, name)
+        record = _read(f"{grid.folder(trained_as, grid.compare.seeds[0])}/{CELL}") or {}
         model = None
         if record.get(key):
             state = _read(f"{record[key]}/state.json") or {}
             model = state.get("model_config")
         out[name] = {"overrides": overrides, "train_model": grid.compare.model(base, name),
-                     "model": model}
+                     "model": model, **({"same_as": trained_as} if name in twins else {})}
     return out
 
 
@@ -410,8 +425,13 @@ def run_grid(grid: Grid) -> dict[str, Any]:
     check_variants(grid)
     from .cells import run_cells
 
-    records = run_cells(grid)  # in this process, or side by side as Ray tasks
-    costs = measure_costs(grid, records)
+    twins = twin_variants(grid)
+    for twin, name in twins.items():
+        grid.log(f"{twin}: the same students as {name} (same model and recipes): trained once, as {name}")
+    once = dataclasses.replace(grid, compare=dataclasses.replace(grid.compare, variants={
+        k: v for k, v in grid.compare.variants.items() if k not in twins}))
+    records = run_cells(once)  # in this process, or side by side as Ray tasks
+    costs = measure_costs(once, records)
     cells = []
     names = [t.spec.name for t in grid.trainings]
     for record in records:
@@ -426,6 +446,8 @@ def run_grid(grid: Grid) -> dict[str, Any]:
             "scores": _scores(_read(eval_url) or {}), "cost": costs[cell],
             "samples": record.get("samples", {}).get("videos", []),
         })
+    cells += [{**cell, "variant": twin, "same_as": name} for twin, name in twins.items()
+              for cell in cells if cell["variant"] == name]
     c = grid.compare
     results = {
         "version": RESULTS_VERSION,
@@ -434,7 +456,7 @@ def run_grid(grid: Grid) -> dict[str, Any]:
         "seeds": list(c.seeds), "lengths": list(c.lengths), "per_class": c.per_class,
         "noise": c.noise, "eval_seed": grid.eval_seed, **c.eval_options(),
         "recipes": {t.spec.table: t.config.to_json() for t in grid.trainings},
-        "variants": _resolved_variants(grid),
+        "variants": _resolved_variants(grid, twins),
         "cost_setup": {"latency_batch": c.latency_batch, "latency_repeats": c.latency_repeats,
                        "text_tokens": TEXT_TOKENS, "flops_batch": 1,
                        "torch_threads": torch.get_num_threads(), "machine": platform.machine(),

@@ -157,7 +157,10 @@ def variants_table(results: Mapping[str, Any]) -> str:
     rows = []
     for name, v in results.get("variants", {}).items():
         model = v.get("model") or v.get("train_model") or {}
-        rows.append([esc(name), esc(_overrides(v["overrides"]) or "(the run's model and recipes)"),
+        said = _overrides(v["overrides"]) or "(the run's model and recipes)"
+        if v.get("same_as"):
+            said += f" (the same students as {v['same_as']}: trained once, its cells)"
+        rows.append([esc(name), esc(said),
                      esc(" / ".join(model.get("layout", []))), esc(model.get("dim", "")),
                      esc("unbounded" if model.get("ssa_window") is None else model["ssa_window"]),
                      esc(model.get("ssa_sink", False))])

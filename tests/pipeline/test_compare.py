@@ -21,7 +21,7 @@ from test_report import build_partial_run
 
 from cache_schema.typed_config import ConfigError
 from pipeline.compare import CompareConfig, Grid, pareto_front, run_grid, seed_mean, seed_summary
-from pipeline.compare.grid import CELL, Training, check_variants, prepare_cell
+from pipeline.compare.grid import CELL, Training, check_variants, prepare_cell, twin_variants
 from pipeline.compare.page import write_page
 from pipeline.compare.summary import summarise_grid
 from pipeline.graph import RunConfigError, load_run_config
@@ -259,6 +259,26 @@ def test_the_grid_trains_scores_and_costs_every_cell_then_reruns_without_trainin
     assert _metrics_lines(run) == before
     assert [c["scores"] for c in again["cells"]] == [c["scores"] for c in results["cells"]]
 
+
+
+def test_a_variant_that_equals_another_is_trained_once_and_shares_its_cells(tiny_cache, tmp_path):
+    """A variant whose students equal an earlier one's (here the base width written out; in the
+    memory grid a searched layout that comes out as s2dit's own) trains nothing of its own."""
+    run, prompts = tiny_cache
+    log: list[str] = []
+    grid = _grid(run, prompts, log, variants={"s2dit": {}, "same": {"dim": 16}})
+    grid.out = str(tmp_path / "compare")
+    assert twin_variants(grid) == {"same": "s2dit"}
+    results = run_grid(grid)
+    assert [line for line in log if "training" in line] == ["s2dit seed 0: training KD", "s2dit seed 0: training AR"]
+    assert any(line.startswith("same: the same students as s2dit") for line in log)
+    assert not (tmp_path / "compare" / "same").exists()
+    by_variant = {c["variant"]: c for c in results["cells"]}
+    assert by_variant["same"]["same_as"] == "s2dit" and by_variant["same"]["folder"] == "s2dit/seed0"
+    assert by_variant["same"]["scores"] == by_variant["s2dit"]["scores"]
+    assert results["variants"]["same"]["same_as"] == "s2dit" and "same_as" not in results["variants"]["s2dit"]
+    assert results["variants"]["same"]["model"] == results["variants"]["s2dit"]["model"]
+    assert "the same students as s2dit" in (tmp_path / "compare" / "index.html").read_text()
 
 
 def test_a_variant_that_does_not_fit_the_cache_is_refused_before_any_cell_trains(tiny_cache):
