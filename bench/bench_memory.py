@@ -144,10 +144,10 @@ def rescore(name: str, seed: int, args: argparse.Namespace, out: Path) -> dict[s
         raise SystemExit(f"--scored-from: {folder}/results.jsonl has no {there} seed {seed}")
     # a stage-2 ablation's --kd-from folder holds s2dit's KD model (the name may be gone from
     # configs/compare.toml since: regression_0 is s2dit's recipe now)
-    kd_dir = next((d for n in (there, "s2dit") if (d := Path(row.get("kd_from") or folder) / n / f"seed{seed}" / "kd").exists()),
-                  None)
+    kd_root = Path(row.get("kd_from") or folder)
+    kd_dir = next((d for n in (there, "s2dit") if (d := kd_root / n / f"seed{seed}" / "kd").exists()), None)
     if kd_dir is None:
-        raise SystemExit(f"--scored-from: no KD model of {there} seed {seed} under {row.get('kd_from') or folder}")
+        raise SystemExit(f"--scored-from: no KD model of {there} seed {seed} under {kd_root}")
     ar_dir = folder / there / f"seed{seed}" / "ar"
     _, _, eval_section = _configs(args.config, seed, overrides_of(name), None, None)
     per_class = args.per_class or eval_section.get("per_class", 96)
