@@ -124,7 +124,8 @@ def _evaluate(ctx: StageContext, train_stage: str, out_name: str, *,
                                  lengths=tuple(section.get("lengths", (1,))),
                                  teacher_forced=section.get("teacher_forced") if streams else None,
                                  guidance=float(section.get("guidance", DEFAULT_GUIDANCE)),
-                                 unseen=section.get("unseen", DEFAULT_UNSEEN))
+                                 unseen=section.get("unseen", DEFAULT_UNSEEN),
+                                 whole_clip=not streams)  # a streaming student's figures stream
     with fsspec.open(ctx.path(out_name), "w") as handle:
         json.dump(redact_secrets(scores), handle, indent=1)
     ctx.console.print(format_report(scores), soft_wrap=True)
