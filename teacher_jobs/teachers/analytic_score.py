@@ -155,7 +155,7 @@ class _Scorer:
 
     def per_chunk(self, near: np.ndarray, codes: np.ndarray | None) -> dict[str, list]:
         mu = self.t.means[self.classes, near].reshape(self.n, *self.shape)
-        shared = self.t.means[self.classes].mean(1).reshape(self.n, *self.shape)  # class mean modes
+        shared = self.t.means.mean(1)[self.classes].reshape(self.n, *self.shape)  # (n, D) without an (n, K, D) copy
         frames = self.shape[1]
         disp, amp, recall, contrast = [], [], [], []
         phase_of = {}
