@@ -233,6 +233,36 @@ def summary(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def versus(results: list[dict[str, Any]], reference: str) -> str:
+    """``reference`` minus every other student per model row, in recall and adherence: Welch's
+    difference over their training seeds (pipeline.compare.seed_difference, as the comparison
+    page's), with its 95% interval and verdict."""
+    from pipeline.compare import seed_difference
+
+    def values(name: str, set_key: str, key: str, metric: str) -> list[float]:
+        runs = sorted((r for r in results if r["student"] == name), key=lambda r: r["seed"])
+        return [s[metric] for r in runs
+                if isinstance((s := _report_of(r, key).get(set_key, {}).get(key) or {}).get(metric), (int, float))]
+
+    lines = [f"| {reference} minus | model | seeds | recall | adherence |\n|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["student"] for r in results):
+        if name == reference:
+            continue
+        for set_key, key, label in ROWS:
+            cells, seeds = [], ""
+            for metric in ("recall", "adherence"):
+                a, b = values(reference, set_key, key, metric), values(name, set_key, key, metric)
+                if a and b:
+                    d = seed_difference(a, b)
+                    cells.append(f"{d.text()} {d.verdict}")
+                    seeds = f"{d.n_a} / {d.n_b}"
+                else:
+                    cells.append("-")
+            if seeds:
+                lines.append(f"| {name} | {label} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _report_of(result: dict[str, Any], key: str) -> dict[str, Any]:
     return result["kd"] if key.startswith("student_4step") or "fullstep" in key else result["ar"]
 
@@ -266,6 +296,9 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: write OUT/table.md from OUT/results.jsonl (e.g. after "
                              "several bench processes, one per core, appended to it)")
+    parser.add_argument("--versus", metavar="STUDENT",
+                        help="also table STUDENT minus every other student (recall, adherence) over "
+                             "training seeds: Welch's 95%% interval and ahead / behind / not separated")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     results_path = Path(args.out) / "results.jsonl"
@@ -291,6 +324,8 @@ def main() -> None:
             print(f"{name} seed {seed}: KD {result['kd_seconds']:.0f} s, AR {result['ar_seconds']:.0f} s", flush=True)
     results = list(done.values())
     text = f"{summary(results)}\n\nPer seed (95% Wilson intervals: evaluation noise only):\n\n{table(results)}\n"
+    if args.versus:
+        text += f"\n{args.versus} against each student (Welch over training seeds):\n\n{versus(results, args.versus)}\n"
     (Path(args.out) / "table.md").write_text(text)
     print(text)
 

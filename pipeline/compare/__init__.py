@@ -9,7 +9,8 @@ summary.py and stats.py (over seeds, the Pareto front), page.py (the HTML).
 
 from .config import CompareConfig
 from .grid import Grid, run_grid
-from .stats import SeedMean, pareto_front, seed_mean
+from .stats import SeedDifference, SeedMean, pareto_front, seed_difference, seed_mean
 from .summary import seed_summary
 
-__all__ = ["CompareConfig", "Grid", "SeedMean", "pareto_front", "run_grid", "seed_mean", "seed_summary"]
+__all__ = ["CompareConfig", "Grid", "SeedDifference", "SeedMean", "pareto_front", "run_grid", "seed_difference",
+           "seed_mean", "seed_summary"]

@@ -7,7 +7,10 @@ per variant at its mean over training seeds with the seeds' 95% t half-widths as
 the front filled and joined. A variant whose chunk is the whole clip (bidirectional_dmd) is
 left off it, with a note: its cost is per clip, not per streamed chunk, and at the longest
 length it streams clips it never learnt to continue (summary.py ``chunk_of``); the tables give
-every variant's frames per chunk beside its cost. Then the table, one row per variant and length, every figure
+every variant's frames per chunk beside its cost. Then the reference (the first variant) against
+each other variant: the difference in recall and adherence per length with its Welch interval
+over seeds and the cost ratio, and one plain sentence per variant at the longest length. Then
+the table, one row per variant and length, every figure
 mean ± half-width over seeds; the unseen attribute combinations apart; each seed's row; each
 variant's videos when ``[compare] samples`` wrote some.
 """
@@ -23,7 +26,7 @@ from pipeline.report.svg import Point, scatter_chart
 from pipeline.video_io import atomic_output
 
 from .grid import EVAL
-from .stats import SeedMean
+from .stats import SeedDifference, SeedMean
 
 LABELS = {"recall": "recall \u2191", "adherence": "adherence \u2191"}
 SCORE_COLUMNS = (("adherence", "adherence \u2191", 3), ("recall", "recall \u2191", 3),
@@ -88,6 +91,59 @@ def pareto_plot(results: Mapping[str, Any]) -> str:
                          points, x_label=f"ms per chunk (last 5 chunks, batch {batch})",
                          y_label=LABELS.get(y_key, y_key), marked_label="Pareto front",
                          chart_id="pareto") + _apart_note(results)
+
+
+def _versus_sentence(results: Mapping[str, Any], variant: str, length: str) -> str:
+    """``s2dit against full_attention at 4x: recall 0.889 against 0.663, ahead by 0.226 (95%
+    Welch interval +0.05 to +0.40, 3 and 3 seeds), at 0.99x the per-chunk latency.``"""
+    v = results["versus"]
+    reference, row = v["reference"], v["variants"][variant][length]
+    metric = next(m for m in v["metrics"] if m in row)
+    d = SeedDifference.from_json(row[metric])
+    means = [results["summary"][name]["sets"][v["set"]][length]["metrics"][metric]["mean"]
+             for name in (reference, variant)]
+    if d.half is None:
+        said = f"{d.diff:+.3f}, one seed: no interval"
+    else:
+        said = (f"{d.verdict} by {abs(d.diff):.3f}" if d.verdict in ("ahead", "behind")
+                else f"not separated: {d.diff:+.3f}")
+        said += f" (95% Welch interval {d.diff - d.half:+.3f} to {d.diff + d.half:+.3f}, {d.n_a} and {d.n_b} seeds)"
+    ratio = row.get("cost_ratio")
+    cost = (f", {variant} at {ratio:.2f}x {reference}'s per-chunk latency" if ratio is not None
+            else f", {variant}'s cost is per clip (not a streamed chunk's)")
+    return (f"{reference} against {variant} at {length}: {metric} {means[0]:.3f} against {means[1]:.3f}, "
+            f"{said}{cost}.")
+
+
+def versus_section(results: Mapping[str, Any]) -> str:
+    """The reference minus each variant per length (recall, adherence: Welch over seeds), the
+    variant's cost over the reference's, and the plain sentence at the longest length."""
+    v = results.get("versus") or {}
+    if not v.get("variants"):
+        return ""
+    reference, lengths = v["reference"], [f"{m}x" for m in results["lengths"]]
+    head = ["variant", "length"] + [f"{reference} − variant: {m}" for m in v["metrics"]] + [
+        f"ms per chunk / {reference}'s"]
+    rows = []
+    for variant, per_length in v["variants"].items():
+        for length, row in per_length.items():
+            cells = []
+            for metric in v["metrics"]:
+                d = SeedDifference.from_json(row[metric]) if metric in row else None
+                css = {"ahead": "ok", "behind": "error"}.get(d.verdict, "") if d else ""
+                cells.append(f'<span class="{css}">{esc(d.text())} {esc(d.verdict)}</span>' if d
+                             else '<span class="muted">-</span>')
+            ratio = row.get("cost_ratio")
+            rows.append([esc(variant), esc(length), *cells,
+                         esc(f"{ratio:.2f}") if ratio is not None else '<span class="muted">per clip</span>'])
+    sentences = "".join(f"<li>{esc(_versus_sentence(results, variant, lengths[-1]))}</li>"
+                        for variant, per_length in v["variants"].items() if lengths[-1] in per_length)
+    return (f"<h3>{esc(reference)} against each variant</h3>"
+            f'<ul id="compare-statements">{sentences}</ul>'
+            + table(head, rows, table_id="compare-versus", raw_cells=True)
+            + f"<p class=\"muted\">{esc(reference)}'s mean minus the variant's over training seeds, "
+            "[95% Welch interval] (each student's own spread over its seeds); ahead / behind: the "
+            "interval is above / below 0, not separated: it holds 0.</p>")
 
 
 def _gate(row: Mapping[str, Any]) -> str:
@@ -200,7 +256,7 @@ def comparison_html(results: Mapping[str, Any] | None, *, link_prefix: str = "")
             f"chunk the table says. \u2605: on the Pareto "
             f"front at {p.get('length')}. \u2265: a training was interrupted, its wall time is a "
             "lower bound.")
-    body = (pareto_plot(results) + f'<p class="muted">{esc(note)}</p>'
+    body = (pareto_plot(results) + f'<p class="muted">{esc(note)}</p>' + versus_section(results)
             + "<h3>Held-out seeds of the trained classes</h3>"
             + summary_table(results, "held_out_seeds", link_prefix=link_prefix, cost=True))
     for set_key in dict.fromkeys(UNSEEN_KEYS.values()):

@@ -3,7 +3,10 @@
 Each training seed is one draw of "train this student with this recipe": the spread between
 seeds is the noise a claim about a student has to beat (the per-seed Wilson intervals of the
 oracle's scores are evaluation noise only). A figure over seeds is their mean with the 95%
-Student-t half-width, t(0.975, n - 1) * sd / sqrt(n); one seed has no spread to show.
+Student-t half-width, t(0.975, n - 1) * sd / sqrt(n); one seed has no spread to show. A
+difference between two students is Welch's: their seeds are independent draws with their own
+spreads, so the interval takes each one's variance and the Welch-Satterthwaite degrees of freedom
+(the same test as ``scipy.stats.ttest_ind(equal_var=False)``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,58 @@ def seed_mean(values: Sequence[float], confidence: float = CONFIDENCE) -> SeedMe
     sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
     t = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
     return SeedMean(mean=mean, half=t * sd / math.sqrt(n), n=n)
+
+
+@dataclass(frozen=True, slots=True)
+class SeedDifference:
+    """mean(a) - mean(b) over two students' training seeds, the half-width of its Welch
+    interval (None when either has one seed: no spread to test against)."""
+
+    diff: float
+    half: float | None
+    n_a: int
+    n_b: int
+
+    @property
+    def verdict(self) -> str:
+        """"ahead" / "behind": the interval is above / below 0; "not separated": it holds 0;
+        "one seed": no interval."""
+        if self.half is None:
+            return "one seed"
+        if self.diff - self.half > 0:
+            return "ahead"
+        return "behind" if self.diff + self.half < 0 else "not separated"
+
+    def text(self, digits: int = 3) -> str:
+        """``+0.231 [+0.052, +0.410]``, or ``+0.231 (1 seed)``."""
+        if self.half is None:
+            return f"{self.diff:+.{digits}f} (1 seed)"
+        lo, hi = self.diff - self.half, self.diff + self.half
+        return f"{self.diff:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"diff": self.diff, "half": self.half, "n_a": self.n_a, "n_b": self.n_b, "verdict": self.verdict}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SeedDifference:
+        return cls(diff=float(data["diff"]), half=None if data["half"] is None else float(data["half"]),
+                   n_a=int(data["n_a"]), n_b=int(data["n_b"]))
+
+
+def seed_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> SeedDifference:
+    """Student a's mean minus student b's over their training seeds (one value per seed each),
+    with the half-width of Welch's ``confidence`` interval."""
+    ma, mb = seed_mean(a, confidence), seed_mean(b, confidence)
+    diff = ma.mean - mb.mean
+    if ma.n == 1 or mb.n == 1:
+        return SeedDifference(diff=diff, half=None, n_a=ma.n, n_b=mb.n)
+    va = sum((float(x) - ma.mean) ** 2 for x in a) / (ma.n - 1) / ma.n  # squared standard errors
+    vb = sum((float(x) - mb.mean) ** 2 for x in b) / (mb.n - 1) / mb.n
+    if va + vb == 0.0:
+        return SeedDifference(diff=diff, half=0.0, n_a=ma.n, n_b=mb.n)
+    df = (va + vb) ** 2 / (va ** 2 / (ma.n - 1) + vb ** 2 / (mb.n - 1))
+    t = float(stats.t.ppf(0.5 + confidence / 2, df))
+    return SeedDifference(diff=diff, half=t * math.sqrt(va + vb), n_a=ma.n, n_b=mb.n)
 
 
 def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:

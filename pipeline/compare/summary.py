@@ -3,6 +3,12 @@
 ``seed_summary`` is the one aggregation of oracle scores over seeds (gate passes k/n, each
 metric's mean with its 95% t half-width); the comparison page and bench/bench_memory.py use it.
 
+``versus``: the grid's reference (its first variant: s2dit in configs/compare.toml, the one the
+matched variants are timed against) minus every other variant, per length, in recall and
+adherence on the held-out seeds, each with its Welch interval over the training seeds, and the
+variant's per-chunk latency over the reference's: the plain statement "does S2DiT beat X at equal
+cost at 4x, and by how much" read off the grid.
+
 A variant's chunk (``chunk_of``) is read from its cost measurement: a stream of a clip m times
 the trained length has m * F / c chunks of c latent frames, so a variant with one chunk per
 trained length samples the whole clip at once (bidirectional_dmd: ``[train_ar] chunk_frames``
@@ -16,12 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .stats import pareto_front, seed_mean
+from .stats import pareto_front, seed_difference, seed_mean
 
 METRICS = ("adherence", "recall", "branch_rate", "mode_tv", "amplitude_bias", "ghost_energy",
            "dispersion_ratio", "coverage", "contrast")
 COST_KEYS = ("last5_s", "mean_s", "first5_s", "flat_ratio", "gflops")
 PARETO_SET = "held_out_seeds"
+VERSUS_METRICS = ("recall", "adherence")
 
 
 def seed_summary(scores: Sequence[Mapping[str, Any]], keys: Sequence[str] = METRICS) -> dict[str, Any]:
@@ -57,7 +64,8 @@ def summarise_grid(results: Mapping[str, Any]) -> dict[str, Any]:
         summary[variant] = {"seeds": [c["seed"] for c in cells], "chunk": chunk_of(results, variant, cells),
                             "train_s": seed_mean([c["train_seconds"]["total"] for c in cells]).to_json(),
                             "resumed": any(c["resumed"] for c in cells), "sets": sets, "cost": cost}
-    return {"summary": summary, "pareto": pareto(summary, lengths[-1] if lengths else "1x")}
+    return {"summary": summary, "pareto": pareto(summary, lengths[-1] if lengths else "1x"),
+            "versus": versus(results, summary)}
 
 
 def chunk_of(results: Mapping[str, Any], variant: str, cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -86,3 +94,42 @@ def pareto(summary: Mapping[str, Any], length: str) -> dict[str, Any]:
             "points": {v: list(p) for v, p in points.items()}, "front": pareto_front(points),
             "apart": apart}
 
+
+
+def versus(results: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The reference (the first variant with cells) against every other variant: per length,
+    ``VERSUS_METRICS`` as reference minus variant (SeedDifference json, Welch over seeds) and
+    ``cost_ratio`` (the variant's mean last-5-chunk latency over the reference's; None for a
+    whole-clip variant, whose cost is per clip). A twin of the reference (``same_as``) is the
+    same students: left out."""
+    names = [v for v in results.get("variants", {}) if v in summary]
+    if not names:
+        return {}
+    reference = names[0]
+    lengths = [f"{m}x" for m in results["lengths"]]
+
+    def values(variant: str, length: str, metric: str) -> list[float] | None:
+        cells = sorted((c for c in results["cells"] if c["variant"] == variant), key=lambda c: c["seed"])
+        rows = [c["scores"].get(PARETO_SET, {}).get(length, {}).get(metric) for c in cells]
+        return rows if rows and all(isinstance(x, (int, float)) for x in rows) else None
+
+    out: dict[str, Any] = {}
+    for variant in names[1:]:
+        if results["variants"][variant].get("same_as") == reference:
+            continue
+        per_length = {}
+        for length in lengths:
+            row: dict[str, Any] = {}
+            for metric in VERSUS_METRICS:
+                a, b = values(reference, length, metric), values(variant, length, metric)
+                if a and b:
+                    row[metric] = seed_difference(a, b).to_json()
+            if not row:
+                continue
+            costs = [summary[v]["cost"].get(length, {}).get("last5_s", {}).get("mean") for v in (reference, variant)]
+            whole = summary[variant].get("chunk", {}).get("whole_clip")
+            row["cost_ratio"] = None if whole or not all(costs) else costs[1] / costs[0]
+            per_length[length] = row
+        if per_length:
+            out[variant] = per_length
+    return {"reference": reference, "set": PARETO_SET, "metrics": list(VERSUS_METRICS), "variants": out}

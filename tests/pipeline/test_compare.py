@@ -16,11 +16,22 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.console import Console
+from scipy import stats
 from test_report import build_partial_run
 
 from cache_schema.typed_config import ConfigError
-from pipeline.compare import CompareConfig, Grid, pareto_front, run_grid, seed_mean, seed_summary
+from pipeline.compare import (
+    CompareConfig,
+    Grid,
+    pareto_front,
+    run_grid,
+    seed_difference,
+    seed_mean,
+    seed_summary,
+)
 from pipeline.compare.grid import CELL, Training, check_variants, prepare_cell, twin_variants
 from pipeline.compare.page import write_page
 from pipeline.compare.summary import summarise_grid
@@ -46,6 +57,36 @@ def test_seed_mean_is_the_mean_with_the_95_percent_t_half_width():
     assert seed_mean([0.4] * 5).half == 0.0
     with pytest.raises(ValueError, match="finite"):
         seed_mean([0.1, float("nan")])
+
+
+# rates as the oracle reports them (k of n samples): no near-ties that cost scipy its precision
+seed_values = st.lists(st.integers(0, 576).map(lambda k: k / 576), min_size=2, max_size=6)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # scipy, on a student with no spread
+@settings(max_examples=200, deadline=None)
+@given(seed_values, seed_values)
+def test_a_difference_over_seeds_is_welchs_test_as_scipy_computes_it(a, b):
+    d = seed_difference(a, b)
+    assert d.diff == pytest.approx(sum(a) / len(a) - sum(b) / len(b), abs=1e-12)
+    assert (d.n_a, d.n_b) == (len(a), len(b))
+    if len(set(a)) == 1 and len(set(b)) == 1:  # no spread at all: scipy's t is undefined
+        assert d.half == 0.0
+        return
+    test = stats.ttest_ind(a, b, equal_var=False)
+    low, high = test.confidence_interval(0.95)
+    assert d.diff - d.half == pytest.approx(low, abs=1e-9) and d.diff + d.half == pytest.approx(high, abs=1e-9)
+    # the interval excludes 0 exactly when Welch's test rejects equal means at 5%
+    if abs(test.pvalue - 0.05) > 1e-9:
+        assert (d.verdict != "not separated") == (test.pvalue < 0.05)
+        assert d.verdict in ("not separated", "ahead" if d.diff > 0 else "behind")
+
+
+def test_a_difference_with_one_seed_has_no_interval_and_says_so():
+    d = seed_difference([0.9], [0.6, 0.7])
+    assert d.half is None and d.verdict == "one seed" and d.text() == "+0.250 (1 seed)"
+    # se 0.05 / sqrt(3) each, Welch df 4: t(0.975, 4) = 2.776, half = 2.776 * sqrt(2) * 0.0289
+    assert seed_difference([0.9, 0.8, 0.85], [0.6, 0.7, 0.65]).text() == "+0.200 [+0.087, +0.313]"
 
 
 def test_pareto_front_keeps_what_nothing_beats_on_both_cost_and_quality():
@@ -119,6 +160,27 @@ def test_the_summary_is_over_seeds_and_the_pareto_plot_has_one_point_per_variant
     page.feed(Path(write_page(results, str(tmp_path / "index.html"))).read_text())
     assert sorted(page.points) == [("conv", True), ("full", True), ("narrow", False), ("s2dit", True)]
     assert "s2dit/seed0/samples/sample.0.mp4" in page.links and "results.json" in page.links
+
+
+def test_the_reference_against_each_variant_is_a_welch_difference_and_a_plain_sentence(tmp_path):
+    results = fake_results({"s2dit": (5.0, 0.9), "full": (5.1, 0.6), "narrow": (4.0, 0.895), "conv": (2.0, 0.95)})
+    results["variants"]["twin"] = {**results["variants"]["s2dit"], "same_as": "s2dit"}
+    results["cells"] += [{**c, "variant": "twin", "same_as": "s2dit"} for c in results["cells"] if c["variant"] == "s2dit"]
+    results.update(summarise_grid(results))
+    v = results["versus"]
+    assert v["reference"] == "s2dit" and set(v["variants"]) == {"full", "narrow", "conv"}  # the twin is s2dit
+    full = v["variants"]["full"]["4x"]
+    assert full["recall"]["diff"] == pytest.approx(0.3) and full["recall"]["verdict"] == "ahead"
+    assert full["cost_ratio"] == pytest.approx(5.1 / 5.0)
+    assert v["variants"]["narrow"]["4x"]["recall"]["verdict"] == "not separated"
+    assert v["variants"]["conv"]["4x"]["recall"]["verdict"] == "behind"
+    assert v["variants"]["full"]["1x"]["recall"]["verdict"] == "not separated"  # 0.99 each at 1x
+    text = Path(write_page(results, str(tmp_path / "index.html"))).read_text()
+    assert ("s2dit against full at 4x: recall 0.900 against 0.600, ahead by 0.300 (95% Welch interval "
+            "+0.277 to +0.323, 3 and 3 seeds), full at 1.02x s2dit&#x27;s per-chunk latency.") in text
+    assert "s2dit against conv at 4x: recall 0.900 against 0.950, behind by 0.050" in text
+    assert "against narrow at 4x: recall 0.900 against 0.895, not separated: +0.005 (95% Welch" in text
+    assert 'id="compare-versus"' in text and "against twin" not in text
 
 
 # -- [compare] refusals -------------------------------------------------------------------------

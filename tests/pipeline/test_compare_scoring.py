@@ -151,7 +151,8 @@ def test_a_whole_clip_variant_is_off_the_pareto_plot_and_its_table_rows_say_thei
     text = "".join(page.text)
     assert "Not on the plot: bidirectional_dmd (15 latent frames at once)" in text
     held = [r for r in page.rows if r and r[0].startswith("bidirectional_dmd") and "1x" in r]
-    assert held and "15 (whole clip)" in held[0]
+    versus, table = held  # the reference against it, then its row of the table
+    assert versus[-1] == "per clip" and "15 (whole clip)" in table  # no per-chunk cost ratio
     assert any(r[:1] == ["s2dit \u2605"] and "1" in r for r in page.rows)
     assert any(r and r[0] == "bidirectional_dmd" and any("(per 15 frames)" in c for c in r) for r in page.rows)
 
