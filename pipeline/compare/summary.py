@@ -95,7 +95,6 @@ def pareto(summary: Mapping[str, Any], length: str) -> dict[str, Any]:
             "apart": apart}
 
 
-
 def versus(results: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
     """The reference (the first variant with cells) against every other variant: per length,
     ``VERSUS_METRICS`` as reference minus variant (SeedDifference json, Welch over seeds) and
