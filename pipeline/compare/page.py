@@ -115,13 +115,21 @@ def _versus_sentence(results: Mapping[str, Any], variant: str, length: str) -> s
             f"{said}{cost}.")
 
 
+def versus_sentences(results: Mapping[str, Any]) -> list[str]:
+    """The plain sentence of every variant against the reference at the longest length."""
+    v = results.get("versus") or {}
+    longest = f"{results['lengths'][-1]}x" if results.get("lengths") else None
+    return [_versus_sentence(results, variant, longest)
+            for variant, per_length in v.get("variants", {}).items() if longest in per_length]
+
+
 def versus_section(results: Mapping[str, Any]) -> str:
     """The reference minus each variant per length (recall, adherence: Welch over seeds), the
     variant's cost over the reference's, and the plain sentence at the longest length."""
     v = results.get("versus") or {}
     if not v.get("variants"):
         return ""
-    reference, lengths = v["reference"], [f"{m}x" for m in results["lengths"]]
+    reference = v["reference"]
     head = ["variant", "length"] + [f"{reference} − variant: {m}" for m in v["metrics"]] + [
         f"ms per chunk / {reference}'s"]
     rows = []
@@ -136,8 +144,7 @@ def versus_section(results: Mapping[str, Any]) -> str:
             ratio = row.get("cost_ratio")
             rows.append([esc(variant), esc(length), *cells,
                          esc(f"{ratio:.2f}") if ratio is not None else '<span class="muted">per clip</span>'])
-    sentences = "".join(f"<li>{esc(_versus_sentence(results, variant, lengths[-1]))}</li>"
-                        for variant, per_length in v["variants"].items() if lengths[-1] in per_length)
+    sentences = "".join(f"<li>{esc(line)}</li>" for line in versus_sentences(results))
     return (f"<h3>{esc(reference)} against each variant</h3>"
             f'<ul id="compare-statements">{sentences}</ul>'
             + table(head, rows, table_id="compare-versus", raw_cells=True)

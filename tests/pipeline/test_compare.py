@@ -33,7 +33,7 @@ from pipeline.compare import (
     seed_summary,
 )
 from pipeline.compare.grid import CELL, Training, check_variants, prepare_cell, twin_variants
-from pipeline.compare.page import write_page
+from pipeline.compare.page import versus_sentences, write_page
 from pipeline.compare.summary import summarise_grid
 from pipeline.graph import RunConfigError, load_run_config
 from student_train.config import TrainConfig
@@ -181,6 +181,9 @@ def test_the_reference_against_each_variant_is_a_welch_difference_and_a_plain_se
     assert "s2dit against conv at 4x: recall 0.900 against 0.950, behind by 0.050" in text
     assert "against narrow at 4x: recall 0.900 against 0.895, not separated: +0.005 (95% Welch" in text
     assert 'id="compare-versus"' in text and "against twin" not in text
+    # what `s2dit run` prints after the grid: the same sentences
+    assert [line.split(":")[0] for line in versus_sentences(results)] == [
+        "s2dit against full at 4x", "s2dit against narrow at 4x", "s2dit against conv at 4x"]
 
 
 # -- [compare] refusals -------------------------------------------------------------------------
