@@ -267,7 +267,7 @@ def _report_of(result: dict[str, Any], key: str) -> dict[str, Any]:
     return result["kd"] if key.startswith("student_4step") or "fullstep" in key else result["ar"]
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", required=True, help="the memory-task cache, e.g. runs/memory/cache@train")
     parser.add_argument("--config", default="configs/memory.toml", help="run config whose recipes are used")
@@ -299,7 +299,11 @@ def main() -> None:
     parser.add_argument("--versus", metavar="STUDENT",
                         help="also table STUDENT minus every other student (recall, adherence) over "
                              "training seeds: Welch's 95%% interval and ahead / behind / not separated")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     results_path = Path(args.out) / "results.jsonl"
     results_path.parent.mkdir(parents=True, exist_ok=True)
