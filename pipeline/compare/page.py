@@ -27,6 +27,7 @@ from pipeline.video_io import atomic_output
 
 from .grid import EVAL
 from .stats import SeedDifference, SeedMean
+from .summary import versus_sentences
 
 LABELS = {"recall": "recall \u2191", "adherence": "adherence \u2191"}
 SCORE_COLUMNS = (("adherence", "adherence \u2191", 3), ("recall", "recall \u2191", 3),
@@ -91,37 +92,6 @@ def pareto_plot(results: Mapping[str, Any]) -> str:
                          points, x_label=f"ms per chunk (last 5 chunks, batch {batch})",
                          y_label=LABELS.get(y_key, y_key), marked_label="Pareto front",
                          chart_id="pareto") + _apart_note(results)
-
-
-def _versus_sentence(results: Mapping[str, Any], variant: str, length: str) -> str:
-    """``s2dit against full_attention at 4x: recall 0.900 against 0.600, ahead by 0.300 (95%
-    Welch interval +0.277 to +0.323, 3 and 3 seeds), full_attention at 1.02x s2dit's per-chunk
-    latency.``: the first metric the row has (recall, else adherence)."""
-    v = results["versus"]
-    reference, row = v["reference"], v["variants"][variant][length]
-    metric = next(m for m in v["metrics"] if m in row)
-    d = SeedDifference.from_json(row[metric])
-    means = [results["summary"][name]["sets"][v["set"]][length]["metrics"][metric]["mean"]
-             for name in (reference, variant)]
-    if d.half is None:
-        said = f"{d.diff:+.3f}, one seed: no interval"
-    else:
-        said = (f"{d.verdict} by {abs(d.diff):.3f}" if d.verdict in ("ahead", "behind")
-                else f"not separated: {d.diff:+.3f}")
-        said += f" (95% Welch interval {d.diff - d.half:+.3f} to {d.diff + d.half:+.3f}, {d.n_a} and {d.n_b} seeds)"
-    ratio = row.get("cost_ratio")
-    cost = (f", {variant} at {ratio:.2f}x {reference}'s per-chunk latency" if ratio is not None
-            else f", {variant}'s cost is per clip (not a streamed chunk's)")
-    return (f"{reference} against {variant} at {length}: {metric} {means[0]:.3f} against {means[1]:.3f}, "
-            f"{said}{cost}.")
-
-
-def versus_sentences(results: Mapping[str, Any]) -> list[str]:
-    """The plain sentence of every variant against the reference at the longest length."""
-    v = results.get("versus") or {}
-    longest = f"{results['lengths'][-1]}x" if results.get("lengths") else None
-    return [_versus_sentence(results, variant, longest)
-            for variant, per_length in v.get("variants", {}).items() if longest in per_length]
 
 
 def versus_section(results: Mapping[str, Any]) -> str:

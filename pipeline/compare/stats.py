@@ -103,7 +103,7 @@ def seed_difference(a: Sequence[float], b: Sequence[float], confidence: float = 
         return SeedDifference(diff=diff, half=None, n_a=ma.n, n_b=mb.n)
     va = sum((float(x) - ma.mean) ** 2 for x in a) / (ma.n - 1) / ma.n  # squared standard errors
     vb = sum((float(x) - mb.mean) ** 2 for x in b) / (mb.n - 1) / mb.n
-    if va + vb == 0.0:
+    if len(set(a)) == 1 and len(set(b)) == 1 or va + vb == 0.0:  # no spread (the float mean may round)
         return SeedDifference(diff=diff, half=0.0, n_a=ma.n, n_b=mb.n)
     df = (va + vb) ** 2 / (va ** 2 / (ma.n - 1) + vb ** 2 / (mb.n - 1))
     t = float(stats.t.ppf(0.5 + confidence / 2, df))

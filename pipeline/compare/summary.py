@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .stats import pareto_front, seed_difference, seed_mean
+from .stats import SeedDifference, pareto_front, seed_difference, seed_mean
 
 METRICS = ("adherence", "recall", "branch_rate", "mode_tv", "amplitude_bias", "ghost_energy",
            "dispersion_ratio", "coverage", "contrast")
@@ -132,3 +132,34 @@ def versus(results: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, 
         if per_length:
             out[variant] = per_length
     return {"reference": reference, "set": PARETO_SET, "metrics": list(VERSUS_METRICS), "variants": out}
+
+
+def _versus_sentence(results: Mapping[str, Any], variant: str, length: str) -> str:
+    """``s2dit against full_attention at 4x: recall 0.900 against 0.600, ahead by 0.300 (95%
+    Welch interval +0.277 to +0.323, 3 and 3 seeds), full_attention at 1.02x s2dit's per-chunk
+    latency.``: the first metric the row has (recall, else adherence)."""
+    v = results["versus"]
+    reference, row = v["reference"], v["variants"][variant][length]
+    metric = next(m for m in v["metrics"] if m in row)
+    d = SeedDifference.from_json(row[metric])
+    means = [results["summary"][name]["sets"][v["set"]][length]["metrics"][metric]["mean"]
+             for name in (reference, variant)]
+    if d.half is None:
+        said = f"{d.diff:+.3f}, one seed: no interval"
+    else:
+        said = (f"{d.verdict} by {abs(d.diff):.3f}" if d.verdict in ("ahead", "behind")
+                else f"not separated: {d.diff:+.3f}")
+        said += f" (95% Welch interval {d.diff - d.half:+.3f} to {d.diff + d.half:+.3f}, {d.n_a} and {d.n_b} seeds)"
+    ratio = row.get("cost_ratio")
+    cost = (f", {variant} at {ratio:.2f}x {reference}'s per-chunk latency" if ratio is not None
+            else f", {variant}'s cost is per clip (not a streamed chunk's)")
+    return (f"{reference} against {variant} at {length}: {metric} {means[0]:.3f} against {means[1]:.3f}, "
+            f"{said}{cost}.")
+
+
+def versus_sentences(results: Mapping[str, Any]) -> list[str]:
+    """The plain sentence of every variant against the reference at the longest length."""
+    v = results.get("versus") or {}
+    longest = f"{results['lengths'][-1]}x" if results.get("lengths") else None
+    return [_versus_sentence(results, variant, longest)
+            for variant, per_length in v.get("variants", {}).items() if longest in per_length]

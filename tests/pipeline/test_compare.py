@@ -33,8 +33,8 @@ from pipeline.compare import (
     seed_summary,
 )
 from pipeline.compare.grid import CELL, Training, check_variants, prepare_cell, twin_variants
-from pipeline.compare.page import versus_sentences, write_page
-from pipeline.compare.summary import summarise_grid
+from pipeline.compare.page import write_page
+from pipeline.compare.summary import summarise_grid, versus_sentences
 from pipeline.graph import RunConfigError, load_run_config
 from student_train.config import TrainConfig
 from student_train.self_forcing import ARConfig
@@ -64,7 +64,7 @@ seed_values = st.lists(st.integers(0, 576).map(lambda k: k / 576), min_size=2, m
 
 
 @pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # scipy, on a student with no spread
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(seed_values, seed_values)
 def test_a_difference_over_seeds_is_welchs_test_as_scipy_computes_it(a, b):
     d = seed_difference(a, b)
@@ -77,7 +77,7 @@ def test_a_difference_over_seeds_is_welchs_test_as_scipy_computes_it(a, b):
     low, high = test.confidence_interval(0.95)
     assert d.diff - d.half == pytest.approx(low, abs=1e-9) and d.diff + d.half == pytest.approx(high, abs=1e-9)
     # the interval excludes 0 exactly when Welch's test rejects equal means at 5%
-    if abs(test.pvalue - 0.05) > 1e-9:
+    if abs(test.pvalue - 0.05) > 1e-6:
         assert (d.verdict != "not separated") == (test.pvalue < 0.05)
         assert d.verdict in ("not separated", "ahead" if d.diff > 0 else "behind")
 

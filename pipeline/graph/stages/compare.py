@@ -28,7 +28,7 @@ from typing import Any
 
 from pipeline.compare import CompareConfig, Grid, run_grid
 from pipeline.compare.grid import PAGE, RESULTS, Training, check_guidance
-from pipeline.compare.page import versus_sentences
+from pipeline.compare.summary import versus_sentences
 from student_train.stages import get_stage
 
 from ..config import RunConfig, refuse_unknown_keys
