@@ -263,6 +263,23 @@ def versus(results: list[dict[str, Any]], reference: str) -> str:
     return "\n".join(lines)
 
 
+def teacher_table(results: list[dict[str, Any]]) -> str:
+    """The teacher's own samplers on the same noise (no training, whole clip), from the first
+    row's evaluation: they are the same in every row (pipeline/compare/rows.py)."""
+    from pipeline.compare.rows import teacher_scores
+
+    lines = [("| teacher sampler | length | gate | adherence | recall | went on (0.5) | mode TV | amp. bias "
+              "| ghost | contrast |\n|---|---|---|---|---|---|---|---|---|---|")]
+    for length, samplers in (teacher_scores(results[0]["ar"]).get("held_out_seeds", {}) if results else {}).items():
+        for name, s in samplers.items():
+            gate = "reference" if s["role"] == "reference" else \
+                "pass" if s["gate"]["passed"] else "FAIL: " + ", ".join(s["gate"]["failed"])
+            lines.append(f"| {name} | {length} | {gate} | {_cell(s, 'adherence')} | {_cell(s, 'recall')} | "
+                         f"{_cell(s, 'branch_rate')} | {_cell(s, 'mode_tv')} | {_cell(s, 'amplitude_bias')} | "
+                         f"{_cell(s, 'ghost_energy')} | {_cell(s, 'contrast')} |")
+    return "\n".join(lines)
+
+
 def _report_of(result: dict[str, Any], key: str) -> dict[str, Any]:
     return result["kd"] if key.startswith("student_4step") or "fullstep" in key else result["ar"]
 
@@ -327,7 +344,8 @@ def main() -> None:
                 handle.write(json.dumps(result) + "\n")
             print(f"{name} seed {seed}: KD {result['kd_seconds']:.0f} s, AR {result['ar_seconds']:.0f} s", flush=True)
     results = list(done.values())
-    text = f"{summary(results)}\n\nPer seed (95% Wilson intervals: evaluation noise only):\n\n{table(results)}\n"
+    text = (f"{summary(results)}\n\nThe teacher, no training (the same noise):\n\n{teacher_table(results)}\n\n"
+            f"Per seed (95% Wilson intervals: evaluation noise only):\n\n{table(results)}\n")
     if args.versus:
         text += f"\n{args.versus} against each student (Welch over training seeds):\n\n{versus(results, args.versus)}\n"
     (Path(args.out) / "table.md").write_text(text)

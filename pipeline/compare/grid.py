@@ -44,13 +44,11 @@ from student_train.student import StudentCheckpoint
 from student_train.trainer import student_config_for
 
 from .config import CompareConfig
+from .rows import student_scores, teacher_scores
 from .summary import summarise_grid
 
 CELL, RESULTS, PAGE, EVAL = "cell.json", "results.json", "index.html", "eval_ar.json"
 RESULTS_VERSION = 1
-SCORE_KEYS = ("adherence", "coverage", "recall", "branch_rate", "mode_tv", "amplitude_bias",
-              "ghost_energy", "dispersion_ratio", "contrast", "samples")
-SETS = ("held_out_seeds", "unseen_combinations")
 
 
 class Training(NamedTuple):
@@ -287,34 +285,6 @@ def run_cell(grid: Grid, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _scores(report: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{set: {"4x": scores}} of the streaming rows of the evaluation of a checkpoint whose stage
-    streams (the few oracle figures the comparison shows, the gate's verdict, and the Wilson
-    intervals of the rates)."""
-    from pipeline.eval import student_rows
-    from pipeline.eval_unseen import UNSEEN_KEYS
-
-    prefix = student_rows(streams=True)
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for set_key in dict.fromkeys((*SETS, *UNSEEN_KEYS.values())):  # the validation subset too
-        rows = report.get(set_key)
-        if not rows:
-            continue
-        base = next((k for k in rows if k.startswith(prefix) and k.endswith("_streaming")), None)
-        if base is None:
-            continue
-        out[set_key] = {}
-        for m in report["lengths"]:
-            s = rows.get(base if m == 1 else f"{base}_{m}x")
-            if s is None:
-                continue
-            kept = {k: s[k] for k in SCORE_KEYS if k in s}
-            kept.update({f"{k}_ci": s[f"{k}_ci"] for k in SCORE_KEYS if f"{k}_ci" in s})
-            kept["gate"] = {"passed": bool(s["gate"]["passed"]), "failed": list(s["gate"]["failed"])}
-            out[set_key][f"{m}x"] = kept
-    return out
-
-
 def measure_costs(grid: Grid, records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     """Per cell and length: per-chunk seconds (``latency_repeats`` passes, interleaved over the
     cells) and GFLOPs of one chunk at the clip's end."""
@@ -432,18 +402,19 @@ def run_grid(grid: Grid) -> dict[str, Any]:
         k: v for k, v in grid.compare.variants.items() if k not in twins}))
     records = run_cells(once)  # in this process, or side by side as Ray tasks
     costs = measure_costs(once, records)
-    cells = []
+    cells, teacher = [], {}
     names = [t.spec.name for t in grid.trainings]
     for record in records:
         cell = (record["variant"], record["seed"])
         seconds = {name: record[f"{name}_seconds"] for name in names}
-        eval_url = f"{grid.folder(*cell)}/{EVAL}"
+        report = _read(f"{grid.folder(*cell)}/{EVAL}") or {}
+        teacher = teacher or teacher_scores(report)  # the same in every cell (rows.py)
         cells.append({
             "variant": cell[0], "seed": cell[1], "folder": f"{cell[0]}/seed{cell[1]}",
             **{f"{name}_checkpoint": record[f"{name}_checkpoint"] for name in names},
             "train_seconds": {**seconds, "total": sum(seconds.values())},
             "resumed": record["resumed"], "eval_seconds": record["eval"].get("seconds"),
-            "scores": _scores(_read(eval_url) or {}), "cost": costs[cell],
+            "scores": student_scores(report), "cost": costs[cell],
             "samples": record.get("samples", {}).get("videos", []),
         })
     cells += [{**cell, "variant": twin, "same_as": name} for twin, name in twins.items()
@@ -463,6 +434,7 @@ def run_grid(grid: Grid) -> dict[str, Any]:
                        "processor": platform.processor(), "python": platform.python_version(),
                        "torch": torch.__version__},
         "cells": cells,
+        "teacher": teacher,
     }
     results.update(summarise_grid(results))
     _write(f"{grid.out.rstrip('/')}/{RESULTS}", results)

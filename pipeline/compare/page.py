@@ -11,7 +11,9 @@ every variant's frames per chunk beside its cost. Then the reference (the first 
 each other variant: the difference in recall and adherence per length with its Welch interval
 over seeds and the cost ratio, and one plain sentence per variant at the longest length. Then
 the table, one row per variant and length, every figure
-mean ± half-width over seeds; the unseen attribute combinations apart; each seed's row; each
+mean ± half-width over seeds; the teacher's own samplers on the same noise (full-step, and
+4-step Euler and UniPC with no training: reference points, whole clip, rows.py); the unseen
+attribute combinations apart; each seed's row; each
 variant's videos when ``[compare] samples`` wrote some.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.eval import STRONG_SOLVER, STRONG_SOLVER_TITLE
 from pipeline.eval_unseen import UNSEEN_KEYS
 from pipeline.report.html import document, esc, pending, table
 from pipeline.report.svg import Point, scatter_chart
@@ -122,6 +125,47 @@ def versus_section(results: Mapping[str, Any]) -> str:
             + f"<p class=\"muted\">{esc(reference)}'s mean minus the variant's over training seeds, "
             "[95% Welch interval] (each student's own spread over its seeds); ahead / behind: the "
             "interval is above / below 0, not separated: it holds 0.</p>")
+
+
+TEACHER_TITLES = {"teacher_fullstep": "full-step Euler (the reference)"}
+
+
+def _teacher_title(name: str) -> str:
+    """``teacher_4step_unipc`` -> "4-step UniPC"; the reference says so."""
+    if name in TEACHER_TITLES:
+        return TEACHER_TITLES[name]
+    steps, _, solver = name.removeprefix("teacher_").partition("_")
+    return f"{steps.replace('step', '-step')} {STRONG_SOLVER_TITLE if solver == STRONG_SOLVER else solver or 'Euler'}"
+
+
+def _value(row: Mapping[str, Any], key: str, digits: int) -> str:
+    """A teacher row's figure, with its Wilson interval where the oracle gives one."""
+    if not isinstance(row.get(key), (int, float)):
+        return '<span class="muted">-</span>'
+    ci = row.get(f"{key}_ci")
+    return esc(f"{row[key]:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else ""))
+
+
+def teacher_table(results: Mapping[str, Any], set_key: str = "held_out_seeds") -> str:
+    """The teacher's own samplers on the same noise as every cell: reference points with no
+    training (whole clip, not streamed: no per-chunk cost)."""
+    rows = []
+    for length, samplers in (results.get("teacher") or {}).get(set_key, {}).items():
+        for name, row in samplers.items():
+            gate = ("reference" if row.get("role") == "reference" else "pass" if row["gate"]["passed"]
+                    else "fail: " + ", ".join(row["gate"]["failed"]))
+            rows.append([esc(_teacher_title(name)), esc(length), esc(gate),
+                         *[_value(row, k, d) for k, _, d in SCORE_COLUMNS]])
+    if not rows:
+        return ""
+    return ("<h3>The teacher's own samplers (no training)</h3>"
+            + table(["teacher sampler", "length", "gate", *[label for _, label, _ in SCORE_COLUMNS]],
+                    rows, table_id="compare-teacher", raw_cells=True)
+            + '<p class="muted">The analytic teacher on the same held-out noise as every cell, the whole '
+            "clip at once (not streamed, so no per-chunk cost): the full-step sampler every row is "
+            "gated against, and its few-step samplers with no training at all, Euler and a strong "
+            "solver (diffusers' UniPC). One sample set, so [95% Wilson intervals] over samples, not "
+            "seeds.</p>")
 
 
 def _gate(row: Mapping[str, Any]) -> str:
@@ -236,7 +280,8 @@ def comparison_html(results: Mapping[str, Any] | None, *, link_prefix: str = "")
             "lower bound.")
     body = (pareto_plot(results) + f'<p class="muted">{esc(note)}</p>' + versus_section(results)
             + "<h3>Held-out seeds of the trained classes</h3>"
-            + summary_table(results, "held_out_seeds", link_prefix=link_prefix, cost=True))
+            + summary_table(results, "held_out_seeds", link_prefix=link_prefix, cost=True)
+            + teacher_table(results))
     for set_key in dict.fromkeys(UNSEEN_KEYS.values()):
         if any(set_key in s["sets"] for s in results.get("summary", {}).values()):
             body += (f"<h3>{esc(_unseen_title(results, set_key))}</h3>"

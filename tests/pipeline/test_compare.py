@@ -32,8 +32,9 @@ from pipeline.compare import (
     seed_mean,
     seed_summary,
 )
-from pipeline.compare.grid import CELL, Training, check_variants, prepare_cell, twin_variants
+from pipeline.compare.grid import CELL, EVAL, Training, check_variants, prepare_cell, twin_variants
 from pipeline.compare.page import write_page
+from pipeline.compare.rows import teacher_scores
 from pipeline.compare.summary import summarise_grid, versus_sentences
 from pipeline.graph import RunConfigError, load_run_config
 from student_train.config import TrainConfig
@@ -96,6 +97,28 @@ def test_pareto_front_keeps_what_nothing_beats_on_both_cost_and_quality():
     assert pareto_front({"a": (1.0, 0.5), "b": (1.0, 0.5)}) == ["a", "b"]  # equal: both stay
 
 
+def _row(role: str, recall: float) -> dict:
+    return {"role": role, "recall": recall, "recall_ci": [recall - 0.01, 1.0], "adherence": 1.0,
+            "per_chunk": [1.0], "gate": {"passed": True, "failed": []}}
+
+
+def test_the_teacher_rows_are_kept_by_role_and_by_the_length_their_key_names():
+    report = {"lengths": [1, 4], "held_out_seeds": {
+        "teacher_fullstep": _row("reference", 1.0), "teacher_4step": _row("baseline", 0.98),
+        "teacher_4step_unipc": _row("baseline", 0.99), "teacher_fullstep_4x": _row("reference", 0.97),
+        "student_ar_4step_streaming": _row("student", 0.9), "student_ar_4step_streaming_4x": _row("student", 0.8),
+        "student_ar_4step_streaming_forced3": _row("diagnostic", 0.95)},
+        "unseen_combinations": {"teacher_fullstep": _row("reference", 1.0)}}
+    out = teacher_scores(report)
+    assert {m: set(rows) for m, rows in out["held_out_seeds"].items()} == {
+        "1x": {"teacher_fullstep", "teacher_4step", "teacher_4step_unipc"}, "4x": {"teacher_fullstep"}}
+    assert out["held_out_seeds"]["4x"]["teacher_fullstep"]["recall"] == 0.97
+    assert out["held_out_seeds"]["1x"]["teacher_4step_unipc"] == {
+        "recall": 0.99, "recall_ci": [0.98, 1.0], "adherence": 1.0, "role": "baseline",
+        "gate": {"passed": True, "failed": []}}  # the comparison's figures only
+    assert set(out["unseen_combinations"]["1x"]) == {"teacher_fullstep"}
+
+
 def test_seed_summary_counts_gate_passes_and_averages_the_metrics_every_seed_has():
     scores = [{"adherence": 0.9, "recall": 0.8, "gate": {"passed": True}},
               {"adherence": 0.7, "gate": {"passed": False}},
@@ -130,7 +153,10 @@ def fake_results(variants: dict[str, tuple[float, float]], seeds=(0, 1, 2), leng
                "variants": {v: {"overrides": {"dim": 64}, "train_model": {"layout": ["lcha"], "dim": 64},
                                 "model": None} for v in variants},
                "cost_setup": {"latency_batch": 16, "latency_repeats": 3, "torch_threads": 1},
-               "cells": cells}
+               "cells": cells,
+               "teacher": {"held_out_seeds": {"1x": {
+                   "teacher_fullstep": {**_scores(1.0, 0.0), "role": "reference"},
+                   "teacher_4step_unipc": {**_scores(0.98, 0.0), "recall_ci": [0.97, 0.99], "role": "baseline"}}}}}
     results.update(summarise_grid(results))
     return results
 
@@ -318,6 +344,14 @@ def test_the_grid_trains_scores_and_costs_every_cell_then_reruns_without_trainin
     assert conv["2x"]["gflops"] == conv["1x"]["gflops"] < s2dit["1x"]["gflops"]  # a bounded state
     assert set(results["summary"]) == {"s2dit", "conv_only"} and results["pareto"]["y"] == "adherence"
     assert results["pareto"]["front"]
+    # the teacher's samplers: kept once, and the same rows as in every cell's own evaluation
+    teacher = results["teacher"]["held_out_seeds"]
+    assert set(teacher["1x"]) == {"teacher_fullstep", "teacher_4step", "teacher_4step_unipc"}
+    assert set(teacher["2x"]) == {"teacher_fullstep"} and teacher["1x"]["teacher_fullstep"]["role"] == "reference"
+    for cell in results["cells"]:
+        assert teacher_scores(json.loads((run / "compare" / cell["folder"] / EVAL).read_text())) == results["teacher"]
+    page = (run / "compare" / "index.html").read_text()
+    assert 'id="compare-teacher"' in page and "4-step UniPC" in page
 
     before, log[:] = _metrics_lines(run), []
     again = run_grid(_grid(run, prompts, log, samples=1))

@@ -27,4 +27,5 @@ def test_the_comparison_page_shows_the_pareto_plot_in_chromium(tmp_path):
     assert all(p["width"] > 0 for p in plot["points"])  # drawn, not just present
     assert {p["label"] for p in plot["points"] if p["marked"]} == {"conv_only", "lcha_only", "s2dit",
                                                                   "full_attention"}
-    assert {"compare-held-out-seeds", "compare-versus", "compare-seeds", "compare-variants"} <= set(report.tables)
+    assert {"compare-held-out-seeds", "compare-versus", "compare-teacher", "compare-seeds",
+            "compare-variants"} <= set(report.tables)

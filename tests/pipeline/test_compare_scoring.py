@@ -17,8 +17,9 @@ import torch
 from test_compare import fake_results
 
 from pipeline.compare import CompareConfig, Grid
-from pipeline.compare.grid import EVAL, Training, _scores, check_guidance, evaluate_cell
+from pipeline.compare.grid import EVAL, Training, check_guidance, evaluate_cell
 from pipeline.compare.page import write_page
+from pipeline.compare.rows import student_scores
 from pipeline.compare.summary import summarise_grid
 from pipeline.graph import RunConfigError, load_run_config
 from student_train.config import TrainConfig
@@ -68,7 +69,7 @@ def test_the_validation_subset_reaches_the_grid_scores():
     row = {"adherence": 0.5, "recall": 0.4, "gate": {"passed": False, "failed": ["recall"]}}
     report = {"lengths": [1], "held_out_seeds": {"student_ar_4step_streaming": row},
               "unseen_validation": {"student_ar_4step_streaming": row}}
-    assert set(_scores(report)) == {"held_out_seeds", "unseen_validation"}
+    assert set(student_scores(report)) == {"held_out_seeds", "unseen_validation"}
 
 
 def test_guidance_is_refused_for_a_variant_whose_recipes_train_no_dropout(tmp_path):
