@@ -16,6 +16,8 @@ OUTPUT: every cell's record, in the grid's order. A task writes only its cell's 
 record, atomically as in process, and returns the record and the lines it logged; the driver
 shows which cells run and how many are done. The cost is measured afterwards, by run_grid in
 the driver alone, so that the latencies compared are taken in one process under one load.
+A cell that borrows a stage from another (sharing.py: a stage-2 ablation's S2DiT-KD is s2dit's)
+starts only when that cell is done.
 
 Failures count as in process: an error raised in a cell ends the grid and comes back as
 itself (after the cells already running finish; no new one starts); a cell whose process or
@@ -39,6 +41,7 @@ from cache_schema.store import absolute_url, apply_storage_env, storage_env
 from .config import CompareConfig
 from .grid import Grid, cell_pending, prepare_cell, run_cell
 from .progress import transient_progress
+from .sharing import waits_for
 
 if TYPE_CHECKING:
     from pipeline.graph.config import TaskResources
@@ -110,7 +113,10 @@ def _run_as_tasks(grid: Grid, resources: TaskResources) -> list[dict[str, Any]]:
         try:
             while running or (waiting and failed is None):
                 while waiting and failed is None and len(running) < at_once:
-                    cell = waiting.pop(0)
+                    cell = _next_ready(grid, waiting, [c for c, _ in running.values()])
+                    if cell is None:  # each waits for a running cell's stage (sharing.py)
+                        break
+                    waiting.remove(cell)
                     running[task.remote(grid, records[cell], env)] = (cell, time.perf_counter())
                     log(f"{_name(cell)}: started")
                 show(done, [_name(c) for c, _ in running.values()])
@@ -137,6 +143,13 @@ def _run_as_tasks(grid: Grid, resources: TaskResources) -> list[dict[str, Any]]:
     if failed is not None:
         raise failed
     return [records[cell] for cell in cells]
+
+
+def _next_ready(grid: Grid, waiting: list[Cell], running: list[Cell]) -> Cell | None:
+    """The first waiting cell none of whose owners (the cells it borrows a stage from) is still
+    waiting or running; None when every waiting cell waits for one."""
+    busy = set(waiting) | set(running)
+    return next((cell for cell in waiting if not waits_for(grid, *cell) & busy), None)
 
 
 def _cause(exc: BaseException, cell: Cell) -> BaseException:

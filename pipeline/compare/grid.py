@@ -45,6 +45,7 @@ from student_train.trainer import student_config_for
 
 from .config import CompareConfig
 from .rows import student_scores, teacher_scores
+from .sharing import shared_record, stage_owners
 from .summary import summarise_grid
 
 CELL, RESULTS, PAGE, EVAL = "cell.json", "results.json", "index.html", "eval_ar.json"
@@ -148,8 +149,12 @@ def prepare_cell(grid: Grid, variant: str, seed: int) -> dict[str, Any]:
     if record is not None:
         gone = [c for c in (record.get(f"{t.spec.name}_checkpoint") for t in grid.trainings)
                 if c and not _exists(c)]
+        shared, now = record.get("shared", {}), shared_record(grid, variant, seed)
+        moved = [stage for stage, owner in shared.items() if now.get(stage) != owner]
         why = ("its recipe changed since it was trained" if record.get("identity") != identity
-               else f"its checkpoint {gone[0]} is gone" if gone else None)
+               else f"its checkpoint {gone[0]} is gone" if gone
+               else f"its {moved[0].upper()} came from {shared[moved[0]]}, which no longer trains it"
+               if moved else None)
         if why:
             grid.log(f"{variant} seed {seed}: {why}; training it again")
             fs.rm(root, recursive=True)
@@ -184,8 +189,11 @@ def train_cell(grid: Grid, record: dict[str, Any]) -> None:
     variant, seed = record["variant"], record["seed"]
     folder = grid.folder(variant, seed)
     previous = None
+    owners = stage_owners(grid, variant, seed)
     for (spec, _), config in zip(grid.trainings, grid.configs(variant, seed), strict=True):
         stage = spec.name
+        if not record.get(f"{stage}_checkpoint") and stage in owners:
+            borrow_stage(grid, record, stage, owners[stage])
         if not record.get(f"{stage}_checkpoint"):
             inputs = training_inputs(spec, grid.cache_url, previous)
             grid.log(f"{variant} seed {seed}: training {stage.upper()}")
@@ -201,6 +209,21 @@ def train_cell(grid: Grid, record: dict[str, Any]) -> None:
                 f"{folder}/{stage}", spec.total_steps(config), f"{variant} seed {seed} {stage.upper()}")
             _write(f"{folder}/{CELL}", record)
         previous = record[f"{stage}_checkpoint"]
+
+
+def borrow_stage(grid: Grid, record: dict[str, Any], stage: str, owner: str) -> None:
+    """The owner's finished ``stage`` as this cell's (sharing.py): its checkpoint and wall time."""
+    variant, seed = record["variant"], record["seed"]
+    trained = _read(f"{grid.folder(owner, seed)}/{CELL}") or {}
+    if not trained.get(f"{stage}_checkpoint"):
+        raise RuntimeError(f"{variant} seed {seed}: its {stage.upper()} is {owner} seed {seed}'s (the same "
+                           f"recipe and seed), which has not trained it: bring {owner} up to date first")
+    record[f"{stage}_checkpoint"] = trained[f"{stage}_checkpoint"]
+    record[f"{stage}_seconds"] = trained[f"{stage}_seconds"]
+    record["resumed"] = record["resumed"] or trained["resumed"]  # its time may be a lower bound
+    record.setdefault("shared", {})[stage] = f"{owner}/seed{seed}"
+    grid.log(f"{variant} seed {seed}: {stage.upper()} is {owner}'s (the same recipe and seed): not trained again")
+    _write(f"{grid.folder(variant, seed)}/{CELL}", record)
 
 
 def _eval_key(grid: Grid, record: dict[str, Any]) -> dict[str, Any]:
@@ -413,7 +436,8 @@ def run_grid(grid: Grid) -> dict[str, Any]:
             "variant": cell[0], "seed": cell[1], "folder": f"{cell[0]}/seed{cell[1]}",
             **{f"{name}_checkpoint": record[f"{name}_checkpoint"] for name in names},
             "train_seconds": {**seconds, "total": sum(seconds.values())},
-            "resumed": record["resumed"], "eval_seconds": record["eval"].get("seconds"),
+            "resumed": record["resumed"], "shared": record.get("shared", {}),
+            "eval_seconds": record["eval"].get("seconds"),
             "scores": student_scores(report), "cost": costs[cell],
             "samples": record.get("samples", {}).get("videos", []),
         })

@@ -218,6 +218,7 @@ def seeds_table(results: Mapping[str, Any], *, link_prefix: str) -> str:
                  if m in held else "-" for m in lengths]
         recalls = [f"{held[m][y_key]:.3f}" if y_key in held.get(m, {}) else "-" for m in lengths]
         wall = ("\u2265 " if c["resumed"] else "") + f"{c['train_seconds']['total'] / 60:.1f}"
+        wall += "".join(f" ({stage.upper()}: {owner.split('/')[0]}'s)" for stage, owner in c.get("shared", {}).items())
         link = f'<a href="{esc(link_prefix + c["folder"] + "/" + EVAL)}">{esc(EVAL)}</a>'
         rows.append([esc(c["variant"]), esc(c["seed"]), *map(esc, gates), *map(esc, recalls),
                      esc(f"{c['cost'][lengths[-1]]['last5_s'] * 1e3:.2f}{_per(summary, c['variant'])}"),
@@ -277,7 +278,9 @@ def comparison_html(results: Mapping[str, Any] | None, *, link_prefix: str = "")
             f"(torch's FlopCounterMode: matmuls, convolutions, attention); a chunk is the frames per "
             f"chunk the table says. \u2605: on the Pareto "
             f"front at {p.get('length')}. \u2265: a training was interrupted, its wall time is a "
-            "lower bound.")
+            "lower bound. A stage another variant's cell of the same seed trained with the same "
+            "recipe (a stage-2 variant's S2DiT-KD: \"KD: s2dit's\" in the seeds' table) is trained "
+            "once and counted in both variants' wall time.")
     body = (pareto_plot(results) + f'<p class="muted">{esc(note)}</p>' + versus_section(results)
             + "<h3>Held-out seeds of the trained classes</h3>"
             + summary_table(results, "held_out_seeds", link_prefix=link_prefix, cost=True)

@@ -9,6 +9,7 @@ is configs/memory.toml's run plus [compare]. The page in Chromium: test_compare_
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import math
 import shutil
@@ -32,9 +33,11 @@ from pipeline.compare import (
     seed_mean,
     seed_summary,
 )
+from pipeline.compare.cells import _next_ready
 from pipeline.compare.grid import CELL, EVAL, Training, check_variants, prepare_cell, twin_variants
 from pipeline.compare.page import write_page
 from pipeline.compare.rows import teacher_scores
+from pipeline.compare.sharing import stage_owners, waits_for
 from pipeline.compare.summary import summarise_grid, versus_sentences
 from pipeline.graph import RunConfigError, load_run_config
 from student_train.config import TrainConfig
@@ -379,6 +382,54 @@ def test_a_variant_that_equals_another_is_trained_once_and_shares_its_cells(tiny
     assert results["variants"]["same"]["same_as"] == "s2dit" and "same_as" not in results["variants"]["s2dit"]
     assert results["variants"]["same"]["model"] == results["variants"]["s2dit"]["model"]
     assert "the same students as s2dit" in (tmp_path / "compare" / "index.html").read_text()
+
+
+def test_a_stage_with_the_same_recipe_and_seed_is_trained_once_per_seed():
+    compare = CompareConfig(variants={"s2dit": {}, "critic_2": {"train_ar": {"critic_steps": 2}},
+                                      "wide": {"dim": 32}, "lr": {"train": {"lr": 7e-3}},
+                                      "wide_critic_2": {"dim": 32, "train_ar": {"critic_steps": 2}}},
+                            seeds=(0, 1))
+    grid = Grid(compare=compare, trainings=(Training(get_stage("kd"), TrainConfig(model={"dim": 16, "heads": 2})),
+                                            Training(get_stage("ar"), ARConfig())),
+                cache_url="unused", generation=1, out="unused")
+    owners = {v: stage_owners(grid, v, 1) for v in compare.variants}
+    assert owners == {"s2dit": {}, "critic_2": {"kd": "s2dit"}, "wide": {}, "lr": {},
+                      "wide_critic_2": {"kd": "wide"}}  # the first variant with the same KD owns it
+    assert waits_for(grid, "wide_critic_2", 1) == {("wide", 1)} and waits_for(grid, "lr", 1) == set()
+    # side by side: a cell waits while the cell it borrows from waits or runs
+    assert _next_ready(grid, [("critic_2", 0), ("wide", 0)], [("s2dit", 0)]) == ("wide", 0)
+    assert _next_ready(grid, [("critic_2", 0)], [("s2dit", 0)]) is None
+    assert _next_ready(grid, [("critic_2", 0)], [("s2dit", 1)]) == ("critic_2", 0)  # another seed's
+
+
+def test_a_stage_2_variant_borrows_the_kd_stage_and_gets_the_bytes_of_its_own(tiny_cache, tmp_path):
+    run, prompts = tiny_cache
+    log: list[str] = []
+    variants = {"s2dit": {}, "critic_2": {"train_ar": {"critic_steps": 2}}}
+    grid = _grid(run, prompts, log, variants=variants, lengths=(1,), latency_repeats=1)
+    grid.out = str(tmp_path / "shared")
+    results = run_grid(grid)
+    assert [line for line in log if "training" in line] == [
+        "s2dit seed 0: training KD", "s2dit seed 0: training AR", "critic_2 seed 0: training AR"]
+    assert "critic_2 seed 0: KD is s2dit's (the same recipe and seed): not trained again" in log
+    s2dit, critic = results["cells"]
+    assert critic["shared"] == {"kd": "s2dit/seed0"} and s2dit["shared"] == {}
+    assert critic["kd_checkpoint"] == s2dit["kd_checkpoint"] and not (tmp_path / "shared" / "critic_2" / "seed0" / "kd").exists()
+    assert critic["train_seconds"]["kd"] == s2dit["train_seconds"]["kd"]  # its student's cost from nothing
+    assert "KD: s2dit's" in html.unescape((tmp_path / "shared" / "index.html").read_text())
+    # the same student as a grid that trains the variant's KD itself: same seed, same bytes
+    alone = _grid(run, prompts, [], variants={"critic_2": variants["critic_2"]}, lengths=(1,), latency_repeats=1)
+    alone.out = str(tmp_path / "alone")
+    (own,) = run_grid(alone)["cells"]
+    assert own["shared"] == {} and own["scores"] == critic["scores"]
+    ours, theirs = (Path(c["ar_checkpoint"]) / "model.safetensors" for c in (critic, own))
+    assert ours.read_bytes() == theirs.read_bytes()
+    # the owner gone from the grid: the cell that borrowed from it is trained again
+    log[:] = []
+    grid.compare = dataclasses.replace(grid.compare, variants={"critic_2": variants["critic_2"]})
+    (again,) = run_grid(grid)["cells"]
+    assert "critic_2 seed 0: its KD came from s2dit/seed0, which no longer trains it; training it again" in log
+    assert again["shared"] == {} and again["scores"] == critic["scores"]
 
 
 def test_a_variant_that_does_not_fit_the_cache_is_refused_before_any_cell_trains(tiny_cache):

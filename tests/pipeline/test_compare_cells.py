@@ -141,6 +141,24 @@ def test_cells_run_side_by_side_and_a_grid_continues_where_it_stopped(tiny_cache
     assert not [line for line in log if "started" in line or "training" in line]
 
 
+def test_side_by_side_a_cell_that_borrows_a_stage_starts_when_its_owner_is_done(tiny_cache, ray_runtime, tmp_path):
+    run, prompts = tiny_cache
+    log: list[str] = []
+    grid = _grid(run, prompts, log, variants={"s2dit": {}, "critic_2": {"train_ar": {"critic_steps": 2}},
+                                              "conv_only": {"layout": ["conv", "conv"]}},
+                 lengths=(1,), latency_repeats=1, max_parallel=2, ray={"num_cpus": 1})
+    grid.out = str(tmp_path / "compare")
+    results = run_grid(grid)
+    started = [line for line in log if line.endswith(": started")]
+    assert started == ["s2dit seed 0: started", "conv_only seed 0: started", "critic_2 seed 0: started"]
+    assert log.index("critic_2 seed 0: started") > log.index(next(x for x in log if x.startswith("s2dit seed 0: done in")))
+    assert sorted(line for line in log if "training KD" in line) == ["conv_only seed 0: training KD",
+                                                                     "s2dit seed 0: training KD"]
+    by_variant = {c["variant"]: c for c in results["cells"]}
+    assert by_variant["critic_2"]["shared"] == {"kd": "s2dit/seed0"}
+    assert by_variant["critic_2"]["kd_checkpoint"] == by_variant["s2dit"]["kd_checkpoint"]
+
+
 def test_an_error_in_a_cell_ends_the_grid_as_itself_after_the_running_cells(tiny_cache, ray_runtime):
     run, prompts = tiny_cache
     log: list[str] = []
