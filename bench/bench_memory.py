@@ -236,25 +236,35 @@ def summary(results: list[dict[str, Any]]) -> str:
 def versus(results: list[dict[str, Any]], reference: str) -> str:
     """``reference`` minus every other student per model row, in recall and adherence: Welch's
     difference over their training seeds (pipeline.compare.seed_difference, as the comparison
-    page's), with its 95% interval and verdict."""
+    page's), with its 95% interval and verdict; paired seed by seed (paired_difference) when
+    both students' stage 2 started from the same KD model on every seed (a stage-2 ablation)."""
     from pipeline.compare import seed_difference
+    from pipeline.compare.stats import paired_difference
+
+    def runs(name: str) -> list[dict[str, Any]]:
+        return sorted((r for r in results if r["student"] == name), key=lambda r: r["seed"])
 
     def values(name: str, set_key: str, key: str, metric: str) -> list[float]:
-        runs = sorted((r for r in results if r["student"] == name), key=lambda r: r["seed"])
-        return [s[metric] for r in runs
+        return [s[metric] for r in runs(name)
                 if isinstance((s := _report_of(r, key).get(set_key, {}).get(key) or {}).get(metric), (int, float))]
+
+    def same_kd(name: str) -> bool:
+        a, b = runs(reference), runs(name)
+        return [r["seed"] for r in a] == [r["seed"] for r in b] and all(
+            x["kd"].get("checkpoint") == y["kd"].get("checkpoint") for x, y in zip(a, b, strict=True))
 
     lines = [f"| {reference} minus | model | seeds | recall | adherence |\n|---|---|---|---|---|"]
     for name in dict.fromkeys(r["student"] for r in results):
         if name == reference:
             continue
+        difference = paired_difference if same_kd(name) else seed_difference
         for set_key, key, label in ROWS:
             cells, seeds = [], ""
             for metric in ("recall", "adherence"):
                 a, b = values(reference, set_key, key, metric), values(name, set_key, key, metric)
-                if a and b:
-                    d = seed_difference(a, b)
-                    cells.append(f"{d.text()} {d.verdict}")
+                if a and b and (len(a) == len(b) or difference is seed_difference):
+                    d = difference(a, b)
+                    cells.append(f"{d.text()} {d.verdict}" + (" (paired)" if d.paired else ""))
                     seeds = f"{d.n_a} / {d.n_b}"
                 else:
                     cells.append("-")

@@ -98,7 +98,7 @@ def pareto_plot(results: Mapping[str, Any]) -> str:
 
 
 def versus_section(results: Mapping[str, Any]) -> str:
-    """The reference minus each variant per length (recall, adherence: Welch over seeds), the
+    """The reference minus each variant per length (recall, adherence: Welch over seeds, or paired), the
     variant's cost over the reference's, and the plain sentence at the longest length."""
     v = results.get("versus") or {}
     if not v.get("variants"):
@@ -113,7 +113,8 @@ def versus_section(results: Mapping[str, Any]) -> str:
             for metric in v["metrics"]:
                 d = SeedDifference.from_json(row[metric]) if metric in row else None
                 css = {"ahead": "ok", "behind": "error"}.get(d.verdict, "") if d else ""
-                cells.append(f'<span class="{css}">{esc(d.text())} {esc(d.verdict)}</span>' if d
+                paired = " (paired)" if d and d.paired else ""
+                cells.append(f'<span class="{css}">{esc(d.text())} {esc(d.verdict)}{paired}</span>' if d
                              else '<span class="muted">-</span>')
             ratio = row.get("cost_ratio")
             rows.append([esc(variant), esc(length), *cells,
@@ -123,7 +124,9 @@ def versus_section(results: Mapping[str, Any]) -> str:
             f'<ul id="compare-statements">{sentences}</ul>'
             + table(head, rows, table_id="compare-versus", raw_cells=True)
             + f"<p class=\"muted\">{esc(reference)}'s mean minus the variant's over training seeds, "
-            "[95% Welch interval] (each student's own spread over its seeds); ahead / behind: the "
+            "[95% Welch interval] (each student's own spread over its seeds), or (paired) the paired "
+            "t interval of the per-seed differences when the two students share a trained stage on every "
+            "seed (a stage-2 variant starts from the reference's own S2DiT-KD); ahead / behind: the "
             "interval is above / below 0, not separated: it holds 0.</p>")
 
 

@@ -6,7 +6,11 @@ oracle's scores are evaluation noise only). A figure over seeds is their mean wi
 Student-t half-width, t(0.975, n - 1) * sd / sqrt(n); one seed has no spread to show. A
 difference between two students is Welch's: their seeds are independent draws with their own
 spreads, so the interval takes each one's variance and the Welch-Satterthwaite degrees of freedom
-(the same test as ``scipy.stats.ttest_ind(equal_var=False)``).
+(the same test as ``scipy.stats.ttest_ind(equal_var=False)``). When the two students share a
+training stage seed by seed (a stage-2 ablation starts from the reference's own S2DiT-KD of each
+seed: pipeline/compare/sharing.py) and are scored on the same noise, seed k of one is paired with
+seed k of the other: what the shared KD model contributes cancels in their difference, and the
+interval is the paired t interval of the per-seed differences (``scipy.stats.ttest_rel``).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class SeedDifference:
     half: float | None
     n_a: int
     n_b: int
+    paired: bool = False  # seed k of a with seed k of b (a shared stage): the paired t interval
 
     @property
     def verdict(self) -> str:
@@ -86,12 +91,18 @@ class SeedDifference:
         return f"{self.diff:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
     def to_json(self) -> dict[str, Any]:
-        return {"diff": self.diff, "half": self.half, "n_a": self.n_a, "n_b": self.n_b, "verdict": self.verdict}
+        return {"diff": self.diff, "half": self.half, "n_a": self.n_a, "n_b": self.n_b, "verdict": self.verdict,
+                "paired": self.paired}
+
+    @property
+    def test(self) -> str:
+        """The interval's name in a sentence."""
+        return "paired" if self.paired else "Welch"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SeedDifference:
         return cls(diff=float(data["diff"]), half=None if data["half"] is None else float(data["half"]),
-                   n_a=int(data["n_a"]), n_b=int(data["n_b"]))
+                   n_a=int(data["n_a"]), n_b=int(data["n_b"]), paired=bool(data.get("paired", False)))
 
 
 def seed_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> SeedDifference:
@@ -108,6 +119,15 @@ def seed_difference(a: Sequence[float], b: Sequence[float], confidence: float = 
     df = (va + vb) ** 2 / (va ** 2 / (ma.n - 1) + vb ** 2 / (mb.n - 1))
     t = float(stats.t.ppf(0.5 + confidence / 2, df))
     return SeedDifference(diff=diff, half=t * math.sqrt(va + vb), n_a=ma.n, n_b=mb.n)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> SeedDifference:
+    """mean(a - b) over seeds paired by index (a[k] and b[k]: the same seed, sharing a trained
+    stage), with the half-width of the paired t interval of the differences."""
+    if len(a) != len(b):
+        raise ValueError(f"a paired difference needs one value of each per seed; got {len(a)} and {len(b)}")
+    d = seed_mean([float(x) - float(y) for x, y in zip(a, b, strict=True)], confidence)
+    return SeedDifference(diff=d.mean, half=d.half, n_a=d.n, n_b=d.n, paired=True)
 
 
 def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:

@@ -5,7 +5,8 @@ metric's mean with its 95% t half-width); the comparison page and bench/bench_me
 
 ``versus``: the grid's reference (its first variant: s2dit in configs/compare.toml, the one the
 matched variants are timed against) minus every other variant, per length, in recall and
-adherence on the held-out seeds, each with its Welch interval over the training seeds, and the
+adherence on the held-out seeds, each with its Welch interval over the training seeds (paired
+seed by seed when the two share a trained stage: a stage-2 variant and s2dit), and the
 variant's per-chunk latency over the reference's: the plain statement "does S2DiT beat X at equal
 cost at 4x, and by how much" read off the grid.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .stats import SeedDifference, pareto_front, seed_difference, seed_mean
+from .stats import SeedDifference, paired_difference, pareto_front, seed_difference, seed_mean
 
 METRICS = ("adherence", "recall", "branch_rate", "mode_tv", "amplitude_bias", "ghost_energy",
            "dispersion_ratio", "coverage", "contrast")
@@ -95,9 +96,29 @@ def pareto(summary: Mapping[str, Any], length: str) -> dict[str, Any]:
             "apart": apart}
 
 
+def _cells(results: Mapping[str, Any], variant: str) -> list[Mapping[str, Any]]:
+    return sorted((c for c in results["cells"] if c["variant"] == variant), key=lambda c: c["seed"])
+
+
+def shares_a_stage(results: Mapping[str, Any], a: str, b: str) -> bool:
+    """Whether the cells of ``a`` and ``b`` have the same seeds and, seed by seed, a trained stage
+    in common (one borrowed it from the other, or both from a third: the cells' ``shared``)."""
+    ca, cb = _cells(results, a), _cells(results, b)
+    if not ca or [c["seed"] for c in ca] != [c["seed"] for c in cb]:
+        return False
+
+    def common(x: Mapping[str, Any], y: Mapping[str, Any]) -> bool:
+        sx, sy = x.get("shared", {}), y.get("shared", {})
+        return (f"{x['variant']}/seed{x['seed']}" in sy.values() or f"{y['variant']}/seed{y['seed']}" in sx.values()
+                or bool(set(sx.items()) & set(sy.items())))
+
+    return all(common(x, y) for x, y in zip(ca, cb, strict=True))
+
+
 def versus(results: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
     """The reference (the first variant with cells) against every other variant: per length,
-    ``VERSUS_METRICS`` as reference minus variant (SeedDifference json, Welch over seeds) and
+    ``VERSUS_METRICS`` as reference minus variant (SeedDifference json: Welch over seeds, or paired
+    seed by seed when the two share a trained stage on every seed, ``shares_a_stage``) and
     ``cost_ratio`` (the variant's mean last-5-chunk latency over the reference's; None for a
     whole-clip variant, whose cost is per clip). A twin of the reference (``same_as``) is the
     same students: left out."""
@@ -108,21 +129,21 @@ def versus(results: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, 
     lengths = [f"{m}x" for m in results["lengths"]]
 
     def values(variant: str, length: str, metric: str) -> list[float] | None:
-        cells = sorted((c for c in results["cells"] if c["variant"] == variant), key=lambda c: c["seed"])
-        rows = [c["scores"].get(PARETO_SET, {}).get(length, {}).get(metric) for c in cells]
+        rows = [c["scores"].get(PARETO_SET, {}).get(length, {}).get(metric) for c in _cells(results, variant)]
         return rows if rows and all(isinstance(x, (int, float)) for x in rows) else None
 
     out: dict[str, Any] = {}
     for variant in names[1:]:
         if results["variants"][variant].get("same_as") == reference:
             continue
+        difference = paired_difference if shares_a_stage(results, reference, variant) else seed_difference
         per_length = {}
         for length in lengths:
             row: dict[str, Any] = {}
             for metric in VERSUS_METRICS:
                 a, b = values(reference, length, metric), values(variant, length, metric)
                 if a and b:
-                    row[metric] = seed_difference(a, b).to_json()
+                    row[metric] = difference(a, b).to_json()
             if not row:
                 continue
             costs = [summary[v]["cost"].get(length, {}).get("last5_s", {}).get("mean") for v in (reference, variant)]
@@ -149,7 +170,8 @@ def _versus_sentence(results: Mapping[str, Any], variant: str, length: str) -> s
     else:
         said = (f"{d.verdict} by {abs(d.diff):.3f}" if d.verdict in ("ahead", "behind")
                 else f"not separated: {d.diff:+.3f}")
-        said += f" (95% Welch interval {d.diff - d.half:+.3f} to {d.diff + d.half:+.3f}, {d.n_a} and {d.n_b} seeds)"
+        seeds = (f"{d.n_a} seeds paired by their shared stage" if d.paired else f"{d.n_a} and {d.n_b} seeds")
+        said += f" (95% {d.test} interval {d.diff - d.half:+.3f} to {d.diff + d.half:+.3f}, {seeds})"
     ratio = row.get("cost_ratio")
     cost = (f", {variant} at {ratio:.2f}x {reference}'s per-chunk latency" if ratio is not None
             else f", {variant}'s cost is per clip (not a streamed chunk's)")

@@ -38,7 +38,8 @@ from pipeline.compare.grid import CELL, EVAL, Training, check_variants, prepare_
 from pipeline.compare.page import write_page
 from pipeline.compare.rows import teacher_scores
 from pipeline.compare.sharing import stage_owners, waits_for
-from pipeline.compare.summary import summarise_grid, versus_sentences
+from pipeline.compare.stats import paired_difference
+from pipeline.compare.summary import shares_a_stage, summarise_grid, versus_sentences
 from pipeline.graph import RunConfigError, load_run_config
 from student_train.config import TrainConfig
 from student_train.self_forcing import ARConfig
@@ -84,6 +85,23 @@ def test_a_difference_over_seeds_is_welchs_test_as_scipy_computes_it(a, b):
     if abs(test.pvalue - 0.05) > 1e-6:
         assert (d.verdict != "not separated") == (test.pvalue < 0.05)
         assert d.verdict in ("not separated", "ahead" if d.diff > 0 else "behind")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.integers(2, 6).flatmap(lambda n: st.tuples(*[st.tuples(st.integers(0, 576), st.integers(0, 576))] * n)))
+def test_a_paired_difference_is_the_paired_t_test_as_scipy_computes_it(pairs):
+    a, b = [x / 576 for x, _ in pairs], [y / 576 for _, y in pairs]
+    d = paired_difference(a, b)
+    assert d.paired and (d.n_a, d.n_b) == (len(a), len(a)) and d.to_json()["paired"]
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    assert d.diff == pytest.approx(sum(diffs) / len(diffs), abs=1e-12)
+    if max(diffs) - min(diffs) < 1e-9:  # no spread: scipy's t is undefined
+        assert d.half == pytest.approx(0.0, abs=1e-9)
+        return
+    low, high = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert d.diff - d.half == pytest.approx(low, abs=1e-9) and d.diff + d.half == pytest.approx(high, abs=1e-9)
+    with pytest.raises(ValueError, match="one value of each per seed"):
+        paired_difference(a, b[:-1])
 
 
 def test_a_difference_with_one_seed_has_no_interval_and_says_so():
@@ -216,6 +234,32 @@ def test_the_reference_against_each_variant_is_a_welch_difference_and_a_plain_se
 
 
 # -- [compare] refusals -------------------------------------------------------------------------
+
+def test_a_variant_sharing_the_references_kd_on_every_seed_is_compared_seed_by_seed(tmp_path):
+    """The same KD model per seed: a small steady difference is separated by the paired interval
+    where Welch's, over seeds that spread widely, is not."""
+    results = fake_results({"s2dit": (5.0, 0.8), "ablation": (5.0, 0.8), "other": (5.0, 0.8)})
+    spread = {0: 0.6, 1: 0.8, 2: 0.95}  # the KD model of each seed sets most of its recall
+    for c in results["cells"]:
+        row = c["scores"]["held_out_seeds"]["4x"]
+        row["recall"] = spread[c["seed"]] - (0.02 + 0.005 * c["seed"] if c["variant"] != "s2dit" else 0.0)
+        if c["variant"] == "ablation":
+            c["shared"] = {"kd": f"s2dit/seed{c['seed']}"}
+    results.update(summarise_grid(results))
+    assert shares_a_stage(results, "s2dit", "ablation") and not shares_a_stage(results, "s2dit", "other")
+    paired, welch = (results["versus"]["variants"][v]["4x"]["recall"] for v in ("ablation", "other"))
+    assert paired["diff"] == pytest.approx(welch["diff"]) == pytest.approx(0.025)
+    assert (paired["paired"], paired["verdict"]) == (True, "ahead")
+    assert (welch["paired"], welch["verdict"]) == (False, "not separated")
+    low, high = stats.ttest_rel([0.6, 0.8, 0.95], [0.58, 0.775, 0.92]).confidence_interval(0.95)
+    assert paired["diff"] - paired["half"] == pytest.approx(low) and paired["diff"] + paired["half"] == pytest.approx(high)
+    text = html.unescape(Path(write_page(results, str(tmp_path / "index.html"))).read_text())
+    assert "ahead by 0.025 (95% paired interval" in text and "3 seeds paired by their shared stage" in text
+    assert "ahead (paired)" in text
+    # one seed whose cells do not share: no pairing (Welch over the seeds)
+    results["cells"][[c["variant"] for c in results["cells"]].index("ablation")]["shared"] = {}
+    assert not shares_a_stage(results, "s2dit", "ablation")
+
 
 def test_an_unknown_variant_key_is_refused_naming_the_variant_and_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"compare\.variants\.full_attention\] key 'layuot' "
@@ -416,6 +460,7 @@ def test_a_stage_2_variant_borrows_the_kd_stage_and_gets_the_bytes_of_its_own(ti
     assert critic["shared"] == {"kd": "s2dit/seed0"} and s2dit["shared"] == {}
     assert critic["kd_checkpoint"] == s2dit["kd_checkpoint"] and not (tmp_path / "shared" / "critic_2" / "seed0" / "kd").exists()
     assert critic["train_seconds"]["kd"] == s2dit["train_seconds"]["kd"]  # its student's cost from nothing
+    assert results["versus"]["variants"]["critic_2"]["1x"]["adherence"]["paired"]  # seed by seed
     assert "KD: s2dit's" in html.unescape((tmp_path / "shared" / "index.html").read_text())
     # the same student as a grid that trains the variant's KD itself: same seed, same bytes
     alone = _grid(run, prompts, [], variants={"critic_2": variants["critic_2"]}, lengths=(1,), latency_repeats=1)
