@@ -325,7 +325,8 @@ def _parser() -> argparse.ArgumentParser:
                              "several bench processes, one per core, appended to it)")
     parser.add_argument("--versus", metavar="STUDENT",
                         help="also table STUDENT minus every other student (recall, adherence) over "
-                             "training seeds: Welch's 95%% interval and ahead / behind / not separated")
+                             "training seeds: Welch's 95%% interval (paired seed by seed when both started stage 2 "
+                             "from the same KD models) and ahead / behind / not separated")
     return parser
 
 
@@ -357,7 +358,7 @@ def main() -> None:
     text = (f"{summary(results)}\n\nThe teacher, no training (the same noise):\n\n{teacher_table(results)}\n\n"
             f"Per seed (95% Wilson intervals: evaluation noise only):\n\n{table(results)}\n")
     if args.versus:
-        text += f"\n{args.versus} against each student (Welch over training seeds):\n\n{versus(results, args.versus)}\n"
+        text += f"\n{args.versus} against each student (Welch over training seeds, or paired):\n\n{versus(results, args.versus)}\n"
     (Path(args.out) / "table.md").write_text(text)
     print(text)
 
