@@ -306,13 +306,17 @@ def test_compare_toml_is_the_memory_run_plus_its_grid():
     assert (run_ar.causal_steps, run_ar.regression_weight, run_ar.critic_steps) == (400, 0.0, 1)
     ar = {name: cells.configs(name, 0)[-1] for name in grid.variants}  # every variant's recipe builds
     assert ar["no_causal_phase"] == dataclasses.replace(run_ar, seed=0, causal_steps=0)
+    assert run_ar.use_causal_pairs and ar["no_causal_pairs"] == dataclasses.replace(run_ar, seed=0, use_causal_pairs=False)
     assert [ar[f"regression_{w}"].regression_weight for w in ("1", "0_25")] == [1.0, 0.25]
     assert ar["critic_5"].critic_steps == 5 and ar["s2dit"] == dataclasses.replace(run_ar, seed=0)
     assert ar["self_forcing"] == dataclasses.replace(run_ar, seed=0, causal_steps=0, critic_steps=5)
     latent_frames = compare.section("train")["model"]["latent_frames"]
     assert (ar["bidirectional_dmd"].chunk_frames, ar["bidirectional_dmd"].causal_steps) == (latent_frames, 0)
     assert all(cells.configs(name, 0)[0] == cells.configs("s2dit", 0)[0]  # the same KD
-               for name in ("no_causal_phase", "regression_1", "critic_5", "self_forcing", "bidirectional_dmd"))
+               for name in ("no_causal_phase", "no_causal_pairs", "regression_1", "critic_5", "self_forcing",
+                            "bidirectional_dmd"))
+    # ... so the grid trains it once per seed (pipeline/compare/sharing.py)
+    assert all(stage_owners(cells, name, 0) == {"kd": "s2dit"} for name in ("no_causal_pairs", "bidirectional_dmd"))
 
 
 def test_a_variant_overrides_a_training_stage_recipe_by_its_table():
