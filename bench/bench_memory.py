@@ -273,6 +273,23 @@ def versus(results: list[dict[str, Any]], reference: str) -> str:
     return "\n".join(lines)
 
 
+def times_table(results: list[dict[str, Any]]) -> str:
+    """Wall time per student over its seeds (mean, min-max): KD (a stage-2 ablation's is the KD
+    model it started from: "reused", its seconds not measured here), stage 2, scoring."""
+    lines = ["| student | seeds | KD (s) | stage 2 (s) | scoring (s) |\n|---|---|---|---|---|"]
+
+    def spread(values: list[float]) -> str:
+        return f"{sum(values) / len(values):.0f} ({min(values):.0f}-{max(values):.0f})" if values else "-"
+
+    for name in dict.fromkeys(r["student"] for r in results):
+        runs = [r for r in results if r["student"] == name]
+        kd = "reused" if all(r.get("kd_from") for r in runs) else spread(
+            [r["kd_seconds"] for r in runs if not r.get("kd_from") and r.get("kd_seconds")])
+        lines.append(f"| {name} | {len(runs)} | {kd} | {spread([r['ar_seconds'] for r in runs if r.get('ar_seconds')])} "
+                     f"| {spread([r['eval_seconds'] for r in runs if r.get('eval_seconds')])} |")
+    return "\n".join(lines)
+
+
 def teacher_table(results: list[dict[str, Any]]) -> str:
     """The teacher's own samplers on the same noise (no training, whole clip), from the first
     row's evaluation: they are the same in every row (pipeline/compare/rows.py)."""
@@ -356,6 +373,7 @@ def main() -> None:
             print(f"{name} seed {seed}: KD {result['kd_seconds']:.0f} s, AR {result['ar_seconds']:.0f} s", flush=True)
     results = list(done.values())
     text = (f"{summary(results)}\n\nThe teacher, no training (the same noise):\n\n{teacher_table(results)}\n\n"
+            f"Wall time (one process per core):\n\n{times_table(results)}\n\n"
             f"Per seed (95% Wilson intervals: evaluation noise only):\n\n{table(results)}\n")
     if args.versus:
         text += f"\n{args.versus} against each student (Welch over training seeds, or paired):\n\n{versus(results, args.versus)}\n"
