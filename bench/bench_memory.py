@@ -241,35 +241,39 @@ def versus(results: list[dict[str, Any]], reference: str) -> str:
     from pipeline.compare import seed_difference
     from pipeline.compare.stats import paired_difference
 
-    def runs(name: str) -> list[dict[str, Any]]:
-        return sorted((r for r in results if r["student"] == name), key=lambda r: r["seed"])
+    def runs(name: str, seeds: set[int] | None = None) -> list[dict[str, Any]]:
+        return sorted((r for r in results if r["student"] == name and (seeds is None or r["seed"] in seeds)),
+                      key=lambda r: r["seed"])
 
-    def values(name: str, set_key: str, key: str, metric: str) -> list[float]:
-        return [s[metric] for r in runs(name)
+    def values(name: str, set_key: str, key: str, metric: str, seeds: set[int] | None) -> list[float]:
+        return [s[metric] for r in runs(name, seeds)
                 if isinstance((s := _report_of(r, key).get(set_key, {}).get(key) or {}).get(metric), (int, float))]
 
-    def same_kd(name: str) -> bool:
-        a, b = runs(reference), runs(name)
-        return [r["seed"] for r in a] == [r["seed"] for r in b] and all(
-            x["kd"].get("checkpoint") == y["kd"].get("checkpoint") for x, y in zip(a, b, strict=True))
+    def paired_seeds(name: str) -> set[int] | None:
+        """The seeds both have, when on each of them both started stage 2 from the same KD model."""
+        common = {r["seed"] for r in runs(reference)} & {r["seed"] for r in runs(name)}
+        a, b = runs(reference, common), runs(name, common)
+        same = bool(common) and all(x["kd"].get("checkpoint") == y["kd"].get("checkpoint") for x, y in zip(a, b, strict=True))
+        return common if same else None
 
     lines = [f"| {reference} minus | model | seeds | recall | adherence |\n|---|---|---|---|---|"]
     for name in dict.fromkeys(r["student"] for r in results):
         if name == reference:
             continue
-        difference = paired_difference if same_kd(name) else seed_difference
+        seeds = paired_seeds(name)  # None: Welch over every seed of each
+        difference = seed_difference if seeds is None else paired_difference
         for set_key, key, label in ROWS:
-            cells, seeds = [], ""
+            cells, seeds_text = [], ""
             for metric in ("recall", "adherence"):
-                a, b = values(reference, set_key, key, metric), values(name, set_key, key, metric)
+                a, b = values(reference, set_key, key, metric, seeds), values(name, set_key, key, metric, seeds)
                 if a and b and (len(a) == len(b) or difference is seed_difference):
                     d = difference(a, b)
                     cells.append(f"{d.text()} {d.verdict}" + (" (paired)" if d.paired else ""))
-                    seeds = f"{d.n_a} / {d.n_b}"
+                    seeds_text = f"{d.n_a} / {d.n_b}"
                 else:
                     cells.append("-")
-            if seeds:
-                lines.append(f"| {name} | {label} | {seeds} | " + " | ".join(cells) + " |")
+            if seeds_text:
+                lines.append(f"| {name} | {label} | {seeds_text} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
