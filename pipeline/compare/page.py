@@ -11,9 +11,9 @@ every variant's frames per chunk beside its cost. Then the reference (the first 
 each other variant: the difference in recall and adherence per length with its Welch interval
 over seeds (paired seed by seed for a variant that shares a trained stage with it) and the cost
 ratio, and one plain sentence per variant at the longest length. Then the table, one row per
-variant and length, every figure mean ± half-width over seeds; the teacher's own samplers on the same noise (full-step, and
-4-step Euler and UniPC with no training: reference points, whole clip, rows.py); the unseen
-attribute combinations apart; each seed's row; each
+variant and length, every figure mean ± half-width over seeds; the teacher's own samplers on the
+same noise (full-step, and 4-step Euler and UniPC with no training: reference points, whole
+clip, rows.py); the unseen attribute combinations apart; each seed's row; each
 variant's videos when ``[compare] samples`` wrote some.
 """
 

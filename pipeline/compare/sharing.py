@@ -6,8 +6,8 @@ its cell's KD stage, at the same seed, is the same training as s2dit's, and same
 makes it the same checkpoint. So a cell borrows every leading stage whose recipes, this one and
 every one before it, equal those of an earlier variant's cell of the same seed (the *owner*: the
 first variant in the grid's order with that prefix), and trains only from its first stage of its
-own. On configs/compare.toml that is one S2DiT-KD per seed for s2dit and its six stage-2
-variants instead of seven.
+own. On configs/compare.toml that is one S2DiT-KD per seed for s2dit and its seven stage-2
+variants instead of eight.
 
 The borrowing cell's record says where each borrowed stage came from (``shared``: stage ->
 ``variant/seed<k>``) and copies the owner's wall time for it, so a variant's training time is
