@@ -319,6 +319,31 @@ def test_compare_toml_is_the_memory_run_plus_its_grid():
     assert all(stage_owners(cells, name, 0) == {"kd": "s2dit"} for name in ("no_causal_pairs", "bidirectional_dmd"))
 
 
+def test_unseen_report_toml_is_the_tuning_run_on_reported_seeds():
+    """The unseen report trains configs/unseen.toml's recipe (and the same without dropout) on the
+    reported seeds and scores it where the tuning run may never look: the reporting noise and the
+    report subset."""
+    report, tuning = (load_run_config(str(ROOT / "configs" / n)) for n in ("unseen_report.toml", "unseen.toml"))
+    for name in report.sections:
+        if name not in ("run", "eval", "compare"):  # each section's seed is its run's
+            assert {**report.section(name), "seed": None} == {**tuning.section(name), "seed": None}, name
+    assert tuning.section("run")["seed"] not in range(5) and report.section("run")["seed"] in range(5)
+    from pipeline.graph import STAGES
+    from pipeline.graph.stages.compare import compare_config
+    from pipeline.graph.stages.training import training_config, training_stages
+
+    grid = compare_config(report)
+    assert grid.seeds == (0, 1, 2, 3, 4) and grid.per_class >= 96
+    assert (grid.noise, grid.unseen) == ("report", "report")
+    assert (tuning.section("eval")["noise"], tuning.section("eval")["unseen"]) == ("tune", "validation")
+    trainings = tuple(Training(get_stage(s.trains), training_config(s, report))
+                      for s in training_stages(STAGES))
+    cells = Grid(compare=grid, trainings=trainings, cache_url="unused", generation=1, out="unused")
+    dropout = [c.cond_dropout for c in cells.configs("dropout_0_1", 0)]
+    assert dropout == [0.1, 0.1] and [c.cond_dropout for c in cells.configs("no_dropout", 0)] == [0.0, 0.0]
+    assert cells.configs("no_dropout", 0)[0] == dataclasses.replace(cells.configs("dropout_0_1", 0)[0], cond_dropout=0.0)
+
+
 def test_a_variant_overrides_a_training_stage_recipe_by_its_table():
     compare = CompareConfig(variants={"s2dit": {}, "ablation": {
         "dim": 32, "train_ar": {"causal_steps": 0, "critic_steps": 5}}})
