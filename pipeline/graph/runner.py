@@ -18,6 +18,7 @@ from typing import Any
 
 import fsspec
 from rich.console import Console
+from rich.markup import escape
 
 from .changes import continuation
 from .config import RunConfig, RunConfigError
@@ -127,7 +128,7 @@ def run_graph(config: RunConfig, stages: Sequence[Stage], run_dir: str, *,
             continue
         if only:  # again under the lock: another run may have changed the state meanwhile
             _check_finished_inputs(stage, ctx.state, only)
-        title = f"{index + 1}/{len(stages)} {stage.name}: {stage.title}"
+        title = escape(f"{index + 1}/{len(stages)} {stage.name}: {stage.title}")  # "[compare]" is text
         _bring_up_to_date(stage, ctx, title, forced=stage.name == only or index >= forced_from)
     return ctx.state
 
@@ -164,7 +165,7 @@ def _bring_up_to_date(stage: Stage, ctx: StageContext, title: str, *, forced: bo
             ctx.state.set(stage.name, {"status": "skipped", "reason": reason,
                                        "fingerprint": fingerprint, "inputs": inputs,
                                        "finished": now()})
-        ctx.console.print(f"[dim]{title}: skipped ({reason})[/dim]")
+        ctx.console.print(f"[dim]{title}: skipped ({escape(reason)})[/dim]")
         return
     if not forced and _up_to_date(stage, ctx, record, fingerprint):
         ctx.console.print(f"[dim]{title}: up to date (fingerprint {fingerprint[:12]})[/dim]")

@@ -5,6 +5,7 @@ includes and refusals by name; the TOML it writes reads back."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -92,6 +93,19 @@ def test_from_only_and_disabled_stages(tmp_path):
     assert log[9:] == ["d"]  # c skipped; d used c, so it reruns without it
     assert state.get("c")["status"] == "skipped" and "enabled = false" in state.get("c")["reason"]
 
+
+
+def test_stage_titles_and_skip_reasons_print_their_brackets(tmp_path):
+    """A title such as compare's "(with [compare])" is text, not rich markup to drop."""
+    log: list[str] = []
+    stages = list(_toy_stages(log))
+    stages[0] = dataclasses.replace(stages[0], title="the prompts (with [corpus])")
+    console = Console(record=True, width=200)
+    config = _config(tmp_path, BASE.replace("[train_ar]\n", "[train_ar]\nenabled = false\n"))
+    run_graph(config, tuple(stages), str(tmp_path / "run"), console=console)
+    text = console.export_text()
+    assert "1/4 a: the prompts (with [corpus])" in text
+    assert "3/4 c: third: skipped (disabled: [train_ar] enabled = false)" in text, text
 
 def test_a_failure_is_recorded_and_a_folder_it_did_not_write_is_refused(tmp_path):
     log: list[str] = []
