@@ -46,6 +46,7 @@ from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id
 from pipeline.eval_reference import ReferenceStore, resolve_dir, teacher_samples, with_steps
 from pipeline.eval_unseen import UNSEEN_KEYS, NamingOracle, keep_errors, unseen_set, with_guidance
+from student_train.model.bounded import bounded_memory, trained_window
 from student_train.stages import stage_of_checkpoint
 from student_train.student import StudentCheckpoint
 from teacher_jobs.teachers.analytic import AnalyticTeacher
@@ -230,7 +231,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
                         lengths: tuple[int, ...] = (1,), noise: str = "report",
                         reference_cache: str | None = None,
                         teacher_forced: int | str | None = None, guidance: float = 1.0,
-                        unseen: str = "all", whole_clip: bool = True) -> dict[str, Any]:
+                        unseen: str = "all", whole_clip: bool = True,
+                        stream_window: int | str | None = None) -> dict[str, Any]:
     """Scores of a KD or AR checkpoint. ``streaming`` (default: on for a checkpoint whose stage
     streams, S2DiT-AR) adds the few-step sampler run chunk by chunk: ``student_ar_4step_streaming``
     for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally, with
@@ -243,10 +245,19 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     classes scored, "all", "report" or "validation" (pipeline.eval_unseen); their student rows
     name the errors per class (``errors``). ``whole_clip=False``: no whole-clip student rows
     (``student_4step``, ``student_fullstep_grid``), for a streaming student whose figures are its
-    streaming rows (the full-step grid alone costs about what the 4x stream does)."""
+    streaming rows (the full-step grid alone costs about what the 4x stream does).
+    ``stream_window``: stream with constant memory (student_train/model/bounded.py), SSA keeping
+    that many past chunks plus the first as a sink next to them; "trained": the widest window
+    whose every distance the trained clip had. Streaming rows only (``whole_clip=False``)."""
     if noise not in SEED_BASES:
         raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
+    if stream_window is not None and whole_clip:
+        raise ValueError("a stream window bounds the streaming rows only: score them alone "
+                         "(whole_clip=False, s2dit eval --streaming-only)")
     student = StudentCheckpoint.load(checkpoint_url)
+    if stream_window is not None:
+        window = trained_window(student.model) if stream_window == "trained" else int(stream_window)
+        student = dataclasses.replace(student, model=bounded_memory(student.model, window))
     few = len(student.plan["schedule_sigmas"]) - 1
     is_ar = student.streams
     streaming_name = None
@@ -271,6 +282,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
         report["unseen_subset"] = unseen
     if guidance != 1.0:
         report["guidance"] = guidance
+    if stream_window is not None:
+        report["stream_window"] = student.model.config.ssa_window
     for name, class_prompts in sets.items():
         prompts = [p for p in class_prompts for _ in range(per_class)]
         seeds = list(SEED_BASES[noise] + rng.permutation(SEED_SPAN)[: len(prompts)])
@@ -308,7 +321,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['step']}, {report['trained_classes']} trained classes, "
             f"{report['per_class']} samples per class, {report.get('noise', 'report')} noise"
             + (f", unseen: {report['unseen_subset']}" if report.get("unseen_subset", "all") != "all" else "")
-            + (f", guidance {report['guidance']}" if "guidance" in report else "") + ")")
+            + (f", guidance {report['guidance']}" if "guidance" in report else "")
+            + (f", streamed with SSA window {report['stream_window']} + sink" if "stream_window" in report else "")
+            + ")")
     lines = [head]
     for set_name in ("held_out_seeds", *dict.fromkeys(UNSEEN_KEYS.values())):
         if set_name not in report:

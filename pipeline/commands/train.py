@@ -113,7 +113,8 @@ def _eval(args: argparse.Namespace) -> int:
                                      lengths=tuple(args.lengths),
                                      reference_cache=args.reference_cache,
                                      teacher_forced=args.teacher_forced, guidance=args.guidance,
-                                     unseen=args.unseen, whole_clip=not args.streaming_only)
+                                     unseen=args.unseen, whole_clip=not args.streaming_only,
+                                     stream_window=args.stream_window)
     print(format_report(report))
     if args.report:
         save_report(report, args.report)
@@ -249,6 +250,11 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--unseen", choices=("all", "report", "validation"), default="all",
                     help="the unseen classes scored: all (default), the 'report' subset for "
                          "figures, or the disjoint 'validation' subset for recipe decisions")
+    ev.add_argument("--stream-window", dest="stream_window", type=_frames_or_trained, metavar="W|trained",
+                    help="stream with constant memory: every SSA block keeps the last W chunks plus "
+                         "the first as a sink re-positioned next to them (StreamingLLM), however "
+                         "long the stream; 'trained': the widest W whose every distance the "
+                         "training clip had. With --streaming-only")
     ev.set_defaults(func=_eval)
 
 
@@ -259,6 +265,18 @@ def _frames_or_auto(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a number of latent frames or 'auto', got {value!r}") from None
+
+
+def _frames_or_trained(value: str) -> int | str:
+    if value == "trained":
+        return value
+    try:
+        window = int(value)
+    except ValueError:
+        window = -1
+    if window < 0:
+        raise argparse.ArgumentTypeError(f"a number of past chunks >= 0 or 'trained', got {value!r}")
+    return window
 
 
 def _register_sample(subparsers: argparse._SubParsersAction) -> None:

@@ -75,6 +75,11 @@ class StudentConfig:
     # With a window: the clip's first chunk stays visible to every later chunk (an attention
     # sink, as StreamingLLM and Rolling Forcing keep), at the cost of one chunk of KV cache.
     ssa_sink: bool = False
+    # Streaming only: the sink's keys re-rotated to sit just before the window's oldest chunk
+    # (StreamingLLM's positions), so that no key is further back than the window reaches however
+    # long the stream; for a model trained without it, at inference (model/bounded.py). A
+    # block-causal (training) pass keeps the sink at frame 0.
+    ssa_sink_adjacent: bool = False
     conv_kernel: tuple[int, int, int] = (3, 3, 3)  # depth-wise conv (frames, rows, cols)
     rope_theta: float = 10000.0
     freq_dim: int = 128  # sinusoidal features of sigma and d
@@ -95,6 +100,8 @@ class StudentConfig:
             raise ValueError("ssa_window must be >= 0 past chunks (or None for all)")
         if self.ssa_sink and self.ssa_window is None:
             raise ValueError("ssa_sink keeps the first chunk beside a window: set ssa_window too")
+        if self.ssa_sink_adjacent and not self.ssa_sink:
+            raise ValueError("ssa_sink_adjacent places the sink next to the window: set ssa_sink too")
         if any(k % 2 == 0 for k in self.conv_kernel[1:]):
             raise ValueError(f"conv_kernel {self.conv_kernel}: spatial sizes must be odd ('same' padding)")
         _, gh, gw = self.grid

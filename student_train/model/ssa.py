@@ -10,6 +10,10 @@ None). Streaming keeps a KV cache of past chunks: a growing one when window is N
 fixed ring of ``window`` chunks with a validity mask, so that shapes and cost stay constant.
 Bidirectional mode with a window: a band of ``window`` chunks on either side. ``sink``: the
 clip's first chunk stays visible to every chunk (kept apart from the ring while streaming).
+``sink_adjacent`` (streaming only): the sink's keys are re-rotated to sit just before the ring's
+oldest chunk (StreamingLLM's positions), so that no query sees a key further back than the
+window reaches; without it the sink keeps its place at frame 0, a distance that grows without
+bound as the stream goes on (and past the trained clip, a distance never trained).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import apply_rope
+from .embeddings import apply_rope, rope_tables
 
 EPS = 1e-6
 
@@ -47,10 +51,12 @@ def _eager(flag: torch.Tensor) -> bool:
 
 
 class SSA(nn.Module):
-    def __init__(self, dim: int, heads: int, stride: int, window: int | None = None, *, sink: bool = False):
+    def __init__(self, dim: int, heads: int, stride: int, window: int | None = None, *, sink: bool = False,
+                 sink_adjacent: bool = False):
         super().__init__()
         self.heads, self.head_dim, self.stride, self.window = heads, dim // heads, stride, window
         self.sink = sink and window is not None
+        self.sink_adjacent = self.sink and sink_adjacent
         self.qkv = nn.Linear(dim, 3 * dim)
         self.qk_norm = nn.Parameter(torch.ones(2, 1, self.head_dim))
         self.out = nn.Linear(dim, dim)
@@ -80,7 +86,8 @@ class SSA(nn.Module):
         q, k, v = self.project(x, ctx)
         mask, new_state = None, None
         if state is not None:
-            new_state, k, v, mask = self._with_cache(state, k, v)
+            sink_keys = self._placed_sink(state, ctx) if self.sink and self.sink_adjacent else None
+            new_state, k, v, mask = self._with_cache(state, k, v, sink_keys)
         elif ctx.causal or self.window is not None:
             mask = block_causal_mask(f, (h // s) * (w // s), ctx.chunk_token_frames, self.window,
                                      x.device, causal=ctx.causal, sink=self.sink)
@@ -91,10 +98,25 @@ class SSA(nn.Module):
             out = out.reshape(b, t, c)
         return out, new_state
 
-    def _with_cache(self, state: dict, k: torch.Tensor, v: torch.Tensor):
-        """Keys/values of cached past chunks plus this chunk's, their mask, and the next cache."""
+    def _placed_sink(self, state: dict, ctx) -> torch.Tensor:
+        """The sink's keys (B, H, chunk tokens, d), rotated from frame 0 to the chunk just before
+        the ring's oldest: for a chunk starting at frame F, a shift of F - (window + 1) chunks
+        (0 while the ring is not yet full). RoPE composes: rope(rope(k, 0), delta) = rope(k, delta)."""
+        chunk = ctx.chunk_token_frames
+        shift = ctx.frame_offset - (self.window + 1) * chunk
+        shift = shift.clamp(min=0) if isinstance(shift, torch.Tensor) else max(shift, 0)
+        keys = state["sink_k"]
+        cos, sin = rope_tables((1, 1, 1), self.head_dim, frame_offset=shift, theta=ctx.rope_theta,
+                               device=keys.device, dtype=keys.dtype)  # (1, d): a shift in time only
+        return apply_rope(keys, cos, sin)
+
+    def _with_cache(self, state: dict, k: torch.Tensor, v: torch.Tensor,
+                    sink_keys: torch.Tensor | None = None):
+        """Keys/values of cached past chunks plus this chunk's, their mask, and the next cache.
+        ``sink_keys``: the sink's keys as this chunk attends to them (default: as cached)."""
+        sink_keys = state.get("sink_k") if sink_keys is None else sink_keys
         if self.sink and _eager(state["sink_valid"]):
-            return self._with_sink_eager(state, k, v)
+            return self._with_sink_eager(state, k, v, sink_keys)
         keys, values = torch.cat([state["k"], k], 2), torch.cat([state["v"], v], 2)
         if self.window is None:  # unbounded: the cache grows by one chunk per call
             return {"k": keys, "v": values}, keys, values, None
@@ -112,17 +134,17 @@ class SSA(nn.Module):
         new["sink_k"] = torch.where(first, k, state["sink_k"])
         new["sink_v"] = torch.where(first, v, state["sink_v"])
         new["sink_valid"] = state["sink_valid"] | True
-        keys, values = torch.cat([state["sink_k"], keys], 2), torch.cat([state["sink_v"], values], 2)
+        keys, values = torch.cat([sink_keys, keys], 2), torch.cat([state["sink_v"], values], 2)
         return new, keys, values, torch.cat([state["sink_valid"], valid])[None, :]
 
-    def _with_sink_eager(self, state: dict, k: torch.Tensor, v: torch.Tensor):
+    def _with_sink_eager(self, state: dict, k: torch.Tensor, v: torch.Tensor, sink_keys: torch.Tensor):
         """``_with_cache``'s sink case where it can be read whether a chunk was committed: the
         next cache as views of this pass's keys and values (torch.where copied the ring in each
         of a chunk's ~5 passes, only one of which keeps its state) and the sink joined in the
         same copy (not a second one). The same bytes; without grad only (torch.where's backward
         adds zeros to the branch not taken: a -0.0 gradient would become +0.0)."""
         valid = torch.cat([state["sink_valid"], state["valid"], state["valid"].new_ones(k.shape[2])])
-        keys = torch.cat([state["sink_k"], state["k"], k], 2)  # (B, H, sink + ring + chunk, d)
+        keys = torch.cat([sink_keys, state["k"], k], 2)  # (B, H, sink + ring + chunk, d)
         values = torch.cat([state["sink_v"], state["v"], v], 2)
         if not bool(state["sink_valid"][0]):  # nothing committed yet: this chunk becomes the sink
             new = {key: state[key] for key in ("k", "v", "valid")}

@@ -106,3 +106,23 @@ def test_text_to_video_samples_with_guidance_and_records_it(checkpoint, tmp_path
     assert "guidance" not in plain and guided["guidance"] == 3.0
     assert json.loads((tmp_path / "guided.json").read_text())["guidance"] == 3.0
     assert not np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "guided.npy"))
+
+
+def test_a_stream_window_bounds_the_streaming_rows_and_keeps_the_trained_length(checkpoint):
+    """``s2dit eval --stream-window trained``: at the trained length every chunk still sees its
+    whole past (the same scores); past it the stream is bounded (other samples); the report says
+    so, and whole-clip rows are refused (the bound is a streaming one)."""
+    options = {"streaming": True, "whole_clip": False, "lengths": (1, 2), "unseen": "validation", **EVAL}
+    plain = evaluate_checkpoint(checkpoint, **options)
+    bounded = evaluate_checkpoint(checkpoint, stream_window="trained", **options)
+    assert "stream_window" not in plain and bounded["stream_window"] >= 1
+    assert "streamed with SSA window" in format_report(bounded)
+    for name in ("held_out_seeds", "unseen_validation"):
+        one, other = plain[name]["student_4step_streaming"], bounded[name]["student_4step_streaming"]
+        two, other2 = plain[name]["student_4step_streaming_2x"], bounded[name]["student_4step_streaming_2x"]
+        at_1x = abs(other["dispersion_ratio"] - one["dispersion_ratio"])  # rounding only
+        at_2x = abs(other2["dispersion_ratio"] - two["dispersion_ratio"])  # random weights: small
+        assert at_1x < 1e-7 * one["dispersion_ratio"] and at_2x > 100 * at_1x, (at_1x, at_2x)
+        assert bounded[name]["teacher_fullstep"] == plain[name]["teacher_fullstep"]
+    with pytest.raises(ValueError, match="--streaming-only"):
+        evaluate_checkpoint(checkpoint, stream_window=2, **EVAL)

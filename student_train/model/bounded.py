@@ -1,0 +1,36 @@
+"""A trained student streamed with constant memory: every SSA block keeps a ring of ``window``
+past chunks plus the first chunk as a sink placed next to the ring (StreamingLLM's positions).
+
+A student trained with an unbounded KV cache (configs/memory.toml's S2DiT) grows its cache by a
+chunk per chunk streamed, and its queries meet keys at distances its training clip never had.
+Bounded, the cost and memory per chunk are those of window + 2 chunks however long the stream
+(and the chunk step can be exported, which needs fixed shapes), and a window of at most the
+trained chunks minus 2 keeps every query-key distance one the model was trained at. LCHA's
+state is a fixed size already and is left as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .sandwich import S2DiT
+
+
+def trained_window(model: S2DiT) -> int:
+    """The widest window whose every query-key distance (sink included) was trained: the clip's
+    chunks minus the current chunk and the sink."""
+    cfg = model.config
+    return max(cfg.latent_frames // cfg.chunk_frames - 2, 0)
+
+
+def bounded_memory(model: S2DiT, window: int) -> S2DiT:
+    """The same weights with ``ssa_window = window``, a sink, placed next to the window (a new
+    module; ``model`` is unchanged). Only streaming changes: a whole-clip pass of the bounded
+    model masks to the window, which the unbounded model was not trained with."""
+    if window < 0:
+        raise ValueError(f"a bounded stream keeps window >= 0 past chunks, got {window}")
+    config = dataclasses.replace(model.config, ssa_window=window, ssa_sink=True, ssa_sink_adjacent=True)
+    param = next(model.parameters())
+    bounded = S2DiT(config).to(device=param.device, dtype=param.dtype)
+    bounded.load_state_dict(model.state_dict())
+    return bounded.train(model.training)
