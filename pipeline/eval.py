@@ -232,7 +232,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
                         reference_cache: str | None = None,
                         teacher_forced: int | str | None = None, guidance: float = 1.0,
                         unseen: str = "all", whole_clip: bool = True,
-                        stream_window: int | str | None = None) -> dict[str, Any]:
+                        stream_window: int | str | None = None, stream_sink: str = "adjacent"
+                        ) -> dict[str, Any]:
     """Scores of a KD or AR checkpoint. ``streaming`` (default: on for a checkpoint whose stage
     streams, S2DiT-AR) adds the few-step sampler run chunk by chunk: ``student_ar_4step_streaming``
     for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally, with
@@ -247,8 +248,9 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     (``student_4step``, ``student_fullstep_grid``), for a streaming student whose figures are its
     streaming rows (the full-step grid alone costs about what the 4x stream does).
     ``stream_window``: stream with constant memory (student_train/model/bounded.py), SSA keeping
-    that many past chunks plus the first as a sink next to them; "trained": the widest window
-    whose every distance the trained clip had. Streaming rows only (``whole_clip=False``)."""
+    that many past chunks plus the first as a sink (``stream_sink``: "adjacent" to them, at its
+    "first" place, or "none"); "trained": the widest window whose every distance the trained
+    clip had. Streaming rows only (``whole_clip=False``)."""
     if noise not in SEED_BASES:
         raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
     if stream_window is not None and whole_clip:
@@ -257,7 +259,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     student = StudentCheckpoint.load(checkpoint_url)
     if stream_window is not None:
         window = trained_window(student.model) if stream_window == "trained" else int(stream_window)
-        student = dataclasses.replace(student, model=bounded_memory(student.model, window))
+        student = dataclasses.replace(student, model=bounded_memory(student.model, window, stream_sink))
     few = len(student.plan["schedule_sigmas"]) - 1
     is_ar = student.streams
     streaming_name = None
@@ -283,7 +285,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     if guidance != 1.0:
         report["guidance"] = guidance
     if stream_window is not None:
-        report["stream_window"] = student.model.config.ssa_window
+        report["stream_window"], report["stream_sink"] = student.model.config.ssa_window, stream_sink
     for name, class_prompts in sets.items():
         prompts = [p for p in class_prompts for _ in range(per_class)]
         seeds = list(SEED_BASES[noise] + rng.permutation(SEED_SPAN)[: len(prompts)])
@@ -322,7 +324,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['per_class']} samples per class, {report.get('noise', 'report')} noise"
             + (f", unseen: {report['unseen_subset']}" if report.get("unseen_subset", "all") != "all" else "")
             + (f", guidance {report['guidance']}" if "guidance" in report else "")
-            + (f", streamed with SSA window {report['stream_window']} + sink" if "stream_window" in report else "")
+            + (f", streamed with SSA window {report['stream_window']}, sink {report.get('stream_sink', 'adjacent')}"
+               if "stream_window" in report else "")
             + ")")
     lines = [head]
     for set_name in ("held_out_seeds", *dict.fromkeys(UNSEEN_KEYS.values())):

@@ -114,7 +114,7 @@ def _eval(args: argparse.Namespace) -> int:
                                      reference_cache=args.reference_cache,
                                      teacher_forced=args.teacher_forced, guidance=args.guidance,
                                      unseen=args.unseen, whole_clip=not args.streaming_only,
-                                     stream_window=args.stream_window)
+                                     stream_window=args.stream_window, stream_sink=args.stream_sink)
     print(format_report(report))
     if args.report:
         save_report(report, args.report)
@@ -251,10 +251,14 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
                     help="the unseen classes scored: all (default), the 'report' subset for "
                          "figures, or the disjoint 'validation' subset for recipe decisions")
     ev.add_argument("--stream-window", dest="stream_window", type=_frames_or_trained, metavar="W|trained",
-                    help="stream with constant memory: every SSA block keeps the last W chunks plus "
-                         "the first as a sink re-positioned next to them (StreamingLLM), however "
-                         "long the stream; 'trained': the widest W whose every distance the "
-                         "training clip had. With --streaming-only")
+                    help="stream with constant memory: every SSA block keeps the last W chunks and "
+                         "a sink (--stream-sink), however long the stream; 'trained': the widest W "
+                         "whose every distance the training clip had. With --streaming-only")
+    ev.add_argument("--stream-sink", dest="stream_sink", choices=("adjacent", "first", "none"),
+                    default="adjacent",
+                    help="with --stream-window, the first chunk kept as a sink: re-positioned "
+                         "'adjacent' to the window (default), at its 'first' place (frame 0, as "
+                         "a model trained with ssa_sink sees it) or 'none'")
     ev.set_defaults(func=_eval)
 
 

@@ -1,5 +1,7 @@
 """A trained student streamed with constant memory: every SSA block keeps a ring of ``window``
-past chunks plus the first chunk as a sink placed next to the ring (StreamingLLM's positions).
+past chunks, by default plus the first chunk as a sink placed next to the ring (StreamingLLM's
+positions); ``sink="first"`` keeps the sink at frame 0 (as a model trained with ``ssa_sink``
+sees it), ``"none"`` keeps the ring alone.
 
 A student trained with an unbounded KV cache (configs/memory.toml's S2DiT) grows its cache by a
 chunk per chunk streamed, and its queries meet keys at distances its training clip never had.
@@ -23,13 +25,19 @@ def trained_window(model: S2DiT) -> int:
     return max(cfg.latent_frames // cfg.chunk_frames - 2, 0)
 
 
-def bounded_memory(model: S2DiT, window: int) -> S2DiT:
-    """The same weights with ``ssa_window = window``, a sink, placed next to the window (a new
-    module; ``model`` is unchanged). Only streaming changes: a whole-clip pass of the bounded
-    model masks to the window, which the unbounded model was not trained with."""
+SINKS = ("adjacent", "first", "none")
+
+
+def bounded_memory(model: S2DiT, window: int, sink: str = "adjacent") -> S2DiT:
+    """The same weights with ``ssa_window = window`` and a sink as ``sink`` says (a new module;
+    ``model`` is unchanged). Only streaming changes: a whole-clip pass of the bounded model
+    masks to the window, which the unbounded model was not trained with."""
     if window < 0:
         raise ValueError(f"a bounded stream keeps window >= 0 past chunks, got {window}")
-    config = dataclasses.replace(model.config, ssa_window=window, ssa_sink=True, ssa_sink_adjacent=True)
+    if sink not in SINKS:
+        raise ValueError(f"sink must be one of {SINKS}, got {sink!r}")
+    config = dataclasses.replace(model.config, ssa_window=window, ssa_sink=sink != "none",
+                                 ssa_sink_adjacent=sink == "adjacent")
     param = next(model.parameters())
     bounded = S2DiT(config).to(device=param.device, dtype=param.dtype)
     bounded.load_state_dict(model.state_dict())

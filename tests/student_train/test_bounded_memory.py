@@ -59,10 +59,7 @@ def test_without_the_replacement_the_sink_drifts_away():
     """The check above can fail: the same window and sink at frame 0 (the training-time sink)
     gives the long stream's last chunk another output."""
     model = _one_ssa_block(1)
-    bounded = bounded_memory(model, 1)
-    at_zero = bounded_memory(model, 1)
-    for block in at_zero.blocks:
-        block.mixer.sink_adjacent = False
+    bounded, at_zero = bounded_memory(model, 1), bounded_memory(model, 1, sink="first")
     x, text, mask = _inputs(model, 6)
     chunks = list(x.split(1, dim=2))
     seen = [chunks[0], *chunks[-2:]]
@@ -95,3 +92,8 @@ def test_bounded_memory_is_a_new_model_with_a_fixed_size_state():
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), bounded.state_dict().values()))
     with pytest.raises(ValueError, match="window >= 0"):
         bounded_memory(model, -1)
+    with pytest.raises(ValueError, match="sink must be one of"):
+        bounded_memory(model, 2, sink="last")
+    ring = bounded_memory(model, 2, sink="none").config
+    first = bounded_memory(model, 2, sink="first").config
+    assert (ring.ssa_sink, first.ssa_sink, first.ssa_sink_adjacent) == (False, True, False)
