@@ -232,7 +232,7 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
                         reference_cache: str | None = None,
                         teacher_forced: int | str | None = None, guidance: float = 1.0,
                         unseen: str = "all", whole_clip: bool = True,
-                        stream_window: int | str | None = None, stream_sink: str = "adjacent"
+                        stream_window: int | str | None = None, stream_sink: str = "first"
                         ) -> dict[str, Any]:
     """Scores of a KD or AR checkpoint. ``streaming`` (default: on for a checkpoint whose stage
     streams, S2DiT-AR) adds the few-step sampler run chunk by chunk: ``student_ar_4step_streaming``
@@ -248,8 +248,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     (``student_4step``, ``student_fullstep_grid``), for a streaming student whose figures are its
     streaming rows (the full-step grid alone costs about what the 4x stream does).
     ``stream_window``: stream with constant memory (student_train/model/bounded.py), SSA keeping
-    that many past chunks plus the first as a sink (``stream_sink``: "adjacent" to them, at its
-    "first" place, or "none"); "trained": the widest window whose every distance the trained
+    that many past chunks plus the first as a sink (``stream_sink``: at its "first" place,
+    re-positioned "adjacent" to them, or "none"); "trained": the widest window whose every distance the trained
     clip had. Streaming rows only (``whole_clip=False``)."""
     if noise not in SEED_BASES:
         raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
@@ -324,7 +324,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['per_class']} samples per class, {report.get('noise', 'report')} noise"
             + (f", unseen: {report['unseen_subset']}" if report.get("unseen_subset", "all") != "all" else "")
             + (f", guidance {report['guidance']}" if "guidance" in report else "")
-            + (f", streamed with SSA window {report['stream_window']}, sink {report.get('stream_sink', 'adjacent')}"
+            + (f", streamed with SSA window {report['stream_window']}, sink {report.get('stream_sink', 'first')}"
                if "stream_window" in report else "")
             + ")")
     lines = [head]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -217,14 +218,21 @@ def _trained_model(url: str):
                                 f"a checkpoint folder ({STATE}) nor a save_pretrained folder") from None
 
 
-def _with_window(model, window: int | None):
-    """``model`` streaming with an SSA window of ``window`` latent frames (None: as trained)."""
-    if window is not None:
-        model.config.ssa_window = window
-        for block in model.blocks:
-            if block.kind == "ssa":
-                block.mixer.window = window
-    return model
+def _with_window(model, window: int | None, sink: str | None):
+    """``model`` streaming with an SSA window of ``window`` past chunks and ``sink`` (None: as
+    trained; a model trained without a window keeps chunk 0 at its first place, the least loss
+    measured, BENCHMARKS "Bounded memory")."""
+    if window is None:
+        if sink is not None:
+            raise ValueError("--stream-sink goes with --ssa-window (the window it sits beside)")
+        return model
+    from student_train.model.bounded import bounded_memory
+
+    cfg = model.config
+    if sink is None:
+        sink = ("first" if cfg.ssa_window is None or (cfg.ssa_sink and not cfg.ssa_sink_adjacent)
+                else "adjacent" if cfg.ssa_sink else "none")
+    return bounded_memory(model, window, sink)
 
 
 def _export_pretrained(args: argparse.Namespace) -> int:
@@ -243,11 +251,12 @@ def _export_pretrained(args: argparse.Namespace) -> int:
     fs, root = fsspec.core.url_to_fs(args.model)
     if checkpoint or fs.exists(f"{root}/{STATE}"):
         student = StudentCheckpoint.load(checkpoint or args.model)
-        _with_window(student.model, args.ssa_window)
+        student = dataclasses.replace(student, model=_with_window(student.model, args.ssa_window, args.stream_sink))
         student.save_pretrained(args.out)
         model, what = student.model, f"config.json, model.safetensors, {SAMPLING}"
     else:
-        model, what = _with_window(_trained_model(args.model), args.ssa_window), "config.json, model.safetensors"
+        model = _with_window(_trained_model(args.model), args.ssa_window, args.stream_sink)
+        what = "config.json, model.safetensors"
         model.save_pretrained(args.out)
     loaded = S2DiT.from_pretrained(args.out).state_dict()
     if any(not torch.equal(v.cpu(), loaded[k]) for k, v in model.state_dict().items()):
@@ -266,8 +275,11 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "pretrained":
         return _export_pretrained(args)
     if args.model:
-        model = _with_window(_trained_model(args.model), args.ssa_window)
+        model = _with_window(_trained_model(args.model), args.ssa_window, args.stream_sink)
     else:
+        if args.stream_sink:
+            raise ValueError("--stream-sink bounds a trained --model; random weights take the "
+                             "config's own (--set ssa_sink=true)")
         torch.manual_seed(0)
         model = S2DiT(_student_config(args))
         print("no --model: exporting randomly initialised weights (a toolchain check)")
@@ -354,6 +366,12 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
                    help="pt2: the torch.export program of the chunk step (default); pretrained: "
                         "a folder of config.json + model.safetensors (EMA weights) + "
                         "sampling.json that S2DiT.from_pretrained loads")
+    p.add_argument("--stream-sink", dest="stream_sink", choices=("first", "adjacent", "none"),
+                   help="with --ssa-window on a trained --model: chunk 0 kept as an attention sink "
+                        "beside the window, at its 'first' place (default for a model trained "
+                        "without a window: the least recall lost, BENCHMARKS \"Bounded memory\"), "
+                        "re-positioned 'adjacent' to the window, or 'none' (default for a model "
+                        "trained with a window: as trained)")
     p.add_argument("--batch", type=int, default=1, help="batch size baked into the program")
     p.add_argument("--text-len", type=int, default=16, help="text tokens baked into the program")
     p.add_argument("--check-chunks", type=int, default=4, help="chunks to compare with eager")

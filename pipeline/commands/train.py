@@ -254,11 +254,12 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
                     help="stream with constant memory: every SSA block keeps the last W chunks and "
                          "a sink (--stream-sink), however long the stream; 'trained': the widest W "
                          "whose every distance the training clip had. With --streaming-only")
-    ev.add_argument("--stream-sink", dest="stream_sink", choices=("adjacent", "first", "none"),
-                    default="adjacent",
-                    help="with --stream-window, the first chunk kept as a sink: re-positioned "
-                         "'adjacent' to the window (default), at its 'first' place (frame 0, as "
-                         "a model trained with ssa_sink sees it) or 'none'")
+    ev.add_argument("--stream-sink", dest="stream_sink", choices=("first", "adjacent", "none"),
+                    default="first",
+                    help="with --stream-window, the first chunk kept as an attention sink: at its "
+                         "'first' place (frame 0, default: the least recall lost, BENCHMARKS "
+                         "\"Bounded memory\"), re-positioned 'adjacent' to the window "
+                         "(StreamingLLM), or 'none'")
     ev.set_defaults(func=_eval)
 
 

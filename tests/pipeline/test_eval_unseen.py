@@ -116,7 +116,7 @@ def test_a_stream_window_bounds_the_streaming_rows_and_keeps_the_trained_length(
     plain = evaluate_checkpoint(checkpoint, **options)
     bounded = evaluate_checkpoint(checkpoint, stream_window="trained", **options)
     assert "stream_window" not in plain and bounded["stream_window"] >= 1
-    assert "streamed with SSA window" in format_report(bounded)
+    assert "streamed with SSA window" in format_report(bounded) and bounded["stream_sink"] == "first"
     for name in ("held_out_seeds", "unseen_validation"):
         one, other = plain[name]["student_4step_streaming"], bounded[name]["student_4step_streaming"]
         two, other2 = plain[name]["student_4step_streaming_2x"], bounded[name]["student_4step_streaming_2x"]

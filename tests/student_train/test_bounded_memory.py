@@ -1,6 +1,7 @@
 """A trained student streamed with constant memory (model/bounded.py): SSA keeps a ring of W
-past chunks plus the first chunk as a sink re-rotated next to the ring, so a chunk's output
-depends on what it sees and their relative places only, never on how long the stream has run."""
+past chunks plus the first chunk as a sink; re-rotated next to the ring ("adjacent"), a chunk's
+output depends on what it sees and their relative places only, never on how long the stream has
+run."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def _one_ssa_block(chunk_frames: int):
 @given(window=st.integers(0, 3), extra=st.integers(1, 5), chunk_frames=st.sampled_from([1, 2]))
 def test_a_chunk_sees_the_same_relative_places_however_long_the_stream(window, extra, chunk_frames):
     model = _one_ssa_block(chunk_frames)
-    bounded = bounded_memory(model, window)
+    bounded = bounded_memory(model, window, sink="adjacent")
     x, text, mask = _inputs(model, window + 1 + extra)
     chunks = list(x.split(chunk_frames, dim=2))
     # the long stream's last chunk sees the sink, the last `window` chunks and itself; a fresh
@@ -59,7 +60,7 @@ def test_without_the_replacement_the_sink_drifts_away():
     """The check above can fail: the same window and sink at frame 0 (the training-time sink)
     gives the long stream's last chunk another output."""
     model = _one_ssa_block(1)
-    bounded, at_zero = bounded_memory(model, 1), bounded_memory(model, 1, sink="first")
+    bounded, at_zero = bounded_memory(model, 1, sink="adjacent"), bounded_memory(model, 1, sink="first")
     x, text, mask = _inputs(model, 6)
     chunks = list(x.split(1, dim=2))
     seen = [chunks[0], *chunks[-2:]]
@@ -68,14 +69,15 @@ def test_without_the_replacement_the_sink_drifts_away():
     assert moved < 1e-5 and kept > 100 * moved and kept > 1e-4, (moved, kept)
 
 
+@pytest.mark.parametrize("sink", ["first", "adjacent"])
 @pytest.mark.parametrize("layout", [("lcha", "ssa:1", "lcha"), ("ssa:2", "lcha")])
-def test_while_the_window_holds_the_whole_past_the_bounded_stream_is_the_unbounded(layout):
+def test_while_the_window_holds_the_whole_past_the_bounded_stream_is_the_unbounded(layout, sink):
     model = random_model(latent_frames=4, latent_height=8, latent_width=8, patch=(1, 2, 2), layout=layout)
     window = 2
     noise, text, mask = _inputs(model, window + 2)  # every chunk sees every earlier one
     sigmas = [1.0, 0.6, 0.3, 0.0]
     unbounded = sample_streaming(model, noise, text, mask, sigmas)
-    bounded = sample_streaming(bounded_memory(model, window), noise, text, mask, sigmas)
+    bounded = sample_streaming(bounded_memory(model, window, sink), noise, text, mask, sigmas)
     assert torch.allclose(unbounded, bounded, atol=1e-5, rtol=1e-4)
 
 
@@ -87,7 +89,7 @@ def test_bounded_memory_is_a_new_model_with_a_fixed_size_state():
     assert trained_window(model) == 13  # 15 chunks: the current, the sink and 13 between
     bounded = bounded_memory(model, trained_window(model))
     check_exportable(bounded)
-    assert (bounded.config.ssa_window, bounded.config.ssa_sink, bounded.config.ssa_sink_adjacent) == (13, True, True)
+    assert (bounded.config.ssa_window, bounded.config.ssa_sink, bounded.config.ssa_sink_adjacent) == (13, True, False)
     assert model.config.ssa_window is None and not model.blocks[1].mixer.sink_adjacent
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), bounded.state_dict().values()))
     with pytest.raises(ValueError, match="window >= 0"):
@@ -95,5 +97,5 @@ def test_bounded_memory_is_a_new_model_with_a_fixed_size_state():
     with pytest.raises(ValueError, match="sink must be one of"):
         bounded_memory(model, 2, sink="last")
     ring = bounded_memory(model, 2, sink="none").config
-    first = bounded_memory(model, 2, sink="first").config
-    assert (ring.ssa_sink, first.ssa_sink, first.ssa_sink_adjacent) == (False, True, False)
+    adjacent = bounded_memory(model, 2, sink="adjacent").config
+    assert (ring.ssa_sink, adjacent.ssa_sink, adjacent.ssa_sink_adjacent) == (False, True, True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,3 +62,18 @@ def test_cli_exports_a_trained_checkpoint_with_its_ema_weights(tmp_path, capsys)
     assert main(["export", "--model", str(tmp_path / "nothing"), "--ssa-window", "2",
                  "--out", str(out)]) == 2
     assert "neither a training output" in capsys.readouterr().err
+    # a model trained unbounded keeps chunk 0 as a sink beside the window (the least recall lost)
+    names = {s["name"] for s in json.loads(Path(f"{out}.json").read_text())["state"]}
+    assert {"sink_k", "sink_v", "k", "v"} <= names
+    for sink, kept in (("adjacent", True), ("none", False)):
+        assert main(["export", "--model", str(tmp_path / "run"), "--ssa-window", "2", "--stream-sink", sink,
+                     "--out", str(out), "--text-len", "5"]) == 0, capsys.readouterr().err
+        names = {s["name"] for s in json.loads(Path(f"{out}.json").read_text())["state"]}
+        assert ("sink_k" in names) == kept
+    assert main(["export", "--model", str(tmp_path / "run"), "--stream-sink", "first", "--out", str(out)]) == 2
+    assert "--stream-sink goes with --ssa-window" in capsys.readouterr().err
+    pretrained = tmp_path / "pretrained"
+    assert main(["export", "--model", str(tmp_path / "run"), "--ssa-window", "3", "--format", "pretrained",
+                 "--out", str(pretrained)]) == 0
+    config = json.loads((pretrained / "config.json").read_text())
+    assert (config["ssa_window"], config["ssa_sink"], config["ssa_sink_adjacent"]) == (3, True, False)
