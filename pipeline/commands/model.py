@@ -220,8 +220,8 @@ def _trained_model(url: str):
 
 def _with_window(model, window: int | None, sink: str | None):
     """``model`` streaming with an SSA window of ``window`` past chunks and ``sink`` (None: as
-    trained; a model trained without a window keeps chunk 0 at its first place, the least loss
-    measured, BENCHMARKS "Bounded memory")."""
+    trained; a model trained without a window keeps chunk 0 at its first place, the least recall
+    lost on the mean, BENCHMARKS "Bounded memory")."""
     if window is None:
         if sink is not None:
             raise ValueError("--stream-sink goes with --ssa-window (the window it sits beside)")
@@ -369,7 +369,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stream-sink", dest="stream_sink", choices=("first", "adjacent", "none"),
                    help="with --ssa-window on a trained --model: chunk 0 kept as an attention sink "
                         "beside the window, at its 'first' place (default for a model trained "
-                        "without a window: the least recall lost, BENCHMARKS \"Bounded memory\"), "
+                        "without a window: the least recall lost on the mean, BENCHMARKS \"Bounded memory\"), "
                         "re-positioned 'adjacent' to the window, or 'none' (default for a model "
                         "trained with a window: as trained)")
     p.add_argument("--batch", type=int, default=1, help="batch size baked into the program")

@@ -257,9 +257,9 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--stream-sink", dest="stream_sink", choices=("first", "adjacent", "none"),
                     default="first",
                     help="with --stream-window, the first chunk kept as an attention sink: at its "
-                         "'first' place (frame 0, default: the least recall lost, BENCHMARKS "
-                         "\"Bounded memory\"), re-positioned 'adjacent' to the window "
-                         "(StreamingLLM), or 'none'")
+                         "'first' place (frame 0, default: the least recall lost on the mean, "
+                         "BENCHMARKS \"Bounded memory\"), re-positioned 'adjacent' to the window "
+                         "(StreamingLLM; the most lost), or 'none'")
     ev.set_defaults(func=_eval)
 
 
