@@ -30,7 +30,7 @@ from pipeline.video_io import atomic_output
 
 from .grid import EVAL
 from .stats import SeedDifference, SeedMean
-from .summary import versus_sentences
+from .summary import PARETO_SET, versus_sentences
 
 LABELS = {"recall": "recall \u2191", "adherence": "adherence \u2191"}
 SCORE_COLUMNS = (("adherence", "adherence \u2191", 3), ("recall", "recall \u2191", 3),
@@ -97,12 +97,19 @@ def pareto_plot(results: Mapping[str, Any]) -> str:
                          chart_id="pareto") + _apart_note(results)
 
 
-def versus_section(results: Mapping[str, Any]) -> str:
+def versus_sections(results: Mapping[str, Any]) -> str:
+    """``versus_section`` of the held-out seeds, then of every other set scored (unseen ones)."""
+    return "".join(versus_section(results, k) for k in (PARETO_SET, *results.get("versus_sets", {})))
+
+
+def versus_section(results: Mapping[str, Any], set_key: str = PARETO_SET) -> str:
     """The reference minus each variant per length (recall, adherence: Welch over seeds, or paired), the
-    variant's cost over the reference's, and the plain sentence at the longest length."""
-    v = results.get("versus") or {}
+    variant's cost over the reference's, and the plain sentence at the longest length, on
+    ``set_key``'s scores."""
+    v = (results.get("versus") if set_key == PARETO_SET else results.get("versus_sets", {}).get(set_key)) or {}
     if not v.get("variants"):
         return ""
+    where, suffix = ("", "") if set_key == PARETO_SET else (f" on {set_key}", f"-{set_key}")
     reference = v["reference"]
     head = ["variant", "length"] + [f"{reference} − variant: {m}" for m in v["metrics"]] + [
         f"ms per chunk / {reference}'s"]
@@ -119,10 +126,10 @@ def versus_section(results: Mapping[str, Any]) -> str:
             ratio = row.get("cost_ratio")
             rows.append([esc(variant), esc(length), *cells,
                          esc(f"{ratio:.2f}") if ratio is not None else '<span class="muted">per clip</span>'])
-    sentences = "".join(f"<li>{esc(line)}</li>" for line in versus_sentences(results))
-    return (f"<h3>{esc(reference)} against each variant</h3>"
-            f'<ul id="compare-statements">{sentences}</ul>'
-            + table(head, rows, table_id="compare-versus", raw_cells=True)
+    sentences = "".join(f"<li>{esc(line)}</li>" for line in versus_sentences(results, set_key))
+    return (f"<h3>{esc(reference)} against each variant{esc(where)}</h3>"
+            f'<ul id="compare-statements{esc(suffix)}">{sentences}</ul>'
+            + table(head, rows, table_id=f"compare-versus{suffix}", raw_cells=True)
             + f"<p class=\"muted\">{esc(reference)}'s mean minus the variant's over training seeds, "
             "[95% Welch interval] (each student's own spread over its seeds), or (paired) the paired "
             "t interval of the per-seed differences when the two students share a trained stage on every "
@@ -284,7 +291,7 @@ def comparison_html(results: Mapping[str, Any] | None, *, link_prefix: str = "")
             "lower bound. A stage another variant's cell of the same seed trained with the same "
             "recipe (a stage-2 variant's S2DiT-KD: \"KD: s2dit's\" in the seeds' table) is trained "
             "once and counted in both variants' wall time.")
-    body = (pareto_plot(results) + f'<p class="muted">{esc(note)}</p>' + versus_section(results)
+    body = (pareto_plot(results) + f'<p class="muted">{esc(note)}</p>' + versus_sections(results)
             + "<h3>Held-out seeds of the trained classes</h3>"
             + summary_table(results, "held_out_seeds", link_prefix=link_prefix, cost=True)
             + teacher_table(results))

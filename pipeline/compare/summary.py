@@ -8,7 +8,9 @@ matched variants are timed against) minus every other variant, per length, in re
 adherence on the held-out seeds, each with its Welch interval over the training seeds (paired
 seed by seed when the two share a trained stage: a stage-2 variant and s2dit), and the
 variant's per-chunk latency over the reference's: the plain statement "does S2DiT beat X at equal
-cost at 4x, and by how much" read off the grid.
+cost at 4x, and by how much" read off the grid. ``versus_sets``: the same on every other set the
+cells were scored on (the unseen combinations, or their report or validation subset), where a
+recipe for unseen combinations is judged (configs/unseen_report.toml).
 
 A variant's chunk (``chunk_of``) is read from its cost measurement: a stream of a clip m times
 the trained length has m * F / c chunks of c latent frames, so a variant with one chunk per
@@ -65,8 +67,10 @@ def summarise_grid(results: Mapping[str, Any]) -> dict[str, Any]:
         summary[variant] = {"seeds": [c["seed"] for c in cells], "chunk": chunk_of(results, variant, cells),
                             "train_s": seed_mean([c["train_seconds"]["total"] for c in cells]).to_json(),
                             "resumed": any(c["resumed"] for c in cells), "sets": sets, "cost": cost}
+    others = dict.fromkeys(k for s in summary.values() for k in s["sets"] if k != PARETO_SET)
     return {"summary": summary, "pareto": pareto(summary, lengths[-1] if lengths else "1x"),
-            "versus": versus(results, summary)}
+            "versus": versus(results, summary),
+            "versus_sets": {k: v for k in others if (v := versus(results, summary, k)).get("variants")}}
 
 
 def chunk_of(results: Mapping[str, Any], variant: str, cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -115,8 +119,9 @@ def shares_a_stage(results: Mapping[str, Any], a: str, b: str) -> bool:
     return all(common(x, y) for x, y in zip(ca, cb, strict=True))
 
 
-def versus(results: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The reference (the first variant with cells) against every other variant: per length,
+def versus(results: Mapping[str, Any], summary: Mapping[str, Any], set_key: str = PARETO_SET) -> dict[str, Any]:
+    """The reference (the first variant with cells) against every other variant on ``set_key``'s
+    scores: per length,
     ``VERSUS_METRICS`` as reference minus variant (SeedDifference json: Welch over seeds, or paired
     seed by seed when the two share a trained stage on every seed, ``shares_a_stage``) and
     ``cost_ratio`` (the variant's mean last-5-chunk latency over the reference's; None for a
@@ -129,7 +134,7 @@ def versus(results: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, 
     lengths = [f"{m}x" for m in results["lengths"]]
 
     def values(variant: str, length: str, metric: str) -> list[float] | None:
-        rows = [c["scores"].get(PARETO_SET, {}).get(length, {}).get(metric) for c in _cells(results, variant)]
+        rows = [c["scores"].get(set_key, {}).get(length, {}).get(metric) for c in _cells(results, variant)]
         return rows if rows and all(isinstance(x, (int, float)) for x in rows) else None
 
     out: dict[str, Any] = {}
@@ -152,14 +157,15 @@ def versus(results: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, 
             per_length[length] = row
         if per_length:
             out[variant] = per_length
-    return {"reference": reference, "set": PARETO_SET, "metrics": list(VERSUS_METRICS), "variants": out}
+    return {"reference": reference, "set": set_key, "metrics": list(VERSUS_METRICS), "variants": out}
 
 
-def _versus_sentence(results: Mapping[str, Any], variant: str, length: str) -> str:
+def _versus_sentence(results: Mapping[str, Any], v: Mapping[str, Any], variant: str, length: str) -> str:
     """``s2dit against full_attention at 4x: recall 0.900 against 0.600, ahead by 0.300 (95%
     Welch interval +0.277 to +0.323, 3 and 3 seeds), full_attention at 1.02x s2dit's per-chunk
-    latency.``: the first metric the row has (recall, else adherence)."""
-    v = results["versus"]
+    latency.``: the first metric the row has (recall, else adherence). ``v``: a ``versus`` of
+    ``results``; on a set other than the held-out seeds the sentence names it ("... at 1x on
+    unseen_combinations: ...")."""
     reference, row = v["reference"], v["variants"][variant][length]
     metric = next(m for m in v["metrics"] if m in row)
     d = SeedDifference.from_json(row[metric])
@@ -175,13 +181,15 @@ def _versus_sentence(results: Mapping[str, Any], variant: str, length: str) -> s
     ratio = row.get("cost_ratio")
     cost = (f", {variant} at {ratio:.2f}x {reference}'s per-chunk latency" if ratio is not None
             else f", {variant}'s cost is per clip (not a streamed chunk's)")
-    return (f"{reference} against {variant} at {length}: {metric} {means[0]:.3f} against {means[1]:.3f}, "
+    where = "" if v["set"] == PARETO_SET else f" on {v['set']}"
+    return (f"{reference} against {variant} at {length}{where}: {metric} {means[0]:.3f} against {means[1]:.3f}, "
             f"{said}{cost}.")
 
 
-def versus_sentences(results: Mapping[str, Any]) -> list[str]:
-    """The plain sentence of every variant against the reference at the longest length."""
-    v = results.get("versus") or {}
+def versus_sentences(results: Mapping[str, Any], set_key: str = PARETO_SET) -> list[str]:
+    """The plain sentence of every variant against the reference at the longest length, on
+    ``set_key``'s scores."""
+    v = (results.get("versus") if set_key == PARETO_SET else results.get("versus_sets", {}).get(set_key)) or {}
     longest = f"{results['lengths'][-1]}x" if results.get("lengths") else None
-    return [_versus_sentence(results, variant, longest)
+    return [_versus_sentence(results, v, variant, longest)
             for variant, per_length in v.get("variants", {}).items() if longest in per_length]

@@ -233,6 +233,31 @@ def test_the_reference_against_each_variant_is_a_welch_difference_and_a_plain_se
         "s2dit against full at 4x", "s2dit against narrow at 4x", "s2dit against conv at 4x"]
 
 
+
+def test_every_other_scored_set_has_its_own_versus_and_sentences(tmp_path):
+    """A grid scored on the unseen combinations too (configs/unseen_report.toml) compares the
+    reference with each variant there as well: where an unseen-combinations recipe is judged."""
+    results = fake_results({"dropout": (5.0, 0.9), "none": (5.0, 0.9)})
+    unseen = {"dropout": 0.85, "none": 0.70}
+    for c in results["cells"]:
+        jitter = (c["seed"] - 1) * 0.01
+        row = {k: v for k, v in _scores(0.9, jitter).items() if k != "recall"}  # a task without recall
+        c["scores"]["unseen_combinations"] = {m: {**row, "adherence": unseen[c["variant"]] + jitter}
+                                              for m in ("1x", "4x")}
+    results.update(summarise_grid(results))
+    assert results["versus"]["set"] == "held_out_seeds" and list(results["versus_sets"]) == ["unseen_combinations"]
+    row = results["versus_sets"]["unseen_combinations"]["variants"]["none"]["4x"]
+    assert set(row) == {"adherence", "cost_ratio"} and row["adherence"]["verdict"] == "ahead"
+    assert row["adherence"]["diff"] == pytest.approx(0.15)
+    [sentence] = versus_sentences(results, "unseen_combinations")
+    assert sentence.startswith("dropout against none at 4x on unseen_combinations: adherence 0.850 against "
+                               "0.700, ahead by 0.150 (95% Welch interval")
+    text = html.unescape(Path(write_page(results, str(tmp_path / "index.html"))).read_text())
+    assert 'id="compare-versus"' in text and 'id="compare-versus-unseen_combinations"' in text
+    assert "dropout against each variant on unseen_combinations" in text
+    assert "dropout against none at 4x: recall 0.900 against 0.900, not separated" in text  # held-out seeds
+    assert versus_sentences(results, "unseen_validation") == []  # not scored
+
 # -- [compare] refusals -------------------------------------------------------------------------
 
 def test_a_variant_sharing_the_references_kd_on_every_seed_is_compared_seed_by_seed(tmp_path):

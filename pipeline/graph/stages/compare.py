@@ -28,7 +28,7 @@ from typing import Any
 
 from pipeline.compare import CompareConfig, Grid, run_grid
 from pipeline.compare.grid import PAGE, RESULTS, Training, check_guidance
-from pipeline.compare.summary import versus_sentences
+from pipeline.compare.summary import PARETO_SET, versus_sentences
 from student_train.stages import get_stage
 
 from ..config import RunConfig, refuse_unknown_keys
@@ -92,8 +92,9 @@ def run(ctx: StageContext, trained: tuple[Stage, ...]) -> dict[str, Any]:
     front = ", ".join(results["pareto"]["front"])
     ctx.console.print(f"{len(results['cells'])} students compared: {ctx.path(f'{SECTION}/{PAGE}')} "
                       f"(Pareto front at {results['pareto']['length']}: {front})")
-    for line in versus_sentences(results):
-        ctx.console.print(line, highlight=False, markup=False)
+    for set_key in (PARETO_SET, *results.get("versus_sets", {})):
+        for line in versus_sentences(results, set_key):
+            ctx.console.print(line, highlight=False, markup=False)
     return {"results": ctx.path(f"{SECTION}/{RESULTS}"), "page": ctx.path(f"{SECTION}/{PAGE}")}
 
 
