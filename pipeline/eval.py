@@ -249,8 +249,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     streaming rows (the full-step grid alone costs about what the 4x stream does).
     ``stream_window``: stream with constant memory (student_train/model/bounded.py), SSA keeping
     that many past chunks plus the first as a sink (``stream_sink``: at its "first" place,
-    re-positioned "adjacent" to them, or "none"); "trained": the widest window whose every distance the trained
-    clip had. Streaming rows only (``whole_clip=False``)."""
+    re-positioned "adjacent" to them, or "none"); "trained": the widest window whose every
+    distance the trained clip had. Streaming rows only (``whole_clip=False``)."""
     if noise not in SEED_BASES:
         raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
     if stream_window is not None and whole_clip:
@@ -324,8 +324,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['per_class']} samples per class, {report.get('noise', 'report')} noise"
             + (f", unseen: {report['unseen_subset']}" if report.get("unseen_subset", "all") != "all" else "")
             + (f", guidance {report['guidance']}" if "guidance" in report else "")
-            + (f", streamed with SSA window {report['stream_window']}, sink {report.get('stream_sink', 'first')}"
-               if "stream_window" in report else "")
+            + (f", streamed with SSA window {report['stream_window']}, sink "
+               f"{report.get('stream_sink', 'first')}" if "stream_window" in report else "")
             + ")")
     lines = [head]
     for set_name in ("held_out_seeds", *dict.fromkeys(UNSEEN_KEYS.values())):

@@ -251,7 +251,8 @@ def _export_pretrained(args: argparse.Namespace) -> int:
     fs, root = fsspec.core.url_to_fs(args.model)
     if checkpoint or fs.exists(f"{root}/{STATE}"):
         student = StudentCheckpoint.load(checkpoint or args.model)
-        student = dataclasses.replace(student, model=_with_window(student.model, args.ssa_window, args.stream_sink))
+        bounded = _with_window(student.model, args.ssa_window, args.stream_sink)
+        student = dataclasses.replace(student, model=bounded)
         student.save_pretrained(args.out)
         model, what = student.model, f"config.json, model.safetensors, {SAMPLING}"
     else:
@@ -369,8 +370,8 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stream-sink", dest="stream_sink", choices=("first", "adjacent", "none"),
                    help="with --ssa-window on a trained --model: chunk 0 kept as an attention sink "
                         "beside the window, at its 'first' place (default for a model trained "
-                        "without a window: the least recall lost on the mean, BENCHMARKS \"Bounded memory\"), "
-                        "re-positioned 'adjacent' to the window, or 'none' (default for a model "
+                        "without a window: the least recall lost on the mean, BENCHMARKS "
+                        "\"Bounded memory\"), re-positioned 'adjacent' to the window, or 'none' (default for a model "
                         "trained with a window: as trained)")
     p.add_argument("--batch", type=int, default=1, help="batch size baked into the program")
     p.add_argument("--text-len", type=int, default=16, help="text tokens baked into the program")

@@ -30,7 +30,7 @@ from pipeline.video_io import atomic_output
 
 from .grid import EVAL
 from .stats import SeedDifference, SeedMean
-from .summary import PARETO_SET, versus_sentences
+from .summary import PARETO_SET, versus_of, versus_sentences
 
 LABELS = {"recall": "recall \u2191", "adherence": "adherence \u2191"}
 SCORE_COLUMNS = (("adherence", "adherence \u2191", 3), ("recall", "recall \u2191", 3),
@@ -106,7 +106,7 @@ def versus_section(results: Mapping[str, Any], set_key: str = PARETO_SET) -> str
     """The reference minus each variant per length (recall, adherence: Welch over seeds, or paired), the
     variant's cost over the reference's, and the plain sentence at the longest length, on
     ``set_key``'s scores."""
-    v = (results.get("versus") if set_key == PARETO_SET else results.get("versus_sets", {}).get(set_key)) or {}
+    v = versus_of(results, set_key)
     if not v.get("variants"):
         return ""
     where, suffix = ("", "") if set_key == PARETO_SET else (f" on {set_key}", f"-{set_key}")

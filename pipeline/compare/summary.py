@@ -119,7 +119,8 @@ def shares_a_stage(results: Mapping[str, Any], a: str, b: str) -> bool:
     return all(common(x, y) for x, y in zip(ca, cb, strict=True))
 
 
-def versus(results: Mapping[str, Any], summary: Mapping[str, Any], set_key: str = PARETO_SET) -> dict[str, Any]:
+def versus(results: Mapping[str, Any], summary: Mapping[str, Any],
+           set_key: str = PARETO_SET) -> dict[str, Any]:
     """The reference (the first variant with cells) against every other variant on ``set_key``'s
     scores: per length,
     ``VERSUS_METRICS`` as reference minus variant (SeedDifference json: Welch over seeds, or paired
@@ -186,10 +187,16 @@ def _versus_sentence(results: Mapping[str, Any], v: Mapping[str, Any], variant: 
             f"{said}{cost}.")
 
 
+def versus_of(results: Mapping[str, Any], set_key: str = PARETO_SET) -> Mapping[str, Any]:
+    """The grid's ``versus`` on ``set_key``'s scores ({} if none)."""
+    by_set = results.get("versus_sets", {})
+    return (results.get("versus") if set_key == PARETO_SET else by_set.get(set_key)) or {}
+
+
 def versus_sentences(results: Mapping[str, Any], set_key: str = PARETO_SET) -> list[str]:
     """The plain sentence of every variant against the reference at the longest length, on
     ``set_key``'s scores."""
-    v = (results.get("versus") if set_key == PARETO_SET else results.get("versus_sets", {}).get(set_key)) or {}
+    v = versus_of(results, set_key)
     longest = f"{results['lengths'][-1]}x" if results.get("lengths") else None
     return [_versus_sentence(results, v, variant, longest)
             for variant, per_length in v.get("variants", {}).items() if longest in per_length]

@@ -89,7 +89,8 @@ def test_bounded_memory_is_a_new_model_with_a_fixed_size_state():
     assert trained_window(model) == 13  # 15 chunks: the current, the sink and 13 between
     bounded = bounded_memory(model, trained_window(model))
     check_exportable(bounded)
-    assert (bounded.config.ssa_window, bounded.config.ssa_sink, bounded.config.ssa_sink_adjacent) == (13, True, False)
+    cfg = bounded.config
+    assert (cfg.ssa_window, cfg.ssa_sink, cfg.ssa_sink_adjacent) == (13, True, False)
     assert model.config.ssa_window is None and not model.blocks[1].mixer.sink_adjacent
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), bounded.state_dict().values()))
     with pytest.raises(ValueError, match="window >= 0"):
