@@ -8,6 +8,7 @@
     s2dit = {}
     full_attention = {layout = ["ssa:1", "ssa:1", "ssa:1", "ssa:1"]}
     no_causal_phase = {train_ar = {causal_steps = 0}}   # a recipe override
+    costly_baseline = {dim = 192, seeds = [0, 1]}     # on some of the seeds only
 
 The cells are scored as ``s2dit eval`` scores (pipeline/eval.py), with the grid's own settings
 beside ``per_class``, ``lengths`` and ``noise`` (the run's ``[eval]`` scores the run's own
@@ -45,7 +46,10 @@ under the name of a training stage's table (``train``, ``train_ar``: the registe
 keys laid over that stage's recipe; an unknown key is refused naming the variant and the key.
 Every variant is trained with the run's recipes from the run's cache, with only its overrides
 changed (the architecture lives in ``[train.model]``, so a recipe override holds no ``model``;
-the seed is ``seeds``'s).
+the seed is ``seeds``'s). A variant's own ``seeds`` (some of ``[compare] seeds``) trains it on
+those only: a costly baseline beside a recipe reported over more seeds. Its intervals are over
+its own seeds, and it is compared with the reference by Welch's interval (paired only over the
+same seeds).
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ from student_train.model import StudentConfig
 from student_train.stages import get_stage, stage_names
 from teacher_jobs.analytic_corpus import UNSEEN_SUBSETS
 
-from .matching_spec import check_reference, found_spec, model_keys
+from .matching_spec import VARIANT_SEEDS, check_reference, found_spec, model_keys
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a variant's name is its folder's
 NOT_A_RECIPE_KEY = {"model": "the architecture goes at the variant's top level ([train.model] keys)",
@@ -81,11 +85,17 @@ def recipe_tables() -> dict[str, type]:
     return {stage.table: stage.config for stage in stages}
 
 
-def _check_variant(name: str, overrides: Any, variants: dict[str, Any]) -> None:
+def _check_variant(name: str, overrides: Any, variants: dict[str, Any],
+                   seeds: tuple[int, ...]) -> None:
     where = f"compare.variants.{name}"
     if not isinstance(overrides, dict):
         raise ConfigError(f"[{where}] must be a table of [train.model] keys and recipe tables, "
                           f"got {overrides!r}")
+    own = overrides.get(VARIANT_SEEDS, seeds)
+    if (not isinstance(own, (list, tuple)) or not own or len(set(own)) != len(own)
+            or not all(isinstance(s, int) and s in seeds for s in own)):
+        raise ConfigError(f"[{where}] seeds = {own!r}: a variant's own seeds are some of [compare] "
+                          f"seeds {list(seeds)}, each once (or leave it out: all of them)")
     spec = found_spec(name, overrides)  # a `match` or `search` table (matching_spec.py)
     if spec is not None:
         check_reference(name, spec, variants)
@@ -137,10 +147,17 @@ class CompareConfig:
             if not NAME.fullmatch(name):
                 raise ConfigError(f"[compare.variants] {name!r}: a variant's name is its folder "
                                   "name: letters, digits, '_' and '-'")
-            _check_variant(name, overrides, self.variants)
         if len(set(self.seeds)) != len(self.seeds) or len(set(self.lengths)) != len(self.lengths):
             raise ConfigError(f"[compare] seeds and lengths must not repeat, got seeds "
                               f"{list(self.seeds)}, lengths {list(self.lengths)}")
+        for name, overrides in self.variants.items():
+            _check_variant(name, overrides, self.variants, tuple(self.seeds))
+
+    def seeds_of(self, name: str) -> tuple[int, ...]:
+        """The training seeds of variant ``name``: its own ``seeds``, else all of [compare]'s,
+        in [compare]'s order."""
+        own = self.variants[name].get(VARIANT_SEEDS)
+        return tuple(s for s in self.seeds if own is None or s in own)
 
     @property
     def longest(self) -> int:

@@ -107,8 +107,10 @@ class Grid:
         return f"{self.trainings[-1].spec.name}_checkpoint"
 
     def cells(self) -> list[tuple[str, int]]:
-        """(variant, seed), seed by seed: a grid stopped early has every variant's first seed."""
-        return [(v, s) for s in self.compare.seeds for v in self.compare.variants]
+        """(variant, seed), seed by seed: a grid stopped early has every variant's first seed
+        (a variant on some seeds only has cells of those)."""
+        return [(v, s) for s in self.compare.seeds for v in self.compare.variants
+                if s in self.compare.seeds_of(v)]
 
 
 def _fs(url: str):
@@ -242,7 +244,7 @@ def _samples_key(grid: Grid, record: dict[str, Any]) -> dict[str, Any] | None:
     """What the cell's videos are made from; None: the cell renders none (not its variant's
     first seed, or ``[compare] samples = 0``)."""
     prompts = list(grid.sample_prompts[: grid.compare.samples])
-    if not prompts or record["seed"] != grid.compare.seeds[0]:
+    if not prompts or record["seed"] != grid.compare.seeds_of(record["variant"])[0]:
         return None
     return {"checkpoint": record[grid.last], "prompts": prompts}
 
@@ -334,8 +336,9 @@ def twin_variants(grid: Grid) -> dict[str, str]:
     a searched layout that comes out as the reference's own), trained once, under the first name."""
     first: dict[str, str] = {}
     twins = {}
-    for name in grid.compare.variants:
-        identity = json.dumps(_identity(grid, name, grid.compare.seeds[0]), sort_keys=True)
+    for name in grid.compare.variants:  # the same recipes on the same seeds
+        identity = json.dumps([_identity(grid, name, grid.compare.seeds[0]), grid.compare.seeds_of(name)],
+                              sort_keys=True)
         if identity in first:
             twins[name] = first[identity]
         else:
@@ -352,7 +355,7 @@ def _resolved_variants(grid: Grid, twins: dict[str, str]) -> dict[str, Any]:
     out = {}
     for name, overrides in grid.compare.variants.items():
         trained_as = twins.get(name, name)
-        record = _read(f"{grid.folder(trained_as, grid.compare.seeds[0])}/{CELL}") or {}
+        record = _read(f"{grid.folder(trained_as, grid.compare.seeds_of(trained_as)[0])}/{CELL}") or {}
         model = None
         if record.get(key):
             state = _read(f"{record[key]}/state.json") or {}

@@ -93,6 +93,9 @@ def check_reference(name: str, spec: MatchSpec | SearchSpec, variants: dict[str,
                           "against an ordinary variant")
 
 
+VARIANT_SEEDS = "seeds"  # a variant's own training seeds (config.py), not a [train.model] key
+
+
 def model_keys(overrides: dict[str, Any]) -> dict[str, Any]:
-    """A variant's table without its ``match`` / ``search`` table."""
-    return {k: v for k, v in overrides.items() if k not in SPECS}
+    """A variant's table without its ``match`` / ``search`` table and its own ``seeds``."""
+    return {k: v for k, v in overrides.items() if k not in SPECS and k != VARIANT_SEEDS}

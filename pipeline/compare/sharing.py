@@ -35,7 +35,7 @@ def stage_owners(grid: Grid, variant: str, seed: int) -> dict[str, str]:
     """Stage name -> the earlier variant whose cell of ``seed`` trains it for this cell, for each
     leading stage this cell borrows (empty: the cell trains every stage itself)."""
     mine = _prefixes(grid, variant, seed)
-    others = {v: _prefixes(grid, v, seed) for v in grid.compare.variants}
+    others = {v: _prefixes(grid, v, seed) for v in grid.compare.variants if seed in grid.compare.seeds_of(v)}
     owners: dict[str, str] = {}
     for k, training in enumerate(grid.trainings):
         owner = next(v for v, prefixes in others.items() if prefixes[k] == mine[k])

@@ -367,6 +367,7 @@ def test_unseen_report_toml_is_the_tuning_run_on_reported_seeds():
     dropout = [c.cond_dropout for c in cells.configs("dropout_0_1", 0)]
     assert dropout == [0.1, 0.1] and [c.cond_dropout for c in cells.configs("no_dropout", 0)] == [0.0, 0.0]
     assert cells.configs("no_dropout", 0)[0] == dataclasses.replace(cells.configs("dropout_0_1", 0)[0], cond_dropout=0.0)
+    assert grid.seeds_of("dropout_0_1") == (0, 1, 2, 3, 4) and len(grid.seeds_of("no_dropout")) >= 3
 
 
 def test_a_variant_overrides_a_training_stage_recipe_by_its_table():
@@ -530,6 +531,40 @@ def test_a_stage_2_variant_borrows_the_kd_stage_and_gets_the_bytes_of_its_own(ti
     assert "critic_2 seed 0: its KD came from s2dit/seed0, which no longer trains it; training it again" in log
     assert again["shared"] == {} and again["scores"] == critic["scores"]
 
+
+
+def test_a_variant_on_some_of_the_seeds_trains_and_is_summarised_on_those(tiny_cache, tmp_path):
+    """``seeds = [...]`` in a variant's table: a costly baseline on fewer seeds than the recipe
+    reported (configs/unseen_report.toml's no_dropout)."""
+    compare = CompareConfig(variants={"s2dit": {}, "wide": {"dim": 32, "seeds": [2]},
+                                      "critic_2": {"train_ar": {"critic_steps": 2}, "seeds": [2, 0]}},
+                            seeds=(0, 1, 2))
+    assert [compare.seeds_of(v) for v in compare.variants] == [(0, 1, 2), (2,), (0, 2)]  # [compare]'s order
+    assert compare.model({"dim": 16}, "wide") == {"dim": 32}  # seeds is not a model key
+    grid = Grid(compare=compare, trainings=(Training(get_stage("kd"), TrainConfig(model={"dim": 16, "heads": 2})),
+                                            Training(get_stage("ar"), ARConfig())),
+                cache_url="unused", generation=1, out="unused")
+    assert grid.cells() == [("s2dit", 0), ("critic_2", 0), ("s2dit", 1), ("s2dit", 2), ("wide", 2), ("critic_2", 2)]
+    assert stage_owners(grid, "critic_2", 2) == {"kd": "s2dit"}
+    for bad in ([3], [], [0, 0], "0"):
+        with pytest.raises(ConfigError, match=r"\[compare.variants.wide\] seeds = .*some of \[compare\] seeds"):
+            CompareConfig(variants={"s2dit": {}, "wide": {"dim": 32, "seeds": bad}}, seeds=(0, 1, 2))
+    run, prompts = tiny_cache
+    log: list[str] = []
+    grid = _grid(run, prompts, log, seeds=(0, 1), lengths=(1,), latency_repeats=1, samples=1,
+                 variants={"s2dit": {}, "conv_only": {"layout": ["conv", "conv"], "seeds": [1]}})
+    grid.out = str(tmp_path / "some_seeds")
+    results = run_grid(grid)
+    assert [line for line in log if "training" in line] == [
+        "s2dit seed 0: training KD", "s2dit seed 0: training AR",
+        "s2dit seed 1: training KD", "s2dit seed 1: training AR",
+        "conv_only seed 1: training KD", "conv_only seed 1: training AR"]
+    assert results["summary"]["conv_only"]["seeds"] == [1] and results["summary"]["s2dit"]["seeds"] == [0, 1]
+    conv = next(c for c in results["cells"] if c["variant"] == "conv_only")
+    assert conv["samples"] == ["conv_only/seed1/samples/sample.mp4"]  # its own first seed
+    assert results["variants"]["conv_only"]["model"]["layout"] == ["conv", "conv"]
+    row = results["versus"]["variants"]["conv_only"]["1x"]["adherence"]
+    assert (row["n_a"], row["n_b"], row["paired"]) == (2, 1, False)
 
 def test_a_variant_that_does_not_fit_the_cache_is_refused_before_any_cell_trains(tiny_cache):
     run, prompts = tiny_cache
