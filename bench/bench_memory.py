@@ -52,7 +52,7 @@ def compare_variants() -> dict[str, dict[str, Any]]:
 def overrides_of(name: str) -> dict[str, Any]:
     """A student's overrides: {"model": [train.model] keys, "train": ..., "train_ar": ...}."""
     variant = STUDENTS[name] if name in STUDENTS else compare_variants()[name]
-    return {"model": {k: v for k, v in variant.items() if k not in RECIPE_TABLES},
+    return {"model": {k: v for k, v in variant.items() if k not in (*RECIPE_TABLES, "seeds")},
             **{table: variant.get(table, {}) for table in RECIPE_TABLES}}
 ROWS = (("held_out_seeds", "student_4step", "KD 4-step"),
         ("held_out_seeds", "student_fullstep_grid", "KD full-step"),
