@@ -46,7 +46,6 @@ from cache_schema.noise import batch_noise
 from cache_schema.sample_id import make_sample_id
 from pipeline.eval_reference import ReferenceStore, resolve_dir, teacher_samples, with_steps
 from pipeline.eval_unseen import UNSEEN_KEYS, NamingOracle, keep_errors, unseen_set, with_guidance
-from student_train.model.bounded import bounded_memory, trained_window
 from student_train.stages import stage_of_checkpoint
 from student_train.student import StudentCheckpoint
 from teacher_jobs.teachers.analytic import AnalyticTeacher
@@ -226,6 +225,29 @@ def student_rows(streams: bool) -> str:
     return "student_ar_" if streams else "student_"
 
 
+def _check_options(noise: str, stream_window: int | str | None, whole_clip: bool) -> None:
+    if noise not in SEED_BASES:
+        raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
+    if stream_window is not None and whole_clip:
+        raise ValueError("a stream window bounds the streaming rows only: score them alone "
+                         "(whole_clip=False, s2dit eval --streaming-only)")
+
+
+def _options_said(student: StudentCheckpoint, unseen: str | None, guidance: float,
+                  stream_sink: str | None) -> dict[str, Any]:
+    """What a report says of its options where not at their defaults: the unseen subset (when
+    the unseen classes were split), guidance, the stream's bound (``stream_sink``: None when the
+    stream was not bounded)."""
+    said: dict[str, Any] = {}
+    if unseen is not None:
+        said["unseen_subset"] = unseen
+    if guidance != 1.0:
+        said["guidance"] = guidance
+    if stream_sink is not None:
+        said["stream_window"], said["stream_sink"] = student.model.config.ssa_window, stream_sink
+    return said
+
+
 def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
                         streaming: bool | None = None, chunk_frames: int | None = None,
                         lengths: tuple[int, ...] = (1,), noise: str = "report",
@@ -247,19 +269,12 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     name the errors per class (``errors``). ``whole_clip=False``: no whole-clip student rows
     (``student_4step``, ``student_fullstep_grid``), for a streaming student whose figures are its
     streaming rows (the full-step grid alone costs about what the 4x stream does).
-    ``stream_window``: stream with constant memory (student_train/model/bounded.py), SSA keeping
-    that many past chunks plus the first as a sink (``stream_sink``: at its "first" place,
-    re-positioned "adjacent" to them, or "none"); "trained": the widest window whose every
-    distance the trained clip had. Streaming rows only (``whole_clip=False``)."""
-    if noise not in SEED_BASES:
-        raise ValueError(f"noise must be one of {sorted(SEED_BASES)}, got {noise!r}")
-    if stream_window is not None and whole_clip:
-        raise ValueError("a stream window bounds the streaming rows only: score them alone "
-                         "(whole_clip=False, s2dit eval --streaming-only)")
+    ``stream_window``, ``stream_sink``: the streaming rows (only: ``whole_clip=False``) with
+    constant memory, as StudentCheckpoint.bounded takes them (student_train/model/bounded.py)."""
+    _check_options(noise, stream_window, whole_clip)
     student = StudentCheckpoint.load(checkpoint_url)
     if stream_window is not None:
-        window = trained_window(student.model) if stream_window == "trained" else int(stream_window)
-        student = dataclasses.replace(student, model=bounded_memory(student.model, window, stream_sink))
+        student = student.bounded(stream_window, stream_sink)
     few = len(student.plan["schedule_sigmas"]) - 1
     is_ar = student.streams
     streaming_name = None
@@ -280,12 +295,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     report: dict[str, Any] = {"checkpoint": checkpoint_url, "step": student.step, "stage": student.stage,
                               "trained_classes": trained_classes, "per_class": per_class,
                               "noise": noise, "lengths": list(lengths), "task": teacher.config.task}
-    if len(sets) > 1:  # which unseen classes: all, or a subset
-        report["unseen_subset"] = unseen
-    if guidance != 1.0:
-        report["guidance"] = guidance
-    if stream_window is not None:
-        report["stream_window"], report["stream_sink"] = student.model.config.ssa_window, stream_sink
+    report.update(_options_said(student, unseen if len(sets) > 1 else None, guidance,
+                                stream_sink if stream_window is not None else None))
     for name, class_prompts in sets.items():
         prompts = [p for p in class_prompts for _ in range(per_class)]
         seeds = list(SEED_BASES[noise] + rng.permutation(SEED_SPAN)[: len(prompts)])

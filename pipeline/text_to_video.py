@@ -53,8 +53,22 @@ class SampleConfig:
     # classifier-free guidance of the student (1: off; needs a student trained with cond_dropout),
     # against the teacher's embedding of the cache's negative prompt
     guidance: float = 1.0
+    # streamed videos longer than the trained clip: this many times its latent frames (> 1:
+    # streaming only; BENCHMARKS "Issue 26 at one thread": quality past the trained length)
+    length: int = 1
+    # constant memory however long the stream (student_train/model/bounded.py): SSA keeps this
+    # many past chunks ("trained": the widest whose distances the clip had) and chunk 0 as a
+    # sink at its "first" place, re-positioned "adjacent" to them, or "none"
+    stream_window: int | str | None = None
+    stream_sink: str = "first"
 
     def __post_init__(self) -> None:
+        if self.length < 1:
+            raise ValueError(f"length must be >= 1 (times the trained clip), got {self.length}")
+        if self.stream_window is not None and self.stream_window != "trained" and not (
+                isinstance(self.stream_window, int) and self.stream_window >= 0):
+            raise ValueError(f"stream_window must be >= 0 past chunks or 'trained', "
+                             f"got {self.stream_window!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.steps is not None and self.steps < 1:
@@ -141,6 +155,8 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     started = time.perf_counter()
     # 1. the student and the cache generation it trained on
     student = StudentCheckpoint.load(cfg.checkpoint)
+    if cfg.stream_window is not None:
+        student = student.bounded(cfg.stream_window, cfg.stream_sink)
     manifest = student.trained_manifest()
     # 2. the teacher side that made the cache
     side = open_sampling_side(manifest.fingerprint, source=cfg.teacher_source, device=cfg.device,
@@ -152,10 +168,14 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     text, mask = text.to(device, dtype), mask.to(device)
     student.to(device, dtype)
     # 4. noise and schedule; noise is drawn on the CPU in fp32 so a seed means one clip anywhere
-    shape = (len(prompts), *manifest.layout.latent_shape)  # (B, C, F, H, W)
+    c, f, h, w = manifest.layout.latent_shape
+    shape = (len(prompts), c, f * cfg.length, h, w)  # (B, C, F, H, W)
+    streaming = student.streams if cfg.streaming is None else cfg.streaming
+    if (cfg.length > 1 or cfg.stream_window is not None) and not streaming:
+        raise ValueError("--length > 1 and --stream-window stream chunk by chunk: add --streaming "
+                         "(the whole clip at once is the trained length, with the whole past)")
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device, dtype)
     sigmas = schedule(student.plan, cfg.steps, cfg.full_step)
-    streaming = student.streams if cfg.streaming is None else cfg.streaming
     # 5. sample; render each chunk as it is finished
     chunks = student.chunks(noise, text, mask, sigmas, streaming=streaming, use_step_size=not cfg.full_step,
                             chunk_frames=cfg.chunk_frames, **_guidance(cfg, side, manifest, device, dtype))
@@ -257,6 +277,9 @@ def _record(cfg: SampleConfig, student: StudentCheckpoint, manifest: Manifest,
                          else None),
         "context_sigma": student.context_sigma if streaming else None,
         **({"guidance": cfg.guidance} if cfg.guidance != 1.0 else {}),
+        **({"length": cfg.length} if cfg.length != 1 else {}),
+        **({"stream_window": student.model.config.ssa_window, "stream_sink": cfg.stream_sink}
+           if cfg.stream_window is not None else {}),
         "device": cfg.device, "dtype": cfg.dtype, "latent_shape": list(x0.shape),
         "outputs": outputs, "scores": scores,
     }

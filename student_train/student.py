@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import fsspec
@@ -26,6 +26,7 @@ from .checkpoint import (
 )
 from .guidance import NullText, check_guidance
 from .model import S2DiT
+from .model.bounded import bounded_memory, trained_window
 from .sampler import sample, sample_streaming, stream_chunks
 from .stage_spec import TrainingStage
 from .stages import stage_of_checkpoint
@@ -56,6 +57,12 @@ class StudentCheckpoint:
         model = built[0]
         model.load_state_dict(split_prefix(tensors, prefix))  # checked: names, shapes, dtypes
         return cls(url=url, model=model.eval(), state=state, spec=stage_of_checkpoint(state))
+
+    def bounded(self, window: int | str, sink: str = "first") -> StudentCheckpoint:
+        """This student streaming with constant memory (model/bounded.py): SSA keeps ``window``
+        past chunks ("trained": the widest whose distances the clip had) and ``sink``."""
+        past = trained_window(self.model) if window == "trained" else int(window)
+        return replace(self, model=bounded_memory(self.model, past, sink))
 
     @property
     def stage(self) -> str:

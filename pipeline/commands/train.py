@@ -128,7 +128,8 @@ def _sample(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, prompts=args.prompt, out=args.out, seed=args.seed,
         steps=args.steps, full_step=args.full_step, streaming=args.streaming,
         chunk_frames=args.chunk_frames, video=args.video, fps=args.fps, device=args.device,
-        dtype=args.dtype, teacher_source=args.teacher_source, guidance=args.guidance), log=print)
+        dtype=args.dtype, teacher_source=args.teacher_source, guidance=args.guidance,
+        length=args.length, stream_window=args.stream_window, stream_sink=args.stream_sink), log=print)
     print(f"first chunk: {record['first_chunk_s']}; per chunk (s): {record['chunk_s']}")
     print(json.dumps({**record["outputs"], "scores": record["scores"],
                       "video": record.get("video")}, indent=1))
@@ -320,6 +321,15 @@ def _register_sample(subparsers: argparse._SubParsersAction) -> None:
                          "for S2DiT-KD)")
     sa.add_argument("--chunk-frames", type=int, dest="chunk_frames",
                     help="latent frames per streaming chunk (default: the model's)")
+    sa.add_argument("--length", type=int, default=1, metavar="M",
+                    help="stream M times the trained clip's frames (a longer video; streaming "
+                         "only; past the trained length quality falls, BENCHMARKS)")
+    sa.add_argument("--stream-window", dest="stream_window", type=_frames_or_trained, metavar="W|trained",
+                    help="constant memory however long the stream: every SSA block keeps the last W "
+                         "chunks and a sink (--stream-sink); streaming only")
+    sa.add_argument("--stream-sink", dest="stream_sink", choices=("first", "adjacent", "none"),
+                    default="first", help="with --stream-window: chunk 0 at its 'first' place "
+                                          "(default), 'adjacent' to the window, or 'none'")
     sa.add_argument("--seed", type=int, default=0, help="noise seed (recorded in OUT.json)")
     sa.add_argument("--out", default="sample", help="output prefix, any fsspec URL (default: sample)")
     sa.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,

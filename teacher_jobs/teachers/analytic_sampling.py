@@ -45,6 +45,13 @@ class AnalyticSamplingSide(OracleSide):
         del height, width  # every latent pixel becomes a decoder.scale block
         return ColourRenderer(self.decoder)
 
+    def scores(self, x0: np.ndarray, prompts: list[str]) -> dict[str, Any]:
+        """The oracle's scores; a clip streamed longer than the trained one by the same task at
+        its length (the tasks are procedural: eval scores 4x the same way)."""
+        frames = x0.shape[2]
+        oracle = self.oracle if frames == self.oracle.latent_shape[1] else self.oracle.at_length(frames)
+        return oracle.score(x0, prompts)
+
     def save_preview(self, x0: np.ndarray, path: str) -> str:
         """A PNG frame strip of (N, C, F, H, W) latents in the teacher's colours."""
         return save_latent_preview(x0, path, self.decoder)

@@ -226,3 +226,29 @@ def test_bad_input_is_refused_by_name(wan_kd, tmp_path, capsys, monkeypatch):
     assert not list(tmp_path.glob("x*"))  # nothing written by any refused request
     with pytest.raises(ValueError, match="teacher 'sora'"):
         open_sampling_side({"teacher": "sora"})
+
+
+def test_a_longer_video_streams_past_the_trained_clip_with_bounded_memory(tmp_path, capsys):
+    """--length M streams M times the trained frames; --stream-window bounds SSA's cache: within
+    the window the same latents as the unbounded stream, and the sidecar records both."""
+    teacher = build_teacher("analytic", num_steps=8)
+    prompts = class_prompts()
+    cache = _write_cache(tmp_path / "cache", teacher, prompts, [0] * len(prompts), tuple(range(8)))
+    kd = _train_kd(cache, tmp_path / "kd")
+    c, f, h, w = teacher.latent_shape
+    code, long = _sample(tmp_path, kd, "--prompt", prompts[0], "--streaming", "--length", "2", name="long")
+    assert code == 0
+    code, bounded = _sample(tmp_path, kd, "--prompt", prompts[0], "--streaming", "--length", "2",
+                            "--stream-window", "trained", name="bounded")
+    assert code == 0
+    side = json.loads(Path(bounded + ".json").read_text())
+    assert (side["length"], side["stream_window"], side["stream_sink"]) == (2, f - 2, "first")
+    assert "length" in json.loads(Path(long + ".json").read_text())
+    a, b = np.load(long + ".npy"), np.load(bounded + ".npy")
+    assert a.shape == b.shape == (1, c, 2 * f, h, w) and _video(bounded + ".mp4").shape[0] == 2 * f
+    np.testing.assert_allclose(a[:, :, :f], b[:, :, :f], atol=1e-5)  # the window holds the whole past
+    capsys.readouterr()
+    assert _sample(tmp_path, kd, "--prompt", prompts[0], "--length", "2", name="whole")[0] == 2  # a KD: not streamed
+    assert "add --streaming" in capsys.readouterr().err
+    assert _sample(tmp_path, kd, "--prompt", prompts[0], "--length", "0", name="zero")[0] == 2
+    assert "length must be >= 1" in capsys.readouterr().err
