@@ -214,6 +214,26 @@ def summary_table(results: Mapping[str, Any], set_key: str, *, link_prefix: str,
     return table(head, rows, table_id=f"compare-{set_key.replace('_', '-')}", raw_cells=True)
 
 
+def classes_table(results: Mapping[str, Any], set_key: str) -> str:
+    """Per variant, length and unseen class: its adherence over seeds, which attribute went
+    wrong how often, and the trained neighbour it was made as most ("" when none was named)."""
+    rows = []
+    for variant, s in results.get("summary", {}).items():
+        for length, row in s["sets"].get(set_key, {}).items():
+            for c in row.get("classes", []):
+                wrong = ", ".join(f"{k} {v:.2f}" for k, v in c["wrong"].items() if v > 0) or "-"
+                made = f"{c['neighbour']} ({c['neighbour_share']:.2f})" if c["neighbour"] else "-"
+                rows.append([esc(variant), esc(length), esc(c["class"]), _mean(c["adherence"]), esc(wrong),
+                             esc(made)])
+    if not rows:
+        return ""
+    return (table(["variant", "length", "class", "adherence", "wrong (share of samples)",
+                   "made as the trained neighbour (share)"], rows,
+                  table_id=f"compare-classes-{set_key.replace('_', '-')}", raw_cells=True)
+            + '<p class="muted">Each unseen class over the seeds: the attribute a wrong sample got wrong, '
+              "and the trained class it was made as most often (mean shares over seeds).</p>")
+
+
 def seeds_table(results: Mapping[str, Any], *, link_prefix: str) -> str:
     """Each cell: its gate verdict and recall (or adherence) per length, cost, train time."""
     lengths = [f"{m}x" for m in results["lengths"]]
@@ -298,7 +318,8 @@ def comparison_html(results: Mapping[str, Any] | None, *, link_prefix: str = "")
     for set_key in dict.fromkeys(UNSEEN_KEYS.values()):
         if any(set_key in s["sets"] for s in results.get("summary", {}).values()):
             body += (f"<h3>{esc(_unseen_title(results, set_key))}</h3>"
-                     + summary_table(results, set_key, link_prefix=link_prefix, cost=False))
+                     + summary_table(results, set_key, link_prefix=link_prefix, cost=False)
+                     + classes_table(results, set_key))
     body += "<h3>Each seed</h3>" + seeds_table(results, link_prefix=link_prefix)
     body += "<h3>Variants</h3>" + variants_table(results)
     body += (f'<p class="muted">cache {esc(results["cache"])} (generation {esc(results["generation"])}); '

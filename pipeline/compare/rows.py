@@ -26,6 +26,8 @@ def kept_scores(row: dict[str, Any]) -> dict[str, Any]:
     kept = {k: row[k] for k in SCORE_KEYS if k in row}
     kept.update({f"{k}_ci": row[f"{k}_ci"] for k in SCORE_KEYS if f"{k}_ci" in row})
     kept["gate"] = {"passed": bool(row["gate"]["passed"]), "failed": list(row["gate"]["failed"])}
+    if row.get("errors"):  # an unseen set's classes, each error named (pipeline/eval_unseen.py)
+        kept["errors"] = row["errors"]
     return kept
 
 

@@ -47,6 +47,27 @@ def _json(summary: dict[str, Any]) -> dict[str, Any]:
     return {**summary, "metrics": {k: v.to_json() for k, v in summary["metrics"].items()}}
 
 
+def class_summary(scores: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per unseen class, over the seeds' named errors (eval_unseen's ``errors``): adherence
+    (SeedMean json), each attribute's wrong share (mean over seeds) and the trained neighbour the
+    class was made as most often (its mean share); [] unless every seed named them."""
+    if not scores or not all(s.get("errors") for s in scores):
+        return []
+    out = []
+    for i, first in enumerate(scores[0]["errors"]):
+        rows = [s["errors"][i] for s in scores]
+        shares: dict[str, float] = {}
+        for r in rows:
+            if r.get("neighbour"):
+                shares[r["neighbour"]] = shares.get(r["neighbour"], 0.0) + r["neighbour_share"]
+        neighbour = max(shares, key=shares.get) if shares else None
+        out.append({"class": first["class"], "adherence": seed_mean([r["adherence"] for r in rows]).to_json(),
+                    "wrong": {k: sum(r["wrong"][k] for r in rows) / len(rows) for k in first["wrong"]},
+                    "neighbour": neighbour,
+                    "neighbour_share": shares[neighbour] / len(rows) if neighbour else 0.0})
+    return out
+
+
 def summarise_grid(results: Mapping[str, Any]) -> dict[str, Any]:
     """``summary`` (per variant: seeds, train seconds, scores per set and length, cost per
     length, each over seeds) and ``pareto`` (at the longest length: x = the per-chunk latency,
@@ -59,9 +80,12 @@ def summarise_grid(results: Mapping[str, Any]) -> dict[str, Any]:
             continue
         sets = {}
         for set_key in dict.fromkeys(k for c in cells for k in c["scores"]):
-            sets[set_key] = {m: _json(seed_summary(rows)) for m in lengths
-                             if len(rows := [c["scores"].get(set_key, {}).get(m) for c in cells]) == len(cells)
-                             and all(rows)}
+            sets[set_key] = {}
+            for m in lengths:
+                rows = [c["scores"].get(set_key, {}).get(m) for c in cells]
+                if all(rows):  # every seed scored it
+                    named = class_summary(rows)  # an unseen set's classes
+                    sets[set_key][m] = {**_json(seed_summary(rows)), **({"classes": named} if named else {})}
         cost = {m: {k: seed_mean([c["cost"][m][k] for c in cells]).to_json() for k in COST_KEYS}
                 for m in lengths}
         summary[variant] = {"seeds": [c["seed"] for c in cells], "chunk": chunk_of(results, variant, cells),
