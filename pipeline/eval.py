@@ -245,7 +245,17 @@ def _options_said(student: StudentCheckpoint, unseen: str | None, guidance: floa
         said["guidance"] = guidance
     if stream_sink is not None:
         said["stream_window"], said["stream_sink"] = student.model.config.ssa_window, stream_sink
+    if student.model.config.lcha_window is not None:
+        said["lcha_window"] = student.model.config.lcha_window
     return said
+
+
+def _streamed(student: StudentCheckpoint, stream_window: int | str | None, stream_sink: str,
+              lcha_window: int | str | None) -> StudentCheckpoint:
+    """``student`` as evaluate_checkpoint streams it: SSA bounded, LCHA's sums windowed."""
+    if stream_window is not None:
+        student = student.bounded(stream_window, stream_sink)
+    return student if lcha_window is None else student.lcha_windowed(lcha_window)
 
 
 def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
@@ -254,8 +264,8 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
                         reference_cache: str | None = None,
                         teacher_forced: int | str | None = None, guidance: float = 1.0,
                         unseen: str = "all", whole_clip: bool = True,
-                        stream_window: int | str | None = None, stream_sink: str = "first"
-                        ) -> dict[str, Any]:
+                        stream_window: int | str | None = None, stream_sink: str = "first",
+                        lcha_window: int | str | None = None) -> dict[str, Any]:
     """Scores of a KD or AR checkpoint. ``streaming`` (default: on for a checkpoint whose stage
     streams, S2DiT-AR) adds the few-step sampler run chunk by chunk: ``student_ar_4step_streaming``
     for an AR checkpoint, ``student_4step_streaming`` for a KD model sampled causally, with
@@ -270,11 +280,10 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     (``student_4step``, ``student_fullstep_grid``), for a streaming student whose figures are its
     streaming rows (the full-step grid alone costs about what the 4x stream does).
     ``stream_window``, ``stream_sink``: the streaming rows (only: ``whole_clip=False``) with
-    constant memory, as StudentCheckpoint.bounded takes them (student_train/model/bounded.py)."""
+    constant memory, as StudentCheckpoint.bounded takes them (student_train/model/bounded.py);
+    ``lcha_window``: LCHA's streaming sums windowed (StudentCheckpoint.lcha_windowed)."""
     _check_options(noise, stream_window, whole_clip)
-    student = StudentCheckpoint.load(checkpoint_url)
-    if stream_window is not None:
-        student = student.bounded(stream_window, stream_sink)
+    student = _streamed(StudentCheckpoint.load(checkpoint_url), stream_window, stream_sink, lcha_window)
     few = len(student.plan["schedule_sigmas"]) - 1
     is_ar = student.streams
     streaming_name = None
@@ -337,6 +346,7 @@ def format_report(report: dict[str, Any]) -> str:
             + (f", guidance {report['guidance']}" if "guidance" in report else "")
             + (f", streamed with SSA window {report['stream_window']}, sink "
                f"{report.get('stream_sink', 'first')}" if "stream_window" in report else "")
+            + (f", LCHA window {report['lcha_window']}" if "lcha_window" in report else "")
             + ")")
     lines = [head]
     for set_name in ("held_out_seeds", *dict.fromkeys(UNSEEN_KEYS.values())):

@@ -61,14 +61,17 @@ class SampleConfig:
     # sink at its "first" place, re-positioned "adjacent" to them, or "none"
     stream_window: int | str | None = None
     stream_sink: str = "first"
+    # LCHA's streaming sums over the first and the last this many chunks ("trained": the clip's
+    # chunks minus 2): past the trained length the first chunk's share otherwise dilutes
+    lcha_window: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.length < 1:
             raise ValueError(f"length must be >= 1 (times the trained clip), got {self.length}")
-        if self.stream_window is not None and self.stream_window != "trained" and not (
-                isinstance(self.stream_window, int) and self.stream_window >= 0):
-            raise ValueError(f"stream_window must be >= 0 past chunks or 'trained', "
-                             f"got {self.stream_window!r}")
+        for key in ("stream_window", "lcha_window"):
+            value = getattr(self, key)
+            if value is not None and value != "trained" and not (isinstance(value, int) and value >= 0):
+                raise ValueError(f"{key} must be >= 0 past chunks or 'trained', got {value!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.steps is not None and self.steps < 1:
@@ -157,6 +160,8 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     student = StudentCheckpoint.load(cfg.checkpoint)
     if cfg.stream_window is not None:
         student = student.bounded(cfg.stream_window, cfg.stream_sink)
+    if cfg.lcha_window is not None:
+        student = student.lcha_windowed(cfg.lcha_window)
     manifest = student.trained_manifest()
     # 2. the teacher side that made the cache
     side = open_sampling_side(manifest.fingerprint, source=cfg.teacher_source, device=cfg.device,
@@ -171,9 +176,10 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     c, f, h, w = manifest.layout.latent_shape
     shape = (len(prompts), c, f * cfg.length, h, w)  # (B, C, F, H, W)
     streaming = student.streams if cfg.streaming is None else cfg.streaming
-    if (cfg.length > 1 or cfg.stream_window is not None) and not streaming:
-        raise ValueError("--length > 1 and --stream-window stream chunk by chunk: add --streaming "
-                         "(the whole clip at once is the trained length, with the whole past)")
+    longer = cfg.length > 1 or cfg.stream_window is not None or cfg.lcha_window is not None
+    if longer and not streaming:
+        raise ValueError("--length > 1, --stream-window and --lcha-window stream chunk by chunk: add "
+                         "--streaming (the whole clip at once is the trained length, with the whole past)")
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device, dtype)
     sigmas = schedule(student.plan, cfg.steps, cfg.full_step)
     # 5. sample; render each chunk as it is finished
@@ -280,6 +286,7 @@ def _record(cfg: SampleConfig, student: StudentCheckpoint, manifest: Manifest,
         **({"length": cfg.length} if cfg.length != 1 else {}),
         **({"stream_window": student.model.config.ssa_window, "stream_sink": cfg.stream_sink}
            if cfg.stream_window is not None else {}),
+        **({"lcha_window": student.model.config.lcha_window} if cfg.lcha_window is not None else {}),
         "device": cfg.device, "dtype": cfg.dtype, "latent_shape": list(x0.shape),
         "outputs": outputs, "scores": scores,
     }

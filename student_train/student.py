@@ -26,7 +26,7 @@ from .checkpoint import (
 )
 from .guidance import NullText, check_guidance
 from .model import S2DiT
-from .model.bounded import bounded_memory, trained_window
+from .model.bounded import bounded_memory, trained_window, windowed_lcha
 from .sampler import sample, sample_streaming, stream_chunks
 from .stage_spec import TrainingStage
 from .stages import stage_of_checkpoint
@@ -63,6 +63,12 @@ class StudentCheckpoint:
         past chunks ("trained": the widest whose distances the clip had) and ``sink``."""
         past = trained_window(self.model) if window == "trained" else int(window)
         return replace(self, model=bounded_memory(self.model, past, sink))
+
+    def lcha_windowed(self, window: int | str) -> StudentCheckpoint:
+        """This student streaming with LCHA's sums windowed (model/bounded.py windowed_lcha):
+        the first chunk and the last ``window`` ("trained": as for ``bounded``)."""
+        past = trained_window(self.model) if window == "trained" else int(window)
+        return replace(self, model=windowed_lcha(self.model, past))
 
     @property
     def stage(self) -> str:

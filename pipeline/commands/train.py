@@ -114,7 +114,8 @@ def _eval(args: argparse.Namespace) -> int:
                                      reference_cache=args.reference_cache,
                                      teacher_forced=args.teacher_forced, guidance=args.guidance,
                                      unseen=args.unseen, whole_clip=not args.streaming_only,
-                                     stream_window=args.stream_window, stream_sink=args.stream_sink)
+                                     stream_window=args.stream_window, stream_sink=args.stream_sink,
+                                     lcha_window=args.lcha_window)
     print(format_report(report))
     if args.report:
         save_report(report, args.report)
@@ -129,7 +130,8 @@ def _sample(args: argparse.Namespace) -> int:
         steps=args.steps, full_step=args.full_step, streaming=args.streaming,
         chunk_frames=args.chunk_frames, video=args.video, fps=args.fps, device=args.device,
         dtype=args.dtype, teacher_source=args.teacher_source, guidance=args.guidance,
-        length=args.length, stream_window=args.stream_window, stream_sink=args.stream_sink), log=print)
+        length=args.length, stream_window=args.stream_window, stream_sink=args.stream_sink,
+        lcha_window=args.lcha_window), log=print)
     print(f"first chunk: {record['first_chunk_s']}; per chunk (s): {record['chunk_s']}")
     print(json.dumps({**record["outputs"], "scores": record["scores"],
                       "video": record.get("video")}, indent=1))
@@ -251,16 +253,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--unseen", choices=("all", "report", "validation"), default="all",
                     help="the unseen classes scored: all (default), the 'report' subset for "
                          "figures, or the disjoint 'validation' subset for recipe decisions")
-    ev.add_argument("--stream-window", dest="stream_window", type=_frames_or_trained, metavar="W|trained",
-                    help="stream with constant memory: every SSA block keeps the last W chunks and "
-                         "a sink (--stream-sink), however long the stream; 'trained': the widest W "
-                         "whose every distance the training clip had. With --streaming-only")
-    ev.add_argument("--stream-sink", dest="stream_sink", choices=("first", "adjacent", "none"),
-                    default="first",
-                    help="with --stream-window, the first chunk kept as an attention sink: at its "
-                         "'first' place (frame 0, default: the least recall lost on the mean, "
-                         "BENCHMARKS \"Bounded memory\"), re-positioned 'adjacent' to the window "
-                         "(StreamingLLM; the most lost), or 'none'")
+    _add_long_stream_args(ev)
     ev.set_defaults(func=_eval)
 
 
@@ -271,6 +264,25 @@ def _frames_or_auto(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a number of latent frames or 'auto', got {value!r}") from None
+
+
+def _add_long_stream_args(parser: argparse.ArgumentParser) -> None:
+    """What a stream longer than the trained clip keeps of its past (student_train/model/bounded.py;
+    BENCHMARKS "Bounded memory"); streaming only."""
+    parser.add_argument("--stream-window", dest="stream_window", type=_frames_or_trained, metavar="W|trained",
+                        help="constant memory however long the stream: every SSA block keeps the last W "
+                             "chunks and a sink (--stream-sink); 'trained': the clip's chunks minus 2 "
+                             "(every distance one training had). Costs recall past the trained length")
+    parser.add_argument("--stream-sink", dest="stream_sink", choices=("first", "adjacent", "none"),
+                        default="first",
+                        help="with --stream-window, the first chunk kept as an attention sink: at its "
+                             "'first' place (frame 0, default: the least recall lost on the mean), "
+                             "re-positioned 'adjacent' to the window (StreamingLLM; the most lost), or "
+                             "'none'")
+    parser.add_argument("--lcha-window", dest="lcha_window", type=_frames_or_trained, metavar="W|trained",
+                        help="LCHA's sums over the first chunk and the last W chunks only ('trained': "
+                             "the clip's chunks minus 2): past the trained length the first chunk's "
+                             "share otherwise dilutes; the trained length's samples are unchanged")
 
 
 def _frames_or_trained(value: str) -> int | str:
@@ -324,12 +336,7 @@ def _register_sample(subparsers: argparse._SubParsersAction) -> None:
     sa.add_argument("--length", type=int, default=1, metavar="M",
                     help="stream M times the trained clip's frames (a longer video; streaming "
                          "only; past the trained length quality falls, BENCHMARKS)")
-    sa.add_argument("--stream-window", dest="stream_window", type=_frames_or_trained, metavar="W|trained",
-                    help="constant memory however long the stream: every SSA block keeps the last W "
-                         "chunks and a sink (--stream-sink); streaming only")
-    sa.add_argument("--stream-sink", dest="stream_sink", choices=("first", "adjacent", "none"),
-                    default="first", help="with --stream-window: chunk 0 at its 'first' place "
-                                          "(default), 'adjacent' to the window, or 'none'")
+    _add_long_stream_args(sa)
     sa.add_argument("--seed", type=int, default=0, help="noise seed (recorded in OUT.json)")
     sa.add_argument("--out", default="sample", help="output prefix, any fsspec URL (default: sample)")
     sa.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,

@@ -104,13 +104,13 @@ class CrossAttention(nn.Module):
 class SandwichBlock(nn.Module):
     def __init__(self, spec: str, dim: int, heads: int, text_dim: int, mlp_ratio: float,
                  conv_kernel=(3, 3, 3), ssa_window: int | None = None, ssa_sink: bool = False,
-                 ssa_sink_adjacent: bool = False):
+                 ssa_sink_adjacent: bool = False, lcha_window: int | None = None):
         super().__init__()
         self.spec = spec
         self.kind, self.stride = parse_block(spec)
         self.mixer = (SSA(dim, heads, self.stride, ssa_window, sink=ssa_sink, sink_adjacent=ssa_sink_adjacent)
                       if self.kind == "ssa"
-                      else LCHA(dim, heads, conv_kernel, branches=self.kind))
+                      else LCHA(dim, heads, conv_kernel, branches=self.kind, window=lcha_window))
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)

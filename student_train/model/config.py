@@ -53,7 +53,8 @@ class StudentConfig:
         "patch": between(1, 64), "dim": SIZE, "heads": between(1, 1024),
         "mlp_ratio": between(0.0, 64.0, lo_open=True), "text_dim": SIZE,
         "layout": between(None, None, min_len=1, max_len=1024), "chunk_frames": SIZE,
-        "ssa_window": between(0, 1_000_000), "conv_kernel": between(1, 63),
+        "ssa_window": between(0, 1_000_000), "lcha_window": between(0, 1_000_000),
+        "conv_kernel": between(1, 63),
         "rope_theta": between(0.0, 1e12, lo_open=True), "freq_dim": SIZE,
     }
 
@@ -80,6 +81,10 @@ class StudentConfig:
     # long the stream; for a model trained without it, at inference (model/bounded.py). A
     # block-causal (training) pass keeps the sink at frame 0.
     ssa_sink_adjacent: bool = False
+    # Streaming only: LCHA's sums keep the first chunk's share and the last `lcha_window`
+    # chunks' (None: every frame's, as trained); set at inference for streams longer than the
+    # trained clip (model/bounded.py). A block-causal (training) pass sums every frame.
+    lcha_window: int | None = None
     conv_kernel: tuple[int, int, int] = (3, 3, 3)  # depth-wise conv (frames, rows, cols)
     rope_theta: float = 10000.0
     freq_dim: int = 128  # sinusoidal features of sigma and d

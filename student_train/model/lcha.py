@@ -8,6 +8,10 @@
 (b) a depth-wise 3D convolution with causal temporal padding, then a linear channel mix;
 joined per channel by a learnable FusionGate conditioned on (sigma, d, text).
 Streaming carries S, z and the conv's last kt - 1 input frames: every chunk costs the same.
+With ``window`` (streaming only, at inference: StudentConfig.lcha_window) S and z keep the first
+chunk's share (a sink) and the last ``window`` chunks' apart, (B, H, 1 + window, ...), and every
+older chunk's share is dropped: past the trained length the sums otherwise dilute what the
+first chunk showed among ever more frames (BENCHMARKS "Bounded memory").
 """
 
 from __future__ import annotations
@@ -130,10 +134,12 @@ class LCHA(nn.Module):
     """branches: "lcha" (both, fused by the gate), "conv" (the conv alone: no memory beyond its
     kernel, a sanity student) or "lin" (linear attention alone)."""
 
-    def __init__(self, dim: int, heads: int, conv_kernel=(3, 3, 3), branches: str = "lcha"):
+    def __init__(self, dim: int, heads: int, conv_kernel=(3, 3, 3), branches: str = "lcha",
+                 window: int | None = None):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.use_attn, self.use_conv = branches in ("lcha", "lin"), branches in ("lcha", "conv")
+        self.window = window if self.use_attn else None  # streaming sums: sink + last `window` chunks
         kt, kh, kw = conv_kernel
         self.conv_frames = kt - 1 if self.use_conv else 0  # causal context the conv carries
         if self.use_attn:
@@ -164,10 +170,28 @@ class LCHA(nn.Module):
 
     def attention(self, x: torch.Tensor, ctx, state: dict | None = None):
         fq_r, fq, fk_r, fk, v = self.features(x, ctx)
+        if state is not None and self.window is not None:
+            return self._windowed(fq_r, fq, fk_r, fk, v, state)
         chunks = ctx.grid[0] // ctx.chunk_token_frames if ctx.causal and state is None else 1
         past = (state["s"], state["z"]) if state is not None else None
         out, (s, z) = linear_attention(fq_r, fq, fk_r, fk, v, chunks=chunks, past=past)
         return out.flatten(2), s, z  # (B, T, D)
+
+    def _windowed(self, fq_r, fq, fk_r, fk, v, state: dict):
+        """A streamed chunk against the sink's and the window's sums (slot 0 and slots 1..), and
+        the sums that follow: the first chunk committed becomes the sink, later ones enter the
+        window, which drops its oldest."""
+        past = (state["s"].sum(2), state["z"].sum(2))
+        out, _ = linear_attention(fq_r, fq, fk_r, fk, v, past=past)
+        chunk_s = torch.matmul(fk_r.permute(0, 2, 3, 1), v.transpose(1, 2))[:, :, None]  # (B, H, 1, d, d)
+        chunk_z = fk.sum(1)[:, :, None]  # (B, H, 1, d)
+        first = state["z"][:, :, :1].abs().sum() == 0  # phi > 0: a committed sink has z > 0
+        keep = 1 + self.window
+        s = torch.where(first, torch.cat([chunk_s, state["s"][:, :, 1:]], 2),
+                        torch.cat([state["s"][:, :, :1], state["s"][:, :, 2:], chunk_s], 2)[:, :, :keep])
+        z = torch.where(first, torch.cat([chunk_z, state["z"][:, :, 1:]], 2),
+                        torch.cat([state["z"][:, :, :1], state["z"][:, :, 2:], chunk_z], 2)[:, :, :keep])
+        return out.flatten(2), s, z
 
     def convolution(self, x: torch.Tensor, ctx, state: dict | None = None):
         b, t, c = x.shape
@@ -195,8 +219,9 @@ class LCHA(nn.Module):
         d, dim = self.head_dim, self.heads * self.head_dim
         state = {}
         if self.use_attn:
-            state["s"] = torch.zeros(batch, self.heads, d, d, device=device, dtype=dtype)
-            state["z"] = torch.zeros(batch, self.heads, d, device=device, dtype=dtype)
+            slots = () if self.window is None else (1 + self.window,)  # sink + window
+            state["s"] = torch.zeros(batch, self.heads, *slots, d, d, device=device, dtype=dtype)
+            state["z"] = torch.zeros(batch, self.heads, *slots, d, device=device, dtype=dtype)
         if self.use_conv:
             state["conv"] = torch.zeros(batch, self.conv_frames, h, w, dim, device=device, dtype=dtype)
         return state

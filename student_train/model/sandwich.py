@@ -46,7 +46,8 @@ class S2DiT(nn.Module):
         self.text_pool = nn.Linear(cfg.dim, cfg.dim)
         self.blocks = nn.ModuleList(
             SandwichBlock(spec, cfg.dim, cfg.heads, cfg.dim, cfg.mlp_ratio, cfg.conv_kernel,
-                          cfg.ssa_window, cfg.ssa_sink, cfg.ssa_sink_adjacent) for spec in cfg.layout)
+                          cfg.ssa_window, cfg.ssa_sink, cfg.ssa_sink_adjacent, cfg.lcha_window)
+            for spec in cfg.layout)
         self.final_norm = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(cfg.dim, 2 * cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.latent_channels * pf * ph * pw)

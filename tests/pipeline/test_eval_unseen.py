@@ -126,3 +126,9 @@ def test_a_stream_window_bounds_the_streaming_rows_and_keeps_the_trained_length(
         assert bounded[name]["teacher_fullstep"] == plain[name]["teacher_fullstep"]
     with pytest.raises(ValueError, match="--streaming-only"):
         evaluate_checkpoint(checkpoint, stream_window=2, **EVAL)
+    # LCHA's sums windowed to the trained length: the same at 1x, another stream at 2x
+    windowed = evaluate_checkpoint(checkpoint, lcha_window="trained", **options)
+    assert windowed["lcha_window"] == bounded["stream_window"] and "LCHA window" in format_report(windowed)
+    one, other = (r["held_out_seeds"]["student_4step_streaming"]["dispersion_ratio"] for r in (plain, windowed))
+    two, other2 = (r["held_out_seeds"]["student_4step_streaming_2x"]["dispersion_ratio"] for r in (plain, windowed))
+    assert abs(one - other) < 1e-7 * one and abs(two - other2) > 100 * abs(one - other)

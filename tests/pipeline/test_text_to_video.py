@@ -247,6 +247,10 @@ def test_a_longer_video_streams_past_the_trained_clip_with_bounded_memory(tmp_pa
     a, b = np.load(long + ".npy"), np.load(bounded + ".npy")
     assert a.shape == b.shape == (1, c, 2 * f, h, w) and _video(bounded + ".mp4").shape[0] == 2 * f
     np.testing.assert_allclose(a[:, :, :f], b[:, :, :f], atol=1e-5)  # the window holds the whole past
+    code, windowed = _sample(tmp_path, kd, "--prompt", prompts[0], "--streaming", "--length", "2",
+                             "--lcha-window", "trained", "--no-video", name="windowed")
+    assert code == 0 and json.loads(Path(windowed + ".json").read_text())["lcha_window"] == f - 2
+    np.testing.assert_allclose(np.load(windowed + ".npy")[:, :, :f], a[:, :, :f], atol=1e-5)
     capsys.readouterr()
     assert _sample(tmp_path, kd, "--prompt", prompts[0], "--length", "2", name="whole")[0] == 2  # a KD: not streamed
     assert "add --streaming" in capsys.readouterr().err

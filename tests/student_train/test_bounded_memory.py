@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from model_factory import random_model
 
-from student_train.export import check_exportable
-from student_train.model.bounded import bounded_memory, trained_window
+from student_train.export import check_exportable, export_chunk_step, max_abs_difference
+from student_train.model.bounded import bounded_memory, trained_window, windowed_lcha
 from student_train.sampler import sample_streaming
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,3 +100,38 @@ def test_bounded_memory_is_a_new_model_with_a_fixed_size_state():
     ring = bounded_memory(model, 2, sink="none").config
     adjacent = bounded_memory(model, 2, sink="adjacent").config
     assert (ring.ssa_sink, adjacent.ssa_sink, adjacent.ssa_sink_adjacent) == (False, True, True)
+
+
+# -- LCHA's sums windowed (windowed_lcha) ---------------------------------------------------------
+
+@pytest.mark.parametrize("layout", [("lcha", "ssa:1", "lcha"), ("lin", "lcha")])
+def test_windowed_lcha_is_the_unbounded_stream_while_the_window_holds_the_past_and_not_after(layout):
+    model = random_model(latent_frames=6, latent_height=8, latent_width=8, patch=(1, 2, 2), layout=layout)
+    noise, text, mask = _inputs(model, 6)
+    sigmas = [1.0, 0.6, 0.3, 0.0]
+    with torch.no_grad():
+        unbounded = sample_streaming(model, noise, text, mask, sigmas)
+        held = sample_streaming(windowed_lcha(model, 4), noise, text, mask, sigmas)  # sink + 4 + current
+        short = sample_streaming(windowed_lcha(model, 1), noise, text, mask, sigmas)
+        sink_only = sample_streaming(windowed_lcha(model, 0), noise, text, mask, sigmas)
+    assert torch.allclose(unbounded, held, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(unbounded[:, :, :3], short[:, :, :3], atol=1e-5, rtol=1e-4)  # sink, 1, current
+    assert not torch.allclose(unbounded[:, :, 3:], short[:, :, 3:], atol=1e-3, rtol=1e-2)
+    assert torch.allclose(unbounded[:, :, :2], sink_only[:, :, :2], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(short[:, :, 3:], sink_only[:, :, 3:], atol=1e-3, rtol=1e-2)
+    with torch.no_grad():  # a whole-clip pass never reads the streaming sums
+        sigma, d = torch.tensor([0.5]), torch.tensor([0.0])
+        whole = [m(noise, sigma, d, text, mask, causal=True) for m in (model, windowed_lcha(model, 1))]
+    assert torch.equal(*whole)
+    with pytest.raises(ValueError, match="window >= 0"):
+        windowed_lcha(model, -1)
+
+
+def test_windowed_lcha_state_is_fixed_size_and_exports():
+    model = random_model(ssa_window=2, layout=("lcha", "ssa:1", "lcha"))
+    windowed = windowed_lcha(model, 2)
+    assert windowed.config.lcha_window == 2 and model.config.lcha_window is None
+    state = windowed.init_stream_state(2)
+    assert state.blocks[0]["s"].shape[2] == 3 and state.blocks[0]["z"].shape[2] == 3  # sink + 2
+    step = export_chunk_step(windowed, batch=2, text_len=5)
+    assert max_abs_difference(step, windowed, chunks=6) <= 1e-5  # the ring filled and rolled
