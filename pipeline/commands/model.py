@@ -9,6 +9,8 @@ import math
 
 import fsspec
 
+from .train import frames_or_trained
+
 LAYOUT_EXAMPLE = "lcha,ssa:2,ssa:2,lcha"
 
 
@@ -235,6 +237,17 @@ def _with_window(model, window: int | None, sink: str | None):
     return bounded_memory(model, window, sink)
 
 
+def _streamed_as_asked(model, args: argparse.Namespace):
+    """A trained ``model`` streaming as the flags say: SSA's window and sink (``_with_window``),
+    LCHA's sums windowed (``--lcha-window``; None: as trained)."""
+    model = _with_window(model, args.ssa_window, args.stream_sink)
+    if args.lcha_window is None:
+        return model
+    from student_train.model.bounded import trained_window, windowed_lcha
+
+    return windowed_lcha(model, trained_window(model) if args.lcha_window == "trained" else args.lcha_window)
+
+
 def _export_pretrained(args: argparse.Namespace) -> int:
     """A safetensors + config.json folder (S2DiT.from_pretrained) with its sampling.json, read
     back and compared tensor by tensor."""
@@ -251,12 +264,12 @@ def _export_pretrained(args: argparse.Namespace) -> int:
     fs, root = fsspec.core.url_to_fs(args.model)
     if checkpoint or fs.exists(f"{root}/{STATE}"):
         student = StudentCheckpoint.load(checkpoint or args.model)
-        bounded = _with_window(student.model, args.ssa_window, args.stream_sink)
+        bounded = _streamed_as_asked(student.model, args)
         student = dataclasses.replace(student, model=bounded)
         student.save_pretrained(args.out)
         model, what = student.model, f"config.json, model.safetensors, {SAMPLING}"
     else:
-        model = _with_window(_trained_model(args.model), args.ssa_window, args.stream_sink)
+        model = _streamed_as_asked(_trained_model(args.model), args)
         what = "config.json, model.safetensors"
         model.save_pretrained(args.out)
     loaded = S2DiT.from_pretrained(args.out).state_dict()
@@ -276,11 +289,11 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "pretrained":
         return _export_pretrained(args)
     if args.model:
-        model = _with_window(_trained_model(args.model), args.ssa_window, args.stream_sink)
+        model = _streamed_as_asked(_trained_model(args.model), args)
     else:
-        if args.stream_sink:
-            raise ValueError("--stream-sink bounds a trained --model; random weights take the "
-                             "config's own (--set ssa_sink=true)")
+        if args.stream_sink or args.lcha_window is not None:
+            raise ValueError("--stream-sink and --lcha-window change a trained --model; random weights "
+                             "take the config's own (--set ssa_sink=true, --set lcha_window=N)")
         torch.manual_seed(0)
         model = S2DiT(_student_config(args))
         print("no --model: exporting randomly initialised weights (a toolchain check)")
@@ -373,6 +386,10 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
                         "without a window: the least recall lost on the mean, BENCHMARKS "
                         "\"Bounded memory\"), re-positioned 'adjacent' to the window, or 'none' (default for a model "
                         "trained with a window: as trained)")
+    p.add_argument("--lcha-window", dest="lcha_window", type=frames_or_trained, metavar="W|trained",
+                   help="on a trained --model: LCHA's streaming sums over the first chunk and the "
+                        "last W chunks ('trained': the clip's chunks minus 2), for streams longer "
+                        "than the trained clip (BENCHMARKS \"Bounded memory and the 4x fade\")")
     p.add_argument("--batch", type=int, default=1, help="batch size baked into the program")
     p.add_argument("--text-len", type=int, default=16, help="text tokens baked into the program")
     p.add_argument("--check-chunks", type=int, default=4, help="chunks to compare with eager")

@@ -269,7 +269,7 @@ def _frames_or_auto(value: str) -> int | str:
 def _add_long_stream_args(parser: argparse.ArgumentParser) -> None:
     """What a stream longer than the trained clip keeps of its past (student_train/model/bounded.py;
     BENCHMARKS "Bounded memory"); streaming only."""
-    parser.add_argument("--stream-window", dest="stream_window", type=_frames_or_trained, metavar="W|trained",
+    parser.add_argument("--stream-window", dest="stream_window", type=frames_or_trained, metavar="W|trained",
                         help="constant memory however long the stream: every SSA block keeps the last W "
                              "chunks and a sink (--stream-sink); 'trained': the clip's chunks minus 2 "
                              "(every distance one training had). Costs recall past the trained length")
@@ -279,13 +279,13 @@ def _add_long_stream_args(parser: argparse.ArgumentParser) -> None:
                              "'first' place (frame 0, default: the least recall lost on the mean), "
                              "re-positioned 'adjacent' to the window (StreamingLLM; the most lost), or "
                              "'none'")
-    parser.add_argument("--lcha-window", dest="lcha_window", type=_frames_or_trained, metavar="W|trained",
+    parser.add_argument("--lcha-window", dest="lcha_window", type=frames_or_trained, metavar="W|trained",
                         help="LCHA's sums over the first chunk and the last W chunks only ('trained': "
                              "the clip's chunks minus 2): past the trained length the first chunk's "
                              "share otherwise dilutes; the trained length's samples are unchanged")
 
 
-def _frames_or_trained(value: str) -> int | str:
+def frames_or_trained(value: str) -> int | str:
     if value == "trained":
         return value
     try:
