@@ -9,7 +9,7 @@ import math
 
 import fsspec
 
-from .train import frames_or_trained
+from .train import add_lcha_window_arg
 
 LAYOUT_EXAMPLE = "lcha,ssa:2,ssa:2,lcha"
 
@@ -384,12 +384,9 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
                    help="with --ssa-window on a trained --model: chunk 0 kept as an attention sink "
                         "beside the window, at its 'first' place (default for a model trained "
                         "without a window: the least recall lost on the mean, BENCHMARKS "
-                        "\"Bounded memory\"), re-positioned 'adjacent' to the window, or 'none' (default for a model "
-                        "trained with a window: as trained)")
-    p.add_argument("--lcha-window", dest="lcha_window", type=frames_or_trained, metavar="W|trained",
-                   help="on a trained --model: LCHA's streaming sums over the first chunk and the "
-                        "last W chunks ('trained': the clip's chunks minus 2), for streams longer "
-                        "than the trained clip (BENCHMARKS \"Bounded memory and the 4x fade\")")
+                        "\"Bounded memory\"), re-positioned 'adjacent' to the window, or 'none' "
+                        "(default for a model trained with a window: as trained)")
+    add_lcha_window_arg(p)  # on a trained --model
     p.add_argument("--batch", type=int, default=1, help="batch size baked into the program")
     p.add_argument("--text-len", type=int, default=16, help="text tokens baked into the program")
     p.add_argument("--check-chunks", type=int, default=4, help="chunks to compare with eager")

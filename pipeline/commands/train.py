@@ -279,10 +279,16 @@ def _add_long_stream_args(parser: argparse.ArgumentParser) -> None:
                              "'first' place (frame 0, default: the least recall lost on the mean), "
                              "re-positioned 'adjacent' to the window (StreamingLLM; the most lost), or "
                              "'none'")
+    add_lcha_window_arg(parser)
+
+
+def add_lcha_window_arg(parser: argparse.ArgumentParser) -> None:
+    """``--lcha-window W|trained`` (eval, sample, export): student_train/model/bounded.py."""
     parser.add_argument("--lcha-window", dest="lcha_window", type=frames_or_trained, metavar="W|trained",
-                        help="LCHA's sums over the first chunk and the last W chunks only ('trained': "
-                             "the clip's chunks minus 2): past the trained length the first chunk's "
-                             "share otherwise dilutes; the trained length's samples are unchanged")
+                        help="LCHA's streaming sums over the first chunk and the last W chunks only "
+                             "('trained': the clip's chunks minus 2): past the trained length the first "
+                             "chunk's share otherwise dilutes (BENCHMARKS \"Bounded memory and the 4x "
+                             "fade\"); the trained length's samples are unchanged")
 
 
 def frames_or_trained(value: str) -> int | str:
