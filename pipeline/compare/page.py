@@ -109,7 +109,7 @@ def versus_section(results: Mapping[str, Any], set_key: str = PARETO_SET) -> str
     v = versus_of(results, set_key)
     if not v.get("variants"):
         return ""
-    where, suffix = ("", "") if set_key == PARETO_SET else (f" on {set_key}", f"-{set_key}")
+    where, suffix = ("", "") if set_key == PARETO_SET else (f" on {set_key}", "-" + set_key.replace("_", "-"))
     reference = v["reference"]
     head = ["variant", "length"] + [f"{reference} − variant: {m}" for m in v["metrics"]] + [
         f"ms per chunk / {reference}'s"]

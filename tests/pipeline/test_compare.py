@@ -263,7 +263,7 @@ def test_every_other_scored_set_has_its_own_versus_and_sentences(tmp_path):
     assert sentence.startswith("dropout against none at 4x on unseen_combinations: adherence 0.850 against "
                                "0.700, ahead by 0.150 (95% Welch interval")
     text = html.unescape(Path(write_page(results, str(tmp_path / "index.html"))).read_text())
-    assert 'id="compare-versus"' in text and 'id="compare-versus-unseen_combinations"' in text
+    assert 'id="compare-versus"' in text and 'id="compare-versus-unseen-combinations"' in text
     assert "dropout against each variant on unseen_combinations" in text
     assert 'id="compare-classes-unseen-combinations"' in text and "a red ring moving left (0.03)" in text
     assert "dropout against none at 4x: recall 0.900 against 0.900, not separated" in text  # held-out seeds
