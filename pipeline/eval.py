@@ -250,14 +250,6 @@ def _options_said(student: StudentCheckpoint, unseen: str | None, guidance: floa
     return said
 
 
-def _streamed(student: StudentCheckpoint, stream_window: int | str | None, stream_sink: str,
-              lcha_window: int | str | None) -> StudentCheckpoint:
-    """``student`` as evaluate_checkpoint streams it: SSA bounded, LCHA's sums windowed."""
-    if stream_window is not None:
-        student = student.bounded(stream_window, stream_sink)
-    return student if lcha_window is None else student.lcha_windowed(lcha_window)
-
-
 def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int = 0,
                         streaming: bool | None = None, chunk_frames: int | None = None,
                         lengths: tuple[int, ...] = (1,), noise: str = "report",
@@ -280,10 +272,11 @@ def evaluate_checkpoint(checkpoint_url: str, *, per_class: int = 24, seed: int =
     (``student_4step``, ``student_fullstep_grid``), for a streaming student whose figures are its
     streaming rows (the full-step grid alone costs about what the 4x stream does).
     ``stream_window``, ``stream_sink``: the streaming rows (only: ``whole_clip=False``) with
-    constant memory, as StudentCheckpoint.bounded takes them (student_train/model/bounded.py);
-    ``lcha_window``: LCHA's streaming sums windowed (StudentCheckpoint.lcha_windowed)."""
+    constant memory; ``lcha_window``: LCHA's streaming sums windowed (both as
+    student_train/model/bounded.py long_stream takes them)."""
     _check_options(noise, stream_window, whole_clip)
-    student = _streamed(StudentCheckpoint.load(checkpoint_url), stream_window, stream_sink, lcha_window)
+    student = StudentCheckpoint.load(checkpoint_url).long_stream(
+        ssa_window=stream_window, sink=stream_sink, lcha_window=lcha_window)
     few = len(student.plan["schedule_sigmas"]) - 1
     is_ar = student.streams
     streaming_name = None

@@ -157,11 +157,8 @@ def generate(cfg: SampleConfig, log: Callable[[str], None] | None = None) -> dic
     ``chunk_s``)."""
     started = time.perf_counter()
     # 1. the student and the cache generation it trained on
-    student = StudentCheckpoint.load(cfg.checkpoint)
-    if cfg.stream_window is not None:
-        student = student.bounded(cfg.stream_window, cfg.stream_sink)
-    if cfg.lcha_window is not None:
-        student = student.lcha_windowed(cfg.lcha_window)
+    student = StudentCheckpoint.load(cfg.checkpoint).long_stream(
+        ssa_window=cfg.stream_window, sink=cfg.stream_sink, lcha_window=cfg.lcha_window)
     manifest = student.trained_manifest()
     # 2. the teacher side that made the cache
     side = open_sampling_side(manifest.fingerprint, source=cfg.teacher_source, device=cfg.device,

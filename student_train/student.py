@@ -26,7 +26,7 @@ from .checkpoint import (
 )
 from .guidance import NullText, check_guidance
 from .model import S2DiT
-from .model.bounded import bounded_memory, trained_window, windowed_lcha
+from .model.bounded import long_stream
 from .sampler import sample, sample_streaming, stream_chunks
 from .stage_spec import TrainingStage
 from .stages import stage_of_checkpoint
@@ -58,17 +58,12 @@ class StudentCheckpoint:
         model.load_state_dict(split_prefix(tensors, prefix))  # checked: names, shapes, dtypes
         return cls(url=url, model=model.eval(), state=state, spec=stage_of_checkpoint(state))
 
-    def bounded(self, window: int | str, sink: str = "first") -> StudentCheckpoint:
-        """This student streaming with constant memory (model/bounded.py): SSA keeps ``window``
-        past chunks ("trained": the widest whose distances the clip had) and ``sink``."""
-        past = trained_window(self.model) if window == "trained" else int(window)
-        return replace(self, model=bounded_memory(self.model, past, sink))
-
-    def lcha_windowed(self, window: int | str) -> StudentCheckpoint:
-        """This student streaming with LCHA's sums windowed (model/bounded.py windowed_lcha):
-        the first chunk and the last ``window`` ("trained": as for ``bounded``)."""
-        past = trained_window(self.model) if window == "trained" else int(window)
-        return replace(self, model=windowed_lcha(self.model, past))
+    def long_stream(self, *, ssa_window: int | str | None = None, sink: str = "first",
+                    lcha_window: int | str | None = None) -> StudentCheckpoint:
+        """This student for streams longer than its trained clip (model/bounded.py long_stream:
+        SSA bounded, LCHA's sums windowed; None: as trained)."""
+        model = long_stream(self.model, ssa_window=ssa_window, sink=sink, lcha_window=lcha_window)
+        return self if model is self.model else replace(self, model=model)
 
     @property
     def stage(self) -> str:

@@ -220,32 +220,19 @@ def _trained_model(url: str):
                                 f"a checkpoint folder ({STATE}) nor a save_pretrained folder") from None
 
 
-def _with_window(model, window: int | None, sink: str | None):
-    """``model`` streaming with an SSA window of ``window`` past chunks and ``sink`` (None: as
-    trained; a model trained without a window keeps chunk 0 at its first place, the least recall
-    lost on the mean, BENCHMARKS "Bounded memory")."""
-    if window is None:
-        if sink is not None:
-            raise ValueError("--stream-sink goes with --ssa-window (the window it sits beside)")
-        return model
-    from student_train.model.bounded import bounded_memory
-
-    cfg = model.config
-    if sink is None:
-        sink = ("first" if cfg.ssa_window is None or (cfg.ssa_sink and not cfg.ssa_sink_adjacent)
-                else "adjacent" if cfg.ssa_sink else "none")
-    return bounded_memory(model, window, sink)
-
-
 def _streamed_as_asked(model, args: argparse.Namespace):
-    """A trained ``model`` streaming as the flags say: SSA's window and sink (``_with_window``),
-    LCHA's sums windowed (``--lcha-window``; None: as trained)."""
-    model = _with_window(model, args.ssa_window, args.stream_sink)
-    if args.lcha_window is None:
-        return model
-    from student_train.model.bounded import trained_window, windowed_lcha
+    """A trained ``model`` streaming as the flags say (student_train/model/bounded.py long_stream):
+    SSA's ``--ssa-window`` with ``--stream-sink`` (by default as trained; a model trained without
+    a window keeps chunk 0 at its first place, the least recall lost on the mean, BENCHMARKS
+    "Bounded memory"), LCHA's sums windowed by ``--lcha-window``."""
+    from student_train.model.bounded import long_stream
 
-    return windowed_lcha(model, trained_window(model) if args.lcha_window == "trained" else args.lcha_window)
+    if args.ssa_window is None and args.stream_sink is not None:
+        raise ValueError("--stream-sink goes with --ssa-window (the window it sits beside)")
+    cfg = model.config
+    sink = args.stream_sink or ("first" if cfg.ssa_window is None or (cfg.ssa_sink and not cfg.ssa_sink_adjacent)
+                                else "adjacent" if cfg.ssa_sink else "none")
+    return long_stream(model, ssa_window=args.ssa_window, sink=sink, lcha_window=args.lcha_window)
 
 
 def _export_pretrained(args: argparse.Namespace) -> int:

@@ -37,32 +37,46 @@ def trained_window(model: S2DiT) -> int:
 SINKS = ("first", "adjacent", "none")
 
 
-def windowed_lcha(model: S2DiT, window: int) -> S2DiT:
+def long_stream(model: S2DiT, *, ssa_window: int | str | None = None, sink: str = "first",
+                lcha_window: int | str | None = None) -> S2DiT:
+    """``model`` for streams longer than its trained clip: SSA bounded to ``ssa_window`` past
+    chunks with ``sink`` (``bounded_memory``), LCHA's sums windowed to ``lcha_window``
+    (``windowed_lcha``); "trained" for either: ``trained_window``; None: as trained. A new
+    module with the same weights when anything changes, ``model`` itself otherwise."""
+    changes = {}
+    if ssa_window is not None:
+        if sink not in SINKS:
+            raise ValueError(f"sink must be one of {SINKS}, got {sink!r}")
+        changes.update(ssa_window=_past(model, ssa_window, "a bounded stream"), ssa_sink=sink != "none",
+                       ssa_sink_adjacent=sink == "adjacent")
+    if lcha_window is not None:
+        changes["lcha_window"] = _past(model, lcha_window, "a windowed LCHA")
+    if not changes:
+        return model
+    param = next(model.parameters())
+    rebuilt = S2DiT(dataclasses.replace(model.config, **changes)).to(device=param.device, dtype=param.dtype)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.train(model.training)
+
+
+def _past(model: S2DiT, window: int | str, what: str) -> int:
+    past = trained_window(model) if window == "trained" else int(window)
+    if past < 0:
+        raise ValueError(f"{what} keeps window >= 0 past chunks, got {window}")
+    return past
+
+
+def bounded_memory(model: S2DiT, window: int | str, sink: str = "first") -> S2DiT:
+    """The same weights with ``ssa_window = window`` and a sink as ``sink`` says (a new module;
+    ``model`` is unchanged). Only streaming changes: a whole-clip pass of the bounded model
+    masks to the window, which the unbounded model was not trained with."""
+    return long_stream(model, ssa_window=window, sink=sink)
+
+
+def windowed_lcha(model: S2DiT, window: int | str) -> S2DiT:
     """The same weights with ``lcha_window = window`` (a new module): LCHA's streaming sums keep
     the first chunk and the last ``window`` chunks, so past the trained length the first chunk's
     share is what training gave it instead of a share diluted by every frame since. While the
     stream is within ``window`` + 2 chunks it is the unbounded stream; whole-clip passes are
     unchanged. Memory: (1 + window) times LCHA's sums, constant however long the stream."""
-    if window < 0:
-        raise ValueError(f"a windowed LCHA keeps window >= 0 past chunks, got {window}")
-    return _rebuilt(model, dataclasses.replace(model.config, lcha_window=window))
-
-
-def _rebuilt(model: S2DiT, config) -> S2DiT:
-    param = next(model.parameters())
-    rebuilt = S2DiT(config).to(device=param.device, dtype=param.dtype)
-    rebuilt.load_state_dict(model.state_dict())
-    return rebuilt.train(model.training)
-
-
-def bounded_memory(model: S2DiT, window: int, sink: str = "first") -> S2DiT:
-    """The same weights with ``ssa_window = window`` and a sink as ``sink`` says (a new module;
-    ``model`` is unchanged). Only streaming changes: a whole-clip pass of the bounded model
-    masks to the window, which the unbounded model was not trained with."""
-    if window < 0:
-        raise ValueError(f"a bounded stream keeps window >= 0 past chunks, got {window}")
-    if sink not in SINKS:
-        raise ValueError(f"sink must be one of {SINKS}, got {sink!r}")
-    config = dataclasses.replace(model.config, ssa_window=window, ssa_sink=sink != "none",
-                                 ssa_sink_adjacent=sink == "adjacent")
-    return _rebuilt(model, config)
+    return long_stream(model, lcha_window=window)
