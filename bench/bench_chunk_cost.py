@@ -8,6 +8,9 @@ chunk for one stream beside them. Ratios are against the first student.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_chunk_cost.py \\
         s2dit=runs/memory_bench2/s2dit/seed0/ar full_attention=runs/memory_bench_s13/full_attention/seed0/ar
+
+``--lcha-window W|trained`` times each student a second time streamed with LCHA's sums windowed
+(``NAME+lcha``; student_train/model/bounded.py long_stream), beside it as trained.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=4, help="multiple of the trained clip length")
     parser.add_argument("--batch", type=int, default=16, help="streams per timed batch")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved passes per student")
+    parser.add_argument("--lcha-window", metavar="W|trained",
+                        help="also each student with LCHA's streaming sums windowed (NAME+lcha)")
     args = parser.parse_args()
     students = {}
     for item in args.students:
@@ -35,6 +40,9 @@ def main() -> None:
         if not sep:
             parser.error(f"{item!r}: give NAME=CHECKPOINT")
         students[name] = StudentCheckpoint.load(url)
+        if args.lcha_window is not None:
+            window = args.lcha_window if args.lcha_window == "trained" else int(args.lcha_window)
+            students[f"{name}+lcha"] = students[name].long_stream(lcha_window=window)
     seconds: dict[str, list[float]] = {name: [] for name in students}
     with torch.inference_mode():
         for _ in range(args.repeats):
@@ -49,6 +57,7 @@ def main() -> None:
         ms = statistics.median(seconds[name])
         cfg = student.model.config
         window = f", window {cfg.ssa_window}" + (" + sink" if cfg.ssa_sink else "") if cfg.ssa_window else ""
+        window += f", LCHA window {cfg.lcha_window}" if cfg.lcha_window is not None else ""
         print(f"| {name} | {' / '.join(cfg.layout)}{window}, dim {cfg.dim} | {ms * 1e3:.1f} | "
               f"{ms / base:.2f} | {chunk_flops(student, args.length) / 1e9:.4f} |")
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .embeddings import apply_rope
+from .ssa import _eager  # whether a flag may steer Python (CPU, no grad, not traced)
 
 EPS = 1e-6
 
@@ -187,10 +188,18 @@ class LCHA(nn.Module):
         chunk_z = fk.sum(1)[:, :, None]  # (B, H, 1, d)
         first = state["z"][:, :, :1].abs().sum() == 0  # phi > 0: a committed sink has z > 0
         keep = 1 + self.window
-        s = torch.where(first, torch.cat([chunk_s, state["s"][:, :, 1:]], 2),
-                        torch.cat([state["s"][:, :, :1], state["s"][:, :, 2:], chunk_s], 2)[:, :, :keep])
-        z = torch.where(first, torch.cat([chunk_z, state["z"][:, :, 1:]], 2),
-                        torch.cat([state["z"][:, :, :1], state["z"][:, :, 2:], chunk_z], 2)[:, :, :keep])
+
+        def sink(sums, chunk):  # this chunk becomes the sink
+            return torch.cat([chunk, sums[:, :, 1:]], 2)
+
+        def roll(sums, chunk):  # the window drops its oldest chunk
+            return torch.cat([sums[:, :, :1], sums[:, :, 2:], chunk], 2)[:, :, :keep]
+
+        if _eager(first):  # read on the CPU without grad: build only the branch taken (same bytes)
+            pick = sink if bool(first) else roll
+            return out.flatten(2), pick(state["s"], chunk_s), pick(state["z"], chunk_z)
+        s = torch.where(first, sink(state["s"], chunk_s), roll(state["s"], chunk_s))
+        z = torch.where(first, sink(state["z"], chunk_z), roll(state["z"], chunk_z))
         return out.flatten(2), s, z
 
     def convolution(self, x: torch.Tensor, ctx, state: dict | None = None):

@@ -135,3 +135,20 @@ def test_windowed_lcha_state_is_fixed_size_and_exports():
     assert state.blocks[0]["s"].shape[2] == 3 and state.blocks[0]["z"].shape[2] == 3  # sink + 2
     step = export_chunk_step(windowed, batch=2, text_len=5)
     assert max_abs_difference(step, windowed, chunks=6) <= 1e-5  # the ring filled and rolled
+
+
+def test_windowed_lcha_builds_only_the_branch_taken_on_the_cpu_with_the_same_bytes():
+    """Without grad on the CPU the sink/roll choice is read in Python (one state copy instead of
+    two, bench/bench_chunk_cost.py --lcha-window); torch.where (traced, exported) gives the same."""
+    from unittest import mock
+
+    from student_train.model import lcha
+
+    model = windowed_lcha(random_model(latent_frames=6, latent_height=8, latent_width=8, patch=(1, 2, 2),
+                                       layout=("lcha", "ssa:1", "lcha")), 2)
+    noise, text, mask = _inputs(model, 8)
+    with torch.no_grad():
+        eager = sample_streaming(model, noise, text, mask, [1.0, 0.5, 0.0])
+        with mock.patch.object(lcha, "_eager", lambda flag: False):
+            where = sample_streaming(model, noise, text, mask, [1.0, 0.5, 0.0])
+    assert torch.equal(eager, where)
