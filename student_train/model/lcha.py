@@ -8,10 +8,13 @@
 (b) a depth-wise 3D convolution with causal temporal padding, then a linear channel mix;
 joined per channel by a learnable FusionGate conditioned on (sigma, d, text).
 Streaming carries S, z and the conv's last kt - 1 input frames: every chunk costs the same.
-With ``window`` (streaming only, at inference: StudentConfig.lcha_window) S and z keep the first
-chunk's share (a sink) and the last ``window`` chunks' apart, (B, H, 1 + window, ...), and every
+With ``window`` (streaming only, at inference: StudentConfig.lcha_window) S and z hold the first
+chunk's share (a sink) and the last ``window`` chunks' as a running total, with those chunks'
+shares kept apart in a ring (``window`` tensors like S and z) so that the oldest can leave it, and every
 older chunk's share is dropped: past the trained length the sums otherwise dilute what the
-first chunk showed among ever more frames (BENCHMARKS "Bounded memory").
+first chunk showed among ever more frames (BENCHMARKS "Bounded memory"). A running total read
+as is, and a ring moved on by reference: a pass copies no slot (BENCHMARKS, the windowed sums'
+cost), at the cost of the last bits of adding and subtracting.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .embeddings import apply_rope
-from .ssa import _eager  # whether a flag may steer Python (CPU, no grad, not traced)
 
 EPS = 1e-6
 
@@ -131,6 +133,11 @@ def causal_depthwise_conv(frames: torch.Tensor, past: torch.Tensor, weight: torc
     return out + bias, padded[:, fp - (kt - 1):]
 
 
+def ring_key(sums: str, slot: int) -> str:
+    """The state key of a windowed LCHA's ``slot``-th oldest chunk's "s" or "z" sums."""
+    return f"{sums}_ring{slot:03d}"
+
+
 class LCHA(nn.Module):
     """branches: "lcha" (both, fused by the gate), "conv" (the conv alone: no memory beyond its
     kernel, a sanity student) or "lin" (linear attention alone)."""
@@ -176,31 +183,25 @@ class LCHA(nn.Module):
         chunks = ctx.grid[0] // ctx.chunk_token_frames if ctx.causal and state is None else 1
         past = (state["s"], state["z"]) if state is not None else None
         out, (s, z) = linear_attention(fq_r, fq, fk_r, fk, v, chunks=chunks, past=past)
-        return out.flatten(2), s, z  # (B, T, D)
+        return out.flatten(2), {"s": s, "z": z}  # (B, T, D), the sums that follow
 
-    def _windowed(self, fq_r, fq, fk_r, fk, v, state: dict):
-        """A streamed chunk against the sink's and the window's sums (slot 0 and slots 1..), and
-        the sums that follow: the first chunk committed becomes the sink, later ones enter the
-        window, which drops its oldest."""
-        past = (state["s"].sum(2), state["z"].sum(2))
-        out, _ = linear_attention(fq_r, fq, fk_r, fk, v, past=past)
-        chunk_s = torch.matmul(fk_r.permute(0, 2, 3, 1), v.transpose(1, 2))[:, :, None]  # (B, H, 1, d, d)
-        chunk_z = fk.sum(1)[:, :, None]  # (B, H, 1, d)
-        first = state["z"][:, :, :1].abs().sum() == 0  # phi > 0: a committed sink has z > 0
-        keep = 1 + self.window
-
-        def sink(sums, chunk):  # this chunk becomes the sink
-            return torch.cat([chunk, sums[:, :, 1:]], 2)
-
-        def roll(sums, chunk):  # the window drops its oldest chunk
-            return torch.cat([sums[:, :, :1], sums[:, :, 2:], chunk], 2)[:, :, :keep]
-
-        if _eager(first):  # read on the CPU without grad: build only the branch taken (same bytes)
-            pick = sink if bool(first) else roll
-            return out.flatten(2), pick(state["s"], chunk_s), pick(state["z"], chunk_z)
-        s = torch.where(first, sink(state["s"], chunk_s), roll(state["s"], chunk_s))
-        z = torch.where(first, sink(state["z"], chunk_z), roll(state["z"], chunk_z))
-        return out.flatten(2), s, z
+    def _windowed(self, fq_r, fq, fk_r, fk, v, state: dict) -> tuple[torch.Tensor, dict]:
+        """A streamed chunk against the kept sums, and the sums that follow. "s", "z" hold the
+        running total of the sink's and the window's sums, so a pass reads them as the unbounded
+        stream does; the ring keeps the window's chunks' sums apart, oldest first, one tensor per
+        slot, so the one leaving is subtracted and the ring moves on by reference, not by a copy
+        of every slot on every pass. The first chunk committed is the sink: it enters the total only."""
+        out, (s, z) = linear_attention(fq_r, fq, fk_r, fk, v, past=(state["s"], state["z"]))
+        # phi > 0: a stream with a committed sink has z > 0; before it, this chunk is the sink
+        windowed = (state["z"].flatten(1).abs().sum(1) > 0).to(z.dtype)[:, None, None]  # (B, 1, 1)
+        chunk_s = torch.matmul(fk_r.permute(0, 2, 3, 1), v.transpose(1, 2)) * windowed[..., None]  # (B, H, d, d)
+        chunk_z = fk.sum(1) * windowed  # (B, H, d)
+        ring_s = [state[ring_key("s", i)] for i in range(self.window)] + [chunk_s]  # W + 1, oldest first
+        ring_z = [state[ring_key("z", i)] for i in range(self.window)] + [chunk_z]
+        sums = {"s": s - ring_s[0], "z": z - ring_z[0]}  # without a window, this chunk leaves at once
+        for i in range(self.window):
+            sums[ring_key("s", i)], sums[ring_key("z", i)] = ring_s[i + 1], ring_z[i + 1]
+        return out.flatten(2), sums
 
     def convolution(self, x: torch.Tensor, ctx, state: dict | None = None):
         b, t, c = x.shape
@@ -213,7 +214,8 @@ class LCHA(nn.Module):
     def forward(self, x: torch.Tensor, ctx, state: dict | None = None):
         new: dict[str, torch.Tensor] = {}
         if self.use_attn:
-            attn, new["s"], new["z"] = self.attention(x, ctx, state)
+            attn, sums = self.attention(x, ctx, state)
+            new.update(sums)
         if self.use_conv:
             conv, new["conv"] = self.convolution(x, ctx, state)
         if self.use_attn and self.use_conv:
@@ -228,9 +230,11 @@ class LCHA(nn.Module):
         d, dim = self.head_dim, self.heads * self.head_dim
         state = {}
         if self.use_attn:
-            slots = () if self.window is None else (1 + self.window,)  # sink + window
-            state["s"] = torch.zeros(batch, self.heads, *slots, d, d, device=device, dtype=dtype)
-            state["z"] = torch.zeros(batch, self.heads, *slots, d, device=device, dtype=dtype)
+            state["s"] = torch.zeros(batch, self.heads, d, d, device=device, dtype=dtype)
+            state["z"] = torch.zeros(batch, self.heads, d, device=device, dtype=dtype)
+            for i in range(self.window or 0):  # the window's chunks apart, oldest first
+                state[ring_key("s", i)] = torch.zeros_like(state["s"])
+                state[ring_key("z", i)] = torch.zeros_like(state["z"])
         if self.use_conv:
             state["conv"] = torch.zeros(batch, self.conv_frames, h, w, dim, device=device, dtype=dtype)
         return state

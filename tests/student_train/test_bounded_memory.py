@@ -13,6 +13,7 @@ from model_factory import random_model
 
 from student_train.export import check_exportable, export_chunk_step, max_abs_difference
 from student_train.model.bounded import bounded_memory, trained_window, windowed_lcha
+from student_train.model.lcha import ring_key
 from student_train.sampler import sample_streaming
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -132,23 +133,34 @@ def test_windowed_lcha_state_is_fixed_size_and_exports():
     windowed = windowed_lcha(model, 2)
     assert windowed.config.lcha_window == 2 and model.config.lcha_window is None
     state = windowed.init_stream_state(2)
-    assert state.blocks[0]["s"].shape[2] == 3 and state.blocks[0]["z"].shape[2] == 3  # sink + 2
+    assert state.blocks[0]["s"].shape == model.init_stream_state(2).blocks[0]["s"].shape  # the total
+    ring = sorted(key for key in state.blocks[0] if "_ring" in key)
+    assert ring == [ring_key(sums, i) for sums in "sz" for i in range(2)]  # W slots of each
     step = export_chunk_step(windowed, batch=2, text_len=5)
     assert max_abs_difference(step, windowed, chunks=6) <= 1e-5  # the ring filled and rolled
 
 
-def test_windowed_lcha_builds_only_the_branch_taken_on_the_cpu_with_the_same_bytes():
-    """Without grad on the CPU the sink/roll choice is read in Python (one state copy instead of
-    two, bench/bench_chunk_cost.py --lcha-window); torch.where (traced, exported) gives the same."""
-    from unittest import mock
-
-    from student_train.model import lcha
-
-    model = windowed_lcha(random_model(latent_frames=6, latent_height=8, latent_width=8, patch=(1, 2, 2),
-                                       layout=("lcha", "ssa:1", "lcha")), 2)
-    noise, text, mask = _inputs(model, 8)
+@pytest.mark.parametrize("window", [0, 2])
+def test_windowed_lcha_total_is_the_sink_plus_the_last_chunks(window):
+    """The running total of the first block (whose sums depend on each chunk's own input only)
+    after n chunks is chunk 0's share plus the last `window` chunks': with U(n) the unbounded
+    stream's sums, U(0) + U(n) - U(n - window), up to the last bits of adding and subtracting."""
+    model = random_model(latent_frames=4, latent_height=8, latent_width=8, patch=(1, 2, 2),
+                         layout=("lcha", "ssa:1", "lcha"))
+    windowed = windowed_lcha(model, window)
+    noise, text, mask = _inputs(model, 9)
+    chunks = noise.split(model.config.chunk_frames, dim=2)
+    unbounded, kept = [], []
     with torch.no_grad():
-        eager = sample_streaming(model, noise, text, mask, [1.0, 0.5, 0.0])
-        with mock.patch.object(lcha, "_eager", lambda flag: False):
-            where = sample_streaming(model, noise, text, mask, [1.0, 0.5, 0.0])
-    assert torch.equal(eager, where)
+        states = [model.init_stream_state(1), windowed.init_stream_state(1)]
+        for chunk in chunks:
+            states = [m.commit_chunk(chunk, text, mask, s) for m, s in zip((model, windowed), states)]
+            unbounded.append(states[0].blocks[0])
+            kept.append(states[1].blocks[0])
+    for n in range(1, len(chunks)):
+        for key in ("s", "z"):
+            expected = unbounded[0][key] + unbounded[n][key] - unbounded[max(n - window, 0)][key]
+            assert torch.allclose(kept[n][key], expected, atol=1e-5, rtol=1e-5), (n, key)
+        if window:  # the ring holds the last `window` chunks' shares apart, oldest first
+            newest = unbounded[n]["s"] - unbounded[n - 1]["s"]
+            assert torch.allclose(kept[n][ring_key("s", window - 1)], newest, atol=1e-5, rtol=1e-5)

@@ -77,9 +77,9 @@ def test_cli_exports_a_trained_checkpoint_with_its_ema_weights(tmp_path, capsys)
                  "--out", str(pretrained)]) == 0
     config = json.loads((pretrained / "config.json").read_text())
     assert (config["ssa_window"], config["ssa_sink"], config["ssa_sink_adjacent"]) == (3, True, False)
-    # LCHA's sums windowed for long streams: a fixed (1 + W)-slot state in the program too
+    # LCHA's sums windowed for long streams: a ring of W fixed-size slots in the program too
     assert main(["export", "--model", str(tmp_path / "run"), "--ssa-window", "2", "--lcha-window", "1",
                  "--out", str(out), "--text-len", "5", "--check-chunks", "5"]) == 0, capsys.readouterr().err
     shapes = {s["name"]: s["shape"] for s in json.loads(Path(f"{out}.json").read_text())["state"] if s["block"] == 0}
-    assert shapes["s"][2] == 2 and shapes["z"][2] == 2  # (B, H, sink + 1, ...)
+    assert shapes["s_ring000"] == shapes["s"] and "s_ring001" not in shapes  # W = 1 slot beside the total
     assert main(["export", "--lcha-window", "x", "--out", str(out)]) == 2
