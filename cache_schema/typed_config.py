@@ -290,6 +290,8 @@ def _fits_type(kind: Any, value: Any) -> bool:
             return False
     if kind is str:
         return isinstance(value, str)
+    if typing.get_origin(kind) is Literal:  # one of a union's options: int | Literal["trained"]
+        return any(value == a and type(value) is type(a) for a in typing.get_args(kind))
     if typing.get_origin(kind) is tuple:
         return isinstance(value, (list, tuple))
     if typing.get_origin(kind) in (dict, Mapping) or kind is dict:

@@ -17,14 +17,18 @@ students; of it the grid takes only ``seed``, the held-out noise):
     [compare]
     guidance = 3.0             # classifier-free guidance of every student (default 1: off)
     unseen = "validation"      # which unseen classes: "all" (default), "report", "validation"
+    lcha_window = "trained"    # LCHA's streaming sums windowed, past chunks (default: as trained)
 
 ``guidance`` != 1 needs every variant trained with conditioning dropout (``cond_dropout`` of
 the recipes, as ``s2dit eval --guidance`` refuses a checkpoint without it): a variant without
 is refused before anything trains; its per-chunk cost is measured guided too (one doubled
 batch). ``unseen = "validation"`` scores the held-out classes kept for recipe decisions (with
 ``noise = "tune"``: a grid that chooses a recipe), never a reported figure; ``"report"`` the
-others. At their defaults neither is part of a cell's evaluation key nor of results.json, so
-a grid scored before they existed is not scored again.
+others. ``lcha_window`` streams every student with LCHA blocks with its sums windowed
+(student_train/model/bounded.py long_stream; "trained": the clip's chunks minus the sink and the
+current one), scored and timed so; it changes nothing within the trained length. At their
+defaults none is part of a cell's evaluation key nor of results.json, so a grid scored before
+they existed is not scored again.
 
 Cells side by side (pipeline/compare/cells.py): ``max_parallel`` cells train at once, each
 (train, score, sample) as a Ray task with the resources of the section's ``ray`` table, which
@@ -57,7 +61,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from cache_schema.typed_config import (
     ConfigError,
@@ -119,6 +123,7 @@ class CompareConfig:
         "guidance": between(0, None, lo_open=True), "unseen": one_of(*UNSEEN_SUBSETS),
         "latency_batch": between(1, 4096), "latency_repeats": between(1, 100),
         "samples": between(0, 64), "max_parallel": between(1, 1024),
+        "lcha_window": between(0, 1_000_000),
     }
 
     variants: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +133,8 @@ class CompareConfig:
     noise: str = "report"  # "tune" for recipe decisions (pipeline/eval.py SEED_BASES)
     guidance: float = 1.0  # classifier-free guidance of the scored students (1: off)
     unseen: str = "all"  # the unseen classes scored: "all", "report" or "validation"
+    # LCHA's streaming sums windowed (past chunks, or "trained"), scored and timed so; None: as trained
+    lcha_window: int | Literal["trained"] | None = None
     # Per-chunk latency: streams per measured batch (amortises the interpreter's per-op cost,
     # so the seconds are the model's compute on this machine) and passes (median per chunk)
     latency_batch: int = 16
@@ -164,9 +171,10 @@ class CompareConfig:
         return max(self.lengths)
 
     def eval_options(self) -> dict[str, Any]:
-        """``guidance`` and ``unseen`` as evaluate_checkpoint takes them, each only when not at
-        its default (so cells scored before they existed keep their evaluation keys)."""
-        options = {"guidance": float(self.guidance), "unseen": self.unseen}
+        """``guidance``, ``unseen`` and ``lcha_window`` as evaluate_checkpoint takes them, each
+        only when not at its default (so cells scored before they existed keep their evaluation
+        keys)."""
+        options = {"guidance": float(self.guidance), "unseen": self.unseen, "lcha_window": self.lcha_window}
         return {k: v for k, v in options.items() if v != _DEFAULTS[k]}
 
     def model(self, base: dict[str, Any], name: str) -> dict[str, Any]:

@@ -314,7 +314,8 @@ def measure_costs(grid: Grid, records: list[dict[str, Any]]) -> dict[tuple[str, 
     """Per cell and length: per-chunk seconds (``latency_repeats`` passes, interleaved over the
     cells) and GFLOPs of one chunk at the clip's end."""
     c = grid.compare
-    students = {(r["variant"], r["seed"]): StudentCheckpoint.load(r[grid.last]) for r in records}
+    students = {(r["variant"], r["seed"]): StudentCheckpoint.load(r[grid.last]).long_stream(
+        lcha_window=c.lcha_window) for r in records}
     passes: dict[tuple[str, int, int], list[list[float]]] = {}
     grid.log(f"measuring per-chunk cost of {len(students)} students at {list(c.lengths)}x "
              f"({c.latency_repeats} passes, batch {c.latency_batch})")

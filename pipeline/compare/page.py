@@ -278,8 +278,10 @@ def variants_table(results: Mapping[str, Any]) -> str:
 
 
 def _scored_as(results: Mapping[str, Any]) -> str:
-    """``[compare] guidance`` and ``unseen`` when not at their defaults (results.json has them then)."""
+    """``[compare] guidance``, ``unseen`` and ``lcha_window`` when not at their defaults
+    (results.json has them then)."""
     out = f", guidance {results['guidance']:g}" if "guidance" in results else ""
+    out += f", LCHA sums windowed ({results['lcha_window']})" if "lcha_window" in results else ""
     return out + (f", unseen classes: the {results['unseen']} subset" if "unseen" in results else "")
 
 

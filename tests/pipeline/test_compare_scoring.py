@@ -64,6 +64,15 @@ def test_scoring_options_reach_evaluate_checkpoint_and_the_key_only_when_set(tmp
     with pytest.raises(Exception, match="unseen = 'everything': must be one of 'all', 'report', 'validation'"):
         CompareConfig(variants={"s2dit": {}}, unseen="everything")
 
+    windowed = _grid(tmp_path, guidance=3, unseen="validation", noise="tune", lcha_window="trained")
+    evaluate_cell(windowed, record)  # LCHA's sums windowed: a new key, scored again with them
+    assert len(calls) == 3 and calls[-1]["lcha_window"] == "trained"
+    assert record["eval"]["key"]["lcha_window"] == "trained"
+    assert CompareConfig(variants={"s2dit": {}}, lcha_window=13).eval_options() == {"lcha_window": 13}
+    for bad in ("all", -1, 2.5, True):
+        with pytest.raises(Exception, match="lcha_window"):
+            CompareConfig(variants={"s2dit": {}}, lcha_window=bad)
+
 
 def test_the_validation_subset_reaches_the_grid_scores():
     row = {"adherence": 0.5, "recall": 0.4, "gate": {"passed": False, "failed": ["recall"]}}

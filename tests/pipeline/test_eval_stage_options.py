@@ -1,5 +1,5 @@
-"""The run graph's eval stages take ``[eval] guidance`` and ``unseen`` as ``s2dit eval --guidance
---unseen`` does (issue 26): passed to evaluate_checkpoint, refused early by name where they cannot
+"""The run graph's eval stages take ``[eval] guidance``, ``unseen`` and ``lcha_window`` as ``s2dit eval
+--guidance --unseen --lcha-window`` does (issue 26): passed to evaluate_checkpoint, refused early by name where they cannot
 apply (guidance for a student the config trains without conditioning dropout, a subset the
 corpus has no classes for), whatever the order of the --set flags; left out, the section (the
 stage's fingerprint) is as before and evaluate_checkpoint gets its defaults."""
@@ -97,3 +97,19 @@ def test_the_stage_passes_them_to_evaluate_checkpoint_and_fingerprints_them_only
     assert calls[-1]["guidance"] == 3.0 and calls[-1]["unseen"] == "validation"
     assert _inputs(stage, guided)["section"] == {**section, "guidance": 3, "unseen": "validation"}
     assert digest(_inputs(stage, guided)["section"]) != digest(section)
+
+    windowed = _ctx(tmp_path, "eval.lcha_window='trained'")
+    stage.run(windowed)  # the streaming stage's sums windowed, as s2dit eval --lcha-window trained
+    assert calls[-1]["lcha_window"] == "trained" and calls[-2]["lcha_window"] is None
+    assert _inputs(stage, windowed)["section"] == {**section, "lcha_window": "trained"}
+    (kd,) = [s for s in STAGES if s.name == "eval_kd"]
+    kd.run(windowed)  # the KD model's figures are whole clips: nothing streams
+    assert calls[-1]["lcha_window"] is None
+
+
+def test_an_lcha_window_is_a_number_of_chunks_or_trained():
+    _check("eval.lcha_window=13")
+    for bad in ("-1", "true", "'all'", "2.5"):
+        with pytest.raises(RunConfigError, match=r"\[eval\] lcha_window must be a number of past chunks"):
+            _check(f"eval.lcha_window={bad}")
+

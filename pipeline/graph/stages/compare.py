@@ -14,8 +14,8 @@ never makes the runner delete trained cells; a cell is retrained only when its o
 changed, and adding a variant or a seed trains only the new cells.
 
 Reads ``[compare]`` (CompareConfig: variants, seeds, lengths, per_class, noise, latency_batch,
-latency_repeats, samples; guidance and unseen, the cells scored as ``s2dit eval --guidance
---unseen`` scores; max_parallel and ray: cells side by side as Ray tasks, neither
+latency_repeats, samples; guidance, unseen and lcha_window, the cells scored as ``s2dit eval
+--guidance --unseen --lcha-window`` scores; max_parallel and ray: cells side by side as Ray tasks, neither
 fingerprinted, as where a cell runs is not what it computes), the section of every training
 stage placed before it (``[train]``, ``[train_ar]``: every variant's recipe, trained in that
 order), ``[eval] seed``; ``[run] train_workers`` and ``max_failures`` as the training stages do."""

@@ -14,7 +14,9 @@ that chooses a recipe), teacher_forced (streaming stages only: N latent frames o
 diagnostic teacher-forced streaming row of pipeline.eval), guidance and unseen (as ``s2dit eval
 --guidance G --unseen SUBSET``: classifier-free guidance of the student rows, default 1 = off;
 the unseen classes scored, "all" by default, "report", or "validation" for recipe decisions,
-never reported: the run's report shows no validation rows). A key left out is not part of the
+never reported: the run's report shows no validation rows), lcha_window (streaming stages only:
+past chunks or "trained", LCHA's sums windowed as ``s2dit eval --lcha-window``; default: as
+trained). A key left out is not part of the
 stage's fingerprint (the section is fingerprinted as written), so runs scored before these keys
 existed stay up to date. ``guidance`` != 1 is refused when the config says a scored student is
 trained without conditioning dropout (``cond_dropout`` = 0: no unconditional mode), ``unseen``
@@ -45,7 +47,7 @@ from ..stage import Stage, StageContext
 from ..state_schema import PATH, optional
 from .corpus import TRAIN_CLASSES
 
-KEYS = {"per_class", "seed", "lengths", "noise", "teacher_forced", "guidance", "unseen"}
+KEYS = {"per_class", "seed", "lengths", "noise", "teacher_forced", "guidance", "unseen", "lcha_window"}
 DEFAULT_GUIDANCE, DEFAULT_UNSEEN = 1.0, "all"  # evaluate_checkpoint's: the outputs of before
 
 
@@ -78,6 +80,11 @@ def _section(config: RunConfig) -> dict[str, Any]:
         raise ValueError(f"[eval] guidance must be a number > 0 (classifier-free guidance of the "
                          f"student's samples; 1 = off), got {guidance!r}")
     _check_unseen(config, section.get("unseen", DEFAULT_UNSEEN))
+    window = section.get("lcha_window")
+    if window is not None and window != "trained" and (
+            not isinstance(window, int) or isinstance(window, bool) or window < 0):
+        raise ValueError(f"[eval] lcha_window must be a number of past chunks (>= 0) or 'trained' "
+                         f"(LCHA's streaming sums windowed, as s2dit eval --lcha-window), got {window!r}")
     return section
 
 
@@ -125,7 +132,8 @@ def _evaluate(ctx: StageContext, train_stage: str, out_name: str, *,
                                  teacher_forced=section.get("teacher_forced") if streams else None,
                                  guidance=float(section.get("guidance", DEFAULT_GUIDANCE)),
                                  unseen=section.get("unseen", DEFAULT_UNSEEN),
-                                 whole_clip=not streams)  # a streaming student's figures stream
+                                 whole_clip=not streams,  # a streaming student's figures stream
+                                 lcha_window=section.get("lcha_window") if streams else None)
     with fsspec.open(ctx.path(out_name), "w") as handle:
         json.dump(redact_secrets(scores), handle, indent=1)
     ctx.console.print(format_report(scores), soft_wrap=True)
