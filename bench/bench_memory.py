@@ -77,12 +77,17 @@ def _configs(run_config: str, seed: int, overrides: dict[str, Any], kd_steps: in
     return kd, ar, config.section("eval")
 
 
+def row_name(name: str, args: argparse.Namespace) -> str:
+    """A student's row and folder: ``name``, or ``name+lcha`` scored with LCHA's sums windowed."""
+    return name if args.lcha_window is None else f"{name}+lcha"
+
+
 def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.eval import evaluate_checkpoint, save_report
     from student_train.launch import launch
     from student_train.streaming_cost import chunk_costs  # seconds per streamed chunk
 
-    out = Path(args.out) / name / f"seed{seed}"
+    out = Path(args.out) / row_name(name, args) / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     if args.scored_from:
         return rescore(name, seed, args, out)
@@ -107,7 +112,8 @@ def train_and_score(name: str, seed: int, args: argparse.Namespace) -> dict[str,
     if args.kd_from and reused_kd.exists():
         reports["kd"] = json.loads(reused_kd.read_text())
         save_report(reports["kd"], str(out / "eval_kd.json"))
-    ar_kwargs = {"lengths": lengths, "whole_clip": False}  # its figures are the streaming rows
+    # its figures are the streaming rows
+    ar_kwargs = {"lengths": lengths, "whole_clip": False, "lcha_window": args.lcha_window}
     for stage, done, folder, kwargs in (("kd", kd, kd_dir, {}), ("ar", ar, out / "ar", ar_kwargs)):
         if stage in reports:
             continue
@@ -157,7 +163,7 @@ def rescore(name: str, seed: int, args: argparse.Namespace, out: Path) -> dict[s
     reports = {"kd": json.loads(scored_kd.read_text()) if scored_kd.exists() else
                evaluate_checkpoint(latest_checkpoint(str(kd_dir)), per_class=per_class, noise="report"),
                "ar": evaluate_checkpoint(latest_checkpoint(str(ar_dir)), per_class=per_class, noise="report",
-                                         lengths=lengths, whole_clip=False)}
+                                         lengths=lengths, whole_clip=False, lcha_window=args.lcha_window)}
     for stage, report in reports.items():
         save_report(report, str(out / f"eval_{stage}.json"))
     return {"student": name, "seed": seed, "kd_seconds": row["kd_seconds"], "ar_seconds": row["ar_seconds"],
@@ -341,6 +347,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--with", dest="with_rows", action="append", default=[], metavar="OTHER_OUT:STUDENT[,STUDENT]",
                         help="also table these students' rows of another bench folder, for seeds this one has "
                              "not scored (e.g. seed 0 of a sanity student trained in an earlier session)")
+    parser.add_argument("--lcha-window", metavar="W|trained", type=lambda v: v if v == "trained" else int(v),
+                        help="score the streaming rows with LCHA's sums windowed (s2dit eval --lcha-window); "
+                             "the rows are named STUDENT+lcha. With --scored-from: the trained models of "
+                             "another bench folder, scored again so")
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: write OUT/table.md from OUT/results.jsonl (e.g. after "
                              "several bench processes, one per core, appended to it)")
@@ -368,10 +378,10 @@ def main() -> None:
         done.setdefault((adopted["student"], adopted["seed"]), adopted)
     for seed in [] if args.table_only else args.seeds:
         for name in args.students:
-            if (name, seed) in done:
+            if (row_name(name, args), seed) in done:
                 continue
-            result = train_and_score(name, seed, args)
-            done[(name, seed)] = result
+            result = {**train_and_score(name, seed, args), "student": row_name(name, args)}
+            done[(result["student"], seed)] = result
             with results_path.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
             print(f"{name} seed {seed}: KD {result['kd_seconds']:.0f} s, AR {result['ar_seconds']:.0f} s", flush=True)

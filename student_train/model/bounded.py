@@ -37,19 +37,25 @@ def trained_window(model: S2DiT) -> int:
 SINKS = ("first", "adjacent", "none")
 
 
+def has_lcha_sums(model: S2DiT) -> bool:
+    """Whether a block streams LCHA's linear-attention sums (an "lcha" or "lin" block)."""
+    return any(block.kind in ("lcha", "lin") for block in model.blocks)
+
+
 def long_stream(model: S2DiT, *, ssa_window: int | str | None = None, sink: str = "first",
                 lcha_window: int | str | None = None) -> S2DiT:
     """``model`` for streams longer than its trained clip: SSA bounded to ``ssa_window`` past
     chunks with ``sink`` (``bounded_memory``), LCHA's sums windowed to ``lcha_window``
-    (``windowed_lcha``); "trained" for either: ``trained_window``; None: as trained. A new
-    module with the same weights when anything changes, ``model`` itself otherwise."""
+    (``windowed_lcha``; a model without LCHA's linear attention has no sums to window and is
+    left as it is); "trained" for either: ``trained_window``; None: as trained. A new module
+    with the same weights when anything changes, ``model`` itself otherwise."""
     changes = {}
     if ssa_window is not None:
         if sink not in SINKS:
             raise ValueError(f"sink must be one of {SINKS}, got {sink!r}")
         changes.update(ssa_window=_past(model, ssa_window, "a bounded stream"), ssa_sink=sink != "none",
                        ssa_sink_adjacent=sink == "adjacent")
-    if lcha_window is not None:
+    if lcha_window is not None and has_lcha_sums(model):
         changes["lcha_window"] = _past(model, lcha_window, "a windowed LCHA")
     if not changes:
         return model

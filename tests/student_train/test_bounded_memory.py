@@ -164,3 +164,14 @@ def test_windowed_lcha_total_is_the_sink_plus_the_last_chunks(window):
         if window:  # the ring holds the last `window` chunks' shares apart, oldest first
             newest = unbounded[n]["s"] - unbounded[n - 1]["s"]
             assert torch.allclose(kept[n][ring_key("s", window - 1)], newest, atol=1e-5, rtol=1e-5)
+
+
+def test_a_model_without_lcha_sums_is_left_as_it_is():
+    from student_train.model.bounded import has_lcha_sums, long_stream
+
+    attention = random_model(layout=("ssa:1", "ssa:1"))
+    conv = random_model(layout=("conv", "ssa:1"))
+    assert not has_lcha_sums(attention) and not has_lcha_sums(conv)
+    assert long_stream(attention, lcha_window="trained") is attention and long_stream(conv, lcha_window=2) is conv
+    assert has_lcha_sums(random_model(layout=("lin", "ssa:1")))
+    assert long_stream(conv, ssa_window=2, lcha_window=2).config.lcha_window is None
