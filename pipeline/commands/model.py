@@ -9,7 +9,7 @@ import math
 
 import fsspec
 
-from .train import add_lcha_window_arg
+from .train import add_lcha_window_arg, lcha_window_for
 
 LAYOUT_EXAMPLE = "lcha,ssa:2,ssa:2,lcha"
 
@@ -232,7 +232,8 @@ def _streamed_as_asked(model, args: argparse.Namespace):
     cfg = model.config
     sink = args.stream_sink or ("first" if cfg.ssa_window is None or (cfg.ssa_sink and not cfg.ssa_sink_adjacent)
                                 else "adjacent" if cfg.ssa_sink else "none")
-    return long_stream(model, ssa_window=args.ssa_window, sink=sink, lcha_window=args.lcha_window)
+    return long_stream(model, ssa_window=args.ssa_window, sink=sink,
+                       lcha_window=lcha_window_for(args.lcha_window, args.ssa_window is not None))
 
 
 def _export_pretrained(args: argparse.Namespace) -> int:
@@ -373,7 +374,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
                         "without a window: the least recall lost on the mean, BENCHMARKS "
                         "\"Bounded memory\"), re-positioned 'adjacent' to the window, or 'none' "
                         "(default for a model trained with a window: as trained)")
-    add_lcha_window_arg(p)  # on a trained --model
+    add_lcha_window_arg(p, "on a trained --model bounded by --ssa-window")
     p.add_argument("--batch", type=int, default=1, help="batch size baked into the program")
     p.add_argument("--text-len", type=int, default=16, help="text tokens baked into the program")
     p.add_argument("--check-chunks", type=int, default=4, help="chunks to compare with eager")

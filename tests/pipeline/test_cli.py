@@ -6,6 +6,8 @@ import importlib.metadata
 import subprocess
 import sys
 
+import pytest
+
 
 def test_version_prints_the_installed_version():
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "--version"], capture_output=True,
@@ -68,3 +70,20 @@ def test_a_job_with_one_failed_unit_says_one_unit(monkeypatch, capsys):
     assert cli_args.run_generate(parser.parse_args([])) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: 1 unit failed: ['u1']; ") and err.endswith("retry it\n"), err
+
+
+@pytest.mark.parametrize("flags,window", [
+    (["--lengths", "1", "4"], "trained"),  # past the trained length: LCHA's sums windowed
+    (["--lengths", "1"], None),  # the trained length: as trained (the same samples either way)
+    (["--lengths", "4", "--lcha-window", "off"], None),
+    (["--lengths", "1", "--lcha-window", "3"], 3),
+])
+def test_eval_windows_lcha_sums_past_the_trained_length_unless_told(monkeypatch, tmp_path, flags, window):
+    import pipeline.eval
+    from pipeline.cli import main
+
+    calls = []
+    monkeypatch.setattr(pipeline.eval, "evaluate_checkpoint", lambda url, **kw: calls.append(kw) or {})
+    monkeypatch.setattr(pipeline.eval, "format_report", lambda report: "")
+    assert main(["eval", "--checkpoint", str(tmp_path / "ar"), *flags]) == 0
+    assert calls[-1]["lcha_window"] == window

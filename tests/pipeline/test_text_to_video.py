@@ -229,8 +229,9 @@ def test_bad_input_is_refused_by_name(wan_kd, tmp_path, capsys, monkeypatch):
 
 
 def test_a_longer_video_streams_past_the_trained_clip_with_bounded_memory(tmp_path, capsys):
-    """--length M streams M times the trained frames; --stream-window bounds SSA's cache: within
-    the window the same latents as the unbounded stream, and the sidecar records both."""
+    """--length M streams M times the trained frames (LCHA's sums windowed by default); --stream-window
+    bounds SSA's cache: within the window the same latents as the unbounded stream, and the
+    sidecar records both."""
     teacher = build_teacher("analytic", num_steps=8)
     prompts = class_prompts()
     cache = _write_cache(tmp_path / "cache", teacher, prompts, [0] * len(prompts), tuple(range(8)))
@@ -247,10 +248,18 @@ def test_a_longer_video_streams_past_the_trained_clip_with_bounded_memory(tmp_pa
     a, b = np.load(long + ".npy"), np.load(bounded + ".npy")
     assert a.shape == b.shape == (1, c, 2 * f, h, w) and _video(bounded + ".mp4").shape[0] == 2 * f
     np.testing.assert_allclose(a[:, :, :f], b[:, :, :f], atol=1e-5)  # the window holds the whole past
+    # LCHA's sums windowed: the default past the trained length ("trained"), 'off' as trained
+    assert json.loads(Path(long + ".json").read_text())["lcha_window"] == f - 2
     code, windowed = _sample(tmp_path, kd, "--prompt", prompts[0], "--streaming", "--length", "2",
                              "--lcha-window", "trained", "--no-video", name="windowed")
     assert code == 0 and json.loads(Path(windowed + ".json").read_text())["lcha_window"] == f - 2
-    np.testing.assert_allclose(np.load(windowed + ".npy")[:, :, :f], a[:, :, :f], atol=1e-5)
+    np.testing.assert_array_equal(np.load(windowed + ".npy"), a)
+    code, unwindowed = _sample(tmp_path, kd, "--prompt", prompts[0], "--streaming", "--length", "2",
+                               "--lcha-window", "off", "--no-video", name="unwindowed")
+    assert code == 0 and "lcha_window" not in json.loads(Path(unwindowed + ".json").read_text())
+    np.testing.assert_allclose(np.load(unwindowed + ".npy")[:, :, :f], a[:, :, :f], atol=1e-5)
+    code, one = _sample(tmp_path, kd, "--prompt", prompts[0], "--streaming", "--no-video", name="one")
+    assert code == 0 and "lcha_window" not in json.loads(Path(one + ".json").read_text())  # 1x: off
     capsys.readouterr()
     assert _sample(tmp_path, kd, "--prompt", prompts[0], "--length", "2", name="whole")[0] == 2  # a KD: not streamed
     assert "add --streaming" in capsys.readouterr().err
