@@ -68,6 +68,8 @@ def test_an_unseen_subset_is_refused_where_the_corpus_has_no_classes_for_it():
 
 def _ctx(tmp_path: Path, *sets: str) -> StageContext:
     config = load_run_config(MEMORY, list(sets))
+    if not any(s.startswith("eval.lcha_window") for s in sets):  # an [eval] of none of the options
+        del config.sections["eval"]["lcha_window"]  # (configs/memory.toml's own sets it)
     state = RunState(url=str(tmp_path / "run_state.json"), stages={s.name: {"status": "pending"} for s in STAGES})
     for name in ("train_kd", "train_ar"):
         state.stages[name] = {"status": "done", "outputs": {"checkpoint": str(tmp_path / name)}}
@@ -105,6 +107,8 @@ def test_the_stage_passes_them_to_evaluate_checkpoint_and_fingerprints_them_only
     (kd,) = [s for s in STAGES if s.name == "eval_kd"]
     kd.run(windowed)  # the KD model's figures are whole clips: nothing streams
     assert calls[-1]["lcha_window"] is None
+    memory = load_run_config(MEMORY)  # the shipped config streams past the trained length so
+    assert memory.section("eval")["lcha_window"] == "trained"
 
 
 def test_an_lcha_window_is_a_number_of_chunks_or_trained():
