@@ -381,6 +381,23 @@ def test_unseen_report_toml_is_the_tuning_run_on_reported_seeds():
     assert grid.seeds_of("dropout_0_1") == (0, 1, 2, 3, 4) and len(grid.seeds_of("no_dropout")) >= 3
 
 
+def test_unseen_tune_toml_chooses_on_tuning_seeds_where_recipes_are_chosen():
+    """The tuning grid for the unseen collapse is configs/unseen.toml's run (its tuning cache)
+    with candidate recipes on tuning training seeds, scored on the tune noise and the validation
+    subset: never a reported seed, noise or subset."""
+    from pipeline.graph.stages.compare import compare_config
+
+    tune, tuning = (load_run_config(str(ROOT / "configs" / n)) for n in ("unseen_tune.toml", "unseen.toml"))
+    assert tune.sections.keys() == tuning.sections.keys()
+    for name in tuning.sections.keys() - {"compare"}:
+        assert tune.section(name) == tuning.section(name), name
+    grid = compare_config(tune)
+    assert len(grid.seeds) > 1 and not set(grid.seeds) & set(range(5))
+    assert (grid.noise, grid.unseen, grid.per_class >= 96) == ("tune", "validation", True)
+    report = compare_config(load_run_config(str(ROOT / "configs" / "unseen_report.toml")))
+    assert grid.variants["dropout_0_1"] == report.variants["dropout_0_1"] == {}
+
+
 def test_a_variant_overrides_a_training_stage_recipe_by_its_table():
     compare = CompareConfig(variants={"s2dit": {}, "ablation": {
         "dim": 32, "train_ar": {"causal_steps": 0, "critic_steps": 5}}})
