@@ -35,14 +35,14 @@ def test_linear_attention_equals_quadratic_reference():
     grid = (3, 4, 4)
     fq_r, fq, fk_r, fk, v = (t.transpose(1, 2) for t in lcha.features(x, _ctx(grid)))  # (B, H, T, d)
     assert (fq > 0).all() and (fk > 0).all()  # softplus features: a positive kernel
-    out, _, _ = lcha.attention(x, _ctx(grid))
+    out, _ = lcha.attention(x, _ctx(grid))
     # naive O(T^2): explicit pairwise kernel weights k(i, j) = rope(phi(q_i)) . rope(phi(k_j))
     num = torch.einsum("bhid,bhjd->bhij", fq_r, fk_r) @ v
     den = torch.einsum("bhid,bhjd->bhij", fq, fk).sum(-1, keepdim=True)
     ref = (num / (den + 1e-6)).transpose(1, 2).flatten(2)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     # block-causal (chunks of one frame): chunk n attends to chunks <= n only
-    causal, _, _ = lcha.attention(x, _ctx(grid, causal=True))
+    causal, _ = lcha.attention(x, _ctx(grid, causal=True))
     chunk = torch.arange(3).repeat_interleave(16)
     allowed = (chunk[:, None] >= chunk[None, :]).float()
     num = (torch.einsum("bhid,bhjd->bhij", fq_r, fk_r) * allowed) @ v
