@@ -115,8 +115,11 @@ def _gate_cell(model: str, scores: dict[str, Any]) -> str:
 
 
 def _scored_as(report: dict[str, Any]) -> str:
-    """What ``[eval]`` set beyond the defaults: the student rows' guidance, the unseen subset."""
+    """What ``[eval]`` set beyond the defaults: the student rows' guidance, the unseen subset,
+    LCHA's streaming sums windowed."""
     out = f", guidance {fmt(report['guidance'])}" if "guidance" in report else ""
+    if "lcha_window" in report:
+        out += f", LCHA sums windowed to the first chunk and the last {esc(report['lcha_window'])}"
     if report.get("unseen_subset", "all") != "all":
         out += f", unseen classes: the {esc(report['unseen_subset'])} subset"
     return out

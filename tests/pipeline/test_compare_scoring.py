@@ -177,10 +177,10 @@ def test_a_whole_clip_variant_is_off_the_pareto_plot_and_its_table_rows_say_thei
 
 def test_the_page_says_how_the_cells_were_scored(tmp_path):
     results = fake_results({"s2dit": (5.0, 0.9)})
-    results.update(guidance=3.0, unseen="validation")
+    results.update(guidance=3.0, unseen="validation", lcha_window="trained")
     for cell in results["cells"]:
         cell["scores"]["unseen_validation"] = cell["scores"]["held_out_seeds"]
     results.update(summarise_grid(results))
     html = Path(write_page(results, str(tmp_path / "index.html"))).read_text()
-    assert "guidance 3, unseen classes: the validation subset" in html
+    assert "guidance 3, LCHA sums windowed (trained), unseen classes: the validation subset" in html
     assert "validation subset (for recipe decisions: never a reported figure; never gated)" in html

@@ -68,3 +68,9 @@ def test_the_teachers_unipc_row_follows_its_euler_row_when_the_scores_have_it():
     assert labels[:3] == ["teacher, full-step", "teacher, 4-step", "teacher, 4-step UniPC"]
     row = next(r for r in quality_table(None, ev).split("<tr>") if r.startswith("<td>teacher, 4-step UniPC"))
     assert "fail: recall" in row
+
+
+def test_the_table_says_when_lcha_sums_were_windowed():
+    assert "LCHA sums windowed" not in quality_table(None, _eval_ar())
+    html = quality_table(None, {**_eval_ar(), "lcha_window": 13})
+    assert "LCHA sums windowed to the first chunk and the last 13" in html
