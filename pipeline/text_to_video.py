@@ -283,7 +283,7 @@ def _record(cfg: SampleConfig, student: StudentCheckpoint, manifest: Manifest,
         **({"length": cfg.length} if cfg.length != 1 else {}),
         **({"stream_window": student.model.config.ssa_window, "stream_sink": cfg.stream_sink}
            if cfg.stream_window is not None else {}),
-        **({"lcha_window": student.model.config.lcha_window} if student.model.config.lcha_window is not None else {}),
+        **({"lcha_window": window} if (window := student.model.config.lcha_window) is not None else {}),
         "device": cfg.device, "dtype": cfg.dtype, "latent_shape": list(x0.shape),
         "outputs": outputs, "scores": scores,
     }
