@@ -1,8 +1,9 @@
 """The run graph's eval stages take ``[eval] guidance``, ``unseen`` and ``lcha_window`` as
 ``s2dit eval --guidance --unseen --lcha-window`` does (issue 26): passed to evaluate_checkpoint,
-refused early by name where they cannot apply (guidance for a student the config trains without conditioning dropout, a subset the
-corpus has no classes for), whatever the order of the --set flags; left out, the section (the
-stage's fingerprint) is as before and evaluate_checkpoint gets its defaults."""
+refused early by name where they cannot apply (guidance for a student the config trains without
+conditioning dropout, a subset the corpus has no classes for), whatever the order of the --set
+flags; left out, the section (the stage's fingerprint) is as before and evaluate_checkpoint gets
+its defaults."""
 
 from __future__ import annotations
 
