@@ -489,6 +489,17 @@ def test_the_grid_trains_scores_and_costs_every_cell_then_reruns_without_trainin
     assert _metrics_lines(run) == before
     assert [c["scores"] for c in again["cells"]] == [c["scores"] for c in results["cells"]]
 
+    log[:] = []  # LCHA's sums windowed: every cell scored (and timed) again, nothing trained
+    windowed = run_grid(_grid(run, prompts, log, samples=1, lcha_window="trained"))
+    assert not [line for line in log if "training" in line] and [line for line in log if "scoring" in line]
+    assert json.loads((run / "compare" / "results.json").read_text())["lcha_window"] == "trained"
+    plain, win = ({c["variant"]: c["scores"]["held_out_seeds"] for c in r["cells"]} for r in (again, windowed))
+    assert win["s2dit"]["1x"] == plain["s2dit"]["1x"]  # within the trained length: the same stream
+    assert win["conv_only"] == plain["conv_only"]  # no LCHA sums: nothing to window
+    evals = {c["variant"]: json.loads((run / "compare" / c["folder"] / EVAL).read_text()) for c in windowed["cells"]}
+    assert evals["s2dit"]["lcha_window"] == 3 and "lcha_window" not in evals["conv_only"]  # 5 chunks - 2
+    assert "LCHA sums windowed (trained)" in (run / "compare" / "index.html").read_text()
+
 
 
 def test_a_variant_that_equals_another_is_trained_once_and_shares_its_cells(tiny_cache, tmp_path):
