@@ -322,6 +322,8 @@ def _report_of(result: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pipeline.commands.train import frames_or_trained  # the CLI's own W|trained parser
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", required=True, help="the memory-task cache, e.g. runs/memory/cache@train")
     parser.add_argument("--config", default="configs/memory.toml", help="run config whose recipes are used")
@@ -347,7 +349,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--with", dest="with_rows", action="append", default=[], metavar="OTHER_OUT:STUDENT[,STUDENT]",
                         help="also table these students' rows of another bench folder, for seeds this one has "
                              "not scored (e.g. seed 0 of a sanity student trained in an earlier session)")
-    parser.add_argument("--lcha-window", metavar="W|trained", type=lambda v: v if v == "trained" else int(v),
+    parser.add_argument("--lcha-window", metavar="W|trained", type=frames_or_trained,
                         help="score the streaming rows with LCHA's sums windowed (s2dit eval --lcha-window); "
                              "the rows are named STUDENT+lcha. With --scored-from: the trained models of "
                              "another bench folder, scored again so")
