@@ -27,6 +27,7 @@ from cache_schema import FIELD_BY_NAME, CacheLayout, Manifest, split_ref
 from cache_schema.redact import redact_secrets
 from pipeline.video_io import CODEC, Mp4Writer, atomic_output
 from student_train.device import check_device
+from student_train.model.bounded import check_past_chunks
 from student_train.student import StudentCheckpoint
 from student_train.text import pad_text
 from teacher_jobs.prompts import normalise_prompt, validate_prompt
@@ -69,9 +70,7 @@ class SampleConfig:
         if self.length < 1:
             raise ValueError(f"length must be >= 1 (times the trained clip), got {self.length}")
         for key in ("stream_window", "lcha_window"):
-            value = getattr(self, key)
-            if value is not None and value != "trained" and not (isinstance(value, int) and value >= 0):
-                raise ValueError(f"{key} must be >= 0 past chunks or 'trained', got {value!r}")
+            check_past_chunks(getattr(self, key), key)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.steps is not None and self.steps < 1:

@@ -65,6 +65,16 @@ def long_stream(model: S2DiT, *, ssa_window: int | str | None = None, sink: str 
     return rebuilt.train(model.training)
 
 
+def check_past_chunks(value, what: str) -> int | str | None:
+    """``value`` if it is a window a stream can keep: a number of past chunks >= 0, "trained"
+    (``trained_window``) or None (as trained); else a ValueError naming ``what`` (a flag, a
+    config key)."""
+    if value is None or value == "trained" or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"{what} must be a number of past chunks (>= 0) or 'trained', got {value!r}")
+
+
 def _past(model: S2DiT, window: int | str, what: str) -> int:
     past = trained_window(model) if window == "trained" else int(window)
     if past < 0:

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 from model_factory import random_model
 
 from student_train.export import check_exportable, export_chunk_step, max_abs_difference
-from student_train.model.bounded import bounded_memory, trained_window, windowed_lcha
+from student_train.model.bounded import (
+    bounded_memory,
+    check_past_chunks,
+    trained_window,
+    windowed_lcha,
+)
 from student_train.model.lcha import ring_key
 from student_train.sampler import sample_streaming
 
@@ -175,3 +180,15 @@ def test_a_model_without_lcha_sums_is_left_as_it_is():
     assert long_stream(attention, lcha_window="trained") is attention and long_stream(conv, lcha_window=2) is conv
     assert has_lcha_sums(random_model(layout=("lin", "ssa:1")))
     assert long_stream(conv, ssa_window=2, lcha_window=2).config.lcha_window is None
+
+
+@pytest.mark.parametrize("value", [None, "trained", 0, 13])
+def test_a_window_a_stream_can_keep_passes_the_check_unchanged(value):
+    assert check_past_chunks(value, "--lcha-window") == value
+
+
+@pytest.mark.parametrize("value", [-1, True, "all", 2.5])
+def test_a_window_no_stream_can_keep_is_refused_naming_the_setting(value):
+    with pytest.raises(ValueError, match=r"\[sample\] lcha_window must be a number of past chunks "
+                                         r"\(>= 0\) or 'trained', got"):
+        check_past_chunks(value, "[sample] lcha_window")

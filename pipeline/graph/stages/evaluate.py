@@ -38,6 +38,7 @@ import fsspec
 from cache_schema.redact import redact_secrets
 from pipeline.eval import evaluate_checkpoint, format_report
 from student_train.guidance import check_guidance
+from student_train.model.bounded import check_past_chunks
 from student_train.stage_spec import TrainingStage
 from teacher_jobs.analytic_corpus import UNSEEN_SUBSETS, class_prompts, unseen_subsets
 from teacher_jobs.teachers import has_oracle
@@ -80,11 +81,8 @@ def _section(config: RunConfig) -> dict[str, Any]:
         raise ValueError(f"[eval] guidance must be a number > 0 (classifier-free guidance of the "
                          f"student's samples; 1 = off), got {guidance!r}")
     _check_unseen(config, section.get("unseen", DEFAULT_UNSEEN))
-    window = section.get("lcha_window")
-    if window is not None and window != "trained" and (
-            not isinstance(window, int) or isinstance(window, bool) or window < 0):
-        raise ValueError(f"[eval] lcha_window must be a number of past chunks (>= 0) or 'trained' "
-                         f"(LCHA's streaming sums windowed, as s2dit eval --lcha-window), got {window!r}")
+    # LCHA's streaming sums windowed, as s2dit eval --lcha-window
+    check_past_chunks(section.get("lcha_window"), "[eval] lcha_window")
     return section
 
 
