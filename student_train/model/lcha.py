@@ -51,6 +51,22 @@ class FusionGate(nn.Module):
         return torch.addcmul(conv, gate, attn - conv)
 
 
+def key_sums(fk_rot: torch.Tensor, fk: torch.Tensor, v: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sums S (B, H, d, d) and z (B, H, d) of one pass's keys (B, T, H, d) and values."""
+    # matmuls on transposed views rather than einsum: the same batched products (the same
+    # bytes) without einsum's per-call planning: a quarter less time at a few tokens
+    return torch.matmul(fk_rot.permute(0, 2, 3, 1), v.transpose(1, 2)), fk.sum(1)
+
+
+def read_sums(fq_rot: torch.Tensor, fq: torch.Tensor, s: torch.Tensor, z: torch.Tensor
+              ) -> torch.Tensor:
+    """Queries (B, T, H, d) read against sums S (B, H, d, d), z (B, H, d): out (B, T, H, d)."""
+    num = torch.matmul(fq_rot.transpose(1, 2), s).transpose(1, 2)  # (B, T, H, d)
+    den = torch.matmul(fq.transpose(1, 2), z[..., None]).squeeze(-1).transpose(1, 2)  # (B, T, H)
+    return num / (den[..., None] + EPS)
+
+
 def linear_attention(fq_rot: torch.Tensor, fq: torch.Tensor, fk_rot: torch.Tensor,
                      fk: torch.Tensor, v: torch.Tensor, *, chunks: int = 1,
                      past: tuple[torch.Tensor, torch.Tensor] | None = None):
@@ -62,15 +78,10 @@ def linear_attention(fq_rot: torch.Tensor, fq: torch.Tensor, fk_rot: torch.Tenso
     """
     b, t, h, _ = fq.shape
     if chunks == 1:
-        # matmuls on transposed views rather than einsum: the same batched products (the same
-        # bytes) without einsum's per-call planning: a quarter less time at a few tokens
-        s = torch.matmul(fk_rot.permute(0, 2, 3, 1), v.transpose(1, 2))  # (B, H, d, d)
-        z = fk.sum(1)  # (B, H, d)
+        s, z = key_sums(fk_rot, fk, v)
         if past is not None:
             s, z = s + past[0], z + past[1]
-        num = torch.matmul(fq_rot.transpose(1, 2), s).transpose(1, 2)  # (B, T, H, d)
-        den = torch.matmul(fq.transpose(1, 2), z[..., None]).squeeze(-1).transpose(1, 2)  # (B, T, H)
-        return num / (den[..., None] + EPS), (s, z)
+        return read_sums(fq_rot, fq, s, z), (s, z)
     split = lambda a: a.reshape(b, chunks, t // chunks, h, a.shape[-1])  # (B, N, t, H, d)
     s = torch.einsum("bnthd,bnthe->bnhde", split(fk_rot), split(v)).cumsum(1)  # inclusive prefix
     z = split(fk).sum(2).cumsum(1)  # (B, N, H, d)
@@ -191,11 +202,12 @@ class LCHA(nn.Module):
         stream does; the ring keeps the window's chunks' sums apart, oldest first, one tensor per
         slot, so the one leaving is subtracted and the ring moves on by reference, not by a copy
         of every slot on every pass. The first chunk committed is the sink: it enters the total only."""
-        out, (s, z) = linear_attention(fq_r, fq, fk_r, fk, v, past=(state["s"], state["z"]))
+        own_s, own_z = key_sums(fk_r, fk, v)  # this chunk's: (B, H, d, d), (B, H, d)
+        s, z = own_s + state["s"], own_z + state["z"]  # as linear_attention adds its past
+        out = read_sums(fq_r, fq, s, z)
         # phi > 0: a stream with a committed sink has z > 0; before it, this chunk is the sink
         windowed = (state["z"].flatten(1).abs().sum(1) > 0).to(z.dtype)[:, None, None]  # (B, 1, 1)
-        chunk_s = torch.matmul(fk_r.permute(0, 2, 3, 1), v.transpose(1, 2)) * windowed[..., None]  # (B, H, d, d)
-        chunk_z = fk.sum(1) * windowed  # (B, H, d)
+        chunk_s, chunk_z = own_s * windowed[..., None], own_z * windowed
         ring_s = [state[ring_key("s", i)] for i in range(self.window)] + [chunk_s]  # W + 1, oldest first
         ring_z = [state[ring_key("z", i)] for i in range(self.window)] + [chunk_z]
         sums = {"s": s - ring_s[0], "z": z - ring_z[0]}  # without a window, this chunk leaves at once
