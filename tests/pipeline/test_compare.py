@@ -381,6 +381,17 @@ def test_unseen_report_toml_is_the_tuning_run_on_reported_seeds():
     assert grid.seeds_of("dropout_0_1") == (0, 1, 2, 3, 4) and len(grid.seeds_of("no_dropout")) >= 3
 
 
+def test_unseen_varied_toml_is_the_unseen_report_on_the_split_without_a_shortcut():
+    varied, report = (load_run_config(str(ROOT / "configs" / n))
+                      for n in ("unseen_varied.toml", "unseen_report.toml"))
+    assert varied.sections.keys() == report.sections.keys()
+    for name in report.sections.keys() - {"run", "corpus"}:
+        assert varied.section(name) == report.section(name), name
+    assert varied.section("corpus") == {**report.section("corpus"), "split": "pairs_varied"}
+    assert varied.section("run")["seed"] == report.section("run")["seed"]
+    assert varied.section("run")["out"] != report.section("run")["out"]
+
+
 def test_unseen_tune_toml_chooses_on_tuning_seeds_where_recipes_are_chosen():
     """The tuning grid for the unseen collapse is configs/unseen.toml's run (its tuning cache)
     with candidate recipes on tuning training seeds, scored on the tune noise and the validation

@@ -14,6 +14,7 @@ from pipeline.graph.config import RunConfigError
 from teacher_jobs.analytic_corpus import (
     DEFAULT_ANALYTIC,
     class_prompts,
+    pinning_pairs,
     split_classes,
     unseen_pairs,
     unseen_subsets,
@@ -53,6 +54,36 @@ def test_pairs_seen_keeps_a_random_split_that_already_has_the_property_and_refus
         split_classes(train_classes=2, split="pairs_seen")
     with pytest.raises(ValueError, match="split must be one of"):
         split_classes(split="pairs")
+
+
+VALUES = (3, 3, 2)  # objects, colours, motions of the default vocabulary
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_pairs_varied_trains_every_pair_of_a_held_out_class_with_two_values_of_the_third(seed):
+    train, held = split_classes(seed=seed, split="pairs_varied")
+    assert len(train) == 12 and sorted(train + held) == sorted(class_prompts())
+    trained = [_attrs(p) for p in train]
+    for h in map(_attrs, held):
+        for i, j in itertools.combinations(range(3), 2):
+            third = {t[3 - i - j] for t in trained if t[i] == h[i] and t[j] == h[j]}
+            assert len(third) >= min(2, VALUES[3 - i - j] - 1), (h, i, j, third)
+
+
+def test_pairs_seen_of_run_seed_0_pins_the_object_of_every_held_out_class_and_pairs_varied_does_not():
+    """Run seed 0's pairs_seen split (the unseen report's) holds out every "moving left" class but
+    one object per colour: in training, a colour and "left" name one object (and an object and
+    "left" one colour)."""
+    train, held = split_classes(seed=0, split="pairs_seen")
+    trained, unseen = [_attrs(p) for p in train], [_attrs(p) for p in held]
+    assert {m for _, _, m in unseen} == {"left"}
+    assert {t[0] for t in trained if t[1:] == ("green", "left")} == {"cross"}
+    assert set(pinning_pairs(trained, unseen, VALUES)) == {
+        (a, "left") for a in ("red", "green", "blue", "square", "ring", "cross")}
+    varied = split_classes(seed=0, split="pairs_varied")
+    assert not pinning_pairs(*([_attrs(p) for p in part] for part in varied), VALUES)
+    with pytest.raises(ValueError, match="two values of the third attribute"):
+        split_classes(train_classes=4, split="pairs_varied")
 
 
 def test_validation_and_report_subsets_are_disjoint_and_a_function_of_the_set():

@@ -2,7 +2,8 @@
 
 kind = "analytic": the analytic teacher's attribute classes, ``train_classes`` of them chosen
 by ``seed`` (the others held out as unseen combinations) as ``split`` says ("random", the
-default; "pairs_seen": every attribute pair of a held-out class is trained, see
+default; "pairs_seen": every attribute pair of a held-out class is trained; "pairs_varied":
+each with two values of the third attribute, so none is pinned by the other two, see
 teacher_jobs.analytic_corpus); "inline": ``prompts = [...]``;
 "file": a corpus at ``source`` (.txt, .jsonl or .parquet, any fsspec URL) copied in."""
 
