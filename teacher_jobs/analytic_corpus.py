@@ -65,19 +65,29 @@ def unseen_pairs(train: list[tuple[str, ...]], held: list[tuple[str, ...]]) -> l
                    if (i, j, h[i], h[j]) not in seen})
 
 
+def _pairs_with_partners(train: list[tuple[str, ...]], held: tuple[str, ...]):
+    """(i, j, k, trained classes with the held-out class's attributes i and j) per pair; k is
+    the third attribute."""
+    for i, j in itertools.combinations(range(3), 2):
+        yield i, j, 3 - i - j, [t for t in train if t[i] == held[i] and t[j] == held[j]]
+
+
 def pinning_pairs(train: list[tuple[str, ...]], held: list[tuple[str, ...]],
                   values: tuple[int, ...]) -> list[tuple[str, str]]:
     """Attribute pairs of the held-out classes trained with fewer than min(2, n - 1) values of
     the third attribute (``values``: n of each attribute): pairs whose trained classes pin the
     third (a pair never trained among them)."""
-    out = set()
-    for h in held:
-        for i, j in itertools.combinations(range(3), 2):
-            k = 3 - i - j
-            third = {t[k] for t in train if t[i] == h[i] and t[j] == h[j]}
-            if len(third) < min(2, values[k] - 1):
-                out.add((h[i], h[j]))
-    return sorted(out)
+    return sorted({(h[i], h[j]) for h in held for i, j, k, partners in _pairs_with_partners(train, h)
+                   if len(partners) < min(2, values[k] - 1)})
+
+
+def pinning_classes(train: list[tuple[str, ...]], held: tuple[str, ...],
+                    values: tuple[int, ...]) -> list[tuple[str, ...]]:
+    """The trained classes that alone carry an attribute pair of the held-out class ``held``
+    whose third attribute has more than two values: each is what that pair means in training,
+    a shortcut a student may take for the held-out class."""
+    return sorted({partners[0] for _, _, k, partners in _pairs_with_partners(train, held)
+                   if values[k] > 2 and len(partners) == 1})
 
 
 def _qualifies(split: str, train: list[tuple[str, ...]], held: list[tuple[str, ...]],

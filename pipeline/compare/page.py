@@ -223,15 +223,18 @@ def classes_table(results: Mapping[str, Any], set_key: str) -> str:
             for c in row.get("classes", []):
                 wrong = ", ".join(f"{k} {v:.2f}" for k, v in c["wrong"].items() if v > 0) or "-"
                 made = f"{c['neighbour']} ({c['neighbour_share']:.2f})" if c["neighbour"] else "-"
+                pinned = "; ".join(c.get("pinned_by", [])) or "-"
                 rows.append([esc(variant), esc(length), esc(c["class"]), _mean(c["adherence"]), esc(wrong),
-                             esc(made)])
+                             esc(made), esc(pinned)])
     if not rows:
         return ""
     return (table(["variant", "length", "class", "adherence", "wrong (share of samples)",
-                   "made as the trained neighbour (share)"], rows,
+                   "made as the trained neighbour (share)", "pinned in training by"], rows,
                   table_id=f"compare-classes-{set_key.replace('_', '-')}", raw_cells=True)
             + '<p class="muted">Each unseen class over the seeds: the attribute a wrong sample got wrong, '
-              "and the trained class it was made as most often (mean shares over seeds).</p>")
+              "the trained class it was made as most often (mean shares over seeds), and the trained "
+              "classes that alone carry a pair of its attributes in training (a shortcut the split "
+              "leaves: corpus split \"pairs_varied\" leaves none).</p>")
 
 
 def seeds_table(results: Mapping[str, Any], *, link_prefix: str) -> str:

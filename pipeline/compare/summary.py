@@ -50,7 +50,8 @@ def _json(summary: dict[str, Any]) -> dict[str, Any]:
 def class_summary(scores: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per unseen class, over the seeds' named errors (eval_unseen's ``errors``): adherence
     (SeedMean json), each attribute's wrong share (mean over seeds) and the trained neighbour the
-    class was made as most often (its mean share); [] unless every seed named them."""
+    class was made as most often (its mean share), the trained classes pinning a pair of it
+    (``pinned_by``, the split's); [] unless every seed named them."""
     if not scores or not all(s.get("errors") for s in scores):
         return []
     out = []
@@ -64,7 +65,8 @@ def class_summary(scores: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out.append({"class": first["class"], "adherence": seed_mean([r["adherence"] for r in rows]).to_json(),
                     "wrong": {k: sum(r["wrong"][k] for r in rows) / len(rows) for k in first["wrong"]},
                     "neighbour": neighbour,
-                    "neighbour_share": shares[neighbour] / len(rows) if neighbour else 0.0})
+                    "neighbour_share": shares[neighbour] / len(rows) if neighbour else 0.0,
+                    "pinned_by": first.get("pinned_by", [])})  # the split's: the same every seed
     return out
 
 

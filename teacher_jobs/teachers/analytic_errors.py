@@ -5,7 +5,9 @@ A sample is wrong when its nearest mode over every class's modes (adherence's ru
 analytic_score) is not its prompt's class. For a wrong sample the oracle names the trained
 neighbour it produced: the class of its nearest mode among the trained classes' modes, and the
 attributes (object, colour, motion) in which that class differs from the prompt's. Per class:
-the share of its samples wrong in each attribute and the most frequent neighbour with its share.
+the share of its samples wrong in each attribute and the most frequent neighbour with its share,
+and the trained classes that alone carry a pair of its attributes (``pinned_by``: where the
+split gives a shortcut, analytic_corpus.pinning_classes), which its errors often are.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analytic_corpus import TEMPLATE
+from ..analytic_corpus import TEMPLATE, pinning_classes
 from .analytic_score import _nearest_all
 
 ATTRIBUTES = ("object", "colour", "motion")  # the order of AnalyticTeacher.classes' tuples
@@ -40,6 +42,9 @@ def class_errors(teacher, x0: np.ndarray, prompts: list[str], trained: set[int])
     trained_modes = teacher.means[order].reshape(-1, flat.shape[1])
     neighbour = order[_nearest_all(flat, trained_modes)[0] // k]  # (n,) a trained class each
     classes = np.array([teacher.class_of(p) for p in prompts])
+    cfg = teacher.config
+    counts_of = (len(cfg.objects), len(cfg.colours), len(cfg.motions))  # values per attribute
+    trained_attrs = [teacher.classes[t] for t in sorted(trained)]
     rows = []
     for c in dict.fromkeys(classes.tolist()):
         idx = np.flatnonzero(classes == c)
@@ -55,7 +60,9 @@ def class_errors(teacher, x0: np.ndarray, prompts: list[str], trained: set[int])
                      "adherence": 1.0 - len(wrong) / len(idx),
                      "wrong": {name: float(v) for name, v in shares.items()},
                      "neighbour": None if top is None else class_prompt(teacher.classes[top]),
-                     "neighbour_share": count / len(idx)})
+                     "neighbour_share": count / len(idx),
+                     "pinned_by": [] if c in trained else [
+                         class_prompt(t) for t in pinning_classes(trained_attrs, own, counts_of)]})
     return rows
 
 
@@ -65,6 +72,7 @@ def format_errors(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         wrong = ", ".join(f"{a} {v:.2f}" for a, v in r["wrong"].items() if v)
         made = (f"; made '{r['neighbour']}' {r['neighbour_share']:.2f}" if r["neighbour"] else "")
+        pinned = "".join(f"; pinned by '{c}'" for c in r.get("pinned_by", []))
         lines.append(f"      {r['class']:28s} adherence {r['adherence']:.2f}"
-                     + (f"  wrong: {wrong}" if wrong else "") + made)
+                     + (f"  wrong: {wrong}" if wrong else "") + made + pinned)
     return lines

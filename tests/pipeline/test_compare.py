@@ -245,7 +245,7 @@ def test_every_other_scored_set_has_its_own_versus_and_sentences(tmp_path):
         made = "a red ring moving left" if c["seed"] < 2 else "a red cross moving left"
         errors = [{"class": "a red square moving left", "samples": 96, "adherence": unseen[c["variant"]] + jitter,
                    "wrong": {"object": 0.1 * (c["seed"] + 1), "colour": 0.0, "motion": 0.0},
-                   "neighbour": made, "neighbour_share": 0.05}]
+                   "neighbour": made, "neighbour_share": 0.05, "pinned_by": ["a red ring moving left"]}]
         c["scores"]["unseen_combinations"] = {m: {**row, "adherence": unseen[c["variant"]] + jitter,
                                                   "errors": errors} for m in ("1x", "4x")}
     results.update(summarise_grid(results))
@@ -254,6 +254,7 @@ def test_every_other_scored_set_has_its_own_versus_and_sentences(tmp_path):
     assert named["class"] == "a red square moving left" and named["wrong"]["object"] == pytest.approx(0.2)
     assert (named["neighbour"], named["neighbour_share"]) == ("a red ring moving left", pytest.approx(0.1 / 3))
     assert named["adherence"]["mean"] == pytest.approx(0.70)
+    assert named["pinned_by"] == ["a red ring moving left"]  # the split's, carried to the page
     assert "classes" not in results["summary"]["none"]["sets"]["held_out_seeds"]["1x"]
     assert results["versus"]["set"] == "held_out_seeds" and list(results["versus_sets"]) == ["unseen_combinations"]
     row = results["versus_sets"]["unseen_combinations"]["variants"]["none"]["4x"]
@@ -266,6 +267,7 @@ def test_every_other_scored_set_has_its_own_versus_and_sentences(tmp_path):
     assert 'id="compare-versus"' in text and 'id="compare-versus-unseen-combinations"' in text
     assert "dropout against each variant on unseen_combinations" in text
     assert 'id="compare-classes-unseen-combinations"' in text and "a red ring moving left (0.03)" in text
+    assert "<th>pinned in training by</th>" in text and "<td>a red ring moving left</td>" in text
     assert "dropout against none at 4x: recall 0.900 against 0.900, not separated" in text  # held-out seeds
     assert versus_sentences(results, "unseen_validation") == []  # not scored
 

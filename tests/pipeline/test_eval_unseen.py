@@ -42,6 +42,24 @@ def test_errors_name_the_attribute_and_the_trained_neighbour():
     assert all(r["adherence"] == 1.0 and r["neighbour"] is None for r in rows[1:])
 
 
+def test_errors_name_the_trained_classes_a_split_pins_a_held_out_class_to():
+    """Run seed 0's pairs_seen split trains "green, left" and "ring, left" only as the green
+    cross and the blue ring: the held-out green ring moving left is pinned to both; a
+    pairs_varied split pins nothing, and a trained class is never pinned."""
+    teacher = AnalyticTeacher()
+    for split, expected in (("pairs_seen", ["a green cross moving left", "a blue ring moving left"]),
+                            ("pairs_varied", [])):
+        train, held = split_classes(seed=0, split=split)
+        trained = {teacher.class_of(p) for p in train}
+        prompts = held + train[:1]
+        rows = class_errors(teacher, teacher.sample_true_data(prompts), prompts, trained)
+        pinned = {r["class"]: r["pinned_by"] for r in rows}
+        assert pinned[train[0]] == []
+        if split == "pairs_seen":
+            assert pinned["a green ring moving left"] == expected
+        assert all(pinned[h] == [] for h in held) == (split == "pairs_varied")
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
     """A KD checkpoint (trained with conditioning dropout) on a cache of the 12 trained classes."""
