@@ -90,6 +90,19 @@ def pinning_classes(train: list[tuple[str, ...]], held: tuple[str, ...],
                    if values[k] > 2 and len(partners) == 1})
 
 
+def split_shortcuts(train: list[str], held: list[str], config: AnalyticConfig = DEFAULT_ANALYTIC
+                    ) -> dict[str, list[str]]:
+    """Held-out prompt -> the trained prompts that pin it (``pinning_classes``), for the held-out
+    classes that have any: what a split lets a student read off two of an unseen class's
+    attributes instead of its third word."""
+    attrs = dict(zip(class_prompts(config), _attributes(config), strict=True))
+    by_attrs = {a: p for p, a in attrs.items()}
+    values = (len(config.objects), len(config.colours), len(config.motions))
+    trained = [attrs[p] for p in train]
+    pinned = {h: [by_attrs[t] for t in pinning_classes(trained, attrs[h], values)] for h in held}
+    return {h: ts for h, ts in pinned.items() if ts}
+
+
 def _qualifies(split: str, train: list[tuple[str, ...]], held: list[tuple[str, ...]],
                config: AnalyticConfig) -> bool:
     if split == "random":

@@ -16,6 +16,7 @@ from teacher_jobs.analytic_corpus import (
     class_prompts,
     pinning_pairs,
     split_classes,
+    split_shortcuts,
     unseen_pairs,
     unseen_subsets,
 )
@@ -118,3 +119,23 @@ def test_the_corpus_stage_takes_the_split_and_refuses_an_unknown_one():
     assert section(split="pairs_seen")["split"] == "pairs_seen"
     with pytest.raises(RunConfigError, match="split must be one of"):
         section(split="pairz")
+
+
+def test_split_shortcuts_name_what_pins_each_held_out_class():
+    train, held = split_classes(seed=0, split="pairs_seen")
+    shortcuts = split_shortcuts(train, held)
+    assert sorted(shortcuts) == sorted(held)  # every one of run seed 0's
+    assert shortcuts["a green ring moving left"] == ["a green cross moving left", "a blue ring moving left"]
+    assert split_shortcuts(*split_classes(seed=0, split="pairs_varied")) == {}
+
+
+@pytest.mark.parametrize(("config", "warned"), [("unseen_report.toml", True), ("unseen_varied.toml", False)])
+def test_the_corpus_stage_warns_of_a_split_that_pins_held_out_classes(tmp_path, capsys, config, warned):
+    from pipeline.cli import main
+
+    assert main(["run", str(ROOT / "configs" / config), "--out", str(tmp_path / "run"), "--only", "corpus",
+                 "--no-progress"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("6 of the 6 held-out combinations are pinned in training" in out) == warned
+    if warned:
+        assert "split = \"pairs_varied\" leaves none" in out

@@ -15,7 +15,7 @@ from typing import Any
 import fsspec
 
 from cache_schema.words import count
-from teacher_jobs.analytic_corpus import SPLITS, split_classes, write_corpus
+from teacher_jobs.analytic_corpus import SPLITS, split_classes, split_shortcuts, write_corpus
 from teacher_jobs.corpus import load_corpus
 
 from ..config import RunConfig, RunConfigError, refuse_unknown_keys
@@ -77,8 +77,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
         prompts = list(dict.fromkeys(e.prompt for e in load_corpus(out)[0]))
     ctx.console.print(f"{count(len(prompts), 'prompt')} -> {out}"
                       + (f"; {count(len(held_out), 'combination')} held out" if held_out else ""))
+    shortcuts = split_shortcuts(prompts, held_out) if held_out else {}
+    if shortcuts:
+        ctx.console.print(_shortcut_warning(shortcuts, len(held_out)))
     return {"prompts": out, "kind": kind, "count": len(prompts), "held_out": len(held_out),
-            "sample_prompts": prompts[:SAMPLE_PROMPTS]}
+            "sample_prompts": prompts[:SAMPLE_PROMPTS], "pinned_held_out": len(shortcuts)}
+
+
+def _shortcut_warning(shortcuts: dict[str, list[str]], held: int) -> str:
+    example, pinned_by = next(iter(shortcuts.items()))
+    return (f"[yellow]{len(shortcuts)} of the {held} held-out combinations are pinned in training[/]: "
+            f"two of their attributes come with one trained class only (e.g. '{example}': "
+            + ", ".join(f"'{p}'" for p in pinned_by)
+            + "), so their scores also say which shortcut a training seed took; "
+              "[corpus] split = \"pairs_varied\" leaves none")
 
 
 def _present(ctx: StageContext, outputs: dict[str, Any]) -> bool:
