@@ -65,6 +65,11 @@ def unseen_pairs(train: list[tuple[str, ...]], held: list[tuple[str, ...]]) -> l
                    if (i, j, h[i], h[j]) not in seen})
 
 
+def attribute_values(config: AnalyticConfig) -> tuple[int, int, int]:
+    """How many values each attribute (object, colour, motion) has."""
+    return len(config.objects), len(config.colours), len(config.motions)
+
+
 def _pairs_with_partners(train: list[tuple[str, ...]], held: tuple[str, ...]):
     """(i, j, k, trained classes with the held-out class's attributes i and j) per pair; k is
     the third attribute."""
@@ -97,7 +102,7 @@ def split_shortcuts(train: list[str], held: list[str], config: AnalyticConfig = 
     attributes instead of its third word."""
     attrs = dict(zip(class_prompts(config), _attributes(config), strict=True))
     by_attrs = {a: p for p, a in attrs.items()}
-    values = (len(config.objects), len(config.colours), len(config.motions))
+    values = attribute_values(config)
     trained = [attrs[p] for p in train]
     pinned = {h: [by_attrs[t] for t in pinning_classes(trained, attrs[h], values)] for h in held}
     return {h: ts for h, ts in pinned.items() if ts}
@@ -109,8 +114,7 @@ def _qualifies(split: str, train: list[tuple[str, ...]], held: list[tuple[str, .
         return True
     if split == "pairs_seen":
         return not unseen_pairs(train, held)
-    values = (len(config.objects), len(config.colours), len(config.motions))
-    return not pinning_pairs(train, held, values)
+    return not pinning_pairs(train, held, attribute_values(config))
 
 
 def split_classes(config: AnalyticConfig = DEFAULT_ANALYTIC, *, train_classes: int = 12,

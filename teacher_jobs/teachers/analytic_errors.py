@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analytic_corpus import TEMPLATE, pinning_classes
+from ..analytic_corpus import TEMPLATE, attribute_values, pinning_classes
 from .analytic_score import _nearest_all
 
 ATTRIBUTES = ("object", "colour", "motion")  # the order of AnalyticTeacher.classes' tuples
@@ -42,8 +42,7 @@ def class_errors(teacher, x0: np.ndarray, prompts: list[str], trained: set[int])
     trained_modes = teacher.means[order].reshape(-1, flat.shape[1])
     neighbour = order[_nearest_all(flat, trained_modes)[0] // k]  # (n,) a trained class each
     classes = np.array([teacher.class_of(p) for p in prompts])
-    cfg = teacher.config
-    counts_of = (len(cfg.objects), len(cfg.colours), len(cfg.motions))  # values per attribute
+    counts_of = attribute_values(teacher.config)
     trained_attrs = [teacher.classes[t] for t in sorted(trained)]
     rows = []
     for c in dict.fromkeys(classes.tolist()):
