@@ -71,7 +71,8 @@ def format_errors(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         wrong = ", ".join(f"{a} {v:.2f}" for a, v in r["wrong"].items() if v)
         made = (f"; made '{r['neighbour']}' {r['neighbour_share']:.2f}" if r["neighbour"] else "")
-        pinned = "".join(f"; pinned by '{c}'" for c in r.get("pinned_by", []))
+        pinned = ", ".join(f"'{c}'" for c in r.get("pinned_by", []))
+        pinned = f"; pinned by {pinned}" if pinned else ""
         lines.append(f"      {r['class']:28s} adherence {r['adherence']:.2f}"
                      + (f"  wrong: {wrong}" if wrong else "") + made + pinned)
     return lines

@@ -16,7 +16,7 @@ from student_train.config import TrainConfig
 from student_train.trainer import Trainer
 from teacher_jobs.analytic_corpus import split_classes, unseen_subsets
 from teacher_jobs.teachers.analytic import AnalyticTeacher
-from teacher_jobs.teachers.analytic_errors import class_errors
+from teacher_jobs.teachers.analytic_errors import class_errors, format_errors
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "student_train"))
 from cache_factory import analytic_records
@@ -57,6 +57,8 @@ def test_errors_name_the_trained_classes_a_split_pins_a_held_out_class_to():
         assert pinned[train[0]] == []
         if split == "pairs_seen":
             assert pinned["a green ring moving left"] == expected
+            line = format_errors(rows)[held.index("a green ring moving left")]
+            assert line.endswith("pinned by 'a green cross moving left', 'a blue ring moving left'")
         assert all(pinned[h] == [] for h in held) == (split == "pairs_varied")
 
 
