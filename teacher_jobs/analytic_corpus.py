@@ -58,23 +58,22 @@ def _attributes(config: AnalyticConfig) -> list[tuple[str, str, str]]:
     return list(itertools.product(config.objects, config.colours, config.motions))
 
 
-def unseen_pairs(train: list[tuple[str, ...]], held: list[tuple[str, ...]]) -> list[tuple[str, str]]:
-    """Attribute pairs of the held-out classes that no trained class has."""
-    seen = {(i, j, t[i], t[j]) for t in train for i, j in itertools.combinations(range(3), 2)}
-    return sorted({(h[i], h[j]) for h in held for i, j in itertools.combinations(range(3), 2)
-                   if (i, j, h[i], h[j]) not in seen})
-
-
-def attribute_values(config: AnalyticConfig) -> tuple[int, int, int]:
-    """How many values each attribute (object, colour, motion) has."""
-    return len(config.objects), len(config.colours), len(config.motions)
-
-
 def _pairs_with_partners(train: list[tuple[str, ...]], held: tuple[str, ...]):
     """(i, j, k, trained classes with the held-out class's attributes i and j) per pair; k is
     the third attribute."""
     for i, j in itertools.combinations(range(3), 2):
         yield i, j, 3 - i - j, [t for t in train if t[i] == held[i] and t[j] == held[j]]
+
+
+def unseen_pairs(train: list[tuple[str, ...]], held: list[tuple[str, ...]]) -> list[tuple[str, str]]:
+    """Attribute pairs of the held-out classes that no trained class has."""
+    return sorted({(h[i], h[j]) for h in held for i, j, _, partners in _pairs_with_partners(train, h)
+                   if not partners})
+
+
+def attribute_values(config: AnalyticConfig) -> tuple[int, int, int]:
+    """How many values each attribute (object, colour, motion) has."""
+    return len(config.objects), len(config.colours), len(config.motions)
 
 
 def pinning_pairs(train: list[tuple[str, ...]], held: list[tuple[str, ...]],
